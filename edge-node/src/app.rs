@@ -1,0 +1,236 @@
+//! The box as a whole: opening the store, the shared state handlers use, background
+//! housekeeping, and `run` (serve until a shutdown future resolves).
+
+use crate::clock::{Clock, service_day};
+use crate::config::Config;
+use crate::db::{self, Readers, StoreError};
+use crate::menu::MenuStore;
+use crate::metrics::Metrics;
+use crate::order::{self, OrderError};
+use crate::outbox::OutboxEvent;
+use crate::session::{Limiter, Limits, Tokens};
+use crate::stock::StockView;
+use crate::writer::{Effect, Publisher, Writer, WriterConfig};
+use chrono::NaiveDate;
+use rand::RngCore;
+use rusqlite::{Connection, OptionalExtension};
+use std::future::Future;
+use std::sync::Arc;
+use tokio::sync::{Semaphore, broadcast};
+use tokio_util::sync::CancellationToken;
+
+/// Live events kept for slow subscribers before they are told to resync.
+const EVENT_BUFFER: usize = 4096;
+/// Orders expired or marked unclaimed per housekeeping write.
+const HOUSEKEEPING_BATCH: usize = 500;
+
+/// Shared state of a running box: cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    inner: Arc<AppInner>,
+}
+
+pub struct AppInner {
+    pub config: Config,
+    pub clock: Arc<dyn Clock>,
+    pub writer: Writer,
+    pub readers: Readers,
+    pub menu: Arc<MenuStore>,
+    pub stock: Arc<StockView>,
+    pub events: broadcast::Sender<OutboxEvent>,
+    pub tokens: Tokens,
+    pub limits: Limits,
+    pub metrics: Metrics,
+    pub login_permits: Semaphore,
+    pub request_permits: Arc<Semaphore>,
+    pub stream_permits: Arc<Semaphore>,
+    pub node_id: String,
+    pub shutdown: CancellationToken,
+}
+
+impl std::ops::Deref for App {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.inner
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create data directory {0}: {1}")]
+    DataDir(std::path::PathBuf, std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Publishes committed effects into the in-memory projections and the event stream.
+struct Projections {
+    menu: Arc<MenuStore>,
+    stock: Arc<StockView>,
+    events: broadcast::Sender<OutboxEvent>,
+}
+
+impl Publisher for Projections {
+    fn publish(&self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Event(event) => {
+                    // No subscriber is fine: nobody is watching.
+                    let _ = self.events.send(event);
+                }
+                Effect::Stock(level) => self.stock.apply(level),
+                Effect::MenuItem(item) => self.menu.apply(*item),
+            }
+        }
+    }
+}
+
+/// Reads a box_meta value, creating it with `make` on first start.
+fn meta_or_init(conn: &Connection, key: &str, make: impl FnOnce() -> String) -> Result<String, StoreError> {
+    let existing: Option<String> = conn
+        .query_row("SELECT value FROM box_meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()?;
+    if let Some(v) = existing {
+        return Ok(v);
+    }
+    let value = make();
+    conn.execute("INSERT INTO box_meta (key, value) VALUES (?1, ?2)", [key, &value])?;
+    Ok(value)
+}
+
+impl App {
+    /// Opens (or creates) the box's database and starts the writer thread.
+    pub fn open(config: Config, clock: Arc<dyn Clock>) -> Result<App, StartError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| StartError::DataDir(config.data_dir.clone(), e))?;
+        let path = config.db_path();
+        let conn = db::open_writer(&path)?;
+        let node_id = meta_or_init(&conn, "node_id", || uuid::Uuid::now_v7().to_string())?;
+        let secret = meta_or_init(&conn, "token_secret", || {
+            let mut key = [0u8; 32];
+            rand::rng().fill_bytes(&mut key);
+            hex::encode(key)
+        })?;
+        let today = service_day(clock.now(), config.time_zone);
+        let menu = Arc::new(MenuStore::load(&conn)?);
+        let stock = Arc::new(StockView::load(&conn, today)?);
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let publisher = Arc::new(Projections {
+            menu: menu.clone(),
+            stock: stock.clone(),
+            events: events.clone(),
+        });
+        let writer = Writer::spawn(
+            conn,
+            clock.clone(),
+            publisher,
+            WriterConfig {
+                queue_max: config.writer_queue_max,
+                group_max: config.group_commit_max,
+            },
+        );
+        let limits = Limits {
+            login_per_account: Limiter::per_minute(config.login_per_min_account, config.login_per_min_account),
+            login_per_ip: Limiter::per_minute(config.login_per_min_ip, config.login_per_min_ip),
+            orders_per_student: Limiter::per_minute(config.orders_per_min_student, config.orders_per_min_student),
+        };
+        Ok(App {
+            inner: Arc::new(AppInner {
+                readers: Readers::new(&path, config.read_connections),
+                tokens: Tokens::new(secret.as_bytes(), config.token_ttl),
+                login_permits: Semaphore::new(config.login_concurrency),
+                request_permits: Arc::new(Semaphore::new(config.requests_in_flight_max)),
+                stream_permits: Arc::new(Semaphore::new(config.event_streams_max)),
+                metrics: Metrics::new(),
+                shutdown: CancellationToken::new(),
+                config,
+                clock,
+                writer,
+                menu,
+                stock,
+                events,
+                limits,
+                node_id,
+            }),
+        })
+    }
+
+    /// Today's service day in the canteen's time zone.
+    pub fn today(&self) -> NaiveDate {
+        service_day(self.clock.now(), self.config.time_zone)
+    }
+
+    /// One round of housekeeping: expire unpaid orders whose time is up, and mark ready
+    /// orders unclaimed once their day's closing time has passed.
+    pub async fn housekeeping(&self) -> Result<(usize, usize), OrderError> {
+        let expired = self
+            .writer
+            .write(|ctx| order::expire_due(ctx, HOUSEKEEPING_BATCH))
+            .await?;
+        let now = self.clock.now();
+        let local = now.with_timezone(&self.config.time_zone);
+        let through = if local.time() >= self.config.closing_time {
+            local.date_naive()
+        } else {
+            local.date_naive().pred_opt().unwrap_or(local.date_naive())
+        };
+        let unclaimed = self
+            .writer
+            .write(move |ctx| order::mark_unclaimed(ctx, through, HOUSEKEEPING_BATCH))
+            .await?;
+        Ok((expired, unclaimed))
+    }
+
+    /// Stops background work and finishes every queued write.
+    pub async fn close(&self) {
+        self.shutdown.cancel();
+        self.writer.shutdown().await;
+    }
+}
+
+/// Serves the box on `listener` until `shutdown` resolves; then stops accepting,
+/// lets in-flight requests finish, and drains the writer so every acknowledged write
+/// is committed.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let router = crate::http::router(app.clone());
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let app = app.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(app.config.housekeeping_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut prune = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    () = app.shutdown.cancelled() => break,
+                    _ = tick.tick() => {
+                        if let Err(e) = app.housekeeping().await {
+                            tracing::warn!(error = %e, "housekeeping failed; will retry");
+                        }
+                    }
+                    _ = prune.tick() => app.limits.prune(),
+                }
+            }
+        });
+    }
+    let stop = app.shutdown.clone();
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        tokio::select! {
+            () = shutdown => {}
+            () = stop.cancelled() => {}
+        }
+        // Event streams never end on their own; tell them to.
+        stop.cancel();
+    });
+    let result = server.await;
+    app.close().await;
+    while tasks.join_next().await.is_some() {}
+    result
+}

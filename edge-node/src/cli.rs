@@ -1,0 +1,242 @@
+//! The command line: `serve`, `demo`, `roster import`, `staff add`, `backup`.
+
+use crate::app::App;
+use crate::clock::SystemClock;
+use crate::config::{Config, Settings};
+use crate::session::{Role, hash_secret};
+use crate::{accounts, backup, demo};
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser, Debug)]
+#[command(name = "edge-node", version, about = "The canteen box: takes orders on the LAN, durably, with or without the cloud.")]
+pub struct Cli {
+    /// TOML config file. Its keys are the flags' names with underscores
+    /// (e.g. unpaid_timeout_s = 600). Flags and environment variables override it.
+    #[arg(long, short, env = "EDGE_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the box until SIGINT or SIGTERM.
+    Serve {
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Create a fresh demo canteen (menu, roster, staff), print the logins, and serve it.
+    /// Uses ./demo-data and 127.0.0.1:8080 unless told otherwise; an earlier demo data
+    /// directory is replaced.
+    Demo {
+        #[command(flatten)]
+        settings: Settings,
+        /// Create the data but do not serve.
+        #[arg(long)]
+        no_serve: bool,
+    },
+    /// The student roster.
+    Roster {
+        #[command(subcommand)]
+        command: RosterCommand,
+    },
+    /// Staff accounts.
+    Staff {
+        #[command(subcommand)]
+        command: StaffCommand,
+    },
+    /// Online backup of the database into a new file, while the box keeps serving.
+    /// Restore: copy it to <data_dir>/canteen.db of an empty data directory and serve.
+    Backup {
+        /// The backup file to create.
+        path: PathBuf,
+        #[command(flatten)]
+        settings: Settings,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RosterCommand {
+    /// Import students from a CSV with the header student_number,name,pin. Existing
+    /// student numbers are updated. Nothing is stored if any row is invalid.
+    Import {
+        csv: PathBuf,
+        #[command(flatten)]
+        settings: Settings,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StaffCommand {
+    /// Add a staff account, or reset its password and role.
+    Add {
+        #[arg(long)]
+        username: String,
+        /// Name shown in the staff app.
+        #[arg(long)]
+        name: String,
+        /// staff or manager.
+        #[arg(long, default_value = "staff")]
+        role: String,
+        #[arg(long, env = "EDGE_STAFF_PASSWORD", hide_env_values = true)]
+        password: String,
+        #[command(flatten)]
+        settings: Settings,
+    },
+}
+
+fn resolve(file: &Option<PathBuf>, settings: Settings, preset: Settings) -> anyhow::Result<Config> {
+    let from_file = match file {
+        Some(path) => Settings::from_toml_file(path)?,
+        None => Settings::default(),
+    };
+    Ok(Config::resolve(settings.or(from_file).or(preset))?)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EDGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down: finishing in-flight requests and commits");
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let app = App::open(config, Arc::new(SystemClock))?;
+    let addr = listener.local_addr()?;
+    // Tests and scripts read this line to learn the port.
+    println!("listening on http://{addr}");
+    std::io::stdout().flush()?;
+    tracing::info!(%addr, node_id = %app.node_id, "serving");
+    crate::run(listener, app, shutdown_signal()).await?;
+    Ok(())
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    init_logging();
+    match cli.command {
+        Command::Serve { settings } => serve(resolve(&cli.config, settings, Settings::default())?).await,
+        Command::Demo { settings, no_serve } => {
+            let preset = Settings {
+                data_dir: Some("demo-data".into()),
+                listen: Some("127.0.0.1:8080".parse()?),
+                payment_modes: Some(vec!["counter".into(), "campus_card".into()]),
+                campus_card_secret: Some(demo::DEMO_CAMPUS_CARD_SECRET.into()),
+                ..Default::default()
+            };
+            let config = resolve(&cli.config, settings, preset)?;
+            prepare_demo_dir(&config.data_dir)?;
+            let app = App::open(config.clone(), Arc::new(SystemClock))?;
+            let items = demo::seed(&app, demo::DEMO_STUDENTS).await?;
+            app.close().await;
+            let base = format!("http://{}", config.listen);
+            println!("Demo canteen created in {} with {} dishes.", config.data_dir.display(), items.len());
+            println!("  API:         {base}/api/menu   (OpenAPI: {base}/api/openapi.json)");
+            println!(
+                "  students:    2024001 … 2024{:03}, PIN {}  (POST {base}/api/student/login)",
+                demo::DEMO_STUDENTS,
+                demo::DEMO_PIN
+            );
+            println!("  staff:       {} / {}", demo::DEMO_STAFF.0, demo::DEMO_STAFF.1);
+            println!("  manager:     {} / {}", demo::DEMO_MANAGER.0, demo::DEMO_MANAGER.1);
+            println!("  campus card: webhook secret {:?}", demo::DEMO_CAMPUS_CARD_SECRET);
+            if no_serve {
+                return Ok(());
+            }
+            serve(config).await
+        }
+        Command::Roster {
+            command: RosterCommand::Import { csv, settings },
+        } => {
+            let config = resolve(&cli.config, settings, Settings::default())?;
+            let file = std::fs::File::open(&csv).with_context(|| format!("cannot open {}", csv.display()))?;
+            let cost = config.hash_cost;
+            let rows = tokio::task::spawn_blocking(move || accounts::read_roster_csv(file, cost)).await??;
+            let app = App::open(config, Arc::new(SystemClock))?;
+            let n = app.writer.write(move |ctx| accounts::upsert_students(ctx, &rows)).await;
+            app.close().await;
+            println!("imported {} students", n?);
+            Ok(())
+        }
+        Command::Staff {
+            command: StaffCommand::Add { username, name, role, password, settings },
+        } => {
+            let config = resolve(&cli.config, settings, Settings::default())?;
+            let role = match Role::parse(&role) {
+                Some(r @ (Role::Staff | Role::Manager)) => r,
+                _ => bail!("--role must be staff or manager"),
+            };
+            if password.len() < 8 {
+                bail!("the password needs at least 8 characters");
+            }
+            let hash = hash_secret(&password, config.hash_cost);
+            let app = App::open(config, Arc::new(SystemClock))?;
+            let id = app
+                .writer
+                .write(move |ctx| accounts::upsert_staff(ctx, &username, &name, role, &hash))
+                .await;
+            app.close().await;
+            println!("staff account {} ready", id?);
+            Ok(())
+        }
+        Command::Backup { path, settings } => {
+            let config = resolve(&cli.config, settings, Settings::default())?;
+            let db = config.db_path();
+            let report = tokio::task::spawn_blocking(move || backup::backup(&db, &path).map(|r| (r, path))).await??;
+            println!(
+                "backup written to {} ({} bytes, outbox up to seq {})",
+                report.1.display(),
+                report.0.bytes,
+                report.0.outbox_last_seq
+            );
+            Ok(())
+        }
+    }
+}
+
+/// A marker file that says a directory holds demo data and may be replaced.
+const DEMO_MARKER: &str = ".demo-data";
+
+fn prepare_demo_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        let is_demo = dir.join(DEMO_MARKER).exists();
+        let empty = std::fs::read_dir(dir)?.next().is_none();
+        if !is_demo && !empty {
+            bail!(
+                "{} exists and does not hold demo data; refusing to replace it (choose another --data-dir)",
+                dir.display()
+            );
+        }
+        std::fs::remove_dir_all(dir)?;
+    }
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join(DEMO_MARKER), "created by `edge-node demo`; replaced by the next demo run\n")?;
+    Ok(())
+}

@@ -1,0 +1,293 @@
+//! Configuration: one TOML file, every key overridable by environment variable and by
+//! flag (flag > environment > file > default). [`Settings`] is the raw, all-optional
+//! form shared by the three sources; [`Config`] is the validated result.
+
+use crate::payment::PaymentMode;
+use crate::session::HashCost;
+use chrono::NaiveTime;
+use chrono_tz::Tz;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Every setting of the box. In the TOML file the keys are the same names.
+#[derive(Debug, Clone, Default, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Directory holding the database (canteen.db). Created if missing.
+    #[arg(long, env = "EDGE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to serve HTTP on, e.g. 0.0.0.0:8080 (port 0 picks a free port).
+    #[arg(long, env = "EDGE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// The canteen's IANA time zone; service days and opening hours use it.
+    #[arg(long, env = "EDGE_TIME_ZONE")]
+    pub time_zone: Option<String>,
+    /// Orders are taken from this local time (HH:MM).
+    #[arg(long, env = "EDGE_OPENING_TIME")]
+    pub opening_time: Option<String>,
+    /// Orders stop at this local time (HH:MM); ready orders not collected by then
+    /// become unclaimed.
+    #[arg(long, env = "EDGE_CLOSING_TIME")]
+    pub closing_time: Option<String>,
+    /// Seconds an unpaid order is held before it expires and its stock is released.
+    #[arg(long, env = "EDGE_UNPAID_TIMEOUT_S")]
+    pub unpaid_timeout_s: Option<u64>,
+    /// Payment modes offered: counter, campus_card (comma-separated).
+    #[arg(long, env = "EDGE_PAYMENT_MODES", value_delimiter = ',')]
+    pub payment_modes: Option<Vec<String>>,
+    /// Shared secret of the campus-card webhook (HMAC-SHA256). Required when
+    /// campus_card is offered.
+    #[arg(long, env = "EDGE_CAMPUS_CARD_SECRET", hide_env_values = true)]
+    pub campus_card_secret: Option<String>,
+    /// Lifetime of a login token, in minutes.
+    #[arg(long, env = "EDGE_TOKEN_TTL_MIN")]
+    pub token_ttl_min: Option<u64>,
+    /// Login attempts allowed per account per minute.
+    #[arg(long, env = "EDGE_LOGIN_PER_MIN_ACCOUNT")]
+    pub login_per_min_account: Option<u32>,
+    /// Login attempts allowed per client IP per minute.
+    #[arg(long, env = "EDGE_LOGIN_PER_MIN_IP")]
+    pub login_per_min_ip: Option<u32>,
+    /// Orders a student may place per minute.
+    #[arg(long, env = "EDGE_ORDERS_PER_MIN_STUDENT")]
+    pub orders_per_min_student: Option<u32>,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "EDGE_BODY_LIMIT_BYTES")]
+    pub body_limit_bytes: Option<usize>,
+    /// A request that takes longer is answered 503, in milliseconds.
+    #[arg(long, env = "EDGE_REQUEST_TIMEOUT_MS")]
+    pub request_timeout_ms: Option<u64>,
+    /// Requests handled at once (event streams excluded); more get 503.
+    #[arg(long, env = "EDGE_REQUESTS_IN_FLIGHT_MAX")]
+    pub requests_in_flight_max: Option<usize>,
+    /// Open event streams allowed at once.
+    #[arg(long, env = "EDGE_EVENT_STREAMS_MAX")]
+    pub event_streams_max: Option<usize>,
+    /// Writes waiting for the writer thread; more get 503.
+    #[arg(long, env = "EDGE_WRITER_QUEUE_MAX")]
+    pub writer_queue_max: Option<usize>,
+    /// Writes committed together in one transaction at most.
+    #[arg(long, env = "EDGE_GROUP_COMMIT_MAX")]
+    pub group_commit_max: Option<usize>,
+    /// Read connections to the database.
+    #[arg(long, env = "EDGE_READ_CONNECTIONS")]
+    pub read_connections: Option<usize>,
+    /// argon2id memory cost for new PIN and password hashes, in KiB.
+    #[arg(long, env = "EDGE_ARGON2_MEMORY_KIB")]
+    pub argon2_memory_kib: Option<u32>,
+    /// argon2id passes for new hashes.
+    #[arg(long, env = "EDGE_ARGON2_PASSES")]
+    pub argon2_passes: Option<u32>,
+    /// Password checks run at once (each takes a core for tens of milliseconds).
+    #[arg(long, env = "EDGE_LOGIN_CONCURRENCY")]
+    pub login_concurrency: Option<usize>,
+    /// How often expiry and closing are checked, in seconds.
+    #[arg(long, env = "EDGE_HOUSEKEEPING_INTERVAL_S")]
+    pub housekeeping_interval_s: Option<u64>,
+}
+
+impl Settings {
+    /// Fills every key unset in `self` from `lower`.
+    pub fn or(self, lower: Settings) -> Settings {
+        macro_rules! pick {
+            ($($f:ident),*) => { Settings { $($f: self.$f.or(lower.$f)),* } };
+        }
+        pick!(
+            data_dir,
+            listen,
+            time_zone,
+            opening_time,
+            closing_time,
+            unpaid_timeout_s,
+            payment_modes,
+            campus_card_secret,
+            token_ttl_min,
+            login_per_min_account,
+            login_per_min_ip,
+            orders_per_min_student,
+            body_limit_bytes,
+            request_timeout_ms,
+            requests_in_flight_max,
+            event_streams_max,
+            writer_queue_max,
+            group_commit_max,
+            read_connections,
+            argon2_memory_kib,
+            argon2_passes,
+            login_concurrency,
+            housekeeping_interval_s
+        )
+    }
+
+    pub fn from_toml_file(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_owned(), e))?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse(path.to_owned(), e.to_string()))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("config {0}: {1}")]
+    Parse(PathBuf, String),
+    #[error("setting {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// The validated configuration the box runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub time_zone: Tz,
+    pub opening_time: NaiveTime,
+    pub closing_time: NaiveTime,
+    pub unpaid_timeout: chrono::Duration,
+    pub payment_modes: Vec<PaymentMode>,
+    pub campus_card_secret: Option<Vec<u8>>,
+    pub token_ttl: chrono::Duration,
+    pub login_per_min_account: u32,
+    pub login_per_min_ip: u32,
+    pub orders_per_min_student: u32,
+    pub body_limit_bytes: usize,
+    pub request_timeout: Duration,
+    pub requests_in_flight_max: usize,
+    pub event_streams_max: usize,
+    pub writer_queue_max: usize,
+    pub group_commit_max: usize,
+    pub read_connections: usize,
+    pub hash_cost: HashCost,
+    pub login_concurrency: usize,
+    pub housekeeping_interval: Duration,
+}
+
+impl Config {
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join(DB_FILE)
+    }
+
+    /// Validates settings, filling defaults for what is unset.
+    pub fn resolve(s: Settings) -> Result<Config, ConfigError> {
+        let time = |key, value: Option<String>, default: &str| {
+            let text = value.unwrap_or_else(|| default.to_owned());
+            NaiveTime::parse_from_str(&text, "%H:%M").map_err(|_| invalid(key, format!("{text:?} is not HH:MM")))
+        };
+        let tz_name = s.time_zone.unwrap_or_else(|| "Asia/Shanghai".into());
+        let time_zone: Tz = tz_name
+            .parse()
+            .map_err(|_| invalid("time_zone", format!("{tz_name:?} is not an IANA time zone")))?;
+        let payment_modes = s
+            .payment_modes
+            .unwrap_or_else(|| vec!["counter".into()])
+            .iter()
+            .map(|m| {
+                PaymentMode::parse(m.trim())
+                    .ok_or_else(|| invalid("payment_modes", format!("{m:?} is not counter or campus_card")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if payment_modes.is_empty() {
+            return Err(invalid("payment_modes", "offer at least one payment mode"));
+        }
+        let campus_card_secret = s.campus_card_secret.map(String::into_bytes);
+        if payment_modes.contains(&PaymentMode::CampusCard)
+            && campus_card_secret.as_ref().is_none_or(|k| k.len() < 16)
+        {
+            return Err(invalid(
+                "campus_card_secret",
+                "campus_card is offered, so a secret of at least 16 bytes is required",
+            ));
+        }
+        let positive = |key, v: Option<u64>, default: u64| match v.unwrap_or(default) {
+            0 => Err(invalid(key, "must be greater than 0")),
+            n => Ok(n),
+        };
+        let count = |key, v: Option<usize>, default: usize| match v.unwrap_or(default) {
+            0 => Err(invalid(key, "must be greater than 0")),
+            n => Ok(n),
+        };
+        let per_min = |key, v: Option<u32>, default: u32| match v.unwrap_or(default) {
+            0 => Err(invalid(key, "must be greater than 0")),
+            n => Ok(n),
+        };
+        Ok(Config {
+            data_dir: s.data_dir.unwrap_or_else(|| PathBuf::from("data")),
+            listen: s.listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080))),
+            time_zone,
+            opening_time: time("opening_time", s.opening_time, "00:00")?,
+            closing_time: time("closing_time", s.closing_time, "23:59")?,
+            unpaid_timeout: chrono::Duration::seconds(positive("unpaid_timeout_s", s.unpaid_timeout_s, 900)? as i64),
+            payment_modes,
+            campus_card_secret,
+            token_ttl: chrono::Duration::minutes(positive("token_ttl_min", s.token_ttl_min, 240)? as i64),
+            login_per_min_account: per_min("login_per_min_account", s.login_per_min_account, 5)?,
+            login_per_min_ip: per_min("login_per_min_ip", s.login_per_min_ip, 120)?,
+            orders_per_min_student: per_min("orders_per_min_student", s.orders_per_min_student, 6)?,
+            body_limit_bytes: count("body_limit_bytes", s.body_limit_bytes, 64 * 1024)?,
+            request_timeout: Duration::from_millis(positive("request_timeout_ms", s.request_timeout_ms, 10_000)?),
+            requests_in_flight_max: count("requests_in_flight_max", s.requests_in_flight_max, 2048)?,
+            event_streams_max: count("event_streams_max", s.event_streams_max, 4096)?,
+            writer_queue_max: count("writer_queue_max", s.writer_queue_max, 8192)?,
+            group_commit_max: count("group_commit_max", s.group_commit_max, 512)?,
+            read_connections: count("read_connections", s.read_connections, 4)?,
+            hash_cost: HashCost {
+                memory_kib: per_min("argon2_memory_kib", s.argon2_memory_kib, 19 * 1024)?,
+                passes: per_min("argon2_passes", s.argon2_passes, 2)?,
+            },
+            login_concurrency: count("login_concurrency", s.login_concurrency, 2)?,
+            housekeeping_interval: Duration::from_secs(positive(
+                "housekeeping_interval_s",
+                s.housekeeping_interval_s,
+                5,
+            )?),
+        })
+    }
+
+    /// Is the canteen taking orders at this local time?
+    pub fn is_open(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        let local = now.with_timezone(&self.time_zone).time();
+        self.opening_time <= local && local < self.closing_time
+    }
+}
+
+pub const DB_FILE: &str = "canteen.db";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn higher_sources_win_and_bad_values_name_their_key() {
+        let flags = Settings {
+            listen: Some("127.0.0.1:9000".parse().unwrap()),
+            ..Default::default()
+        };
+        let file: Settings = toml::from_str("listen = \"0.0.0.0:1\"\nunpaid_timeout_s = 60\n").unwrap();
+        let cfg = Config::resolve(flags.or(file)).unwrap();
+        assert_eq!(cfg.listen.port(), 9000);
+        assert_eq!(cfg.unpaid_timeout.num_seconds(), 60);
+
+        let err = Config::resolve(Settings {
+            time_zone: Some("Mars/Olympus".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("time_zone"));
+        let err = Config::resolve(Settings {
+            payment_modes: Some(vec!["campus_card".into()]),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("campus_card_secret"));
+        assert!(toml::from_str::<Settings>("no_such_key = 1").is_err());
+    }
+}

@@ -1,0 +1,179 @@
+//! Opening the box's SQLite database: pragmas, migrations and the read-connection pool.
+//!
+//! Only the writer thread ([`crate::writer`]) writes. Reads go through [`Readers`],
+//! whose connections are used on tokio's blocking pool, never on the async workers.
+
+use rusqlite::{Connection, OpenFlags};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` is the number applied.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(
+        "database {path} has schema version {found}, newer than this build supports ({supported}); \
+         upgrade edge-node before opening it"
+    )]
+    SchemaTooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("the database worker stopped")]
+    WorkerGone,
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+fn apply_pragmas(conn: &Connection) -> rusqlite::Result<()> {
+    // WAL lets readers run beside the single writer. synchronous=FULL makes every commit
+    // fsync the WAL before COMMIT returns: an order the student saw as "placed" survives
+    // a power cut, not only a process crash (NORMAL would risk the last commits on power
+    // loss). Group commit in the writer amortises that fsync over many orders.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(())
+}
+
+/// Opens (creating if needed) the database for writing and brings its schema up to date.
+pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+    let mut conn = Connection::open(path)?;
+    apply_pragmas(&conn)?;
+    migrate(&mut conn, path)?;
+    Ok(conn)
+}
+
+/// Runs the pending migrations in one transaction; refuses a schema newer than ours.
+pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            path: path.to_owned(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if found == SCHEMA_VERSION {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    for migration in &MIGRATIONS[found as usize..] {
+        tx.execute_batch(migration)?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Opens a read-only connection (the schema must already exist).
+pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "query_only", true)?;
+    Ok(conn)
+}
+
+/// A small pool of read connections. Each read runs on tokio's blocking pool; the
+/// semaphore bounds how many run at once (and so how many connections exist).
+#[derive(Clone)]
+pub struct Readers {
+    inner: Arc<ReadersInner>,
+}
+
+struct ReadersInner {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+}
+
+impl Readers {
+    pub fn new(path: &Path, size: usize) -> Self {
+        Self {
+            inner: Arc::new(ReadersInner {
+                path: path.to_owned(),
+                idle: Mutex::new(Vec::new()),
+                permits: Semaphore::new(size.max(1)),
+            }),
+        }
+    }
+
+    /// Runs `f` with a read connection, off the async runtime.
+    pub async fn read<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let _permit = self
+            .inner
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::WorkerGone)?;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let popped = inner.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let conn = match popped {
+                Some(conn) => conn,
+                None => open_reader(&inner.path)?,
+            };
+            let result = f(&conn);
+            inner
+                .idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(conn);
+            result
+        })
+        .await
+        .map_err(|_| StoreError::WorkerGone)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_a_fresh_database_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("box.db");
+        let conn = open_writer(&path).unwrap();
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        drop(conn);
+        // Reopening an up-to-date database is a no-op.
+        open_writer(&path).unwrap();
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("box.db");
+        let conn = open_writer(&path).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(conn);
+        let err = open_writer(&path).unwrap_err();
+        assert!(matches!(err, StoreError::SchemaTooNew { found, .. } if found == SCHEMA_VERSION + 1));
+        assert!(err.to_string().contains("newer than this build supports"));
+    }
+}

@@ -1,0 +1,138 @@
+//! Server-Sent Events: a student's own order changes, and every outbox event for staff.
+//!
+//! Subscribing happens before any catch-up read, so nothing committed in between is
+//! missed; events are deduplicated by sequence number. A subscriber too slow for the
+//! live buffer gets a `resync` event and should reload.
+
+use super::error::ApiError;
+use super::extract::{Query, Staff, Student};
+use crate::app::App;
+use crate::outbox::{self, OutboxEvent};
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::stream::{self, Stream, StreamExt};
+use serde::Deserialize;
+use std::convert::Infallible;
+use std::time::Duration;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+
+/// Catch-up on connect replays at most this many stored events; further back, `resync`.
+const CATCH_UP_MAX: usize = 5 * outbox::PAGE_MAX;
+
+pub(super) fn routes() -> axum::Router<App> {
+    axum::Router::new()
+        .route("/api/student/events", axum::routing::get(student_events))
+        .route("/api/staff/events", axum::routing::get(staff_events))
+}
+
+fn to_sse(event: &OutboxEvent) -> Event {
+    Event::default()
+        .id(event.seq.to_string())
+        .event(event.kind.clone())
+        .json_data(event)
+        .unwrap_or_else(|_| Event::default().event("resync"))
+}
+
+fn resync() -> Event {
+    Event::default().event("resync").data("reload")
+}
+
+/// Live outbox events matching `keep`, ending when the box shuts down.
+fn live(
+    stop: tokio_util::sync::CancellationToken,
+    rx: tokio::sync::broadcast::Receiver<OutboxEvent>,
+    after_seq: i64,
+    keep: impl Fn(&OutboxEvent) -> bool + Send + 'static,
+) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
+    BroadcastStream::new(rx)
+        .filter_map(move |item| {
+            let out = match item {
+                Ok(e) if e.seq > after_seq && keep(&e) => Some(Ok(to_sse(&e))),
+                Ok(_) => None,
+                Err(BroadcastStreamRecvError::Lagged(_)) => Some(Ok(resync())),
+            };
+            std::future::ready(out)
+        })
+        .take_until(async move { stop.cancelled().await })
+}
+
+fn permit(app: &App) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    app.stream_permits.clone().try_acquire_owned().map_err(|_| ApiError::overloaded())
+}
+
+/// My orders' changes as they happen (event names are outbox kinds, e.g. `order.ready`).
+async fn student_events(
+    State(app): State<App>,
+    Student(me): Student,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let permit = permit(&app)?;
+    let rx = app.events.subscribe();
+    let me = me.to_string();
+    let stream = live(app.shutdown.clone(), rx, 0, move |e| {
+        e.kind.starts_with("order.") && e.payload.get("student_id").and_then(|v| v.as_str()) == Some(me.as_str())
+    })
+    .map(move |e| {
+        let _held = &permit;
+        e
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+#[derive(Deserialize)]
+struct AfterQuery {
+    after_seq: Option<i64>,
+}
+
+/// Every outbox event. Reconnect with `Last-Event-ID` (or `?after_seq=`) to catch up on
+/// what was missed.
+async fn staff_events(
+    State(app): State<App>,
+    _staff: Staff,
+    headers: HeaderMap,
+    Query(q): Query<AfterQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let permit = permit(&app)?;
+    let rx = app.events.subscribe();
+    let from_header = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i64>().ok());
+    let (backlog, mut last) = match from_header.or(q.after_seq) {
+        None => (Vec::new(), i64::MAX),
+        Some(after) => {
+            let backlog = app
+                .readers
+                .read(move |c| {
+                    let mut all = Vec::new();
+                    let mut cursor = after;
+                    while all.len() < CATCH_UP_MAX {
+                        let page = outbox::after(c, cursor, outbox::PAGE_MAX)?;
+                        let Some(tail) = page.last() else { break };
+                        cursor = tail.seq;
+                        all.extend(page);
+                    }
+                    Ok(all)
+                })
+                .await?;
+            let last = backlog.last().map_or(after, |e| e.seq);
+            (backlog, last)
+        }
+    };
+    let mut head: Vec<Event> = backlog.iter().map(to_sse).collect();
+    if backlog.len() >= CATCH_UP_MAX {
+        head.push(resync());
+    }
+    if last == i64::MAX {
+        // A fresh subscriber wants only what happens from now on.
+        last = 0;
+    }
+    let stream = stream::iter(head.into_iter().map(Ok))
+        .chain(live(app.shutdown.clone(), rx, last, |_| true))
+        .map(move |e| {
+            let _held = &permit;
+            e
+        });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

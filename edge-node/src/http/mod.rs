@@ -1,0 +1,121 @@
+//! The HTTP API. Routes are declared with their OpenAPI description next to the
+//! handler, so `/api/openapi.json` always matches what is served.
+//!
+//! Layers, outermost first: request id → trace span → metrics and error logging →
+//! (API routes only) in-flight cap and timeout → body limit → handler.
+
+pub mod error;
+pub mod events;
+pub mod extract;
+pub mod ops;
+pub mod staff;
+pub mod student;
+pub mod webhook;
+
+use crate::app::App;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderName, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use error::{ApiError, LoggedError};
+use std::time::Instant;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Canteen edge box API", description = "Ordering, kitchen and hand-over API of one canteen box."),
+    tags((name = "student"), (name = "staff"), (name = "payments"))
+)]
+struct ApiDoc;
+
+/// The API routes and their OpenAPI document.
+pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(student::routes())
+        .merge(staff::routes())
+        .merge(webhook::routes())
+        .split_for_parts()
+}
+
+pub fn router(app: App) -> Router {
+    let (api, doc) = api();
+    let doc = std::sync::Arc::new(doc);
+    let api = api
+        .route(
+            "/api/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { axum::Json((*doc).clone()) }
+            }),
+        )
+        .layer(middleware::from_fn_with_state(app.clone(), guard));
+    let request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .merge(api)
+        .merge(events::routes())
+        .merge(ops::routes())
+        .fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")
+        })
+        .layer(DefaultBodyLimit::max(app.config.body_limit_bytes))
+        .layer(middleware::from_fn_with_state(app.clone(), observe))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let id = req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!("request", method = %req.method(), uri = %req.uri().path(), request_id = %id)
+        }))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(app)
+}
+
+/// Bounds what the API does at once and how long a request may take. Event streams
+/// are outside this layer (they have their own cap and are long-lived by design).
+async fn guard(State(app): State<App>, req: Request, next: Next) -> Response {
+    let Ok(_permit) = app.request_permits.clone().try_acquire_owned() else {
+        return ApiError::overloaded().into_response();
+    };
+    match tokio::time::timeout(app.config.request_timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "the box took too long; try again")
+            .retry_after(1)
+            .into_response(),
+    }
+}
+
+/// Counts and times every request by route, and logs each failure once.
+async fn observe(State(app): State<App>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let method = req.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status();
+    app.metrics
+        .requests
+        .with_label_values(&[method.as_str(), route.as_str(), status.as_str()])
+        .inc();
+    app.metrics
+        .latency
+        .with_label_values(&[method.as_str(), route.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    if let Some(logged) = response.extensions().get::<LoggedError>() {
+        if status.is_server_error() {
+            tracing::error!(%status, code = logged.code, cause = logged.internal.as_deref().unwrap_or(""), "request failed");
+        } else {
+            tracing::debug!(%status, code = logged.code, "request refused");
+        }
+    }
+    response
+}

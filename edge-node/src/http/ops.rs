@@ -1,0 +1,53 @@
+//! Operations endpoints: health, readiness, Prometheus metrics.
+
+use super::error::ApiError;
+use crate::app::App;
+use crate::order;
+use crate::outbox;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde_json::json;
+
+pub(super) fn routes() -> axum::Router<App> {
+    axum::Router::new()
+        .route("/healthz", axum::routing::get(healthz))
+        .route("/readyz", axum::routing::get(readyz))
+        .route("/metrics", axum::routing::get(metrics))
+        .route("/", axum::routing::get(index))
+}
+
+/// The process is up. Cheap: also the load generator's no-op baseline.
+async fn healthz() -> impl IntoResponse {
+    axum::Json(json!({ "status": "ok" }))
+}
+
+/// The database answers reads.
+async fn readyz(State(app): State<App>) -> Result<impl IntoResponse, ApiError> {
+    let last_seq = app.readers.read(outbox::last_seq).await?;
+    Ok(axum::Json(json!({ "status": "ready", "node_id": app.node_id, "outbox_last_seq": last_seq })))
+}
+
+async fn metrics(State(app): State<App>) -> Result<impl IntoResponse, ApiError> {
+    let day = app.today();
+    let (counts, depth, last) = app
+        .readers
+        .read(move |c| Ok((order::count_by_state(c, day)?, outbox::depth(c)?, outbox::last_seq(c)?)))
+        .await?;
+    for (state, n) in counts {
+        app.metrics.orders.with_label_values(&[state.as_str()]).set(n);
+    }
+    app.metrics.outbox_depth.set(depth);
+    app.metrics.outbox_last_seq.set(last);
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render()))
+}
+
+async fn index(State(app): State<App>) -> impl IntoResponse {
+    axum::Json(json!({
+        "service": "canteen edge box",
+        "node_id": app.node_id,
+        "api": "/api/openapi.json",
+        "menu": "/api/menu",
+        "health": "/healthz",
+    }))
+}

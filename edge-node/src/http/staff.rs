@@ -1,0 +1,243 @@
+//! The staff API: the order queue and its transitions, hand-over, stock, menu edits
+//! (managers), the day summary and the outbox.
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{ClientIp, Json, Manager, Path, Query, Staff};
+use super::student::{LoginResponse, login_with};
+use crate::accounts;
+use crate::app::App;
+use crate::ids::{ItemId, OrderId};
+use crate::menu::{self, ItemFields, MenuError, MenuItem};
+use crate::order::{self, Actor, DaySummary, OrderEvent, OrderState, OrderView};
+use crate::outbox::{self, OutboxEvent};
+use crate::pickup::{self, PickupCode};
+use crate::stock::{self, StaffStockAction, StockLevel};
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub(super) fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new()
+        .routes(routes!(login))
+        .routes(routes!(queue))
+        .routes(routes!(one_order))
+        .routes(routes!(transition))
+        .routes(routes!(hand_over))
+        .routes(routes!(stock_action))
+        .routes(routes!(full_menu, create_item))
+        .routes(routes!(update_item))
+        .routes(routes!(summary))
+        .routes(routes!(outbox_after))
+}
+
+/// The most orders one queue request returns.
+const QUEUE_MAX: usize = 500;
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StaffLogin {
+    pub username: String,
+    pub password: String,
+}
+
+/// Log in with a staff account.
+#[utoipa::path(post, path = "/api/staff/login", tag = "staff", request_body = StaffLogin,
+    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+async fn login(State(app): State<App>, ClientIp(ip): ClientIp, Json(req): Json<StaffLogin>) -> Result<Json<LoginResponse>, ApiError> {
+    Ok(Json(login_with(&app, ip, req.username, req.password, accounts::staff_credentials).await?))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct QueueQuery {
+    /// Comma-separated states; default: placed,paid,preparing,ready.
+    pub state: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// Today's orders in the given states, oldest first.
+#[utoipa::path(get, path = "/api/staff/orders", tag = "staff", params(QueueQuery),
+    responses((status = 200, body = Vec<OrderView>), (status = 400, body = ErrorBody)))]
+async fn queue(State(app): State<App>, _staff: Staff, Query(q): Query<QueueQuery>) -> Result<Json<Vec<OrderView>>, ApiError> {
+    let states = match q.state.as_deref() {
+        None | Some("") => vec![OrderState::Placed, OrderState::Paid, OrderState::Preparing, OrderState::Ready],
+        Some(list) => list
+            .split(',')
+            .map(|s| {
+                OrderState::parse(s.trim())
+                    .ok_or_else(|| ApiError::bad_request("bad_query", format!("{s:?} is not an order state")))
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let limit = q.limit.unwrap_or(QUEUE_MAX).clamp(1, QUEUE_MAX);
+    let day = app.today();
+    Ok(Json(app.readers.read(move |c| order::queue(c, day, &states, limit)).await?))
+}
+
+/// One order.
+#[utoipa::path(get, path = "/api/staff/orders/{id}", tag = "staff", params(("id" = OrderId, Path)),
+    responses((status = 200, body = OrderView), (status = 404, body = ErrorBody)))]
+async fn one_order(State(app): State<App>, _staff: Staff, Path(id): Path<OrderId>) -> Result<Json<OrderView>, ApiError> {
+    let order = app.readers.read(move |c| order::load(c, id)).await?;
+    Ok(Json(order.ok_or(order::OrderError::NotFound)?))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransitionRequest {
+    pub event: OrderEvent,
+    /// The order version this terminal saw; a newer one on the box gives 409.
+    pub version: i64,
+}
+
+/// Move an order along its lifecycle (pay at counter, start preparing, ready, pick up,
+/// cancel).
+#[utoipa::path(post, path = "/api/staff/orders/{id}/transitions", tag = "staff", params(("id" = OrderId, Path)),
+    request_body = TransitionRequest,
+    responses((status = 200, body = OrderView), (status = 409, description = "stale version or not allowed", body = ErrorBody)))]
+async fn transition(
+    State(app): State<App>,
+    staff: Staff,
+    Path(id): Path<OrderId>,
+    Json(req): Json<TransitionRequest>,
+) -> Result<Json<OrderView>, ApiError> {
+    let order = app
+        .writer
+        .write(move |ctx| order::apply_event(ctx, id, req.event, &Actor::Staff(staff.id), Some(req.version)))
+        .await?;
+    Ok(Json(order))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HandOverRequest {
+    /// Today's pickup number, or the token from the QR code.
+    pub code: String,
+}
+
+/// Hand an order over: by pickup number or scanned token.
+#[utoipa::path(post, path = "/api/staff/pickups", tag = "staff", request_body = HandOverRequest,
+    responses((status = 200, body = OrderView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn hand_over(State(app): State<App>, staff: Staff, Json(req): Json<HandOverRequest>) -> Result<Json<OrderView>, ApiError> {
+    let code = PickupCode::parse(&req.code)?;
+    let day = app.today();
+    let order = app
+        .writer
+        .write(move |ctx| pickup::hand_over(ctx, day, &code, staff.id))
+        .await?;
+    Ok(Json(order))
+}
+
+/// Restock, adjust, mark sold out or back.
+#[utoipa::path(post, path = "/api/staff/stock/{item_id}", tag = "staff", params(("item_id" = ItemId, Path)),
+    request_body = StaffStockAction,
+    responses((status = 200, body = StockLevel), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn stock_action(
+    State(app): State<App>,
+    staff: Staff,
+    Path(item_id): Path<ItemId>,
+    Json(action): Json<StaffStockAction>,
+) -> Result<Json<StockLevel>, ApiError> {
+    let item = app
+        .menu
+        .snapshot()
+        .get(item_id)
+        .cloned()
+        .ok_or(MenuError::NotFound(item_id))?;
+    let day = app.today();
+    let level = app
+        .writer
+        .write(move |ctx| stock::staff_action(ctx, &item, day, &action, staff.id))
+        .await?;
+    Ok(Json(level))
+}
+
+/// The whole menu, archived items included.
+#[utoipa::path(get, path = "/api/staff/menu", tag = "staff", responses((status = 200, body = Vec<MenuItem>)))]
+async fn full_menu(State(app): State<App>, _staff: Staff) -> Json<Vec<MenuItem>> {
+    Json(app.menu.snapshot().items().to_vec())
+}
+
+async fn save(app: &App, item: MenuItem) -> Result<MenuItem, ApiError> {
+    item.fields.validate()?;
+    let day = app.today();
+    let saved = item.clone();
+    app.writer
+        .write(move |ctx| -> Result<(), ApiError> {
+            menu::save_item(ctx, &item)?;
+            stock::set_quota(ctx, &item, day)?;
+            Ok(())
+        })
+        .await?;
+    Ok(saved)
+}
+
+/// Add a menu item (managers).
+#[utoipa::path(post, path = "/api/staff/menu", tag = "staff", request_body = ItemFields,
+    responses((status = 201, body = MenuItem), (status = 422, body = ErrorBody)))]
+async fn create_item(State(app): State<App>, _m: Manager, Json(fields): Json<ItemFields>) -> Result<(StatusCode, Json<MenuItem>), ApiError> {
+    let item = save(&app, MenuItem { id: ItemId::new(), fields }).await?;
+    Ok((StatusCode::CREATED, Json(item)))
+}
+
+/// Replace a menu item's fields (managers). Archive instead of deleting.
+#[utoipa::path(put, path = "/api/staff/menu/{item_id}", tag = "staff", params(("item_id" = ItemId, Path)),
+    request_body = ItemFields,
+    responses((status = 200, body = MenuItem), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn update_item(
+    State(app): State<App>,
+    _m: Manager,
+    Path(id): Path<ItemId>,
+    Json(fields): Json<ItemFields>,
+) -> Result<Json<MenuItem>, ApiError> {
+    if app.menu.snapshot().get(id).is_none() {
+        return Err(MenuError::NotFound(id).into());
+    }
+    Ok(Json(save(&app, MenuItem { id, fields }).await?))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct DayQuery {
+    /// YYYY-MM-DD; default today.
+    #[param(value_type = Option<String>, format = Date)]
+    pub day: Option<NaiveDate>,
+}
+
+/// End-of-day summary: orders, revenue, per item, cancellations, unclaimed.
+#[utoipa::path(get, path = "/api/staff/summary", tag = "staff", params(DayQuery), responses((status = 200, body = DaySummary)))]
+async fn summary(State(app): State<App>, _staff: Staff, Query(q): Query<DayQuery>) -> Result<Json<DaySummary>, ApiError> {
+    let day = q.day.unwrap_or_else(|| app.today());
+    Ok(Json(app.readers.read(move |c| order::summary(c, day)).await?))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct OutboxQuery {
+    #[serde(default)]
+    pub after_seq: i64,
+    pub limit: Option<usize>,
+}
+
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OutboxPage {
+    pub events: Vec<OutboxEvent>,
+    /// Highest sequence number on the box.
+    pub last_seq: i64,
+}
+
+/// Outbox events after a sequence number, oldest first.
+#[utoipa::path(get, path = "/api/staff/outbox", tag = "staff", params(OutboxQuery), responses((status = 200, body = OutboxPage)))]
+async fn outbox_after(State(app): State<App>, _staff: Staff, Query(q): Query<OutboxQuery>) -> Result<Json<OutboxPage>, ApiError> {
+    let limit = q.limit.unwrap_or(outbox::PAGE_MAX).clamp(1, outbox::PAGE_MAX);
+    let page = app
+        .readers
+        .read(move |c| {
+            Ok(OutboxPage {
+                events: outbox::after(c, q.after_seq, limit)?,
+                last_seq: outbox::last_seq(c)?,
+            })
+        })
+        .await?;
+    Ok(Json(page))
+}

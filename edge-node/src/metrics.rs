@@ -1,0 +1,69 @@
+//! Prometheus metrics: request counts and latency per route, orders by state, outbox
+//! depth. Each box instance owns its registry (no global state), so tests can run many.
+
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub latency: HistogramVec,
+    pub orders: IntGaugeVec,
+    pub outbox_depth: IntGauge,
+    pub outbox_last_seq: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests by route and status"),
+            &["method", "route", "status"],
+        )
+        .expect("valid metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency").buckets(vec![
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+            ]),
+            &["method", "route"],
+        )
+        .expect("valid metric");
+        let orders = IntGaugeVec::new(
+            Opts::new("orders", "Orders of the current service day by state"),
+            &["state"],
+        )
+        .expect("valid metric");
+        let outbox_depth = IntGauge::new("outbox_depth", "Outbox events not yet acknowledged by the cloud")
+            .expect("valid metric");
+        let outbox_last_seq = IntGauge::new("outbox_last_seq", "Highest outbox sequence number").expect("valid metric");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(orders.clone()),
+            Box::new(outbox_depth.clone()),
+            Box::new(outbox_last_seq.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        Self {
+            registry,
+            requests,
+            latency,
+            orders,
+            outbox_depth,
+            outbox_last_seq,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

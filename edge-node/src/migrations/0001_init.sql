@@ -1,0 +1,147 @@
+-- Box identity and secrets (node id, token signing key). Travels with a backup.
+CREATE TABLE box_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) STRICT;
+
+-- The menu. Read only by the `menu` module, which keeps an in-memory projection.
+CREATE TABLE menu_item (
+    id            TEXT PRIMARY KEY,
+    name_zh       TEXT NOT NULL,
+    name_en       TEXT NOT NULL,
+    category      TEXT NOT NULL,
+    price_fen     INTEGER NOT NULL CHECK (price_fen >= 0),
+    option_groups TEXT NOT NULL,            -- JSON array of option groups
+    allergens     TEXT NOT NULL,            -- JSON array of allergen tags
+    daily_quota   INTEGER CHECK (daily_quota IS NULL OR daily_quota >= 0),
+    available     INTEGER NOT NULL,
+    archived      INTEGER NOT NULL DEFAULT 0,
+    sort_key      INTEGER NOT NULL DEFAULT 0,
+    updated_at    TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE student (
+    id             TEXT PRIMARY KEY,
+    student_number TEXT NOT NULL UNIQUE,
+    name           TEXT NOT NULL,
+    pin_hash       TEXT NOT NULL,
+    active         INTEGER NOT NULL DEFAULT 1
+) STRICT;
+
+CREATE TABLE staff (
+    id            TEXT PRIMARY KEY,
+    username      TEXT NOT NULL UNIQUE,
+    display_name  TEXT NOT NULL,
+    role          TEXT NOT NULL CHECK (role IN ('staff', 'manager')),
+    password_hash TEXT NOT NULL,
+    active        INTEGER NOT NULL DEFAULT 1
+) STRICT;
+
+-- Stock per item per service day. remaining = quota + adjusted - reserved - sold,
+-- and the CHECK makes "never below zero" a property of the database itself.
+CREATE TABLE stock_day (
+    item_id     TEXT NOT NULL,
+    service_day TEXT NOT NULL,
+    quota       INTEGER NOT NULL,
+    adjusted    INTEGER NOT NULL DEFAULT 0,
+    reserved    INTEGER NOT NULL DEFAULT 0 CHECK (reserved >= 0),
+    sold        INTEGER NOT NULL DEFAULT 0 CHECK (sold >= 0),
+    sold_out    INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (item_id, service_day),
+    CHECK (quota + adjusted - reserved - sold >= 0)
+) STRICT;
+
+-- Every stock movement, for audit: quota, reserve, release, sell, unsell, restock,
+-- adjust, sold_out, back.
+CREATE TABLE stock_ledger (
+    id          INTEGER PRIMARY KEY,
+    item_id     TEXT NOT NULL,
+    service_day TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    delta       INTEGER NOT NULL,
+    order_id    TEXT,
+    staff_id    TEXT,
+    reason      TEXT,
+    at          TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE orders (
+    id            TEXT PRIMARY KEY,
+    student_id    TEXT NOT NULL REFERENCES student(id),
+    service_day   TEXT NOT NULL,
+    pickup_number INTEGER NOT NULL,
+    pickup_token  TEXT NOT NULL UNIQUE,
+    state         TEXT NOT NULL,
+    version       INTEGER NOT NULL,
+    total_fen     INTEGER NOT NULL CHECK (total_fen >= 0),
+    payment_mode  TEXT NOT NULL,
+    placed_at     TEXT NOT NULL,
+    expires_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL,
+    UNIQUE (service_day, pickup_number)
+) STRICT;
+CREATE INDEX orders_by_student ON orders (student_id, service_day);
+CREATE INDEX orders_by_state ON orders (state, service_day);
+CREATE INDEX orders_expiry ON orders (state, expires_at);
+
+CREATE TABLE order_line (
+    order_id       TEXT NOT NULL REFERENCES orders(id),
+    line_no        INTEGER NOT NULL,
+    item_id        TEXT NOT NULL,
+    name_zh        TEXT NOT NULL,
+    name_en        TEXT NOT NULL,
+    quantity       INTEGER NOT NULL CHECK (quantity > 0),
+    unit_price_fen INTEGER NOT NULL,
+    line_total_fen INTEGER NOT NULL,
+    options        TEXT NOT NULL,           -- JSON array of chosen options with their deltas
+    PRIMARY KEY (order_id, line_no)
+) STRICT;
+
+CREATE TABLE order_transition (
+    id         INTEGER PRIMARY KEY,
+    order_id   TEXT NOT NULL REFERENCES orders(id),
+    from_state TEXT NOT NULL,
+    to_state   TEXT NOT NULL,
+    event      TEXT NOT NULL,
+    actor      TEXT NOT NULL,
+    at         TEXT NOT NULL
+) STRICT;
+
+-- Payments and refunds. external_txn_id makes campus-card webhooks idempotent.
+CREATE TABLE payment (
+    id              TEXT PRIMARY KEY,
+    order_id        TEXT NOT NULL REFERENCES orders(id),
+    kind            TEXT NOT NULL CHECK (kind IN ('payment', 'refund')),
+    method          TEXT NOT NULL,
+    amount_fen      INTEGER NOT NULL,
+    external_txn_id TEXT UNIQUE,
+    staff_id        TEXT,
+    service_day     TEXT NOT NULL,
+    at              TEXT NOT NULL
+) STRICT;
+
+-- Idempotency-Key of order placement, per student.
+CREATE TABLE idempotency (
+    student_id   TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    order_id     TEXT NOT NULL,
+    created_at   TEXT NOT NULL,
+    PRIMARY KEY (student_id, key)
+) STRICT;
+
+CREATE TABLE pickup_counter (
+    service_day TEXT PRIMARY KEY,
+    last_number INTEGER NOT NULL
+) STRICT;
+
+-- The outbox: every change to orders, stock, payments and pickups, numbered without
+-- gaps. AUTOINCREMENT never reuses a number, and since only the writer inserts and a
+-- rolled-back savepoint also rolls back sqlite_sequence, committed numbers are gapless.
+CREATE TABLE outbox (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind         TEXT NOT NULL,
+    aggregate_id TEXT NOT NULL,
+    payload      TEXT NOT NULL,
+    at           TEXT NOT NULL
+) STRICT;

@@ -1,0 +1,266 @@
+//! The single writer: one thread owns the only read-write connection and commits in
+//! groups.
+//!
+//! Callers (HTTP handlers, jobs, CLI commands) send a closure over a bounded queue.
+//! The thread takes whatever is queued (up to `group_max`), opens one transaction, runs
+//! each closure inside its own savepoint (a failing closure rolls back only its own
+//! changes), commits once, and only then publishes the effects (projections, event
+//! stream) and answers every caller. So a caller hears "ok" only after the commit that
+//! holds its change is durable, and many orders share one fsync.
+
+use crate::clock::Clock;
+use crate::db::StoreError;
+use crate::menu::MenuItem;
+use crate::outbox::OutboxEvent;
+use crate::stock::StockLevel;
+use chrono::{DateTime, Utc};
+use rusqlite::Connection;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// Something a committed write changed that in-memory readers must learn about.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    Event(OutboxEvent),
+    Stock(StockLevel),
+    MenuItem(Box<MenuItem>),
+}
+
+/// Receives the effects of each committed group, in commit order, on the writer thread.
+pub trait Publisher: Send + Sync + 'static {
+    fn publish(&self, effects: Vec<Effect>);
+}
+
+/// What a write closure sees: the connection (inside a transaction and savepoint), the
+/// time the group started, and a list to record effects in.
+pub struct WriteCtx<'a> {
+    pub conn: &'a Connection,
+    pub now: DateTime<Utc>,
+    effects: Vec<Effect>,
+}
+
+impl WriteCtx<'_> {
+    pub fn effect(&mut self, effect: Effect) {
+        self.effects.push(effect);
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    #[error("the box is busy; try again shortly")]
+    Overloaded,
+    #[error("the box is shutting down")]
+    ShuttingDown,
+    #[error("could not commit: {0}")]
+    Commit(String),
+}
+
+struct JobOutcome {
+    keep: bool,
+    complete: Box<dyn FnOnce(Result<(), WriteError>) + Send>,
+}
+
+type Job = Box<dyn FnOnce(&mut WriteCtx<'_>) -> JobOutcome + Send>;
+
+enum Msg {
+    Job(Job),
+    Stop,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct WriterConfig {
+    /// Bounded queue: when full, writes are refused with `Overloaded` (HTTP 503).
+    pub queue_max: usize,
+    /// How many queued writes at most share one transaction.
+    pub group_max: usize,
+}
+
+pub struct Writer {
+    tx: mpsc::Sender<Msg>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Writer {
+    pub fn spawn(
+        conn: Connection,
+        clock: Arc<dyn Clock>,
+        publisher: Arc<dyn Publisher>,
+        config: WriterConfig,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(config.queue_max.max(1));
+        let thread = std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx, clock, publisher, config.group_max.max(1)))
+            .expect("spawning the writer thread");
+        Self {
+            tx,
+            thread: std::sync::Mutex::new(Some(thread)),
+        }
+    }
+
+    /// Runs `f` in the next group commit and returns its result once that group is
+    /// durable. An `Err` from `f` rolls back only `f`'s changes.
+    pub async fn write<R, E, F>(&self, f: F) -> Result<R, E>
+    where
+        R: Send + 'static,
+        E: From<WriteError> + From<StoreError> + Send + 'static,
+        F: FnOnce(&mut WriteCtx<'_>) -> Result<R, E> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel::<Result<R, E>>();
+        let job: Job = Box::new(move |ctx| match f(ctx) {
+            Ok(value) => JobOutcome {
+                keep: true,
+                complete: Box::new(move |committed| {
+                    let _ = reply.send(committed.map(|()| value).map_err(E::from));
+                }),
+            },
+            Err(err) => JobOutcome {
+                keep: false,
+                complete: Box::new(move |_| {
+                    let _ = reply.send(Err(err));
+                }),
+            },
+        });
+        self.tx.try_send(Msg::Job(job)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => WriteError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => WriteError::ShuttingDown,
+        })?;
+        answer
+            .await
+            .map_err(|_| E::from(WriteError::Commit("the write was abandoned".into())))?
+    }
+
+    /// Blocking form of [`Writer::write`] for CLI commands that run outside a runtime.
+    pub fn write_blocking<R, E, F>(&self, f: F) -> Result<R, E>
+    where
+        R: Send + 'static,
+        E: From<WriteError> + From<StoreError> + Send + 'static,
+        F: FnOnce(&mut WriteCtx<'_>) -> Result<R, E> + Send + 'static,
+    {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(|e| E::from(WriteError::Commit(e.to_string())))?;
+        rt.block_on(self.write(f))
+    }
+
+    /// Finishes every write queued so far, then stops the thread. Writes sent after
+    /// this are refused with `ShuttingDown`.
+    pub async fn shutdown(&self) {
+        let _ = self.tx.send(Msg::Stop).await;
+        let handle = self
+            .thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+}
+
+fn writer_loop(
+    conn: Connection,
+    mut rx: mpsc::Receiver<Msg>,
+    clock: Arc<dyn Clock>,
+    publisher: Arc<dyn Publisher>,
+    group_max: usize,
+) {
+    let mut stopping = false;
+    while !stopping {
+        let mut batch = Vec::new();
+        match rx.blocking_recv() {
+            Some(Msg::Job(job)) => batch.push(job),
+            Some(Msg::Stop) | None => break,
+        }
+        while batch.len() < group_max {
+            match rx.try_recv() {
+                Ok(Msg::Job(job)) => batch.push(job),
+                Ok(Msg::Stop) => {
+                    stopping = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        run_group(&conn, &*clock, &*publisher, batch);
+    }
+    // Refuse anything that raced with the stop.
+    rx.close();
+    while let Ok(msg) = rx.try_recv() {
+        if let Msg::Job(job) = msg {
+            drop(job);
+        }
+    }
+}
+
+fn run_group(conn: &Connection, clock: &dyn Clock, publisher: &dyn Publisher, batch: Vec<Job>) {
+    let now = clock.now();
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        // Run nothing: dropping each job closes its reply channel, which its caller
+        // sees as an abandoned write.
+        tracing::error!(error = %e, "could not begin a write transaction");
+        drop(batch);
+        return;
+    }
+    let mut completions = Vec::with_capacity(batch.len());
+    let mut effects = Vec::new();
+    for job in batch {
+        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+            tracing::error!(error = %e, "savepoint failed");
+            completions.push(fail_outcome(e.to_string()));
+            continue;
+        }
+        let mut ctx = WriteCtx {
+            conn,
+            now,
+            effects: Vec::new(),
+        };
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut ctx)))
+            .unwrap_or_else(|_| {
+                tracing::error!("a write panicked; its changes were rolled back");
+                fail_outcome("internal error".into())
+            });
+        let released = if outcome.keep {
+            conn.execute_batch("RELEASE job")
+        } else {
+            conn.execute_batch("ROLLBACK TO job; RELEASE job")
+        };
+        match released {
+            Ok(()) if outcome.keep => effects.append(&mut ctx.effects),
+            Ok(()) => {}
+            Err(e) => tracing::error!(error = %e, "releasing a savepoint failed"),
+        }
+        completions.push(outcome);
+    }
+    match conn.execute_batch("COMMIT") {
+        Ok(()) => {
+            if !effects.is_empty() {
+                publisher.publish(effects);
+            }
+            for outcome in completions {
+                (outcome.complete)(Ok(()));
+            }
+        }
+        Err(e) => {
+            // Disk full, I/O error: nothing of this group is durable, so nobody is told
+            // "ok". The rollback restores the outbox sequence too.
+            tracing::error!(error = %e, "group commit failed; every write in it is refused");
+            let _ = conn.execute_batch("ROLLBACK");
+            let err = WriteError::Commit(e.to_string());
+            for outcome in completions {
+                (outcome.complete)(Err(err.clone()));
+            }
+        }
+    }
+}
+
+fn fail_outcome(message: String) -> JobOutcome {
+    // The job never ran; its reply channel is dropped, which the caller sees as an
+    // error. We still need a completion, so build one that records the reason.
+    JobOutcome {
+        keep: false,
+        complete: Box::new(move |_| tracing::debug!(%message, "write refused")),
+    }
+}
+
