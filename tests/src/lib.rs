@@ -1,1 +1,263 @@
+//! Harness for cross-process scenarios: runs the real `edge-node` binary on a
+//! temporary data directory, bound to 127.0.0.1 on a port the OS picks.
+//!
+//! The binary is looked up next to the test executable's target directory (build it
+//! first: `cargo build -p edge-node`), or at `$EDGE_NODE_BIN`.
 
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Cheap password hashing and no per-student order limit: these scenarios measure
+/// durability and throughput of ordering, not argon2 or the abuse limits.
+pub const FAST_ENV: &[(&str, &str)] = &[
+    ("EDGE_ARGON2_MEMORY_KIB", "64"),
+    ("EDGE_ARGON2_PASSES", "1"),
+    ("EDGE_ORDERS_PER_MIN_STUDENT", "1000000"),
+    ("EDGE_LOGIN_PER_MIN_IP", "1000000"),
+    ("EDGE_LOG", "warn"),
+];
+
+/// The `edge-node` binary of the same build profile as the running executable.
+pub fn edge_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("EDGE_NODE_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let mut dir = exe.parent().expect("exe dir").to_owned();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bin = dir.join(format!("edge-node{}", std::env::consts::EXE_SUFFIX));
+    assert!(bin.exists(), "{} is missing: run `cargo build -p edge-node` first", bin.display());
+    bin
+}
+
+fn command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(edge_binary());
+    cmd.args(args);
+    for (k, v) in FAST_ENV {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Runs an `edge-node` command to completion; fails with its output if it fails.
+pub fn edge_command(args: &[&str]) -> anyhow::Result<String> {
+    let out = command(args).output().context("running edge-node")?;
+    if !out.status.success() {
+        bail!(
+            "edge-node {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Creates a demo canteen in `data_dir` (which must not exist yet) without serving.
+pub fn seed_demo(data_dir: &Path) -> anyhow::Result<()> {
+    edge_command(&["demo", "--no-serve", "--data-dir", path_str(data_dir)])?;
+    Ok(())
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+/// A running `edge-node serve`. Killed (and reaped) on drop.
+pub struct EdgeProcess {
+    child: Child,
+    pub base: String,
+}
+
+impl EdgeProcess {
+    /// Starts `serve` on `data_dir` and waits for its "listening on" line.
+    pub fn serve(data_dir: &Path, extra_env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let mut cmd = command(&["serve", "--data-dir", path_str(data_dir), "--listen", "127.0.0.1:0"]);
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().context("spawning edge-node")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(addr.to_owned());
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(base) => Ok(Self { child, base }),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("edge-node did not start listening within 30 s")
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    pub fn kill_9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for the process to exit. (Sent with kill(1): the crate keeps
+    /// `unsafe` forbidden, and std can only send SIGKILL.)
+    pub fn terminate(mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status()?;
+        if !sent.success() {
+            bail!("could not send SIGTERM to {pid}");
+        }
+        Ok(self.child.wait()?)
+    }
+}
+
+impl Drop for EdgeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A small JSON client for the box's API.
+#[derive(Clone)]
+pub struct Api {
+    pub http: reqwest::Client,
+    pub base: String,
+}
+
+impl Api {
+    pub fn new(base: &str) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .pool_max_idle_per_host(1024)
+                .build()
+                .expect("http client"),
+            base: base.to_owned(),
+        }
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> anyhow::Result<(u16, Value)> {
+        let mut req = self.http.post(format!("{}{path}", self.base)).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await?;
+        let status = res.status().as_u16();
+        Ok((status, res.json().await.unwrap_or(Value::Null)))
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> anyhow::Result<(u16, Value)> {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await?;
+        let status = res.status().as_u16();
+        Ok((status, res.json().await.unwrap_or(Value::Null)))
+    }
+
+    pub async fn student(&self, n: u32) -> anyhow::Result<String> {
+        let (status, body) = self
+            .post("/api/student/login", None, &json!({"student_number": format!("2024{n:03}"), "pin": "1234"}))
+            .await?;
+        if status != 200 {
+            bail!("student login {n}: {status} {body}");
+        }
+        Ok(body["token"].as_str().unwrap_or_default().to_owned())
+    }
+
+    pub async fn staff(&self, user: &str, password: &str) -> anyhow::Result<String> {
+        let (status, body) = self
+            .post("/api/staff/login", None, &json!({"username": user, "password": password}))
+            .await?;
+        if status != 200 {
+            bail!("staff login: {status} {body}");
+        }
+        Ok(body["token"].as_str().unwrap_or_default().to_owned())
+    }
+
+    pub async fn manager(&self) -> anyhow::Result<String> {
+        self.staff("manager", "manager-pass").await
+    }
+
+    /// Every outbox event, following pages.
+    pub async fn outbox(&self, token: &str) -> anyhow::Result<Vec<Value>> {
+        let mut all: Vec<Value> = Vec::new();
+        loop {
+            let after = all.last().and_then(|e| e["seq"].as_i64()).unwrap_or(0);
+            let (status, page) = self.get(&format!("/api/staff/outbox?after_seq={after}"), Some(token)).await?;
+            if status != 200 {
+                bail!("outbox: {status} {page}");
+            }
+            let events = page["events"].as_array().cloned().unwrap_or_default();
+            if events.is_empty() {
+                return Ok(all);
+            }
+            all.extend(events);
+        }
+    }
+
+    /// Removes the daily quota of every dish, so a long load run never sells out.
+    pub async fn unlimited_menu(&self, manager: &str) -> anyhow::Result<Vec<Value>> {
+        let (_, items) = self.get("/api/staff/menu", Some(manager)).await?;
+        let items = items.as_array().cloned().unwrap_or_default();
+        for item in &items {
+            let mut fields = item.clone();
+            let id = fields["id"].as_str().unwrap_or_default().to_owned();
+            fields.as_object_mut().map(|o| o.remove("id"));
+            fields["daily_quota"] = Value::Null;
+            let res = self
+                .http
+                .put(format!("{}/api/staff/menu/{id}", self.base))
+                .bearer_auth(manager)
+                .json(&fields)
+                .send()
+                .await?;
+            if !res.status().is_success() {
+                bail!("menu edit: {}", res.status());
+            }
+        }
+        Ok(items)
+    }
+}
+
+/// Checks the outbox is numbered 1..=n without a gap.
+pub fn assert_gapless(events: &[Value]) {
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e["seq"].as_i64(), Some(i as i64 + 1), "outbox gap before event {i}");
+    }
+}
+
+/// A valid order of 1–3 lines with random valid options, from a staff menu listing.
+pub fn random_order(menu: &[Value], rng: &mut impl rand::Rng) -> Value {
+    let lines: Vec<Value> = (0..rng.random_range(1..=3))
+        .map(|_| {
+            let item = &menu[rng.random_range(0..menu.len())];
+            let mut options = Vec::new();
+            for group in item["option_groups"].as_array().into_iter().flatten() {
+                let choices = group["choices"].as_array().cloned().unwrap_or_default();
+                let min = group["min_choices"].as_u64().unwrap_or(0) as usize;
+                let max = group["max_choices"].as_u64().unwrap_or(0) as usize;
+                let n = rng.random_range(min..=max.min(choices.len()));
+                for c in choices.iter().take(n) {
+                    options.push(json!({"group": group["id"], "choice": c["id"]}));
+                }
+            }
+            json!({"item_id": item["id"], "quantity": rng.random_range(1..=2), "options": options})
+        })
+        .collect();
+    json!({"lines": lines, "payment_mode": "counter"})
+}
