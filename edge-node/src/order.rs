@@ -424,7 +424,7 @@ pub fn place(ctx: &mut WriteCtx<'_>, menu: &Menu, p: PlaceParams) -> Result<Plac
     }
     for (item_id, qty) in &per_item {
         let item = menu.get(*item_id).ok_or(PlaceOrderError::UnknownItem(*item_id))?;
-        stock::reserve(ctx, item, p.day, *qty, id)?;
+        stock::reserve(ctx, item, p.day, *qty)?;
     }
     let number = pickup::next_number(ctx, p.day)?;
     let token = pickup::new_token();
@@ -465,7 +465,6 @@ pub fn place(ctx: &mut WriteCtx<'_>, menu: &Menu, p: PlaceParams) -> Result<Plac
             ])?;
         }
     }
-    record_transition(ctx, id, "new", OrderState::Placed, "place", &Actor::Student(p.student))?;
     if let Some(key) = &p.key {
         ctx.conn
             .prepare_cached(
@@ -495,22 +494,6 @@ pub fn place(ctx: &mut WriteCtx<'_>, menu: &Menu, p: PlaceParams) -> Result<Plac
         serde_json::to_value(&order).unwrap_or_default(),
     )?;
     Ok(Placement { order, replayed: false })
-}
-
-fn record_transition(
-    ctx: &mut WriteCtx<'_>,
-    id: OrderId,
-    from: &str,
-    to: OrderState,
-    event: &str,
-    actor: &Actor,
-) -> Result<(), StoreError> {
-    ctx.conn
-        .prepare_cached(
-            "INSERT INTO order_transition (order_id, from_state, to_state, event, actor, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?
-        .execute(params![id.to_string(), from, to.as_str(), event, actor.describe(), ts(ctx.now)])?;
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------
@@ -567,7 +550,7 @@ pub fn apply_event(
     match (from, to) {
         (OrderState::Placed, OrderState::Paid) => {
             for (item, qty) in &lines {
-                stock::sell(ctx, *item, day, *qty, id)?;
+                stock::sell(ctx, *item, day, *qty)?;
             }
             let (method, txn, staff) = match actor {
                 Actor::CampusCard(txn) => (PaymentMode::CampusCard, Some(txn.as_str()), None),
@@ -579,12 +562,12 @@ pub fn apply_event(
         }
         (OrderState::Placed, OrderState::Cancelled | OrderState::Expired) => {
             for (item, qty) in &lines {
-                stock::release(ctx, *item, day, *qty, Held::Reserved, id)?;
+                stock::release(ctx, *item, day, *qty, Held::Reserved)?;
             }
         }
         (OrderState::Paid | OrderState::Preparing, OrderState::Cancelled) => {
             for (item, qty) in &lines {
-                stock::release(ctx, *item, day, *qty, Held::Sold, id)?;
+                stock::release(ctx, *item, day, *qty, Held::Sold)?;
             }
             let method = payment::paid_with(ctx.conn, id)?.unwrap_or_else(|| {
                 PaymentMode::parse(&mode).unwrap_or(PaymentMode::Counter)
@@ -601,7 +584,6 @@ pub fn apply_event(
     ctx.conn
         .prepare_cached("UPDATE orders SET state = ?2, version = version + 1, updated_at = ?3 WHERE id = ?1")?
         .execute(params![id.to_string(), to.as_str(), ts(ctx.now)])?;
-    record_transition(ctx, id, from.as_str(), to, event.as_str(), actor)?;
     outbox::append(
         ctx,
         &format!("order.{}", to.as_str()),

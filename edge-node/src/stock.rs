@@ -1,4 +1,6 @@
-//! Stock per item per service day, with every movement in a ledger.
+//! Stock per item per service day. Restocks, staff adjustments, sold-out marks and
+//! quota changes are kept as ledger entries; reservations and sales are the orders
+//! themselves (their outbox events say when each happened).
 //!
 //! remaining = quota + adjusted − reserved − sold. Placing an order reserves; payment
 //! turns the reservation into a sale; expiry and cancellation give back. The table's
@@ -6,7 +8,7 @@
 //! commit the new levels are published into [`StockView`], which the menu endpoint reads.
 
 use crate::db::StoreError;
-use crate::ids::{ItemId, OrderId, StaffId};
+use crate::ids::{ItemId, StaffId};
 use crate::menu::MenuItem;
 use crate::outbox;
 use crate::writer::{Effect, WriteCtx};
@@ -162,7 +164,7 @@ fn ensure_row(
     ctx.conn
         .prepare_cached("INSERT INTO stock_day (item_id, service_day, quota) VALUES (?1, ?2, ?3)")?
         .execute(params![item.id.to_string(), day.to_string(), quota])?;
-    ledger(ctx, item.id, day, "quota", quota, None, None, None)?;
+    ledger(ctx, item.id, day, "quota", quota, None, None)?;
     Ok(StockLevel {
         item_id: item.id,
         service_day: day,
@@ -174,28 +176,25 @@ fn ensure_row(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 fn ledger(
     ctx: &mut WriteCtx<'_>,
     item: ItemId,
     day: NaiveDate,
     kind: &str,
     delta: i64,
-    order: Option<OrderId>,
     staff: Option<StaffId>,
     reason: Option<&str>,
 ) -> Result<(), StoreError> {
     ctx.conn
         .prepare_cached(
-            "INSERT INTO stock_ledger (item_id, service_day, kind, delta, order_id, staff_id, reason, at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO stock_ledger (item_id, service_day, kind, delta, staff_id, reason, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?
         .execute(params![
             item.to_string(),
             day.to_string(),
             kind,
             delta,
-            order.map(|o| o.to_string()),
             staff.map(|s| s.to_string()),
             reason,
             crate::clock::ts(ctx.now),
@@ -222,13 +221,29 @@ fn update(
 }
 
 /// Reserves `qty` for an order being placed. Refuses when sold out or short.
+///
+/// The common case is one statement: a conditional UPDATE that only succeeds when
+/// enough is left. Only when it matches nothing do we look closer (first order of the
+/// day for this item, or a refusal to explain).
 pub fn reserve(
     ctx: &mut WriteCtx<'_>,
     item: &MenuItem,
     day: NaiveDate,
     qty: i64,
-    order: OrderId,
 ) -> Result<StockLevel, StockError> {
+    let reserved = ctx
+        .conn
+        .prepare_cached(&format!(
+            "UPDATE stock_day SET reserved = reserved + ?3
+             WHERE item_id = ?1 AND service_day = ?2 AND sold_out = 0 AND quota + adjusted - reserved - sold >= ?3
+             RETURNING {LEVEL_COLUMNS}"
+        ))?
+        .query_row(params![item.id.to_string(), day.to_string(), qty], read_level)
+        .optional()?;
+    if let Some(level) = reserved {
+        ctx.effect(Effect::Stock(level.clone()));
+        return Ok(level);
+    }
     let level = ensure_row(ctx, item, day)?;
     if level.is_sold_out() {
         return Err(StockError::SoldOut {
@@ -243,7 +258,6 @@ pub fn reserve(
             remaining: level.remaining(),
         });
     }
-    ledger(ctx, item.id, day, "reserve", -qty, Some(order), None, None)?;
     update(ctx, item.id, day, "reserved = reserved + ?3", qty)
 }
 
@@ -261,13 +275,11 @@ pub fn release(
     day: NaiveDate,
     qty: i64,
     held: Held,
-    order: OrderId,
 ) -> Result<StockLevel, StockError> {
-    let (kind, set) = match held {
-        Held::Reserved => ("release", "reserved = reserved - ?3"),
-        Held::Sold => ("unsell", "sold = sold - ?3"),
+    let set = match held {
+        Held::Reserved => "reserved = reserved - ?3",
+        Held::Sold => "sold = sold - ?3",
     };
-    ledger(ctx, item, day, kind, qty, Some(order), None, None)?;
     update(ctx, item, day, set, qty)
 }
 
@@ -277,9 +289,7 @@ pub fn sell(
     item: ItemId,
     day: NaiveDate,
     qty: i64,
-    order: OrderId,
 ) -> Result<StockLevel, StockError> {
-    ledger(ctx, item, day, "sell", 0, Some(order), None, None)?;
     update(ctx, item, day, "reserved = reserved - ?3, sold = sold + ?3", qty)
 }
 
@@ -311,7 +321,7 @@ pub fn staff_action(
             if !(1..=ADJUST_MAX).contains(count) {
                 return Err(StockError::BadCount);
             }
-            ledger(ctx, item.id, day, "restock", *count, None, Some(staff), None)?;
+            ledger(ctx, item.id, day, "restock", *count, Some(staff), None)?;
             ("stock.restocked", update(ctx, item.id, day, "adjusted = adjusted + ?3", *count)?)
         }
         StaffStockAction::Adjust { delta, reason } => {
@@ -324,15 +334,15 @@ pub fn staff_action(
                     remaining: current.remaining(),
                 });
             }
-            ledger(ctx, item.id, day, "adjust", *delta, None, Some(staff), Some(reason))?;
+            ledger(ctx, item.id, day, "adjust", *delta, Some(staff), Some(reason))?;
             ("stock.adjusted", update(ctx, item.id, day, "adjusted = adjusted + ?3", *delta)?)
         }
         StaffStockAction::SoldOut => {
-            ledger(ctx, item.id, day, "sold_out", 0, None, Some(staff), None)?;
+            ledger(ctx, item.id, day, "sold_out", 0, Some(staff), None)?;
             ("stock.sold_out", update(ctx, item.id, day, "sold_out = ?3", 1)?)
         }
         StaffStockAction::Back => {
-            ledger(ctx, item.id, day, "back", 0, None, Some(staff), None)?;
+            ledger(ctx, item.id, day, "back", 0, Some(staff), None)?;
             ("stock.back", update(ctx, item.id, day, "sold_out = ?3", 0)?)
         }
     };
@@ -368,7 +378,7 @@ pub fn set_quota(
     if quota == old {
         return Ok(None);
     }
-    ledger(ctx, item.id, day, "quota", quota - old, None, None, None)?;
+    ledger(ctx, item.id, day, "quota", quota - old, None, None)?;
     let level = update(
         ctx,
         item.id,

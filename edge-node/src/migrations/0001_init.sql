@@ -51,15 +51,14 @@ CREATE TABLE stock_day (
     CHECK (quota + adjusted - reserved - sold >= 0)
 ) STRICT;
 
--- Every stock movement, for audit: quota, reserve, release, sell, unsell, restock,
--- adjust, sold_out, back.
+-- Stock changes made by staff or the menu, for audit: quota, restock, adjust,
+-- sold_out, back. (Reservations and sales are the orders themselves.)
 CREATE TABLE stock_ledger (
     id          INTEGER PRIMARY KEY,
     item_id     TEXT NOT NULL,
     service_day TEXT NOT NULL,
     kind        TEXT NOT NULL,
     delta       INTEGER NOT NULL,
-    order_id    TEXT,
     staff_id    TEXT,
     reason      TEXT,
     at          TEXT NOT NULL
@@ -95,16 +94,6 @@ CREATE TABLE order_line (
     line_total_fen INTEGER NOT NULL,
     options        TEXT NOT NULL,           -- JSON array of chosen options with their deltas
     PRIMARY KEY (order_id, line_no)
-) STRICT;
-
-CREATE TABLE order_transition (
-    id         INTEGER PRIMARY KEY,
-    order_id   TEXT NOT NULL REFERENCES orders(id),
-    from_state TEXT NOT NULL,
-    to_state   TEXT NOT NULL,
-    event      TEXT NOT NULL,
-    actor      TEXT NOT NULL,
-    at         TEXT NOT NULL
 ) STRICT;
 
 -- Payments and refunds. external_txn_id makes campus-card webhooks idempotent.

@@ -1,1 +1,262 @@
-fn main() {}
+//! The lunch-rush load generator. Starts a real `edge-node serve` (release build next
+//! to this binary) on a temporary data directory, imports a roster, logs every student
+//! in, and then, over HTTP on loopback:
+//!
+//! 1. no-op: closed loop on `GET /healthz` (the HTTP stack's ceiling on this machine);
+//! 2. orders: closed loop placing orders of 1–3 lines with random valid options;
+//! 3. paced: orders at a fixed rate (open loop); latency is measured from each
+//!    request's scheduled time, so a stall cannot hide behind fewer requests.
+//!
+//! Usage: `cargo build --release --workspace --bins && target/release/loadgen`
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde_json::Value;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tests::{Api, EdgeProcess, edge_command, path_str};
+
+#[derive(Parser)]
+#[command(about = "Plays a lunch rush against a real box and reports orders/s and latency.")]
+struct Args {
+    /// Students on the roster (each logs in once before the rush).
+    #[arg(long, default_value_t = 2000)]
+    students: u32,
+    /// Concurrent connections in the closed-loop phases.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Seconds per phase.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Orders per second in the paced phase.
+    #[arg(long, default_value_t = 2000)]
+    rate: u32,
+    /// Requests in flight at most in the paced phase (beyond: counted as late).
+    #[arg(long, default_value_t = 512)]
+    in_flight_max: usize,
+}
+
+struct Stats {
+    label: String,
+    ok: usize,
+    failed: usize,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Stats {
+    fn rate(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn pct(&self, p: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies[i].as_secs_f64() * 1000.0
+    }
+
+    fn row(&self) -> String {
+        format!(
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} |",
+            self.label,
+            self.ok,
+            self.failed,
+            self.rate(),
+            self.pct(0.5),
+            self.pct(0.99),
+            self.pct(1.0)
+        )
+    }
+}
+
+/// Runs `concurrency` workers that each repeat `one` until `seconds` pass.
+async fn closed_loop<F, Fut>(label: &str, concurrency: usize, seconds: u64, one: F) -> Stats
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let one = Arc::new(one);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(seconds);
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..concurrency {
+        let one = one.clone();
+        tasks.spawn(async move {
+            let (mut ok, mut failed, mut lat) = (0, 0, Vec::new());
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                n += 1;
+                let t = Instant::now();
+                if one(w, n).await {
+                    ok += 1;
+                    lat.push(t.elapsed());
+                } else {
+                    failed += 1;
+                }
+            }
+            (ok, failed, lat)
+        });
+    }
+    let mut stats = Stats {
+        label: label.into(),
+        ok: 0,
+        failed: 0,
+        elapsed: Duration::ZERO,
+        latencies: Vec::new(),
+    };
+    while let Some(r) = tasks.join_next().await {
+        let (ok, failed, lat) = r.expect("worker");
+        stats.ok += ok;
+        stats.failed += failed;
+        stats.latencies.extend(lat);
+    }
+    stats.elapsed = start.elapsed();
+    stats.latencies.sort();
+    stats
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("box");
+    edge_command(&["demo", "--no-serve", "--data-dir", path_str(&data)])?;
+    let roster = dir.path().join("roster.csv");
+    let mut csv = std::fs::File::create(&roster)?;
+    writeln!(csv, "student_number,name,pin")?;
+    for n in 1..=args.students {
+        writeln!(csv, "L{n:05},Student {n},1234")?;
+    }
+    drop(csv);
+    edge_command(&["roster", "import", path_str(&roster), "--data-dir", path_str(&data)])?;
+
+    let edge = EdgeProcess::serve(&data, &[("EDGE_REQUESTS_IN_FLIGHT_MAX", "4096")])?;
+    eprintln!("box at {} (pid {})", edge.base, edge.pid());
+    let api = Api::new(&edge.base);
+    let manager = api.manager().await?;
+    api.unlimited_menu(&manager).await?;
+    let (_, menu) = api.get("/api/staff/menu", Some(&manager)).await?;
+    let menu: Arc<Vec<Value>> = Arc::new(menu.as_array().context("menu")?.clone());
+
+    let mut tokens = Vec::new();
+    for chunk in (1..=args.students).collect::<Vec<_>>().chunks(64) {
+        let logins = chunk.iter().map(|n| {
+            let api = api.clone();
+            let n = *n;
+            async move {
+                let (status, body) = api
+                    .post("/api/student/login", None, &serde_json::json!({"student_number": format!("L{n:05}"), "pin": "1234"}))
+                    .await?;
+                if status != 200 {
+                    bail!("login L{n:05}: {status} {body}");
+                }
+                Ok::<_, anyhow::Error>(body["token"].as_str().unwrap_or_default().to_owned())
+            }
+        });
+        for t in futures_join(logins).await {
+            tokens.push(t?);
+        }
+    }
+    let tokens = Arc::new(tokens);
+    eprintln!("{} students logged in; {} dishes", tokens.len(), menu.len());
+
+    let noop = {
+        let api = api.clone();
+        closed_loop("no-op `GET /healthz`, closed loop", args.concurrency, args.seconds, move |_, _| {
+            let api = api.clone();
+            async move { matches!(api.get("/healthz", None).await, Ok((200, _))) }
+        })
+        .await
+    };
+    let place = |api: Api, tokens: Arc<Vec<String>>, menu: Arc<Vec<Value>>| {
+        move |w: usize, n: u64| {
+            let api = api.clone();
+            let mut rng = StdRng::seed_from_u64((w as u64) << 32 | n);
+            let token = tokens[(w * 7919 + n as usize) % tokens.len()].clone();
+            let body = tests::random_order(&menu, &mut rng);
+            async move { matches!(api.post("/api/student/orders", Some(&token), &body).await, Ok((201, _))) }
+        }
+    };
+    let orders = closed_loop(
+        "orders, closed loop",
+        args.concurrency,
+        args.seconds,
+        place(api.clone(), tokens.clone(), menu.clone()),
+    )
+    .await;
+
+    // Paced phase.
+    let one = Arc::new(place(api.clone(), tokens.clone(), menu.clone()));
+    let total = u64::from(args.rate) * args.seconds;
+    let permits = Arc::new(tokio::sync::Semaphore::new(args.in_flight_max));
+    let start = tokio::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut late = 0usize;
+    for i in 0..total {
+        let scheduled = start + Duration::from_secs_f64(i as f64 / f64::from(args.rate));
+        tokio::time::sleep_until(scheduled).await;
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            late += 1;
+            continue;
+        };
+        let one = one.clone();
+        tasks.spawn(async move {
+            let ok = one(usize::MAX / 2, i).await;
+            drop(permit);
+            (ok, scheduled.elapsed())
+        });
+    }
+    let mut paced = Stats {
+        label: format!("orders paced at {}/s, open loop", args.rate),
+        ok: 0,
+        failed: late,
+        elapsed: Duration::ZERO,
+        latencies: Vec::new(),
+    };
+    while let Some(r) = tasks.join_next().await {
+        let (ok, lat) = r?;
+        if ok {
+            paced.ok += 1;
+            paced.latencies.push(lat);
+        } else {
+            paced.failed += 1;
+        }
+    }
+    paced.elapsed = start.elapsed();
+    paced.latencies.sort();
+
+    let (_, summary) = api.get("/api/staff/summary", Some(&manager)).await?;
+    edge.terminate()?;
+
+    println!("| phase | ok | failed | per s | p50 ms | p99 ms | max ms |");
+    println!("|---|---|---|---|---|---|---|");
+    for s in [&noop, &orders, &paced] {
+        println!("{}", s.row());
+    }
+    println!();
+    println!(
+        "placement / no-op throughput: {:.2}x (closed loop, {} connections, {} s each)",
+        orders.rate() / noop.rate(),
+        args.concurrency,
+        args.seconds
+    );
+    println!("orders stored by the box: {}", summary["orders"]);
+    Ok(())
+}
+
+/// Awaits a batch of futures concurrently, keeping their order.
+async fn futures_join<T: Send + 'static>(
+    futs: impl Iterator<Item = impl std::future::Future<Output = T> + Send + 'static>,
+) -> Vec<T> {
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.expect("task"));
+    }
+    out
+}
