@@ -46,6 +46,7 @@ pub struct AppInner {
     pub stream_permits: Arc<Semaphore>,
     pub node_id: String,
     pub shutdown: CancellationToken,
+    checkpointer: std::sync::Mutex<Option<db::Checkpointer>>,
 }
 
 impl std::ops::Deref for App {
@@ -142,6 +143,7 @@ impl App {
                 stream_permits: Arc::new(Semaphore::new(config.event_streams_max)),
                 metrics: Metrics::new(),
                 shutdown: CancellationToken::new(),
+                checkpointer: std::sync::Mutex::new(Some(db::Checkpointer::spawn(&path, config.checkpoint_interval)?)),
                 config,
                 clock,
                 writer,
@@ -184,6 +186,10 @@ impl App {
     pub async fn close(&self) {
         self.shutdown.cancel();
         self.writer.shutdown().await;
+        let checkpointer = self.checkpointer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(c) = checkpointer {
+            let _ = tokio::task::spawn_blocking(move || drop(c)).await;
+        }
     }
 }
 

@@ -83,6 +83,10 @@ pub struct Settings {
     /// Password checks run at once (each takes a core for tens of milliseconds).
     #[arg(long, env = "EDGE_LOGIN_CONCURRENCY")]
     pub login_concurrency: Option<usize>,
+    /// How often committed WAL pages are copied into the database file by a background
+    /// thread, in milliseconds.
+    #[arg(long, env = "EDGE_CHECKPOINT_INTERVAL_MS")]
+    pub checkpoint_interval_ms: Option<u64>,
     /// How often expiry and closing are checked, in seconds.
     #[arg(long, env = "EDGE_HOUSEKEEPING_INTERVAL_S")]
     pub housekeeping_interval_s: Option<u64>,
@@ -117,6 +121,7 @@ impl Settings {
             argon2_memory_kib,
             argon2_passes,
             login_concurrency,
+            checkpoint_interval_ms,
             housekeeping_interval_s
         )
     }
@@ -168,6 +173,7 @@ pub struct Config {
     pub read_connections: usize,
     pub hash_cost: HashCost,
     pub login_concurrency: usize,
+    pub checkpoint_interval: Duration,
     pub housekeeping_interval: Duration,
 }
 
@@ -244,6 +250,11 @@ impl Config {
                 passes: per_min("argon2_passes", s.argon2_passes, 2)?,
             },
             login_concurrency: count("login_concurrency", s.login_concurrency, 2)?,
+            checkpoint_interval: Duration::from_millis(positive(
+                "checkpoint_interval_ms",
+                s.checkpoint_interval_ms,
+                250,
+            )?),
             housekeeping_interval: Duration::from_secs(positive(
                 "housekeeping_interval_s",
                 s.housekeeping_interval_s,

@@ -401,8 +401,10 @@ pub fn place(ctx: &mut WriteCtx<'_>, menu: &Menu, p: PlaceParams) -> Result<Plac
     if let Some(key) = &p.key {
         let earlier: Option<(String, String)> = ctx
             .conn
-            .prepare_cached("SELECT request_hash, order_id FROM idempotency WHERE student_id = ?1 AND key = ?2")?
-            .query_row(params![p.student.to_string(), key.0], |r| Ok((r.get(0)?, r.get(1)?)))
+            .prepare_cached(
+                "SELECT request_hash, id FROM orders WHERE student_id = ?1 AND service_day = ?2 AND idempotency_key = ?3",
+            )?
+            .query_row(params![p.student.to_string(), p.day.to_string(), key.0], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         if let Some((hash, order_id)) = earlier {
             if hash != p.request_hash {
@@ -410,7 +412,7 @@ pub fn place(ctx: &mut WriteCtx<'_>, menu: &Menu, p: PlaceParams) -> Result<Plac
             }
             let id: OrderId = order_id
                 .parse()
-                .map_err(|_| StoreError::Corrupt(format!("idempotency row points at {order_id}")))?;
+                .map_err(|_| StoreError::Corrupt(format!("order id {order_id}")))?;
             let order = load(ctx.conn, id)?.ok_or_else(|| StoreError::Corrupt(format!("order {id} is missing")))?;
             return Ok(Placement { order, replayed: true });
         }
@@ -427,13 +429,14 @@ pub fn place(ctx: &mut WriteCtx<'_>, menu: &Menu, p: PlaceParams) -> Result<Plac
         stock::reserve(ctx, item, p.day, *qty)?;
     }
     let number = pickup::next_number(ctx, p.day)?;
-    let token = pickup::new_token();
+    let token = pickup::new_token(id);
     let expires_at = now + p.unpaid_timeout;
+    let lines_json = serde_json::to_string(&p.priced.lines).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     ctx.conn
         .prepare_cached(
             "INSERT INTO orders (id, student_id, service_day, pickup_number, pickup_token, state, version,
-                total_fen, payment_mode, placed_at, expires_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'placed', 1, ?6, ?7, ?8, ?9, ?8)",
+                total_fen, payment_mode, lines, idempotency_key, request_hash, placed_at, expires_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'placed', 1, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?11)",
         )?
         .execute(params![
             id.to_string(),
@@ -443,35 +446,12 @@ pub fn place(ctx: &mut WriteCtx<'_>, menu: &Menu, p: PlaceParams) -> Result<Plac
             token,
             p.priced.total_fen,
             p.priced.payment_mode.as_str(),
+            lines_json,
+            p.key.as_ref().map(|k| k.0.as_str()),
+            p.key.as_ref().map(|_| p.request_hash.as_str()),
             ts(now),
             ts(expires_at),
         ])?;
-    {
-        let mut insert_line = ctx.conn.prepare_cached(
-            "INSERT INTO order_line (order_id, line_no, item_id, name_zh, name_en, quantity,
-                unit_price_fen, line_total_fen, options) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )?;
-        for (n, line) in p.priced.lines.iter().enumerate() {
-            insert_line.execute(params![
-                id.to_string(),
-                n as i64 + 1,
-                line.item_id.to_string(),
-                line.name_zh,
-                line.name_en,
-                line.quantity,
-                line.unit_price_fen,
-                line.line_total_fen,
-                serde_json::to_string(&line.options).unwrap_or_else(|_| "[]".into()),
-            ])?;
-        }
-    }
-    if let Some(key) = &p.key {
-        ctx.conn
-            .prepare_cached(
-                "INSERT INTO idempotency (student_id, key, request_hash, order_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![p.student.to_string(), key.0, p.request_hash, id.to_string(), ts(now)])?;
-    }
     let order = OrderView {
         id,
         student_id: p.student,
@@ -508,16 +488,16 @@ pub fn apply_event(
     actor: &Actor,
     expected_version: Option<i64>,
 ) -> Result<OrderView, OrderError> {
-    let row: Option<(String, i64, String, String, i64, String)> = ctx
+    let row: Option<(String, i64, String, String, i64, String, String)> = ctx
         .conn
         .prepare_cached(
-            "SELECT state, version, student_id, service_day, total_fen, payment_mode FROM orders WHERE id = ?1",
+            "SELECT state, version, student_id, service_day, total_fen, payment_mode, lines FROM orders WHERE id = ?1",
         )?
         .query_row([id.to_string()], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
         })
         .optional()?;
-    let (state, version, student, day, total_fen, mode) = row.ok_or(OrderError::NotFound)?;
+    let (state, version, student, day, total_fen, mode, lines_json) = row.ok_or(OrderError::NotFound)?;
     let corrupt = |what: &str| StoreError::Corrupt(format!("order {id}: bad {what}"));
     let from = OrderState::parse(&state).ok_or_else(|| corrupt("state"))?;
     let student: StudentId = student.parse().map_err(|_| corrupt("student"))?;
@@ -534,18 +514,12 @@ pub fn apply_event(
     }
     let to = next_state(from, event, actor)?;
 
-    let lines: Vec<(ItemId, i64)> = {
-        let mut stmt = ctx
-            .conn
-            .prepare_cached("SELECT item_id, SUM(quantity) FROM order_line WHERE order_id = ?1 GROUP BY item_id")?;
-        let rows = stmt.query_map([id.to_string()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-        let mut lines = Vec::new();
-        for row in rows {
-            let (item, qty) = row?;
-            lines.push((item.parse().map_err(|_| corrupt("line item"))?, qty));
-        }
-        lines
-    };
+    let ordered: Vec<OrderLine> = serde_json::from_str(&lines_json).map_err(|_| corrupt("lines"))?;
+    let mut per_item: BTreeMap<ItemId, i64> = BTreeMap::new();
+    for line in &ordered {
+        *per_item.entry(line.item_id).or_default() += line.quantity;
+    }
+    let lines: Vec<(ItemId, i64)> = per_item.into_iter().collect();
     let mut payment_json = serde_json::Value::Null;
     match (from, to) {
         (OrderState::Placed, OrderState::Paid) => {
@@ -608,7 +582,12 @@ pub fn expire_due(ctx: &mut WriteCtx<'_>, limit: usize) -> Result<usize, OrderEr
     let due: Vec<String> = {
         let mut stmt = ctx
             .conn
-            .prepare_cached("SELECT id FROM orders WHERE state = 'placed' AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2")?;
+            // Without statistics the planner would prefer orders_by_state and sort every
+            // placed order of the day; the partial index holds exactly the unpaid ones.
+            .prepare_cached(
+                "SELECT id FROM orders INDEXED BY orders_expiry
+                 WHERE state = 'placed' AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2",
+            )?;
         let rows = stmt.query_map(params![ts(ctx.now), limit as i64], |r| r.get(0))?;
         rows.collect::<Result<_, _>>()?
     };
@@ -662,7 +641,7 @@ pub struct OrderView {
     pub updated_at: DateTime<Utc>,
 }
 
-const ORDER_COLUMNS: &str = "id, student_id, service_day, pickup_number, pickup_token, state, version, total_fen, payment_mode, placed_at, expires_at, updated_at";
+const ORDER_COLUMNS: &str = "id, student_id, service_day, pickup_number, pickup_token, state, version, total_fen, payment_mode, lines, placed_at, expires_at, updated_at";
 
 fn read_orders(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec<OrderView>, StoreError> {
     let mut stmt = conn.prepare_cached(sql)?;
@@ -677,12 +656,13 @@ fn read_orders(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> Res
             r.get::<_, i64>(6)?,
             r.get::<_, i64>(7)?,
             r.get::<_, String>(8)?,
-            (r.get::<_, String>(9)?, r.get::<_, String>(10)?, r.get::<_, String>(11)?),
+            r.get::<_, String>(9)?,
+            (r.get::<_, String>(10)?, r.get::<_, String>(11)?, r.get::<_, String>(12)?),
         ))
     })?;
     let mut orders = Vec::new();
     for row in rows {
-        let (id, student, day, number, token, state, version, total, mode, (placed, expires, updated)) = row?;
+        let (id, student, day, number, token, state, version, total, mode, lines, (placed, expires, updated)) = row?;
         let corrupt = |what: &str| StoreError::Corrupt(format!("order {id}: bad {what}"));
         let id: OrderId = id.parse().map_err(|_| corrupt("id"))?;
         orders.push(OrderView {
@@ -695,41 +675,11 @@ fn read_orders(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> Res
             version,
             total_fen: total,
             payment_mode: PaymentMode::parse(&mode).ok_or_else(|| corrupt("payment mode"))?,
-            lines: Vec::new(),
+            lines: serde_json::from_str(&lines).map_err(|_| corrupt("lines"))?,
             placed_at: parse_ts(&placed).ok_or_else(|| corrupt("placed_at"))?,
             expires_at: parse_ts(&expires).ok_or_else(|| corrupt("expires_at"))?,
             updated_at: parse_ts(&updated).ok_or_else(|| corrupt("updated_at"))?,
         });
-    }
-    let mut lines_stmt = conn.prepare_cached(
-        "SELECT item_id, name_zh, name_en, quantity, unit_price_fen, line_total_fen, options
-         FROM order_line WHERE order_id = ?1 ORDER BY line_no",
-    )?;
-    for order in &mut orders {
-        let rows = lines_stmt.query_map([order.id.to_string()], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, i64>(5)?,
-                r.get::<_, String>(6)?,
-            ))
-        })?;
-        for row in rows {
-            let (item, name_zh, name_en, quantity, unit, total, options) = row?;
-            let corrupt = || StoreError::Corrupt(format!("order {}: bad line", order.id));
-            order.lines.push(OrderLine {
-                item_id: item.parse().map_err(|_| corrupt())?,
-                name_zh,
-                name_en,
-                quantity,
-                unit_price_fen: unit,
-                line_total_fen: total,
-                options: serde_json::from_str(&options).map_err(|_| corrupt())?,
-            });
-        }
     }
     Ok(orders)
 }
@@ -739,8 +689,16 @@ pub fn load(conn: &Connection, id: OrderId) -> Result<Option<OrderView>, StoreEr
         .pop())
 }
 
+/// The order a pickup token belongs to (the token starts with the order id).
 pub fn find_by_token(conn: &Connection, token: &str) -> Result<Option<OrderView>, StoreError> {
-    Ok(read_orders(conn, &format!("SELECT {ORDER_COLUMNS} FROM orders WHERE pickup_token = ?1"), [token])?.pop())
+    let Some(id) = token.get(..32).and_then(|hex| uuid::Uuid::try_parse(hex).ok()) else {
+        return Ok(None);
+    };
+    Ok(load(conn, OrderId(id))?.filter(|o| constant_time_eq(o.pickup_token.as_bytes(), token.as_bytes())))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 pub fn find_by_number(conn: &Connection, day: NaiveDate, number: i64) -> Result<Option<OrderView>, StoreError> {
@@ -840,10 +798,11 @@ pub fn summary(conn: &Connection, day: NaiveDate) -> Result<DaySummary, StoreErr
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     let mut stmt = conn.prepare_cached(
-        "SELECT l.item_id, MAX(l.name_zh), MAX(l.name_en), SUM(l.quantity), SUM(l.line_total_fen)
-         FROM order_line l JOIN orders o ON o.id = l.order_id
+        "SELECT l.value ->> 'item_id', MAX(l.value ->> 'name_zh'), MAX(l.value ->> 'name_en'),
+                SUM(l.value ->> 'quantity'), SUM(l.value ->> 'line_total_fen')
+         FROM orders o, json_each(o.lines) l
          WHERE o.service_day = ?1 AND o.state IN ('paid', 'preparing', 'ready', 'picked_up', 'unclaimed')
-         GROUP BY l.item_id ORDER BY SUM(l.quantity) DESC, MAX(l.name_en)",
+         GROUP BY 1 ORDER BY 4 DESC, 3",
     )?;
     let rows = stmt.query_map([day.to_string()], |r| {
         Ok((

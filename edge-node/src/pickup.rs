@@ -2,7 +2,7 @@
 //! unguessable token (the QR code). Hand-over checks either.
 
 use crate::db::StoreError;
-use crate::ids::StaffId;
+use crate::ids::{OrderId, StaffId};
 use crate::order::{self, Actor, OrderError, OrderEvent, OrderState, OrderView};
 use crate::writer::WriteCtx;
 use chrono::NaiveDate;
@@ -21,12 +21,16 @@ pub fn next_number(ctx: &mut WriteCtx<'_>, day: NaiveDate) -> Result<i64, StoreE
         .query_row(params![day.to_string()], |r| r.get(0))?)
 }
 
-/// 128 random bits as 32 lowercase hex characters.
-pub fn new_token() -> String {
+/// The order id's 32 hex digits, then 128 random bits as 32 more: unguessable, and
+/// found through the order's primary key.
+pub fn new_token(order: OrderId) -> String {
     let mut bytes = [0u8; 16];
     rand::rng().fill_bytes(&mut bytes);
-    hex::encode(bytes)
+    format!("{}{}", order.0.simple(), hex::encode(bytes))
 }
+
+/// Length of a pickup token in characters.
+pub const TOKEN_CHARS: usize = 64;
 
 /// What staff type or scan at hand-over.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,13 +58,13 @@ pub enum HandoverError {
 }
 
 impl PickupCode {
-    /// A number of 1 to 6 digits, or a 32-character hex token (a USB scanner types it).
+    /// A number of 1 to 6 digits, or a 64-character hex token (a USB scanner types it).
     pub fn parse(text: &str) -> Result<Self, HandoverError> {
         let text = text.trim();
         if !text.is_empty() && text.len() <= 6 && text.bytes().all(|b| b.is_ascii_digit()) {
             return text.parse().map(Self::Number).map_err(|_| HandoverError::BadCode);
         }
-        if text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if text.len() == TOKEN_CHARS && text.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Ok(Self::Token(text.to_ascii_lowercase()));
         }
         Err(HandoverError::BadCode)

@@ -196,7 +196,7 @@ fn writer_loop(
 
 fn run_group(conn: &Connection, clock: &dyn Clock, publisher: &dyn Publisher, batch: Vec<Job>) {
     let now = clock.now();
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(e) = run(conn, "BEGIN IMMEDIATE") {
         // Run nothing: dropping each job closes its reply channel, which its caller
         // sees as an abandoned write.
         tracing::error!(error = %e, "could not begin a write transaction");
@@ -206,7 +206,7 @@ fn run_group(conn: &Connection, clock: &dyn Clock, publisher: &dyn Publisher, ba
     let mut completions = Vec::with_capacity(batch.len());
     let mut effects = Vec::new();
     for job in batch {
-        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+        if let Err(e) = run(conn, "SAVEPOINT job") {
             tracing::error!(error = %e, "savepoint failed");
             completions.push(fail_outcome(e.to_string()));
             continue;
@@ -222,9 +222,9 @@ fn run_group(conn: &Connection, clock: &dyn Clock, publisher: &dyn Publisher, ba
                 fail_outcome("internal error".into())
             });
         let released = if outcome.keep {
-            conn.execute_batch("RELEASE job")
+            run(conn, "RELEASE job")
         } else {
-            conn.execute_batch("ROLLBACK TO job; RELEASE job")
+            run(conn, "ROLLBACK TO job").and_then(|()| run(conn, "RELEASE job"))
         };
         match released {
             Ok(()) if outcome.keep => effects.append(&mut ctx.effects),
@@ -233,7 +233,7 @@ fn run_group(conn: &Connection, clock: &dyn Clock, publisher: &dyn Publisher, ba
         }
         completions.push(outcome);
     }
-    match conn.execute_batch("COMMIT") {
+    match run(conn, "COMMIT") {
         Ok(()) => {
             if !effects.is_empty() {
                 publisher.publish(effects);
@@ -246,13 +246,18 @@ fn run_group(conn: &Connection, clock: &dyn Clock, publisher: &dyn Publisher, ba
             // Disk full, I/O error: nothing of this group is durable, so nobody is told
             // "ok". The rollback restores the outbox sequence too.
             tracing::error!(error = %e, "group commit failed; every write in it is refused");
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = run(conn, "ROLLBACK");
             let err = WriteError::Commit(e.to_string());
             for outcome in completions {
                 (outcome.complete)(Err(err.clone()));
             }
         }
     }
+}
+
+/// Runs a transaction-control statement, prepared once.
+fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 fn fail_outcome(message: String) -> JobOutcome {

@@ -27,7 +27,9 @@ async fn placement_is_priced_by_the_server_and_reserves_stock() {
     assert_eq!(r.body["total_fen"], (1800 + 300) * 2 + 400);
     assert_eq!(r.body["lines"][0]["unit_price_fen"], 2100);
     assert_eq!(r.body["pickup_number"], 1);
-    assert_eq!(r.body["pickup_token"].as_str().unwrap().len(), 32);
+    let token = r.body["pickup_token"].as_str().unwrap();
+    assert_eq!(token.len(), 64);
+    assert!(token.starts_with(&r.body["id"].as_str().unwrap().replace('-', "")));
     assert_eq!(b.remaining("Lanzhou beef noodle soup").await, Some(118));
     assert_eq!(b.remaining("Sour plum drink").await, Some(99));
     assert_eq!(b.remaining("Seaweed and egg soup").await, None, "no quota means unlimited");

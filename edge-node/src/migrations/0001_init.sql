@@ -49,7 +49,7 @@ CREATE TABLE stock_day (
     sold_out    INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (item_id, service_day),
     CHECK (quota + adjusted - reserved - sold >= 0)
-) STRICT;
+) STRICT, WITHOUT ROWID;
 
 -- Stock changes made by staff or the menu, for audit: quota, restock, adjust,
 -- sold_out, back. (Reservations and sales are the orders themselves.)
@@ -64,37 +64,36 @@ CREATE TABLE stock_ledger (
     at          TEXT NOT NULL
 ) STRICT;
 
+-- Orders. Lines are immutable once placed, so they live in the row as JSON (one
+-- B-tree write per order instead of one per line); SQLite's json_each reads them for
+-- the day summary.
 CREATE TABLE orders (
     id            TEXT PRIMARY KEY,
     student_id    TEXT NOT NULL REFERENCES student(id),
     service_day   TEXT NOT NULL,
     pickup_number INTEGER NOT NULL,
-    pickup_token  TEXT NOT NULL UNIQUE,
+    -- The order id's 32 hex digits followed by 128 random bits: found through the
+    -- primary key, so no index of random values is written per order.
+    pickup_token  TEXT NOT NULL,
     state         TEXT NOT NULL,
     version       INTEGER NOT NULL,
     total_fen     INTEGER NOT NULL CHECK (total_fen >= 0),
     payment_mode  TEXT NOT NULL,
+    lines         TEXT NOT NULL,
+    -- Idempotency-Key of the placement (per student and day) and a hash of its body.
+    idempotency_key TEXT,
+    request_hash  TEXT,
     placed_at     TEXT NOT NULL,
     expires_at    TEXT NOT NULL,
     updated_at    TEXT NOT NULL,
     UNIQUE (service_day, pickup_number)
-) STRICT;
-CREATE INDEX orders_by_student ON orders (student_id, service_day);
+) STRICT, WITHOUT ROWID;
+-- One index for both "my orders today" and the idempotency lookup.
+CREATE UNIQUE INDEX orders_by_student ON orders (student_id, service_day, idempotency_key);
 CREATE INDEX orders_by_state ON orders (state, service_day);
-CREATE INDEX orders_expiry ON orders (state, expires_at);
-
-CREATE TABLE order_line (
-    order_id       TEXT NOT NULL REFERENCES orders(id),
-    line_no        INTEGER NOT NULL,
-    item_id        TEXT NOT NULL,
-    name_zh        TEXT NOT NULL,
-    name_en        TEXT NOT NULL,
-    quantity       INTEGER NOT NULL CHECK (quantity > 0),
-    unit_price_fen INTEGER NOT NULL,
-    line_total_fen INTEGER NOT NULL,
-    options        TEXT NOT NULL,           -- JSON array of chosen options with their deltas
-    PRIMARY KEY (order_id, line_no)
-) STRICT;
+-- Unpaid orders by expiry, for the expiry sweep. Partial: only placed orders are in it,
+-- and expiry times grow with time, so each placement appends at its end.
+CREATE INDEX orders_expiry ON orders (expires_at) WHERE state = 'placed';
 
 -- Payments and refunds. external_txn_id makes campus-card webhooks idempotent.
 CREATE TABLE payment (
@@ -109,20 +108,10 @@ CREATE TABLE payment (
     at              TEXT NOT NULL
 ) STRICT;
 
--- Idempotency-Key of order placement, per student.
-CREATE TABLE idempotency (
-    student_id   TEXT NOT NULL,
-    key          TEXT NOT NULL,
-    request_hash TEXT NOT NULL,
-    order_id     TEXT NOT NULL,
-    created_at   TEXT NOT NULL,
-    PRIMARY KEY (student_id, key)
-) STRICT;
-
 CREATE TABLE pickup_counter (
     service_day TEXT PRIMARY KEY,
     last_number INTEGER NOT NULL
-) STRICT;
+) STRICT, WITHOUT ROWID;
 
 -- The outbox: every change to orders, stock, payments and pickups, numbered without
 -- gaps. AUTOINCREMENT never reuses a number, and since only the writer inserts and a

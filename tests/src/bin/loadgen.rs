@@ -34,6 +34,9 @@ struct Args {
     /// Orders per second in the paced phase.
     #[arg(long, default_value_t = 2000)]
     rate: u32,
+    /// Skip the closed-loop phases (run only the paced one).
+    #[arg(long)]
+    paced_only: bool,
     /// Requests in flight at most in the paced phase (beyond: counted as late).
     #[arg(long, default_value_t = 512)]
     in_flight_max: usize,
@@ -165,9 +168,10 @@ async fn main() -> anyhow::Result<()> {
     let tokens = Arc::new(tokens);
     eprintln!("{} students logged in; {} dishes", tokens.len(), menu.len());
 
+    let skip = if args.paced_only { 0 } else { args.seconds };
     let noop = {
         let api = api.clone();
-        closed_loop("no-op `GET /healthz`, closed loop", args.concurrency, args.seconds, move |_, _| {
+        closed_loop("no-op `GET /healthz`, closed loop", args.concurrency, skip, move |_, _| {
             let api = api.clone();
             async move { matches!(api.get("/healthz", None).await, Ok((200, _))) }
         })
@@ -185,7 +189,7 @@ async fn main() -> anyhow::Result<()> {
     let orders = closed_loop(
         "orders, closed loop",
         args.concurrency,
-        args.seconds,
+        skip,
         place(api.clone(), tokens.clone(), menu.clone()),
     )
     .await;
