@@ -44,8 +44,9 @@ fn apply_pragmas(conn: &Connection) -> rusqlite::Result<()> {
     // Each write runs in a savepoint inside the group's transaction; keep the
     // savepoints' rollback journal in memory instead of a temporary file.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
-    // 64 MiB of page cache (negative = KiB): a lunch service's hot pages stay in memory.
-    conn.pragma_update(None, "cache_size", -65536)?;
+    // 8 MiB of page cache (negative = KiB). Larger caches measured slower here: SQLite
+    // walks the cache at every commit.
+    conn.pragma_update(None, "cache_size", -8192)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     // Every statement the box runs stays prepared (rusqlite's default keeps only 16).
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
