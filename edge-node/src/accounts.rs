@@ -29,7 +29,10 @@ impl From<rusqlite::Error> for AccountError {
 
 /// A student number: 1 to 32 letters, digits or dashes.
 pub fn check_student_number(text: &str) -> Result<(), String> {
-    if text.is_empty() || text.len() > 32 || !text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+    if text.is_empty()
+        || text.len() > 32
+        || !text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
         return Err("student number must be 1 to 32 letters, digits or dashes".into());
     }
     Ok(())
@@ -61,18 +64,26 @@ pub struct StudentRecord {
 
 /// Reads a roster CSV with the header `student_number,name,pin`, validating every row
 /// before anything is stored.
-pub fn read_roster_csv(input: impl std::io::Read, cost: HashCost) -> Result<Vec<StudentRecord>, AccountError> {
+pub fn read_roster_csv(
+    input: impl std::io::Read,
+    cost: HashCost,
+) -> Result<Vec<StudentRecord>, AccountError> {
     #[derive(serde::Deserialize)]
     struct Row {
         student_number: String,
         name: String,
         pin: String,
     }
-    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(input);
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(input);
     let mut rows = Vec::new();
     for (i, row) in reader.deserialize::<Row>().enumerate() {
         let line = i as u64 + 2;
-        let row = row.map_err(|e| AccountError::BadRow { line, message: e.to_string() })?;
+        let row = row.map_err(|e| AccountError::BadRow {
+            line,
+            message: e.to_string(),
+        })?;
         let check = check_student_number(&row.student_number)
             .and_then(|()| check_name(&row.name))
             .and_then(|()| check_pin(&row.pin));
@@ -90,13 +101,21 @@ pub fn read_roster_csv(input: impl std::io::Read, cost: HashCost) -> Result<Vec<
 }
 
 /// Inserts or updates students by student number. Returns how many rows were written.
-pub fn upsert_students(ctx: &mut WriteCtx<'_>, students: &[StudentRecord]) -> Result<usize, AccountError> {
+pub fn upsert_students(
+    ctx: &mut WriteCtx<'_>,
+    students: &[StudentRecord],
+) -> Result<usize, AccountError> {
     let mut stmt = ctx.conn.prepare_cached(
         "INSERT INTO student (id, student_number, name, pin_hash) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (student_number) DO UPDATE SET name = ?3, pin_hash = ?4, active = 1",
     )?;
     for s in students {
-        stmt.execute(params![StudentId::new().to_string(), s.student_number, s.name, s.pin_hash])?;
+        stmt.execute(params![
+            StudentId::new().to_string(),
+            s.student_number,
+            s.name,
+            s.pin_hash
+        ])?;
     }
     Ok(students.len())
 }
@@ -109,12 +128,21 @@ pub fn upsert_staff(
     role: Role,
     password_hash: &str,
 ) -> Result<StaffId, AccountError> {
-    if username.is_empty() || username.len() > 32 || !username.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
-        return Err(AccountError::Invalid("username must be 1 to 32 letters, digits, '-', '_' or '.'".into()));
+    if username.is_empty()
+        || username.len() > 32
+        || !username
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return Err(AccountError::Invalid(
+            "username must be 1 to 32 letters, digits, '-', '_' or '.'".into(),
+        ));
     }
     check_name(display_name).map_err(AccountError::Invalid)?;
     if role == Role::Student {
-        return Err(AccountError::Invalid("staff role must be staff or manager".into()));
+        return Err(AccountError::Invalid(
+            "staff role must be staff or manager".into(),
+        ));
     }
     let id: String = ctx
         .conn
@@ -140,14 +168,21 @@ pub struct Credentials {
     pub secret_hash: String,
 }
 
-pub fn student_credentials(conn: &Connection, student_number: &str) -> Result<Option<Credentials>, StoreError> {
+pub fn student_credentials(
+    conn: &Connection,
+    student_number: &str,
+) -> Result<Option<Credentials>, StoreError> {
     let row: Option<(String, String, String)> = conn
-        .prepare_cached("SELECT id, name, pin_hash FROM student WHERE student_number = ?1 AND active = 1")?
+        .prepare_cached(
+            "SELECT id, name, pin_hash FROM student WHERE student_number = ?1 AND active = 1",
+        )?
         .query_row([student_number], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
     row.map(|(id, name, secret_hash)| {
         Ok(Credentials {
-            id: id.parse().map_err(|_| StoreError::Corrupt(format!("student id {id}")))?,
+            id: id
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("student id {id}")))?,
             name,
             role: Role::Student,
             secret_hash,
@@ -156,16 +191,22 @@ pub fn student_credentials(conn: &Connection, student_number: &str) -> Result<Op
     .transpose()
 }
 
-pub fn staff_credentials(conn: &Connection, username: &str) -> Result<Option<Credentials>, StoreError> {
+pub fn staff_credentials(
+    conn: &Connection,
+    username: &str,
+) -> Result<Option<Credentials>, StoreError> {
     let row: Option<(String, String, String, String)> = conn
         .prepare_cached("SELECT id, display_name, role, password_hash FROM staff WHERE username = ?1 AND active = 1")?
         .query_row([username], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .optional()?;
     row.map(|(id, name, role, secret_hash)| {
         Ok(Credentials {
-            id: id.parse().map_err(|_| StoreError::Corrupt(format!("staff id {id}")))?,
+            id: id
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("staff id {id}")))?,
             name,
-            role: Role::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("staff role {role}")))?,
+            role: Role::parse(&role)
+                .ok_or_else(|| StoreError::Corrupt(format!("staff role {role}")))?,
             secret_hash,
         })
     })
@@ -178,13 +219,18 @@ mod tests {
 
     #[test]
     fn roster_rows_are_validated_with_line_numbers() {
-        let cost = HashCost { memory_kib: 8, passes: 1 };
+        let cost = HashCost {
+            memory_kib: 8,
+            passes: 1,
+        };
         let ok = "student_number,name,pin\n2024001,Li Hua,1234\n2024002, Wang Fang ,5678\n";
         let rows = read_roster_csv(ok.as_bytes(), cost).unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[1].name, "Wang Fang");
         let bad = "student_number,name,pin\n2024001,Li Hua,1234\n2024002,Wang,12\n";
-        let err = read_roster_csv(bad.as_bytes(), cost).unwrap_err().to_string();
+        let err = read_roster_csv(bad.as_bytes(), cost)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 3") && err.contains("PIN"), "{err}");
     }
 }

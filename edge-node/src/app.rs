@@ -87,22 +87,32 @@ impl Publisher for Projections {
 }
 
 /// Reads a box_meta value, creating it with `make` on first start.
-fn meta_or_init(conn: &Connection, key: &str, make: impl FnOnce() -> String) -> Result<String, StoreError> {
+fn meta_or_init(
+    conn: &Connection,
+    key: &str,
+    make: impl FnOnce() -> String,
+) -> Result<String, StoreError> {
     let existing: Option<String> = conn
-        .query_row("SELECT value FROM box_meta WHERE key = ?1", [key], |r| r.get(0))
+        .query_row("SELECT value FROM box_meta WHERE key = ?1", [key], |r| {
+            r.get(0)
+        })
         .optional()?;
     if let Some(v) = existing {
         return Ok(v);
     }
     let value = make();
-    conn.execute("INSERT INTO box_meta (key, value) VALUES (?1, ?2)", [key, &value])?;
+    conn.execute(
+        "INSERT INTO box_meta (key, value) VALUES (?1, ?2)",
+        [key, &value],
+    )?;
     Ok(value)
 }
 
 impl App {
     /// Opens (or creates) the box's database and starts the writer thread.
     pub fn open(config: Config, clock: Arc<dyn Clock>) -> Result<App, StartError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| StartError::DataDir(config.data_dir.clone(), e))?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| StartError::DataDir(config.data_dir.clone(), e))?;
         let path = config.db_path();
         let conn = db::open_writer(&path)?;
         let node_id = meta_or_init(&conn, "node_id", || uuid::Uuid::now_v7().to_string())?;
@@ -130,9 +140,15 @@ impl App {
             },
         );
         let limits = Limits {
-            login_per_account: Limiter::per_minute(config.login_per_min_account, config.login_per_min_account),
+            login_per_account: Limiter::per_minute(
+                config.login_per_min_account,
+                config.login_per_min_account,
+            ),
             login_per_ip: Limiter::per_minute(config.login_per_min_ip, config.login_per_min_ip),
-            orders_per_student: Limiter::per_minute(config.orders_per_min_student, config.orders_per_min_student),
+            orders_per_student: Limiter::per_minute(
+                config.orders_per_min_student,
+                config.orders_per_min_student,
+            ),
         };
         Ok(App {
             inner: Arc::new(AppInner {
@@ -143,7 +159,10 @@ impl App {
                 stream_permits: Arc::new(Semaphore::new(config.event_streams_max)),
                 metrics: Metrics::new(),
                 shutdown: CancellationToken::new(),
-                checkpointer: std::sync::Mutex::new(Some(db::Checkpointer::spawn(&path, config.checkpoint_interval)?)),
+                checkpointer: std::sync::Mutex::new(Some(db::Checkpointer::spawn(
+                    &path,
+                    config.checkpoint_interval,
+                )?)),
                 config,
                 clock,
                 writer,
@@ -186,7 +205,11 @@ impl App {
     pub async fn close(&self) {
         self.shutdown.cancel();
         self.writer.shutdown().await;
-        let checkpointer = self.checkpointer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let checkpointer = self
+            .checkpointer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(c) = checkpointer {
             let _ = tokio::task::spawn_blocking(move || drop(c)).await;
         }

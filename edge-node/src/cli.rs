@@ -12,7 +12,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Parser, Debug)]
-#[command(name = "edge-node", version, about = "The canteen box: takes orders on the LAN, durably, with or without the cloud.")]
+#[command(
+    name = "edge-node",
+    version,
+    about = "The canteen box: takes orders on the LAN, durably, with or without the cloud."
+)]
 pub struct Cli {
     /// TOML config file. Its keys are the flags' names with underscores
     /// (e.g. unpaid_timeout_s = 600). Flags and environment variables override it.
@@ -100,7 +104,10 @@ fn resolve(file: &Option<PathBuf>, settings: Settings, preset: Settings) -> anyh
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("EDGE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 async fn shutdown_signal() {
@@ -142,7 +149,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     init_logging();
     match cli.command {
-        Command::Serve { settings } => serve(resolve(&cli.config, settings, Settings::default())?).await,
+        Command::Serve { settings } => {
+            serve(resolve(&cli.config, settings, Settings::default())?).await
+        }
         Command::Demo { settings, no_serve } => {
             let preset = Settings {
                 data_dir: Some("demo-data".into()),
@@ -157,16 +166,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let items = demo::seed(&app, demo::DEMO_STUDENTS).await?;
             app.close().await;
             let base = format!("http://{}", config.listen);
-            println!("Demo canteen created in {} with {} dishes.", config.data_dir.display(), items.len());
+            println!(
+                "Demo canteen created in {} with {} dishes.",
+                config.data_dir.display(),
+                items.len()
+            );
             println!("  API:         {base}/api/menu   (OpenAPI: {base}/api/openapi.json)");
             println!(
                 "  students:    2024001 … 2024{:03}, PIN {}  (POST {base}/api/student/login)",
                 demo::DEMO_STUDENTS,
                 demo::DEMO_PIN
             );
-            println!("  staff:       {} / {}", demo::DEMO_STAFF.0, demo::DEMO_STAFF.1);
-            println!("  manager:     {} / {}", demo::DEMO_MANAGER.0, demo::DEMO_MANAGER.1);
-            println!("  campus card: webhook secret {:?}", demo::DEMO_CAMPUS_CARD_SECRET);
+            println!(
+                "  staff:       {} / {}",
+                demo::DEMO_STAFF.0,
+                demo::DEMO_STAFF.1
+            );
+            println!(
+                "  manager:     {} / {}",
+                demo::DEMO_MANAGER.0,
+                demo::DEMO_MANAGER.1
+            );
+            println!(
+                "  campus card: webhook secret {:?}",
+                demo::DEMO_CAMPUS_CARD_SECRET
+            );
             if no_serve {
                 return Ok(());
             }
@@ -176,17 +200,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             command: RosterCommand::Import { csv, settings },
         } => {
             let config = resolve(&cli.config, settings, Settings::default())?;
-            let file = std::fs::File::open(&csv).with_context(|| format!("cannot open {}", csv.display()))?;
+            let file = std::fs::File::open(&csv)
+                .with_context(|| format!("cannot open {}", csv.display()))?;
             let cost = config.hash_cost;
-            let rows = tokio::task::spawn_blocking(move || accounts::read_roster_csv(file, cost)).await??;
+            let rows = tokio::task::spawn_blocking(move || accounts::read_roster_csv(file, cost))
+                .await??;
             let app = App::open(config, Arc::new(SystemClock))?;
-            let n = app.writer.write(move |ctx| accounts::upsert_students(ctx, &rows)).await;
+            let n = app
+                .writer
+                .write(move |ctx| accounts::upsert_students(ctx, &rows))
+                .await;
             app.close().await;
             println!("imported {} students", n?);
             Ok(())
         }
         Command::Staff {
-            command: StaffCommand::Add { username, name, role, password, settings },
+            command:
+                StaffCommand::Add {
+                    username,
+                    name,
+                    role,
+                    password,
+                    settings,
+                },
         } => {
             let config = resolve(&cli.config, settings, Settings::default())?;
             let role = match Role::parse(&role) {
@@ -209,7 +245,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backup { path, settings } => {
             let config = resolve(&cli.config, settings, Settings::default())?;
             let db = config.db_path();
-            let report = tokio::task::spawn_blocking(move || backup::backup(&db, &path).map(|r| (r, path))).await??;
+            let report =
+                tokio::task::spawn_blocking(move || backup::backup(&db, &path).map(|r| (r, path)))
+                    .await??;
             println!(
                 "backup written to {} ({} bytes, outbox up to seq {})",
                 report.1.display(),
@@ -237,6 +275,9 @@ fn prepare_demo_dir(dir: &std::path::Path) -> anyhow::Result<()> {
         std::fs::remove_dir_all(dir)?;
     }
     std::fs::create_dir_all(dir)?;
-    std::fs::write(dir.join(DEMO_MARKER), "created by `edge-node demo`; replaced by the next demo run\n")?;
+    std::fs::write(
+        dir.join(DEMO_MARKER),
+        "created by `edge-node demo`; replaced by the next demo run\n",
+    )?;
     Ok(())
 }

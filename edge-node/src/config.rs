@@ -127,7 +127,8 @@ impl Settings {
     }
 
     pub fn from_toml_file(path: &Path) -> Result<Settings, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_owned(), e))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_owned(), e))?;
         toml::from_str(&text).map_err(|e| ConfigError::Parse(path.to_owned(), e.to_string()))
     }
 }
@@ -186,7 +187,8 @@ impl Config {
     pub fn resolve(s: Settings) -> Result<Config, ConfigError> {
         let time = |key, value: Option<String>, default: &str| {
             let text = value.unwrap_or_else(|| default.to_owned());
-            NaiveTime::parse_from_str(&text, "%H:%M").map_err(|_| invalid(key, format!("{text:?} is not HH:MM")))
+            NaiveTime::parse_from_str(&text, "%H:%M")
+                .map_err(|_| invalid(key, format!("{text:?} is not HH:MM")))
         };
         let tz_name = s.time_zone.unwrap_or_else(|| "Asia/Shanghai".into());
         let time_zone: Tz = tz_name
@@ -197,8 +199,12 @@ impl Config {
             .unwrap_or_else(|| vec!["counter".into()])
             .iter()
             .map(|m| {
-                PaymentMode::parse(m.trim())
-                    .ok_or_else(|| invalid("payment_modes", format!("{m:?} is not counter or campus_card")))
+                PaymentMode::parse(m.trim()).ok_or_else(|| {
+                    invalid(
+                        "payment_modes",
+                        format!("{m:?} is not counter or campus_card"),
+                    )
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         if payment_modes.is_empty() {
@@ -227,20 +233,36 @@ impl Config {
         };
         Ok(Config {
             data_dir: s.data_dir.unwrap_or_else(|| PathBuf::from("data")),
-            listen: s.listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080))),
+            listen: s
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080))),
             time_zone,
             opening_time: time("opening_time", s.opening_time, "00:00")?,
             closing_time: time("closing_time", s.closing_time, "23:59")?,
-            unpaid_timeout: chrono::Duration::seconds(positive("unpaid_timeout_s", s.unpaid_timeout_s, 900)? as i64),
+            unpaid_timeout: chrono::Duration::seconds(positive(
+                "unpaid_timeout_s",
+                s.unpaid_timeout_s,
+                900,
+            )? as i64),
             payment_modes,
             campus_card_secret,
-            token_ttl: chrono::Duration::minutes(positive("token_ttl_min", s.token_ttl_min, 240)? as i64),
+            token_ttl: chrono::Duration::minutes(
+                positive("token_ttl_min", s.token_ttl_min, 240)? as i64
+            ),
             login_per_min_account: per_min("login_per_min_account", s.login_per_min_account, 5)?,
             login_per_min_ip: per_min("login_per_min_ip", s.login_per_min_ip, 120)?,
             orders_per_min_student: per_min("orders_per_min_student", s.orders_per_min_student, 6)?,
             body_limit_bytes: count("body_limit_bytes", s.body_limit_bytes, 64 * 1024)?,
-            request_timeout: Duration::from_millis(positive("request_timeout_ms", s.request_timeout_ms, 10_000)?),
-            requests_in_flight_max: count("requests_in_flight_max", s.requests_in_flight_max, 2048)?,
+            request_timeout: Duration::from_millis(positive(
+                "request_timeout_ms",
+                s.request_timeout_ms,
+                10_000,
+            )?),
+            requests_in_flight_max: count(
+                "requests_in_flight_max",
+                s.requests_in_flight_max,
+                2048,
+            )?,
             event_streams_max: count("event_streams_max", s.event_streams_max, 4096)?,
             writer_queue_max: count("writer_queue_max", s.writer_queue_max, 8192)?,
             group_commit_max: count("group_commit_max", s.group_commit_max, 512)?,
@@ -282,7 +304,8 @@ mod tests {
             listen: Some("127.0.0.1:9000".parse().unwrap()),
             ..Default::default()
         };
-        let file: Settings = toml::from_str("listen = \"0.0.0.0:1\"\nunpaid_timeout_s = 60\n").unwrap();
+        let file: Settings =
+            toml::from_str("listen = \"0.0.0.0:1\"\nunpaid_timeout_s = 60\n").unwrap();
         let cfg = Config::resolve(flags.or(file)).unwrap();
         assert_eq!(cfg.listen.port(), 9000);
         assert_eq!(cfg.unpaid_timeout.num_seconds(), 60);

@@ -22,7 +22,14 @@ fn choice(id: &str, zh: &str, en: &str, delta: i64) -> OptionChoice {
     }
 }
 
-fn group(id: &str, zh: &str, en: &str, min: u32, max: u32, choices: Vec<OptionChoice>) -> OptionGroup {
+fn group(
+    id: &str,
+    zh: &str,
+    en: &str,
+    min: u32,
+    max: u32,
+    choices: Vec<OptionChoice>,
+) -> OptionGroup {
     OptionGroup {
         id: id.into(),
         name_zh: zh.into(),
@@ -62,60 +69,167 @@ fn item(
 /// The demo menu: noodles, rice, dumplings, soup and drinks, with options.
 pub fn demo_menu() -> Vec<ItemFields> {
     let size = || {
-        group("size", "份量", "Size", 1, 1, vec![
-            choice("regular", "标准", "Regular", 0),
-            choice("large", "大份", "Large", 300),
-        ])
+        group(
+            "size",
+            "份量",
+            "Size",
+            1,
+            1,
+            vec![
+                choice("regular", "标准", "Regular", 0),
+                choice("large", "大份", "Large", 300),
+            ],
+        )
     };
     let spice = || {
-        group("spice", "辣度", "Spice", 0, 1, vec![
-            choice("mild", "微辣", "Mild", 0),
-            choice("medium", "中辣", "Medium", 0),
-            choice("hot", "特辣", "Hot", 0),
-        ])
+        group(
+            "spice",
+            "辣度",
+            "Spice",
+            0,
+            1,
+            vec![
+                choice("mild", "微辣", "Mild", 0),
+                choice("medium", "中辣", "Medium", 0),
+                choice("hot", "特辣", "Hot", 0),
+            ],
+        )
     };
     vec![
-        item("兰州牛肉面", "Lanzhou beef noodle soup", "Noodles", 1800, vec![size(), spice()], &["gluten"], Some(120), 1),
-        item("炸酱面", "Zhajiang noodles", "Noodles", 1500, vec![size()], &["gluten", "soy"], Some(80), 2),
-        item("宫保鸡丁饭", "Kung pao chicken with rice", "Rice", 1600, vec![spice()], &["peanut", "soy"], Some(100), 1),
-        item("番茄炒蛋饭", "Tomato and egg with rice", "Rice", 1200, vec![], &["egg"], Some(100), 2),
-        item("红烧肉饭", "Braised pork belly with rice", "Rice", 2000, vec![], &["soy"], Some(60), 3),
-        item("麻婆豆腐饭", "Mapo tofu with rice", "Rice", 1300, vec![spice()], &["soy"], Some(80), 4),
+        item(
+            "兰州牛肉面",
+            "Lanzhou beef noodle soup",
+            "Noodles",
+            1800,
+            vec![size(), spice()],
+            &["gluten"],
+            Some(120),
+            1,
+        ),
+        item(
+            "炸酱面",
+            "Zhajiang noodles",
+            "Noodles",
+            1500,
+            vec![size()],
+            &["gluten", "soy"],
+            Some(80),
+            2,
+        ),
+        item(
+            "宫保鸡丁饭",
+            "Kung pao chicken with rice",
+            "Rice",
+            1600,
+            vec![spice()],
+            &["peanut", "soy"],
+            Some(100),
+            1,
+        ),
+        item(
+            "番茄炒蛋饭",
+            "Tomato and egg with rice",
+            "Rice",
+            1200,
+            vec![],
+            &["egg"],
+            Some(100),
+            2,
+        ),
+        item(
+            "红烧肉饭",
+            "Braised pork belly with rice",
+            "Rice",
+            2000,
+            vec![],
+            &["soy"],
+            Some(60),
+            3,
+        ),
+        item(
+            "麻婆豆腐饭",
+            "Mapo tofu with rice",
+            "Rice",
+            1300,
+            vec![spice()],
+            &["soy"],
+            Some(80),
+            4,
+        ),
         item(
             "猪肉白菜水饺",
             "Pork and cabbage dumplings",
             "Dumplings",
             1400,
             vec![
-                group("count", "数量", "Count", 1, 1, vec![
-                    choice("12", "12只", "12 pieces", 0),
-                    choice("18", "18只", "18 pieces", 500),
-                ]),
-                group("dip", "蘸料", "Dipping sauce", 0, 2, vec![
-                    choice("vinegar", "香醋", "Black vinegar", 0),
-                    choice("chili", "辣椒油", "Chili oil", 0),
-                    choice("garlic", "蒜泥", "Garlic", 0),
-                ]),
+                group(
+                    "count",
+                    "数量",
+                    "Count",
+                    1,
+                    1,
+                    vec![
+                        choice("12", "12只", "12 pieces", 0),
+                        choice("18", "18只", "18 pieces", 500),
+                    ],
+                ),
+                group(
+                    "dip",
+                    "蘸料",
+                    "Dipping sauce",
+                    0,
+                    2,
+                    vec![
+                        choice("vinegar", "香醋", "Black vinegar", 0),
+                        choice("chili", "辣椒油", "Chili oil", 0),
+                        choice("garlic", "蒜泥", "Garlic", 0),
+                    ],
+                ),
             ],
             &["gluten"],
             Some(90),
             1,
         ),
-        item("紫菜蛋花汤", "Seaweed and egg soup", "Soup", 300, vec![], &["egg"], None, 1),
+        item(
+            "紫菜蛋花汤",
+            "Seaweed and egg soup",
+            "Soup",
+            300,
+            vec![],
+            &["egg"],
+            None,
+            1,
+        ),
         item(
             "豆浆",
             "Soy milk",
             "Drinks",
             250,
-            vec![group("temp", "温度", "Temperature", 1, 1, vec![
-                choice("hot", "热", "Hot", 0),
-                choice("cold", "冰", "Iced", 0),
-            ])],
+            vec![group(
+                "temp",
+                "温度",
+                "Temperature",
+                1,
+                1,
+                vec![
+                    choice("hot", "热", "Hot", 0),
+                    choice("cold", "冰", "Iced", 0),
+                ],
+            )],
             &["soy"],
             None,
             1,
         ),
-        item("酸梅汤", "Sour plum drink", "Drinks", 400, vec![], &[], Some(100), 2),
+        item(
+            "酸梅汤",
+            "Sour plum drink",
+            "Drinks",
+            400,
+            vec![],
+            &[],
+            Some(100),
+            2,
+        ),
     ]
 }
 
@@ -135,7 +249,10 @@ pub enum SeedError {
 pub async fn seed(app: &App, students: u32) -> Result<Vec<MenuItem>, SeedError> {
     let items: Vec<MenuItem> = demo_menu()
         .into_iter()
-        .map(|fields| MenuItem { id: ItemId::new(), fields })
+        .map(|fields| MenuItem {
+            id: ItemId::new(),
+            fields,
+        })
         .collect();
     let to_save = items.clone();
     app.writer
@@ -158,7 +275,11 @@ pub async fn seed(app: &App, students: u32) -> Result<Vec<MenuItem>, SeedError> 
                 pin_hash: pin_hash.clone(),
             })
             .collect();
-        (roster, hash_secret(DEMO_STAFF.1, cost), hash_secret(DEMO_MANAGER.1, cost))
+        (
+            roster,
+            hash_secret(DEMO_STAFF.1, cost),
+            hash_secret(DEMO_MANAGER.1, cost),
+        )
     })
     .await
     .map_err(|e| crate::writer::WriteError::Commit(e.to_string()))?;
@@ -166,7 +287,13 @@ pub async fn seed(app: &App, students: u32) -> Result<Vec<MenuItem>, SeedError> 
         .write(move |ctx| -> Result<(), SeedError> {
             accounts::upsert_students(ctx, &roster)?;
             accounts::upsert_staff(ctx, DEMO_STAFF.0, "Counter staff", Role::Staff, &staff_hash)?;
-            accounts::upsert_staff(ctx, DEMO_MANAGER.0, "Canteen manager", Role::Manager, &manager_hash)?;
+            accounts::upsert_staff(
+                ctx,
+                DEMO_MANAGER.0,
+                "Canteen manager",
+                Role::Manager,
+                &manager_hash,
+            )?;
             Ok(())
         })
         .await?;

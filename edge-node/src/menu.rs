@@ -144,7 +144,10 @@ impl ItemFields {
                 )));
             }
             let max = group.choices.len() as u32;
-            if group.min_choices > group.max_choices || group.max_choices == 0 || group.max_choices > max {
+            if group.min_choices > group.max_choices
+                || group.max_choices == 0
+                || group.max_choices > max
+            {
                 return Err(MenuError::Invalid(format!(
                     "option group {:?}: need min_choices ≤ max_choices ≤ number of choices, and max_choices ≥ 1",
                     group.id
@@ -219,7 +222,10 @@ impl MenuStore {
     }
 
     pub fn snapshot(&self) -> Arc<Menu> {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Called after a committed edit: swaps in a new snapshot with `item` replaced.
@@ -263,7 +269,8 @@ fn load_items(conn: &Connection) -> Result<Vec<MenuItem>, StoreError> {
     let mut items = Vec::new();
     for row in rows {
         let (id, mut fields, groups, allergens) = row?;
-        let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("menu item {id}: {e}"));
+        let corrupt =
+            |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("menu item {id}: {e}"));
         fields.option_groups = serde_json::from_str(&groups).map_err(|e| corrupt(&e))?;
         fields.allergens = serde_json::from_str(&allergens).map_err(|e| corrupt(&e))?;
         let id = id.parse().map_err(|e| corrupt(&e))?;
@@ -276,8 +283,10 @@ fn load_items(conn: &Connection) -> Result<Vec<MenuItem>, StoreError> {
 pub fn save_item(ctx: &mut WriteCtx<'_>, item: &MenuItem) -> Result<(), MenuError> {
     item.fields.validate()?;
     let f = &item.fields;
-    let groups = serde_json::to_string(&f.option_groups).map_err(|e| MenuError::Invalid(e.to_string()))?;
-    let allergens = serde_json::to_string(&f.allergens).map_err(|e| MenuError::Invalid(e.to_string()))?;
+    let groups =
+        serde_json::to_string(&f.option_groups).map_err(|e| MenuError::Invalid(e.to_string()))?;
+    let allergens =
+        serde_json::to_string(&f.allergens).map_err(|e| MenuError::Invalid(e.to_string()))?;
     ctx.conn
         .prepare_cached(
             "INSERT INTO menu_item (id, name_zh, name_en, category, price_fen, option_groups,

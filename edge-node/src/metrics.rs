@@ -1,7 +1,10 @@
 //! Prometheus metrics: request counts and latency per route, orders by state, outbox
 //! depth. Each box instance owns its registry (no global state), so tests can run many.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
 
 pub struct Metrics {
     registry: Registry,
@@ -21,9 +24,11 @@ impl Metrics {
         )
         .expect("valid metric");
         let latency = HistogramVec::new(
-            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency").buckets(vec![
-                0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
-            ]),
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency").buckets(
+                vec![
+                    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+                ],
+            ),
             &["method", "route"],
         )
         .expect("valid metric");
@@ -32,9 +37,13 @@ impl Metrics {
             &["state"],
         )
         .expect("valid metric");
-        let outbox_depth = IntGauge::new("outbox_depth", "Outbox events not yet acknowledged by the cloud")
+        let outbox_depth = IntGauge::new(
+            "outbox_depth",
+            "Outbox events not yet acknowledged by the cloud",
+        )
+        .expect("valid metric");
+        let outbox_last_seq = IntGauge::new("outbox_last_seq", "Highest outbox sequence number")
             .expect("valid metric");
-        let outbox_last_seq = IntGauge::new("outbox_last_seq", "Highest outbox sequence number").expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),

@@ -142,7 +142,10 @@ pub enum OrderError {
     #[error("the kitchen has started on this order; ask at the counter")]
     KitchenStarted,
     #[error("only {allowed} may {event} an order", event = .event.as_str())]
-    NotPermitted { event: OrderEvent, allowed: &'static str },
+    NotPermitted {
+        event: OrderEvent,
+        allowed: &'static str,
+    },
     #[error("the order changed meanwhile (now version {current}); reload and try again")]
     Stale { current: i64 },
     #[error(transparent)]
@@ -160,7 +163,11 @@ impl From<rusqlite::Error> for OrderError {
 }
 
 /// The lifecycle: the state an event leads to, if `actor` may cause it from `from`.
-pub fn next_state(from: OrderState, event: OrderEvent, actor: &Actor) -> Result<OrderState, OrderError> {
+pub fn next_state(
+    from: OrderState,
+    event: OrderEvent,
+    actor: &Actor,
+) -> Result<OrderState, OrderError> {
     use OrderEvent as E;
     use OrderState as S;
     let staff = matches!(actor, Actor::Staff(_));
@@ -170,7 +177,9 @@ pub fn next_state(from: OrderState, event: OrderEvent, actor: &Actor) -> Result<
     let (to, permitted, allowed) = match (from, event) {
         (S::Placed, E::Pay) => (S::Paid, staff || card, "staff or the campus-card system"),
         (S::Placed, E::Expire) => (S::Expired, system, "the box"),
-        (S::Placed | S::Paid, E::Cancel) => (S::Cancelled, staff || student, "staff or the student"),
+        (S::Placed | S::Paid, E::Cancel) => {
+            (S::Cancelled, staff || student, "staff or the student")
+        }
         (S::Paid, E::StartPreparing) => (S::Preparing, staff, "staff"),
         (S::Preparing, E::Cancel) => {
             if student {
@@ -275,7 +284,11 @@ pub struct PricedOrder {
 }
 
 /// Validates a request against the menu snapshot and computes every price.
-pub fn price(menu: &Menu, request: &OrderRequest, offered: &[PaymentMode]) -> Result<PricedOrder, PlaceOrderError> {
+pub fn price(
+    menu: &Menu,
+    request: &OrderRequest,
+    offered: &[PaymentMode],
+) -> Result<PricedOrder, PlaceOrderError> {
     if request.lines.is_empty() || request.lines.len() > LINES_MAX {
         return Err(PlaceOrderError::LineCount);
     }
@@ -305,15 +318,26 @@ pub fn price(menu: &Menu, request: &OrderRequest, offered: &[PaymentMode]) -> Re
                 .option_groups
                 .iter()
                 .find(|g| g.id == chosen.group)
-                .ok_or_else(|| PlaceOrderError::Options(format!("{name} has no option group {:?}", chosen.group)))?;
+                .ok_or_else(|| {
+                    PlaceOrderError::Options(format!(
+                        "{name} has no option group {:?}",
+                        chosen.group
+                    ))
+                })?;
             let choice = group
                 .choices
                 .iter()
                 .find(|c| c.id == chosen.choice)
                 .ok_or_else(|| {
-                    PlaceOrderError::Options(format!("{name}: {:?} is not a choice of {:?}", chosen.choice, group.id))
+                    PlaceOrderError::Options(format!(
+                        "{name}: {:?} is not a choice of {:?}",
+                        chosen.choice, group.id
+                    ))
                 })?;
-            if options.iter().any(|o: &PricedOption| o.group == group.id && o.choice == choice.id) {
+            if options
+                .iter()
+                .any(|o: &PricedOption| o.group == group.id && o.choice == choice.id)
+            {
                 return Err(PlaceOrderError::Options(format!(
                     "{name}: {:?} is chosen twice",
                     choice.id
@@ -330,17 +354,23 @@ pub fn price(menu: &Menu, request: &OrderRequest, offered: &[PaymentMode]) -> Re
         for group in &item.fields.option_groups {
             let count = options.iter().filter(|o| o.group == group.id).count() as u32;
             if count < group.min_choices || count > group.max_choices {
-                return Err(PlaceOrderError::Options(if group.min_choices == group.max_choices {
-                    format!("{name}: choose exactly {} of {:?}", group.min_choices, group.name_en)
-                } else {
-                    format!(
-                        "{name}: choose {} to {} of {:?}",
-                        group.min_choices, group.max_choices, group.name_en
-                    )
-                }));
+                return Err(PlaceOrderError::Options(
+                    if group.min_choices == group.max_choices {
+                        format!(
+                            "{name}: choose exactly {} of {:?}",
+                            group.min_choices, group.name_en
+                        )
+                    } else {
+                        format!(
+                            "{name}: choose {} to {} of {:?}",
+                            group.min_choices, group.max_choices, group.name_en
+                        )
+                    },
+                ));
             }
         }
-        let unit = (item.fields.price_fen + options.iter().map(|o| o.price_delta_fen).sum::<i64>()).max(0);
+        let unit =
+            (item.fields.price_fen + options.iter().map(|o| o.price_delta_fen).sum::<i64>()).max(0);
         lines.push(OrderLine {
             item_id: item.id,
             name_zh: item.fields.name_zh.clone(),
@@ -365,7 +395,10 @@ pub struct IdempotencyKey(String);
 
 impl IdempotencyKey {
     pub fn parse(text: &str) -> Result<Self, PlaceOrderError> {
-        if text.is_empty() || text.len() > IDEMPOTENCY_KEY_MAX || !text.bytes().all(|b| b.is_ascii_graphic()) {
+        if text.is_empty()
+            || text.len() > IDEMPOTENCY_KEY_MAX
+            || !text.bytes().all(|b| b.is_ascii_graphic())
+        {
             return Err(PlaceOrderError::BadIdempotencyKey);
         }
         Ok(Self(text.to_owned()))
@@ -397,7 +430,11 @@ pub struct PlaceParams {
 
 /// Places an order inside the writer's transaction: idempotency, stock, pickup code,
 /// rows and the outbox event, all or nothing.
-pub fn place(ctx: &mut WriteCtx<'_>, menu: &Menu, p: PlaceParams) -> Result<Placement, PlaceOrderError> {
+pub fn place(
+    ctx: &mut WriteCtx<'_>,
+    menu: &Menu,
+    p: PlaceParams,
+) -> Result<Placement, PlaceOrderError> {
     if let Some(key) = &p.key {
         let earlier: Option<(String, String)> = ctx
             .conn
@@ -413,8 +450,12 @@ pub fn place(ctx: &mut WriteCtx<'_>, menu: &Menu, p: PlaceParams) -> Result<Plac
             let id: OrderId = order_id
                 .parse()
                 .map_err(|_| StoreError::Corrupt(format!("order id {order_id}")))?;
-            let order = load(ctx.conn, id)?.ok_or_else(|| StoreError::Corrupt(format!("order {id} is missing")))?;
-            return Ok(Placement { order, replayed: true });
+            let order = load(ctx.conn, id)?
+                .ok_or_else(|| StoreError::Corrupt(format!("order {id} is missing")))?;
+            return Ok(Placement {
+                order,
+                replayed: true,
+            });
         }
     }
 
@@ -425,13 +466,16 @@ pub fn place(ctx: &mut WriteCtx<'_>, menu: &Menu, p: PlaceParams) -> Result<Plac
         *per_item.entry(line.item_id).or_default() += line.quantity;
     }
     for (item_id, qty) in &per_item {
-        let item = menu.get(*item_id).ok_or(PlaceOrderError::UnknownItem(*item_id))?;
+        let item = menu
+            .get(*item_id)
+            .ok_or(PlaceOrderError::UnknownItem(*item_id))?;
         stock::reserve(ctx, item, p.day, *qty)?;
     }
     let number = pickup::next_number(ctx, p.day)?;
     let token = pickup::new_token(id);
     let expires_at = now + p.unpaid_timeout;
-    let lines_json = serde_json::to_string(&p.priced.lines).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let lines_json =
+        serde_json::to_string(&p.priced.lines).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     ctx.conn
         .prepare_cached(
             "INSERT INTO orders (id, student_id, service_day, pickup_number, pickup_token, state, version,
@@ -473,7 +517,10 @@ pub fn place(ctx: &mut WriteCtx<'_>, menu: &Menu, p: PlaceParams) -> Result<Plac
         &id.to_string(),
         serde_json::to_value(&order).unwrap_or_default(),
     )?;
-    Ok(Placement { order, replayed: false })
+    Ok(Placement {
+        order,
+        replayed: false,
+    })
 }
 
 // ---------------------------------------------------------------------------------
@@ -497,7 +544,8 @@ pub fn apply_event(
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
         })
         .optional()?;
-    let (state, version, student, day, total_fen, mode, lines_json) = row.ok_or(OrderError::NotFound)?;
+    let (state, version, student, day, total_fen, mode, lines_json) =
+        row.ok_or(OrderError::NotFound)?;
     let corrupt = |what: &str| StoreError::Corrupt(format!("order {id}: bad {what}"));
     let from = OrderState::parse(&state).ok_or_else(|| corrupt("state"))?;
     let student: StudentId = student.parse().map_err(|_| corrupt("student"))?;
@@ -514,7 +562,8 @@ pub fn apply_event(
     }
     let to = next_state(from, event, actor)?;
 
-    let ordered: Vec<OrderLine> = serde_json::from_str(&lines_json).map_err(|_| corrupt("lines"))?;
+    let ordered: Vec<OrderLine> =
+        serde_json::from_str(&lines_json).map_err(|_| corrupt("lines"))?;
     let mut per_item: BTreeMap<ItemId, i64> = BTreeMap::new();
     for line in &ordered {
         *per_item.entry(line.item_id).or_default() += line.quantity;
@@ -531,7 +580,16 @@ pub fn apply_event(
                 Actor::Staff(s) => (PaymentMode::Counter, None, Some(*s)),
                 _ => (PaymentMode::Counter, None, None),
             };
-            let pid = payment::record(ctx, id, day, payment::Kind::Payment, method, total_fen, txn, staff)?;
+            let pid = payment::record(
+                ctx,
+                id,
+                day,
+                payment::Kind::Payment,
+                method,
+                total_fen,
+                txn,
+                staff,
+            )?;
             payment_json = json!({"payment_id": pid, "method": method, "amount_fen": total_fen});
         }
         (OrderState::Placed, OrderState::Cancelled | OrderState::Expired) => {
@@ -543,20 +601,30 @@ pub fn apply_event(
             for (item, qty) in &lines {
                 stock::release(ctx, *item, day, *qty, Held::Sold)?;
             }
-            let method = payment::paid_with(ctx.conn, id)?.unwrap_or_else(|| {
-                PaymentMode::parse(&mode).unwrap_or(PaymentMode::Counter)
-            });
+            let method = payment::paid_with(ctx.conn, id)?
+                .unwrap_or_else(|| PaymentMode::parse(&mode).unwrap_or(PaymentMode::Counter));
             let staff = match actor {
                 Actor::Staff(s) => Some(*s),
                 _ => None,
             };
-            let pid = payment::record(ctx, id, day, payment::Kind::Refund, method, total_fen, None, staff)?;
+            let pid = payment::record(
+                ctx,
+                id,
+                day,
+                payment::Kind::Refund,
+                method,
+                total_fen,
+                None,
+                staff,
+            )?;
             payment_json = json!({"refund_id": pid, "method": method, "amount_fen": total_fen});
         }
         _ => {}
     }
     ctx.conn
-        .prepare_cached("UPDATE orders SET state = ?2, version = version + 1, updated_at = ?3 WHERE id = ?1")?
+        .prepare_cached(
+            "UPDATE orders SET state = ?2, version = version + 1, updated_at = ?3 WHERE id = ?1",
+        )?
         .execute(params![id.to_string(), to.as_str(), ts(ctx.now)])?;
     outbox::append(
         ctx,
@@ -592,7 +660,9 @@ pub fn expire_due(ctx: &mut WriteCtx<'_>, limit: usize) -> Result<usize, OrderEr
         rows.collect::<Result<_, _>>()?
     };
     for id in &due {
-        let id: OrderId = id.parse().map_err(|_| StoreError::Corrupt(format!("order id {id}")))?;
+        let id: OrderId = id
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("order id {id}")))?;
         apply_event(ctx, id, OrderEvent::Expire, &Actor::System, None)?;
     }
     Ok(due.len())
@@ -600,16 +670,22 @@ pub fn expire_due(ctx: &mut WriteCtx<'_>, limit: usize) -> Result<usize, OrderEr
 
 /// Marks ready orders of `through_day` and earlier as unclaimed (closing time has
 /// passed for them), at most `limit` per call. Returns how many.
-pub fn mark_unclaimed(ctx: &mut WriteCtx<'_>, through_day: NaiveDate, limit: usize) -> Result<usize, OrderError> {
+pub fn mark_unclaimed(
+    ctx: &mut WriteCtx<'_>,
+    through_day: NaiveDate,
+    limit: usize,
+) -> Result<usize, OrderError> {
     let due: Vec<String> = {
-        let mut stmt = ctx
-            .conn
-            .prepare_cached("SELECT id FROM orders WHERE state = 'ready' AND service_day <= ?1 LIMIT ?2")?;
+        let mut stmt = ctx.conn.prepare_cached(
+            "SELECT id FROM orders WHERE state = 'ready' AND service_day <= ?1 LIMIT ?2",
+        )?;
         let rows = stmt.query_map(params![through_day.to_string(), limit as i64], |r| r.get(0))?;
         rows.collect::<Result<_, _>>()?
     };
     for id in &due {
-        let id: OrderId = id.parse().map_err(|_| StoreError::Corrupt(format!("order id {id}")))?;
+        let id: OrderId = id
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("order id {id}")))?;
         apply_event(ctx, id, OrderEvent::MarkUnclaimed, &Actor::System, None)?;
     }
     Ok(due.len())
@@ -643,7 +719,11 @@ pub struct OrderView {
 
 const ORDER_COLUMNS: &str = "id, student_id, service_day, pickup_number, pickup_token, state, version, total_fen, payment_mode, lines, placed_at, expires_at, updated_at";
 
-fn read_orders(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec<OrderView>, StoreError> {
+fn read_orders(
+    conn: &Connection,
+    sql: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<OrderView>, StoreError> {
     let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt.query_map(args, |r| {
         Ok((
@@ -657,12 +737,28 @@ fn read_orders(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> Res
             r.get::<_, i64>(7)?,
             r.get::<_, String>(8)?,
             r.get::<_, String>(9)?,
-            (r.get::<_, String>(10)?, r.get::<_, String>(11)?, r.get::<_, String>(12)?),
+            (
+                r.get::<_, String>(10)?,
+                r.get::<_, String>(11)?,
+                r.get::<_, String>(12)?,
+            ),
         ))
     })?;
     let mut orders = Vec::new();
     for row in rows {
-        let (id, student, day, number, token, state, version, total, mode, lines, (placed, expires, updated)) = row?;
+        let (
+            id,
+            student,
+            day,
+            number,
+            token,
+            state,
+            version,
+            total,
+            mode,
+            lines,
+            (placed, expires, updated),
+        ) = row?;
         let corrupt = |what: &str| StoreError::Corrupt(format!("order {id}: bad {what}"));
         let id: OrderId = id.parse().map_err(|_| corrupt("id"))?;
         orders.push(OrderView {
@@ -685,42 +781,67 @@ fn read_orders(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> Res
 }
 
 pub fn load(conn: &Connection, id: OrderId) -> Result<Option<OrderView>, StoreError> {
-    Ok(read_orders(conn, &format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?1"), [id.to_string()])?
-        .pop())
+    Ok(read_orders(
+        conn,
+        &format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?1"),
+        [id.to_string()],
+    )?
+    .pop())
 }
 
 /// The order a pickup token belongs to (the token starts with the order id).
 pub fn find_by_token(conn: &Connection, token: &str) -> Result<Option<OrderView>, StoreError> {
-    let Some(id) = token.get(..32).and_then(|hex| uuid::Uuid::try_parse(hex).ok()) else {
+    let Some(id) = token
+        .get(..32)
+        .and_then(|hex| uuid::Uuid::try_parse(hex).ok())
+    else {
         return Ok(None);
     };
-    Ok(load(conn, OrderId(id))?.filter(|o| constant_time_eq(o.pickup_token.as_bytes(), token.as_bytes())))
+    Ok(load(conn, OrderId(id))?
+        .filter(|o| constant_time_eq(o.pickup_token.as_bytes(), token.as_bytes())))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-pub fn find_by_number(conn: &Connection, day: NaiveDate, number: i64) -> Result<Option<OrderView>, StoreError> {
+pub fn find_by_number(
+    conn: &Connection,
+    day: NaiveDate,
+    number: i64,
+) -> Result<Option<OrderView>, StoreError> {
     Ok(read_orders(
         conn,
-        &format!("SELECT {ORDER_COLUMNS} FROM orders WHERE service_day = ?1 AND pickup_number = ?2"),
+        &format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE service_day = ?1 AND pickup_number = ?2"
+        ),
         params![day.to_string(), number],
     )?
     .pop())
 }
 
 /// A student's orders of one service day, newest first.
-pub fn for_student(conn: &Connection, student: StudentId, day: NaiveDate) -> Result<Vec<OrderView>, StoreError> {
+pub fn for_student(
+    conn: &Connection,
+    student: StudentId,
+    day: NaiveDate,
+) -> Result<Vec<OrderView>, StoreError> {
     read_orders(
         conn,
-        &format!("SELECT {ORDER_COLUMNS} FROM orders WHERE student_id = ?1 AND service_day = ?2 ORDER BY placed_at DESC LIMIT 100"),
+        &format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE student_id = ?1 AND service_day = ?2 ORDER BY placed_at DESC LIMIT 100"
+        ),
         params![student.to_string(), day.to_string()],
     )
 }
 
 /// The staff queue: orders of a day in the given states, oldest first.
-pub fn queue(conn: &Connection, day: NaiveDate, states: &[OrderState], limit: usize) -> Result<Vec<OrderView>, StoreError> {
+pub fn queue(
+    conn: &Connection,
+    day: NaiveDate,
+    states: &[OrderState],
+    limit: usize,
+) -> Result<Vec<OrderView>, StoreError> {
     let list = states
         .iter()
         .map(|s| format!("'{}'", s.as_str()))
@@ -736,10 +857,18 @@ pub fn queue(conn: &Connection, day: NaiveDate, states: &[OrderState], limit: us
 }
 
 /// How many orders of a day are in each state.
-pub fn count_by_state(conn: &Connection, day: NaiveDate) -> Result<BTreeMap<OrderState, i64>, StoreError> {
-    let mut stmt = conn.prepare_cached("SELECT state, COUNT(*) FROM orders WHERE service_day = ?1 GROUP BY state")?;
-    let rows = stmt.query_map([day.to_string()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-    let mut counts: BTreeMap<OrderState, i64> = OrderState::ALL.into_iter().map(|s| (s, 0)).collect();
+pub fn count_by_state(
+    conn: &Connection,
+    day: NaiveDate,
+) -> Result<BTreeMap<OrderState, i64>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT state, COUNT(*) FROM orders WHERE service_day = ?1 GROUP BY state",
+    )?;
+    let rows = stmt.query_map([day.to_string()], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+    })?;
+    let mut counts: BTreeMap<OrderState, i64> =
+        OrderState::ALL.into_iter().map(|s| (s, 0)).collect();
     for row in rows {
         let (state, n) = row?;
         if let Some(state) = OrderState::parse(&state) {
@@ -817,7 +946,9 @@ pub fn summary(conn: &Connection, day: NaiveDate) -> Result<DaySummary, StoreErr
     for row in rows {
         let (id, name_zh, name_en, quantity, revenue_fen) = row?;
         items.push(ItemCount {
-            item_id: id.parse().map_err(|_| StoreError::Corrupt(format!("line item {id}")))?,
+            item_id: id
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("line item {id}")))?,
             name_zh,
             name_en,
             quantity,
@@ -827,7 +958,10 @@ pub fn summary(conn: &Connection, day: NaiveDate) -> Result<DaySummary, StoreErr
     Ok(DaySummary {
         service_day: day,
         orders: counts.values().sum(),
-        by_state: counts.iter().map(|(s, n)| (s.as_str().to_owned(), *n)).collect(),
+        by_state: counts
+            .iter()
+            .map(|(s, n)| (s.as_str().to_owned(), *n))
+            .collect(),
         revenue_fen: paid - refunded,
         refunds_fen: refunded,
         items,
@@ -866,7 +1000,10 @@ mod tests {
         let mut successes = 0;
         for from in S::ALL {
             for event in E::ALL {
-                let expected = allowed.iter().find(|(f, e, _)| *f == from && *e == event).map(|t| t.2);
+                let expected = allowed
+                    .iter()
+                    .find(|(f, e, _)| *f == from && *e == event)
+                    .map(|t| t.2);
                 let mut any_ok = false;
                 for actor in actors {
                     match (next_state(from, event, actor), expected) {
@@ -875,10 +1012,15 @@ mod tests {
                             any_ok = true;
                             successes += 1;
                         }
-                        (Ok(to), None) => panic!("{from:?} + {event:?} by {actor:?} went to {to:?}"),
+                        (Ok(to), None) => {
+                            panic!("{from:?} + {event:?} by {actor:?} went to {to:?}")
+                        }
                         (Err(OrderError::NotAllowed { .. }), None) => {}
                         (Err(e), None) => panic!("{from:?} + {event:?}: wrong refusal {e}"),
-                        (Err(OrderError::NotPermitted { .. } | OrderError::KitchenStarted), Some(_)) => {}
+                        (
+                            Err(OrderError::NotPermitted { .. } | OrderError::KitchenStarted),
+                            Some(_),
+                        ) => {}
                         (Err(e), Some(_)) => panic!("{from:?} + {event:?}: unexpected {e}"),
                     }
                 }

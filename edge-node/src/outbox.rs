@@ -35,7 +35,12 @@ pub fn append(
         .prepare_cached(
             "INSERT INTO outbox (kind, aggregate_id, payload, at) VALUES (?1, ?2, ?3, ?4)",
         )?
-        .execute(params![kind, aggregate_id, payload.to_string(), crate::clock::ts(at)])?;
+        .execute(params![
+            kind,
+            aggregate_id,
+            payload.to_string(),
+            crate::clock::ts(at)
+        ])?;
     let seq = ctx.conn.last_insert_rowid();
     ctx.effect(Effect::Event(OutboxEvent {
         seq,
@@ -48,7 +53,11 @@ pub fn append(
 }
 
 /// Events with `seq > after_seq`, oldest first, at most `limit` (capped at [`PAGE_MAX`]).
-pub fn after(conn: &Connection, after_seq: i64, limit: usize) -> Result<Vec<OutboxEvent>, StoreError> {
+pub fn after(
+    conn: &Connection,
+    after_seq: i64,
+    limit: usize,
+) -> Result<Vec<OutboxEvent>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT seq, kind, aggregate_id, payload, at FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
     )?;

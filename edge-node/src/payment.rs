@@ -83,7 +83,9 @@ pub fn record(
 /// How an order was paid, if it was.
 pub fn paid_with(conn: &Connection, order: OrderId) -> Result<Option<PaymentMode>, StoreError> {
     let method: Option<String> = conn
-        .prepare_cached("SELECT method FROM payment WHERE order_id = ?1 AND kind = 'payment' LIMIT 1")?
+        .prepare_cached(
+            "SELECT method FROM payment WHERE order_id = ?1 AND kind = 'payment' LIMIT 1",
+        )?
         .query_row([order.to_string()], |r| r.get(0))
         .optional()?;
     Ok(method.as_deref().and_then(PaymentMode::parse))
@@ -123,7 +125,10 @@ impl From<rusqlite::Error> for PaymentError {
 
 /// Applies a campus-card payment exactly once per transaction id. A replay of a
 /// transaction already applied returns the order as it is now, and changes nothing.
-pub fn campus_card(ctx: &mut WriteCtx<'_>, p: &CampusCardPayment) -> Result<(OrderView, bool), PaymentError> {
+pub fn campus_card(
+    ctx: &mut WriteCtx<'_>,
+    p: &CampusCardPayment,
+) -> Result<(OrderView, bool), PaymentError> {
     if p.transaction_id.is_empty() || p.transaction_id.len() > TXN_ID_MAX {
         return Err(PaymentError::BadTransactionId);
     }
@@ -159,7 +164,10 @@ pub fn campus_card(ctx: &mut WriteCtx<'_>, p: &CampusCardPayment) -> Result<(Ord
 /// Checks the webhook's signature: lowercase hex HMAC-SHA256 of the raw body, with an
 /// optional `sha256=` prefix. Constant-time comparison.
 pub fn signature_ok(secret: &[u8], body: &[u8], header: &str) -> bool {
-    let hex_part = header.trim().strip_prefix("sha256=").unwrap_or(header.trim());
+    let hex_part = header
+        .trim()
+        .strip_prefix("sha256=")
+        .unwrap_or(header.trim());
     let Ok(given) = hex::decode(hex_part) else {
         return false;
     };
@@ -185,7 +193,11 @@ mod tests {
     fn signatures_verify_only_for_the_exact_body_and_key() {
         let sig = sign(b"secret", b"{\"a\":1}");
         assert!(signature_ok(b"secret", b"{\"a\":1}", &sig));
-        assert!(signature_ok(b"secret", b"{\"a\":1}", &format!("sha256={sig}")));
+        assert!(signature_ok(
+            b"secret",
+            b"{\"a\":1}",
+            &format!("sha256={sig}")
+        ));
         assert!(!signature_ok(b"secret", b"{\"a\":2}", &sig));
         assert!(!signature_ok(b"other", b"{\"a\":1}", &sig));
         assert!(!signature_ok(b"secret", b"{\"a\":1}", "not hex"));

@@ -62,7 +62,10 @@ impl PickupCode {
     pub fn parse(text: &str) -> Result<Self, HandoverError> {
         let text = text.trim();
         if !text.is_empty() && text.len() <= 6 && text.bytes().all(|b| b.is_ascii_digit()) {
-            return text.parse().map(Self::Number).map_err(|_| HandoverError::BadCode);
+            return text
+                .parse()
+                .map(Self::Number)
+                .map_err(|_| HandoverError::BadCode);
         }
         if text.len() == TOKEN_CHARS && text.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Ok(Self::Token(text.to_ascii_lowercase()));
@@ -98,5 +101,11 @@ pub fn hand_over(
             });
         }
     }
-    Ok(order::apply_event(ctx, order.id, OrderEvent::PickUp, &Actor::Staff(staff), None)?)
+    Ok(order::apply_event(
+        ctx,
+        order.id,
+        OrderEvent::PickUp,
+        &Actor::Staff(staff),
+        None,
+    )?)
 }

@@ -110,8 +110,8 @@ pub struct HashCost {
 }
 
 pub fn hash_secret(secret: &str, cost: HashCost) -> String {
-    let params = Params::new(cost.memory_kib.max(8), cost.passes.max(1), 1, None)
-        .unwrap_or_default();
+    let params =
+        Params::new(cost.memory_kib.max(8), cost.passes.max(1), 1, None).unwrap_or_default();
     let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
     let mut salt = [0u8; 16];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut salt);
@@ -199,7 +199,10 @@ mod tests {
 
     #[test]
     fn argon2_hashes_verify() {
-        let cost = HashCost { memory_kib: 64, passes: 1 };
+        let cost = HashCost {
+            memory_kib: 64,
+            passes: 1,
+        };
         let h = hash_secret("1234", cost);
         assert!(h.starts_with("$argon2id$"));
         assert!(verify_secret(&h, "1234"));

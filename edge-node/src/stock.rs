@@ -124,7 +124,11 @@ impl StockView {
 
 fn read_level(r: &rusqlite::Row<'_>) -> rusqlite::Result<StockLevel> {
     let parse_err = |i, e: &dyn std::error::Error| {
-        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.to_string().into())
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            e.to_string().into(),
+        )
     };
     let item: String = r.get(0)?;
     let day: String = r.get(1)?;
@@ -157,10 +161,7 @@ fn ensure_row(
     if let Some(level) = existing {
         return Ok(level);
     }
-    let quota = item
-        .fields
-        .daily_quota
-        .map_or(UNLIMITED_QUOTA, i64::from);
+    let quota = item.fields.daily_quota.map_or(UNLIMITED_QUOTA, i64::from);
     ctx.conn
         .prepare_cached("INSERT INTO stock_day (item_id, service_day, quota) VALUES (?1, ?2, ?3)")?
         .execute(params![item.id.to_string(), day.to_string(), quota])?;
@@ -290,7 +291,13 @@ pub fn sell(
     day: NaiveDate,
     qty: i64,
 ) -> Result<StockLevel, StockError> {
-    update(ctx, item, day, "reserved = reserved - ?3, sold = sold + ?3", qty)
+    update(
+        ctx,
+        item,
+        day,
+        "reserved = reserved - ?3, sold = sold + ?3",
+        qty,
+    )
 }
 
 /// What staff can do to stock.
@@ -322,7 +329,10 @@ pub fn staff_action(
                 return Err(StockError::BadCount);
             }
             ledger(ctx, item.id, day, "restock", *count, Some(staff), None)?;
-            ("stock.restocked", update(ctx, item.id, day, "adjusted = adjusted + ?3", *count)?)
+            (
+                "stock.restocked",
+                update(ctx, item.id, day, "adjusted = adjusted + ?3", *count)?,
+            )
         }
         StaffStockAction::Adjust { delta, reason } => {
             if *delta == 0 || delta.abs() > ADJUST_MAX {
@@ -334,12 +344,26 @@ pub fn staff_action(
                     remaining: current.remaining(),
                 });
             }
-            ledger(ctx, item.id, day, "adjust", *delta, Some(staff), Some(reason))?;
-            ("stock.adjusted", update(ctx, item.id, day, "adjusted = adjusted + ?3", *delta)?)
+            ledger(
+                ctx,
+                item.id,
+                day,
+                "adjust",
+                *delta,
+                Some(staff),
+                Some(reason),
+            )?;
+            (
+                "stock.adjusted",
+                update(ctx, item.id, day, "adjusted = adjusted + ?3", *delta)?,
+            )
         }
         StaffStockAction::SoldOut => {
             ledger(ctx, item.id, day, "sold_out", 0, Some(staff), None)?;
-            ("stock.sold_out", update(ctx, item.id, day, "sold_out = ?3", 1)?)
+            (
+                "stock.sold_out",
+                update(ctx, item.id, day, "sold_out = ?3", 1)?,
+            )
         }
         StaffStockAction::Back => {
             ledger(ctx, item.id, day, "back", 0, Some(staff), None)?;

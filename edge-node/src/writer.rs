@@ -148,11 +148,7 @@ impl Writer {
     /// this are refused with `ShuttingDown`.
     pub async fn shutdown(&self) {
         let _ = self.tx.send(Msg::Stop).await;
-        let handle = self
-            .thread
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(handle) = handle {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
@@ -216,8 +212,8 @@ fn run_group(conn: &Connection, clock: &dyn Clock, publisher: &dyn Publisher, ba
             now,
             effects: Vec::new(),
         };
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut ctx)))
-            .unwrap_or_else(|_| {
+        let outcome =
+            std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut ctx))).unwrap_or_else(|_| {
                 tracing::error!("a write panicked; its changes were rolled back");
                 fail_outcome("internal error".into())
             });
@@ -268,4 +264,3 @@ fn fail_outcome(message: String) -> JobOutcome {
         complete: Box::new(move |_| tracing::debug!(%message, "write refused")),
     }
 }
-

@@ -32,7 +32,11 @@ async fn placement_is_priced_by_the_server_and_reserves_stock() {
     assert!(token.starts_with(&r.body["id"].as_str().unwrap().replace('-', "")));
     assert_eq!(b.remaining("Lanzhou beef noodle soup").await, Some(118));
     assert_eq!(b.remaining("Sour plum drink").await, Some(99));
-    assert_eq!(b.remaining("Seaweed and egg soup").await, None, "no quota means unlimited");
+    assert_eq!(
+        b.remaining("Seaweed and egg soup").await,
+        None,
+        "no quota means unlimited"
+    );
 
     let staff = b.staff().await;
     let events = b.outbox(&staff).await;
@@ -49,7 +53,14 @@ async fn placement_is_priced_by_the_server_and_reserves_stock() {
 #[tokio::test]
 async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     // Refused attempts count against the per-student order limit; lift it here.
-    let b = TestBox::with(|s| edge_node::config::Settings { orders_per_min_student: Some(100), ..s }, 5).await;
+    let b = TestBox::with(
+        |s| edge_node::config::Settings {
+            orders_per_min_student: Some(100),
+            ..s
+        },
+        5,
+    )
+    .await;
     let s = b.student(1).await;
     let staff = b.staff().await;
     let noodles = b.item("Lanzhou beef noodle soup").id;
@@ -57,38 +68,79 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     let size = json!([{"group": "size", "choice": "regular"}]);
 
     let cases: Vec<(Value, StatusCode, &str)> = vec![
-        (line(json!(0), size.clone()), StatusCode::UNPROCESSABLE_ENTITY, "invalid_quantity"),
-        (line(json!(1000), size.clone()), StatusCode::UNPROCESSABLE_ENTITY, "invalid_quantity"),
-        (line(json!(-1), size.clone()), StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
-        (line(json!(1), json!([])), StatusCode::UNPROCESSABLE_ENTITY, "invalid_options"),
         (
-            line(json!(1), json!([{"group": "size", "choice": "regular"}, {"group": "size", "choice": "large"}])),
+            line(json!(0), size.clone()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_quantity",
+        ),
+        (
+            line(json!(1000), size.clone()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_quantity",
+        ),
+        (
+            line(json!(-1), size.clone()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            line(json!(1), json!([])),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_options",
         ),
-        (line(json!(1), json!([{"group": "size", "choice": "huge"}])), StatusCode::UNPROCESSABLE_ENTITY, "invalid_options"),
-        (line(json!(1), json!([{"group": "sauce", "choice": "x"}])), StatusCode::UNPROCESSABLE_ENTITY, "invalid_options"),
+        (
+            line(
+                json!(1),
+                json!([{"group": "size", "choice": "regular"}, {"group": "size", "choice": "large"}]),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_options",
+        ),
+        (
+            line(json!(1), json!([{"group": "size", "choice": "huge"}])),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_options",
+        ),
+        (
+            line(json!(1), json!([{"group": "sauce", "choice": "x"}])),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_options",
+        ),
         (
             json!({"lines": [{"item_id": uuid::Uuid::now_v7(), "quantity": 1}], "payment_mode": "counter"}),
             StatusCode::UNPROCESSABLE_ENTITY,
             "unknown_item",
         ),
-        (json!({"lines": [], "payment_mode": "counter"}), StatusCode::UNPROCESSABLE_ENTITY, "invalid_lines"),
+        (
+            json!({"lines": [], "payment_mode": "counter"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_lines",
+        ),
         (
             json!({"lines": [{"item_id": noodles, "quantity": 1, "options": size}], "payment_mode": "counter", "total_fen": 1}),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_body",
         ),
-        (json!({"lines": [{"item_id": noodles, "quantity": 1, "options": size}], "payment_mode": "bitcoin"}), StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+        (
+            json!({"lines": [{"item_id": noodles, "quantity": 1, "options": size}], "payment_mode": "bitcoin"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
     ];
     for (body, status, code) in cases {
         let r = b.place(&s, body.clone()).await;
-        assert_eq!((r.status, r.code()), (status, code), "{body} -> {:?}", r.body);
+        assert_eq!(
+            (r.status, r.code()),
+            (status, code),
+            "{body} -> {:?}",
+            r.body
+        );
         assert!(!r.body["error"]["message"].as_str().unwrap().is_empty());
     }
 
     let raw = |body: &str, ctype: Option<&str>| {
-        let mut req = Request::post("/api/student/orders").header("authorization", format!("Bearer {s}"));
+        let mut req =
+            Request::post("/api/student/orders").header("authorization", format!("Bearer {s}"));
         if let Some(c) = ctype {
             req = req.header("content-type", c);
         }
@@ -97,22 +149,37 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     let r = b.raw(raw("{\"lines\": [", Some("application/json"))).await;
     assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "bad_json"));
     let r = b.raw(raw("{}", None)).await;
-    assert_eq!((r.status, r.code()), (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"));
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+    );
     let huge = format!("{{\"pad\": \"{}\"}}", "x".repeat(200_000));
     let r = b.raw(raw(&huge, Some("application/json"))).await;
-    assert_eq!((r.status, r.code()), (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"));
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
+    );
     let r = b.get("/api/student/orders/not-a-uuid", Some(&s)).await;
     assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "bad_path"));
     let r = b.place("garbage", b.noodle_order(1)).await;
-    assert_eq!((r.status, r.code()), (StatusCode::UNAUTHORIZED, "invalid_token"));
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNAUTHORIZED, "invalid_token")
+    );
     let r = b.post("/api/student/orders", None, b.noodle_order(1)).await;
-    assert_eq!((r.status, r.code()), (StatusCode::UNAUTHORIZED, "unauthenticated"));
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNAUTHORIZED, "unauthenticated")
+    );
     let r = b.place(&staff, b.noodle_order(1)).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     let r = b.get("/api/nope", None).await;
     assert_eq!((r.status, r.code()), (StatusCode::NOT_FOUND, "not_found"));
 
-    assert!(b.outbox(&staff).await.is_empty(), "no bad request may write anything");
+    assert!(
+        b.outbox(&staff).await.is_empty(),
+        "no bad request may write anything"
+    );
     assert_eq!(b.remaining("Lanzhou beef noodle soup").await, Some(120));
 }
 
@@ -121,16 +188,51 @@ async fn idempotent_retry_returns_the_first_order() {
     let b = TestBox::new().await;
     let s = b.student(1).await;
     let key = [("idempotency-key", "checkout-7f3a")];
-    let first = b.call(Method::POST, "/api/student/orders", Some(&s), Some(b.noodle_order(2)), &key).await;
+    let first = b
+        .call(
+            Method::POST,
+            "/api/student/orders",
+            Some(&s),
+            Some(b.noodle_order(2)),
+            &key,
+        )
+        .await;
     assert_eq!(first.status, StatusCode::CREATED);
-    let retry = b.call(Method::POST, "/api/student/orders", Some(&s), Some(b.noodle_order(2)), &key).await;
+    let retry = b
+        .call(
+            Method::POST,
+            "/api/student/orders",
+            Some(&s),
+            Some(b.noodle_order(2)),
+            &key,
+        )
+        .await;
     assert_eq!(retry.status, StatusCode::OK);
     assert_eq!(retry.body, first.body, "the retry returns the same order");
-    let other = b.call(Method::POST, "/api/student/orders", Some(&s), Some(b.noodle_order(3)), &key).await;
-    assert_eq!((other.status, other.code()), (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"));
+    let other = b
+        .call(
+            Method::POST,
+            "/api/student/orders",
+            Some(&s),
+            Some(b.noodle_order(3)),
+            &key,
+        )
+        .await;
+    assert_eq!(
+        (other.status, other.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+    );
     // Another student may use the same key for their own order.
     let s2 = b.student(2).await;
-    let theirs = b.call(Method::POST, "/api/student/orders", Some(&s2), Some(b.noodle_order(2)), &key).await;
+    let theirs = b
+        .call(
+            Method::POST,
+            "/api/student/orders",
+            Some(&s2),
+            Some(b.noodle_order(2)),
+            &key,
+        )
+        .await;
     assert_eq!(theirs.status, StatusCode::CREATED);
     assert_ne!(theirs.body["id"], first.body["id"]);
 
@@ -147,11 +249,27 @@ async fn a_student_sees_only_their_own_orders() {
     let id = order["id"].as_str().unwrap();
     let r = b.get(&format!("/api/student/orders/{id}"), Some(&s2)).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    let r = b.post(&format!("/api/student/orders/{id}/cancel"), Some(&s2), json!({})).await;
+    let r = b
+        .post(
+            &format!("/api/student/orders/{id}/cancel"),
+            Some(&s2),
+            json!({}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    assert!(b.get("/api/student/orders", Some(&s2)).await.body.as_array().unwrap().is_empty());
+    assert!(
+        b.get("/api/student/orders", Some(&s2))
+            .await
+            .body
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     let r = b.get(&format!("/api/student/orders/{id}"), Some(&s1)).await;
-    assert_eq!((r.status, &r.body["state"]), (StatusCode::OK, &json!("placed")));
+    assert_eq!(
+        (r.status, &r.body["state"]),
+        (StatusCode::OK, &json!("placed"))
+    );
 }
 
 #[tokio::test]
@@ -162,30 +280,72 @@ async fn the_whole_lifecycle_over_the_api() {
     let placed = b.place(&s, b.noodle_order(1)).await.body;
 
     let wrong = b.transition(&staff, &placed, "pick_up").await;
-    assert_eq!((wrong.status, wrong.code()), (StatusCode::CONFLICT, "invalid_transition"));
+    assert_eq!(
+        (wrong.status, wrong.code()),
+        (StatusCode::CONFLICT, "invalid_transition")
+    );
     let paid = b.transition(&staff, &placed, "pay").await;
-    assert_eq!((paid.status, &paid.body["state"]), (StatusCode::OK, &json!("paid")));
+    assert_eq!(
+        (paid.status, &paid.body["state"]),
+        (StatusCode::OK, &json!("paid"))
+    );
     let stale = b.transition(&staff, &placed, "start_preparing").await;
-    assert_eq!((stale.status, stale.code()), (StatusCode::CONFLICT, "stale_version"));
+    assert_eq!(
+        (stale.status, stale.code()),
+        (StatusCode::CONFLICT, "stale_version")
+    );
     assert_eq!(stale.body["error"]["details"]["current_version"], 2);
-    let preparing = b.transition(&staff, &paid.body, "start_preparing").await.body;
+    let preparing = b
+        .transition(&staff, &paid.body, "start_preparing")
+        .await
+        .body;
     assert_eq!(preparing["state"], "preparing");
 
     let id = placed["id"].as_str().unwrap();
-    let r = b.post(&format!("/api/student/orders/{id}/cancel"), Some(&s), json!({})).await;
-    assert_eq!((r.status, r.code()), (StatusCode::CONFLICT, "kitchen_started"));
+    let r = b
+        .post(
+            &format!("/api/student/orders/{id}/cancel"),
+            Some(&s),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::CONFLICT, "kitchen_started")
+    );
 
     let ready = b.transition(&staff, &preparing, "mark_ready").await.body;
     assert_eq!(ready["state"], "ready");
-    let not_ready_yet = b.post("/api/staff/pickups", Some(&staff), json!({"code": "999"})).await;
-    assert_eq!((not_ready_yet.status, not_ready_yet.code()), (StatusCode::NOT_FOUND, "pickup_not_found"));
-    let bad = b.post("/api/staff/pickups", Some(&staff), json!({"code": "hello"})).await;
+    let not_ready_yet = b
+        .post("/api/staff/pickups", Some(&staff), json!({"code": "999"}))
+        .await;
+    assert_eq!(
+        (not_ready_yet.status, not_ready_yet.code()),
+        (StatusCode::NOT_FOUND, "pickup_not_found")
+    );
+    let bad = b
+        .post("/api/staff/pickups", Some(&staff), json!({"code": "hello"}))
+        .await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
     let number = ready["pickup_number"].to_string();
-    let done = b.post("/api/staff/pickups", Some(&staff), json!({"code": number})).await;
-    assert_eq!((done.status, &done.body["state"]), (StatusCode::OK, &json!("picked_up")));
-    let again = b.post("/api/staff/pickups", Some(&staff), json!({"code": ready["pickup_token"]})).await;
-    assert_eq!((again.status, again.code()), (StatusCode::CONFLICT, "already_picked_up"));
+    let done = b
+        .post("/api/staff/pickups", Some(&staff), json!({"code": number}))
+        .await;
+    assert_eq!(
+        (done.status, &done.body["state"]),
+        (StatusCode::OK, &json!("picked_up"))
+    );
+    let again = b
+        .post(
+            "/api/staff/pickups",
+            Some(&staff),
+            json!({"code": ready["pickup_token"]}),
+        )
+        .await;
+    assert_eq!(
+        (again.status, again.code()),
+        (StatusCode::CONFLICT, "already_picked_up")
+    );
 
     let summary = b.get("/api/staff/summary", Some(&staff)).await.body;
     assert_eq!(summary["orders"], 1);
@@ -193,8 +353,22 @@ async fn the_whole_lifecycle_over_the_api() {
     assert_eq!(summary["by_state"]["picked_up"], 1);
     assert_eq!(summary["items"][0]["quantity"], 1);
 
-    let kinds: Vec<String> = b.outbox(&staff).await.iter().map(|e| e["kind"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(kinds, ["order.placed", "order.paid", "order.preparing", "order.ready", "order.picked_up"]);
+    let kinds: Vec<String> = b
+        .outbox(&staff)
+        .await
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "order.placed",
+            "order.paid",
+            "order.preparing",
+            "order.ready",
+            "order.picked_up"
+        ]
+    );
     // Stock: the portion was reserved, then sold.
     assert_eq!(b.remaining("Lanzhou beef noodle soup").await, Some(119));
 }
@@ -209,7 +383,9 @@ async fn a_token_scan_hands_over_and_a_paid_cancel_refunds() {
     let a = b.transition(&staff, &a, "start_preparing").await.body;
     let a = b.transition(&staff, &a, "mark_ready").await.body;
     let token = a["pickup_token"].as_str().unwrap().to_uppercase();
-    let r = b.post("/api/staff/pickups", Some(&staff), json!({"code": token})).await;
+    let r = b
+        .post("/api/staff/pickups", Some(&staff), json!({"code": token}))
+        .await;
     assert_eq!(r.body["state"], "picked_up");
 
     let c = b.place(&s, b.noodle_order(3)).await.body;
@@ -217,7 +393,11 @@ async fn a_token_scan_hands_over_and_a_paid_cancel_refunds() {
     let c = b.transition(&staff, &c, "pay").await.body;
     let cancelled = b.transition(&staff, &c, "cancel").await.body;
     assert_eq!(cancelled["state"], "cancelled");
-    assert_eq!(b.remaining("Lanzhou beef noodle soup").await, Some(118), "cancellation gives stock back");
+    assert_eq!(
+        b.remaining("Lanzhou beef noodle soup").await,
+        Some(118),
+        "cancellation gives stock back"
+    );
     let summary = b.get("/api/staff/summary", Some(&staff)).await.body;
     assert_eq!(summary["revenue_fen"], 1800 * 2);
     assert_eq!(summary["refunds_fen"], 1800 * 3);
@@ -240,7 +420,10 @@ async fn unpaid_orders_expire_on_the_injected_clock_and_give_stock_back() {
     assert_eq!(r.body["state"], "expired");
     let staff = b.staff().await;
     let pay = b.transition(&staff, &r.body, "pay").await;
-    assert_eq!((pay.status, pay.code()), (StatusCode::CONFLICT, "invalid_transition"));
+    assert_eq!(
+        (pay.status, pay.code()),
+        (StatusCode::CONFLICT, "invalid_transition")
+    );
 }
 
 #[tokio::test]
@@ -254,7 +437,8 @@ async fn ready_orders_left_at_closing_become_unclaimed() {
     b.transition(&staff, &o, "mark_ready").await;
     b.clock.advance(chrono::Duration::hours(7)); // 19:00 local: still open
     assert_eq!(b.app.housekeeping().await.unwrap().1, 0);
-    b.clock.advance(chrono::Duration::hours(1) + chrono::Duration::minutes(1)); // past 20:00
+    b.clock
+        .advance(chrono::Duration::hours(1) + chrono::Duration::minutes(1)); // past 20:00
     assert_eq!(b.app.housekeeping().await.unwrap().1, 1);
     let staff = b.staff().await; // the morning's session has expired by now
     let summary = b.get("/api/staff/summary", Some(&staff)).await.body;
@@ -289,40 +473,96 @@ async fn campus_card_webhook_is_signed_checked_and_idempotent() {
     let (text, _) = signed(&notice(1800, "T1"), CARD_SECRET);
     let (_, forged) = signed(&notice(1800, "T1"), "not-the-secret-at-all");
     let r = b.raw(send(text.clone(), forged)).await;
-    assert_eq!((r.status, r.code()), (StatusCode::UNAUTHORIZED, "bad_signature"));
-    assert_eq!(b.outbox(&staff).await.len(), 1, "a bad signature changes nothing");
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNAUTHORIZED, "bad_signature")
+    );
+    assert_eq!(
+        b.outbox(&staff).await.len(),
+        1,
+        "a bad signature changes nothing"
+    );
 
     let (text_wrong, sig_wrong) = signed(&notice(1, "T0"), CARD_SECRET);
     let r = b.raw(send(text_wrong, sig_wrong)).await;
-    assert_eq!((r.status, r.code()), (StatusCode::UNPROCESSABLE_ENTITY, "amount_mismatch"));
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "amount_mismatch")
+    );
 
     let (text, sig) = signed(&notice(1800, "T1"), CARD_SECRET);
     let r = b.raw(send(text.clone(), sig.clone())).await;
-    assert_eq!((r.status, &r.body["state"]), (StatusCode::OK, &json!("paid")));
+    assert_eq!(
+        (r.status, &r.body["state"]),
+        (StatusCode::OK, &json!("paid"))
+    );
     let replay = b.raw(send(text, sig)).await;
-    assert_eq!((replay.status, &replay.body["state"]), (StatusCode::OK, &json!("paid")));
+    assert_eq!(
+        (replay.status, &replay.body["state"]),
+        (StatusCode::OK, &json!("paid"))
+    );
     let summary = b.get("/api/staff/summary", Some(&staff)).await.body;
-    assert_eq!(summary["revenue_fen"], 1800, "a replayed notice is counted once");
+    assert_eq!(
+        summary["revenue_fen"], 1800,
+        "a replayed notice is counted once"
+    );
     assert_eq!(b.outbox(&staff).await.len(), 2);
 }
 
 #[tokio::test]
 async fn login_attempts_are_rate_limited_per_account_and_per_ip() {
-    let b = TestBox::with(|s| edge_node::config::Settings { login_per_min_ip: Some(8), ..s }, 5).await;
+    let b = TestBox::with(
+        |s| edge_node::config::Settings {
+            login_per_min_ip: Some(8),
+            ..s
+        },
+        5,
+    )
+    .await;
     for _ in 0..5 {
-        let r = b.post("/api/student/login", None, json!({"student_number": "2024001", "pin": "0000"})).await;
-        assert_eq!((r.status, r.code()), (StatusCode::UNAUTHORIZED, "invalid_credentials"));
+        let r = b
+            .post(
+                "/api/student/login",
+                None,
+                json!({"student_number": "2024001", "pin": "0000"}),
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::UNAUTHORIZED, "invalid_credentials")
+        );
     }
-    let r = b.post("/api/student/login", None, json!({"student_number": "2024001", "pin": "1234"})).await;
-    assert_eq!((r.status, r.code()), (StatusCode::TOO_MANY_REQUESTS, "rate_limited"));
+    let r = b
+        .post(
+            "/api/student/login",
+            None,
+            json!({"student_number": "2024001", "pin": "1234"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+    );
     let wait: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=60).contains(&wait));
     // Another account still works, until the IP's budget (8/min) is spent.
     b.student(2).await;
     b.student(3).await;
-    let r = b.post("/api/student/login", None, json!({"student_number": "2024004", "pin": "1234"})).await;
+    let r = b
+        .post(
+            "/api/student/login",
+            None,
+            json!({"student_number": "2024004", "pin": "1234"}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
-    let r = b.post("/api/student/login", None, json!({"student_number": "nobody", "pin": "1234"})).await;
+    let r = b
+        .post(
+            "/api/student/login",
+            None,
+            json!({"student_number": "nobody", "pin": "1234"}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
 }
 
@@ -331,13 +571,22 @@ async fn order_placement_is_rate_limited_per_student() {
     let b = TestBox::new().await;
     let s = b.student(1).await;
     for _ in 0..6 {
-        assert_eq!(b.place(&s, b.noodle_order(1)).await.status, StatusCode::CREATED);
+        assert_eq!(
+            b.place(&s, b.noodle_order(1)).await.status,
+            StatusCode::CREATED
+        );
     }
     let r = b.place(&s, b.noodle_order(1)).await;
-    assert_eq!((r.status, r.code()), (StatusCode::TOO_MANY_REQUESTS, "rate_limited"));
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+    );
     assert!(r.headers.contains_key("retry-after"));
     let other = b.student(2).await;
-    assert_eq!(b.place(&other, b.noodle_order(1)).await.status, StatusCode::CREATED);
+    assert_eq!(
+        b.place(&other, b.noodle_order(1)).await.status,
+        StatusCode::CREATED
+    );
 }
 
 #[tokio::test]
@@ -349,10 +598,21 @@ async fn staff_stock_actions_reach_the_menu_and_placement() {
     let url = format!("/api/staff/stock/{plum}");
     let order = json!({"lines": [{"item_id": plum, "quantity": 1}], "payment_mode": "counter"});
 
-    let r = b.post(&url, Some(&staff), json!({"action": "sold_out"})).await;
-    assert_eq!((r.status, &r.body["sold_out"]), (StatusCode::OK, &json!(true)));
+    let r = b
+        .post(&url, Some(&staff), json!({"action": "sold_out"}))
+        .await;
+    assert_eq!(
+        (r.status, &r.body["sold_out"]),
+        (StatusCode::OK, &json!(true))
+    );
     let menu = b.get("/api/menu", None).await.body;
-    let entry = menu["items"].as_array().unwrap().iter().find(|i| i["id"] == json!(plum)).unwrap().clone();
+    let entry = menu["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == json!(plum))
+        .unwrap()
+        .clone();
     assert_eq!(entry["sold_out"], true);
     let r = b.place(&s, order.clone()).await;
     assert_eq!((r.status, r.code()), (StatusCode::CONFLICT, "sold_out"));
@@ -360,18 +620,51 @@ async fn staff_stock_actions_reach_the_menu_and_placement() {
 
     b.post(&url, Some(&staff), json!({"action": "back"})).await;
     assert_eq!(b.place(&s, order).await.status, StatusCode::CREATED);
-    let r = b.post(&url, Some(&staff), json!({"action": "restock", "count": 5})).await;
+    let r = b
+        .post(&url, Some(&staff), json!({"action": "restock", "count": 5}))
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(b.remaining("Sour plum drink").await, Some(104));
-    let r = b.post(&url, Some(&staff), json!({"action": "adjust", "delta": -200, "reason": "spilled"})).await;
-    assert_eq!((r.status, r.code()), (StatusCode::CONFLICT, "stock_below_zero"));
-    let r = b.post(&url, Some(&staff), json!({"action": "adjust", "delta": -4, "reason": "spilled"})).await;
+    let r = b
+        .post(
+            &url,
+            Some(&staff),
+            json!({"action": "adjust", "delta": -200, "reason": "spilled"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::CONFLICT, "stock_below_zero")
+    );
+    let r = b
+        .post(
+            &url,
+            Some(&staff),
+            json!({"action": "adjust", "delta": -4, "reason": "spilled"}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(b.remaining("Sour plum drink").await, Some(100));
-    let r = b.post(&url, Some(&staff), json!({"action": "restock", "count": 0})).await;
+    let r = b
+        .post(&url, Some(&staff), json!({"action": "restock", "count": 0}))
+        .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    let kinds: Vec<Value> = b.outbox(&staff).await.iter().map(|e| e["kind"].clone()).collect();
-    assert_eq!(kinds, ["stock.sold_out", "stock.back", "order.placed", "stock.restocked", "stock.adjusted"]);
+    let kinds: Vec<Value> = b
+        .outbox(&staff)
+        .await
+        .iter()
+        .map(|e| e["kind"].clone())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "stock.sold_out",
+            "stock.back",
+            "order.placed",
+            "stock.restocked",
+            "stock.adjusted"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -383,22 +676,50 @@ async fn menu_edits_need_a_manager_and_are_validated() {
     let mut fields = serde_json::to_value(&item.fields).unwrap();
     fields["price_fen"] = json!(1350);
     let url = format!("/api/staff/menu/{}", item.id);
-    let r = b.call(Method::PUT, &url, Some(&staff), Some(fields.clone()), &[]).await;
+    let r = b
+        .call(Method::PUT, &url, Some(&staff), Some(fields.clone()), &[])
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    let r = b.call(Method::PUT, &url, Some(&manager), Some(fields.clone()), &[]).await;
+    let r = b
+        .call(Method::PUT, &url, Some(&manager), Some(fields.clone()), &[])
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     let menu = b.get("/api/menu", None).await.body;
-    let entry = menu["items"].as_array().unwrap().iter().find(|i| i["id"] == json!(item.id)).unwrap().clone();
+    let entry = menu["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == json!(item.id))
+        .unwrap()
+        .clone();
     assert_eq!(entry["price_fen"], 1350);
 
     fields["price_fen"] = json!(-5);
-    let r = b.call(Method::PUT, &url, Some(&manager), Some(fields.clone()), &[]).await;
-    assert_eq!((r.status, r.code()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_menu_item"));
-    assert!(r.body["error"]["message"].as_str().unwrap().contains("price_fen"));
+    let r = b
+        .call(Method::PUT, &url, Some(&manager), Some(fields.clone()), &[])
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_menu_item")
+    );
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("price_fen")
+    );
 
     fields["price_fen"] = json!(900);
     fields["name_en"] = json!("Cold noodles");
-    let r = b.call(Method::POST, "/api/staff/menu", Some(&manager), Some(fields), &[]).await;
+    let r = b
+        .call(
+            Method::POST,
+            "/api/staff/menu",
+            Some(&manager),
+            Some(fields),
+            &[],
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CREATED);
     let all = b.get("/api/staff/menu", Some(&staff)).await.body;
     assert_eq!(all.as_array().unwrap().len(), b.items.len() + 1);
@@ -413,7 +734,12 @@ async fn metrics_health_and_openapi() {
     assert_eq!(b.get("/readyz", None).await.body["outbox_last_seq"], 1);
     let m = b.get("/metrics", None).await;
     let text = m.body.as_str().unwrap();
-    assert!(text.contains("http_requests_total{method=\"POST\",route=\"/api/student/orders\",status=\"201\"} 1"), "{text}");
+    assert!(
+        text.contains(
+            "http_requests_total{method=\"POST\",route=\"/api/student/orders\",status=\"201\"} 1"
+        ),
+        "{text}"
+    );
     assert!(text.contains("http_request_duration_seconds_bucket"));
     assert!(text.contains("orders{state=\"placed\"} 1"));
     assert!(text.contains("outbox_depth 1"));
@@ -429,17 +755,32 @@ async fn metrics_health_and_openapi() {
         for method in ops.as_object().unwrap().keys() {
             let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let r = b.call(m, &uri, None, None, &[]).await;
-            assert_ne!(r.code(), "not_found", "{method} {path} is documented but not routed");
+            assert_ne!(
+                r.code(),
+                "not_found",
+                "{method} {path} is documented but not routed"
+            );
             assert_ne!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
         }
     }
-    for must in ["/api/student/orders", "/api/staff/orders/{id}/transitions", "/api/payments/campus-card", "/api/staff/outbox"] {
-        assert!(paths.contains_key(must), "{must} missing from the OpenAPI document");
+    for must in [
+        "/api/student/orders",
+        "/api/staff/orders/{id}/transitions",
+        "/api/payments/campus-card",
+        "/api/staff/outbox",
+    ] {
+        assert!(
+            paths.contains_key(must),
+            "{must} missing from the OpenAPI document"
+        );
     }
 }
 
 /// Reads SSE text from a streaming body until `needle` shows up (bounded wait).
-async fn read_until(body: &mut (impl futures_util::Stream<Item = Result<axum::body::Bytes, axum::Error>> + Unpin), needle: &str) -> String {
+async fn read_until(
+    body: &mut (impl futures_util::Stream<Item = Result<axum::body::Bytes, axum::Error>> + Unpin),
+    needle: &str,
+) -> String {
     let mut seen = String::new();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     while !seen.contains(needle) {
@@ -462,14 +803,20 @@ async fn event_streams_carry_order_changes() {
         let router = b.router.clone();
         async move {
             use tower::ServiceExt;
-            let res = router.oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+            let res = router
+                .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
             assert_eq!(res.status(), StatusCode::OK);
             res.into_body().into_data_stream()
         }
     };
     let mut student_stream = open(format!("/api/student/events?access_token={s1}")).await;
     // Staff reconnecting after seq 1 catch up on what they missed, then go live.
-    let mut staff_stream = open(format!("/api/staff/events?access_token={staff}&after_seq=0")).await;
+    let mut staff_stream = open(format!(
+        "/api/staff/events?access_token={staff}&after_seq=0"
+    ))
+    .await;
     let seen = read_until(&mut staff_stream, "order.placed").await;
     assert!(seen.contains("id: 1"));
 
@@ -477,7 +824,10 @@ async fn event_streams_carry_order_changes() {
     let paid = b.transition(&staff, &mine, "pay").await.body;
     let seen = read_until(&mut student_stream, "event: order.paid").await;
     assert!(seen.contains(mine["id"].as_str().unwrap()));
-    assert!(!seen.contains("order.placed"), "another student's order must not appear: {seen}");
+    assert!(
+        !seen.contains("order.placed"),
+        "another student's order must not appear: {seen}"
+    );
     let p = b.transition(&staff, &paid, "start_preparing").await.body;
     b.transition(&staff, &p, "mark_ready").await;
     read_until(&mut student_stream, "event: order.ready").await;
@@ -496,11 +846,20 @@ async fn everything_survives_a_restart() {
     let config = b.app.config.clone();
     let app = edge_node::App::open(config, b.clock.clone()).unwrap();
     let router = edge_node::http::router(app.clone());
-    let reopened = TestBox { app, router, clock: b.clock.clone(), items: b.items.clone(), dir: b.dir };
+    let reopened = TestBox {
+        app,
+        router,
+        clock: b.clock.clone(),
+        items: b.items.clone(),
+        dir: b.dir,
+    };
     let s = reopened.student(1).await;
     let mine = reopened.get("/api/student/orders", Some(&s)).await.body;
     assert_eq!(mine[0]["state"], "paid");
-    assert_eq!(reopened.remaining("Lanzhou beef noodle soup").await, Some(117));
+    assert_eq!(
+        reopened.remaining("Lanzhou beef noodle soup").await,
+        Some(117)
+    );
     let staff = reopened.staff().await;
     let events = reopened.outbox(&staff).await;
     assert_eq!(events.len(), 2);

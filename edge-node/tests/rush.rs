@@ -23,7 +23,11 @@ async fn a_thousand_students_race_for_a_hundred_portions() {
     .unwrap();
     let app = App::open(config, Arc::new(ManualClock::new(noon()))).unwrap();
     let items = edge_node::demo::seed(&app, STUDENTS).await.unwrap();
-    let pork = items.iter().find(|i| i.fields.name_en.starts_with("Braised pork")).unwrap().clone();
+    let pork = items
+        .iter()
+        .find(|i| i.fields.name_en.starts_with("Braised pork"))
+        .unwrap()
+        .clone();
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -72,10 +76,17 @@ async fn a_thousand_students_race_for_a_hundred_portions() {
     let mut tasks = tokio::task::JoinSet::new();
     for token in tokens {
         let (http, base, barrier) = (http.clone(), base.clone(), barrier.clone());
-        let body = json!({"lines": [{"item_id": pork.id, "quantity": 1}], "payment_mode": "counter"});
+        let body =
+            json!({"lines": [{"item_id": pork.id, "quantity": 1}], "payment_mode": "counter"});
         tasks.spawn(async move {
             barrier.wait().await;
-            let r = http.post(format!("{base}/api/student/orders")).bearer_auth(token).json(&body).send().await.unwrap();
+            let r = http
+                .post(format!("{base}/api/student/orders"))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
             let status = r.status().as_u16();
             (status, r.json::<Value>().await.unwrap())
         });
@@ -98,9 +109,25 @@ async fn a_thousand_students_race_for_a_hundred_portions() {
     assert_eq!(accepted.len(), UNITS as usize);
     assert_eq!(sold_out, (STUDENTS - UNITS) as usize);
 
-    let menu: Value = http.get(format!("{base}/api/menu")).send().await.unwrap().json().await.unwrap();
-    let entry = menu["items"].as_array().unwrap().iter().find(|i| i["id"] == json!(pork.id)).unwrap().clone();
-    assert_eq!((entry["remaining"].as_i64(), entry["sold_out"].as_bool()), (Some(0), Some(true)));
+    let menu: Value = http
+        .get(format!("{base}/api/menu"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entry = menu["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == json!(pork.id))
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (entry["remaining"].as_i64(), entry["sold_out"].as_bool()),
+        (Some(0), Some(true))
+    );
 
     let outbox: Value = http
         .get(format!("{base}/api/staff/outbox?after_seq=0"))

@@ -32,7 +32,11 @@ pub fn edge_binary() -> PathBuf {
         dir.pop();
     }
     let bin = dir.join(format!("edge-node{}", std::env::consts::EXE_SUFFIX));
-    assert!(bin.exists(), "{} is missing: run `cargo build -p edge-node` first", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p edge-node` first",
+        bin.display()
+    );
     bin
 }
 
@@ -77,11 +81,21 @@ pub struct EdgeProcess {
 impl EdgeProcess {
     /// Starts `serve` on `data_dir` and waits for its "listening on" line.
     pub fn serve(data_dir: &Path, extra_env: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let mut cmd = command(&["serve", "--data-dir", path_str(data_dir), "--listen", "127.0.0.1:0"]);
+        let mut cmd = command(&[
+            "serve",
+            "--data-dir",
+            path_str(data_dir),
+            "--listen",
+            "127.0.0.1:0",
+        ]);
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().context("spawning edge-node")?;
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("spawning edge-node")?;
         let stdout = child.stdout.take().context("stdout")?;
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -149,7 +163,12 @@ impl Api {
         }
     }
 
-    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> anyhow::Result<(u16, Value)> {
+    pub async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+    ) -> anyhow::Result<(u16, Value)> {
         let mut req = self.http.post(format!("{}{path}", self.base)).json(body);
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -171,7 +190,11 @@ impl Api {
 
     pub async fn student(&self, n: u32) -> anyhow::Result<String> {
         let (status, body) = self
-            .post("/api/student/login", None, &json!({"student_number": format!("2024{n:03}"), "pin": "1234"}))
+            .post(
+                "/api/student/login",
+                None,
+                &json!({"student_number": format!("2024{n:03}"), "pin": "1234"}),
+            )
             .await?;
         if status != 200 {
             bail!("student login {n}: {status} {body}");
@@ -181,7 +204,11 @@ impl Api {
 
     pub async fn staff(&self, user: &str, password: &str) -> anyhow::Result<String> {
         let (status, body) = self
-            .post("/api/staff/login", None, &json!({"username": user, "password": password}))
+            .post(
+                "/api/staff/login",
+                None,
+                &json!({"username": user, "password": password}),
+            )
             .await?;
         if status != 200 {
             bail!("staff login: {status} {body}");
@@ -198,7 +225,9 @@ impl Api {
         let mut all: Vec<Value> = Vec::new();
         loop {
             let after = all.last().and_then(|e| e["seq"].as_i64()).unwrap_or(0);
-            let (status, page) = self.get(&format!("/api/staff/outbox?after_seq={after}"), Some(token)).await?;
+            let (status, page) = self
+                .get(&format!("/api/staff/outbox?after_seq={after}"), Some(token))
+                .await?;
             if status != 200 {
                 bail!("outbox: {status} {page}");
             }
@@ -237,7 +266,11 @@ impl Api {
 /// Checks the outbox is numbered 1..=n without a gap.
 pub fn assert_gapless(events: &[Value]) {
     for (i, e) in events.iter().enumerate() {
-        assert_eq!(e["seq"].as_i64(), Some(i as i64 + 1), "outbox gap before event {i}");
+        assert_eq!(
+            e["seq"].as_i64(),
+            Some(i as i64 + 1),
+            "outbox gap before event {i}"
+        );
     }
 }
 

@@ -27,7 +27,11 @@ async fn backup_under_load_restores_to_a_serving_box() {
             let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
             while !stop.load(Ordering::SeqCst) {
                 let (status, _) = api
-                    .post("/api/student/orders", Some(&token), &tests::random_order(&menu, &mut rng))
+                    .post(
+                        "/api/student/orders",
+                        Some(&token),
+                        &tests::random_order(&menu, &mut rng),
+                    )
                     .await
                     .unwrap();
                 assert_eq!(status, 201);
@@ -41,7 +45,14 @@ async fn backup_under_load_restores_to_a_serving_box() {
     let backup_file = dir.path().join("lunch.db");
     let out = tokio::task::spawn_blocking({
         let (data, backup_file) = (data.clone(), backup_file.clone());
-        move || edge_command(&["backup", path_str(&backup_file), "--data-dir", path_str(&data)])
+        move || {
+            edge_command(&[
+                "backup",
+                path_str(&backup_file),
+                "--data-dir",
+                path_str(&data),
+            ])
+        }
     })
     .await
     .unwrap()
@@ -51,9 +62,20 @@ async fn backup_under_load_restores_to_a_serving_box() {
     stop.store(true, Ordering::SeqCst);
     while load.join_next().await.is_some() {}
     assert!(placed.load(Ordering::SeqCst) > 100);
-    assert!(during > 100, "the backup ran while orders were being placed");
+    assert!(
+        during > 100,
+        "the backup ran while orders were being placed"
+    );
     // A second backup to the same name is refused rather than overwritten.
-    assert!(edge_command(&["backup", path_str(&backup_file), "--data-dir", path_str(&data)]).is_err());
+    assert!(
+        edge_command(&[
+            "backup",
+            path_str(&backup_file),
+            "--data-dir",
+            path_str(&data)
+        ])
+        .is_err()
+    );
     edge.terminate().unwrap();
 
     let restored = dir.path().join("restored");
@@ -66,8 +88,14 @@ async fn backup_under_load_restores_to_a_serving_box() {
     let manager = api.manager().await.unwrap();
     let events = api.outbox(&manager).await.unwrap();
     assert_gapless(&events);
-    let orders = events.iter().filter(|e| e["kind"] == "order.placed").count();
-    assert!(orders >= 100, "the backup holds the orders taken before it ({orders})");
+    let orders = events
+        .iter()
+        .filter(|e| e["kind"] == "order.placed")
+        .count();
+    assert!(
+        orders >= 100,
+        "the backup holds the orders taken before it ({orders})"
+    );
     assert_eq!(ready["outbox_last_seq"].as_i64(), Some(events.len() as i64));
     // It serves: a student logs in and orders; numbering continues.
     let student = api.student(3).await.unwrap();

@@ -43,7 +43,10 @@ async fn sigkill_mid_burst_loses_no_acknowledged_order() {
                     Ok(res) if res.status().is_success() => {
                         // Only an order whose whole response arrived counts as acknowledged.
                         if let Ok(order) = res.json::<Value>().await {
-                            acked.lock().unwrap().push(order["id"].as_str().unwrap().to_owned());
+                            acked
+                                .lock()
+                                .unwrap()
+                                .push(order["id"].as_str().unwrap().to_owned());
                             count.fetch_add(1, Ordering::SeqCst);
                         }
                     }
@@ -74,13 +77,26 @@ async fn sigkill_mid_burst_loses_no_acknowledged_order() {
         .map(|e| e["aggregate_id"].as_str().unwrap())
         .collect();
     for id in &acked {
-        assert!(placed.contains(id.as_str()), "acknowledged order {id} is missing after the crash");
-        let (status, order) = api.get(&format!("/api/staff/orders/{id}"), Some(&manager)).await.unwrap();
+        assert!(
+            placed.contains(id.as_str()),
+            "acknowledged order {id} is missing after the crash"
+        );
+        let (status, order) = api
+            .get(&format!("/api/staff/orders/{id}"), Some(&manager))
+            .await
+            .unwrap();
         assert_eq!((status, &order["state"]), (200, &json!("placed")));
     }
     // The restarted box keeps numbering where it left off.
     let student = api.student(1).await.unwrap();
-    let (status, _) = api.post("/api/student/orders", Some(&student), &tests::random_order(&menu, &mut rand::rng())).await.unwrap();
+    let (status, _) = api
+        .post(
+            "/api/student/orders",
+            Some(&student),
+            &tests::random_order(&menu, &mut rand::rng()),
+        )
+        .await
+        .unwrap();
     assert_eq!(status, 201);
     let after = api.outbox(&manager).await.unwrap();
     assert_eq!(after.len(), events.len() + 1);

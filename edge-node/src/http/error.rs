@@ -103,11 +103,20 @@ impl ApiError {
     }
 
     pub fn overloaded() -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "the box is busy; try again in a moment").retry_after(1)
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "the box is busy; try again in a moment",
+        )
+        .retry_after(1)
     }
 
     pub fn internal(cause: impl std::fmt::Display) -> Self {
-        let mut e = Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "something went wrong on the box");
+        let mut e = Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "something went wrong on the box",
+        );
         e.internal = Some(cause.to_string());
         e
     }
@@ -146,9 +155,12 @@ impl From<WriteError> for ApiError {
     fn from(e: WriteError) -> Self {
         match e {
             WriteError::Overloaded => Self::overloaded(),
-            WriteError::ShuttingDown => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the box is restarting").retry_after(5)
-            }
+            WriteError::ShuttingDown => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the box is restarting",
+            )
+            .retry_after(5),
             WriteError::Commit(cause) => Self::internal(cause),
         }
     }
@@ -169,10 +181,11 @@ impl From<StockError> for ApiError {
     fn from(e: StockError) -> Self {
         let message = e.to_string();
         match e {
-            StockError::SoldOut { item_id, .. } => {
-                Self::conflict("sold_out", message).with_details(json!({ "item_id": item_id, "remaining": 0 }))
-            }
-            StockError::NotEnough { item_id, remaining, .. } => Self::conflict("not_enough_stock", message)
+            StockError::SoldOut { item_id, .. } => Self::conflict("sold_out", message)
+                .with_details(json!({ "item_id": item_id, "remaining": 0 })),
+            StockError::NotEnough {
+                item_id, remaining, ..
+            } => Self::conflict("not_enough_stock", message)
                 .with_details(json!({ "item_id": item_id, "remaining": remaining })),
             StockError::BelowZero { .. } => Self::conflict("stock_below_zero", message),
             StockError::BadCount => Self::unprocessable("invalid_count", message),
@@ -187,9 +200,8 @@ impl From<PlaceOrderError> for ApiError {
         let message = e.to_string();
         match e {
             PlaceOrderError::LineCount => Self::unprocessable("invalid_lines", message),
-            PlaceOrderError::Quantity { line } => {
-                Self::unprocessable("invalid_quantity", message).with_details(json!({ "line": line }))
-            }
+            PlaceOrderError::Quantity { line } => Self::unprocessable("invalid_quantity", message)
+                .with_details(json!({ "line": line })),
             PlaceOrderError::UnknownItem(id) => {
                 Self::unprocessable("unknown_item", message).with_details(json!({ "item_id": id }))
             }
@@ -197,9 +209,15 @@ impl From<PlaceOrderError> for ApiError {
                 Self::conflict("unavailable", message).with_details(json!({ "item_id": item_id }))
             }
             PlaceOrderError::Options(_) => Self::unprocessable("invalid_options", message),
-            PlaceOrderError::PaymentMode(_) => Self::unprocessable("payment_mode_not_offered", message),
-            PlaceOrderError::IdempotencyMismatch => Self::unprocessable("idempotency_key_reused", message),
-            PlaceOrderError::BadIdempotencyKey => Self::bad_request("invalid_idempotency_key", message),
+            PlaceOrderError::PaymentMode(_) => {
+                Self::unprocessable("payment_mode_not_offered", message)
+            }
+            PlaceOrderError::IdempotencyMismatch => {
+                Self::unprocessable("idempotency_key_reused", message)
+            }
+            PlaceOrderError::BadIdempotencyKey => {
+                Self::bad_request("invalid_idempotency_key", message)
+            }
             PlaceOrderError::Stock(e) => e.into(),
             PlaceOrderError::Store(e) => e.into(),
             PlaceOrderError::Write(e) => e.into(),
@@ -216,10 +234,11 @@ impl From<OrderError> for ApiError {
             OrderError::NotAllowed { from, event } => Self::conflict("invalid_transition", message)
                 .with_details(json!({ "state": from, "event": event })),
             OrderError::KitchenStarted => Self::conflict("kitchen_started", message),
-            OrderError::NotPermitted { .. } => Self::new(StatusCode::FORBIDDEN, "not_permitted", message),
-            OrderError::Stale { current } => {
-                Self::conflict("stale_version", message).with_details(json!({ "current_version": current }))
+            OrderError::NotPermitted { .. } => {
+                Self::new(StatusCode::FORBIDDEN, "not_permitted", message)
             }
+            OrderError::Stale { current } => Self::conflict("stale_version", message)
+                .with_details(json!({ "current_version": current })),
             OrderError::Stock(e) => e.into(),
             OrderError::Store(e) => e.into(),
             OrderError::Write(e) => e.into(),
@@ -234,7 +253,8 @@ impl From<HandoverError> for ApiError {
             HandoverError::BadCode => Self::unprocessable("invalid_pickup_code", message),
             HandoverError::NotFound => Self::not_found("pickup_not_found", message),
             HandoverError::AlreadyPickedUp { number } => {
-                Self::conflict("already_picked_up", message).with_details(json!({ "pickup_number": number }))
+                Self::conflict("already_picked_up", message)
+                    .with_details(json!({ "pickup_number": number }))
             }
             HandoverError::NotReady { number, state } => Self::conflict("not_ready", message)
                 .with_details(json!({ "pickup_number": number, "state": state })),
@@ -249,9 +269,13 @@ impl From<PaymentError> for ApiError {
     fn from(e: PaymentError) -> Self {
         let message = e.to_string();
         match e {
-            PaymentError::BadTransactionId => Self::unprocessable("invalid_transaction_id", message),
-            PaymentError::AmountMismatch { expected, got } => Self::unprocessable("amount_mismatch", message)
-                .with_details(json!({ "expected_fen": expected, "got_fen": got })),
+            PaymentError::BadTransactionId => {
+                Self::unprocessable("invalid_transaction_id", message)
+            }
+            PaymentError::AmountMismatch { expected, got } => {
+                Self::unprocessable("amount_mismatch", message)
+                    .with_details(json!({ "expected_fen": expected, "got_fen": got }))
+            }
             PaymentError::TransactionReused(_) => Self::conflict("transaction_reused", message),
             PaymentError::Order(e) => e.into(),
             PaymentError::Store(e) => e.into(),
@@ -264,7 +288,9 @@ impl From<MenuError> for ApiError {
     fn from(e: MenuError) -> Self {
         match e {
             MenuError::Invalid(m) => Self::unprocessable("invalid_menu_item", m),
-            MenuError::NotFound(id) => Self::not_found("item_not_found", format!("no menu item {id}")),
+            MenuError::NotFound(id) => {
+                Self::not_found("item_not_found", format!("no menu item {id}"))
+            }
             MenuError::Store(e) => e.into(),
             MenuError::Write(e) => e.into(),
         }
@@ -291,9 +317,11 @@ impl From<JsonRejection> for ApiError {
                 "unsupported_media_type",
                 "send the body as JSON with Content-Type: application/json",
             ),
-            _ if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "the request body is too large")
-            }
+            _ if r.status() == StatusCode::PAYLOAD_TOO_LARGE => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "the request body is too large",
+            ),
             _ => Self::new(r.status(), "bad_body", r.body_text()),
         }
     }

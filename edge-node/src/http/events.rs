@@ -59,7 +59,10 @@ fn live(
 }
 
 fn permit(app: &App) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-    app.stream_permits.clone().try_acquire_owned().map_err(|_| ApiError::overloaded())
+    app.stream_permits
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::overloaded())
 }
 
 /// My orders' changes as they happen (event names are outbox kinds, e.g. `order.ready`).
@@ -71,7 +74,8 @@ async fn student_events(
     let rx = app.events.subscribe();
     let me = me.to_string();
     let stream = live(app.shutdown.clone(), rx, 0, move |e| {
-        e.kind.starts_with("order.") && e.payload.get("student_id").and_then(|v| v.as_str()) == Some(me.as_str())
+        e.kind.starts_with("order.")
+            && e.payload.get("student_id").and_then(|v| v.as_str()) == Some(me.as_str())
     })
     .map(move |e| {
         let _held = &permit;

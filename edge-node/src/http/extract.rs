@@ -48,7 +48,11 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 /// streams (browsers' EventSource cannot set headers).
 fn bearer(parts: &Parts) -> Option<String> {
     if let Some(v) = parts.headers.get(header::AUTHORIZATION) {
-        return v.to_str().ok()?.strip_prefix("Bearer ").map(|t| t.trim().to_owned());
+        return v
+            .to_str()
+            .ok()?
+            .strip_prefix("Bearer ")
+            .map(|t| t.trim().to_owned());
     }
     parts.uri.query().and_then(|q| {
         q.split('&')
@@ -104,7 +108,11 @@ impl FromRequestParts<App> for Manager {
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
         let staff = Staff::from_request_parts(parts, app).await?;
         if staff.role != Role::Manager {
-            return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this needs a manager login"));
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this needs a manager login",
+            ));
         }
         Ok(Manager(staff.id))
     }

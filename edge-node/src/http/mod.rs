@@ -85,9 +85,13 @@ async fn guard(State(app): State<App>, req: Request, next: Next) -> Response {
     };
     match tokio::time::timeout(app.config.request_timeout, next.run(req)).await {
         Ok(response) => response,
-        Err(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "the box took too long; try again")
-            .retry_after(1)
-            .into_response(),
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "the box took too long; try again",
+        )
+        .retry_after(1)
+        .into_response(),
     }
 }
 

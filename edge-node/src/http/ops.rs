@@ -25,21 +25,35 @@ async fn healthz() -> impl IntoResponse {
 /// The database answers reads.
 async fn readyz(State(app): State<App>) -> Result<impl IntoResponse, ApiError> {
     let last_seq = app.readers.read(outbox::last_seq).await?;
-    Ok(axum::Json(json!({ "status": "ready", "node_id": app.node_id, "outbox_last_seq": last_seq })))
+    Ok(axum::Json(
+        json!({ "status": "ready", "node_id": app.node_id, "outbox_last_seq": last_seq }),
+    ))
 }
 
 async fn metrics(State(app): State<App>) -> Result<impl IntoResponse, ApiError> {
     let day = app.today();
     let (counts, depth, last) = app
         .readers
-        .read(move |c| Ok((order::count_by_state(c, day)?, outbox::depth(c)?, outbox::last_seq(c)?)))
+        .read(move |c| {
+            Ok((
+                order::count_by_state(c, day)?,
+                outbox::depth(c)?,
+                outbox::last_seq(c)?,
+            ))
+        })
         .await?;
     for (state, n) in counts {
-        app.metrics.orders.with_label_values(&[state.as_str()]).set(n);
+        app.metrics
+            .orders
+            .with_label_values(&[state.as_str()])
+            .set(n);
     }
     app.metrics.outbox_depth.set(depth);
     app.metrics.outbox_last_seq.set(last);
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render()))
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    ))
 }
 
 async fn index(State(app): State<App>) -> impl IntoResponse {

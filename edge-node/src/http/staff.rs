@@ -46,8 +46,21 @@ pub struct StaffLogin {
 /// Log in with a staff account.
 #[utoipa::path(post, path = "/api/staff/login", tag = "staff", request_body = StaffLogin,
     responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
-async fn login(State(app): State<App>, ClientIp(ip): ClientIp, Json(req): Json<StaffLogin>) -> Result<Json<LoginResponse>, ApiError> {
-    Ok(Json(login_with(&app, ip, req.username, req.password, accounts::staff_credentials).await?))
+async fn login(
+    State(app): State<App>,
+    ClientIp(ip): ClientIp,
+    Json(req): Json<StaffLogin>,
+) -> Result<Json<LoginResponse>, ApiError> {
+    Ok(Json(
+        login_with(
+            &app,
+            ip,
+            req.username,
+            req.password,
+            accounts::staff_credentials,
+        )
+        .await?,
+    ))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -60,26 +73,44 @@ pub struct QueueQuery {
 /// Today's orders in the given states, oldest first.
 #[utoipa::path(get, path = "/api/staff/orders", tag = "staff", params(QueueQuery),
     responses((status = 200, body = Vec<OrderView>), (status = 400, body = ErrorBody)))]
-async fn queue(State(app): State<App>, _staff: Staff, Query(q): Query<QueueQuery>) -> Result<Json<Vec<OrderView>>, ApiError> {
+async fn queue(
+    State(app): State<App>,
+    _staff: Staff,
+    Query(q): Query<QueueQuery>,
+) -> Result<Json<Vec<OrderView>>, ApiError> {
     let states = match q.state.as_deref() {
-        None | Some("") => vec![OrderState::Placed, OrderState::Paid, OrderState::Preparing, OrderState::Ready],
+        None | Some("") => vec![
+            OrderState::Placed,
+            OrderState::Paid,
+            OrderState::Preparing,
+            OrderState::Ready,
+        ],
         Some(list) => list
             .split(',')
             .map(|s| {
-                OrderState::parse(s.trim())
-                    .ok_or_else(|| ApiError::bad_request("bad_query", format!("{s:?} is not an order state")))
+                OrderState::parse(s.trim()).ok_or_else(|| {
+                    ApiError::bad_request("bad_query", format!("{s:?} is not an order state"))
+                })
             })
             .collect::<Result<_, _>>()?,
     };
     let limit = q.limit.unwrap_or(QUEUE_MAX).clamp(1, QUEUE_MAX);
     let day = app.today();
-    Ok(Json(app.readers.read(move |c| order::queue(c, day, &states, limit)).await?))
+    Ok(Json(
+        app.readers
+            .read(move |c| order::queue(c, day, &states, limit))
+            .await?,
+    ))
 }
 
 /// One order.
 #[utoipa::path(get, path = "/api/staff/orders/{id}", tag = "staff", params(("id" = OrderId, Path)),
     responses((status = 200, body = OrderView), (status = 404, body = ErrorBody)))]
-async fn one_order(State(app): State<App>, _staff: Staff, Path(id): Path<OrderId>) -> Result<Json<OrderView>, ApiError> {
+async fn one_order(
+    State(app): State<App>,
+    _staff: Staff,
+    Path(id): Path<OrderId>,
+) -> Result<Json<OrderView>, ApiError> {
     let order = app.readers.read(move |c| order::load(c, id)).await?;
     Ok(Json(order.ok_or(order::OrderError::NotFound)?))
 }
@@ -105,7 +136,15 @@ async fn transition(
 ) -> Result<Json<OrderView>, ApiError> {
     let order = app
         .writer
-        .write(move |ctx| order::apply_event(ctx, id, req.event, &Actor::Staff(staff.id), Some(req.version)))
+        .write(move |ctx| {
+            order::apply_event(
+                ctx,
+                id,
+                req.event,
+                &Actor::Staff(staff.id),
+                Some(req.version),
+            )
+        })
         .await?;
     Ok(Json(order))
 }
@@ -120,7 +159,11 @@ pub struct HandOverRequest {
 /// Hand an order over: by pickup number or scanned token.
 #[utoipa::path(post, path = "/api/staff/pickups", tag = "staff", request_body = HandOverRequest,
     responses((status = 200, body = OrderView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn hand_over(State(app): State<App>, staff: Staff, Json(req): Json<HandOverRequest>) -> Result<Json<OrderView>, ApiError> {
+async fn hand_over(
+    State(app): State<App>,
+    staff: Staff,
+    Json(req): Json<HandOverRequest>,
+) -> Result<Json<OrderView>, ApiError> {
     let code = PickupCode::parse(&req.code)?;
     let day = app.today();
     let order = app
@@ -177,8 +220,19 @@ async fn save(app: &App, item: MenuItem) -> Result<MenuItem, ApiError> {
 /// Add a menu item (managers).
 #[utoipa::path(post, path = "/api/staff/menu", tag = "staff", request_body = ItemFields,
     responses((status = 201, body = MenuItem), (status = 422, body = ErrorBody)))]
-async fn create_item(State(app): State<App>, _m: Manager, Json(fields): Json<ItemFields>) -> Result<(StatusCode, Json<MenuItem>), ApiError> {
-    let item = save(&app, MenuItem { id: ItemId::new(), fields }).await?;
+async fn create_item(
+    State(app): State<App>,
+    _m: Manager,
+    Json(fields): Json<ItemFields>,
+) -> Result<(StatusCode, Json<MenuItem>), ApiError> {
+    let item = save(
+        &app,
+        MenuItem {
+            id: ItemId::new(),
+            fields,
+        },
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(item)))
 }
 
@@ -207,9 +261,15 @@ pub struct DayQuery {
 
 /// End-of-day summary: orders, revenue, per item, cancellations, unclaimed.
 #[utoipa::path(get, path = "/api/staff/summary", tag = "staff", params(DayQuery), responses((status = 200, body = DaySummary)))]
-async fn summary(State(app): State<App>, _staff: Staff, Query(q): Query<DayQuery>) -> Result<Json<DaySummary>, ApiError> {
+async fn summary(
+    State(app): State<App>,
+    _staff: Staff,
+    Query(q): Query<DayQuery>,
+) -> Result<Json<DaySummary>, ApiError> {
     let day = q.day.unwrap_or_else(|| app.today());
-    Ok(Json(app.readers.read(move |c| order::summary(c, day)).await?))
+    Ok(Json(
+        app.readers.read(move |c| order::summary(c, day)).await?,
+    ))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -228,8 +288,15 @@ pub struct OutboxPage {
 
 /// Outbox events after a sequence number, oldest first.
 #[utoipa::path(get, path = "/api/staff/outbox", tag = "staff", params(OutboxQuery), responses((status = 200, body = OutboxPage)))]
-async fn outbox_after(State(app): State<App>, _staff: Staff, Query(q): Query<OutboxQuery>) -> Result<Json<OutboxPage>, ApiError> {
-    let limit = q.limit.unwrap_or(outbox::PAGE_MAX).clamp(1, outbox::PAGE_MAX);
+async fn outbox_after(
+    State(app): State<App>,
+    _staff: Staff,
+    Query(q): Query<OutboxQuery>,
+) -> Result<Json<OutboxPage>, ApiError> {
+    let limit = q
+        .limit
+        .unwrap_or(outbox::PAGE_MAX)
+        .clamp(1, outbox::PAGE_MAX);
     let page = app
         .readers
         .read(move |c| {

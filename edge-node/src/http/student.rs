@@ -55,21 +55,36 @@ pub(super) async fn login_with(
     lookup: fn(&Connection, &str) -> Result<Option<Credentials>, StoreError>,
 ) -> Result<LoginResponse, ApiError> {
     if account.is_empty() || account.len() > 64 || secret.len() > 128 {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "wrong account or secret"));
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "wrong account or secret",
+        ));
     }
-    app.limits.login_per_ip.check(&ip).map_err(ApiError::rate_limited)?;
+    app.limits
+        .login_per_ip
+        .check(&ip)
+        .map_err(ApiError::rate_limited)?;
     app.limits
         .login_per_account
         .check(&account)
         .map_err(ApiError::rate_limited)?;
     let creds = app.readers.read(move |c| lookup(c, &account)).await?;
-    let _permit = app.login_permits.acquire().await.map_err(|_| ApiError::overloaded())?;
+    let _permit = app
+        .login_permits
+        .acquire()
+        .await
+        .map_err(|_| ApiError::overloaded())?;
     static DUMMY: OnceLock<String> = OnceLock::new();
     let cost = app.config.hash_cost;
     let hash = creds
         .as_ref()
         .map(|c| c.secret_hash.clone())
-        .unwrap_or_else(|| DUMMY.get_or_init(|| crate::session::hash_secret("dummy", cost)).clone());
+        .unwrap_or_else(|| {
+            DUMMY
+                .get_or_init(|| crate::session::hash_secret("dummy", cost))
+                .clone()
+        });
     let ok = tokio::task::spawn_blocking(move || verify_secret(&hash, &secret))
         .await
         .map_err(ApiError::internal)?;
@@ -84,15 +99,32 @@ pub(super) async fn login_with(
                 name: c.name,
             })
         }
-        _ => Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "wrong account or secret")),
+        _ => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "wrong account or secret",
+        )),
     }
 }
 
 /// Log in with student number and PIN.
 #[utoipa::path(post, path = "/api/student/login", tag = "student", request_body = StudentLogin,
     responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
-async fn login(State(app): State<App>, ClientIp(ip): ClientIp, Json(req): Json<StudentLogin>) -> Result<Json<LoginResponse>, ApiError> {
-    Ok(Json(login_with(&app, ip, req.student_number, req.pin, accounts::student_credentials).await?))
+async fn login(
+    State(app): State<App>,
+    ClientIp(ip): ClientIp,
+    Json(req): Json<StudentLogin>,
+) -> Result<Json<LoginResponse>, ApiError> {
+    Ok(Json(
+        login_with(
+            &app,
+            ip,
+            req.student_number,
+            req.pin,
+            accounts::student_credentials,
+        )
+        .await?,
+    ))
 }
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
@@ -201,22 +233,40 @@ async fn place_order(
         day: app.today(),
         unpaid_timeout: app.config.unpaid_timeout,
     };
-    let placed = app.writer.write(move |ctx| order::place(ctx, &menu, params)).await?;
-    let status = if placed.replayed { StatusCode::OK } else { StatusCode::CREATED };
+    let placed = app
+        .writer
+        .write(move |ctx| order::place(ctx, &menu, params))
+        .await?;
+    let status = if placed.replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     Ok((status, Json(placed.order)))
 }
 
 /// My orders of today, newest first.
 #[utoipa::path(get, path = "/api/student/orders", tag = "student", responses((status = 200, body = Vec<OrderView>)))]
-async fn my_orders(State(app): State<App>, Student(student): Student) -> Result<Json<Vec<OrderView>>, ApiError> {
+async fn my_orders(
+    State(app): State<App>,
+    Student(student): Student,
+) -> Result<Json<Vec<OrderView>>, ApiError> {
     let day = app.today();
-    Ok(Json(app.readers.read(move |c| order::for_student(c, student, day)).await?))
+    Ok(Json(
+        app.readers
+            .read(move |c| order::for_student(c, student, day))
+            .await?,
+    ))
 }
 
 /// One of my orders.
 #[utoipa::path(get, path = "/api/student/orders/{id}", tag = "student", params(("id" = OrderId, Path)),
     responses((status = 200, body = OrderView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn one_order(State(app): State<App>, Student(student): Student, Path(id): Path<OrderId>) -> Result<Json<OrderView>, ApiError> {
+async fn one_order(
+    State(app): State<App>,
+    Student(student): Student,
+    Path(id): Path<OrderId>,
+) -> Result<Json<OrderView>, ApiError> {
     let order = app
         .readers
         .read(move |c| order::load(c, id))
@@ -231,10 +281,16 @@ async fn one_order(State(app): State<App>, Student(student): Student, Path(id): 
 /// Cancel my order, while the kitchen has not started on it.
 #[utoipa::path(post, path = "/api/student/orders/{id}/cancel", tag = "student", params(("id" = OrderId, Path)),
     responses((status = 200, body = OrderView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn cancel_order(State(app): State<App>, Student(student): Student, Path(id): Path<OrderId>) -> Result<Json<OrderView>, ApiError> {
+async fn cancel_order(
+    State(app): State<App>,
+    Student(student): Student,
+    Path(id): Path<OrderId>,
+) -> Result<Json<OrderView>, ApiError> {
     let order = app
         .writer
-        .write(move |ctx| order::apply_event(ctx, id, OrderEvent::Cancel, &Actor::Student(student), None))
+        .write(move |ctx| {
+            order::apply_event(ctx, id, OrderEvent::Cancel, &Actor::Student(student), None)
+        })
         .await?;
     Ok(Json(order))
 }

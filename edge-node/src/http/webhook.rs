@@ -24,19 +24,33 @@ pub(super) fn routes() -> OpenApiRouter<App> {
     params(("X-Signature" = String, Header, description = "hex HMAC-SHA256 of the body")),
     responses((status = 200, body = OrderView), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody),
         (status = 409, body = ErrorBody)))]
-async fn campus_card(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Result<Json<OrderView>, ApiError> {
+async fn campus_card(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<OrderView>, ApiError> {
     let Some(secret) = app.config.campus_card_secret.clone() else {
-        return Err(ApiError::not_found("campus_card_disabled", "campus-card payment is not enabled at this canteen"));
+        return Err(ApiError::not_found(
+            "campus_card_disabled",
+            "campus-card payment is not enabled at this canteen",
+        ));
     };
     let signature = headers
         .get(SIGNATURE_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if !payment::signature_ok(&secret, &body, signature) {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", "the X-Signature does not match the body"));
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            "the X-Signature does not match the body",
+        ));
     }
     let p: CampusCardPayment = serde_json::from_slice(&body)
         .map_err(|e| ApiError::unprocessable("invalid_body", format!("bad payment notice: {e}")))?;
-    let (order, _replayed) = app.writer.write(move |ctx| payment::campus_card(ctx, &p)).await?;
+    let (order, _replayed) = app
+        .writer
+        .write(move |ctx| payment::campus_card(ctx, &p))
+        .await?;
     Ok(Json(order))
 }

@@ -67,11 +67,20 @@ impl TestBox {
         let app = App::open(config, clock.clone()).unwrap();
         let items = edge_node::demo::seed(&app, students).await.unwrap();
         let router = edge_node::http::router(app.clone());
-        Self { app, clock, router, items, dir }
+        Self {
+            app,
+            clock,
+            router,
+            items,
+            dir,
+        }
     }
 
     pub fn item(&self, name_en: &str) -> &MenuItem {
-        self.items.iter().find(|i| i.fields.name_en == name_en).unwrap()
+        self.items
+            .iter()
+            .find(|i| i.fields.name_en == name_en)
+            .unwrap()
     }
 
     pub async fn raw(&self, req: Request<Body>) -> Reply {
@@ -79,11 +88,23 @@ impl TestBox {
         let status = res.status();
         let headers = res.headers().clone();
         let bytes = res.into_body().collect().await.unwrap().to_bytes();
-        let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-        Reply { status, headers, body }
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 
-    pub async fn call(&self, method: Method, uri: &str, token: Option<&str>, body: Option<Value>, headers: &[(&str, &str)]) -> Reply {
+    pub async fn call(
+        &self,
+        method: Method,
+        uri: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let mut req = Request::builder().method(method).uri(uri);
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
@@ -92,7 +113,9 @@ impl TestBox {
             req = req.header(*k, *v);
         }
         let req = match body {
-            Some(b) => req.header("content-type", "application/json").body(Body::from(b.to_string())),
+            Some(b) => req
+                .header("content-type", "application/json")
+                .body(Body::from(b.to_string())),
             None => req.body(Body::empty()),
         };
         self.raw(req.unwrap()).await
@@ -108,7 +131,11 @@ impl TestBox {
 
     pub async fn student(&self, n: u32) -> String {
         let r = self
-            .post("/api/student/login", None, json!({"student_number": format!("2024{n:03}"), "pin": "1234"}))
+            .post(
+                "/api/student/login",
+                None,
+                json!({"student_number": format!("2024{n:03}"), "pin": "1234"}),
+            )
             .await;
         assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
         r.body["token"].as_str().unwrap().to_owned()
@@ -123,7 +150,13 @@ impl TestBox {
     }
 
     async fn login_staff(&self, user: &str, pass: &str) -> String {
-        let r = self.post("/api/staff/login", None, json!({"username": user, "password": pass})).await;
+        let r = self
+            .post(
+                "/api/staff/login",
+                None,
+                json!({"username": user, "password": pass}),
+            )
+            .await;
         assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
         r.body["token"].as_str().unwrap().to_owned()
     }
@@ -153,7 +186,13 @@ impl TestBox {
 
     pub async fn remaining(&self, name_en: &str) -> Option<i64> {
         let menu = self.get("/api/menu", None).await;
-        let item = menu.body["items"].as_array().unwrap().iter().find(|i| i["name_en"] == name_en).unwrap().clone();
+        let item = menu.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name_en"] == name_en)
+            .unwrap()
+            .clone();
         item["remaining"].as_i64()
     }
 
@@ -167,6 +206,10 @@ impl TestBox {
 /// Asserts the outbox numbers are 1..=n without gaps.
 pub fn assert_gapless(events: &[Value]) {
     for (i, e) in events.iter().enumerate() {
-        assert_eq!(e["seq"].as_i64().unwrap(), i as i64 + 1, "outbox gap at {i}");
+        assert_eq!(
+            e["seq"].as_i64().unwrap(),
+            i as i64 + 1,
+            "outbox gap at {i}"
+        );
     }
 }

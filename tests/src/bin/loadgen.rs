@@ -136,7 +136,13 @@ async fn main() -> anyhow::Result<()> {
         writeln!(csv, "L{n:05},Student {n},1234")?;
     }
     drop(csv);
-    edge_command(&["roster", "import", path_str(&roster), "--data-dir", path_str(&data)])?;
+    edge_command(&[
+        "roster",
+        "import",
+        path_str(&roster),
+        "--data-dir",
+        path_str(&data),
+    ])?;
 
     let edge = EdgeProcess::serve(&data, &[("EDGE_REQUESTS_IN_FLIGHT_MAX", "4096")])?;
     eprintln!("box at {} (pid {})", edge.base, edge.pid());
@@ -153,7 +159,11 @@ async fn main() -> anyhow::Result<()> {
             let n = *n;
             async move {
                 let (status, body) = api
-                    .post("/api/student/login", None, &serde_json::json!({"student_number": format!("L{n:05}"), "pin": "1234"}))
+                    .post(
+                        "/api/student/login",
+                        None,
+                        &serde_json::json!({"student_number": format!("L{n:05}"), "pin": "1234"}),
+                    )
                     .await?;
                 if status != 200 {
                     bail!("login L{n:05}: {status} {body}");
@@ -171,10 +181,15 @@ async fn main() -> anyhow::Result<()> {
     let skip = if args.paced_only { 0 } else { args.seconds };
     let noop = {
         let api = api.clone();
-        closed_loop("no-op `GET /healthz`, closed loop", args.concurrency, skip, move |_, _| {
-            let api = api.clone();
-            async move { matches!(api.get("/healthz", None).await, Ok((200, _))) }
-        })
+        closed_loop(
+            "no-op `GET /healthz`, closed loop",
+            args.concurrency,
+            skip,
+            move |_, _| {
+                let api = api.clone();
+                async move { matches!(api.get("/healthz", None).await, Ok((200, _))) }
+            },
+        )
         .await
     };
     let place = |api: Api, tokens: Arc<Vec<String>>, menu: Arc<Vec<Value>>| {
@@ -183,7 +198,12 @@ async fn main() -> anyhow::Result<()> {
             let mut rng = StdRng::seed_from_u64((w as u64) << 32 | n);
             let token = tokens[(w * 7919 + n as usize) % tokens.len()].clone();
             let body = tests::random_order(&menu, &mut rng);
-            async move { matches!(api.post("/api/student/orders", Some(&token), &body).await, Ok((201, _))) }
+            async move {
+                matches!(
+                    api.post("/api/student/orders", Some(&token), &body).await,
+                    Ok((201, _))
+                )
+            }
         }
     };
     let orders = closed_loop(
