@@ -1,0 +1,409 @@
+//! The generic part of a replicated document: genesis, schema upgrade, load and save,
+//! conflict listing.
+
+use automerge::transaction::Transactable;
+use automerge::{ActorId, AutoCommit, ObjType, ROOT, ReadDoc, ScalarValue, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DocKind {
+    Menu,
+    Settings,
+}
+
+impl DocKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Menu => "menu",
+            Self::Settings => "settings",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "menu" => Some(Self::Menu),
+            "settings" => Some(Self::Settings),
+            _ => None,
+        }
+    }
+
+    /// The schema version this build writes.
+    pub fn schema_version(self) -> u64 {
+        self.steps().len() as u64
+    }
+
+    /// The schema's steps, in order. Each step is one change of the genesis chain;
+    /// a new schema version appends a step and never edits an old one.
+    fn steps(self) -> &'static [Step] {
+        match self {
+            Self::Menu => &[crate::menu::schema_v1],
+            Self::Settings => &[crate::settings::schema_v1],
+        }
+    }
+
+    fn genesis_actor(self) -> ActorId {
+        ActorId::from(format!("canteen-genesis-{}", self.as_str()).as_bytes())
+    }
+}
+
+pub(crate) type Step = fn(&mut AutoCommit) -> Result<(), automerge::AutomergeError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DocError {
+    #[error("the {doc} document could not be read: {reason}")]
+    Corrupt { doc: &'static str, reason: String },
+    #[error("the {doc} document has schema version {found}; this build supports up to {supported}")]
+    SchemaTooNew {
+        doc: &'static str,
+        found: u64,
+        supported: u64,
+    },
+    #[error("the {doc} document is missing changes it depends on (a chunk is lost or truncated)")]
+    MissingChanges { doc: &'static str },
+    #[error("the {doc} document is not a {doc} document")]
+    WrongKind { doc: &'static str },
+    #[error("automerge: {0}")]
+    Automerge(#[from] automerge::AutomergeError),
+}
+
+/// The deterministic genesis of a kind: the same bytes on every replica.
+fn genesis(kind: DocKind) -> Result<AutoCommit, automerge::AutomergeError> {
+    let mut doc = AutoCommit::new().with_actor(kind.genesis_actor());
+    for (i, step) in kind.steps().iter().enumerate() {
+        step(&mut doc)?;
+        doc.put(ROOT, "schema_version", i as u64 + 1)?;
+        doc.commit_with(
+            automerge::transaction::CommitOptions::default()
+                .with_time(0)
+                .with_message(format!("{} schema v{}", kind.as_str(), i + 1)),
+        );
+    }
+    Ok(doc)
+}
+
+/// One replica of a menu or settings document.
+pub struct ReplicatedDoc {
+    kind: DocKind,
+    doc: AutoCommit,
+}
+
+impl ReplicatedDoc {
+    /// A new document at the current schema, edited from now on as `actor`.
+    pub fn create(kind: DocKind, actor: &[u8]) -> Result<Self, DocError> {
+        let mut doc = genesis(kind)?;
+        doc.set_actor(ActorId::from(actor));
+        Ok(Self { kind, doc })
+    }
+
+    /// Loads stored chunks (a snapshot and/or incremental saves, in order), checks the
+    /// result is whole and of the right kind, and upgrades it to the current schema.
+    pub fn load<'a>(
+        kind: DocKind,
+        chunks: impl IntoIterator<Item = &'a [u8]>,
+        actor: &[u8],
+    ) -> Result<Self, DocError> {
+        let name = kind.as_str();
+        // Load all chunks as one buffer, strictly: Automerge's incremental load would
+        // quietly stop at a truncated or damaged chunk and keep what came before.
+        let bytes: Vec<u8> = chunks.into_iter().flatten().copied().collect();
+        let doc = AutoCommit::load_with_options(
+            &bytes,
+            automerge::LoadOptions::new().on_partial_load(automerge::OnPartialLoad::Error),
+        )
+        .map_err(|e| DocError::Corrupt {
+            doc: name,
+            reason: e.to_string(),
+        })?;
+        // Changes whose dependencies never arrived are queued silently by Automerge;
+        // a stored document must never be in that state.
+        if !doc.get_missing_deps(&[]).is_empty() {
+            return Err(DocError::MissingChanges { doc: name });
+        }
+        let mut loaded = Self { kind, doc };
+        loaded.upgrade()?;
+        loaded.doc.set_actor(ActorId::from(actor));
+        Ok(loaded)
+    }
+
+    /// Brings the document to this build's schema by merging the genesis chain: the
+    /// steps it already has are identical changes and merge as no-ops.
+    pub fn upgrade(&mut self) -> Result<(), DocError> {
+        let name = self.kind.as_str();
+        let found = self.schema_version();
+        let supported = self.kind.schema_version();
+        if found > supported {
+            return Err(DocError::SchemaTooNew {
+                doc: name,
+                found,
+                supported,
+            });
+        }
+        if found > 0 {
+            let kind = self
+                .doc
+                .get(ROOT, "kind")?
+                .and_then(|(v, _)| v.as_str().map(str::to_owned));
+            if kind.as_deref() != Some(name) {
+                return Err(DocError::WrongKind { doc: name });
+            }
+        }
+        if found < supported {
+            let mut genesis = genesis(self.kind)?;
+            self.doc.merge(&mut genesis)?;
+        }
+        Ok(())
+    }
+
+    pub fn kind(&self) -> DocKind {
+        self.kind
+    }
+
+    /// The schema version recorded in the document (0 for an empty one).
+    pub fn schema_version(&self) -> u64 {
+        self.doc
+            .get(ROOT, "schema_version")
+            .ok()
+            .flatten()
+            .and_then(|(v, _)| v.as_u64())
+            .unwrap_or(0)
+    }
+
+    /// The whole document, compacted.
+    pub fn save(&mut self) -> Vec<u8> {
+        self.doc.save()
+    }
+
+    /// The changes since the last `save` or `save_incremental`.
+    pub fn save_incremental(&mut self) -> Vec<u8> {
+        self.doc.save_incremental()
+    }
+
+    pub fn heads(&mut self) -> Vec<automerge::ChangeHash> {
+        self.doc.get_heads()
+    }
+
+    /// An independent copy (same actor): for checking a remote change before taking it.
+    pub fn fork(&mut self) -> Self {
+        let actor = self.doc.get_actor().clone();
+        Self {
+            kind: self.kind,
+            doc: self.doc.fork().with_actor(actor),
+        }
+    }
+
+    /// Merges every change of `other` into this replica (local use and tests; peers
+    /// use [`crate::sync`]).
+    pub fn merge(&mut self, other: &mut ReplicatedDoc) -> Result<(), DocError> {
+        self.doc.merge(&mut other.doc)?;
+        Ok(())
+    }
+
+    pub(crate) fn am(&self) -> &AutoCommit {
+        &self.doc
+    }
+
+    pub(crate) fn am_mut(&mut self) -> &mut AutoCommit {
+        &mut self.doc
+    }
+
+    /// Applies `f` as one change: all of it, or (on error) none of it.
+    pub(crate) fn change<E>(
+        &mut self,
+        time_ms: i64,
+        f: impl FnOnce(&mut AutoCommit) -> Result<(), E>,
+    ) -> Result<(), E> {
+        match f(&mut self.doc) {
+            Ok(()) => {
+                self.doc.commit_with(
+                    automerge::transaction::CommitOptions::default().with_time(time_ms),
+                );
+                Ok(())
+            }
+            Err(e) => {
+                self.doc.rollback();
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Two or more values set concurrently for one field. `values[0]` is the winner the
+/// projection shows (Automerge picks it the same way on every replica).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Conflict {
+    /// The field, as a path from the document root, e.g. `["items", "0193…", "price_fen"]`.
+    pub path: Vec<String>,
+    pub values: Vec<String>,
+}
+
+fn render(value: &Value<'_>) -> String {
+    match value {
+        Value::Object(t) => format!("<{t:?}>"),
+        Value::Scalar(s) => match s.as_ref() {
+            ScalarValue::Str(text) => text.to_string(),
+            other => other.to_string(),
+        },
+    }
+}
+
+/// Every conflicted field of the document.
+pub fn conflicts(doc: &ReplicatedDoc) -> Vec<Conflict> {
+    let mut found = Vec::new();
+    let mut stack = vec![(ROOT, Vec::<String>::new())];
+    let am = doc.am();
+    while let Some((obj, path)) = stack.pop() {
+        if am.object_type(&obj).ok() != Some(ObjType::Map) {
+            continue;
+        }
+        for key in am.keys(&obj) {
+            let Ok(all) = am.get_all(&obj, key.as_str()) else {
+                continue;
+            };
+            let mut here = path.clone();
+            here.push(key.clone());
+            if all.len() > 1 {
+                // get() returns the winner; put it first.
+                let winner = am.get(&obj, key.as_str()).ok().flatten().map(|(_, id)| id);
+                let mut values: Vec<(bool, String)> = all
+                    .iter()
+                    .map(|(v, id)| (Some(id) == winner.as_ref(), render(v)))
+                    .collect();
+                values.sort_by_key(|(win, _)| !*win);
+                found.push(Conflict {
+                    path: here.clone(),
+                    values: values.into_iter().map(|(_, v)| v).collect(),
+                });
+            }
+            for (value, id) in all {
+                if matches!(value, Value::Object(ObjType::Map)) {
+                    stack.push((id, here.clone()));
+                }
+            }
+        }
+    }
+    found.sort_by(|a, b| a.path.cmp(&b.path));
+    found
+}
+
+// ---------------------------------------------------------------------------------
+// Reading and writing single fields. Shared by the typed documents.
+
+pub(crate) mod field {
+    use crate::InvalidValue;
+    use automerge::transaction::Transactable;
+    use automerge::{AutoCommit, ObjId, ObjType, ReadDoc, ScalarValue, Value};
+
+    pub(crate) fn map(
+        doc: &AutoCommit,
+        obj: &ObjId,
+        key: &str,
+        path: &str,
+    ) -> Result<ObjId, InvalidValue> {
+        match doc.get(obj, key) {
+            Ok(Some((Value::Object(ObjType::Map), id))) => Ok(id),
+            _ => Err(InvalidValue::new(format!("{path}/{key}"), "expected a map")),
+        }
+    }
+
+    pub(crate) fn opt_map(doc: &AutoCommit, obj: &ObjId, key: &str) -> Option<ObjId> {
+        match doc.get(obj, key) {
+            Ok(Some((Value::Object(ObjType::Map), id))) => Some(id),
+            _ => None,
+        }
+    }
+
+    fn scalar(doc: &AutoCommit, obj: &ObjId, key: &str) -> Option<ScalarValue> {
+        match doc.get(obj, key) {
+            Ok(Some((Value::Scalar(s), _))) => Some(s.into_owned()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn string(
+        doc: &AutoCommit,
+        obj: &ObjId,
+        key: &str,
+        path: &str,
+    ) -> Result<String, InvalidValue> {
+        match scalar(doc, obj, key) {
+            Some(ScalarValue::Str(s)) => Ok(s.to_string()),
+            _ => Err(InvalidValue::new(format!("{path}/{key}"), "expected text")),
+        }
+    }
+
+    pub(crate) fn int(
+        doc: &AutoCommit,
+        obj: &ObjId,
+        key: &str,
+        path: &str,
+    ) -> Result<i64, InvalidValue> {
+        match scalar(doc, obj, key) {
+            Some(ScalarValue::Int(n)) => Ok(n),
+            Some(ScalarValue::Uint(n)) => i64::try_from(n)
+                .map_err(|_| InvalidValue::new(format!("{path}/{key}"), "out of range")),
+            _ => Err(InvalidValue::new(
+                format!("{path}/{key}"),
+                "expected an integer",
+            )),
+        }
+    }
+
+    pub(crate) fn opt_int(
+        doc: &AutoCommit,
+        obj: &ObjId,
+        key: &str,
+        path: &str,
+    ) -> Result<Option<i64>, InvalidValue> {
+        match scalar(doc, obj, key) {
+            Some(ScalarValue::Null) | None => Ok(None),
+            _ => int(doc, obj, key, path).map(Some),
+        }
+    }
+
+    pub(crate) fn boolean(
+        doc: &AutoCommit,
+        obj: &ObjId,
+        key: &str,
+        path: &str,
+    ) -> Result<bool, InvalidValue> {
+        match scalar(doc, obj, key) {
+            Some(ScalarValue::Boolean(b)) => Ok(b),
+            _ => Err(InvalidValue::new(
+                format!("{path}/{key}"),
+                "expected true or false",
+            )),
+        }
+    }
+
+    /// Keys of a map, sorted (map keys come back sorted from Automerge already).
+    pub(crate) fn keys(doc: &AutoCommit, obj: &ObjId) -> Vec<String> {
+        doc.keys(obj).collect()
+    }
+
+    /// Sets a scalar only if it differs: an unchanged value must not create a change
+    /// that could conflict with a peer's real edit.
+    pub(crate) fn set(
+        doc: &mut AutoCommit,
+        obj: &ObjId,
+        key: &str,
+        value: impl Into<ScalarValue>,
+    ) -> Result<(), automerge::AutomergeError> {
+        let value = value.into();
+        if scalar(doc, obj, key).as_ref() != Some(&value) {
+            doc.put(obj, key, value)?;
+        }
+        Ok(())
+    }
+
+    /// The map at `key`, created if missing. Never replaces an existing map.
+    pub(crate) fn ensure_map(
+        doc: &mut AutoCommit,
+        obj: &ObjId,
+        key: &str,
+    ) -> Result<ObjId, automerge::AutomergeError> {
+        if let Some(id) = opt_map(doc, obj, key) {
+            return Ok(id);
+        }
+        doc.put_object(obj, key, ObjType::Map)
+    }
+}

@@ -1,0 +1,60 @@
+//! Automerge's own sync protocol, one [`SyncPeer`] per (document, peer). The state is
+//! encodable so it can be persisted: a reconnect with a persisted state sends only
+//! what the peer lacks. No networking here: callers carry the bytes.
+
+use crate::{DocError, ReplicatedDoc};
+use automerge::sync::{self, SyncDoc};
+
+/// Our side of the sync with one peer for one document.
+pub struct SyncPeer {
+    state: sync::State,
+}
+
+impl Default for SyncPeer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SyncPeer {
+    /// A peer we know nothing about.
+    pub fn new() -> Self {
+        Self {
+            state: sync::State::new(),
+        }
+    }
+
+    /// Restores a persisted state. Only what is durable across connections is kept
+    /// (what the peer is known to have), so a restored peer starts a fresh exchange.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DocError> {
+        let state = sync::State::decode(bytes).map_err(|e| DocError::Corrupt {
+            doc: "sync state",
+            reason: e.to_string(),
+        })?;
+        Ok(Self { state })
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        self.state.encode()
+    }
+
+    /// The next message to send the peer, if there is anything to say.
+    pub fn generate(&mut self, doc: &mut ReplicatedDoc) -> Option<Vec<u8>> {
+        doc.am_mut()
+            .sync()
+            .generate_sync_message(&mut self.state)
+            .map(|m| m.encode())
+    }
+
+    /// Takes a message from the peer into `doc`.
+    pub fn receive(&mut self, doc: &mut ReplicatedDoc, message: &[u8]) -> Result<(), DocError> {
+        let message = sync::Message::decode(message).map_err(|e| DocError::Corrupt {
+            doc: "sync message",
+            reason: e.to_string(),
+        })?;
+        doc.am_mut()
+            .sync()
+            .receive_sync_message(&mut self.state, message)?;
+        Ok(())
+    }
+}
