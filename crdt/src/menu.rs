@@ -943,3 +943,78 @@ pub fn diff(old: Option<&MenuItem>, new: &MenuItem) -> Vec<MenuEdit> {
     }
     edits
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DocKind;
+
+    fn item() -> ItemFields {
+        ItemFields {
+            name_zh: "汤".into(),
+            name_en: "Soup".into(),
+            category: "Soup".into(),
+            price_fen: 300,
+            option_groups: vec![],
+            allergens: vec![],
+            daily_quota: None,
+            available: true,
+            archived: false,
+            sort_key: 0,
+        }
+    }
+
+    /// A peer that bypasses the typed edits (a bug or a hostile replica) and writes
+    /// raw values: the projection refuses the document and names the value.
+    #[test]
+    fn values_from_a_peer_are_validated_not_trusted() {
+        let mut doc = ReplicatedDoc::create(DocKind::Menu, b"box").unwrap();
+        let id = ItemId::new();
+        apply(
+            &mut doc,
+            &[MenuEdit::AddItem {
+                item: id,
+                fields: item(),
+            }],
+            1,
+        )
+        .unwrap();
+        let mut peer = doc.fork();
+        {
+            let am = peer.am_mut();
+            let items = field::map(am, &ROOT, "items", "").unwrap();
+            let obj = field::opt_map(am, &items, &id.to_string()).unwrap();
+            am.put(&obj, "price_fen", -5_i64).unwrap();
+            am.commit();
+        }
+        doc.merge(&mut peer).unwrap();
+        let err = project(&doc).unwrap_err();
+        assert_eq!(err.path, format!("items/{id}/price_fen"));
+
+        let mut doc = ReplicatedDoc::create(DocKind::Menu, b"box").unwrap();
+        apply(
+            &mut doc,
+            &[MenuEdit::AddItem {
+                item: id,
+                fields: item(),
+            }],
+            1,
+        )
+        .unwrap();
+        let mut peer = doc.fork();
+        {
+            let am = peer.am_mut();
+            let items = field::map(am, &ROOT, "items", "").unwrap();
+            let obj = field::opt_map(am, &items, &id.to_string()).unwrap();
+            am.put(&obj, "name_en", "x".repeat(500)).unwrap();
+            am.put(&obj, "available", "yes").unwrap();
+            am.commit();
+        }
+        doc.merge(&mut peer).unwrap();
+        let err = project(&doc).unwrap_err();
+        assert!(
+            err.path.ends_with("available") || err.path.ends_with("name_en"),
+            "{err}"
+        );
+    }
+}
