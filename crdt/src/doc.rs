@@ -228,7 +228,7 @@ impl ReplicatedDoc {
 
 /// Two or more values set concurrently for one field. `values[0]` is the winner the
 /// projection shows (Automerge picks it the same way on every replica).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Conflict {
     /// The field, as a path from the document root, e.g. `["items", "0193…", "price_fen"]`.

@@ -42,6 +42,8 @@ pub(crate) fn schema_v1(doc: &mut AutoCommit) -> Result<(), automerge::Automerge
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DayHours {
+    /// `mon` … `sun`.
+    pub day: String,
     /// "HH:MM", local time.
     pub open: String,
     pub close: String,
@@ -62,8 +64,8 @@ pub struct PickupSlot {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CanteenSettings {
-    /// Keyed by `mon` … `sun`, in that order.
-    pub hours: Vec<(String, DayHours)>,
+    /// `mon` … `sun`, in that order.
+    pub hours: Vec<DayHours>,
     /// Active slots, by start time.
     pub pickup_slots: Vec<PickupSlot>,
     /// Enabled modes: `counter`, `campus_card`.
@@ -334,12 +336,13 @@ pub fn project(doc: &ReplicatedDoc) -> Result<CanteenSettings, InvalidValue> {
         let path = format!("hours/{day}");
         let d = field::map(am, &hours_obj, day, "hours")?;
         let h = DayHours {
+            day: day.to_owned(),
             open: field::string(am, &d, "open", &path)?,
             close: field::string(am, &d, "close", &path)?,
             closed: field::boolean(am, &d, "closed", &path)?,
         };
         check_span(&path, &h.open, &h.close)?;
-        hours.push((day.to_owned(), h));
+        hours.push(h);
     }
     let slots_obj = field::map(am, &ROOT, "slots", "")?;
     let mut pickup_slots = Vec::new();

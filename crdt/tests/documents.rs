@@ -453,7 +453,7 @@ fn settings_edit_merge_and_validate() {
         s.payment_modes,
         vec!["counter".to_string(), "campus_card".to_string()]
     );
-    assert!(s.hours[6].1.closed);
+    assert!(s.hours[6].closed);
     let err = settings::apply(
         &mut a,
         &[SettingsEdit::SetHours {

@@ -1,13 +1,16 @@
 //! The box as a whole: opening the store, the shared state handlers use, background
 //! housekeeping, and `run` (serve until a shutdown future resolves).
 
-use crate::clock::{Clock, service_day};
+use crate::canteen::{Canteen, CanteenStore};
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::db::{self, Readers, StoreError};
+use crate::docs::{DocStoreError, Documents};
 use crate::menu::MenuStore;
 use crate::metrics::Metrics;
 use crate::order::{self, OrderError};
 use crate::outbox::OutboxEvent;
+use crate::pickup::SlotUsage;
 use crate::session::{Limiter, Limits, Tokens};
 use crate::stock::StockView;
 use crate::writer::{Effect, Publisher, Writer, WriterConfig};
@@ -35,8 +38,11 @@ pub struct AppInner {
     pub clock: Arc<dyn Clock>,
     pub writer: Writer,
     pub readers: Readers,
+    pub docs: Arc<Documents>,
     pub menu: Arc<MenuStore>,
+    pub canteen: Arc<CanteenStore>,
     pub stock: Arc<StockView>,
+    pub slots: Arc<SlotUsage>,
     pub events: broadcast::Sender<OutboxEvent>,
     pub tokens: Tokens,
     pub limits: Limits,
@@ -62,12 +68,17 @@ pub enum StartError {
     DataDir(std::path::PathBuf, std::io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Documents(#[from] DocStoreError),
 }
 
 /// Publishes committed effects into the in-memory projections and the event stream.
 struct Projections {
+    docs: Arc<Documents>,
     menu: Arc<MenuStore>,
+    canteen: Arc<CanteenStore>,
     stock: Arc<StockView>,
+    slots: Arc<SlotUsage>,
     events: broadcast::Sender<OutboxEvent>,
 }
 
@@ -80,9 +91,15 @@ impl Publisher for Projections {
                     let _ = self.events.send(event);
                 }
                 Effect::Stock(level) => self.stock.apply(level),
-                Effect::MenuItem(item) => self.menu.apply(*item),
+                Effect::Slot(taken) => self.slots.apply(taken),
+                Effect::Menu(menu) => self.menu.replace(menu),
+                Effect::Settings(canteen) => self.canteen.replace(canteen),
             }
         }
+    }
+
+    fn rolled_back(&self, conn: &Connection) {
+        self.docs.reload(conn);
     }
 }
 
@@ -121,13 +138,24 @@ impl App {
             rand::rng().fill_bytes(&mut key);
             hex::encode(key)
         })?;
-        let today = service_day(clock.now(), config.time_zone);
-        let menu = Arc::new(MenuStore::load(&conn)?);
+        let actor = uuid::Uuid::parse_str(&node_id)
+            .map(|u| u.as_bytes().to_vec())
+            .unwrap_or_else(|_| node_id.as_bytes().to_vec());
+        let (docs, menu, canteen) =
+            Documents::open(&conn, &actor, &config, clock.now().timestamp_millis())?;
+        let today = canteen.service_day(clock.now());
+        let docs = Arc::new(docs);
+        let menu = Arc::new(MenuStore::new(menu));
+        let canteen = Arc::new(CanteenStore::new(canteen));
         let stock = Arc::new(StockView::load(&conn, today)?);
+        let slots = Arc::new(SlotUsage::load(&conn, today)?);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let publisher = Arc::new(Projections {
+            docs: docs.clone(),
             menu: menu.clone(),
+            canteen: canteen.clone(),
             stock: stock.clone(),
+            slots: slots.clone(),
             events: events.clone(),
         });
         let writer = Writer::spawn(
@@ -166,8 +194,11 @@ impl App {
                 config,
                 clock,
                 writer,
+                docs,
                 menu,
+                canteen,
                 stock,
+                slots,
                 events,
                 limits,
                 node_id,
@@ -175,9 +206,14 @@ impl App {
         })
     }
 
+    /// The canteen's settings as of now.
+    pub fn canteen(&self) -> Arc<Canteen> {
+        self.canteen.snapshot()
+    }
+
     /// Today's service day in the canteen's time zone.
     pub fn today(&self) -> NaiveDate {
-        service_day(self.clock.now(), self.config.time_zone)
+        self.canteen().service_day(self.clock.now())
     }
 
     /// One round of housekeeping: expire unpaid orders whose time is up, and mark ready
@@ -187,13 +223,7 @@ impl App {
             .writer
             .write(|ctx| order::expire_due(ctx, HOUSEKEEPING_BATCH))
             .await?;
-        let now = self.clock.now();
-        let local = now.with_timezone(&self.config.time_zone);
-        let through = if local.time() >= self.config.closing_time {
-            local.date_naive()
-        } else {
-            local.date_naive().pred_opt().unwrap_or(local.date_naive())
-        };
+        let through = self.canteen().closed_through(self.clock.now());
         let unclaimed = self
             .writer
             .write(move |ctx| order::mark_unclaimed(ctx, through, HOUSEKEEPING_BATCH))

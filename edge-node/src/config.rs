@@ -22,6 +22,8 @@ pub struct Settings {
     #[arg(long, env = "EDGE_LISTEN")]
     pub listen: Option<SocketAddr>,
     /// The canteen's IANA time zone; service days and opening hours use it.
+    /// (This and the next four keys seed a new box's settings document; afterwards
+    /// managers change them through the settings API.)
     #[arg(long, env = "EDGE_TIME_ZONE")]
     pub time_zone: Option<String>,
     /// Orders are taken from this local time (HH:MM).
@@ -283,12 +285,6 @@ impl Config {
                 5,
             )?),
         })
-    }
-
-    /// Is the canteen taking orders at this local time?
-    pub fn is_open(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
-        let local = now.with_timezone(&self.time_zone).time();
-        self.opening_time <= local && local < self.closing_time
     }
 }
 

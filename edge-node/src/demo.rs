@@ -4,7 +4,7 @@
 use crate::accounts::{self, AccountError, StudentRecord};
 use crate::app::App;
 use crate::ids::ItemId;
-use crate::menu::{self, ItemFields, MenuError, MenuItem, OptionChoice, OptionGroup};
+use crate::menu::{ItemFields, MenuEdit, MenuError, MenuItem, OptionChoice, OptionGroup};
 use crate::session::{Role, hash_secret};
 
 pub const DEMO_PIN: &str = "1234";
@@ -254,12 +254,17 @@ pub async fn seed(app: &App, students: u32) -> Result<Vec<MenuItem>, SeedError> 
             fields,
         })
         .collect();
-    let to_save = items.clone();
+    let edits: Vec<MenuEdit> = items
+        .iter()
+        .map(|it| MenuEdit::AddItem {
+            item: it.id,
+            fields: it.fields.clone(),
+        })
+        .collect();
+    let docs = app.docs.clone();
     app.writer
         .write(move |ctx| -> Result<(), SeedError> {
-            for item in &to_save {
-                menu::save_item(ctx, item)?;
-            }
+            docs.edit_menu(ctx, &edits)?;
             Ok(())
         })
         .await?;

@@ -6,6 +6,9 @@ use std::fmt;
 use std::str::FromStr;
 use uuid::Uuid;
 
+/// A dish on the menu (defined with the menu document).
+pub use crdt::ItemId;
+
 macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -44,10 +47,6 @@ macro_rules! uuid_id {
 uuid_id!(
     /// An order placed at this box.
     OrderId
-);
-uuid_id!(
-    /// A dish on the menu.
-    ItemId
 );
 uuid_id!(
     /// A student on the roster.

@@ -4,11 +4,13 @@
 pub mod accounts;
 pub mod app;
 pub mod backup;
+pub mod canteen;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod db;
 pub mod demo;
+pub mod docs;
 pub mod http;
 pub mod ids;
 pub mod menu;

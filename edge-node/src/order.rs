@@ -11,6 +11,7 @@
 //! A paid order may still be cancelled by the student or staff before the kitchen
 //! starts (a refund is recorded); once preparing, only staff may cancel.
 
+use crate::canteen::Canteen;
 use crate::clock::{parse_ts, ts};
 use crate::db::StoreError;
 use crate::ids::{ItemId, OrderId, StaffId, StudentId};
@@ -221,6 +222,9 @@ pub struct LineRequest {
 pub struct OrderRequest {
     pub lines: Vec<LineRequest>,
     pub payment_mode: PaymentMode,
+    /// One of the canteen's pickup slots, when it offers them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pickup_slot: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -257,6 +261,10 @@ pub enum PlaceOrderError {
     Options(String),
     #[error("payment mode {0:?} is not offered here")]
     PaymentMode(PaymentMode),
+    #[error("there is no pickup slot {0:?}")]
+    UnknownSlot(String),
+    #[error("the pickup slot {0} is full; choose another")]
+    SlotFull(String),
     #[error("this Idempotency-Key was already used for a different order")]
     IdempotencyMismatch,
     #[error("Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} visible ASCII characters")]
@@ -281,20 +289,30 @@ pub struct PricedOrder {
     pub lines: Vec<OrderLine>,
     pub total_fen: i64,
     pub payment_mode: PaymentMode,
+    pub pickup_slot: Option<crdt::settings::PickupSlot>,
 }
 
 /// Validates a request against the menu snapshot and computes every price.
 pub fn price(
     menu: &Menu,
     request: &OrderRequest,
-    offered: &[PaymentMode],
+    canteen: &Canteen,
 ) -> Result<PricedOrder, PlaceOrderError> {
     if request.lines.is_empty() || request.lines.len() > LINES_MAX {
         return Err(PlaceOrderError::LineCount);
     }
-    if !offered.contains(&request.payment_mode) {
+    if !canteen.payment_modes.contains(&request.payment_mode) {
         return Err(PlaceOrderError::PaymentMode(request.payment_mode));
     }
+    let pickup_slot = match &request.pickup_slot {
+        None => None,
+        Some(id) => Some(
+            canteen
+                .slot(id)
+                .cloned()
+                .ok_or_else(|| PlaceOrderError::UnknownSlot(id.clone()))?,
+        ),
+    };
     let mut lines = Vec::with_capacity(request.lines.len());
     for (n, line) in request.lines.iter().enumerate() {
         if line.quantity == 0 || line.quantity > QUANTITY_MAX {
@@ -386,6 +404,7 @@ pub fn price(
         lines,
         total_fen,
         payment_mode: request.payment_mode,
+        pickup_slot,
     })
 }
 
@@ -471,6 +490,14 @@ pub fn place(
             .ok_or(PlaceOrderError::UnknownItem(*item_id))?;
         stock::reserve(ctx, item, p.day, *qty)?;
     }
+    if let Some(slot) = &p.priced.pickup_slot
+        && !pickup::take_slot(ctx, p.day, slot)?
+    {
+        return Err(PlaceOrderError::SlotFull(format!(
+            "{}–{}",
+            slot.start, slot.end
+        )));
+    }
     let number = pickup::next_number(ctx, p.day)?;
     let token = pickup::new_token(id);
     let expires_at = now + p.unpaid_timeout;
@@ -479,8 +506,8 @@ pub fn place(
     ctx.conn
         .prepare_cached(
             "INSERT INTO orders (id, student_id, service_day, pickup_number, pickup_token, state, version,
-                total_fen, payment_mode, lines, idempotency_key, request_hash, placed_at, expires_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'placed', 1, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?11)",
+                total_fen, payment_mode, lines, pickup_slot, idempotency_key, request_hash, placed_at, expires_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'placed', 1, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?12)",
         )?
         .execute(params![
             id.to_string(),
@@ -491,6 +518,7 @@ pub fn place(
             p.priced.total_fen,
             p.priced.payment_mode.as_str(),
             lines_json,
+            p.priced.pickup_slot.as_ref().map(|s| s.id.as_str()),
             p.key.as_ref().map(|k| k.0.as_str()),
             p.key.as_ref().map(|_| p.request_hash.as_str()),
             ts(now),
@@ -506,6 +534,7 @@ pub fn place(
         version: 1,
         total_fen: p.priced.total_fen,
         payment_mode: p.priced.payment_mode,
+        pickup_slot: p.priced.pickup_slot.map(|s| s.id),
         lines: p.priced.lines,
         placed_at: now,
         expires_at,
@@ -535,16 +564,27 @@ pub fn apply_event(
     actor: &Actor,
     expected_version: Option<i64>,
 ) -> Result<OrderView, OrderError> {
-    let row: Option<(String, i64, String, String, i64, String, String)> = ctx
+    type Row = (
+        String,
+        i64,
+        String,
+        String,
+        i64,
+        String,
+        String,
+        Option<String>,
+    );
+    let row: Option<Row> = ctx
         .conn
         .prepare_cached(
-            "SELECT state, version, student_id, service_day, total_fen, payment_mode, lines FROM orders WHERE id = ?1",
+            "SELECT state, version, student_id, service_day, total_fen, payment_mode, lines, pickup_slot
+             FROM orders WHERE id = ?1",
         )?
         .query_row([id.to_string()], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
         })
         .optional()?;
-    let (state, version, student, day, total_fen, mode, lines_json) =
+    let (state, version, student, day, total_fen, mode, lines_json, slot) =
         row.ok_or(OrderError::NotFound)?;
     let corrupt = |what: &str| StoreError::Corrupt(format!("order {id}: bad {what}"));
     let from = OrderState::parse(&state).ok_or_else(|| corrupt("state"))?;
@@ -569,6 +609,9 @@ pub fn apply_event(
         *per_item.entry(line.item_id).or_default() += line.quantity;
     }
     let lines: Vec<(ItemId, i64)> = per_item.into_iter().collect();
+    if let (Some(slot), OrderState::Cancelled | OrderState::Expired) = (&slot, to) {
+        pickup::release_slot(ctx, day, slot)?;
+    }
     let mut payment_json = serde_json::Value::Null;
     match (from, to) {
         (OrderState::Placed, OrderState::Paid) => {
@@ -710,6 +753,8 @@ pub struct OrderView {
     pub version: i64,
     pub total_fen: i64,
     pub payment_mode: PaymentMode,
+    /// The pickup slot chosen, if the canteen offers slots.
+    pub pickup_slot: Option<String>,
     pub lines: Vec<OrderLine>,
     pub placed_at: DateTime<Utc>,
     /// When an unpaid order expires.
@@ -717,7 +762,7 @@ pub struct OrderView {
     pub updated_at: DateTime<Utc>,
 }
 
-const ORDER_COLUMNS: &str = "id, student_id, service_day, pickup_number, pickup_token, state, version, total_fen, payment_mode, lines, placed_at, expires_at, updated_at";
+const ORDER_COLUMNS: &str = "id, student_id, service_day, pickup_number, pickup_token, state, version, total_fen, payment_mode, lines, placed_at, expires_at, updated_at, pickup_slot";
 
 fn read_orders(
     conn: &Connection,
@@ -742,6 +787,7 @@ fn read_orders(
                 r.get::<_, String>(11)?,
                 r.get::<_, String>(12)?,
             ),
+            r.get::<_, Option<String>>(13)?,
         ))
     })?;
     let mut orders = Vec::new();
@@ -758,6 +804,7 @@ fn read_orders(
             mode,
             lines,
             (placed, expires, updated),
+            pickup_slot,
         ) = row?;
         let corrupt = |what: &str| StoreError::Corrupt(format!("order {id}: bad {what}"));
         let id: OrderId = id.parse().map_err(|_| corrupt("id"))?;
@@ -771,6 +818,7 @@ fn read_orders(
             version,
             total_fen: total,
             payment_mode: PaymentMode::parse(&mode).ok_or_else(|| corrupt("payment mode"))?,
+            pickup_slot,
             lines: serde_json::from_str(&lines).map_err(|_| corrupt("lines"))?,
             placed_at: parse_ts(&placed).ok_or_else(|| corrupt("placed_at"))?,
             expires_at: parse_ts(&expires).ok_or_else(|| corrupt("expires_at"))?,

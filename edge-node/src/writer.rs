@@ -8,10 +8,12 @@
 //! stream) and answers every caller. So a caller hears "ok" only after the commit that
 //! holds its change is durable, and many orders share one fsync.
 
+use crate::canteen::Canteen;
 use crate::clock::Clock;
 use crate::db::StoreError;
-use crate::menu::MenuItem;
+use crate::menu::Menu;
 use crate::outbox::OutboxEvent;
+use crate::pickup::SlotTaken;
 use crate::stock::StockLevel;
 use chrono::{DateTime, Utc};
 use rusqlite::Connection;
@@ -24,12 +26,17 @@ use tokio::sync::{mpsc, oneshot};
 pub enum Effect {
     Event(OutboxEvent),
     Stock(StockLevel),
-    MenuItem(Box<MenuItem>),
+    Slot(SlotTaken),
+    Menu(Arc<Menu>),
+    Settings(Arc<Canteen>),
 }
 
 /// Receives the effects of each committed group, in commit order, on the writer thread.
 pub trait Publisher: Send + Sync + 'static {
     fn publish(&self, effects: Vec<Effect>);
+    /// A group's commit failed and was rolled back: state kept in memory beside the
+    /// database (the documents) must be reloaded from `conn`.
+    fn rolled_back(&self, conn: &Connection);
 }
 
 /// What a write closure sees: the connection (inside a transaction and savepoint), the
@@ -243,6 +250,7 @@ fn run_group(conn: &Connection, clock: &dyn Clock, publisher: &dyn Publisher, ba
             // "ok". The rollback restores the outbox sequence too.
             tracing::error!(error = %e, "group commit failed; every write in it is refused");
             let _ = run(conn, "ROLLBACK");
+            publisher.rolled_back(conn);
             let err = WriteError::Commit(e.to_string());
             for outcome in completions {
                 (outcome.complete)(Err(err.clone()));

@@ -722,7 +722,8 @@ async fn menu_edits_need_a_manager_and_are_validated() {
         .await;
     assert_eq!(r.status, StatusCode::CREATED);
     let all = b.get("/api/staff/menu", Some(&staff)).await.body;
-    assert_eq!(all.as_array().unwrap().len(), b.items.len() + 1);
+    assert_eq!(all["items"].as_array().unwrap().len(), b.items.len() + 1);
+    assert!(all["conflicts"].as_array().unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -212,6 +212,8 @@ impl From<PlaceOrderError> for ApiError {
             PlaceOrderError::PaymentMode(_) => {
                 Self::unprocessable("payment_mode_not_offered", message)
             }
+            PlaceOrderError::UnknownSlot(_) => Self::unprocessable("unknown_pickup_slot", message),
+            PlaceOrderError::SlotFull(_) => Self::conflict("pickup_slot_full", message),
             PlaceOrderError::IdempotencyMismatch => {
                 Self::unprocessable("idempotency_key_reused", message)
             }
@@ -291,9 +293,27 @@ impl From<MenuError> for ApiError {
             MenuError::NotFound(id) => {
                 Self::not_found("item_not_found", format!("no menu item {id}"))
             }
+            MenuError::Conflict(m) => Self::conflict("menu_conflict", m),
             MenuError::Store(e) => e.into(),
             MenuError::Write(e) => e.into(),
         }
+    }
+}
+
+impl From<crate::docs::SettingsError> for ApiError {
+    fn from(e: crate::docs::SettingsError) -> Self {
+        use crate::docs::SettingsError as E;
+        match e {
+            E::Invalid(m) => Self::unprocessable("invalid_settings", m),
+            E::Store(e) => e.into(),
+            E::Write(e) => e.into(),
+        }
+    }
+}
+
+impl From<crdt::InvalidValue> for ApiError {
+    fn from(e: crdt::InvalidValue) -> Self {
+        Self::unprocessable("invalid_menu_item", e.to_string())
     }
 }
 

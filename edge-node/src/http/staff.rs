@@ -6,8 +6,9 @@ use super::extract::{ClientIp, Json, Manager, Path, Query, Staff};
 use super::student::{LoginResponse, login_with};
 use crate::accounts;
 use crate::app::App;
+use crate::canteen::Canteen;
 use crate::ids::{ItemId, OrderId};
-use crate::menu::{self, ItemFields, MenuError, MenuItem};
+use crate::menu::{self, Conflict, ItemFields, Menu, MenuEdit, MenuError, MenuItem};
 use crate::order::{self, Actor, DaySummary, OrderEvent, OrderState, OrderView};
 use crate::outbox::{self, OutboxEvent};
 use crate::pickup::{self, PickupCode};
@@ -15,7 +16,10 @@ use crate::stock::{self, StaffStockAction, StockLevel};
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::NaiveDate;
+use crdt::settings::{CanteenSettings, SettingsEdit};
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -29,6 +33,9 @@ pub(super) fn routes() -> OpenApiRouter<App> {
         .routes(routes!(stock_action))
         .routes(routes!(full_menu, create_item))
         .routes(routes!(update_item))
+        .routes(routes!(menu_edits))
+        .routes(routes!(settings))
+        .routes(routes!(settings_edits))
         .routes(routes!(summary))
         .routes(routes!(outbox_after))
 }
@@ -197,24 +204,45 @@ async fn stock_action(
     Ok(Json(level))
 }
 
-/// The whole menu, archived items included.
-#[utoipa::path(get, path = "/api/staff/menu", tag = "staff", responses((status = 200, body = Vec<MenuItem>)))]
-async fn full_menu(State(app): State<App>, _staff: Staff) -> Json<Vec<MenuItem>> {
-    Json(app.menu.snapshot().items().to_vec())
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StaffMenu {
+    /// Every item, archived ones included.
+    pub items: Vec<MenuItem>,
+    /// Fields two editors set concurrently; `values[0]` is the one in effect. Setting
+    /// the field again resolves the conflict.
+    pub conflicts: Vec<Conflict>,
 }
 
-async fn save(app: &App, item: MenuItem) -> Result<MenuItem, ApiError> {
-    item.fields.validate()?;
+/// The whole menu with its conflicts.
+#[utoipa::path(get, path = "/api/staff/menu", tag = "staff", responses((status = 200, body = StaffMenu)))]
+async fn full_menu(State(app): State<App>, _staff: Staff) -> Json<StaffMenu> {
+    let menu = app.menu.snapshot();
+    Json(StaffMenu {
+        items: menu.items().to_vec(),
+        conflicts: menu.conflicts().to_vec(),
+    })
+}
+
+/// Applies menu edits in one change, and carries quota changes into today's stock.
+async fn edit_menu(app: &App, edits: Vec<MenuEdit>) -> Result<Arc<Menu>, ApiError> {
     let day = app.today();
-    let saved = item.clone();
+    let docs = app.docs.clone();
     app.writer
-        .write(move |ctx| -> Result<(), ApiError> {
-            menu::save_item(ctx, &item)?;
-            stock::set_quota(ctx, &item, day)?;
-            Ok(())
+        .write(move |ctx| -> Result<Arc<Menu>, ApiError> {
+            let menu = docs.edit_menu(ctx, &edits)?;
+            let quota_changed: HashSet<ItemId> = edits
+                .iter()
+                .filter(|e| matches!(e, MenuEdit::SetQuota { .. }))
+                .map(MenuEdit::item)
+                .collect();
+            for id in quota_changed {
+                if let Some(item) = menu.get(id) {
+                    stock::set_quota(ctx, item, day)?;
+                }
+            }
+            Ok(menu)
         })
-        .await?;
-    Ok(saved)
+        .await
 }
 
 /// Add a menu item (managers).
@@ -225,18 +253,22 @@ async fn create_item(
     _m: Manager,
     Json(fields): Json<ItemFields>,
 ) -> Result<(StatusCode, Json<MenuItem>), ApiError> {
-    let item = save(
-        &app,
-        MenuItem {
-            id: ItemId::new(),
-            fields,
-        },
-    )
-    .await?;
-    Ok((StatusCode::CREATED, Json(item)))
+    fields.validate()?;
+    let item = MenuItem {
+        id: ItemId::new(),
+        fields,
+    };
+    let menu = edit_menu(&app, menu::diff(None, &item)).await?;
+    let saved = menu
+        .get(item.id)
+        .cloned()
+        .ok_or(MenuError::NotFound(item.id))?;
+    Ok((StatusCode::CREATED, Json(saved)))
 }
 
-/// Replace a menu item's fields (managers). Archive instead of deleting.
+/// Replace a menu item's fields (managers). Only the fields that differ from the
+/// menu as it is now are written, so a concurrent edit of another field by someone
+/// else is kept. Archive instead of deleting.
 #[utoipa::path(put, path = "/api/staff/menu/{item_id}", tag = "staff", params(("item_id" = ItemId, Path)),
     request_body = ItemFields,
     responses((status = 200, body = MenuItem), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
@@ -246,10 +278,69 @@ async fn update_item(
     Path(id): Path<ItemId>,
     Json(fields): Json<ItemFields>,
 ) -> Result<Json<MenuItem>, ApiError> {
-    if app.menu.snapshot().get(id).is_none() {
-        return Err(MenuError::NotFound(id).into());
+    fields.validate()?;
+    let current = app
+        .menu
+        .snapshot()
+        .get(id)
+        .cloned()
+        .ok_or(MenuError::NotFound(id))?;
+    let edits = menu::diff(Some(&current), &MenuItem { id, fields });
+    if edits.is_empty() {
+        return Ok(Json(current));
     }
-    Ok(Json(save(&app, MenuItem { id, fields }).await?))
+    let menu = edit_menu(&app, edits).await?;
+    Ok(Json(menu.get(id).cloned().ok_or(MenuError::NotFound(id))?))
+}
+
+/// Apply single-field menu edits (managers), all or nothing.
+#[utoipa::path(post, path = "/api/staff/menu/edits", tag = "staff", request_body = Vec<MenuEdit>,
+    responses((status = 200, body = StaffMenu), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn menu_edits(
+    State(app): State<App>,
+    _m: Manager,
+    Json(edits): Json<Vec<MenuEdit>>,
+) -> Result<Json<StaffMenu>, ApiError> {
+    let menu = edit_menu(&app, edits).await?;
+    Ok(Json(StaffMenu {
+        items: menu.items().to_vec(),
+        conflicts: menu.conflicts().to_vec(),
+    }))
+}
+
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StaffSettings {
+    pub settings: CanteenSettings,
+    pub conflicts: Vec<Conflict>,
+}
+
+fn staff_settings(canteen: &Canteen) -> StaffSettings {
+    StaffSettings {
+        settings: canteen.raw.clone(),
+        conflicts: canteen.conflicts.clone(),
+    }
+}
+
+/// The canteen's settings with their conflicts.
+#[utoipa::path(get, path = "/api/staff/settings", tag = "staff", responses((status = 200, body = StaffSettings)))]
+async fn settings(State(app): State<App>, _staff: Staff) -> Json<StaffSettings> {
+    Json(staff_settings(&app.canteen()))
+}
+
+/// Apply settings edits (managers), all or nothing.
+#[utoipa::path(post, path = "/api/staff/settings/edits", tag = "staff", request_body = Vec<SettingsEdit>,
+    responses((status = 200, body = StaffSettings), (status = 422, body = ErrorBody)))]
+async fn settings_edits(
+    State(app): State<App>,
+    _m: Manager,
+    Json(edits): Json<Vec<SettingsEdit>>,
+) -> Result<Json<StaffSettings>, ApiError> {
+    let docs = app.docs.clone();
+    let canteen = app
+        .writer
+        .write(move |ctx| docs.edit_settings(ctx, &edits))
+        .await?;
+    Ok(Json(staff_settings(&canteen)))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -144,18 +144,41 @@ pub struct MenuEntry {
 }
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SlotEntry {
+    pub id: String,
+    /// "HH:MM" in the canteen's time zone.
+    pub start: String,
+    pub end: String,
+    pub capacity: u32,
+    pub taken: i64,
+    pub full: bool,
+}
+
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MenuResponse {
     #[schema(value_type = String, format = Date)]
     pub service_day: NaiveDate,
     pub open: bool,
+    /// Today's hours, "HH:MM" local time; `closed_today` when the canteen is shut all day.
+    pub opening_time: String,
+    pub closing_time: String,
+    pub closed_today: bool,
+    /// IANA name of the canteen's time zone.
+    pub time_zone: String,
+    /// The canteen's announcement, if any.
+    pub announcement: Option<String>,
     pub payment_modes: Vec<PaymentMode>,
+    /// Pickup slots of today, when the canteen offers them.
+    pub pickup_slots: Vec<SlotEntry>,
     pub items: Vec<MenuEntry>,
 }
 
 /// Today's menu with live stock. Served from memory.
 #[utoipa::path(get, path = "/api/menu", tag = "student", responses((status = 200, body = MenuResponse)))]
 async fn menu(State(app): State<App>) -> Json<MenuResponse> {
-    let day = app.today();
+    let now = app.clock.now();
+    let canteen = app.canteen();
+    let day = canteen.service_day(now);
     let menu = app.menu.snapshot();
     let items = menu
         .items()
@@ -183,10 +206,33 @@ async fn menu(State(app): State<App>) -> Json<MenuResponse> {
             }
         })
         .collect();
+    let (open_at, close_at, closed_today) = canteen.hours_on(now);
+    let pickup_slots = canteen
+        .raw
+        .pickup_slots
+        .iter()
+        .map(|s| {
+            let taken = app.slots.get(day, &s.id);
+            SlotEntry {
+                id: s.id.clone(),
+                start: s.start.clone(),
+                end: s.end.clone(),
+                capacity: s.capacity,
+                taken,
+                full: taken >= i64::from(s.capacity),
+            }
+        })
+        .collect();
     Json(MenuResponse {
         service_day: day,
-        open: app.config.is_open(app.clock.now()),
-        payment_modes: app.config.payment_modes.clone(),
+        open: canteen.is_open(now),
+        opening_time: open_at.format("%H:%M").to_string(),
+        closing_time: close_at.format("%H:%M").to_string(),
+        closed_today,
+        time_zone: canteen.raw.time_zone.clone(),
+        announcement: Some(canteen.raw.announcement.clone()).filter(|a| !a.is_empty()),
+        payment_modes: canteen.payment_modes.clone(),
+        pickup_slots,
         items,
     })
 }
@@ -213,25 +259,29 @@ async fn place_order(
         .check(&student.0)
         .map_err(ApiError::rate_limited)?;
     let now = app.clock.now();
-    if !app.config.is_open(now) {
-        return Err(ApiError::conflict(
-            "closed",
+    let canteen = app.canteen();
+    if !canteen.is_open(now) {
+        let (open, close, closed_today) = canteen.hours_on(now);
+        let message = if closed_today {
+            "the canteen is closed today".to_owned()
+        } else {
             format!(
                 "the canteen takes orders from {} to {}",
-                app.config.opening_time.format("%H:%M"),
-                app.config.closing_time.format("%H:%M")
-            ),
-        ));
+                open.format("%H:%M"),
+                close.format("%H:%M")
+            )
+        };
+        return Err(ApiError::conflict("closed", message));
     }
     let menu = app.menu.snapshot();
-    let priced = order::price(&menu, &req, &app.config.payment_modes)?;
+    let priced = order::price(&menu, &req, &canteen)?;
     let params = PlaceParams {
         student,
         key,
         request_hash: order::request_hash(&req),
         priced,
-        day: app.today(),
-        unpaid_timeout: app.config.unpaid_timeout,
+        day: canteen.service_day(now),
+        unpaid_timeout: canteen.unpaid_timeout,
     };
     let placed = app
         .writer

@@ -4,20 +4,24 @@ CREATE TABLE box_meta (
     value TEXT NOT NULL
 ) STRICT;
 
--- The menu. Read only by the `menu` module, which keeps an in-memory projection.
-CREATE TABLE menu_item (
-    id            TEXT PRIMARY KEY,
-    name_zh       TEXT NOT NULL,
-    name_en       TEXT NOT NULL,
-    category      TEXT NOT NULL,
-    price_fen     INTEGER NOT NULL CHECK (price_fen >= 0),
-    option_groups TEXT NOT NULL,            -- JSON array of option groups
-    allergens     TEXT NOT NULL,            -- JSON array of allergen tags
-    daily_quota   INTEGER CHECK (daily_quota IS NULL OR daily_quota >= 0),
-    available     INTEGER NOT NULL,
-    archived      INTEGER NOT NULL DEFAULT 0,
-    sort_key      INTEGER NOT NULL DEFAULT 0,
-    updated_at    TEXT NOT NULL
+-- Replicated documents (menu, settings), stored the way automerge-repo stores them:
+-- a compacted snapshot plus incremental change chunks, appended in the transaction of
+-- the edit; compacted into a new snapshot when the chunks outgrow it.
+CREATE TABLE doc_chunk (
+    doc   TEXT NOT NULL,
+    seq   INTEGER NOT NULL,
+    kind  TEXT NOT NULL CHECK (kind IN ('snapshot', 'incremental')),
+    data  BLOB NOT NULL,
+    PRIMARY KEY (doc, seq)
+) STRICT;
+
+-- Automerge sync state per (document, peer), so a reconnect sends only what is new.
+CREATE TABLE doc_sync_state (
+    doc        TEXT NOT NULL,
+    peer       TEXT NOT NULL,
+    state      BLOB NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (doc, peer)
 ) STRICT;
 
 CREATE TABLE student (
@@ -80,6 +84,7 @@ CREATE TABLE orders (
     total_fen     INTEGER NOT NULL CHECK (total_fen >= 0),
     payment_mode  TEXT NOT NULL,
     lines         TEXT NOT NULL,
+    pickup_slot   TEXT,
     -- Idempotency-Key of the placement (per student and day) and a hash of its body.
     idempotency_key TEXT,
     request_hash  TEXT,
@@ -107,6 +112,14 @@ CREATE TABLE payment (
     service_day     TEXT NOT NULL,
     at              TEXT NOT NULL
 ) STRICT;
+
+-- Orders taken per pickup slot per day, against the slot's capacity.
+CREATE TABLE slot_usage (
+    service_day TEXT NOT NULL,
+    slot_id     TEXT NOT NULL,
+    taken       INTEGER NOT NULL CHECK (taken >= 0),
+    PRIMARY KEY (service_day, slot_id)
+) STRICT, WITHOUT ROWID;
 
 CREATE TABLE pickup_counter (
     service_day TEXT PRIMARY KEY,

@@ -1,0 +1,399 @@
+//! The replicated documents (menu, settings) at the box.
+//!
+//! Stored like automerge-repo stores them: a compacted snapshot plus incremental
+//! change chunks in `doc_chunk`, each appended in the same transaction as the edit
+//! that made it, and compacted into a new snapshot once the chunks outgrow it. Loaded
+//! strictly at start: a damaged or truncated chunk stops the box with an error naming
+//! the document rather than serving a wrong menu.
+//!
+//! Edits run on the writer thread: the document is changed in memory, its new chunk is
+//! appended, and the new projection is published after the commit. If anything after
+//! the in-memory change fails (the append, or the group's commit), the document is
+//! reloaded from what is stored, so memory never runs ahead of the disk.
+
+use crate::canteen::Canteen;
+use crate::config::Config;
+use crate::db::StoreError;
+use crate::menu::{Menu, MenuEdit, MenuError};
+use crate::writer::{Effect, WriteCtx};
+use crdt::settings::SettingsEdit;
+use crdt::{DocKind, ReplicatedDoc};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::sync::{Arc, Mutex};
+
+/// Below this many bytes of chunks a document is not worth compacting.
+const COMPACT_MIN_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DocStoreError {
+    #[error("cannot load the {doc} document: {source}")]
+    Load {
+        doc: &'static str,
+        #[source]
+        source: crdt::DocError,
+    },
+    #[error("the stored {doc} document is invalid ({reason}); refusing to serve it")]
+    Invalid { doc: &'static str, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<rusqlite::Error> for DocStoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Store(e.into())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Write(#[from] crate::writer::WriteError),
+}
+
+impl From<crdt::settings::SettingsError> for SettingsError {
+    fn from(e: crdt::settings::SettingsError) -> Self {
+        match e {
+            crdt::settings::SettingsError::Doc(d) => {
+                Self::Store(StoreError::Corrupt(d.to_string()))
+            }
+            other => Self::Invalid(other.to_string()),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for SettingsError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Store(e.into())
+    }
+}
+
+struct Slot {
+    doc: ReplicatedDoc,
+    snapshot_bytes: usize,
+    incremental_bytes: usize,
+}
+
+/// Both documents of the box.
+pub struct Documents {
+    actor: Vec<u8>,
+    menu: Mutex<Slot>,
+    settings: Mutex<Slot>,
+}
+
+fn read_chunks(conn: &Connection, kind: DocKind) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT kind, data FROM doc_chunk WHERE doc = ?1 ORDER BY seq")?;
+    let rows = stmt.query_map([kind.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn load_slot(
+    conn: &Connection,
+    kind: DocKind,
+    actor: &[u8],
+) -> Result<Option<Slot>, DocStoreError> {
+    let chunks = read_chunks(conn, kind)?;
+    if chunks.is_empty() {
+        return Ok(None);
+    }
+    let doc = ReplicatedDoc::load(kind, chunks.iter().map(|(_, d)| d.as_slice()), actor).map_err(
+        |source| DocStoreError::Load {
+            doc: kind.as_str(),
+            source,
+        },
+    )?;
+    let size = |k: &str| {
+        chunks
+            .iter()
+            .filter(|(kind, _)| kind == k)
+            .map(|(_, d)| d.len())
+            .sum()
+    };
+    Ok(Some(Slot {
+        doc,
+        snapshot_bytes: size("snapshot"),
+        incremental_bytes: size("incremental"),
+    }))
+}
+
+fn append(
+    conn: &Connection,
+    kind: DocKind,
+    chunk_kind: &str,
+    data: &[u8],
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO doc_chunk (doc, seq, kind, data)
+         VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM doc_chunk WHERE doc = ?1), ?2, ?3)",
+    )?
+    .execute(params![kind.as_str(), chunk_kind, data])?;
+    Ok(())
+}
+
+/// Replaces every chunk of the document by one snapshot, in the caller's transaction.
+fn compact(conn: &Connection, slot: &mut Slot) -> Result<(), StoreError> {
+    let kind = slot.doc.kind();
+    let snapshot = slot.doc.save();
+    conn.prepare_cached("DELETE FROM doc_chunk WHERE doc = ?1")?
+        .execute([kind.as_str()])?;
+    append(conn, kind, "snapshot", &snapshot)?;
+    slot.snapshot_bytes = snapshot.len();
+    slot.incremental_bytes = 0;
+    Ok(())
+}
+
+/// The edits that give a new box's settings document the values of its config.
+pub fn seed_edits(config: &Config) -> Vec<SettingsEdit> {
+    let hhmm = |t: chrono::NaiveTime| t.format("%H:%M").to_string();
+    let mut edits = vec![
+        SettingsEdit::SetTimeZone {
+            time_zone: config.time_zone.name().to_owned(),
+        },
+        SettingsEdit::SetUnpaidTimeout {
+            seconds: config.unpaid_timeout.num_seconds() as u32,
+        },
+    ];
+    for day in crdt::settings::WEEKDAYS {
+        edits.push(SettingsEdit::SetHours {
+            day: day.into(),
+            open: hhmm(config.opening_time),
+            close: hhmm(config.closing_time),
+            closed: false,
+        });
+    }
+    for mode in [
+        crate::payment::PaymentMode::Counter,
+        crate::payment::PaymentMode::CampusCard,
+    ] {
+        edits.push(SettingsEdit::SetPaymentMode {
+            mode: mode.as_str().into(),
+            enabled: config.payment_modes.contains(&mode),
+        });
+    }
+    edits
+}
+
+fn menu_projection(doc: &ReplicatedDoc) -> Result<Menu, String> {
+    let view = crdt::menu::project(doc).map_err(|e| e.to_string())?;
+    Ok(Menu::new(view.items, crdt::conflicts(doc)))
+}
+
+fn canteen_projection(doc: &ReplicatedDoc) -> Result<Canteen, String> {
+    let raw = crdt::settings::project(doc).map_err(|e| e.to_string())?;
+    Canteen::resolve(raw, crdt::conflicts(doc)).map_err(|e| e.to_string())
+}
+
+impl Documents {
+    /// Loads both documents, creating them on a new box (the settings from `config`),
+    /// and returns their projections. Runs before the writer thread starts.
+    pub fn open(
+        conn: &Connection,
+        actor: &[u8],
+        config: &Config,
+        now_ms: i64,
+    ) -> Result<(Self, Menu, Canteen), DocStoreError> {
+        let open_one = |kind: DocKind,
+                        seed: &dyn Fn(&mut ReplicatedDoc) -> Result<(), String>|
+         -> Result<Slot, DocStoreError> {
+            if let Some(slot) = load_slot(conn, kind, actor)? {
+                return Ok(slot);
+            }
+            let mut doc =
+                ReplicatedDoc::create(kind, actor).map_err(|source| DocStoreError::Load {
+                    doc: kind.as_str(),
+                    source,
+                })?;
+            seed(&mut doc).map_err(|reason| DocStoreError::Invalid {
+                doc: kind.as_str(),
+                reason,
+            })?;
+            let snapshot = doc.save();
+            append(conn, kind, "snapshot", &snapshot)?;
+            Ok(Slot {
+                doc,
+                snapshot_bytes: snapshot.len(),
+                incremental_bytes: 0,
+            })
+        };
+        let menu = open_one(DocKind::Menu, &|_| Ok(()))?;
+        let seeds = seed_edits(config);
+        let settings = open_one(DocKind::Settings, &|doc| {
+            crdt::settings::apply(doc, &seeds, now_ms).map_err(|e| e.to_string())
+        })?;
+        let menu_view = menu_projection(&menu.doc).map_err(|reason| DocStoreError::Invalid {
+            doc: "menu",
+            reason,
+        })?;
+        let canteen =
+            canteen_projection(&settings.doc).map_err(|reason| DocStoreError::Invalid {
+                doc: "settings",
+                reason,
+            })?;
+        Ok((
+            Self {
+                actor: actor.to_vec(),
+                menu: Mutex::new(menu),
+                settings: Mutex::new(settings),
+            },
+            menu_view,
+            canteen,
+        ))
+    }
+
+    /// Applies `change` to one document and appends its chunk; on any failure after
+    /// the document changed, reloads it from the store. `change` itself is all or
+    /// nothing (the crdt edits roll back on error).
+    fn edit<E: From<StoreError>>(
+        &self,
+        ctx: &mut WriteCtx<'_>,
+        kind: DocKind,
+        change: impl FnOnce(&mut ReplicatedDoc) -> Result<(), E>,
+        project: impl FnOnce(&ReplicatedDoc) -> Result<Effect, String>,
+    ) -> Result<(), E> {
+        let slot = match kind {
+            DocKind::Menu => &self.menu,
+            DocKind::Settings => &self.settings,
+        };
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        change(&mut slot.doc)?;
+        let result = (|| -> Result<Effect, StoreError> {
+            let chunk = slot.doc.save_incremental();
+            if !chunk.is_empty() {
+                append(ctx.conn, kind, "incremental", &chunk)?;
+                slot.incremental_bytes += chunk.len();
+                if slot.incremental_bytes > slot.snapshot_bytes.max(COMPACT_MIN_BYTES) {
+                    compact(ctx.conn, &mut slot)?;
+                }
+            }
+            project(&slot.doc).map_err(StoreError::Corrupt)
+        })();
+        match result {
+            Ok(effect) => {
+                ctx.effect(effect);
+                Ok(())
+            }
+            Err(e) => {
+                if let Ok(Some(fresh)) = load_slot(ctx.conn, kind, &self.actor) {
+                    *slot = fresh;
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Edits the menu; the new projection is published after commit.
+    pub fn edit_menu(
+        &self,
+        ctx: &mut WriteCtx<'_>,
+        edits: &[MenuEdit],
+    ) -> Result<Arc<Menu>, MenuError> {
+        let time_ms = ctx.now.timestamp_millis();
+        let mut published = None;
+        self.edit(
+            ctx,
+            DocKind::Menu,
+            |doc| crdt::menu::apply(doc, edits, time_ms).map_err(MenuError::from),
+            |doc| {
+                let menu = Arc::new(menu_projection(doc)?);
+                published = Some(menu.clone());
+                Ok(Effect::Menu(menu))
+            },
+        )?;
+        published
+            .ok_or_else(|| MenuError::Store(StoreError::Corrupt("menu projection missing".into())))
+    }
+
+    /// Edits the settings; the new projection is published after commit.
+    pub fn edit_settings(
+        &self,
+        ctx: &mut WriteCtx<'_>,
+        edits: &[SettingsEdit],
+    ) -> Result<Arc<Canteen>, SettingsError> {
+        // The document checks the form of a time zone name; the zone database is here.
+        for edit in edits {
+            if let SettingsEdit::SetTimeZone { time_zone } = edit
+                && time_zone.parse::<chrono_tz::Tz>().is_err()
+            {
+                return Err(SettingsError::Invalid(format!(
+                    "time_zone: {time_zone:?} is not an IANA time zone"
+                )));
+            }
+        }
+        let time_ms = ctx.now.timestamp_millis();
+        let mut published = None;
+        self.edit(
+            ctx,
+            DocKind::Settings,
+            |doc| crdt::settings::apply(doc, edits, time_ms).map_err(SettingsError::from),
+            |doc| {
+                let canteen = Arc::new(canteen_projection(doc)?);
+                published = Some(canteen.clone());
+                Ok(Effect::Settings(canteen))
+            },
+        )?;
+        published.ok_or_else(|| {
+            SettingsError::Store(StoreError::Corrupt("settings projection missing".into()))
+        })
+    }
+
+    /// Reloads both documents from the store (after a failed group commit).
+    pub fn reload(&self, conn: &Connection) {
+        for (kind, slot) in [
+            (DocKind::Menu, &self.menu),
+            (DocKind::Settings, &self.settings),
+        ] {
+            match load_slot(conn, kind, &self.actor) {
+                Ok(Some(fresh)) => *slot.lock().unwrap_or_else(|e| e.into_inner()) = fresh,
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "reloading a document after a failed commit"),
+            }
+        }
+    }
+
+    /// Bytes stored for a document: (snapshot, incremental chunks).
+    pub fn stored_bytes(&self, kind: DocKind) -> (usize, usize) {
+        let slot = match kind {
+            DocKind::Menu => &self.menu,
+            DocKind::Settings => &self.settings,
+        };
+        let slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        (slot.snapshot_bytes, slot.incremental_bytes)
+    }
+}
+
+/// Persists the sync state of one document with one peer.
+pub fn save_sync_state(
+    ctx: &mut WriteCtx<'_>,
+    kind: DocKind,
+    peer: &str,
+    state: &[u8],
+) -> Result<(), StoreError> {
+    ctx.conn
+        .prepare_cached(
+            "INSERT INTO doc_sync_state (doc, peer, state, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (doc, peer) DO UPDATE SET state = ?3, updated_at = ?4",
+        )?
+        .execute(params![
+            kind.as_str(),
+            peer,
+            state,
+            crate::clock::ts(ctx.now)
+        ])?;
+    Ok(())
+}
+
+/// The persisted sync state of one document with one peer, if any.
+pub fn load_sync_state(
+    conn: &Connection,
+    kind: DocKind,
+    peer: &str,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT state FROM doc_sync_state WHERE doc = ?1 AND peer = ?2")?
+        .query_row(params![kind.as_str(), peer], |r| r.get(0))
+        .optional()?)
+}
