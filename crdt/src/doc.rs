@@ -248,45 +248,156 @@ fn render(value: &Value<'_>) -> String {
 
 /// Every conflicted field of the document.
 pub fn conflicts(doc: &ReplicatedDoc) -> Vec<Conflict> {
-    let mut found = Vec::new();
-    let mut stack = vec![(ROOT, Vec::<String>::new())];
+    conflicts_under(doc, &[])
+}
+
+/// The conflicted fields under the map at `prefix` (e.g. `["items", "<id>"]`), which
+/// is much cheaper than [`conflicts`] after an edit of one item.
+pub fn conflicts_under(doc: &ReplicatedDoc, prefix: &[&str]) -> Vec<Conflict> {
     let am = doc.am();
-    while let Some((obj, path)) = stack.pop() {
-        if am.object_type(&obj).ok() != Some(ObjType::Map) {
-            continue;
+    let mut start = ROOT;
+    for p in prefix {
+        match am.get(&start, *p) {
+            Ok(Some((Value::Object(ObjType::Map), id))) => start = id,
+            _ => return Vec::new(),
         }
-        for key in am.keys(&obj) {
-            let Ok(all) = am.get_all(&obj, key.as_str()) else {
-                continue;
-            };
+    }
+    let Ok(automerge::hydrate::Value::Map(root)) = am.hydrate(&start, None) else {
+        return Vec::new();
+    };
+    // Find the conflicted paths in the hydrated tree, then ask the document for all
+    // values of just those fields.
+    let mut paths = Vec::new();
+    let base: Vec<String> = prefix.iter().map(|p| (*p).to_owned()).collect();
+    let mut stack: Vec<(&automerge::hydrate::Map, Vec<String>)> = vec![(&root, base)];
+    while let Some((map, path)) = stack.pop() {
+        for (key, entry) in map.iter() {
             let mut here = path.clone();
             here.push(key.clone());
-            if all.len() > 1 {
-                // get() returns the winner; put it first.
-                let winner = am.get(&obj, key.as_str()).ok().flatten().map(|(_, id)| id);
-                let mut values: Vec<(bool, String)> = all
-                    .iter()
-                    .map(|(v, id)| (Some(id) == winner.as_ref(), render(v)))
-                    .collect();
-                values.sort_by_key(|(win, _)| !*win);
-                found.push(Conflict {
-                    path: here.clone(),
-                    values: values.into_iter().map(|(_, v)| v).collect(),
-                });
+            if entry.conflict {
+                paths.push(here.clone());
             }
-            for (value, id) in all {
-                if matches!(value, Value::Object(ObjType::Map)) {
-                    stack.push((id, here.clone()));
-                }
+            if let automerge::hydrate::Value::Map(inner) = &entry.value {
+                stack.push((inner, here));
             }
         }
+    }
+    let mut found = Vec::new();
+    for path in paths {
+        let Some((key, parents)) = path.split_last() else {
+            continue;
+        };
+        let mut obj = ROOT;
+        for p in parents {
+            match am.get(&obj, p.as_str()) {
+                Ok(Some((Value::Object(ObjType::Map), id))) => obj = id,
+                _ => break,
+            }
+        }
+        let Ok(all) = am.get_all(&obj, key.as_str()) else {
+            continue;
+        };
+        if all.len() < 2 {
+            continue;
+        }
+        // get() returns the winner; put it first.
+        let winner = am.get(&obj, key.as_str()).ok().flatten().map(|(_, id)| id);
+        let mut values: Vec<(bool, String)> = all
+            .iter()
+            .map(|(v, id)| (Some(id) == winner.as_ref(), render(v)))
+            .collect();
+        values.sort_by_key(|(win, _)| !*win);
+        found.push(Conflict {
+            path,
+            values: values.into_iter().map(|(_, v)| v).collect(),
+        });
     }
     found.sort_by(|a, b| a.path.cmp(&b.path));
     found
 }
 
+/// The whole document as plain values, in one pass.
+pub(crate) fn hydrate(doc: &ReplicatedDoc) -> Result<automerge::hydrate::Map, crate::InvalidValue> {
+    match doc.am().hydrate(ROOT, None) {
+        Ok(automerge::hydrate::Value::Map(m)) => Ok(m),
+        _ => Err(crate::InvalidValue::new(
+            "",
+            "the document root is not a map",
+        )),
+    }
+}
+
 // ---------------------------------------------------------------------------------
-// Reading and writing single fields. Shared by the typed documents.
+// Reading a hydrated document (one pass over the document, then plain lookups: much
+// faster than a `get` per field), and writing single fields.
+
+pub(crate) mod read {
+    use crate::InvalidValue;
+    use automerge::ScalarValue;
+    use automerge::hydrate::{Map, Value};
+
+    pub(crate) fn map<'a>(m: &'a Map, key: &str, path: &str) -> Result<&'a Map, InvalidValue> {
+        opt_map(m, key).ok_or_else(|| InvalidValue::new(format!("{path}/{key}"), "expected a map"))
+    }
+
+    pub(crate) fn opt_map<'a>(m: &'a Map, key: &str) -> Option<&'a Map> {
+        match m.get(key) {
+            Some(Value::Map(inner)) => Some(inner),
+            _ => None,
+        }
+    }
+
+    fn scalar<'a>(m: &'a Map, key: &str) -> Option<&'a ScalarValue> {
+        match m.get(key) {
+            Some(Value::Scalar(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn string(m: &Map, key: &str, path: &str) -> Result<String, InvalidValue> {
+        match (scalar(m, key), m.get(key)) {
+            (Some(ScalarValue::Str(s)), _) => Ok(s.to_string()),
+            (_, Some(Value::Text(t))) => Ok(t.to_string()),
+            _ => Err(InvalidValue::new(format!("{path}/{key}"), "expected text")),
+        }
+    }
+
+    pub(crate) fn int(m: &Map, key: &str, path: &str) -> Result<i64, InvalidValue> {
+        match scalar(m, key) {
+            Some(ScalarValue::Int(n)) => Ok(*n),
+            Some(ScalarValue::Uint(n)) => i64::try_from(*n)
+                .map_err(|_| InvalidValue::new(format!("{path}/{key}"), "out of range")),
+            _ => Err(InvalidValue::new(
+                format!("{path}/{key}"),
+                "expected an integer",
+            )),
+        }
+    }
+
+    pub(crate) fn opt_int(m: &Map, key: &str, path: &str) -> Result<Option<i64>, InvalidValue> {
+        match scalar(m, key) {
+            Some(ScalarValue::Null) | None => Ok(None),
+            _ => int(m, key, path).map(Some),
+        }
+    }
+
+    pub(crate) fn boolean(m: &Map, key: &str, path: &str) -> Result<bool, InvalidValue> {
+        match scalar(m, key) {
+            Some(ScalarValue::Boolean(b)) => Ok(*b),
+            _ => Err(InvalidValue::new(
+                format!("{path}/{key}"),
+                "expected true or false",
+            )),
+        }
+    }
+
+    /// Keys in sorted order (a hydrated map is a hash map).
+    pub(crate) fn keys(m: &Map) -> Vec<&String> {
+        let mut keys: Vec<&String> = m.iter().map(|(k, _)| k).collect();
+        keys.sort();
+        keys
+    }
+}
 
 pub(crate) mod field {
     use crate::InvalidValue;
@@ -316,47 +427,6 @@ pub(crate) mod field {
         match doc.get(obj, key) {
             Ok(Some((Value::Scalar(s), _))) => Some(s.into_owned()),
             _ => None,
-        }
-    }
-
-    pub(crate) fn string(
-        doc: &AutoCommit,
-        obj: &ObjId,
-        key: &str,
-        path: &str,
-    ) -> Result<String, InvalidValue> {
-        match scalar(doc, obj, key) {
-            Some(ScalarValue::Str(s)) => Ok(s.to_string()),
-            _ => Err(InvalidValue::new(format!("{path}/{key}"), "expected text")),
-        }
-    }
-
-    pub(crate) fn int(
-        doc: &AutoCommit,
-        obj: &ObjId,
-        key: &str,
-        path: &str,
-    ) -> Result<i64, InvalidValue> {
-        match scalar(doc, obj, key) {
-            Some(ScalarValue::Int(n)) => Ok(n),
-            Some(ScalarValue::Uint(n)) => i64::try_from(n)
-                .map_err(|_| InvalidValue::new(format!("{path}/{key}"), "out of range")),
-            _ => Err(InvalidValue::new(
-                format!("{path}/{key}"),
-                "expected an integer",
-            )),
-        }
-    }
-
-    pub(crate) fn opt_int(
-        doc: &AutoCommit,
-        obj: &ObjId,
-        key: &str,
-        path: &str,
-    ) -> Result<Option<i64>, InvalidValue> {
-        match scalar(doc, obj, key) {
-            Some(ScalarValue::Null) | None => Ok(None),
-            _ => int(doc, obj, key, path).map(Some),
         }
     }
 

@@ -21,7 +21,7 @@ pub mod menu;
 pub mod settings;
 pub mod sync;
 
-pub use doc::{Conflict, DocError, DocKind, ReplicatedDoc, conflicts};
+pub use doc::{Conflict, DocError, DocKind, ReplicatedDoc, conflicts, conflicts_under};
 pub use ids::ItemId;
 
 /// Why a document's contents were refused.

@@ -6,8 +6,10 @@
 //! are maps too. Maps make concurrent edits of different fields (or different tags,
 //! groups, choices) merge; removal is `archived = true` or `allergens[tag] = false`.
 
-use crate::doc::field;
+use crate::doc::{field, read};
 use crate::{DocError, InvalidValue, ItemId, ReplicatedDoc};
+use automerge::ReadDoc;
+use automerge::hydrate::Map;
 use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ObjId, ObjType, ROOT};
 use serde::{Deserialize, Serialize};
@@ -660,8 +662,10 @@ pub fn apply(doc: &mut ReplicatedDoc, edits: &[MenuEdit], time_ms: i64) -> Resul
         // group's limits against archived choices): check the items touched.
         for item in edits.iter().map(MenuEdit::item).collect::<HashSet<_>>() {
             let all = items(am)?;
-            if let Some(obj) = field::opt_map(am, &all, &item.to_string()) {
-                read_item(am, item, &obj)?;
+            if let Some(obj) = field::opt_map(am, &all, &item.to_string())
+                && let Ok(automerge::hydrate::Value::Map(m)) = am.hydrate(&obj, None)
+            {
+                read_item(item, &m)?;
             }
         }
         Ok(())
@@ -674,10 +678,10 @@ pub struct MenuView {
     pub items: Vec<MenuItem>,
 }
 
-fn read_item(doc: &AutoCommit, id: ItemId, obj: &ObjId) -> Result<MenuItem, InvalidValue> {
+fn read_item(id: ItemId, obj: &Map) -> Result<MenuItem, InvalidValue> {
     let path = format!("items/{id}");
     let p = path.as_str();
-    let quota = field::opt_int(doc, obj, "daily_quota", p)?;
+    let quota = read::opt_int(obj, "daily_quota", p)?;
     let daily_quota =
         match quota {
             None => None,
@@ -686,56 +690,56 @@ fn read_item(doc: &AutoCommit, id: ItemId, obj: &ObjId) -> Result<MenuItem, Inva
             })?),
         };
     let mut allergens = Vec::new();
-    if let Some(tags) = field::opt_map(doc, obj, "allergens") {
-        for tag in field::keys(doc, &tags) {
-            if field::boolean(doc, &tags, &tag, &format!("{p}/allergens"))? {
-                allergens.push(tag);
+    if let Some(tags) = read::opt_map(obj, "allergens") {
+        for tag in read::keys(tags) {
+            if read::boolean(tags, tag, &format!("{p}/allergens"))? {
+                allergens.push(tag.clone());
             }
         }
     }
     let mut option_groups = Vec::new();
-    if let Some(groups) = field::opt_map(doc, obj, "option_groups") {
+    if let Some(groups) = read::opt_map(obj, "option_groups") {
         let mut found = Vec::new();
-        for gid in field::keys(doc, &groups) {
+        for gid in read::keys(groups) {
             let gpath = format!("{p}/option_groups/{gid}");
-            let g = field::map(doc, &groups, &gid, &format!("{p}/option_groups"))?;
-            if field::boolean(doc, &g, "archived", &gpath)? {
+            let g = read::map(groups, gid, &format!("{p}/option_groups"))?;
+            if read::boolean(g, "archived", &gpath)? {
                 continue;
             }
-            let choices_obj = field::map(doc, &g, "choices", &gpath)?;
+            let choices_obj = read::map(g, "choices", &gpath)?;
             let mut choices = Vec::new();
-            for cid in field::keys(doc, &choices_obj) {
+            for cid in read::keys(choices_obj) {
                 let cpath = format!("{gpath}/choices/{cid}");
-                let c = field::map(doc, &choices_obj, &cid, &format!("{gpath}/choices"))?;
-                if field::boolean(doc, &c, "archived", &cpath)? {
+                let c = read::map(choices_obj, cid, &format!("{gpath}/choices"))?;
+                if read::boolean(c, "archived", &cpath)? {
                     continue;
                 }
-                let position = field::int(doc, &c, "position", &cpath)?;
+                let position = read::int(c, "position", &cpath)?;
                 choices.push((
                     position,
                     OptionChoice {
-                        name_zh: field::string(doc, &c, "name_zh", &cpath)?,
-                        name_en: field::string(doc, &c, "name_en", &cpath)?,
-                        price_delta_fen: field::int(doc, &c, "price_delta_fen", &cpath)?,
-                        id: cid,
+                        name_zh: read::string(c, "name_zh", &cpath)?,
+                        name_en: read::string(c, "name_en", &cpath)?,
+                        price_delta_fen: read::int(c, "price_delta_fen", &cpath)?,
+                        id: cid.clone(),
                     },
                 ));
             }
             choices.sort_by(|a, b| (a.0, &a.1.id).cmp(&(b.0, &b.1.id)));
             let int_u32 = |key: &str| -> Result<u32, InvalidValue> {
-                u32::try_from(field::int(doc, &g, key, &gpath)?)
+                u32::try_from(read::int(g, key, &gpath)?)
                     .map_err(|_| InvalidValue::new(format!("{gpath}/{key}"), "out of range"))
             };
             found.push((
-                field::int(doc, &g, "position", &gpath)?,
+                read::int(g, "position", &gpath)?,
                 OptionGroup {
-                    name_zh: field::string(doc, &g, "name_zh", &gpath)?,
-                    name_en: field::string(doc, &g, "name_en", &gpath)?,
-                    required: field::boolean(doc, &g, "required", &gpath)?,
+                    name_zh: read::string(g, "name_zh", &gpath)?,
+                    name_en: read::string(g, "name_en", &gpath)?,
+                    required: read::boolean(g, "required", &gpath)?,
                     min_choices: int_u32("min_choices")?,
                     max_choices: int_u32("max_choices")?,
                     choices: choices.into_iter().map(|(_, c)| c).collect(),
-                    id: gid,
+                    id: gid.clone(),
                 },
             ));
         }
@@ -743,41 +747,58 @@ fn read_item(doc: &AutoCommit, id: ItemId, obj: &ObjId) -> Result<MenuItem, Inva
         option_groups = found.into_iter().map(|(_, g)| g).collect();
     }
     let fields = ItemFields {
-        name_zh: field::string(doc, obj, "name_zh", p)?,
-        name_en: field::string(doc, obj, "name_en", p)?,
-        category: field::string(doc, obj, "category", p)?,
-        price_fen: field::int(doc, obj, "price_fen", p)?,
+        name_zh: read::string(obj, "name_zh", p)?,
+        name_en: read::string(obj, "name_en", p)?,
+        category: read::string(obj, "category", p)?,
+        price_fen: read::int(obj, "price_fen", p)?,
         option_groups,
         allergens,
         daily_quota,
-        available: field::boolean(doc, obj, "available", p)?,
-        archived: field::boolean(doc, obj, "archived", p)?,
-        sort_key: field::int(doc, obj, "sort_key", p)?,
+        available: read::boolean(obj, "available", p)?,
+        archived: read::boolean(obj, "archived", p)?,
+        sort_key: read::int(obj, "sort_key", p)?,
     };
     fields.validate_at(p)?;
     Ok(MenuItem { id, fields })
 }
 
-/// Reads and validates the whole menu. Any invalid value (from a buggy or hostile
-/// peer) refuses the document with the path of the value.
-pub fn project(doc: &ReplicatedDoc) -> Result<MenuView, InvalidValue> {
+/// Reads and validates one item (`None` if the document has no such item): the
+/// cheap refresh after a local edit of a few items.
+pub fn project_item(doc: &ReplicatedDoc, id: ItemId) -> Result<Option<MenuItem>, InvalidValue> {
     let am = doc.am();
-    let all = items(am)?;
-    let mut out = Vec::new();
-    for key in field::keys(am, &all) {
-        let id: ItemId = key
-            .parse()
-            .map_err(|_| InvalidValue::new(format!("items/{key}"), "item key is not a UUID"))?;
-        let obj = field::map(am, &all, &key, "items")?;
-        out.push(read_item(am, id, &obj)?);
+    let Some(obj) = field::opt_map(am, &items(am)?, &id.to_string()) else {
+        return Ok(None);
+    };
+    match am.hydrate(&obj, None) {
+        Ok(automerge::hydrate::Value::Map(m)) => read_item(id, &m).map(Some),
+        _ => Err(InvalidValue::new(format!("items/{id}"), "expected a map")),
     }
-    out.sort_by(|a, b| {
+}
+
+/// Display order of the menu: category, sort key, English name.
+pub fn sort_items(items: &mut [MenuItem]) {
+    items.sort_by(|a, b| {
         (&a.fields.category, a.fields.sort_key, &a.fields.name_en).cmp(&(
             &b.fields.category,
             b.fields.sort_key,
             &b.fields.name_en,
         ))
     });
+}
+
+/// Reads and validates the whole menu. Any invalid value (from a buggy or hostile
+/// peer) refuses the document with the path of the value.
+pub fn project(doc: &ReplicatedDoc) -> Result<MenuView, InvalidValue> {
+    let root = crate::doc::hydrate(doc)?;
+    let all = read::map(&root, "items", "")?;
+    let mut out = Vec::new();
+    for key in read::keys(all) {
+        let id: ItemId = key
+            .parse()
+            .map_err(|_| InvalidValue::new(format!("items/{key}"), "item key is not a UUID"))?;
+        out.push(read_item(id, read::map(all, key, "items")?)?);
+    }
+    sort_items(&mut out);
     Ok(MenuView { items: out })
 }
 

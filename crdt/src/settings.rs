@@ -5,7 +5,7 @@
 //! {start, end, capacity, archived}`, `ROOT.payment_modes[<mode>] = bool`, and scalars
 //! `unpaid_timeout_s`, `announcement`, `time_zone` at the root.
 
-use crate::doc::field;
+use crate::doc::{field, read};
 use crate::{InvalidValue, ReplicatedDoc};
 use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ObjType, ROOT};
@@ -329,36 +329,36 @@ pub fn apply(
 
 /// Reads and validates the settings.
 pub fn project(doc: &ReplicatedDoc) -> Result<CanteenSettings, InvalidValue> {
-    let am = doc.am();
-    let hours_obj = field::map(am, &ROOT, "hours", "")?;
+    let root = crate::doc::hydrate(doc)?;
+    let hours_obj = read::map(&root, "hours", "")?;
     let mut hours = Vec::new();
     for day in WEEKDAYS {
         let path = format!("hours/{day}");
-        let d = field::map(am, &hours_obj, day, "hours")?;
+        let d = read::map(hours_obj, day, "hours")?;
         let h = DayHours {
             day: day.to_owned(),
-            open: field::string(am, &d, "open", &path)?,
-            close: field::string(am, &d, "close", &path)?,
-            closed: field::boolean(am, &d, "closed", &path)?,
+            open: read::string(d, "open", &path)?,
+            close: read::string(d, "close", &path)?,
+            closed: read::boolean(d, "closed", &path)?,
         };
         check_span(&path, &h.open, &h.close)?;
         hours.push(h);
     }
-    let slots_obj = field::map(am, &ROOT, "slots", "")?;
+    let slots_obj = read::map(&root, "slots", "")?;
     let mut pickup_slots = Vec::new();
-    for id in field::keys(am, &slots_obj) {
+    for id in read::keys(slots_obj) {
         let path = format!("slots/{id}");
-        let s = field::map(am, &slots_obj, &id, "slots")?;
-        if field::boolean(am, &s, "archived", &path)? {
+        let s = read::map(slots_obj, id, "slots")?;
+        if read::boolean(s, "archived", &path)? {
             continue;
         }
-        let capacity = u32::try_from(field::int(am, &s, "capacity", &path)?)
+        let capacity = u32::try_from(read::int(s, "capacity", &path)?)
             .map_err(|_| InvalidValue::new(format!("{path}/capacity"), "out of range"))?;
         let slot = PickupSlot {
-            start: field::string(am, &s, "start", &path)?,
-            end: field::string(am, &s, "end", &path)?,
+            start: read::string(s, "start", &path)?,
+            end: read::string(s, "end", &path)?,
             capacity,
-            id,
+            id: id.clone(),
         };
         check_slot_id(&path, &slot.id)?;
         check_span(&path, &slot.start, &slot.end)?;
@@ -366,22 +366,22 @@ pub fn project(doc: &ReplicatedDoc) -> Result<CanteenSettings, InvalidValue> {
         pickup_slots.push(slot);
     }
     pickup_slots.sort_by(|a, b| (&a.start, &a.id).cmp(&(&b.start, &b.id)));
-    let modes_obj = field::map(am, &ROOT, "payment_modes", "")?;
+    let modes_obj = read::map(&root, "payment_modes", "")?;
     let mut payment_modes = Vec::new();
     for mode in PAYMENT_MODES {
-        if field::boolean(am, &modes_obj, mode, "payment_modes").unwrap_or(false) {
+        if read::boolean(modes_obj, mode, "payment_modes").unwrap_or(false) {
             payment_modes.push(mode.to_owned());
         }
     }
-    let timeout = field::int(am, &ROOT, "unpaid_timeout_s", "")?;
+    let timeout = read::int(&root, "unpaid_timeout_s", "")?;
     let settings = CanteenSettings {
         hours,
         pickup_slots,
         payment_modes,
         unpaid_timeout_s: u32::try_from(timeout)
             .map_err(|_| InvalidValue::new("unpaid_timeout_s", "out of range"))?,
-        announcement: field::string(am, &ROOT, "announcement", "")?,
-        time_zone: field::string(am, &ROOT, "time_zone", "")?,
+        announcement: read::string(&root, "announcement", "")?,
+        time_zone: read::string(&root, "time_zone", "")?,
     };
     check_settings_value(&SettingsEdit::SetUnpaidTimeout {
         seconds: settings.unpaid_timeout_s,

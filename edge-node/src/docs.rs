@@ -30,7 +30,7 @@ pub enum DocStoreError {
     Load {
         doc: &'static str,
         #[source]
-        source: crdt::DocError,
+        source: Box<crdt::DocError>,
     },
     #[error("the stored {doc} document is invalid ({reason}); refusing to serve it")]
     Invalid { doc: &'static str, reason: String },
@@ -82,6 +82,8 @@ pub struct Documents {
     actor: Vec<u8>,
     menu: Mutex<Slot>,
     settings: Mutex<Slot>,
+    /// The menu projection as of the writer's latest edit.
+    menu_view: Mutex<Arc<Menu>>,
 }
 
 fn read_chunks(conn: &Connection, kind: DocKind) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
@@ -103,7 +105,7 @@ fn load_slot(
     let doc = ReplicatedDoc::load(kind, chunks.iter().map(|(_, d)| d.as_slice()), actor).map_err(
         |source| DocStoreError::Load {
             doc: kind.as_str(),
-            source,
+            source: Box::new(source),
         },
     )?;
     let size = |k: &str| {
@@ -195,7 +197,7 @@ impl Documents {
         actor: &[u8],
         config: &Config,
         now_ms: i64,
-    ) -> Result<(Self, Menu, Canteen), DocStoreError> {
+    ) -> Result<(Self, Arc<Menu>, Canteen), DocStoreError> {
         let open_one = |kind: DocKind,
                         seed: &dyn Fn(&mut ReplicatedDoc) -> Result<(), String>|
          -> Result<Slot, DocStoreError> {
@@ -205,7 +207,7 @@ impl Documents {
             let mut doc =
                 ReplicatedDoc::create(kind, actor).map_err(|source| DocStoreError::Load {
                     doc: kind.as_str(),
-                    source,
+                    source: Box::new(source),
                 })?;
             seed(&mut doc).map_err(|reason| DocStoreError::Invalid {
                 doc: kind.as_str(),
@@ -224,10 +226,13 @@ impl Documents {
         let settings = open_one(DocKind::Settings, &|doc| {
             crdt::settings::apply(doc, &seeds, now_ms).map_err(|e| e.to_string())
         })?;
-        let menu_view = menu_projection(&menu.doc).map_err(|reason| DocStoreError::Invalid {
-            doc: "menu",
-            reason,
-        })?;
+        let menu_view =
+            Arc::new(
+                menu_projection(&menu.doc).map_err(|reason| DocStoreError::Invalid {
+                    doc: "menu",
+                    reason,
+                })?,
+            );
         let canteen =
             canteen_projection(&settings.doc).map_err(|reason| DocStoreError::Invalid {
                 doc: "settings",
@@ -238,6 +243,7 @@ impl Documents {
                 actor: actor.to_vec(),
                 menu: Mutex::new(menu),
                 settings: Mutex::new(settings),
+                menu_view: Mutex::new(menu_view.clone()),
             },
             menu_view,
             canteen,
@@ -285,26 +291,66 @@ impl Documents {
         }
     }
 
-    /// Edits the menu; the new projection is published after commit.
+    /// Edits the menu; the new projection is published after commit. Only the items
+    /// the edits touched are read again (local edits cannot change other items), so
+    /// a menu edit costs the writer a fraction of a full projection.
     pub fn edit_menu(
         &self,
         ctx: &mut WriteCtx<'_>,
         edits: &[MenuEdit],
     ) -> Result<Arc<Menu>, MenuError> {
         let time_ms = ctx.now.timestamp_millis();
+        // The writer's own view: it includes earlier edits of the same group commit,
+        // which readers will only see once the group is committed.
+        let current = self
+            .menu_view
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let mut published = None;
         self.edit(
             ctx,
             DocKind::Menu,
             |doc| crdt::menu::apply(doc, edits, time_ms).map_err(MenuError::from),
             |doc| {
-                let menu = Arc::new(menu_projection(doc)?);
+                let touched: std::collections::BTreeSet<_> =
+                    edits.iter().map(MenuEdit::item).collect();
+                let mut items: Vec<_> = current
+                    .items()
+                    .iter()
+                    .filter(|i| !touched.contains(&i.id))
+                    .cloned()
+                    .collect();
+                let mut conflicts: Vec<_> = current
+                    .conflicts()
+                    .iter()
+                    .filter(|c| {
+                        !(c.path.len() > 1
+                            && c.path[0] == "items"
+                            && touched.iter().any(|t| c.path[1] == t.to_string()))
+                    })
+                    .cloned()
+                    .collect();
+                for id in touched {
+                    if let Some(item) =
+                        crdt::menu::project_item(doc, id).map_err(|e| e.to_string())?
+                    {
+                        items.push(item);
+                    }
+                    conflicts.extend(crdt::conflicts_under(doc, &["items", &id.to_string()]));
+                }
+                crdt::menu::sort_items(&mut items);
+                conflicts.sort_by(|a, b| a.path.cmp(&b.path));
+                let menu = Arc::new(Menu::new(items, conflicts));
                 published = Some(menu.clone());
                 Ok(Effect::Menu(menu))
             },
         )?;
-        published
-            .ok_or_else(|| MenuError::Store(StoreError::Corrupt("menu projection missing".into())))
+        let menu = published.ok_or_else(|| {
+            MenuError::Store(StoreError::Corrupt("menu projection missing".into()))
+        })?;
+        *self.menu_view.lock().unwrap_or_else(|e| e.into_inner()) = menu.clone();
+        Ok(menu)
     }
 
     /// Edits the settings; the new projection is published after commit.

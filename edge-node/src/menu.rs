@@ -88,9 +88,9 @@ pub struct MenuStore {
 }
 
 impl MenuStore {
-    pub fn new(menu: Menu) -> Self {
+    pub fn new(menu: Arc<Menu>) -> Self {
         Self {
-            current: RwLock::new(Arc::new(menu)),
+            current: RwLock::new(menu),
         }
     }
 

@@ -80,6 +80,49 @@ async fn menu_edits_survive_a_restart_and_compaction_keeps_the_document() {
 }
 
 #[tokio::test]
+async fn edits_committed_in_one_group_all_reach_the_menu() {
+    let b = TestBox::new().await;
+    let edits: Vec<_> = b
+        .items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let docs = b.app.docs.clone();
+            let edit = MenuEdit::SetPrice {
+                item: item.id,
+                price_fen: 5000 + i as i64,
+            };
+            let writer = b.app.clone();
+            async move {
+                writer
+                    .writer
+                    .write(move |ctx| docs.edit_menu(ctx, &[edit]))
+                    .await
+            }
+        })
+        .collect();
+    for r in futures_util::future::join_all(edits).await {
+        r.unwrap();
+    }
+    let menu = b.get("/api/menu", None).await.body;
+    for (i, item) in b.items.iter().enumerate() {
+        let entry = menu["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["id"] == json!(item.id))
+            .unwrap()
+            .clone();
+        assert_eq!(
+            entry["price_fen"],
+            5000 + i as i64,
+            "{}",
+            item.fields.name_en
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_damaged_chunk_stops_the_box_with_the_document_named() {
     let b = TestBox::new().await;
     let manager = b.manager().await;
