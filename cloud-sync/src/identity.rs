@@ -1,0 +1,189 @@
+//! The campus CA and the certificates of the cloud and of each box, and the TLS
+//! configurations built from them (rustls with ring, TLS 1.3 only, mutual auth).
+//!
+//! A box's node id is the certificate's only DNS name, `<node id>.node.canteen`;
+//! the cloud compares it with the id the box claims in `Hello`.
+
+use anyhow::{Context, bail};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::Path;
+use std::sync::Arc;
+
+pub const NODE_SUFFIX: &str = ".node.canteen";
+pub const CA_CERT: &str = "ca.pem";
+pub const CA_KEY: &str = "ca.key";
+pub const CLOUD_CERT: &str = "cloud.pem";
+pub const CLOUD_KEY: &str = "cloud.key";
+/// The name boxes expect on the cloud's certificate unless told otherwise.
+pub const DEFAULT_CLOUD_NAME: &str = "cloud.canteen";
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A node id: 1 to 63 lowercase letters, digits or dashes (it becomes a DNS label).
+pub fn check_node_id(id: &str) -> anyhow::Result<()> {
+    if id.is_empty() || id.len() > 63 || !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        bail!("node id {id:?} must be 1 to 63 lowercase letters, digits or dashes");
+    }
+    Ok(())
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+/// Creates the campus CA in `dir` (refusing to overwrite one) and the cloud's
+/// certificate for `cloud_name`.
+pub fn ca_init(dir: &Path, cloud_name: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    if dir.join(CA_KEY).exists() {
+        bail!("{} already holds a CA; refusing to replace it", dir.display());
+    }
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(DnType::CommonName, "canteen campus CA");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let cert = params.self_signed(&key)?;
+    std::fs::write(dir.join(CA_CERT), cert.pem())?;
+    write_private(&dir.join(CA_KEY), &key.serialize_pem())?;
+    issue(dir, cloud_name, &dir.join(CLOUD_CERT), &dir.join(CLOUD_KEY))
+}
+
+fn issue(ca_dir: &Path, dns_name: &str, cert_out: &Path, key_out: &Path) -> anyhow::Result<()> {
+    let ca_key_pem = std::fs::read_to_string(ca_dir.join(CA_KEY)).context("reading the CA key")?;
+    let ca_cert_pem = std::fs::read_to_string(ca_dir.join(CA_CERT)).context("reading the CA certificate")?;
+    let ca_key = KeyPair::from_pem(&ca_key_pem)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_cert_pem, ca_key)?;
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(vec![dns_name.to_owned()])?;
+    params.distinguished_name.push(DnType::CommonName, dns_name);
+    let cert = params.signed_by(&key, &issuer)?;
+    std::fs::write(cert_out, cert.pem())?;
+    write_private(key_out, &key.serialize_pem())?;
+    Ok(())
+}
+
+/// Writes `<node id>.pem`, `<node id>.key` and a copy of the CA certificate into
+/// `out_dir`: everything a box needs, made offline.
+pub fn enroll(ca_dir: &Path, node_id: &str, out_dir: &Path) -> anyhow::Result<()> {
+    check_node_id(node_id)?;
+    std::fs::create_dir_all(out_dir)?;
+    issue(
+        ca_dir,
+        &format!("{node_id}{NODE_SUFFIX}"),
+        &out_dir.join(format!("{node_id}.pem")),
+        &out_dir.join(format!("{node_id}.key")),
+    )?;
+    std::fs::copy(ca_dir.join(CA_CERT), out_dir.join(CA_CERT))?;
+    Ok(())
+}
+
+fn certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing {}", path.display()))?;
+    if certs.is_empty() {
+        bail!("no certificate in {}", path.display());
+    }
+    Ok(certs)
+}
+
+fn key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_file(path).with_context(|| format!("reading the key {}", path.display()))
+}
+
+fn roots(ca: &Path) -> anyhow::Result<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs(ca)? {
+        roots.add(c)?;
+    }
+    Ok(roots)
+}
+
+fn transport() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    // quinn's keep-alive is off by default; without it an idle link is dropped
+    // silently by NATs and after the 30 s idle timeout.
+    t.keep_alive_interval(Some(std::time::Duration::from_secs(5)));
+    t.max_idle_timeout(Some(std::time::Duration::from_secs(20).try_into().expect("valid idle timeout")));
+    t.max_concurrent_bidi_streams(16u32.into());
+    t.max_concurrent_uni_streams(0u32.into());
+    Arc::new(t)
+}
+
+/// The cloud's QUIC server configuration: its certificate, and only boxes with a
+/// certificate from the campus CA.
+pub fn server_config(ca: &Path, cert: &Path, key_path: &Path) -> anyhow::Result<quinn::ServerConfig> {
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider()).build()?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs(cert)?, key(key_path)?)?;
+    tls.alpn_protocols = vec![crate::proto::ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    config.transport_config(transport());
+    Ok(config)
+}
+
+/// A box's QUIC client configuration: trusts the campus CA, presents its own
+/// certificate.
+pub fn client_config(ca: &Path, cert: &Path, key_path: &Path) -> anyhow::Result<quinn::ClientConfig> {
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots(ca)?)
+        .with_client_auth_cert(certs(cert)?, key(key_path)?)?;
+    tls.alpn_protocols = vec![crate::proto::ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    config.transport_config(transport());
+    Ok(config)
+}
+
+/// The node id a verified peer certificate names, if it names one.
+pub fn node_id_of(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let san = parsed.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|name| match name {
+        x509_parser::extensions::GeneralName::DNSName(dns) => dns.strip_suffix(NODE_SUFFIX).map(str::to_owned),
+        _ => None,
+    })
+}
+
+/// The node id of the connection's client certificate.
+pub fn peer_node_id(connection: &quinn::Connection) -> Option<String> {
+    let identity = connection.peer_identity()?;
+    let certs = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    certs.first().and_then(node_id_of)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enrolled_certificates_name_their_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
+        ca_init(&ca, DEFAULT_CLOUD_NAME).unwrap();
+        assert!(ca_init(&ca, DEFAULT_CLOUD_NAME).is_err(), "a CA is never overwritten");
+        let out = dir.path().join("box");
+        enroll(&ca, "canteen-north", &out).unwrap();
+        let cert = certs(&out.join("canteen-north.pem")).unwrap();
+        assert_eq!(node_id_of(&cert[0]).as_deref(), Some("canteen-north"));
+        assert!(enroll(&ca, "Bad Id", &out).is_err());
+        server_config(&ca.join(CA_CERT), &ca.join(CLOUD_CERT), &ca.join(CLOUD_KEY)).unwrap();
+        client_config(&out.join(CA_CERT), &out.join("canteen-north.pem"), &out.join("canteen-north.key")).unwrap();
+    }
+}
