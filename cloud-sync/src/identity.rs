@@ -25,7 +25,12 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// A node id: 1 to 63 lowercase letters, digits or dashes (it becomes a DNS label).
 pub fn check_node_id(id: &str) -> anyhow::Result<()> {
-    if id.is_empty() || id.len() > 63 || !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+    if id.is_empty()
+        || id.len() > 63
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
         bail!("node id {id:?} must be 1 to 63 lowercase letters, digits or dashes");
     }
     Ok(())
@@ -46,11 +51,16 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 pub fn ca_init(dir: &Path, cloud_name: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     if dir.join(CA_KEY).exists() {
-        bail!("{} already holds a CA; refusing to replace it", dir.display());
+        bail!(
+            "{} already holds a CA; refusing to replace it",
+            dir.display()
+        );
     }
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.distinguished_name.push(DnType::CommonName, "canteen campus CA");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "canteen campus CA");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let cert = params.self_signed(&key)?;
@@ -61,7 +71,8 @@ pub fn ca_init(dir: &Path, cloud_name: &str) -> anyhow::Result<()> {
 
 fn issue(ca_dir: &Path, dns_name: &str, cert_out: &Path, key_out: &Path) -> anyhow::Result<()> {
     let ca_key_pem = std::fs::read_to_string(ca_dir.join(CA_KEY)).context("reading the CA key")?;
-    let ca_cert_pem = std::fs::read_to_string(ca_dir.join(CA_CERT)).context("reading the CA certificate")?;
+    let ca_cert_pem =
+        std::fs::read_to_string(ca_dir.join(CA_CERT)).context("reading the CA certificate")?;
     let ca_key = KeyPair::from_pem(&ca_key_pem)?;
     let issuer = Issuer::from_ca_cert_pem(&ca_cert_pem, ca_key)?;
     let key = KeyPair::generate()?;
@@ -100,7 +111,8 @@ fn certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
 }
 
 fn key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
-    PrivateKeyDer::from_pem_file(path).with_context(|| format!("reading the key {}", path.display()))
+    PrivateKeyDer::from_pem_file(path)
+        .with_context(|| format!("reading the key {}", path.display()))
 }
 
 fn roots(ca: &Path) -> anyhow::Result<rustls::RootCertStore> {
@@ -116,7 +128,11 @@ fn transport() -> Arc<quinn::TransportConfig> {
     // quinn's keep-alive is off by default; without it an idle link is dropped
     // silently by NATs and after the 30 s idle timeout.
     t.keep_alive_interval(Some(std::time::Duration::from_secs(5)));
-    t.max_idle_timeout(Some(std::time::Duration::from_secs(20).try_into().expect("valid idle timeout")));
+    t.max_idle_timeout(Some(
+        std::time::Duration::from_secs(20)
+            .try_into()
+            .expect("valid idle timeout"),
+    ));
     t.max_concurrent_bidi_streams(16u32.into());
     t.max_concurrent_uni_streams(0u32.into());
     Arc::new(t)
@@ -124,8 +140,16 @@ fn transport() -> Arc<quinn::TransportConfig> {
 
 /// The cloud's QUIC server configuration: its certificate, and only boxes with a
 /// certificate from the campus CA.
-pub fn server_config(ca: &Path, cert: &Path, key_path: &Path) -> anyhow::Result<quinn::ServerConfig> {
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider()).build()?;
+pub fn server_config(
+    ca: &Path,
+    cert: &Path,
+    key_path: &Path,
+) -> anyhow::Result<quinn::ServerConfig> {
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots(ca)?),
+        provider(),
+    )
+    .build()?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
@@ -139,7 +163,11 @@ pub fn server_config(ca: &Path, cert: &Path, key_path: &Path) -> anyhow::Result<
 
 /// A box's QUIC client configuration: trusts the campus CA, presents its own
 /// certificate.
-pub fn client_config(ca: &Path, cert: &Path, key_path: &Path) -> anyhow::Result<quinn::ClientConfig> {
+pub fn client_config(
+    ca: &Path,
+    cert: &Path,
+    key_path: &Path,
+) -> anyhow::Result<quinn::ClientConfig> {
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots(ca)?)
@@ -156,7 +184,9 @@ pub fn node_id_of(cert: &CertificateDer<'_>) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
     let san = parsed.subject_alternative_name().ok()??;
     san.value.general_names.iter().find_map(|name| match name {
-        x509_parser::extensions::GeneralName::DNSName(dns) => dns.strip_suffix(NODE_SUFFIX).map(str::to_owned),
+        x509_parser::extensions::GeneralName::DNSName(dns) => {
+            dns.strip_suffix(NODE_SUFFIX).map(str::to_owned)
+        }
         _ => None,
     })
 }
@@ -177,13 +207,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ca = dir.path().join("ca");
         ca_init(&ca, DEFAULT_CLOUD_NAME).unwrap();
-        assert!(ca_init(&ca, DEFAULT_CLOUD_NAME).is_err(), "a CA is never overwritten");
+        assert!(
+            ca_init(&ca, DEFAULT_CLOUD_NAME).is_err(),
+            "a CA is never overwritten"
+        );
         let out = dir.path().join("box");
         enroll(&ca, "canteen-north", &out).unwrap();
         let cert = certs(&out.join("canteen-north.pem")).unwrap();
         assert_eq!(node_id_of(&cert[0]).as_deref(), Some("canteen-north"));
         assert!(enroll(&ca, "Bad Id", &out).is_err());
         server_config(&ca.join(CA_CERT), &ca.join(CLOUD_CERT), &ca.join(CLOUD_KEY)).unwrap();
-        client_config(&out.join(CA_CERT), &out.join("canteen-north.pem"), &out.join("canteen-north.key")).unwrap();
+        client_config(
+            &out.join(CA_CERT),
+            &out.join("canteen-north.pem"),
+            &out.join("canteen-north.key"),
+        )
+        .unwrap();
     }
 }

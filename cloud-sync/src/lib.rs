@@ -11,3 +11,4 @@ pub mod cloud;
 pub mod identity;
 pub mod proto;
 pub mod uplink;
+pub mod wire;

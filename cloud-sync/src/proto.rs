@@ -123,7 +123,8 @@ impl Decoder {
         if self.buf.len() < 4 + len {
             return Ok(None);
         }
-        let message = postcard::from_bytes(&self.buf[4..4 + len]).map_err(|e| FrameError::Malformed(e.to_string()));
+        let message = postcard::from_bytes(&self.buf[4..4 + len])
+            .map_err(|e| FrameError::Malformed(e.to_string()));
         self.buf.drain(..4 + len);
         message.map(Some)
     }
@@ -141,9 +142,18 @@ mod tests {
 
     fn sample() -> Vec<Message> {
         vec![
-            Message::Hello { version: 1, node_id: "box-1".into() },
-            Message::Welcome { version: 1, acked_seq: 42 },
-            Message::Refused { code: RefuseCode::Version, reason: "no".into() },
+            Message::Hello {
+                version: 1,
+                node_id: "box-1".into(),
+            },
+            Message::Welcome {
+                version: 1,
+                acked_seq: 42,
+            },
+            Message::Refused {
+                code: RefuseCode::Version,
+                reason: "no".into(),
+            },
             Message::Events {
                 events: vec![WireEvent {
                     seq: 1,
@@ -154,7 +164,10 @@ mod tests {
                 }],
             },
             Message::Ack { through_seq: 9 },
-            Message::DocSync { doc: "menu".into(), data: vec![1, 2, 3] },
+            Message::DocSync {
+                doc: "menu".into(),
+                data: vec![1, 2, 3],
+            },
         ]
     }
 

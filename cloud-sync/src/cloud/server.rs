@@ -1,0 +1,298 @@
+//! The cloud's QUIC side: accepts boxes, checks who they are, and serves their
+//! streams (events in, documents both ways, accounts down).
+
+use super::docs::DocHub;
+use super::store::CloudStore;
+use crate::identity;
+use crate::proto::{Message, PROTOCOL_VERSION, RefuseCode};
+use crate::wire::{self, WireError};
+use crdt::DocKind;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+/// Boxes connected at once, at most.
+const CONNECTIONS_MAX: usize = 1000;
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+const ACCOUNTS_PAGE: usize = 1000;
+
+/// Application close codes.
+pub const CLOSE_REFUSED_VERSION: u32 = 1;
+pub const CLOSE_REFUSED_IDENTITY: u32 = 2;
+pub const CLOSE_PROTOCOL: u32 = 3;
+
+#[derive(Clone)]
+pub struct Cloud {
+    pub store: Arc<CloudStore>,
+    pub docs: Arc<DocHub>,
+    pub accounts_changed: Arc<Notify>,
+}
+
+fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> impl std::future::Future<Output = anyhow::Result<T>> {
+    async move {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?
+    }
+}
+
+/// Accepts connections until `shutdown`, then closes them politely.
+pub async fn serve(endpoint: quinn::Endpoint, cloud: Cloud, shutdown: CancellationToken) {
+    let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let incoming = tokio::select! {
+            () = shutdown.cancelled() => break,
+            i = endpoint.accept() => match i { Some(i) => i, None => break },
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            incoming.refuse();
+            continue;
+        };
+        let cloud = cloud.clone();
+        tasks.spawn(async move {
+            let _permit = permit;
+            match incoming.await {
+                Ok(conn) => connection(conn, cloud).await,
+                Err(e) => tracing::warn!(error = %e, "a box's handshake failed"),
+            }
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    endpoint.close(0u32.into(), b"cloud shutting down");
+    tasks.abort_all();
+    endpoint.wait_idle().await;
+}
+
+async fn refuse(
+    conn: &quinn::Connection,
+    send: &mut quinn::SendStream,
+    code: RefuseCode,
+    close: u32,
+    reason: String,
+) {
+    tracing::warn!(remote = %conn.remote_address(), %reason, "refusing a box");
+    let _ = wire::send(
+        send,
+        &Message::Refused {
+            code,
+            reason: reason.clone(),
+        },
+    )
+    .await;
+    let _ = send.finish();
+    // Give the refusal a moment to leave before the close.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    conn.close(close.into(), reason.as_bytes());
+}
+
+async fn connection(conn: quinn::Connection, cloud: Cloud) {
+    let cert_node = identity::peer_node_id(&conn);
+    let Ok(Ok((mut control, control_rx))) =
+        tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await
+    else {
+        conn.close(CLOSE_PROTOCOL.into(), b"no control stream");
+        return;
+    };
+    let mut control_rx = wire::reader(control_rx);
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, wire::next(&mut control_rx)).await;
+    let (version, node) = match hello {
+        Ok(Ok(Message::Hello { version, node_id })) => (version, node_id),
+        _ => {
+            conn.close(CLOSE_PROTOCOL.into(), b"expected hello");
+            return;
+        }
+    };
+    if version != PROTOCOL_VERSION {
+        let reason = format!(
+            "protocol version {version} is not supported; this cloud speaks version {PROTOCOL_VERSION}"
+        );
+        refuse(
+            &conn,
+            &mut control,
+            RefuseCode::Version,
+            CLOSE_REFUSED_VERSION,
+            reason,
+        )
+        .await;
+        return;
+    }
+    if cert_node.as_deref() != Some(node.as_str()) {
+        let reason = format!(
+            "this box claims node id {node:?} but its certificate names {}",
+            cert_node.map_or("no node".to_owned(), |c| format!("{c:?}"))
+        );
+        refuse(
+            &conn,
+            &mut control,
+            RefuseCode::Identity,
+            CLOSE_REFUSED_IDENTITY,
+            reason,
+        )
+        .await;
+        return;
+    }
+    let acked = {
+        let (store, node) = (cloud.store.clone(), node.clone());
+        blocking(move || {
+            store.set_connected(&node, true)?;
+            Ok(store.acked(&node)?)
+        })
+        .await
+    };
+    let Ok(acked_seq) = acked else {
+        conn.close(CLOSE_PROTOCOL.into(), b"cloud store unavailable");
+        return;
+    };
+    if wire::send(
+        &mut control,
+        &Message::Welcome {
+            version: PROTOCOL_VERSION,
+            acked_seq,
+        },
+    )
+    .await
+    .is_err()
+    {
+        return;
+    }
+    tracing::info!(%node, acked_seq, remote = %conn.remote_address(), "box connected");
+
+    let mut streams = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = conn.accept_bi() => match accepted {
+                Ok((send, recv)) => {
+                    let (cloud, node) = (cloud.clone(), node.clone());
+                    streams.spawn(async move {
+                        if let Err(e) = stream(send, recv, cloud, node.clone()).await {
+                            tracing::debug!(%node, error = %e, "stream ended");
+                        }
+                    });
+                }
+                Err(_) => break,
+            },
+            Some(_) = streams.join_next() => {}
+        }
+    }
+    streams.abort_all();
+    let store = cloud.store.clone();
+    let _ = blocking(move || Ok(store.set_connected(&node, false)?)).await;
+}
+
+#[derive(Debug, thiserror::Error)]
+enum StreamError {
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<anyhow::Error> for StreamError {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Other(e.to_string())
+    }
+}
+
+async fn stream(
+    mut send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    cloud: Cloud,
+    node: String,
+) -> Result<(), StreamError> {
+    let mut inbox = wire::reader(recv);
+    match wire::next(&mut inbox).await? {
+        Message::Events { events } => {
+            let mut first = Some(events);
+            loop {
+                let events = match first.take() {
+                    Some(e) => e,
+                    None => match wire::next(&mut inbox).await? {
+                        Message::Events { events } => events,
+                        other => return Err(StreamError::Other(format!("unexpected {other:?}"))),
+                    },
+                };
+                if events.is_empty() {
+                    continue;
+                }
+                let (store, n) = (cloud.store.clone(), node.clone());
+                let through = blocking(move || Ok(store.ingest(&n, &events)?)).await?;
+                wire::send(
+                    &mut send,
+                    &Message::Ack {
+                        through_seq: through,
+                    },
+                )
+                .await?;
+            }
+        }
+        Message::DocSync { doc, data } => {
+            let kind = DocKind::parse(&doc)
+                .ok_or_else(|| StreamError::Other(format!("unknown document {doc:?}")))?;
+            let (docs, n) = (cloud.docs.clone(), node.clone());
+            blocking(move || docs.begin(&n, kind)).await?;
+            if !data.is_empty() {
+                let (docs, n) = (cloud.docs.clone(), node.clone());
+                blocking(move || docs.receive(&n, kind, &data)).await?;
+            }
+            let waker = cloud.docs.waker(&node);
+            loop {
+                loop {
+                    let (docs, n) = (cloud.docs.clone(), node.clone());
+                    match blocking(move || docs.generate(&n, kind)).await? {
+                        Some(data) => {
+                            wire::send(
+                                &mut send,
+                                &Message::DocSync {
+                                    doc: doc.clone(),
+                                    data,
+                                },
+                            )
+                            .await?
+                        }
+                        None => break,
+                    }
+                }
+                tokio::select! {
+                    msg = wire::next(&mut inbox) => match msg? {
+                        Message::DocSync { data, .. } if !data.is_empty() => {
+                            let (docs, n) = (cloud.docs.clone(), node.clone());
+                            blocking(move || docs.receive(&n, kind, &data)).await?;
+                        }
+                        Message::DocSync { .. } => {}
+                        other => return Err(StreamError::Other(format!("unexpected {other:?}"))),
+                    },
+                    () = waker.notified() => {}
+                    () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                }
+            }
+        }
+        Message::AccountsFrom { mut cursor } => loop {
+            let store = cloud.store.clone();
+            let (next, accounts) =
+                blocking(move || Ok(store.accounts_after(cursor, ACCOUNTS_PAGE)?)).await?;
+            if !accounts.is_empty() {
+                wire::send(
+                    &mut send,
+                    &Message::Accounts {
+                        cursor: next,
+                        accounts,
+                    },
+                )
+                .await?;
+                cursor = next;
+                continue;
+            }
+            tokio::select! {
+                () = cloud.accounts_changed.notified() => {}
+                () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        },
+        other => Err(StreamError::Other(format!(
+            "unexpected first message {other:?}"
+        ))),
+    }
+}
