@@ -27,7 +27,7 @@ async fn bytes(res: Response<Body>) -> Vec<u8> {
     res.into_body().collect().await.unwrap().to_bytes().to_vec()
 }
 
-fn header_of<'a>(res: &'a Response<Body>, name: header::HeaderName) -> &'a str {
+fn header_of(res: &Response<Body>, name: header::HeaderName) -> &str {
     res.headers()
         .get(name)
         .map_or("", |v| v.to_str().unwrap_or(""))
@@ -45,10 +45,7 @@ async fn the_pickup_qr_code_is_served_to_the_orders_owner_only() {
     let mine = send(&b, &uri, &[("authorization", &format!("Bearer {s1}"))]).await;
     assert_eq!(mine.status(), StatusCode::OK);
     assert_eq!(header_of(&mine, header::CONTENT_TYPE), "image/svg+xml");
-    assert_eq!(
-        header_of(&mine, header::CACHE_CONTROL),
-        "private, no-store"
-    );
+    assert_eq!(header_of(&mine, header::CACHE_CONTROL), "private, no-store");
     let svg = String::from_utf8(bytes(mine).await).unwrap();
     let token = order.body["pickup_token"].as_str().unwrap();
     assert_eq!(

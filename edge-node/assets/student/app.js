@@ -734,6 +734,7 @@
     api('POST', '/api/student/orders', body, { 'Idempotency-Key': key }).then(function (r) {
       netUp();
       if (r.status === 201 || r.status === 200) {
+        alertMsg('');
         state.checkout = null; state.cart = []; state.problems = {};
         saveCart();
         placeDone();
@@ -1025,6 +1026,9 @@
       if (!state.events) connectEvents();
     });
     window.addEventListener('online', function () { if (state.session) { loadMenu(); loadOrders(); } });
+    // Sound needs a tap first; the first tap anywhere prepares it for the ready beep.
+    document.addEventListener('pointerdown', unlockAudio, { once: true });
+    document.addEventListener('keydown', unlockAudio, { once: true });
     applyLang();
     if (sessionValid()) afterLogin();
     else { if (state.session) { logout(true); } show('login'); loadMenu(); }

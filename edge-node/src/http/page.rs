@@ -43,7 +43,10 @@ static PAGE: LazyLock<Page> = LazyLock::new(|| {
     let version = hex::encode(&hasher.finalize()[..6]);
     let html = INDEX_TEMPLATE.replace(VERSION_PLACEHOLDER, &version);
     // Weak: the compression layer may send other bytes for the same document.
-    let etag = format!("W/\"{}\"", hex::encode(&Sha256::digest(html.as_bytes())[..8]));
+    let etag = format!(
+        "W/\"{}\"",
+        hex::encode(&Sha256::digest(html.as_bytes())[..8])
+    );
     Page {
         version,
         html,

@@ -70,8 +70,8 @@ mod tests {
         assert!(svg.contains("<svg"));
         assert!(svg.contains("viewBox=\"0 0 "));
         assert!(svg.ends_with("</svg>"));
-        // 64 bytes at level M need version 5 (37 modules), plus a 4-module quiet zone
-        // on each side.
+        // This token needs version 5 (37 modules) at level M, plus a 4-module quiet
+        // zone on each side.
         assert!(svg.contains("width=\"45\""), "{}", &svg[..200]);
     }
 }
