@@ -18,6 +18,10 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// A phone held upright.
 const PHONE: (u32, u32) = (390, 844);
+/// The narrowest phone the page supports.
+const SMALL_PHONE: (u32, u32) = (320, 640);
+/// A laptop.
+const DESKTOP: (u32, u32) = (1280, 800);
 /// How long any awaited condition may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(50);
@@ -100,7 +104,7 @@ struct Phone {
 }
 
 impl Phone {
-    async fn open(base: &str) -> anyhow::Result<Self> {
+    async fn open(base: &str, (width, height): (u32, u32)) -> anyhow::Result<Self> {
         let driver = Driver::start().await?;
         let profile = tempfile::tempdir()?;
         let args = vec![
@@ -114,22 +118,23 @@ impl Phone {
             "--disable-quic".to_owned(),
             "--disable-dev-shm-usage".to_owned(),
             "--lang=en-US".to_owned(),
-            format!("--window-size={},{}", PHONE.0, PHONE.1),
+            format!("--window-size={width},{height}"),
             format!("--user-data-dir={}", profile.path().display()),
         ];
         let mut caps = serde_json::Map::new();
         caps.insert("browserName".into(), json!("chrome"));
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({
-                "binary": CHROMIUM,
-                "args": args,
-                "prefs": {"intl": {"accept_languages": "en-US,en"}},
-                // Headless windows have a minimum width; emulation sets the viewport
-                // itself, at a phone's pixel density.
-                "mobileEmulation": {"deviceMetrics": {"width": PHONE.0, "height": PHONE.1, "pixelRatio": 2.0}},
-            }),
-        );
+        let mut options = json!({
+            "binary": CHROMIUM,
+            "args": args,
+            "prefs": {"intl": {"accept_languages": "en-US,en"}},
+        });
+        if width < 500 {
+            // Headless windows have a minimum width; emulation sets a phone's viewport
+            // itself, at a phone's pixel density.
+            options["mobileEmulation"] =
+                json!({"deviceMetrics": {"width": width, "height": height, "pixelRatio": 2.0}});
+        }
+        caps.insert("goog:chromeOptions".into(), options);
         let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
             .capabilities(caps)
             .connect(&driver.url)
@@ -228,6 +233,18 @@ impl Phone {
             ))
             .await?;
         Ok(v.as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Fails when the page is wider than the screen (sideways scrolling).
+    async fn fits_width(&self, what: &str) -> anyhow::Result<()> {
+        let sizes = self
+            .js("return [document.documentElement.scrollWidth, window.innerWidth]")
+            .await?;
+        ensure!(
+            sizes[0].as_u64() <= sizes[1].as_u64(),
+            "{what} overflows: {sizes}"
+        );
+        Ok(())
     }
 
     /// A PNG of the phone's screen, scrolled to the top, in `artifacts/`.
@@ -365,13 +382,13 @@ impl Canteen {
 }
 
 /// Runs a scenario with a fresh box and browser; the browser is closed however it ends.
-async fn with_phone<F, Fut>(env: &[(&str, &str)], scenario: F)
+async fn with_phone<F, Fut>(env: &[(&str, &str)], screen: (u32, u32), scenario: F)
 where
     F: FnOnce(Canteen, Phone) -> Fut,
     Fut: Future<Output = (Phone, anyhow::Result<()>)>,
 {
     let canteen = Canteen::start(env).await.expect("a demo box");
-    let phone = Phone::open(&canteen.edge.base.clone())
+    let phone = Phone::open(&canteen.edge.base.clone(), screen)
         .await
         .expect("a headless Chromium");
     let (phone, result) = scenario(canteen, phone).await;
@@ -381,7 +398,7 @@ where
 
 #[tokio::test]
 async fn a_student_orders_with_options_and_sees_it_ready_live() {
-    with_phone(&[], |canteen, phone| async move {
+    with_phone(&[], PHONE, |canteen, phone| async move {
         let result = order_to_ready(&canteen, &phone).await;
         (phone, result)
     })
@@ -509,7 +526,7 @@ async fn order_to_ready(canteen: &Canteen, phone: &Phone) -> anyhow::Result<()> 
 
 #[tokio::test]
 async fn a_dish_sold_out_while_in_the_cart_is_explained_and_not_ordered() {
-    with_phone(&[], |canteen, phone| async move {
+    with_phone(&[], PHONE, |canteen, phone| async move {
         let result = sold_out_in_cart(&canteen, &phone).await;
         (phone, result)
     })
@@ -600,7 +617,8 @@ async fn sold_out_in_cart(canteen: &Canteen, phone: &Phone) -> anyhow::Result<()
 
 #[tokio::test]
 async fn the_language_switch_changes_the_texts_and_is_remembered() {
-    with_phone(&[], |canteen, phone| async move {
+    // On the narrowest phone: nothing may need sideways scrolling.
+    with_phone(&[], SMALL_PHONE, |canteen, phone| async move {
         let result = language_switch(&canteen, &phone).await;
         (phone, result)
     })
@@ -639,7 +657,13 @@ async fn language_switch(canteen: &Canteen, phone: &Phone) -> anyhow::Result<()>
     ensure!(phone.text("#menu-title").await? == "今日菜单");
     ensure!(phone.text(&format!("#item-{noodles} .name")).await? == "兰州牛肉面");
     ensure!(phone.text("#tab-orders").await? == "订单");
-    phone.screenshot("student-menu-zh.png").await?;
+    phone.screenshot("student-menu-zh-320.png").await?;
+    phone.fits_width("the Chinese menu").await?;
+    phone
+        .add(&noodles, &["size-large", "spice-medium"], 1)
+        .await?;
+    phone.click("#tab-cart").await?;
+    phone.fits_width("the Chinese cart").await?;
 
     // Remembered across a reload (and the session too).
     phone.client.refresh().await?;
@@ -710,7 +734,7 @@ async fn slots_campus_card_rate_limits_lost_responses_and_an_unreachable_box() {
         ("EDGE_PAYMENT_MODES", "counter,campus_card"),
         ("EDGE_CAMPUS_CARD_SECRET", "e2e-campus-card-secret"),
     ];
-    with_phone(&env, |canteen, phone| async move {
+    with_phone(&env, PHONE, |canteen, phone| async move {
         let result = extras_and_failures(canteen, &phone).await;
         (phone, result)
     })
@@ -849,5 +873,35 @@ async fn extras_and_failures(canteen: Canteen, phone: &Phone) -> anyhow::Result<
         )
         .await?;
     phone.screenshot("student-offline.png").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_page_also_works_on_a_desktop_screen() {
+    with_phone(&[], DESKTOP, |canteen, phone| async move {
+        let result = desktop(&canteen, &phone).await;
+        (phone, result)
+    })
+    .await;
+}
+
+async fn desktop(canteen: &Canteen, phone: &Phone) -> anyhow::Result<()> {
+    let dumplings = canteen.item("Pork and cabbage dumplings");
+    phone.goto("/").await?;
+    phone.log_in("2024006").await?;
+    phone.fits_width("the menu").await?;
+    phone
+        .add(&dumplings, &["count-12", "dip-garlic"], 1)
+        .await?;
+    phone.click("#tab-cart").await?;
+    phone.fits_width("the cart").await?;
+    phone.click("#place").await?;
+    phone
+        .wait(
+            "the placed order",
+            "return document.getElementById('order-state').dataset.state === 'placed'",
+        )
+        .await?;
+    phone.screenshot("student-desktop.png").await?;
     Ok(())
 }
