@@ -1,13 +1,18 @@
 //! The HTTP API. Routes are declared with their OpenAPI description next to the
 //! handler, so `/api/openapi.json` always matches what is served.
 //!
-//! Layers, outermost first: request id → trace span → metrics and error logging →
-//! (API routes only) in-flight cap and timeout → body limit → handler.
+//! Layers, outermost first: compression (gzip when asked; never event streams) →
+//! request id → trace span → metrics and error logging → (API routes only) in-flight
+//! cap and timeout → body limit → handler.
+//!
+//! `/` is the students' ordering page (`page`), served from the binary.
 
 pub mod error;
 pub mod events;
 pub mod extract;
 pub mod ops;
+pub mod page;
+pub mod qr;
 pub mod staff;
 pub mod student;
 pub mod webhook;
@@ -20,6 +25,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use error::{ApiError, LoggedError};
 use std::time::Instant;
+use tower_http::compression::CompressionLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
@@ -38,6 +44,7 @@ pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
         .merge(student::routes())
         .merge(staff::routes())
         .merge(webhook::routes())
+        .merge(qr::routes())
         .split_for_parts()
 }
 
@@ -58,6 +65,7 @@ pub fn router(app: App) -> Router {
         .merge(api)
         .merge(events::routes())
         .merge(ops::routes())
+        .merge(page::routes())
         .fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")
@@ -74,6 +82,7 @@ pub fn router(app: App) -> Router {
         }))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(CompressionLayer::new())
         .with_state(app)
 }
 

@@ -1,4 +1,5 @@
-//! Operations endpoints: health, readiness, Prometheus metrics.
+//! Operations endpoints: health, readiness, Prometheus metrics. (`/` is the students'
+//! page, in `page`.)
 
 use super::error::ApiError;
 use crate::app::App;
@@ -14,7 +15,6 @@ pub(super) fn routes() -> axum::Router<App> {
         .route("/healthz", axum::routing::get(healthz))
         .route("/readyz", axum::routing::get(readyz))
         .route("/metrics", axum::routing::get(metrics))
-        .route("/", axum::routing::get(index))
 }
 
 /// The process is up. Cheap: also the load generator's no-op baseline.
@@ -54,14 +54,4 @@ async fn metrics(State(app): State<App>) -> Result<impl IntoResponse, ApiError> 
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         app.metrics.render(),
     ))
-}
-
-async fn index(State(app): State<App>) -> impl IntoResponse {
-    axum::Json(json!({
-        "service": "canteen edge box",
-        "node_id": app.node_id,
-        "api": "/api/openapi.json",
-        "menu": "/api/menu",
-        "health": "/healthz",
-    }))
 }
