@@ -171,6 +171,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 config.data_dir.display(),
                 items.len()
             );
+            println!("  students' page: {base}/");
             println!("  API:         {base}/api/menu   (OpenAPI: {base}/api/openapi.json)");
             println!(
                 "  students:    2024001 … 2024{:03}, PIN {}  (POST {base}/api/student/login)",

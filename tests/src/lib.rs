@@ -239,10 +239,18 @@ impl Api {
         }
     }
 
+    /// Every dish of the menu, archived ones included.
+    pub async fn staff_menu(&self, token: &str) -> anyhow::Result<Vec<Value>> {
+        let (status, menu) = self.get("/api/staff/menu", Some(token)).await?;
+        if status != 200 {
+            bail!("staff menu: {status} {menu}");
+        }
+        Ok(menu["items"].as_array().cloned().unwrap_or_default())
+    }
+
     /// Removes the daily quota of every dish, so a long load run never sells out.
     pub async fn unlimited_menu(&self, manager: &str) -> anyhow::Result<Vec<Value>> {
-        let (_, items) = self.get("/api/staff/menu", Some(manager)).await?;
-        let items = items.as_array().cloned().unwrap_or_default();
+        let items = self.staff_menu(manager).await?;
         for item in &items {
             let mut fields = item.clone();
             let id = fields["id"].as_str().unwrap_or_default().to_owned();

@@ -14,8 +14,7 @@ async fn backup_under_load_restores_to_a_serving_box() {
     let api = Api::new(&edge.base);
     let manager = api.manager().await.unwrap();
     api.unlimited_menu(&manager).await.unwrap();
-    let (_, menu) = api.get("/api/staff/menu", Some(&manager)).await.unwrap();
-    let menu = Arc::new(menu.as_array().unwrap().clone());
+    let menu = Arc::new(api.staff_menu(&manager).await.unwrap());
 
     let stop = Arc::new(AtomicBool::new(false));
     let placed = Arc::new(AtomicUsize::new(0));

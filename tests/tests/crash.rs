@@ -18,8 +18,7 @@ async fn sigkill_mid_burst_loses_no_acknowledged_order() {
     let api = Api::new(&edge.base);
     let manager = api.manager().await.unwrap();
     api.unlimited_menu(&manager).await.unwrap();
-    let (_, menu) = api.get("/api/staff/menu", Some(&manager)).await.unwrap();
-    let menu = Arc::new(menu.as_array().unwrap().clone());
+    let menu = Arc::new(api.staff_menu(&manager).await.unwrap());
 
     let acked = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let count = Arc::new(AtomicUsize::new(0));

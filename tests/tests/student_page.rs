@@ -685,26 +685,15 @@ async fn language_switch(canteen: &Canteen, phone: &Phone) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Stands in for what the box does not send yet (announcement, time zone, pickup
-/// slots: another change adds them) and for a flaky network: wraps the page's `fetch`.
+/// Stands in for a flaky network: wraps the page's `fetch`.
 /// `window.__mode` makes the next order POST answer 429 (`'429'`) or reach the box and
 /// then lose the response (`'lose'`); every POST is recorded in `window.__sent`.
 const FETCH_WRAPPER: &str = r#"
 var real = window.fetch.bind(window);
 window.__sent = []; window.__mode = 'pass';
-var extras = {announcement: 'Noodle bar closes at 13:00 today', time_zone: 'Asia/Shanghai', pickup_slots: [
-  {id: 's1', start: '11:30', end: '11:45', capacity: 20, taken: 20, full: true},
-  {id: 's2', start: '11:45', end: '12:00', capacity: 20, taken: 12, full: false},
-  {id: 's3', start: '12:00', end: '12:15', capacity: 20, taken: 0, full: false}]};
 window.fetch = function (url, init) {
   init = init || {};
   var method = (init.method || 'GET').toUpperCase();
-  if (method === 'GET' && String(url) === '/api/menu') {
-    return real(url, init).then(function (r) { return r.json(); }).then(function (m) {
-      Object.assign(m, extras);
-      return new Response(JSON.stringify(m), {status: 200, headers: {'Content-Type': 'application/json'}});
-    });
-  }
   if (method === 'POST' && String(url) === '/api/student/orders') {
     var body = JSON.parse(init.body);
     window.__sent.push({key: init.headers['Idempotency-Key'], body: JSON.parse(init.body)});
@@ -713,8 +702,6 @@ window.fetch = function (url, init) {
       return Promise.resolve(new Response(JSON.stringify({error: {code: 'rate_limited', message: 'too many attempts; try again in 2 s'}}),
         {status: 429, headers: {'Retry-After': '2', 'Content-Type': 'application/json'}}));
     }
-    // Today's box refuses fields it does not know.
-    delete body.pickup_slot;
     var forward = Object.assign({}, init, {body: JSON.stringify(body)});
     if (window.__mode === 'lose') {
       window.__mode = 'pass';
@@ -744,6 +731,33 @@ async fn slots_campus_card_rate_limits_lost_responses_and_an_unreachable_box() {
 async fn extras_and_failures(canteen: Canteen, phone: &Phone) -> anyhow::Result<()> {
     let soy = canteen.item("Soy milk");
     let plum = canteen.item("Sour plum drink");
+    // The canteen's settings, through the box's real settings API: an announcement
+    // and three pickup slots, the first already full.
+    let manager = canteen.api.manager().await?;
+    let (status, body) = canteen
+        .api
+        .post(
+            "/api/staff/settings/edits",
+            Some(&manager),
+            &json!([
+                {"op": "set_announcement", "text": "Noodle bar closes at 13:00 today"},
+                {"op": "add_slot", "slot": {"id": "s1", "start": "11:30", "end": "11:45", "capacity": 1}},
+                {"op": "add_slot", "slot": {"id": "s2", "start": "11:45", "end": "12:00", "capacity": 8}},
+                {"op": "add_slot", "slot": {"id": "s3", "start": "12:00", "end": "12:15", "capacity": 20}}
+            ]),
+        )
+        .await?;
+    ensure!(status == 200, "settings: {status} {body}");
+    let other = canteen.api.student(6).await?;
+    let (status, body) = canteen
+        .api
+        .post(
+            "/api/student/orders",
+            Some(&other),
+            &json!({"lines": [{"item_id": plum, "quantity": 1}], "payment_mode": "counter", "pickup_slot": "s1"}),
+        )
+        .await?;
+    ensure!(status == 201, "filling s1: {status} {body}");
     phone.goto("/").await?;
     phone.log_in("2024005").await?;
     phone.js(FETCH_WRAPPER).await?;

@@ -9,7 +9,7 @@
 //!
 //! Usage: `cargo build --release --workspace --bins && target/release/loadgen`
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Parser;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -149,8 +149,7 @@ async fn main() -> anyhow::Result<()> {
     let api = Api::new(&edge.base);
     let manager = api.manager().await?;
     api.unlimited_menu(&manager).await?;
-    let (_, menu) = api.get("/api/staff/menu", Some(&manager)).await?;
-    let menu: Arc<Vec<Value>> = Arc::new(menu.as_array().context("menu")?.clone());
+    let menu: Arc<Vec<Value>> = Arc::new(api.staff_menu(&manager).await?);
 
     let mut tokens = Vec::new();
     for chunk in (1..=args.students).collect::<Vec<_>>().chunks(64) {
