@@ -1,1 +1,148 @@
-fn main() {}
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use cloud_sync::cloud::{admin, docs::DocHub, server, store::CloudStore};
+use cloud_sync::identity;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "cloud-sync",
+    version,
+    about = "The campus cloud: enrols canteen boxes and aggregates their sync."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The campus certificate authority.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+    /// Writes a certificate and key for one box (offline), plus the CA certificate.
+    Enroll {
+        /// The box's node id: lowercase letters, digits, dashes.
+        #[arg(long)]
+        node_id: String,
+        /// Directory of the campus CA.
+        #[arg(long, env = "CLOUD_CA_DIR", default_value = "ca")]
+        ca_dir: PathBuf,
+        /// Where to write <node id>.pem, <node id>.key and ca.pem.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Accepts boxes over QUIC and serves the admin API until SIGINT/SIGTERM.
+    Serve {
+        /// Directory of the cloud's database.
+        #[arg(long, env = "CLOUD_DATA_DIR", default_value = "cloud-data")]
+        data_dir: PathBuf,
+        /// Directory with ca.pem, cloud.pem and cloud.key.
+        #[arg(long, env = "CLOUD_CA_DIR", default_value = "ca")]
+        ca_dir: PathBuf,
+        /// UDP address for QUIC.
+        #[arg(long, env = "CLOUD_LISTEN", default_value = "0.0.0.0:4433")]
+        listen: SocketAddr,
+        /// TCP address of the admin HTTP API (keep it on loopback or a private network).
+        #[arg(long, env = "CLOUD_ADMIN_LISTEN", default_value = "127.0.0.1:8480")]
+        admin_listen: SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Creates the campus CA and the cloud's certificate in DIR.
+    Init {
+        #[arg(long, default_value = "ca")]
+        dir: PathBuf,
+        /// The name boxes will expect on the cloud's certificate.
+        #[arg(long, default_value = identity::DEFAULT_CLOUD_NAME)]
+        cloud_name: String,
+    },
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CLOUD_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    match Cli::parse().command {
+        Command::Ca {
+            command: CaCommand::Init { dir, cloud_name },
+        } => {
+            identity::ca_init(&dir, &cloud_name)?;
+            println!(
+                "campus CA and the certificate of {cloud_name:?} written to {}",
+                dir.display()
+            );
+        }
+        Command::Enroll {
+            node_id,
+            ca_dir,
+            out,
+        } => {
+            identity::enroll(&ca_dir, &node_id, &out)?;
+            println!("certificate for {node_id} written to {}", out.display());
+        }
+        Command::Serve {
+            data_dir,
+            ca_dir,
+            listen,
+            admin_listen,
+        } => {
+            std::fs::create_dir_all(&data_dir)?;
+            let store = Arc::new(CloudStore::open(&data_dir.join("cloud.db"))?);
+            let config = identity::server_config(
+                &ca_dir.join(identity::CA_CERT),
+                &ca_dir.join(identity::CLOUD_CERT),
+                &ca_dir.join(identity::CLOUD_KEY),
+            )?;
+            let endpoint = quinn::Endpoint::server(config, listen)
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            let cloud = server::Cloud {
+                docs: Arc::new(DocHub::new(store.clone())),
+                store,
+                accounts_changed: Arc::new(tokio::sync::Notify::new()),
+            };
+            let admin = tokio::net::TcpListener::bind(admin_listen).await?;
+            println!("quic listening on {}", endpoint.local_addr()?);
+            println!("admin listening on http://{}", admin.local_addr()?);
+            let stop = CancellationToken::new();
+            let quic = tokio::spawn(server::serve(endpoint, cloud.clone(), stop.clone()));
+            let http = axum::serve(admin, admin::router(cloud)).with_graceful_shutdown({
+                let stop = stop.clone();
+                async move { stop.cancelled().await }
+            });
+            let http = tokio::spawn(async move { http.await });
+            shutdown_signal().await;
+            stop.cancel();
+            let _ = quic.await;
+            let _ = http.await;
+        }
+    }
+    Ok(())
+}

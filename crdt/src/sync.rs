@@ -6,6 +6,7 @@ use crate::{DocError, ReplicatedDoc};
 use automerge::sync::{self, SyncDoc};
 
 /// Our side of the sync with one peer for one document.
+#[derive(Clone)]
 pub struct SyncPeer {
     state: sync::State,
 }

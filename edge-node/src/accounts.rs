@@ -159,6 +159,38 @@ pub fn upsert_staff(
         .map_err(|_| AccountError::Store(StoreError::Corrupt(format!("staff id {id}"))))
 }
 
+/// Applies account changes from the cloud (the newest change per login wins, since
+/// they arrive in cursor order).
+pub fn apply_from_cloud(
+    ctx: &mut WriteCtx<'_>,
+    accounts: &[cloud_sync::proto::Account],
+) -> Result<(), AccountError> {
+    for a in accounts {
+        match a.role.as_str() {
+            "student" => {
+                ctx.conn
+                    .prepare_cached(
+                        "INSERT INTO student (id, student_number, name, pin_hash, active) VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT (student_number) DO UPDATE SET name = ?3, pin_hash = ?4, active = ?5",
+                    )?
+                    .execute(params![StudentId::new().to_string(), a.login, a.name, a.secret_hash, a.active])?;
+            }
+            "staff" | "manager" => {
+                ctx.conn
+                    .prepare_cached(
+                        "INSERT INTO staff (id, username, display_name, role, password_hash, active) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                         ON CONFLICT (username) DO UPDATE SET display_name = ?3, role = ?4, password_hash = ?5, active = ?6",
+                    )?
+                    .execute(params![StaffId::new().to_string(), a.login, a.name, a.role, a.secret_hash, a.active])?;
+            }
+            other => {
+                tracing::warn!(role = other, login = %a.login, "ignored an account with an unknown role")
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What login needs to know about an account.
 #[derive(Debug, Clone)]
 pub struct Credentials {

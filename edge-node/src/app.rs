@@ -52,6 +52,11 @@ pub struct AppInner {
     pub stream_permits: Arc<Semaphore>,
     pub node_id: String,
     pub shutdown: CancellationToken,
+    /// Signalled after commits that appended outbox events (wakes the sync client).
+    pub outbox_changed: Arc<tokio::sync::Notify>,
+    /// Signalled when the menu or settings projection changed.
+    pub docs_changed: Arc<tokio::sync::Notify>,
+    pub sync_status: Arc<cloud_sync::client::StatusCell>,
     checkpointer: std::sync::Mutex<Option<db::Checkpointer>>,
 }
 
@@ -80,10 +85,21 @@ struct Projections {
     stock: Arc<StockView>,
     slots: Arc<SlotUsage>,
     events: broadcast::Sender<OutboxEvent>,
+    outbox_changed: Arc<tokio::sync::Notify>,
+    docs_changed: Arc<tokio::sync::Notify>,
 }
 
 impl Publisher for Projections {
     fn publish(&self, effects: Vec<Effect>) {
+        if effects.iter().any(|e| matches!(e, Effect::Event(_))) {
+            self.outbox_changed.notify_one();
+        }
+        if effects
+            .iter()
+            .any(|e| matches!(e, Effect::Menu(_) | Effect::Settings(_)))
+        {
+            self.docs_changed.notify_waiters();
+        }
         for effect in effects {
             match effect {
                 Effect::Event(event) => {
@@ -150,7 +166,11 @@ impl App {
         let stock = Arc::new(StockView::load(&conn, today)?);
         let slots = Arc::new(SlotUsage::load(&conn, today)?);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let outbox_changed = Arc::new(tokio::sync::Notify::new());
+        let docs_changed = Arc::new(tokio::sync::Notify::new());
         let publisher = Arc::new(Projections {
+            outbox_changed: outbox_changed.clone(),
+            docs_changed: docs_changed.clone(),
             docs: docs.clone(),
             menu: menu.clone(),
             canteen: canteen.clone(),
@@ -187,6 +207,9 @@ impl App {
                 stream_permits: Arc::new(Semaphore::new(config.event_streams_max)),
                 metrics: Metrics::new(),
                 shutdown: CancellationToken::new(),
+                outbox_changed,
+                docs_changed,
+                sync_status: Arc::new(cloud_sync::client::StatusCell::default()),
                 checkpointer: std::sync::Mutex::new(Some(db::Checkpointer::spawn(
                     &path,
                     config.checkpoint_interval,
@@ -274,6 +297,22 @@ pub async fn run(
                 }
             }
         });
+    }
+    if let Some(cloud) = &app.config.cloud {
+        match crate::sync::client_config(cloud) {
+            Ok(config) => {
+                let link = Arc::new(crate::sync::BoxLink { app: app.clone() });
+                tasks.spawn(cloud_sync::client::run(
+                    link,
+                    config,
+                    app.sync_status.clone(),
+                    app.shutdown.clone(),
+                ));
+            }
+            // The box keeps selling without the cloud; the reason is in the log and
+            // in the staff API's sync state.
+            Err(e) => tracing::error!(error = %e, "cloud sync is configured but cannot start"),
+        }
     }
     let stop = app.shutdown.clone();
     let server = axum::serve(

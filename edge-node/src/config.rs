@@ -89,6 +89,24 @@ pub struct Settings {
     /// thread, in milliseconds.
     #[arg(long, env = "EDGE_CHECKPOINT_INTERVAL_MS")]
     pub checkpoint_interval_ms: Option<u64>,
+    /// UDP address of the campus cloud (QUIC). Without it the box runs alone.
+    #[arg(long, env = "EDGE_CLOUD_ADDR")]
+    pub cloud_addr: Option<SocketAddr>,
+    /// The name on the cloud's certificate.
+    #[arg(long, env = "EDGE_CLOUD_NAME")]
+    pub cloud_name: Option<String>,
+    /// This box's node id, as enrolled (`cloud-sync enroll --node-id`).
+    #[arg(long, env = "EDGE_NODE_ID")]
+    pub node_id: Option<String>,
+    /// The campus CA certificate (ca.pem from enrolment).
+    #[arg(long, env = "EDGE_CLOUD_CA")]
+    pub cloud_ca: Option<PathBuf>,
+    /// This box's certificate (<node id>.pem).
+    #[arg(long, env = "EDGE_CLOUD_CERT")]
+    pub cloud_cert: Option<PathBuf>,
+    /// This box's private key (<node id>.key).
+    #[arg(long, env = "EDGE_CLOUD_KEY")]
+    pub cloud_key: Option<PathBuf>,
     /// How often expiry and closing are checked, in seconds.
     #[arg(long, env = "EDGE_HOUSEKEEPING_INTERVAL_S")]
     pub housekeeping_interval_s: Option<u64>,
@@ -124,6 +142,12 @@ impl Settings {
             argon2_passes,
             login_concurrency,
             checkpoint_interval_ms,
+            cloud_addr,
+            cloud_name,
+            node_id,
+            cloud_ca,
+            cloud_cert,
+            cloud_key,
             housekeeping_interval_s
         )
     }
@@ -178,6 +202,18 @@ pub struct Config {
     pub login_concurrency: usize,
     pub checkpoint_interval: Duration,
     pub housekeeping_interval: Duration,
+    pub cloud: Option<CloudConfig>,
+}
+
+/// Where the campus cloud is and who this box is to it.
+#[derive(Debug, Clone)]
+pub struct CloudConfig {
+    pub addr: SocketAddr,
+    pub name: String,
+    pub node_id: String,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl Config {
@@ -233,7 +269,30 @@ impl Config {
             0 => Err(invalid(key, "must be greater than 0")),
             n => Ok(n),
         };
+        let cloud = match s.cloud_addr {
+            None => None,
+            Some(addr) => {
+                let need = |key: &'static str, v: Option<PathBuf>| {
+                    v.ok_or_else(|| invalid(key, "required when cloud_addr is set"))
+                };
+                Some(CloudConfig {
+                    addr,
+                    name: s
+                        .cloud_name
+                        .clone()
+                        .unwrap_or_else(|| "cloud.canteen".into()),
+                    node_id: s
+                        .node_id
+                        .clone()
+                        .ok_or_else(|| invalid("node_id", "required when cloud_addr is set"))?,
+                    ca: need("cloud_ca", s.cloud_ca.clone())?,
+                    cert: need("cloud_cert", s.cloud_cert.clone())?,
+                    key: need("cloud_key", s.cloud_key.clone())?,
+                })
+            }
+        };
         Ok(Config {
+            cloud,
             data_dir: s.data_dir.unwrap_or_else(|| PathBuf::from("data")),
             listen: s
                 .listen

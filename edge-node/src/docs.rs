@@ -84,7 +84,12 @@ pub struct Documents {
     settings: Mutex<Slot>,
     /// The menu projection as of the writer's latest edit.
     menu_view: Mutex<Arc<Menu>>,
+    /// Sync with the cloud, per document (in memory; persisted after each message).
+    peers: Mutex<std::collections::HashMap<DocKind, crdt::sync::SyncPeer>>,
 }
+
+/// The peer name of the campus cloud in `doc_sync_state`.
+pub const CLOUD_PEER: &str = "cloud";
 
 fn read_chunks(conn: &Connection, kind: DocKind) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
     let mut stmt =
@@ -244,6 +249,7 @@ impl Documents {
                 menu: Mutex::new(menu),
                 settings: Mutex::new(settings),
                 menu_view: Mutex::new(menu_view.clone()),
+                peers: Mutex::new(std::collections::HashMap::new()),
             },
             menu_view,
             canteen,
@@ -397,6 +403,109 @@ impl Documents {
                 Ok(None) => {}
                 Err(e) => tracing::error!(error = %e, "reloading a document after a failed commit"),
             }
+        }
+    }
+
+    /// Starts a sync exchange with the cloud from the persisted state (what the cloud
+    /// is known to have); messages in flight on an earlier connection are forgotten.
+    pub fn sync_begin(&self, conn: &Connection, kind: DocKind) -> Result<(), StoreError> {
+        let peer = match load_sync_state(conn, kind, CLOUD_PEER)? {
+            Some(bytes) => crdt::sync::SyncPeer::decode(&bytes).unwrap_or_default(),
+            None => crdt::sync::SyncPeer::new(),
+        };
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(kind, peer);
+        Ok(())
+    }
+
+    /// The next sync message for the cloud, if any; persists the sync state.
+    pub fn sync_generate(
+        &self,
+        ctx: &mut WriteCtx<'_>,
+        kind: DocKind,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let slot = self.slot(kind);
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let peer = peers.entry(kind).or_default();
+        let message = peer.generate(&mut slot.doc);
+        save_sync_state(ctx, kind, CLOUD_PEER, &peer.encode())?;
+        Ok(message)
+    }
+
+    /// Takes a sync message from the cloud. The changes are first applied to a copy
+    /// and validated: a document the box could not serve (a negative price, a name
+    /// too long, from a buggy or hostile peer) is refused and the exchange restarted,
+    /// and the box keeps serving what it had. Valid changes are stored as a chunk and
+    /// the projection is published after commit.
+    pub fn sync_receive(
+        &self,
+        ctx: &mut WriteCtx<'_>,
+        kind: DocKind,
+        data: &[u8],
+    ) -> Result<bool, StoreError> {
+        let slot_lock = self.slot(kind);
+        let mut slot = slot_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let peer = peers.entry(kind).or_default();
+        let mut trial = slot.doc.fork();
+        let mut trial_peer = peer.clone();
+        let verdict = trial_peer
+            .receive(&mut trial, data)
+            .map_err(|e| e.to_string())
+            .and_then(|()| match kind {
+                DocKind::Menu => menu_projection(&trial).map(|_| ()),
+                DocKind::Settings => canteen_projection(&trial).map(|_| ()),
+            });
+        if let Err(reason) = verdict {
+            tracing::warn!(doc = kind.as_str(), %reason, "refused the cloud's changes; restarting the exchange");
+            *peer = crdt::sync::SyncPeer::new();
+            return Ok(false);
+        }
+        if let Err(e) = peer.receive(&mut slot.doc, data) {
+            return Err(StoreError::Corrupt(e.to_string()));
+        }
+        let result = (|| -> Result<Effect, StoreError> {
+            let chunk = slot.doc.save_incremental();
+            if !chunk.is_empty() {
+                append(ctx.conn, kind, "incremental", &chunk)?;
+                slot.incremental_bytes += chunk.len();
+                if slot.incremental_bytes > slot.snapshot_bytes.max(COMPACT_MIN_BYTES) {
+                    compact(ctx.conn, &mut slot)?;
+                }
+            }
+            save_sync_state(ctx, kind, CLOUD_PEER, &peer.encode())?;
+            Ok(match kind {
+                DocKind::Menu => {
+                    let menu = Arc::new(menu_projection(&slot.doc).map_err(StoreError::Corrupt)?);
+                    *self.menu_view.lock().unwrap_or_else(|e| e.into_inner()) = menu.clone();
+                    Effect::Menu(menu)
+                }
+                DocKind::Settings => Effect::Settings(Arc::new(
+                    canteen_projection(&slot.doc).map_err(StoreError::Corrupt)?,
+                )),
+            })
+        })();
+        match result {
+            Ok(effect) => {
+                ctx.effect(effect);
+                Ok(true)
+            }
+            Err(e) => {
+                if let Ok(Some(fresh)) = load_slot(ctx.conn, kind, &self.actor) {
+                    *slot = fresh;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn slot(&self, kind: DocKind) -> &Mutex<Slot> {
+        match kind {
+            DocKind::Menu => &self.menu,
+            DocKind::Settings => &self.settings,
         }
     }
 

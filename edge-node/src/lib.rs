@@ -21,6 +21,7 @@ pub mod payment;
 pub mod pickup;
 pub mod session;
 pub mod stock;
+pub mod sync;
 pub mod writer;
 
 pub use app::{App, run};

@@ -13,6 +13,10 @@ pub struct Metrics {
     pub orders: IntGaugeVec,
     pub outbox_depth: IntGauge,
     pub outbox_last_seq: IntGauge,
+    pub sync_connected: IntGauge,
+    pub sync_unacked_events: IntGauge,
+    pub sync_oldest_unacked_age: IntGauge,
+    pub sync_last_success: IntGauge,
 }
 
 impl Metrics {
@@ -44,8 +48,29 @@ impl Metrics {
         .expect("valid metric");
         let outbox_last_seq = IntGauge::new("outbox_last_seq", "Highest outbox sequence number")
             .expect("valid metric");
+        let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("valid metric");
+        let sync_connected = gauge(
+            "sync_connected",
+            "1 while the link to the campus cloud is up",
+        );
+        let sync_unacked_events = gauge(
+            "sync_unacked_events",
+            "Outbox events the cloud has not acknowledged",
+        );
+        let sync_oldest_unacked_age = gauge(
+            "sync_oldest_unacked_age_seconds",
+            "Age of the oldest outbox event the cloud has not acknowledged",
+        );
+        let sync_last_success = gauge(
+            "sync_last_success_timestamp_seconds",
+            "Unix time of the last successful exchange with the cloud",
+        );
         for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(sync_connected.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(sync_unacked_events.clone()),
+            Box::new(sync_oldest_unacked_age.clone()),
+            Box::new(sync_last_success.clone()),
+            Box::new(requests.clone()),
             Box::new(latency.clone()),
             Box::new(orders.clone()),
             Box::new(outbox_depth.clone()),
@@ -60,6 +85,10 @@ impl Metrics {
             orders,
             outbox_depth,
             outbox_last_seq,
+            sync_connected,
+            sync_unacked_events,
+            sync_oldest_unacked_age,
+            sync_last_success,
         }
     }
 

@@ -49,6 +49,15 @@ async fn metrics(State(app): State<App>) -> Result<impl IntoResponse, ApiError> 
             .set(n);
     }
     app.metrics.outbox_depth.set(depth);
+    let sync = crate::sync::state(&app).await?;
+    app.metrics.sync_connected.set(i64::from(sync.connected));
+    app.metrics.sync_unacked_events.set(sync.unacked_events);
+    app.metrics
+        .sync_oldest_unacked_age
+        .set(sync.oldest_unacked_age_s);
+    app.metrics
+        .sync_last_success
+        .set(sync.last_success_unix.unwrap_or(0) as i64);
     app.metrics.outbox_last_seq.set(last);
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -38,6 +38,7 @@ pub(super) fn routes() -> OpenApiRouter<App> {
         .routes(routes!(settings_edits))
         .routes(routes!(summary))
         .routes(routes!(outbox_after))
+        .routes(routes!(sync_state))
 }
 
 /// The most orders one queue request returns.
@@ -398,4 +399,14 @@ async fn outbox_after(
         })
         .await?;
     Ok(Json(page))
+}
+
+/// The link to the campus cloud: connected or not, events not yet acknowledged, the
+/// oldest one's age, the last successful exchange.
+#[utoipa::path(get, path = "/api/staff/sync", tag = "staff", responses((status = 200, body = crate::sync::SyncState)))]
+async fn sync_state(
+    State(app): State<App>,
+    _staff: Staff,
+) -> Result<Json<crate::sync::SyncState>, ApiError> {
+    Ok(Json(crate::sync::state(&app).await?))
 }
