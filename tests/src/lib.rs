@@ -23,7 +23,17 @@ pub const FAST_ENV: &[(&str, &str)] = &[
 
 /// The `edge-node` binary of the same build profile as the running executable.
 pub fn edge_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("EDGE_NODE_BIN") {
+    workspace_binary("edge-node", "EDGE_NODE_BIN")
+}
+
+/// The `cloud-sync` binary of the same build profile as the running executable.
+pub fn cloud_binary() -> PathBuf {
+    workspace_binary("cloud-sync", "CLOUD_SYNC_BIN")
+}
+
+/// A workspace binary of the same build profile as the running executable.
+fn workspace_binary(name: &str, env: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
         return p.into();
     }
     let exe = std::env::current_exe().expect("current exe");
@@ -31,10 +41,10 @@ pub fn edge_binary() -> PathBuf {
     if dir.ends_with("deps") {
         dir.pop();
     }
-    let bin = dir.join(format!("edge-node{}", std::env::consts::EXE_SUFFIX));
+    let bin = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
         bin.exists(),
-        "{} is missing: run `cargo build -p edge-node` first",
+        "{} is missing: run `cargo build --workspace --bins` first",
         bin.display()
     );
     bin
@@ -72,6 +82,53 @@ pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 temp path")
 }
 
+/// Spawns `cmd` with stdout piped and stderr appended to `log` (if given), and waits
+/// for one stdout line starting with each of `prefixes`; returns what follows them.
+fn spawn_and_wait(
+    mut cmd: Command,
+    prefixes: &[&str],
+    log: Option<&Path>,
+) -> anyhow::Result<(Child, Vec<String>)> {
+    let stderr = match log {
+        Some(path) => Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?,
+        ),
+        None => Stdio::inherit(),
+    };
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .context("spawning")?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let wanted: Vec<String> = prefixes.iter().map(|p| (*p).to_owned()).collect();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            for (i, p) in wanted.iter().enumerate() {
+                if let Some(rest) = line.strip_prefix(p.as_str()) {
+                    let _ = tx.send((i, rest.to_owned()));
+                }
+            }
+        }
+    });
+    let mut found = vec![String::new(); prefixes.len()];
+    for _ in prefixes {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok((i, rest)) => found[i] = rest,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("the process did not print {prefixes:?} within 30 s")
+            }
+        }
+    }
+    Ok((child, found))
+}
+
 /// A running `edge-node serve`. Killed (and reaped) on drop.
 pub struct EdgeProcess {
     child: Child,
@@ -81,6 +138,15 @@ pub struct EdgeProcess {
 impl EdgeProcess {
     /// Starts `serve` on `data_dir` and waits for its "listening on" line.
     pub fn serve(data_dir: &Path, extra_env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::serve_logged(data_dir, extra_env, None)
+    }
+
+    /// Like [`EdgeProcess::serve`], with the box's log appended to `log`.
+    pub fn serve_logged(
+        data_dir: &Path,
+        extra_env: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let mut cmd = command(&[
             "serve",
             "--data-dir",
@@ -91,28 +157,11 @@ impl EdgeProcess {
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("spawning edge-node")?;
-        let stdout = child.stdout.take().context("stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("listening on ") {
-                    let _ = tx.send(addr.to_owned());
-                }
-            }
-        });
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(base) => Ok(Self { child, base }),
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("edge-node did not start listening within 30 s")
-            }
-        }
+        let (child, found) = spawn_and_wait(cmd, &["listening on "], log)?;
+        Ok(Self {
+            child,
+            base: found[0].clone(),
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -141,6 +190,208 @@ impl Drop for EdgeProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Runs a `cloud-sync` command to completion.
+pub fn cloud_command(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(cloud_binary())
+        .args(args)
+        .output()
+        .context("running cloud-sync")?;
+    if !out.status.success() {
+        bail!(
+            "cloud-sync {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A running `cloud-sync serve`. Killed (and reaped) on drop.
+pub struct CloudProcess {
+    child: Child,
+    pub quic: std::net::SocketAddr,
+    pub admin: String,
+}
+
+impl CloudProcess {
+    /// Serves on `quic` (port 0 picks one) with its log appended to `log`.
+    pub fn serve(
+        data_dir: &Path,
+        ca_dir: &Path,
+        quic: std::net::SocketAddr,
+        log: &Path,
+    ) -> anyhow::Result<Self> {
+        let mut cmd = Command::new(cloud_binary());
+        cmd.args([
+            "serve",
+            "--data-dir",
+            path_str(data_dir),
+            "--ca-dir",
+            path_str(ca_dir),
+            "--listen",
+            &quic.to_string(),
+            "--admin-listen",
+            "127.0.0.1:0",
+        ]);
+        let (child, found) = spawn_and_wait(
+            cmd,
+            &["quic listening on ", "admin listening on "],
+            Some(log),
+        )?;
+        Ok(Self {
+            child,
+            quic: found[0].parse()?,
+            admin: found[1].clone(),
+        })
+    }
+
+    pub fn kill_9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let res = reqwest::get(format!("{}{path}", self.admin)).await?;
+        if !res.status().is_success() {
+            bail!("cloud {path}: {}", res.status());
+        }
+        Ok(res.json().await?)
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let res = reqwest::Client::new()
+            .post(format!("{}{path}", self.admin))
+            .json(body)
+            .send()
+            .await?;
+        if !res.status().is_success() {
+            bail!(
+                "cloud {path}: {} {}",
+                res.status(),
+                res.text().await.unwrap_or_default()
+            );
+        }
+        Ok(res.json().await?)
+    }
+}
+
+impl Drop for CloudProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Environment that connects a box to a cloud with an enrolment in `enrol_dir`.
+pub fn cloud_env(
+    cloud: std::net::SocketAddr,
+    node_id: &str,
+    cert_node: &str,
+    enrol_dir: &Path,
+) -> Vec<(String, String)> {
+    vec![
+        ("EDGE_CLOUD_ADDR".into(), cloud.to_string()),
+        ("EDGE_NODE_ID".into(), node_id.into()),
+        (
+            "EDGE_CLOUD_CA".into(),
+            path_str(&enrol_dir.join("ca.pem")).into(),
+        ),
+        (
+            "EDGE_CLOUD_CERT".into(),
+            path_str(&enrol_dir.join(format!("{cert_node}.pem"))).into(),
+        ),
+        (
+            "EDGE_CLOUD_KEY".into(),
+            path_str(&enrol_dir.join(format!("{cert_node}.key"))).into(),
+        ),
+    ]
+}
+
+/// A free UDP port on loopback (for a cloud that starts later).
+pub fn free_udp_addr() -> std::net::SocketAddr {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp bind");
+    s.local_addr().expect("addr")
+}
+
+/// Polls `check` until it returns `Some`, or fails after `within`.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Ok(Some(v)) = check().await {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A UDP relay between a box and the cloud that the test can cut: while `blackhole`
+/// is set, every datagram in either direction is dropped. Stops with the runtime.
+pub struct Relay {
+    pub addr: std::net::SocketAddr,
+    pub blackhole: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    pub async fn start(upstream: std::net::SocketAddr) -> anyhow::Result<Self> {
+        use std::sync::atomic::Ordering;
+        let front = std::sync::Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await?);
+        let back = std::sync::Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await?);
+        back.connect(upstream).await?;
+        let addr = front.local_addr()?;
+        let blackhole = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let client: std::sync::Arc<std::sync::Mutex<Option<std::net::SocketAddr>>> =
+            Default::default();
+        {
+            let (front, back, hole, client) = (
+                front.clone(),
+                back.clone(),
+                blackhole.clone(),
+                client.clone(),
+            );
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                while let Ok((n, from)) = front.recv_from(&mut buf).await {
+                    *client.lock().unwrap() = Some(from);
+                    if !hole.load(Ordering::SeqCst) {
+                        let _ = back.send(&buf[..n]).await;
+                    }
+                }
+            });
+        }
+        {
+            let (front, back, hole, client) = (
+                front.clone(),
+                back.clone(),
+                blackhole.clone(),
+                client.clone(),
+            );
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                while let Ok(n) = back.recv(&mut buf).await {
+                    let to = *client.lock().unwrap();
+                    if let Some(to) = to
+                        && !hole.load(Ordering::SeqCst)
+                    {
+                        let _ = front.send_to(&buf[..n], to).await;
+                    }
+                }
+            });
+        }
+        Ok(Self { addr, blackhole })
+    }
+
+    pub fn cut(&self, cut: bool) {
+        self.blackhole
+            .store(cut, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

@@ -1,0 +1,492 @@
+//! The box and the cloud as real processes: backlogs, partitions, a killed cloud,
+//! concurrent document edits, and every way a box can be refused.
+
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tests::{
+    Api, CloudProcess, EdgeProcess, Relay, cloud_command, cloud_env, eventually, free_udp_addr,
+    path_str, seed_demo,
+};
+
+struct World {
+    dir: tempfile::TempDir,
+    ca: PathBuf,
+    enrol: PathBuf,
+    box_data: PathBuf,
+    cloud_data: PathBuf,
+}
+
+impl World {
+    fn new(node: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
+        let enrol = dir.path().join("enrol");
+        cloud_command(&["ca", "init", "--dir", path_str(&ca)]).unwrap();
+        cloud_command(&[
+            "enroll",
+            "--node-id",
+            node,
+            "--ca-dir",
+            path_str(&ca),
+            "--out",
+            path_str(&enrol),
+        ])
+        .unwrap();
+        let box_data = dir.path().join("box");
+        seed_demo(&box_data).unwrap();
+        let cloud_data = dir.path().join("cloud");
+        Self {
+            dir,
+            ca,
+            enrol,
+            box_data,
+            cloud_data,
+        }
+    }
+
+    fn log(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn edge(&self, cloud: std::net::SocketAddr, node: &str, cert_node: &str) -> EdgeProcess {
+        let env = cloud_env(cloud, node, cert_node, &self.enrol);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        EdgeProcess::serve_logged(&self.box_data, &env, Some(&self.log("box.log"))).unwrap()
+    }
+
+    fn cloud(&self, addr: std::net::SocketAddr) -> CloudProcess {
+        CloudProcess::serve(&self.cloud_data, &self.ca, addr, &self.log("cloud.log")).unwrap()
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Places `n` orders with 16 concurrent students; every third is paid at the counter.
+async fn orders(api: &Api, n: usize) {
+    let manager = api.manager().await.unwrap();
+    api.unlimited_menu(&manager).await.unwrap();
+    let menu = Arc::new(api.staff_menu(&manager).await.unwrap());
+    let staff = api.staff("staff", "staff-pass").await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..16usize {
+        let token = api.student(w as u32 % 30 + 1).await.unwrap();
+        let (api, menu, staff) = (api.clone(), menu.clone(), staff.clone());
+        tasks.spawn(async move {
+            let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(w as u64);
+            for i in (w..n).step_by(16) {
+                let (status, order) = api
+                    .post(
+                        "/api/student/orders",
+                        Some(&token),
+                        &tests::random_order(&menu, &mut rng),
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(status, 201, "{order}");
+                if i % 3 == 0 {
+                    let id = order["id"].as_str().unwrap();
+                    let (status, _) = api
+                        .post(
+                            &format!("/api/staff/orders/{id}/transitions"),
+                            Some(&staff),
+                            &json!({"event": "pay", "version": 1}),
+                        )
+                        .await
+                        .unwrap();
+                    assert_eq!(status, 200);
+                }
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+}
+
+async fn last_seq(api: &Api, staff: &str) -> u64 {
+    let (_, page) = api
+        .get("/api/staff/outbox?after_seq=0&limit=1", Some(staff))
+        .await
+        .unwrap();
+    page["last_seq"].as_u64().unwrap()
+}
+
+/// The box's day summary and the cloud's must agree exactly.
+async fn assert_same_totals(api: &Api, staff: &str, cloud: &CloudProcess, node: &str) {
+    let (_, mine) = api.get("/api/staff/summary", Some(staff)).await.unwrap();
+    let day = mine["service_day"].as_str().unwrap();
+    let theirs = cloud
+        .get(&format!("/nodes/{node}/summary?day={day}"))
+        .await
+        .unwrap();
+    assert_eq!(theirs["orders"], mine["orders"]);
+    assert_eq!(theirs["revenue_fen"], mine["revenue_fen"]);
+    assert_eq!(theirs["refunds_fen"], mine["refunds_fen"]);
+    for (state, n) in mine["by_state"].as_object().unwrap() {
+        assert_eq!(
+            theirs["by_state"][state].as_i64().unwrap_or(0),
+            n.as_i64().unwrap(),
+            "state {state}"
+        );
+    }
+    let items = |v: &Value, revenue: &str| {
+        let mut out: Vec<(String, i64, i64)> = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i["item_id"].as_str().unwrap().to_owned(),
+                    i["quantity"].as_i64().unwrap(),
+                    i[revenue].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    assert_eq!(items(&theirs, "revenue_fen"), items(&mine, "revenue_fen"));
+    assert!(mine["orders"].as_i64().unwrap() > 0);
+}
+
+async fn converged(api: &Api, staff: &str, cloud: &CloudProcess, node: &str) -> u64 {
+    let last = last_seq(api, staff).await;
+    eventually(
+        "the cloud to acknowledge every event",
+        Duration::from_secs(120),
+        || async {
+            let nodes = cloud.get("/nodes").await?;
+            let acked = nodes
+                .as_array()
+                .and_then(|n| n.iter().find(|x| x["node_id"] == node))
+                .and_then(|x| x["acked_seq"].as_u64());
+            Ok((acked == Some(last)).then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+    eventually(
+        "the box to see the acknowledgement",
+        Duration::from_secs(30),
+        || async {
+            let (_, s) = api.get("/api/staff/sync", Some(staff)).await?;
+            Ok((s["unacked_events"] == 0).then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+    let summary = cloud.get(&format!("/nodes/{node}/summary")).await.unwrap();
+    assert_eq!(
+        summary["events"].as_u64(),
+        Some(last),
+        "every event stored exactly once"
+    );
+    last
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_taken_while_the_cloud_is_down_arrives_exactly() {
+    let w = World::new("canteen-north");
+    let addr = free_udp_addr();
+    let edge = w.edge(addr, "canteen-north", "canteen-north");
+    let api = Api::new(&edge.base);
+    orders(&api, 5000).await;
+    let staff = api.staff("staff", "staff-pass").await.unwrap();
+    let (_, state) = api.get("/api/staff/sync", Some(&staff)).await.unwrap();
+    assert_eq!(state["connected"], false);
+    assert_eq!(
+        state["unacked_events"].as_u64(),
+        Some(last_seq(&api, &staff).await)
+    );
+    assert!(state["oldest_unacked_age_s"].as_i64().is_some());
+
+    let cloud = w.cloud(addr);
+    converged(&api, &staff, &cloud, "canteen-north").await;
+    assert_same_totals(&api, &staff, &cloud, "canteen-north").await;
+    let (_, state) = api.get("/api/staff/sync", Some(&staff)).await.unwrap();
+    assert_eq!(state["connected"], true);
+    assert!(state["last_success_unix"].as_u64().is_some());
+    let metrics = reqwest::get(format!("{}/metrics", edge.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("sync_connected 1") && metrics.contains("sync_unacked_events 0"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cloud_killed_mid_batch_applies_everything_exactly_once() {
+    let w = World::new("canteen-east");
+    let addr = free_udp_addr();
+    let edge = w.edge(addr, "canteen-east", "canteen-east");
+    let api = Api::new(&edge.base);
+    orders(&api, 4000).await;
+    let staff = api.staff("staff", "staff-pass").await.unwrap();
+    let last = last_seq(&api, &staff).await;
+
+    let cloud = w.cloud(addr);
+    // Kill it as soon as the first batches are committed, while the rest are in flight.
+    let acked = eventually(
+        "the first acknowledgement",
+        Duration::from_secs(60),
+        || async {
+            let nodes = cloud.get("/nodes").await?;
+            let acked = nodes
+                .as_array()
+                .and_then(|n| n.first())
+                .and_then(|x| x["acked_seq"].as_u64())
+                .unwrap_or(0);
+            Ok((acked > 0).then_some(acked))
+        },
+    )
+    .await
+    .unwrap();
+    cloud.kill_9();
+    assert!(
+        acked < last,
+        "the cloud was killed before the backlog was through ({acked} of {last})"
+    );
+
+    let cloud = w.cloud(addr);
+    converged(&api, &staff, &cloud, "canteen-east").await;
+    assert_same_totals(&api, &staff, &cloud, "canteen-east").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_blackholed_again_and_again_loses_and_duplicates_nothing() {
+    let w = World::new("canteen-west");
+    let cloud = w.cloud("127.0.0.1:0".parse().unwrap());
+    let relay = Relay::start(cloud.quic).await.unwrap();
+    let edge = w.edge(relay.addr, "canteen-west", "canteen-west");
+    let api = Api::new(&edge.base);
+    let cuts = {
+        let hole = relay.blackhole.clone();
+        tokio::spawn(async move {
+            for i in 0..12u64 {
+                tokio::time::sleep(Duration::from_millis(300 + 97 * (i % 5))).await;
+                hole.store(i % 2 == 0, std::sync::atomic::Ordering::SeqCst);
+            }
+            hole.store(false, std::sync::atomic::Ordering::SeqCst);
+        })
+    };
+    orders(&api, 2500).await;
+    cuts.await.unwrap();
+    relay.cut(false);
+    let staff = api.staff("staff", "staff-pass").await.unwrap();
+    converged(&api, &staff, &cloud, "canteen-west").await;
+    assert_same_totals(&api, &staff, &cloud, "canteen-west").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_on_both_sides_of_a_partition_both_survive() {
+    let w = World::new("canteen-south");
+    let cloud = w.cloud("127.0.0.1:0".parse().unwrap());
+    let relay = Relay::start(cloud.quic).await.unwrap();
+    let edge = w.edge(relay.addr, "canteen-south", "canteen-south");
+    let api = Api::new(&edge.base);
+    let manager = api.manager().await.unwrap();
+    let item = api
+        .staff_menu(&manager)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| i["name_en"] == "Mapo tofu with rice")
+        .unwrap();
+    let id = item["id"].as_str().unwrap().to_owned();
+    // The cloud's replica catches up with the box's menu.
+    eventually("the menu at the cloud", Duration::from_secs(30), || async {
+        let menu = cloud.get("/nodes/canteen-south/menu").await?;
+        Ok(menu["items"]
+            .as_array()
+            .is_some_and(|i| i.iter().any(|x| x["id"] == json!(id)))
+            .then_some(()))
+    })
+    .await
+    .unwrap();
+
+    relay.cut(true);
+    let (status, _) = api
+        .post(
+            "/api/staff/menu/edits",
+            Some(&manager),
+            &json!([{"op": "set_price", "item": id, "price_fen": 2345}]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    cloud
+        .post(
+            "/nodes/canteen-south/menu/edits",
+            &json!([{"op": "set_name_en", "item": id, "name": "Mapo tofu (campus recipe)"}]),
+        )
+        .await
+        .unwrap();
+    relay.cut(false);
+
+    let both =
+        |item: &Value| item["price_fen"] == 2345 && item["name_en"] == "Mapo tofu (campus recipe)";
+    eventually("both edits at the box", Duration::from_secs(60), || async {
+        let menu = api.staff_menu(&manager).await?;
+        Ok(menu
+            .iter()
+            .any(|i| i["id"] == json!(id) && both(i))
+            .then_some(()))
+    })
+    .await
+    .unwrap();
+    eventually(
+        "both edits at the cloud",
+        Duration::from_secs(60),
+        || async {
+            let menu = cloud.get("/nodes/canteen-south/menu").await?;
+            Ok(menu["items"]
+                .as_array()
+                .is_some_and(|i| i.iter().any(|x| x["id"] == json!(id) && both(x)))
+                .then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+    // Students see it too.
+    let (_, menu) = api.get("/api/menu", None).await.unwrap();
+    let shown = menu["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == json!(id))
+        .unwrap()
+        .clone();
+    assert!(both(&shown), "{shown}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boxes_that_are_not_who_they_say_are_refused_and_nothing_is_stored() {
+    let w = World::new("canteen-a");
+    let cloud = w.cloud("127.0.0.1:0".parse().unwrap());
+
+    // 1. A certificate from another CA (the box trusts the right CA, but its own
+    // certificate is not from it).
+    let other_ca = w.dir.path().join("other-ca");
+    let rogue = w.dir.path().join("rogue");
+    cloud_command(&["ca", "init", "--dir", path_str(&other_ca)]).unwrap();
+    cloud_command(&[
+        "enroll",
+        "--node-id",
+        "canteen-a",
+        "--ca-dir",
+        path_str(&other_ca),
+        "--out",
+        path_str(&rogue),
+    ])
+    .unwrap();
+    std::fs::copy(w.ca.join("ca.pem"), rogue.join("ca.pem")).unwrap();
+    {
+        let env = cloud_env(cloud.quic, "canteen-a", "canteen-a", &rogue);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let _edge =
+            EdgeProcess::serve_logged(&w.box_data, &env, Some(&w.log("rogue.log"))).unwrap();
+        eventually(
+            "the box to log the refusal",
+            Duration::from_secs(30),
+            || async {
+                Ok(read(&w.log("rogue.log"))
+                    .contains("sync link down")
+                    .then_some(()))
+            },
+        )
+        .await
+        .unwrap();
+    }
+    eventually(
+        "the cloud to log the failed handshake",
+        Duration::from_secs(10),
+        || async {
+            Ok(read(&w.log("cloud.log"))
+                .contains("handshake failed")
+                .then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        cloud.get("/nodes").await.unwrap(),
+        json!([]),
+        "nothing stored for an unknown CA"
+    );
+
+    // 2. A real certificate for canteen-a, but the box claims to be canteen-b.
+    {
+        let env = cloud_env(cloud.quic, "canteen-b", "canteen-a", &w.enrol);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let _edge = EdgeProcess::serve_logged(&w.box_data, &env, Some(&w.log("liar.log"))).unwrap();
+        eventually(
+            "the box to log the identity refusal",
+            Duration::from_secs(30),
+            || async {
+                let log = read(&w.log("liar.log"));
+                Ok((log.contains("refused")
+                    && log.contains("canteen-b")
+                    && log.contains("canteen-a"))
+                .then_some(()))
+            },
+        )
+        .await
+        .unwrap();
+    }
+    assert!(read(&w.log("cloud.log")).contains("claims node id \"canteen-b\""));
+    assert_eq!(
+        cloud.get("/nodes").await.unwrap(),
+        json!([]),
+        "nothing stored for a mismatched id"
+    );
+
+    // 3. A peer speaking another protocol version.
+    let config = cloud_sync::identity::client_config(
+        &w.enrol.join("ca.pem"),
+        &w.enrol.join("canteen-a.pem"),
+        &w.enrol.join("canteen-a.key"),
+    )
+    .unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(config);
+    let conn = endpoint
+        .connect(cloud.quic, cloud_sync::identity::DEFAULT_CLOUD_NAME)
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, recv) = conn.open_bi().await.unwrap();
+    let mut inbox = cloud_sync::wire::reader(recv);
+    cloud_sync::wire::send(
+        &mut send,
+        &cloud_sync::proto::Message::Hello {
+            version: 99,
+            node_id: "canteen-a".into(),
+        },
+    )
+    .await
+    .unwrap();
+    match cloud_sync::wire::next(&mut inbox).await.unwrap() {
+        cloud_sync::proto::Message::Refused { code, reason } => {
+            assert_eq!(code, cloud_sync::proto::RefuseCode::Version);
+            assert!(reason.contains("version 99 is not supported"), "{reason}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let closed = conn.closed().await;
+    assert!(closed.to_string().contains("not supported"), "{closed}");
+    endpoint.wait_idle().await;
+    assert!(read(&w.log("cloud.log")).contains("protocol version 99 is not supported"));
+    assert_eq!(
+        cloud.get("/nodes").await.unwrap(),
+        json!([]),
+        "nothing stored for another version"
+    );
+}
