@@ -112,7 +112,7 @@ impl Decoder {
     }
 
     /// The next whole message, `Ok(None)` if more bytes are needed.
-    pub fn next(&mut self) -> Result<Option<Message>, FrameError> {
+    pub fn next_message(&mut self) -> Result<Option<Message>, FrameError> {
         if self.buf.len() < 4 {
             return Ok(None);
         }
@@ -178,7 +178,7 @@ mod tests {
         let mut out = Vec::new();
         for b in all {
             d.push(&[b]);
-            while let Some(m) = d.next().unwrap() {
+            while let Some(m) = d.next_message().unwrap() {
                 out.push(m);
             }
         }
@@ -190,7 +190,7 @@ mod tests {
     fn oversized_frames_are_refused_before_reading_them() {
         let mut d = Decoder::new();
         d.push(&((FRAME_MAX as u32 + 1).to_be_bytes()));
-        assert_eq!(d.next(), Err(FrameError::TooLarge(FRAME_MAX + 1)));
+        assert_eq!(d.next_message(), Err(FrameError::TooLarge(FRAME_MAX + 1)));
     }
 
     /// Crashers found while fuzzing the decoder, kept as regressions.
@@ -205,7 +205,7 @@ mod tests {
         for case in cases {
             let mut d = Decoder::new();
             d.push(case);
-            assert!(d.next().is_err() || d.pending() > 0);
+            assert!(d.next_message().is_err() || d.pending() > 0);
         }
     }
 
@@ -218,12 +218,7 @@ mod tests {
             let mut d = Decoder::new();
             for c in chunks {
                 d.push(&c);
-                loop {
-                    match d.next() {
-                        Ok(Some(_)) => continue,
-                        Ok(None) | Err(_) => break,
-                    }
-                }
+                while let Ok(Some(_)) = d.next_message() {}
             }
         }
 
@@ -235,7 +230,7 @@ mod tests {
             frame[at] = b;
             let mut d = Decoder::new();
             d.push(&frame);
-            while let Ok(Some(_)) = d.next() {}
+            while let Ok(Some(_)) = d.next_message() {}
         }
     }
 }

@@ -38,7 +38,7 @@ pub fn reader(mut recv: quinn::RecvStream) -> mpsc::Receiver<Result<Message, Wir
                 Ok(Some(n)) => {
                     decoder.push(&buf[..n]);
                     loop {
-                        match decoder.next() {
+                        match decoder.next_message() {
                             Ok(Some(m)) => {
                                 if tx.send(Ok(m)).await.is_err() {
                                     return;

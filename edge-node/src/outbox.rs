@@ -87,6 +87,28 @@ pub fn after(
     Ok(events)
 }
 
+/// (seq, kind, aggregate id, payload JSON text, time text) of a stored event.
+pub type RawEvent = (i64, String, String, String, String);
+
+/// Like [`after`], with the payload left as the stored JSON text (for the sync
+/// client, which forwards it as text: no parse and re-serialise per event).
+pub fn after_raw(
+    conn: &Connection,
+    after_seq: i64,
+    limit: usize,
+) -> Result<Vec<RawEvent>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, kind, aggregate_id, payload, at FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![after_seq, limit.min(SYNC_PAGE_MAX) as i64], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The most events one sync read returns.
+pub const SYNC_PAGE_MAX: usize = 2000;
+
 /// The highest sequence number written so far (0 when empty).
 pub fn last_seq(conn: &Connection) -> Result<i64, StoreError> {
     Ok(conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM outbox", [], |r| r.get(0))?)

@@ -5,7 +5,7 @@
 //! never sits on the order path. Its state is shown in `/metrics` and the staff API.
 
 use crate::app::App;
-use crate::clock::{parse_ts, ts};
+use crate::clock::parse_ts;
 use crate::outbox;
 use cloud_sync::client::EdgeLink;
 use cloud_sync::proto::{Account, WireEvent};
@@ -43,16 +43,16 @@ impl EdgeLink for BoxLink {
         let events = self
             .app
             .readers
-            .read(move |c| outbox::after(c, after_seq as i64, max))
+            .read(move |c| outbox::after_raw(c, after_seq as i64, max))
             .await?;
         Ok(events
             .into_iter()
-            .map(|e| WireEvent {
-                seq: e.seq as u64,
-                kind: e.kind,
-                aggregate_id: e.aggregate_id,
-                payload: e.payload.to_string(),
-                at: ts(e.at),
+            .map(|(seq, kind, aggregate_id, payload, at)| WireEvent {
+                seq: seq as u64,
+                kind,
+                aggregate_id,
+                payload,
+                at,
             })
             .collect())
     }

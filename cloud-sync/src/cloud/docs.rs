@@ -21,9 +21,11 @@ struct Replica {
     chunk_bytes: usize,
 }
 
+type Replicas = HashMap<(String, DocKind), Arc<Mutex<Replica>>>;
+
 pub struct DocHub {
     store: Arc<CloudStore>,
-    replicas: Mutex<HashMap<(String, DocKind), Arc<Mutex<Replica>>>>,
+    replicas: Mutex<Replicas>,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
 }
 

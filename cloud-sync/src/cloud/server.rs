@@ -29,14 +29,12 @@ pub struct Cloud {
     pub accounts_changed: Arc<Notify>,
 }
 
-fn blocking<T: Send + 'static>(
+async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
-) -> impl std::future::Future<Output = anyhow::Result<T>> {
-    async move {
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| anyhow::anyhow!(e))?
-    }
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?
 }
 
 /// Accepts connections until `shutdown`, then closes them politely.
