@@ -272,3 +272,148 @@ fn fail_outcome(message: String) -> JobOutcome {
         complete: Box::new(move |_| tracing::debug!(%message, "write refused")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+
+    struct Quiet;
+    impl Publisher for Quiet {
+        fn publish(&self, _: Vec<Effect>) {}
+        fn rolled_back(&self, _: &Connection) {}
+    }
+
+    fn writer(queue_max: usize, group_max: usize) -> (Writer, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::db::open_writer(&dir.path().join("w.db")).unwrap();
+        conn.execute_batch("CREATE TABLE t (v INTEGER NOT NULL)")
+            .unwrap();
+        let w = Writer::spawn(
+            conn,
+            Arc::new(SystemClock),
+            Arc::new(Quiet),
+            WriterConfig {
+                queue_max,
+                group_max,
+            },
+        );
+        (w, dir)
+    }
+
+    fn count(dir: &tempfile::TempDir) -> i64 {
+        let conn = rusqlite::Connection::open(dir.path().join("w.db")).unwrap();
+        conn.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_failing_write_rolls_back_alone_and_the_rest_of_its_group_commits() {
+        let (w, dir) = writer(64, 64);
+        let w = Arc::new(w);
+        let mut tasks = Vec::new();
+        for i in 0..20i64 {
+            let w = w.clone();
+            tasks.push(tokio::spawn(async move {
+                w.write(move |ctx| -> Result<(), StoreError> {
+                    ctx.conn.execute("INSERT INTO t (v) VALUES (?1)", [i])?;
+                    if i % 5 == 0 {
+                        // Wrote, then failed: its row must not survive.
+                        return Err(StoreError::Corrupt("refused".into()));
+                    }
+                    Ok(())
+                })
+                .await
+            }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            if t.await.unwrap().is_ok() {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, 16);
+        assert_eq!(count(&dir), 16);
+        w.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_refused_not_waited_on() {
+        let (w, dir) = writer(1, 1);
+        let w = Arc::new(w);
+        // Hold the writer thread inside a write until released.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
+        let first = {
+            let w = w.clone();
+            tokio::spawn(async move {
+                w.write(move |_ctx| -> Result<(), StoreError> {
+                    let _ = started_tx.send(());
+                    let _ = held.recv();
+                    Ok(())
+                })
+                .await
+            })
+        };
+        started.await.unwrap();
+        // One write fits in the queue (it waits there: its caller gives up waiting,
+        // the write stays queued); the next is refused at once.
+        let queued = tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            w.write(|ctx| -> Result<(), StoreError> {
+                ctx.conn.execute("INSERT INTO t (v) VALUES (1)", [])?;
+                Ok(())
+            }),
+        )
+        .await;
+        assert!(queued.is_err(), "the second write waits in the queue");
+        let refused = w
+            .write(|_ctx| -> Result<(), WriteErrorOrStore> { Ok(()) })
+            .await;
+        assert!(
+            matches!(
+                refused,
+                Err(WriteErrorOrStore::Write(WriteError::Overloaded))
+            ),
+            "{refused:?}"
+        );
+        release.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        w.shutdown().await;
+        assert_eq!(
+            count(&dir),
+            1,
+            "the queued write was committed before shutdown"
+        );
+        // After shutdown, writes are refused.
+        let after = w
+            .write(|_ctx| -> Result<(), WriteErrorOrStore> { Ok(()) })
+            .await;
+        assert!(matches!(after, Err(WriteErrorOrStore::Write(_))));
+    }
+
+    #[derive(Debug)]
+    enum WriteErrorOrStore {
+        Write(WriteError),
+        #[allow(dead_code)]
+        Store(StoreError),
+    }
+
+    impl From<WriteError> for WriteErrorOrStore {
+        fn from(e: WriteError) -> Self {
+            Self::Write(e)
+        }
+    }
+
+    impl From<StoreError> for WriteErrorOrStore {
+        fn from(e: StoreError) -> Self {
+            Self::Store(e)
+        }
+    }
+
+    impl From<WriteError> for StoreError {
+        fn from(e: WriteError) -> Self {
+            StoreError::Corrupt(e.to_string())
+        }
+    }
+}
