@@ -153,6 +153,21 @@ fn compact(conn: &Connection, slot: &mut Slot) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Appends the document's changes since the last save as a chunk, compacting when
+/// the chunks have outgrown the snapshot.
+fn store_changes(conn: &Connection, slot: &mut Slot) -> Result<(), StoreError> {
+    let chunk = slot.doc.save_incremental();
+    if chunk.is_empty() {
+        return Ok(());
+    }
+    append(conn, slot.doc.kind(), "incremental", &chunk)?;
+    slot.incremental_bytes += chunk.len();
+    if slot.incremental_bytes > slot.snapshot_bytes.max(COMPACT_MIN_BYTES) {
+        compact(conn, slot)?;
+    }
+    Ok(())
+}
+
 /// The edits that give a new box's settings document the values of its config.
 pub fn seed_edits(config: &Config) -> Vec<SettingsEdit> {
     let hhmm = |t: chrono::NaiveTime| t.format("%H:%M").to_string();
@@ -272,17 +287,8 @@ impl Documents {
         };
         let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
         change(&mut slot.doc)?;
-        let result = (|| -> Result<Effect, StoreError> {
-            let chunk = slot.doc.save_incremental();
-            if !chunk.is_empty() {
-                append(ctx.conn, kind, "incremental", &chunk)?;
-                slot.incremental_bytes += chunk.len();
-                if slot.incremental_bytes > slot.snapshot_bytes.max(COMPACT_MIN_BYTES) {
-                    compact(ctx.conn, &mut slot)?;
-                }
-            }
-            project(&slot.doc).map_err(StoreError::Corrupt)
-        })();
+        let result = store_changes(ctx.conn, &mut slot)
+            .and_then(|()| project(&slot.doc).map_err(StoreError::Corrupt));
         match result {
             Ok(effect) => {
                 ctx.effect(effect);
@@ -468,14 +474,7 @@ impl Documents {
             return Err(StoreError::Corrupt(e.to_string()));
         }
         let result = (|| -> Result<Effect, StoreError> {
-            let chunk = slot.doc.save_incremental();
-            if !chunk.is_empty() {
-                append(ctx.conn, kind, "incremental", &chunk)?;
-                slot.incremental_bytes += chunk.len();
-                if slot.incremental_bytes > slot.snapshot_bytes.max(COMPACT_MIN_BYTES) {
-                    compact(ctx.conn, &mut slot)?;
-                }
-            }
+            store_changes(ctx.conn, &mut slot)?;
             save_sync_state(ctx, kind, CLOUD_PEER, &peer.encode())?;
             Ok(match kind {
                 DocKind::Menu => {
