@@ -5,7 +5,6 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{Path, Student};
 use crate::app::App;
 use crate::ids::OrderId;
-use crate::order;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -41,14 +40,7 @@ async fn pickup_qr(
     Student(student): Student,
     Path(id): Path<OrderId>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let order = app
-        .readers
-        .read(move |c| order::load(c, id))
-        .await?
-        .ok_or(order::OrderError::NotFound)?;
-    if order.student_id != student {
-        return Err(order::OrderError::NotYours.into());
-    }
+    let order = super::student::own_order(&app, student, id).await?;
     let svg = svg_of(&order.pickup_token).map_err(ApiError::internal)?;
     Ok((
         [

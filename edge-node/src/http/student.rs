@@ -317,6 +317,15 @@ async fn one_order(
     Student(student): Student,
     Path(id): Path<OrderId>,
 ) -> Result<Json<OrderView>, ApiError> {
+    Ok(Json(own_order(&app, student, id).await?))
+}
+
+/// One of `student`'s orders: 404 if there is no such order, 403 if it is someone else's.
+pub(super) async fn own_order(
+    app: &App,
+    student: crate::ids::StudentId,
+    id: OrderId,
+) -> Result<OrderView, ApiError> {
     let order = app
         .readers
         .read(move |c| order::load(c, id))
@@ -325,7 +334,7 @@ async fn one_order(
     if order.student_id != student {
         return Err(order::OrderError::NotYours.into());
     }
-    Ok(Json(order))
+    Ok(order)
 }
 
 /// Cancel my order, while the kitchen has not started on it.
