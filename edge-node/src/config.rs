@@ -353,6 +353,18 @@ pub const DB_FILE: &str = "canteen.db";
 mod tests {
     use super::*;
 
+    /// The example in deploy/ is a configuration this build accepts.
+    #[test]
+    fn the_deploy_example_is_valid() {
+        let file: Settings = toml::from_str(include_str!("../../deploy/edge.toml")).unwrap();
+        let cfg = Config::resolve(file).unwrap();
+        assert_eq!(
+            cfg.cloud.as_ref().map(|c| c.node_id.as_str()),
+            Some("canteen-north")
+        );
+        assert_eq!(cfg.payment_modes.len(), 2);
+    }
+
     #[test]
     fn higher_sources_win_and_bad_values_name_their_key() {
         let flags = Settings {
