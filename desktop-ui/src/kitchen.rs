@@ -357,7 +357,7 @@ mod tests {
         let window = Duration::from_millis(RECALL_WINDOW_MS);
         assert!(pending.take_due(t0 + window / 2).is_empty());
         let shown = board(
-            &[o.clone()],
+            std::slice::from_ref(&o),
             &allergens(),
             &pending,
             at(1, 0),
