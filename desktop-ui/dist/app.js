@@ -44,13 +44,15 @@ function cardView(card) {
     el("b", {}, l.quantity + "× "), name(l),
     (LANG === "zh" ? l.options_zh : l.options_en).length
       ? el("span", { class: "options" }, " (" + (LANG === "zh" ? l.options_zh : l.options_en).join(", ") + ")") : null,
-    ...l.allergens.map((a) => el("span", { class: "allergen" }, a))));
+    ...l.allergens.map((a) => el("span", { class: "allergen" }, allergenName(a)))));
   let action = null;
   if (card.recall_ms !== null) {
-    action = el("button", { class: "recall", onclick: () => doRecall(card.id) },
+    action = el("button", { class: "recall", onclick: (ev) => { ev.stopPropagation(); doRecall(card.id); } },
       T("recall", Math.ceil(card.recall_ms / 1000)));
   } else if (card.next_event) {
-    action = el("button", { class: "bump", onclick: () => doBump(card.id) }, T("bump_" + card.next_event));
+    action = el("button", { class: "bump", onclick: (ev) => { ev.stopPropagation(); doBump(card.id); } }, T("bump_" + card.next_event));
+  } else if (card.state === "ready") {
+    action = el("p", { class: "await" }, T("await_pickup"));
   }
   return el("article", {
     class: "card" + (card.overdue ? " overdue" : "") + (card.id === selected ? " selected" : "")
@@ -63,7 +65,7 @@ function cardView(card) {
       card.unpaid ? el("span", { class: "badge unpaid" }, T("unpaid")) : null,
       card.overdue ? el("span", { class: "badge overdue" }, T("overdue")) : null,
       el("span", { class: "age" }, T("minutes", mins, secs))),
-    card.allergens.length ? el("div", { class: "allergens" }, "⚠ " + card.allergens.join(" · ")) : null,
+    card.allergens.length ? el("div", { class: "allergens" }, "⚠ " + card.allergens.map(allergenName).join(" · ")) : null,
     card.pickup_slot ? el("div", { class: "slot" }, card.pickup_slot) : null,
     el("ul", {}, lines),
     action);

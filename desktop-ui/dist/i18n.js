@@ -20,7 +20,7 @@ const TEXTS = {
     conflict_in_effect: "生效中", keep_value: "采用此值", no_conflicts: "",
     lan_ok: "● 已连接终端", lan_down: "● 未连接终端", sync_off: "云同步：未配置",
     sync_ok: "云同步：已连接，待上传 {0}", sync_down: "云同步：断开，待上传 {0}（最早 {1} 秒前）",
-    new_order: "新订单 #{0}", nothing_here: "暂无",
+    new_order: "新订单 #{0}", nothing_here: "暂无", await_pickup: "等待取餐（在“取餐核销”交付）",
     e_pickup_not_found: "没有这个取餐号/二维码的订单", e_already_picked_up: "该订单已经取过餐了",
     e_not_ready: "订单还没做好", e_invalid_pickup_code: "这不是有效的取餐号或二维码",
     e_unauthorized: "用户名或密码错误", e_invalid_credentials: "用户名或密码错误",
@@ -47,7 +47,7 @@ const TEXTS = {
     conflict_in_effect: "in effect", keep_value: "Keep this", no_conflicts: "",
     lan_ok: "● box connected", lan_down: "● box not connected", sync_off: "cloud sync: not configured",
     sync_ok: "cloud sync: connected, {0} to upload", sync_down: "cloud sync: down, {0} to upload (oldest {1} s)",
-    new_order: "New order #{0}", nothing_here: "nothing here",
+    new_order: "New order #{0}", nothing_here: "nothing here", await_pickup: "waiting for pickup (hand over in Hand-over)",
     e_pickup_not_found: "No order with that pickup number or QR code", e_already_picked_up: "That order was already picked up",
     e_not_ready: "That order is not ready yet", e_invalid_pickup_code: "That is not a pickup number or QR code",
     e_unauthorized: "Wrong user name or password", e_invalid_credentials: "Wrong user name or password",
@@ -61,6 +61,13 @@ function T(key, ...args) {
   const s = (TEXTS[LANG] && TEXTS[LANG][key]) ?? TEXTS.en[key] ?? key;
   return s.replace(/\{(\d)\}/g, (_, i) => String(args[Number(i)]));
 }
+// Allergen tags as stored on the menu → words staff read at a glance.
+const ALLERGENS = {
+  zh: { peanut: "花生", soy: "大豆", gluten: "麸质", egg: "鸡蛋", milk: "牛奶", fish: "鱼",
+        shellfish: "贝类", sesame: "芝麻", tree_nut: "坚果", celery: "芹菜", mustard: "芥末" },
+  en: { tree_nut: "tree nuts" },
+};
+function allergenName(tag) { return (ALLERGENS[LANG] && ALLERGENS[LANG][tag]) || tag; }
 // A UiError from Rust → one sentence: ours when we know the code, else the box's.
 function errorText(e) {
   if (e && typeof e === "object") {
