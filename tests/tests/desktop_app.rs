@@ -388,6 +388,28 @@ async fn drive(client: &Client, api: &Api, base: &str, dish: &str) -> anyhow::Re
     let number = first["pickup_number"].as_i64().context("pickup number")?;
     let order_id = first["id"].as_str().context("order id")?.to_owned();
     wait_state(client, number, "placed").await?;
+    // It was announced (in-app toast; the chime is not observable here), and the
+    // status bar shows the live link to the box.
+    until("the new-order toast", || async {
+        for toast in client.find_all(Locator::Css(".toast.new")).await? {
+            if toast
+                .text()
+                .await
+                .unwrap_or_default()
+                .contains(&format!("#{number}"))
+            {
+                return Ok(Some(()));
+            }
+        }
+        Ok(None)
+    })
+    .await?;
+    let lan = client.find(Locator::Css("#lan-status")).await?;
+    ensure!(
+        lan.attr("class").await?.as_deref() == Some("ok"),
+        "status bar: {:?}",
+        lan.text().await?
+    );
     let second = place_order(api, 2, dish, "desktop-e2e-2").await?;
     let second_number = second["pickup_number"].as_i64().context("pickup number")?;
     wait_state(client, second_number, "placed").await?;
