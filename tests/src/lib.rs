@@ -553,3 +553,9 @@ pub fn random_order(menu: &[Value], rng: &mut impl rand::Rng) -> Value {
         .collect();
     json!({"lines": lines, "payment_mode": "counter"})
 }
+
+/// The staff desktop app (`desktop-ui`) of the same build profile as the running
+/// executable (or `$DESKTOP_UI_BIN`).
+pub fn desktop_binary() -> PathBuf {
+    workspace_binary("desktop-ui", "DESKTOP_UI_BIN")
+}

@@ -1,0 +1,69 @@
+//! The remembered box: a small JSON file in the app's config directory, so a terminal
+//! starts where it left off. Passwords and tokens are never written.
+
+use crate::error::UiError;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+pub const FILE_NAME: &str = "box.json";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Remembered {
+    /// `http://host:port` of the box.
+    pub box_url: Option<String>,
+    pub username: Option<String>,
+    /// `zh` or `en`.
+    #[serde(default = "default_language")]
+    pub language: String,
+}
+
+fn default_language() -> String {
+    "zh".into()
+}
+
+/// The remembered box; a missing or unreadable file means a first start.
+pub fn load(dir: &Path) -> Remembered {
+    std::fs::read(dir.join(FILE_NAME))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or(Remembered {
+            language: default_language(),
+            ..Remembered::default()
+        })
+}
+
+/// Writes the file atomically (temporary file, then rename).
+pub fn save(dir: &Path, remembered: &Remembered) -> Result<(), UiError> {
+    let err = |e: std::io::Error| UiError::Settings {
+        message: e.to_string(),
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let json = serde_json::to_vec_pretty(remembered).map_err(|e| UiError::Settings {
+        message: e.to_string(),
+    })?;
+    let tmp = dir.join(format!("{FILE_NAME}.tmp"));
+    std::fs::write(&tmp, json).map_err(err)?;
+    std::fs::rename(&tmp, dir.join(FILE_NAME)).map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembers_the_box_across_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = load(dir.path());
+        assert_eq!(first.box_url, None);
+        assert_eq!(first.language, "zh");
+        let r = Remembered {
+            box_url: Some("http://127.0.0.1:8080".into()),
+            username: Some("staff".into()),
+            language: "en".into(),
+        };
+        save(&dir.path().join("nested"), &r).unwrap();
+        assert_eq!(load(&dir.path().join("nested")), r);
+        std::fs::write(dir.path().join(FILE_NAME), b"{not json").unwrap();
+        assert_eq!(load(dir.path()).box_url, None);
+    }
+}

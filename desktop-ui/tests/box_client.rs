@@ -1,0 +1,192 @@
+//! The app's client against a real box (the `edge-node` binary on a demo canteen, via
+//! the `tests` harness): logins, the order lifecycle, hand-over errors, stock, menu
+//! edits, summary, sync state and the event stream. Build the binaries first
+//! (`cargo build --workspace --bins`, as `scripts/test` does).
+
+use desktop_ui::client::{BoxClient, MenuEdit, OrderEvent, OrderState, StockAction};
+use desktop_ui::events::{self, StreamNews};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tests::{Api, EdgeProcess, FAST_ENV, seed_demo};
+use tokio_util::sync::CancellationToken;
+
+async fn place_order(api: &Api, student: u32, item_id: &str) -> Value {
+    let token = api.student(student).await.unwrap();
+    let res = api
+        .http
+        .post(format!("{}/api/student/orders", api.base))
+        .bearer_auth(&token)
+        .header("idempotency-key", uuid_like(student, item_id))
+        .json(&json!({"lines": [{"item_id": item_id, "quantity": 1}], "payment_mode": "counter"}))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    let body: Value = res.json().await.unwrap();
+    assert!(status.is_success(), "placing: {status} {body}");
+    body
+}
+
+fn uuid_like(student: u32, item: &str) -> String {
+    format!("test-{student}-{item}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_works_the_whole_day_against_a_real_box() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("box");
+    seed_demo(&data).unwrap();
+    let edge = EdgeProcess::serve(&data, FAST_ENV).unwrap();
+    let api = Api::new(&edge.base);
+
+    // Logins: a wrong password is the box's code, not a transport error.
+    let anonymous = BoxClient::new(&edge.base).unwrap();
+    let e = anonymous.login("staff", "nope").await.unwrap_err();
+    assert_eq!(e.code(), "invalid_credentials");
+    let login = anonymous.login("staff", "staff-pass").await.unwrap();
+    assert_eq!(login.role, "staff");
+    let staff = anonymous.clone().with_token(login.token);
+    let manager_login = anonymous.login("manager", "manager-pass").await.unwrap();
+    assert_eq!(manager_login.role, "manager");
+    let manager = anonymous.clone().with_token(manager_login.token);
+
+    // The event stream announces a new order.
+    let stop = CancellationToken::new();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let follower = tokio::spawn(events::follow(staff.clone(), stop.clone(), move |n| {
+        let _ = tx.send(n);
+    }));
+    let first = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first, StreamNews::Connected);
+
+    let menu = staff.staff_menu().await.unwrap();
+    let item = menu
+        .items
+        .iter()
+        .find(|i| {
+            i.fields.available
+                && !i.fields.archived
+                && i.fields.option_groups.as_array().is_none_or(|groups| {
+                    groups
+                        .iter()
+                        .all(|g| g["min_choices"].as_u64().unwrap_or(0) == 0)
+                })
+        })
+        .unwrap()
+        .clone();
+    let placed = place_order(&api, 1, &item.id).await;
+    let order_id = placed["id"].as_str().unwrap().to_owned();
+    let announced = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(n) = rx.recv().await {
+            if n == (StreamNews::Changed { new_order: true }) {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap();
+    assert!(announced, "the stream announced the new order");
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), follower)
+        .await
+        .unwrap()
+        .unwrap();
+
+    // The queue shows it; it is bumped through the lifecycle.
+    let open = staff.open_orders().await.unwrap();
+    let order = open.iter().find(|o| o.id == order_id).unwrap().clone();
+    assert_eq!(order.state, OrderState::Placed);
+    let number = order.pickup_number;
+
+    // Handing over an unfinished order says so.
+    let e = staff.hand_over(&number.to_string()).await.unwrap_err();
+    assert_eq!(e.code(), "not_ready");
+
+    let paid = staff
+        .transition(&order_id, OrderEvent::Pay, order.version)
+        .await
+        .unwrap();
+    assert_eq!(paid.state, OrderState::Paid);
+    // The version it was bumped against is now stale.
+    let e = staff
+        .transition(&order_id, OrderEvent::StartPreparing, order.version)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "stale_version");
+    let preparing = staff
+        .transition(&order_id, OrderEvent::StartPreparing, paid.version)
+        .await
+        .unwrap();
+    let ready = staff
+        .transition(&order_id, OrderEvent::MarkReady, preparing.version)
+        .await
+        .unwrap();
+    assert_eq!(ready.state, OrderState::Ready);
+
+    // Hand-over by number, then again: already picked up; a wrong token: not found.
+    let handed = staff.hand_over(&number.to_string()).await.unwrap();
+    assert_eq!(handed.state, OrderState::PickedUp);
+    let e = staff.hand_over(&handed.pickup_token).await.unwrap_err();
+    assert_eq!(e.code(), "already_picked_up");
+    let e = staff.hand_over(&"0f".repeat(32)).await.unwrap_err();
+    assert_eq!(e.code(), "pickup_not_found");
+    let (_, on_box) = api
+        .get(&format!("/api/staff/orders/{order_id}"), staff.token())
+        .await
+        .unwrap();
+    assert_eq!(on_box["state"], "picked_up");
+
+    // Stock: sold out, back, restock.
+    staff.stock(&item.id, &StockAction::SoldOut).await.unwrap();
+    let level = staff
+        .stock_levels()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|l| l.id == item.id)
+        .unwrap();
+    assert!(level.sold_out);
+    staff.stock(&item.id, &StockAction::Back).await.unwrap();
+    let restocked = staff
+        .stock(&item.id, &StockAction::Restock { count: 5 })
+        .await
+        .unwrap();
+    assert_eq!(restocked["sold_out"], false);
+
+    // Menu: staff may not edit; a manager may, by field and by whole item.
+    let e = staff
+        .menu_edits(&[MenuEdit::SetPrice {
+            item: item.id.clone(),
+            price_fen: 1800,
+        }])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "forbidden");
+    let after = manager
+        .menu_edits(&[MenuEdit::SetPrice {
+            item: item.id.clone(),
+            price_fen: 1800,
+        }])
+        .await
+        .unwrap();
+    let edited = after.items.iter().find(|i| i.id == item.id).unwrap();
+    assert_eq!(edited.fields.price_fen, 1800);
+    let mut fields = edited.fields.clone();
+    fields.name_en = "Renamed".into();
+    let saved = manager.update_item(&item.id, &fields).await.unwrap();
+    assert_eq!(saved.fields.name_en, "Renamed");
+    assert_eq!(saved.fields.price_fen, 1800);
+    assert!(after.conflicts.is_empty());
+
+    // Day summary and sync state.
+    let summary = staff.summary().await.unwrap();
+    assert_eq!(summary["orders"], 1);
+    let sync = staff.sync_state().await.unwrap();
+    assert!(!sync.configured);
+
+    drop(edge);
+}
