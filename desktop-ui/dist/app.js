@@ -220,7 +220,7 @@ function conflictEdit(field, item, value) {
 function parseValue(v) { try { return JSON.parse(v); } catch (_) { return v; } }
 
 function renderMenu(m) {
-  menuItems = m.items.filter((i) => !i.archived);
+  menuItems = m.items.filter((i) => !i.archived).sort((a, b) => a.sort_key - b.sort_key);
   const byId = Object.fromEntries(m.items.map((i) => [i.id, i]));
   $("#conflicts").replaceChildren(...(m.conflicts.length ? [el("h3", { class: "error" }, T("conflicts"))] : []),
     ...m.conflicts.map((c) => {

@@ -479,5 +479,81 @@ async fn drive(client: &Client, api: &Api, base: &str, dish: &str) -> anyhow::Re
             );
         }
     }
+
+    // The other tabs render from the box: stock (one row per dish), the day summary
+    // (two orders), and for a manager the menu editor. (Screenshots of these table
+    // pages take WebKitWebDriver 5-10 s each under Xvfb, so only the menu is kept.)
+    client
+        .find(Locator::Css("#tab-stock"))
+        .await?
+        .click()
+        .await?;
+    until("the stock rows", || async {
+        Ok((!client
+            .find_all(Locator::Css("#stock-rows tr"))
+            .await?
+            .is_empty())
+        .then_some(()))
+    })
+    .await?;
+    client
+        .find(Locator::Css("#tab-summary"))
+        .await?
+        .click()
+        .await?;
+    until("the day summary", || async {
+        let text = client.find(Locator::Css("#summary")).await?.text().await?;
+        Ok(text.contains('2').then_some(()))
+    })
+    .await?;
+    client
+        .find(Locator::Css("#logout-btn"))
+        .await?
+        .click()
+        .await?;
+    let user = until("the login form again", || async {
+        let field = client.find(Locator::Css("#username")).await?;
+        Ok(field.is_displayed().await?.then_some(field))
+    })
+    .await?;
+    // The box is remembered; the user name is replaced.
+    let remembered = client
+        .find(Locator::Css("#address"))
+        .await?
+        .prop("value")
+        .await?
+        .unwrap_or_default();
+    ensure!(remembered == base, "remembered address {remembered:?}");
+    user.clear().await?;
+    user.send_keys("manager").await?;
+    client
+        .find(Locator::Css("#password"))
+        .await?
+        .send_keys("manager-pass")
+        .await?;
+    client
+        .find(Locator::Css("#login-btn"))
+        .await?
+        .click()
+        .await?;
+    until("the menu tab", || async {
+        let tab = client.find(Locator::Css("#tab-menu")).await?;
+        Ok(tab.is_displayed().await?.then_some(tab))
+    })
+    .await?
+    .click()
+    .await?;
+    until("the menu rows", || async {
+        Ok((!client
+            .find_all(Locator::Css("#menu-rows tr"))
+            .await?
+            .is_empty())
+        .then_some(()))
+    })
+    .await?;
+    std::fs::write(
+        artifacts()?.join("desktop-menu.png"),
+        client.screenshot().await?,
+    )?;
     Ok(order_id)
 }
