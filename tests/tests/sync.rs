@@ -228,27 +228,38 @@ async fn a_cloud_killed_mid_batch_applies_everything_exactly_once() {
     let addr = free_udp_addr();
     let edge = w.edge(addr, "canteen-east", "canteen-east");
     let api = Api::new(&edge.base);
-    orders(&api, 4000).await;
+    orders(&api, 8000).await;
     let staff = api.staff("staff", "staff-pass").await.unwrap();
     let last = last_seq(&api, &staff).await;
 
     let cloud = w.cloud(addr);
-    // Kill it as soon as the first batches are committed, while the rest are in flight.
-    let acked = eventually(
-        "the first acknowledgement",
-        Duration::from_secs(60),
-        || async {
-            let nodes = cloud.get("/nodes").await?;
-            let acked = nodes
-                .as_array()
-                .and_then(|n| n.first())
-                .and_then(|x| x["acked_seq"].as_u64())
-                .unwrap_or(0);
-            Ok((acked > 0).then_some(acked))
-        },
-    )
-    .await
-    .unwrap();
+    // Kill it as soon as the first batch is committed, while the rest are in flight:
+    // poll tightly (a whole backlog can go through in a fraction of a second).
+    let admin = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let acked = loop {
+        let nodes: Value = admin
+            .get(format!("{}/nodes", cloud.admin))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let acked = nodes
+            .as_array()
+            .and_then(|n| n.first())
+            .and_then(|x| x["acked_seq"].as_u64())
+            .unwrap_or(0);
+        if acked > 0 {
+            break acked;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no acknowledgement within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
     cloud.kill_9();
     assert!(
         acked < last,
