@@ -27,13 +27,14 @@ CREATE TABLE IF NOT EXISTS event (
     at           TEXT NOT NULL,
     PRIMARY KEY (node_id, seq)
 ) STRICT, WITHOUT ROWID;
+-- One row per order; its lines stay in the order.placed event (read at query time).
 CREATE TABLE IF NOT EXISTS cloud_order (
     node_id     TEXT NOT NULL,
     order_id    TEXT NOT NULL,
     service_day TEXT NOT NULL,
     state       TEXT NOT NULL,
     total_fen   INTEGER NOT NULL,
-    lines       TEXT NOT NULL,
+    placed_seq  INTEGER NOT NULL,
     PRIMARY KEY (node_id, order_id)
 ) STRICT, WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS cloud_payment (
@@ -238,7 +239,9 @@ impl CloudStore {
         )?;
         let mut stmt = conn.prepare(
             "SELECT l.value ->> 'item_id', SUM(l.value ->> 'quantity'), SUM(l.value ->> 'line_total_fen')
-             FROM cloud_order o, json_each(o.lines) l
+             FROM cloud_order o
+             JOIN event e ON e.node_id = o.node_id AND e.seq = o.placed_seq,
+             json_each(e.payload, '$.lines') l
              WHERE o.node_id = ?1 AND o.service_day LIKE ?2
                AND o.state IN ('paid', 'preparing', 'ready', 'picked_up', 'unclaimed')
              GROUP BY 1 ORDER BY 1",
@@ -373,8 +376,38 @@ impl CloudStore {
     }
 }
 
+/// The fields of `order.placed` the projection needs (the rest is skipped unparsed).
+#[derive(serde::Deserialize)]
+struct Placed<'a> {
+    #[serde(borrow)]
+    id: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    service_day: std::borrow::Cow<'a, str>,
+    total_fen: i64,
+}
+
+/// The fields of `order.<state>` the projection needs.
+#[derive(serde::Deserialize)]
+struct Moved<'a> {
+    #[serde(borrow)]
+    order_id: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    to: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    service_day: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    payment: Option<Payment>,
+}
+
+#[derive(serde::Deserialize)]
+struct Payment {
+    amount_fen: Option<i64>,
+    refund_id: Option<serde::de::IgnoredAny>,
+}
+
 /// Projects one event into the aggregate tables. Events are the box's own records
-/// (`order.placed` carries the whole order; `order.<state>` the transition).
+/// (`order.placed` carries the whole order; `order.<state>` the transition). Only the
+/// fields used are parsed: this runs for every event of a catch-up.
 fn project(tx: &rusqlite::Transaction<'_>, node: &str, e: &WireEvent) -> Result<(), StoreError> {
     let bad = |reason: &str| StoreError::BadEvent {
         node: node.to_owned(),
@@ -384,35 +417,25 @@ fn project(tx: &rusqlite::Transaction<'_>, node: &str, e: &WireEvent) -> Result<
     if !e.kind.starts_with("order.") {
         return Ok(());
     }
-    let payload: serde_json::Value =
-        serde_json::from_str(&e.payload).map_err(|_| bad("payload is not JSON"))?;
     if e.kind == "order.placed" {
-        let id = payload["id"].as_str().ok_or_else(|| bad("no order id"))?;
+        let p: Placed<'_> = serde_json::from_str(&e.payload).map_err(|_| bad("not an order"))?;
         tx.prepare_cached(
-            "INSERT OR REPLACE INTO cloud_order (node_id, order_id, service_day, state, total_fen, lines)
+            "INSERT OR REPLACE INTO cloud_order (node_id, order_id, service_day, state, total_fen, placed_seq)
              VALUES (?1, ?2, ?3, 'placed', ?4, ?5)",
         )?
-        .execute(params![
-            node,
-            id,
-            payload["service_day"].as_str().unwrap_or(""),
-            payload["total_fen"].as_i64().unwrap_or(0),
-            payload["lines"].to_string(),
-        ])?;
+        .execute(params![node, p.id, p.service_day, p.total_fen, e.seq as i64])?;
         return Ok(());
     }
-    let id = payload["order_id"]
-        .as_str()
-        .ok_or_else(|| bad("no order id"))?;
-    let to = payload["to"]
-        .as_str()
-        .ok_or_else(|| bad("no target state"))?;
-    let day = payload["service_day"].as_str().unwrap_or("");
+    let m: Moved<'_> =
+        serde_json::from_str(&e.payload).map_err(|_| bad("not an order transition"))?;
     tx.prepare_cached("UPDATE cloud_order SET state = ?3 WHERE node_id = ?1 AND order_id = ?2")?
-        .execute(params![node, id, to])?;
-    let payment = &payload["payment"];
-    if let Some(amount) = payment["amount_fen"].as_i64() {
-        let kind = if payment.get("refund_id").is_some() {
+        .execute(params![node, m.order_id, m.to])?;
+    if let Some(Payment {
+        amount_fen: Some(amount),
+        refund_id,
+    }) = m.payment
+    {
+        let kind = if refund_id.is_some() {
             "refund"
         } else {
             "payment"
@@ -420,7 +443,7 @@ fn project(tx: &rusqlite::Transaction<'_>, node: &str, e: &WireEvent) -> Result<
         tx.prepare_cached(
             "INSERT INTO cloud_payment (node_id, seq, order_id, service_day, kind, amount_fen) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
-        .execute(params![node, e.seq as i64, id, day, kind, amount])?;
+        .execute(params![node, e.seq as i64, m.order_id, m.service_day, kind, amount])?;
     }
     Ok(())
 }
