@@ -281,11 +281,7 @@ impl Documents {
         change: impl FnOnce(&mut ReplicatedDoc) -> Result<(), E>,
         project: impl FnOnce(&ReplicatedDoc) -> Result<Effect, String>,
     ) -> Result<(), E> {
-        let slot = match kind {
-            DocKind::Menu => &self.menu,
-            DocKind::Settings => &self.settings,
-        };
-        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = self.slot(kind).lock().unwrap_or_else(|e| e.into_inner());
         change(&mut slot.doc)?;
         let result = store_changes(ctx.conn, &mut slot)
             .and_then(|()| project(&slot.doc).map_err(StoreError::Corrupt));
@@ -506,16 +502,6 @@ impl Documents {
             DocKind::Menu => &self.menu,
             DocKind::Settings => &self.settings,
         }
-    }
-
-    /// Bytes stored for a document: (snapshot, incremental chunks).
-    pub fn stored_bytes(&self, kind: DocKind) -> (usize, usize) {
-        let slot = match kind {
-            DocKind::Menu => &self.menu,
-            DocKind::Settings => &self.settings,
-        };
-        let slot = slot.lock().unwrap_or_else(|e| e.into_inner());
-        (slot.snapshot_bytes, slot.incremental_bytes)
     }
 }
 
