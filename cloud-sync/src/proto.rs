@@ -17,7 +17,8 @@ pub const FRAME_MAX: usize = 8 * 1024 * 1024;
 pub const BATCH_MAX: usize = 2000;
 
 /// An outbox event on the wire. The payload stays JSON text: it is the box's own
-/// record, stored and projected by the cloud, and versioned by its `kind`.
+/// record, stored and projected by the cloud; its `kind` says how to read it and its
+/// `v` which version it is (`canteen_api::events`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireEvent {
     pub seq: u64,

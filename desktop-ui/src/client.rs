@@ -1,197 +1,24 @@
-//! The box's staff HTTP API, as this app uses it: typed requests, and every error answer
-//! mapped to a `UiError` carrying the box's stable code (`pickup_not_found`,
+//! The box's staff HTTP API, as this app uses it: requests and answers in the box's own
+//! wire types (`canteen_api`, declared once for box, app and cloud), and every error
+//! answer mapped to a `UiError` carrying the box's stable code (`pickup_not_found`,
 //! `stale_version`, ...). The app never touches the box's database; this is its only way
 //! in. Plain HTTP on the canteen's LAN (the box listens on http).
 
 use crate::error::UiError;
-use chrono::{DateTime, Utc};
+use canteen_api::menu::{ItemFields, MenuEdit, MenuItem, MenuResponse};
+use canteen_api::order::DaySummary;
+use canteen_api::staff::{
+    HandOverRequest, LoginResponse, StaffLogin, StaffMenu, SyncState, TransitionRequest,
+};
+use canteen_api::stock::{StaffStockAction, StockLevel};
+use canteen_api::{ErrorBody, ErrorCode, ItemId, OrderEvent, OrderId, OrderState, OrderView};
 use reqwest::{Method, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::time::Duration;
 
 /// One request may take this long before the box counts as unreachable.
 const REQUEST_TIMEOUT_MS: u64 = 8_000;
 const CONNECT_TIMEOUT_MS: u64 = 3_000;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OrderState {
-    Placed,
-    Paid,
-    Preparing,
-    Ready,
-    PickedUp,
-    Cancelled,
-    Expired,
-    Unclaimed,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OrderEvent {
-    Pay,
-    StartPreparing,
-    MarkReady,
-    PickUp,
-    Cancel,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LineOption {
-    pub group: String,
-    pub choice: String,
-    pub name_zh: String,
-    pub name_en: String,
-    pub price_delta_fen: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OrderLine {
-    pub item_id: String,
-    pub name_zh: String,
-    pub name_en: String,
-    pub quantity: i64,
-    pub unit_price_fen: i64,
-    pub line_total_fen: i64,
-    #[serde(default)]
-    pub options: Vec<LineOption>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Order {
-    pub id: String,
-    pub pickup_number: i64,
-    pub pickup_token: String,
-    pub state: OrderState,
-    pub version: i64,
-    pub total_fen: i64,
-    pub payment_mode: String,
-    #[serde(default)]
-    pub pickup_slot: Option<String>,
-    pub lines: Vec<OrderLine>,
-    pub placed_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Login {
-    pub token: String,
-    pub expires_at: Value,
-    pub role: String,
-    pub account_id: Value,
-    pub name: String,
-}
-
-/// A menu item's fields, exactly as `PUT /api/staff/menu/{id}` takes them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ItemFields {
-    pub name_zh: String,
-    pub name_en: String,
-    pub category: String,
-    pub price_fen: i64,
-    #[serde(default)]
-    pub option_groups: Value,
-    #[serde(default)]
-    pub allergens: Vec<String>,
-    pub daily_quota: Option<u32>,
-    pub available: bool,
-    #[serde(default)]
-    pub archived: bool,
-    #[serde(default)]
-    pub sort_key: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MenuItem {
-    pub id: String,
-    #[serde(flatten)]
-    pub fields: ItemFields,
-}
-
-/// Two editors set the same field concurrently; `values[0]` is in effect.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Conflict {
-    pub path: Vec<String>,
-    pub values: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StaffMenu {
-    pub items: Vec<MenuItem>,
-    pub conflicts: Vec<Conflict>,
-}
-
-/// Today's stock of one item, from the public menu.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StockEntry {
-    pub id: String,
-    #[serde(default)]
-    pub sold_out: bool,
-    #[serde(default)]
-    pub remaining: Option<i64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct PublicMenu {
-    items: Vec<StockEntry>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SyncState {
-    pub configured: bool,
-    pub connected: bool,
-    pub unacked_events: i64,
-    pub oldest_unacked_age_s: i64,
-    pub last_success_unix: Option<u64>,
-    pub last_error: Option<String>,
-}
-
-/// A staff stock action, in the box's wire form.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
-pub enum StockAction {
-    SoldOut,
-    Back,
-    Restock { count: i64 },
-}
-
-/// A single-field menu edit (`POST /api/staff/menu/edits`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum MenuEdit {
-    SetNameZh {
-        item: String,
-        name: String,
-    },
-    SetNameEn {
-        item: String,
-        name: String,
-    },
-    SetPrice {
-        item: String,
-        price_fen: i64,
-    },
-    SetQuota {
-        item: String,
-        daily_quota: Option<u32>,
-    },
-    SetAvailable {
-        item: String,
-        available: bool,
-    },
-}
-
-#[derive(Deserialize)]
-struct ErrorEnvelope {
-    error: ErrorDetail,
-}
-
-#[derive(Deserialize)]
-struct ErrorDetail {
-    code: String,
-    message: String,
-}
 
 /// Normalises a typed box address: `127.0.0.1:8080` → `http://127.0.0.1:8080`, no
 /// trailing slash. Only plain http is spoken (the box serves the LAN without TLS).
@@ -227,13 +54,17 @@ pub fn normalise_base(input: &str) -> Result<String, UiError> {
 }
 
 /// Maps an error answer to a `UiError`: the box's `{error:{code,message}}` when it
-/// sent one, else the bare status.
+/// sent one, else the bare status. A code this app does not know (from a newer box) is
+/// kept as the box sent it, so the page still shows it and the box's message.
 pub fn error_from_body(status: u16, body: &[u8]) -> UiError {
-    match serde_json::from_slice::<ErrorEnvelope>(body) {
-        Ok(env) => UiError::Api {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(ErrorBody { error }) => UiError::Api {
             status,
-            code: env.error.code,
-            message: env.error.message,
+            code: match error.code {
+                ErrorCode::Other => unknown_code(body),
+                known => known.as_str().to_owned(),
+            },
+            message: error.message,
         },
         Err(_) => UiError::Api {
             status,
@@ -241,6 +72,14 @@ pub fn error_from_body(status: u16, body: &[u8]) -> UiError {
             message: String::from_utf8_lossy(body).chars().take(200).collect(),
         },
     }
+}
+
+/// The code text of an error body whose code `ErrorCode` does not know.
+fn unknown_code(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.pointer("/error/code")?.as_str().map(str::to_owned))
+        .unwrap_or_else(|| ErrorCode::Other.as_str().to_owned())
 }
 
 /// A client of one box, logged in or not. Cheap to clone (the HTTP pool is shared).
@@ -315,37 +154,41 @@ impl BoxClient {
         })
     }
 
-    pub async fn login(&self, username: &str, password: &str) -> Result<Login, UiError> {
+    pub async fn login(&self, username: &str, password: &str) -> Result<LoginResponse, UiError> {
         if username.trim().is_empty() || password.is_empty() {
             return Err(UiError::input(
                 "missing_credentials",
                 "enter user name and password",
             ));
         }
-        let body = serde_json::json!({"username": username.trim(), "password": password});
+        let body = StaffLogin {
+            username: username.trim().to_owned(),
+            password: password.to_owned(),
+        };
         Self::send(self.request(Method::POST, "/api/staff/login").json(&body)).await
     }
 
     /// Today's open orders (placed, paid, preparing, ready), oldest first.
-    pub async fn open_orders(&self) -> Result<Vec<Order>, UiError> {
+    pub async fn open_orders(&self) -> Result<Vec<OrderView>, UiError> {
+        let states: Vec<&str> = OrderState::OPEN.iter().map(|s| s.as_str()).collect();
         Self::send(self.request(
             Method::GET,
-            "/api/staff/orders?state=placed,paid,preparing,ready",
+            &format!("/api/staff/orders?state={}", states.join(",")),
         ))
         .await
     }
 
-    pub async fn order(&self, id: &str) -> Result<Order, UiError> {
+    pub async fn order(&self, id: OrderId) -> Result<OrderView, UiError> {
         Self::send(self.request(Method::GET, &format!("/api/staff/orders/{id}"))).await
     }
 
     pub async fn transition(
         &self,
-        id: &str,
+        id: OrderId,
         event: OrderEvent,
         version: i64,
-    ) -> Result<Order, UiError> {
-        let body = serde_json::json!({"event": event, "version": version});
+    ) -> Result<OrderView, UiError> {
+        let body = TransitionRequest { event, version };
         Self::send(
             self.request(Method::POST, &format!("/api/staff/orders/{id}/transitions"))
                 .json(&body),
@@ -353,12 +196,18 @@ impl BoxClient {
         .await
     }
 
-    pub async fn hand_over(&self, code: &str) -> Result<Order, UiError> {
-        let body = serde_json::json!({ "code": code });
+    pub async fn hand_over(&self, code: &str) -> Result<OrderView, UiError> {
+        let body = HandOverRequest {
+            code: code.to_owned(),
+        };
         Self::send(self.request(Method::POST, "/api/staff/pickups").json(&body)).await
     }
 
-    pub async fn stock(&self, item_id: &str, action: &StockAction) -> Result<Value, UiError> {
+    pub async fn stock(
+        &self,
+        item_id: ItemId,
+        action: &StaffStockAction,
+    ) -> Result<StockLevel, UiError> {
         Self::send(
             self.request(Method::POST, &format!("/api/staff/stock/{item_id}"))
                 .json(action),
@@ -370,13 +219,12 @@ impl BoxClient {
         Self::send(self.request(Method::GET, "/api/staff/menu")).await
     }
 
-    /// Today's stock per item, from the public menu.
-    pub async fn stock_levels(&self) -> Result<Vec<StockEntry>, UiError> {
-        let menu: PublicMenu = Self::send(self.request(Method::GET, "/api/menu")).await?;
-        Ok(menu.items)
+    /// Today's menu as students see it, with each item's live stock.
+    pub async fn menu(&self) -> Result<MenuResponse, UiError> {
+        Self::send(self.request(Method::GET, "/api/menu")).await
     }
 
-    pub async fn update_item(&self, id: &str, fields: &ItemFields) -> Result<MenuItem, UiError> {
+    pub async fn update_item(&self, id: ItemId, fields: &ItemFields) -> Result<MenuItem, UiError> {
         Self::send(
             self.request(Method::PUT, &format!("/api/staff/menu/{id}"))
                 .json(fields),
@@ -392,7 +240,7 @@ impl BoxClient {
         .await
     }
 
-    pub async fn summary(&self) -> Result<Value, UiError> {
+    pub async fn summary(&self) -> Result<DaySummary, UiError> {
         Self::send(self.request(Method::GET, "/api/staff/summary")).await
     }
 
@@ -447,6 +295,13 @@ mod tests {
                 message: "order 7 was already picked up".into()
             }
         );
+        // A code from a newer box is kept as sent, not flattened to "other".
+        let e = error_from_body(
+            409,
+            br#"{"error":{"code":"from_a_newer_box","message":"new refusal","details":{"x":1}}}"#,
+        );
+        assert_eq!(e.code(), "from_a_newer_box");
+        assert_eq!(e.to_string(), "new refusal (from_a_newer_box)");
         let e = error_from_body(502, b"<html>bad gateway</html>");
         assert_eq!(e.code(), "http_502");
     }
@@ -458,7 +313,7 @@ mod tests {
             .with_token("T".into());
         let req = c
             .request(Method::POST, "/api/staff/pickups")
-            .json(&serde_json::json!({"code": "12"}))
+            .json(&HandOverRequest { code: "12".into() })
             .build()
             .unwrap();
         assert_eq!(req.url().as_str(), "http://127.0.0.1:9/api/staff/pickups");
@@ -468,20 +323,21 @@ mod tests {
             "http://127.0.0.1:9/api/staff/events?access_token=T&after_seq=41"
         );
         assert_eq!(
-            serde_json::to_value(StockAction::Restock { count: 5 }).unwrap(),
+            serde_json::to_value(StaffStockAction::Restock { count: 5 }).unwrap(),
             serde_json::json!({"action":"restock","count":5})
         );
         assert_eq!(
-            serde_json::to_value(StockAction::SoldOut).unwrap(),
+            serde_json::to_value(StaffStockAction::SoldOut).unwrap(),
             serde_json::json!({"action":"sold_out"})
         );
+        let item = ItemId::new();
         assert_eq!(
             serde_json::to_value(MenuEdit::SetPrice {
-                item: "i".into(),
+                item,
                 price_fen: 1800
             })
             .unwrap(),
-            serde_json::json!({"op":"set_price","item":"i","price_fen":1800})
+            serde_json::json!({"op":"set_price","item":item.to_string(),"price_fen":1800})
         );
     }
 

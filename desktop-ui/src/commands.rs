@@ -2,15 +2,19 @@
 //! `Result<T, UiError>`; the page only renders what they return, and listens to the
 //! events `board-changed`, `new-order`, `status-changed` and `toast`.
 
-use crate::client::{BoxClient, ItemFields, MenuEdit, Order, StaffMenu, StockAction};
+use crate::client::BoxClient;
 use crate::error::UiError;
 use crate::events::{self, StreamNews};
 use crate::kitchen::Board;
 use crate::pickup::PickupInput;
 use crate::session::{Shared, Status};
 use crate::settings::{self, Remembered};
+use canteen_api::menu::{ItemFields, MenuEdit};
+use canteen_api::order::DaySummary;
+use canteen_api::staff::{Role, StaffMenu};
+use canteen_api::stock::{ADJUST_MAX, StaffStockAction};
+use canteen_api::{ItemId, OrderId, OrderView};
 use serde::Serialize;
-use serde_json::Value;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tauri::{AppHandle, Emitter, Manager, State};
@@ -20,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 pub struct SessionInfo {
     pub box_url: String,
     pub name: String,
-    pub role: String,
+    pub role: Role,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -35,7 +39,7 @@ fn client(shared: &Shared) -> Result<BoxClient, UiError> {
 
 fn manager_client(shared: &Shared) -> Result<BoxClient, UiError> {
     let s = shared.lock();
-    if s.role != "manager" {
+    if s.role != Some(Role::Manager) {
         return Err(UiError::input("forbidden", "only managers edit the menu"));
     }
     s.client.clone().ok_or(UiError::NotLoggedIn)
@@ -85,7 +89,7 @@ pub async fn login(
             old.cancel();
         }
         s.client = Some(client.clone());
-        s.role = info.role.clone();
+        s.role = Some(info.role);
         s.name = info.name.clone();
         s.orders.clear();
         s.pending = Default::default();
@@ -122,7 +126,7 @@ pub async fn reload(shared: State<'_, Shared>) -> Result<Board, UiError> {
 async fn reload_board(shared: &Shared) -> Result<Vec<i64>, UiError> {
     let c = client(shared)?;
     let (orders, menu) = tokio::try_join!(c.open_orders(), c.staff_menu())?;
-    let allergens: HashMap<String, Vec<String>> = menu
+    let allergens: HashMap<ItemId, Vec<String>> = menu
         .items
         .into_iter()
         .map(|i| (i.id, i.fields.allergens))
@@ -140,7 +144,7 @@ async fn reload_board(shared: &Shared) -> Result<Vec<i64>, UiError> {
 
 /// Bumps an order to its next state after the recall window.
 #[tauri::command]
-pub fn bump(shared: State<'_, Shared>, order_id: String) -> Result<Board, UiError> {
+pub fn bump(shared: State<'_, Shared>, order_id: OrderId) -> Result<Board, UiError> {
     let mut s = shared.lock();
     let order = s
         .orders
@@ -154,7 +158,7 @@ pub fn bump(shared: State<'_, Shared>, order_id: String) -> Result<Board, UiErro
 
 /// Takes back a bump still inside its recall window.
 #[tauri::command]
-pub fn recall(shared: State<'_, Shared>, order_id: String) -> Result<Board, UiError> {
+pub fn recall(shared: State<'_, Shared>, order_id: OrderId) -> Result<Board, UiError> {
     let mut s = shared.lock();
     if !s.pending.recall(&order_id) {
         return Err(UiError::input(
@@ -166,7 +170,7 @@ pub fn recall(shared: State<'_, Shared>, order_id: String) -> Result<Board, UiEr
 }
 
 #[tauri::command]
-pub async fn hand_over(shared: State<'_, Shared>, code: String) -> Result<Order, UiError> {
+pub async fn hand_over(shared: State<'_, Shared>, code: String) -> Result<OrderView, UiError> {
     let input = PickupInput::parse(&code)?;
     let c = client(&shared)?;
     let order = c.hand_over(&input.code()).await?;
@@ -176,7 +180,7 @@ pub async fn hand_over(shared: State<'_, Shared>, code: String) -> Result<Order,
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StockRow {
-    pub id: String,
+    pub id: ItemId,
     pub name_zh: String,
     pub name_en: String,
     pub available: bool,
@@ -191,8 +195,8 @@ pub async fn stock(shared: State<'_, Shared>) -> Result<Vec<StockRow>, UiError> 
 }
 
 async fn stock_rows(c: &BoxClient) -> Result<Vec<StockRow>, UiError> {
-    let (menu, levels) = tokio::try_join!(c.staff_menu(), c.stock_levels())?;
-    let levels: HashMap<_, _> = levels.into_iter().map(|l| (l.id.clone(), l)).collect();
+    let (menu, today) = tokio::try_join!(c.staff_menu(), c.menu())?;
+    let levels: HashMap<_, _> = today.items.into_iter().map(|l| (l.id, l)).collect();
     let mut items = menu.items;
     items.retain(|i| !i.fields.archived);
     items.sort_by_key(|i| i.fields.sort_key);
@@ -213,19 +217,25 @@ async fn stock_rows(c: &BoxClient) -> Result<Vec<StockRow>, UiError> {
         .collect())
 }
 
+/// Refuses, before asking the box, a restock count the box refuses anyway.
+fn check_stock_action(action: &StaffStockAction) -> Result<(), UiError> {
+    match action {
+        StaffStockAction::Restock { count } if !(1..=ADJUST_MAX).contains(count) => Err(
+            UiError::input("bad_count", format!("restock 1 to {ADJUST_MAX} portions")),
+        ),
+        _ => Ok(()),
+    }
+}
+
 #[tauri::command]
 pub async fn stock_action(
     shared: State<'_, Shared>,
-    item_id: String,
-    action: StockAction,
+    item_id: ItemId,
+    action: StaffStockAction,
 ) -> Result<Vec<StockRow>, UiError> {
-    if let StockAction::Restock { count } = action {
-        if !(1..=10_000).contains(&count) {
-            return Err(UiError::input("bad_count", "restock 1 to 10000 portions"));
-        }
-    }
+    check_stock_action(&action)?;
     let c = client(&shared)?;
-    c.stock(&item_id, &action).await?;
+    c.stock(item_id, &action).await?;
     stock_rows(&c).await
 }
 
@@ -237,11 +247,11 @@ pub async fn menu(shared: State<'_, Shared>) -> Result<StaffMenu, UiError> {
 #[tauri::command]
 pub async fn update_item(
     shared: State<'_, Shared>,
-    item_id: String,
+    item_id: ItemId,
     fields: ItemFields,
 ) -> Result<StaffMenu, UiError> {
     let c = manager_client(&shared)?;
-    c.update_item(&item_id, &fields).await?;
+    c.update_item(item_id, &fields).await?;
     c.staff_menu().await
 }
 
@@ -255,7 +265,7 @@ pub async fn menu_edits(
 }
 
 #[tauri::command]
-pub async fn summary(shared: State<'_, Shared>) -> Result<Value, UiError> {
+pub async fn summary(shared: State<'_, Shared>) -> Result<DaySummary, UiError> {
     client(&shared)?.summary().await
 }
 
@@ -265,7 +275,7 @@ pub fn status(shared: State<'_, Shared>) -> Status {
     Status {
         box_url: s.client.as_ref().map(|c| c.base().to_owned()),
         name: s.name.clone(),
-        role: s.role.clone(),
+        role: s.role,
         lan_connected: s.lan_connected,
         lan_error: s.lan_error.clone(),
         sync: s.sync.clone(),
@@ -327,7 +337,7 @@ pub async fn housekeeping(app: AppHandle, stop: CancellationToken) {
         };
         let Some(c) = c else { continue };
         for bump in due {
-            match c.transition(&bump.order_id, bump.event, bump.version).await {
+            match c.transition(bump.order_id, bump.event, bump.version).await {
                 Ok(order) => shared.lock().upsert(order),
                 Err(e) => {
                     let _ = app.emit(

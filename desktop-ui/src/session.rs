@@ -3,9 +3,11 @@
 //! across an `.await`: commands copy what they need (the client is cheap to clone),
 //! talk to the box, then lock again to store the answer.
 
-use crate::client::{BoxClient, Order, SyncState};
+use crate::client::BoxClient;
 use crate::kitchen::{self, Board, PendingBumps};
 use crate::settings::Remembered;
+use canteen_api::staff::{Role, SyncState};
+use canteen_api::{ItemId, OrderView};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -16,10 +18,11 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Default)]
 pub struct Session {
     pub client: Option<BoxClient>,
-    pub role: String,
+    /// The logged-in account's role (`None`: logged out).
+    pub role: Option<Role>,
     pub name: String,
-    pub orders: Vec<Order>,
-    pub allergens: HashMap<String, Vec<String>>,
+    pub orders: Vec<OrderView>,
+    pub allergens: HashMap<ItemId, Vec<String>>,
     pub pending: PendingBumps,
     pub lan_connected: bool,
     pub lan_error: Option<String>,
@@ -40,7 +43,7 @@ impl Session {
     }
 
     /// Stores an order the box returned: replaced in place, or added.
-    pub fn upsert(&mut self, order: Order) {
+    pub fn upsert(&mut self, order: OrderView) {
         match self.orders.iter_mut().find(|o| o.id == order.id) {
             Some(slot) => *slot = order,
             None => self.orders.push(order),
@@ -83,7 +86,7 @@ impl Shared {
 pub struct Status {
     pub box_url: Option<String>,
     pub name: String,
-    pub role: String,
+    pub role: Option<Role>,
     pub lan_connected: bool,
     pub lan_error: Option<String>,
     pub sync: Option<SyncState>,

@@ -3,14 +3,18 @@
 //! edits, summary, sync state and the event stream. Build the binaries first
 //! (`cargo build --workspace --bins`, as `scripts/test` does).
 
-use desktop_ui::client::{BoxClient, MenuEdit, OrderEvent, OrderState, StockAction};
+use canteen_api::menu::MenuEdit;
+use canteen_api::staff::Role;
+use canteen_api::stock::StaffStockAction;
+use canteen_api::{ItemId, OrderEvent, OrderId, OrderState, OrderView};
+use desktop_ui::client::BoxClient;
 use desktop_ui::events::{self, StreamNews};
 use serde_json::{Value, json};
 use std::time::Duration;
 use tests::{Api, EdgeProcess, FAST_ENV, seed_demo};
 use tokio_util::sync::CancellationToken;
 
-async fn place_order(api: &Api, student: u32, item_id: &str) -> Value {
+async fn place_order(api: &Api, student: u32, item_id: ItemId) -> OrderView {
     let token = api.student(student).await.unwrap();
     let res = api
         .http
@@ -24,10 +28,10 @@ async fn place_order(api: &Api, student: u32, item_id: &str) -> Value {
     let status = res.status();
     let body: Value = res.json().await.unwrap();
     assert!(status.is_success(), "placing: {status} {body}");
-    body
+    serde_json::from_value(body).unwrap()
 }
 
-fn uuid_like(student: u32, item: &str) -> String {
+fn uuid_like(student: u32, item: ItemId) -> String {
     format!("test-{student}-{item}")
 }
 
@@ -44,10 +48,10 @@ async fn the_client_works_the_whole_day_against_a_real_box() {
     let e = anonymous.login("staff", "nope").await.unwrap_err();
     assert_eq!(e.code(), "invalid_credentials");
     let login = anonymous.login("staff", "staff-pass").await.unwrap();
-    assert_eq!(login.role, "staff");
+    assert_eq!(login.role, Role::Staff);
     let staff = anonymous.clone().with_token(login.token);
     let manager_login = anonymous.login("manager", "manager-pass").await.unwrap();
-    assert_eq!(manager_login.role, "manager");
+    assert_eq!(manager_login.role, Role::Manager);
     let manager = anonymous.clone().with_token(manager_login.token);
 
     // The event stream announces a new order.
@@ -69,16 +73,12 @@ async fn the_client_works_the_whole_day_against_a_real_box() {
         .find(|i| {
             i.fields.available
                 && !i.fields.archived
-                && i.fields.option_groups.as_array().is_none_or(|groups| {
-                    groups
-                        .iter()
-                        .all(|g| g["min_choices"].as_u64().unwrap_or(0) == 0)
-                })
+                && i.fields.option_groups.iter().all(|g| g.min_choices == 0)
         })
         .unwrap()
         .clone();
-    let placed = place_order(&api, 1, &item.id).await;
-    let order_id = placed["id"].as_str().unwrap().to_owned();
+    let placed = place_order(&api, 1, item.id).await;
+    let order_id: OrderId = placed.id;
     let announced = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(n) = rx.recv().await {
             if n == (StreamNews::Changed { new_order: true }) {
@@ -107,22 +107,22 @@ async fn the_client_works_the_whole_day_against_a_real_box() {
     assert_eq!(e.code(), "not_ready");
 
     let paid = staff
-        .transition(&order_id, OrderEvent::Pay, order.version)
+        .transition(order_id, OrderEvent::Pay, order.version)
         .await
         .unwrap();
     assert_eq!(paid.state, OrderState::Paid);
     // The version it was bumped against is now stale.
     let e = staff
-        .transition(&order_id, OrderEvent::StartPreparing, order.version)
+        .transition(order_id, OrderEvent::StartPreparing, order.version)
         .await
         .unwrap_err();
     assert_eq!(e.code(), "stale_version");
     let preparing = staff
-        .transition(&order_id, OrderEvent::StartPreparing, paid.version)
+        .transition(order_id, OrderEvent::StartPreparing, paid.version)
         .await
         .unwrap();
     let ready = staff
-        .transition(&order_id, OrderEvent::MarkReady, preparing.version)
+        .transition(order_id, OrderEvent::MarkReady, preparing.version)
         .await
         .unwrap();
     assert_eq!(ready.state, OrderState::Ready);
@@ -141,26 +141,31 @@ async fn the_client_works_the_whole_day_against_a_real_box() {
     assert_eq!(on_box["state"], "picked_up");
 
     // Stock: sold out, back, restock.
-    staff.stock(&item.id, &StockAction::SoldOut).await.unwrap();
+    let sold_out = staff
+        .stock(item.id, &StaffStockAction::SoldOut)
+        .await
+        .unwrap();
+    assert!(sold_out.sold_out);
     let level = staff
-        .stock_levels()
+        .menu()
         .await
         .unwrap()
+        .items
         .into_iter()
         .find(|l| l.id == item.id)
         .unwrap();
     assert!(level.sold_out);
-    staff.stock(&item.id, &StockAction::Back).await.unwrap();
+    staff.stock(item.id, &StaffStockAction::Back).await.unwrap();
     let restocked = staff
-        .stock(&item.id, &StockAction::Restock { count: 5 })
+        .stock(item.id, &StaffStockAction::Restock { count: 5 })
         .await
         .unwrap();
-    assert_eq!(restocked["sold_out"], false);
+    assert!(!restocked.sold_out);
 
     // Menu: staff may not edit; a manager may, by field and by whole item.
     let e = staff
         .menu_edits(&[MenuEdit::SetPrice {
-            item: item.id.clone(),
+            item: item.id,
             price_fen: 1800,
         }])
         .await
@@ -168,7 +173,7 @@ async fn the_client_works_the_whole_day_against_a_real_box() {
     assert_eq!(e.code(), "forbidden");
     let after = manager
         .menu_edits(&[MenuEdit::SetPrice {
-            item: item.id.clone(),
+            item: item.id,
             price_fen: 1800,
         }])
         .await
@@ -177,14 +182,14 @@ async fn the_client_works_the_whole_day_against_a_real_box() {
     assert_eq!(edited.fields.price_fen, 1800);
     let mut fields = edited.fields.clone();
     fields.name_en = "Renamed".into();
-    let saved = manager.update_item(&item.id, &fields).await.unwrap();
+    let saved = manager.update_item(item.id, &fields).await.unwrap();
     assert_eq!(saved.fields.name_en, "Renamed");
     assert_eq!(saved.fields.price_fen, 1800);
     assert!(after.conflicts.is_empty());
 
     // Day summary and sync state.
     let summary = staff.summary().await.unwrap();
-    assert_eq!(summary["orders"], 1);
+    assert_eq!(summary.orders, 1);
     let sync = staff.sync_state().await.unwrap();
     assert!(!sync.configured);
 

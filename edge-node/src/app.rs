@@ -1,31 +1,27 @@
 //! The box as a whole: opening the store, the shared state handlers use, background
 //! housekeeping, and `run` (serve until a shutdown future resolves).
 
-use crate::canteen::{Canteen, CanteenStore};
-use crate::clock::Clock;
 use crate::config::Config;
-use crate::db::{self, Readers, StoreError};
-use crate::docs::{DocStoreError, Documents};
-use crate::menu::MenuStore;
+use crate::core::canteen::{Canteen, CanteenStore};
+use crate::core::clock::Clock;
+use crate::core::menu::MenuStore;
 use crate::metrics::Metrics;
-use crate::order::{self, OrderError};
-use crate::outbox::OutboxEvent;
-use crate::pickup::SlotUsage;
 use crate::session::{Limiter, Limits, Tokens};
-use crate::stock::StockView;
-use crate::writer::{Effect, Publisher, Writer, WriterConfig};
+use crate::store::db::{self, Readers, StoreError};
+use crate::store::docs::{DocStoreError, Documents};
+use crate::store::pickup::SlotUsage;
+use crate::store::stock::StockView;
+use crate::store::writer::WriterConfig;
+use crate::store::{Projections, Writer, meta};
+use canteen_api::events::OutboxEvent;
 use chrono::NaiveDate;
 use rand::RngCore;
-use rusqlite::{Connection, OptionalExtension};
-use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 
 /// Live events kept for slow subscribers before they are told to resync.
 const EVENT_BUFFER: usize = 4096;
-/// Orders expired or marked unclaimed per housekeeping write.
-const HOUSEKEEPING_BATCH: usize = 500;
 
 /// Shared state of a running box: cheap to clone.
 #[derive(Clone)]
@@ -77,70 +73,6 @@ pub enum StartError {
     Documents(#[from] DocStoreError),
 }
 
-/// Publishes committed effects into the in-memory projections and the event stream.
-struct Projections {
-    docs: Arc<Documents>,
-    menu: Arc<MenuStore>,
-    canteen: Arc<CanteenStore>,
-    stock: Arc<StockView>,
-    slots: Arc<SlotUsage>,
-    events: broadcast::Sender<OutboxEvent>,
-    outbox_changed: Arc<tokio::sync::Notify>,
-    docs_changed: Arc<tokio::sync::Notify>,
-}
-
-impl Publisher for Projections {
-    fn publish(&self, effects: Vec<Effect>) {
-        if effects.iter().any(|e| matches!(e, Effect::Event(_))) {
-            self.outbox_changed.notify_one();
-        }
-        if effects
-            .iter()
-            .any(|e| matches!(e, Effect::Menu(_) | Effect::Settings(_)))
-        {
-            self.docs_changed.notify_waiters();
-        }
-        for effect in effects {
-            match effect {
-                Effect::Event(event) => {
-                    // No subscriber is fine: nobody is watching.
-                    let _ = self.events.send(event);
-                }
-                Effect::Stock(level) => self.stock.apply(level),
-                Effect::Slot(taken) => self.slots.apply(taken),
-                Effect::Menu(menu) => self.menu.replace(menu),
-                Effect::Settings(canteen) => self.canteen.replace(canteen),
-            }
-        }
-    }
-
-    fn rolled_back(&self, conn: &Connection) {
-        self.docs.reload(conn);
-    }
-}
-
-/// Reads a box_meta value, creating it with `make` on first start.
-fn meta_or_init(
-    conn: &Connection,
-    key: &str,
-    make: impl FnOnce() -> String,
-) -> Result<String, StoreError> {
-    let existing: Option<String> = conn
-        .query_row("SELECT value FROM box_meta WHERE key = ?1", [key], |r| {
-            r.get(0)
-        })
-        .optional()?;
-    if let Some(v) = existing {
-        return Ok(v);
-    }
-    let value = make();
-    conn.execute(
-        "INSERT INTO box_meta (key, value) VALUES (?1, ?2)",
-        [key, &value],
-    )?;
-    Ok(value)
-}
-
 impl App {
     /// Opens (or creates) the box's database and starts the writer thread.
     pub fn open(config: Config, clock: Arc<dyn Clock>) -> Result<App, StartError> {
@@ -148,8 +80,8 @@ impl App {
             .map_err(|e| StartError::DataDir(config.data_dir.clone(), e))?;
         let path = config.db_path();
         let conn = db::open_writer(&path)?;
-        let node_id = meta_or_init(&conn, "node_id", || uuid::Uuid::now_v7().to_string())?;
-        let secret = meta_or_init(&conn, "token_secret", || {
+        let node_id = meta::get_or_init(&conn, "node_id", || uuid::Uuid::now_v7().to_string())?;
+        let secret = meta::get_or_init(&conn, "token_secret", || {
             let mut key = [0u8; 32];
             rand::rng().fill_bytes(&mut key);
             hex::encode(key)
@@ -239,21 +171,6 @@ impl App {
         self.canteen().service_day(self.clock.now())
     }
 
-    /// One round of housekeeping: expire unpaid orders whose time is up, and mark ready
-    /// orders unclaimed once their day's closing time has passed.
-    pub async fn housekeeping(&self) -> Result<(usize, usize), OrderError> {
-        let expired = self
-            .writer
-            .write(|ctx| order::expire_due(ctx, HOUSEKEEPING_BATCH))
-            .await?;
-        let through = self.canteen().closed_through(self.clock.now());
-        let unclaimed = self
-            .writer
-            .write(move |ctx| order::mark_unclaimed(ctx, through, HOUSEKEEPING_BATCH))
-            .await?;
-        Ok((expired, unclaimed))
-    }
-
     /// Stops background work and finishes every queued write.
     pub async fn close(&self) {
         self.shutdown.cancel();
@@ -267,68 +184,4 @@ impl App {
             let _ = tokio::task::spawn_blocking(move || drop(c)).await;
         }
     }
-}
-
-/// Serves the box on `listener` until `shutdown` resolves; then stops accepting,
-/// lets in-flight requests finish, and drains the writer so every acknowledged write
-/// is committed.
-pub async fn run(
-    listener: tokio::net::TcpListener,
-    app: App,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let router = crate::http::router(app.clone());
-    let mut tasks = tokio::task::JoinSet::new();
-    {
-        let app = app.clone();
-        tasks.spawn(async move {
-            let mut tick = tokio::time::interval(app.config.housekeeping_interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut prune = tokio::time::interval(std::time::Duration::from_secs(60));
-            loop {
-                tokio::select! {
-                    () = app.shutdown.cancelled() => break,
-                    _ = tick.tick() => {
-                        if let Err(e) = app.housekeeping().await {
-                            tracing::warn!(error = %e, "housekeeping failed; will retry");
-                        }
-                    }
-                    _ = prune.tick() => app.limits.prune(),
-                }
-            }
-        });
-    }
-    if let Some(cloud) = &app.config.cloud {
-        match crate::sync::client_config(cloud) {
-            Ok(config) => {
-                let link = Arc::new(crate::sync::BoxLink { app: app.clone() });
-                tasks.spawn(cloud_sync::client::run(
-                    link,
-                    config,
-                    app.sync_status.clone(),
-                    app.shutdown.clone(),
-                ));
-            }
-            // The box keeps selling without the cloud; the reason is in the log and
-            // in the staff API's sync state.
-            Err(e) => tracing::error!(error = %e, "cloud sync is configured but cannot start"),
-        }
-    }
-    let stop = app.shutdown.clone();
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        tokio::select! {
-            () = shutdown => {}
-            () = stop.cancelled() => {}
-        }
-        // Event streams never end on their own; tell them to.
-        stop.cancel();
-    });
-    let result = server.await;
-    app.close().await;
-    while tasks.join_next().await.is_some() {}
-    result
 }

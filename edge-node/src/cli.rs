@@ -1,10 +1,11 @@
 //! The command line: `serve`, `demo`, `roster import`, `staff add`, `backup`.
 
 use crate::app::App;
-use crate::clock::SystemClock;
 use crate::config::{Config, Settings};
+use crate::core::clock::SystemClock;
+use crate::demo;
 use crate::session::{Role, hash_secret};
-use crate::{accounts, backup, demo};
+use crate::store::{accounts, backup};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use std::io::Write;
@@ -142,7 +143,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     println!("listening on http://{addr}");
     std::io::stdout().flush()?;
     tracing::info!(%addr, node_id = %app.node_id, "serving");
-    crate::run(listener, app, shutdown_signal()).await?;
+    crate::server::run(listener, app, shutdown_signal()).await?;
     Ok(())
 }
 

@@ -2,8 +2,8 @@
 //! flag (flag > environment > file > default). [`Settings`] is the raw, all-optional
 //! form shared by the three sources; [`Config`] is the validated result.
 
-use crate::payment::PaymentMode;
 use crate::session::HashCost;
+use canteen_api::order::PaymentMode;
 use chrono::NaiveTime;
 use chrono_tz::Tz;
 use serde::Deserialize;

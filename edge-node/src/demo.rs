@@ -1,11 +1,12 @@
 //! The demo canteen: a realistic menu, a roster and staff accounts, so that a new
 //! user sees a working box with one command. Tests use the same menu.
 
-use crate::accounts::{self, AccountError, StudentRecord};
 use crate::app::App;
-use crate::ids::ItemId;
-use crate::menu::{ItemFields, MenuEdit, MenuError, MenuItem, OptionChoice, OptionGroup};
+use crate::core::menu::{ItemFields, MenuEdit, MenuItem, OptionChoice, OptionGroup};
 use crate::session::{Role, hash_secret};
+use crate::store::accounts::{self, AccountError, StudentRecord};
+use crate::store::docs::MenuError;
+use canteen_api::ids::ItemId;
 
 pub const DEMO_PIN: &str = "1234";
 pub const DEMO_STUDENTS: u32 = 30;
@@ -240,9 +241,9 @@ pub enum SeedError {
     #[error(transparent)]
     Account(#[from] AccountError),
     #[error(transparent)]
-    Store(#[from] crate::db::StoreError),
+    Store(#[from] crate::store::StoreError),
     #[error(transparent)]
-    Write(#[from] crate::writer::WriteError),
+    Write(#[from] crate::store::WriteError),
 }
 
 /// Creates the demo menu (through the menu module), roster and staff accounts.
@@ -287,7 +288,7 @@ pub async fn seed(app: &App, students: u32) -> Result<Vec<MenuItem>, SeedError> 
         )
     })
     .await
-    .map_err(|e| crate::writer::WriteError::Commit(e.to_string()))?;
+    .map_err(|e| crate::store::WriteError::Commit(e.to_string()))?;
     app.writer
         .write(move |ctx| -> Result<(), SeedError> {
             accounts::upsert_students(ctx, &roster)?;

@@ -13,32 +13,7 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    Student,
-    Staff,
-    Manager,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Student => "student",
-            Self::Staff => "staff",
-            Self::Manager => "manager",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "student" => Some(Self::Student),
-            "staff" => Some(Self::Staff),
-            "manager" => Some(Self::Manager),
-            _ => None,
-        }
-    }
-}
+pub use canteen_api::staff::Role;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {

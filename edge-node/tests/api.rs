@@ -411,9 +411,15 @@ async fn unpaid_orders_expire_on_the_injected_clock_and_give_stock_back() {
     let order = b.place(&s, b.noodle_order(4)).await.body;
     assert_eq!(b.remaining("Lanzhou beef noodle soup").await, Some(116));
     b.clock.advance(chrono::Duration::minutes(14));
-    assert_eq!(b.app.housekeeping().await.unwrap(), (0, 0));
+    assert_eq!(
+        edge_node::ops::orders::housekeeping(&b.app).await.unwrap(),
+        (0, 0)
+    );
     b.clock.advance(chrono::Duration::minutes(2));
-    assert_eq!(b.app.housekeeping().await.unwrap(), (1, 0));
+    assert_eq!(
+        edge_node::ops::orders::housekeeping(&b.app).await.unwrap(),
+        (1, 0)
+    );
     assert_eq!(b.remaining("Lanzhou beef noodle soup").await, Some(120));
     let id = order["id"].as_str().unwrap();
     let r = b.get(&format!("/api/student/orders/{id}"), Some(&s)).await;
@@ -436,10 +442,22 @@ async fn ready_orders_left_at_closing_become_unclaimed() {
     let o = b.transition(&staff, &o, "start_preparing").await.body;
     b.transition(&staff, &o, "mark_ready").await;
     b.clock.advance(chrono::Duration::hours(7)); // 19:00 local: still open
-    assert_eq!(b.app.housekeeping().await.unwrap().1, 0);
+    assert_eq!(
+        edge_node::ops::orders::housekeeping(&b.app)
+            .await
+            .unwrap()
+            .1,
+        0
+    );
     b.clock
         .advance(chrono::Duration::hours(1) + chrono::Duration::minutes(1)); // past 20:00
-    assert_eq!(b.app.housekeeping().await.unwrap().1, 1);
+    assert_eq!(
+        edge_node::ops::orders::housekeeping(&b.app)
+            .await
+            .unwrap()
+            .1,
+        1
+    );
     let staff = b.staff().await; // the morning's session has expired by now
     let summary = b.get("/api/staff/summary", Some(&staff)).await.body;
     assert_eq!(summary["unclaimed"], 1);
@@ -449,7 +467,7 @@ async fn ready_orders_left_at_closing_become_unclaimed() {
 
 fn signed(body: &Value, secret: &str) -> (String, String) {
     let text = body.to_string();
-    let sig = edge_node::payment::sign(secret.as_bytes(), text.as_bytes());
+    let sig = edge_node::core::payment::sign(secret.as_bytes(), text.as_bytes());
     (text, sig)
 }
 

@@ -378,14 +378,16 @@ async fn sync_states_are_persisted_per_document_and_peer() {
     let stored = state.clone();
     b.app
         .writer
-        .write(move |ctx| -> Result<(), edge_node::menu::MenuError> {
-            Ok(edge_node::docs::save_sync_state(
-                ctx,
-                DocKind::Menu,
-                "cloud",
-                &stored,
-            )?)
-        })
+        .write(
+            move |ctx| -> Result<(), edge_node::store::docs::MenuError> {
+                Ok(edge_node::store::docs::save_sync_state(
+                    ctx,
+                    DocKind::Menu,
+                    "cloud",
+                    &stored,
+                )?)
+            },
+        )
         .await
         .unwrap();
     let read = b
@@ -393,8 +395,8 @@ async fn sync_states_are_persisted_per_document_and_peer() {
         .readers
         .read(|c| {
             Ok((
-                edge_node::docs::load_sync_state(c, DocKind::Menu, "cloud")?,
-                edge_node::docs::load_sync_state(c, DocKind::Settings, "cloud")?,
+                edge_node::store::docs::load_sync_state(c, DocKind::Menu, "cloud")?,
+                edge_node::store::docs::load_sync_state(c, DocKind::Settings, "cloud")?,
             ))
         })
         .await

@@ -4,8 +4,8 @@ mod common;
 
 use common::{noon, test_settings};
 use edge_node::App;
-use edge_node::clock::ManualClock;
 use edge_node::config::{Config, Settings};
+use edge_node::core::clock::ManualClock;
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::sync::Arc;

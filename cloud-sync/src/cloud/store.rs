@@ -6,6 +6,9 @@
 
 use crate::proto::{Account, WireEvent};
 use crate::uplink::{BatchError, accept_batch};
+use canteen_api::events::{
+    EVENT_VERSION, EventError, EventPayload, MoneyKind, OrderMoved, OrderPlacedHead,
+};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use std::path::Path;
@@ -376,49 +379,31 @@ impl CloudStore {
     }
 }
 
-/// The fields of `order.placed` the projection needs (the rest is skipped unparsed).
-#[derive(serde::Deserialize)]
-struct Placed<'a> {
-    #[serde(borrow)]
-    id: std::borrow::Cow<'a, str>,
-    #[serde(borrow)]
-    service_day: std::borrow::Cow<'a, str>,
-    total_fen: i64,
-}
-
-/// The fields of `order.<state>` the projection needs.
-#[derive(serde::Deserialize)]
-struct Moved<'a> {
-    #[serde(borrow)]
-    order_id: std::borrow::Cow<'a, str>,
-    #[serde(borrow)]
-    to: std::borrow::Cow<'a, str>,
-    #[serde(borrow, default)]
-    service_day: std::borrow::Cow<'a, str>,
-    #[serde(default)]
-    payment: Option<Payment>,
-}
-
-#[derive(serde::Deserialize)]
-struct Payment {
-    amount_fen: Option<i64>,
-    refund_id: Option<serde::de::IgnoredAny>,
-}
-
-/// Projects one event into the aggregate tables. Events are the box's own records
-/// (`order.placed` carries the whole order; `order.<state>` the transition). Only the
-/// fields used are parsed: this runs for every event of a catch-up.
+/// Projects one event into the aggregate tables. Events are the box's own records, read
+/// as the typed, versioned payloads of `canteen_api::events`: `order.placed` through
+/// [`OrderPlacedHead`] (only the fields used, borrowed: it carries the whole order and
+/// runs for every order of a catch-up), `order.<state>` as a whole [`OrderMoved`]. A
+/// payload newer than this cloud knows, or malformed, is refused (`BadEvent`) rather
+/// than guessed at. Stock events are stored, not projected.
 fn project(tx: &rusqlite::Transaction<'_>, node: &str, e: &WireEvent) -> Result<(), StoreError> {
-    let bad = |reason: &str| StoreError::BadEvent {
+    let bad = |reason: String| StoreError::BadEvent {
         node: node.to_owned(),
         seq: e.seq,
-        reason: reason.to_owned(),
+        reason,
     };
     if !e.kind.starts_with("order.") {
         return Ok(());
     }
     if e.kind == "order.placed" {
-        let p: Placed<'_> = serde_json::from_str(&e.payload).map_err(|_| bad("not an order"))?;
+        let p: OrderPlacedHead<'_> =
+            serde_json::from_str(&e.payload).map_err(|err| bad(format!("not an order: {err}")))?;
+        if p.v > EVENT_VERSION {
+            return Err(bad(EventError::NewerVersion {
+                kind: e.kind.clone(),
+                v: p.v,
+            }
+            .to_string()));
+        }
         tx.prepare_cached(
             "INSERT OR REPLACE INTO cloud_order (node_id, order_id, service_day, state, total_fen, placed_seq)
              VALUES (?1, ?2, ?3, 'placed', ?4, ?5)",
@@ -426,24 +411,214 @@ fn project(tx: &rusqlite::Transaction<'_>, node: &str, e: &WireEvent) -> Result<
         .execute(params![node, p.id, p.service_day, p.total_fen, e.seq as i64])?;
         return Ok(());
     }
-    let m: Moved<'_> =
-        serde_json::from_str(&e.payload).map_err(|_| bad("not an order transition"))?;
+    let m: OrderMoved = match EventPayload::parse(&e.kind, &e.payload) {
+        Ok(EventPayload::OrderMoved(m)) => m,
+        Ok(other) => return Err(bad(format!("{} is not an order transition", other.kind()))),
+        Err(err) => return Err(bad(err.to_string())),
+    };
+    let order_id = m.order_id.to_string();
     tx.prepare_cached("UPDATE cloud_order SET state = ?3 WHERE node_id = ?1 AND order_id = ?2")?
-        .execute(params![node, m.order_id, m.to])?;
-    if let Some(Payment {
-        amount_fen: Some(amount),
-        refund_id,
-    }) = m.payment
-    {
-        let kind = if refund_id.is_some() {
-            "refund"
-        } else {
-            "payment"
+        .execute(params![node, order_id, m.to.as_str()])?;
+    if let Some(money) = m.payment {
+        let kind = match money.kind {
+            MoneyKind::Payment => "payment",
+            MoneyKind::Refund => "refund",
         };
         tx.prepare_cached(
             "INSERT INTO cloud_payment (node_id, seq, order_id, service_day, kind, amount_fen) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
-        .execute(params![node, e.seq as i64, m.order_id, m.service_day, kind, amount])?;
+        .execute(params![
+            node,
+            e.seq as i64,
+            order_id,
+            m.service_day.to_string(),
+            kind,
+            money.amount_fen
+        ])?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use canteen_api::{ItemId, OrderId, PaymentId, StaffId, StudentId};
+
+    fn event(seq: u64, kind: &str, payload: String) -> WireEvent {
+        WireEvent {
+            seq,
+            kind: kind.into(),
+            aggregate_id: String::new(),
+            payload,
+            at: "2026-11-23T04:00:00Z".into(),
+        }
+    }
+
+    fn placed(seq: u64, v: &str, order: OrderId, total: i64) -> WireEvent {
+        let payload = format!(
+            r#"{{{v}"id":"{order}","student_id":"{s}","service_day":"2026-11-23","total_fen":{total},"lines":[]}}"#,
+            s = StudentId::new()
+        );
+        event(seq, "order.placed", payload)
+    }
+
+    /// `order.<to>` with `money` as the payment (or `null`); `v` is `""` (version 1,
+    /// written before payloads were versioned) or e.g. `"v":2,`.
+    fn moved(seq: u64, v: &str, order: OrderId, from: &str, to: &str, money: &str) -> WireEvent {
+        let event_name = if to == "paid" { "pay" } else { "cancel" };
+        let payload = format!(
+            r#"{{{v}"order_id":"{order}","student_id":"{s}","service_day":"2026-11-23","from":"{from}","to":"{to}",
+            "event":"{event_name}","version":2,"actor":"system","payment":{money}}}"#,
+            s = StudentId::new()
+        );
+        event(seq, &format!("order.{to}"), payload)
+    }
+
+    fn payments(store: &CloudStore) -> Vec<(i64, String, String, i64)> {
+        let conn = store.lock();
+        let mut stmt = conn
+            .prepare("SELECT seq, order_id, kind, amount_fen FROM cloud_payment ORDER BY seq")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    fn count(store: &CloudStore, table: &str) -> i64 {
+        store
+            .lock()
+            .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn refunds_of_both_payload_versions_are_projected_and_newer_versions_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CloudStore::open(&dir.path().join("cloud.db")).unwrap();
+        let (old, new) = (OrderId::new(), OrderId::new());
+        let stock = format!(
+            r#"{{"item_id":"{}","service_day":"2026-11-23","staff_id":"{}","remaining":0,"sold_out":true}}"#,
+            ItemId::new(),
+            StaffId::new()
+        );
+        let batch = vec![
+            // Version 1: no `v`; a refund is told by its `refund_id` alone.
+            placed(1, "", old, 900),
+            moved(
+                2,
+                "",
+                old,
+                "placed",
+                "paid",
+                &format!(
+                    r#"{{"payment_id":"{}","method":"counter","amount_fen":900}}"#,
+                    PaymentId::new()
+                ),
+            ),
+            moved(
+                3,
+                "",
+                old,
+                "paid",
+                "cancelled",
+                &format!(
+                    r#"{{"refund_id":"{}","method":"counter","amount_fen":900}}"#,
+                    PaymentId::new()
+                ),
+            ),
+            // Stock events are stored, not projected.
+            event(4, "stock.sold_out", stock),
+            // Version 2: `v` and an explicit `kind` on money moves.
+            placed(5, r#""v":2,"#, new, 1200),
+            moved(
+                6,
+                r#""v":2,"#,
+                new,
+                "placed",
+                "paid",
+                &format!(
+                    r#"{{"kind":"payment","payment_id":"{}","method":"campus_card","amount_fen":1200}}"#,
+                    PaymentId::new()
+                ),
+            ),
+            moved(
+                7,
+                r#""v":2,"#,
+                new,
+                "paid",
+                "cancelled",
+                &format!(
+                    r#"{{"kind":"refund","refund_id":"{}","method":"campus_card","amount_fen":1200}}"#,
+                    PaymentId::new()
+                ),
+            ),
+        ];
+        assert_eq!(store.ingest("box-1", &batch).unwrap(), 7);
+        let (old, new) = (old.to_string(), new.to_string());
+        assert_eq!(
+            payments(&store),
+            vec![
+                (2, old.clone(), "payment".to_owned(), 900),
+                (3, old, "refund".to_owned(), 900),
+                (6, new.clone(), "payment".to_owned(), 1200),
+                (7, new, "refund".to_owned(), 1200),
+            ]
+        );
+        let summary = store.summary("box-1", Some("2026-11-23")).unwrap();
+        assert_eq!(summary.refunds_fen, 2100);
+        assert_eq!(summary.revenue_fen, 0);
+        assert_eq!(summary.by_state.get("cancelled"), Some(&2));
+        assert_eq!(summary.events, 7);
+
+        // A payload newer than this cloud knows is refused, with the whole batch: a
+        // transition, and a placement (read by its head only).
+        let third = OrderId::new();
+        let newer_move = vec![
+            placed(8, r#""v":2,"#, third, 500),
+            moved(
+                9,
+                r#""v":99,"#,
+                third,
+                "placed",
+                "paid",
+                &format!(
+                    r#"{{"kind":"payment","payment_id":"{}","method":"counter","amount_fen":500}}"#,
+                    PaymentId::new()
+                ),
+            ),
+        ];
+        let newer_placement = vec![placed(8, r#""v":99,"#, third, 500)];
+        for (batch, bad_seq) in [(newer_move, 9), (newer_placement, 8)] {
+            match store.ingest("box-1", &batch) {
+                Err(StoreError::BadEvent { seq, reason, .. }) => {
+                    assert_eq!(seq, bad_seq);
+                    assert!(reason.contains("99"), "{reason}");
+                }
+                other => panic!("a version 99 payload was not refused: {other:?}"),
+            }
+            assert_eq!(store.acked("box-1").unwrap(), 7);
+            assert_eq!(count(&store, "event"), 7);
+            assert_eq!(count(&store, "cloud_order"), 2);
+            assert_eq!(payments(&store).len(), 4);
+        }
+
+        // Malformed money (both ids) and unknown order kinds are refused too.
+        let both = format!(
+            r#"{{"payment_id":"{p}","refund_id":"{p}","method":"counter","amount_fen":1}}"#,
+            p = PaymentId::new()
+        );
+        let malformed = vec![moved(8, "", third, "placed", "paid", &both)];
+        assert!(matches!(
+            store.ingest("box-1", &malformed),
+            Err(StoreError::BadEvent { seq: 8, .. })
+        ));
+        let mut unknown = moved(8, "", third, "placed", "paid", "null");
+        unknown.kind = "order.teleported".into();
+        assert!(matches!(
+            store.ingest("box-1", &[unknown]),
+            Err(StoreError::BadEvent { seq: 8, .. })
+        ));
+        assert_eq!(count(&store, "event"), 7);
+    }
 }

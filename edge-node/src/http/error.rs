@@ -2,25 +2,26 @@
 //! `message`, and optional details. Internals are never sent to the client; a 5xx
 //! carries its cause in a response extension that the logging middleware records once.
 
-use crate::accounts::AccountError;
-use crate::db::StoreError;
-use crate::menu::MenuError;
-use crate::order::{OrderError, PlaceOrderError};
-use crate::payment::PaymentError;
-use crate::pickup::HandoverError;
+use crate::core::lifecycle::Refusal;
+use crate::core::pickup::HandoverRefusal;
+use crate::core::pricing::PriceError;
+use crate::core::stock::StockRefusal;
+use crate::ops::orders::OrderError;
+use crate::ops::stock::StockError;
 use crate::session::AuthError;
-use crate::stock::StockError;
-use crate::writer::WriteError;
+use crate::store::accounts::AccountError;
+use crate::store::docs::{MenuError, SettingsError};
+use crate::store::{StoreError, WriteError};
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+pub use canteen_api::error::{ErrorBody, ErrorCode, ErrorDetail};
 use serde_json::{Value, json};
 
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     pub details: Option<Value>,
     pub retry_after_s: Option<u64>,
@@ -28,31 +29,15 @@ pub struct ApiError {
     pub internal: Option<String>,
 }
 
-/// The JSON body of every error response.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct ErrorDetail {
-    /// Stable machine-readable code, e.g. `sold_out`, `stale_version`.
-    pub code: String,
-    /// A sentence for people.
-    pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub details: Option<Value>,
-}
-
 /// What the logging middleware finds on a failed response.
 #[derive(Clone, Debug)]
 pub struct LoggedError {
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub internal: Option<String>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -73,30 +58,30 @@ impl ApiError {
         self
     }
 
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
-    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn unprocessable(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
     }
 
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn not_found(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, code, message)
     }
 
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, message)
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+        Self::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
     }
 
     pub fn rate_limited(seconds: u64) -> Self {
         Self::new(
             StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+            ErrorCode::RateLimited,
             format!("too many attempts; try again in {seconds} s"),
         )
         .retry_after(seconds)
@@ -105,7 +90,7 @@ impl ApiError {
     pub fn overloaded() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
+            ErrorCode::Overloaded,
             "the box is busy; try again in a moment",
         )
         .retry_after(1)
@@ -114,7 +99,7 @@ impl ApiError {
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         let mut e = Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ErrorCode::Internal,
             "something went wrong on the box",
         );
         e.internal = Some(cause.to_string());
@@ -126,7 +111,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
             error: ErrorDetail {
-                code: self.code.to_owned(),
+                code: self.code,
                 message: self.message,
                 details: self.details,
             },
@@ -157,7 +142,7 @@ impl From<WriteError> for ApiError {
             WriteError::Overloaded => Self::overloaded(),
             WriteError::ShuttingDown => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
+                ErrorCode::ShuttingDown,
                 "the box is restarting",
             )
             .retry_after(5),
@@ -169,60 +154,107 @@ impl From<WriteError> for ApiError {
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         let code = match e {
-            AuthError::Missing => "unauthenticated",
-            AuthError::Invalid => "invalid_token",
-            AuthError::Expired => "session_expired",
+            AuthError::Missing => ErrorCode::Unauthenticated,
+            AuthError::Invalid => ErrorCode::InvalidToken,
+            AuthError::Expired => ErrorCode::SessionExpired,
         };
         Self::new(StatusCode::UNAUTHORIZED, code, e.to_string())
     }
 }
 
-impl From<StockError> for ApiError {
-    fn from(e: StockError) -> Self {
+impl From<StockRefusal> for ApiError {
+    fn from(e: StockRefusal) -> Self {
         let message = e.to_string();
         match e {
-            StockError::SoldOut { item_id, .. } => Self::conflict("sold_out", message)
+            StockRefusal::SoldOut { item_id, .. } => Self::conflict(ErrorCode::SoldOut, message)
                 .with_details(json!({ "item_id": item_id, "remaining": 0 })),
-            StockError::NotEnough {
+            StockRefusal::NotEnough {
                 item_id, remaining, ..
-            } => Self::conflict("not_enough_stock", message)
+            } => Self::conflict(ErrorCode::NotEnoughStock, message)
                 .with_details(json!({ "item_id": item_id, "remaining": remaining })),
-            StockError::BelowZero { .. } => Self::conflict("stock_below_zero", message),
-            StockError::BadCount => Self::unprocessable("invalid_count", message),
+            StockRefusal::BelowZero { .. } => Self::conflict(ErrorCode::StockBelowZero, message),
+            StockRefusal::BadCount | StockRefusal::BadReason => {
+                Self::unprocessable(ErrorCode::InvalidCount, message)
+            }
+        }
+    }
+}
+
+impl From<StockError> for ApiError {
+    fn from(e: StockError) -> Self {
+        match e {
+            StockError::ItemNotFound(id) => {
+                Self::not_found(ErrorCode::ItemNotFound, format!("no menu item {id}"))
+            }
+            StockError::Refused(r) => r.into(),
             StockError::Store(e) => e.into(),
             StockError::Write(e) => e.into(),
         }
     }
 }
 
-impl From<PlaceOrderError> for ApiError {
-    fn from(e: PlaceOrderError) -> Self {
+impl From<PriceError> for ApiError {
+    fn from(e: PriceError) -> Self {
         let message = e.to_string();
         match e {
-            PlaceOrderError::LineCount => Self::unprocessable("invalid_lines", message),
-            PlaceOrderError::Quantity { line } => Self::unprocessable("invalid_quantity", message)
-                .with_details(json!({ "line": line })),
-            PlaceOrderError::UnknownItem(id) => {
-                Self::unprocessable("unknown_item", message).with_details(json!({ "item_id": id }))
+            PriceError::LineCount => Self::unprocessable(ErrorCode::InvalidLines, message),
+            PriceError::Quantity { line } => {
+                Self::unprocessable(ErrorCode::InvalidQuantity, message)
+                    .with_details(json!({ "line": line }))
             }
-            PlaceOrderError::Unavailable { item_id, .. } => {
-                Self::conflict("unavailable", message).with_details(json!({ "item_id": item_id }))
+            PriceError::UnknownItem(id) => Self::unprocessable(ErrorCode::UnknownItem, message)
+                .with_details(json!({ "item_id": id })),
+            PriceError::Unavailable { item_id, .. } => {
+                Self::conflict(ErrorCode::Unavailable, message)
+                    .with_details(json!({ "item_id": item_id }))
             }
-            PlaceOrderError::Options(_) => Self::unprocessable("invalid_options", message),
-            PlaceOrderError::PaymentMode(_) => {
-                Self::unprocessable("payment_mode_not_offered", message)
+            PriceError::Options(_) => Self::unprocessable(ErrorCode::InvalidOptions, message),
+            PriceError::PaymentMode(_) => {
+                Self::unprocessable(ErrorCode::PaymentModeNotOffered, message)
             }
-            PlaceOrderError::UnknownSlot(_) => Self::unprocessable("unknown_pickup_slot", message),
-            PlaceOrderError::SlotFull(_) => Self::conflict("pickup_slot_full", message),
-            PlaceOrderError::IdempotencyMismatch => {
-                Self::unprocessable("idempotency_key_reused", message)
+            PriceError::UnknownSlot(_) => {
+                Self::unprocessable(ErrorCode::UnknownPickupSlot, message)
             }
-            PlaceOrderError::BadIdempotencyKey => {
-                Self::bad_request("invalid_idempotency_key", message)
+            PriceError::BadIdempotencyKey => {
+                Self::bad_request(ErrorCode::InvalidIdempotencyKey, message)
             }
-            PlaceOrderError::Stock(e) => e.into(),
-            PlaceOrderError::Store(e) => e.into(),
-            PlaceOrderError::Write(e) => e.into(),
+        }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(e: Refusal) -> Self {
+        let message = e.to_string();
+        match e {
+            Refusal::NotYours => Self::forbidden(message),
+            Refusal::NotAllowed { from, event } => {
+                Self::conflict(ErrorCode::InvalidTransition, message)
+                    .with_details(json!({ "state": from, "event": event }))
+            }
+            Refusal::KitchenStarted => Self::conflict(ErrorCode::KitchenStarted, message),
+            Refusal::NotPermitted { .. } => {
+                Self::new(StatusCode::FORBIDDEN, ErrorCode::NotPermitted, message)
+            }
+            Refusal::Stale { current } => Self::conflict(ErrorCode::StaleVersion, message)
+                .with_details(json!({ "current_version": current })),
+        }
+    }
+}
+
+impl From<HandoverRefusal> for ApiError {
+    fn from(e: HandoverRefusal) -> Self {
+        let message = e.to_string();
+        match e {
+            HandoverRefusal::BadCode => Self::unprocessable(ErrorCode::InvalidPickupCode, message),
+            HandoverRefusal::NotFound => Self::not_found(ErrorCode::PickupNotFound, message),
+            HandoverRefusal::AlreadyPickedUp { number } => {
+                Self::conflict(ErrorCode::AlreadyPickedUp, message)
+                    .with_details(json!({ "pickup_number": number }))
+            }
+            HandoverRefusal::NotReady { number, state } => {
+                Self::conflict(ErrorCode::NotReady, message)
+                    .with_details(json!({ "pickup_number": number, "state": state }))
+            }
         }
     }
 }
@@ -231,57 +263,29 @@ impl From<OrderError> for ApiError {
     fn from(e: OrderError) -> Self {
         let message = e.to_string();
         match e {
-            OrderError::NotFound => Self::not_found("order_not_found", message),
-            OrderError::NotYours => Self::forbidden(message),
-            OrderError::NotAllowed { from, event } => Self::conflict("invalid_transition", message)
-                .with_details(json!({ "state": from, "event": event })),
-            OrderError::KitchenStarted => Self::conflict("kitchen_started", message),
-            OrderError::NotPermitted { .. } => {
-                Self::new(StatusCode::FORBIDDEN, "not_permitted", message)
-            }
-            OrderError::Stale { current } => Self::conflict("stale_version", message)
-                .with_details(json!({ "current_version": current })),
+            OrderError::NotFound => Self::not_found(ErrorCode::OrderNotFound, message),
+            OrderError::Closed { hours, .. } => Self::conflict(ErrorCode::Closed, message)
+                .with_details(serde_json::to_value(hours).unwrap_or_default()),
+            OrderError::Price(e) => e.into(),
             OrderError::Stock(e) => e.into(),
-            OrderError::Store(e) => e.into(),
-            OrderError::Write(e) => e.into(),
-        }
-    }
-}
-
-impl From<HandoverError> for ApiError {
-    fn from(e: HandoverError) -> Self {
-        let message = e.to_string();
-        match e {
-            HandoverError::BadCode => Self::unprocessable("invalid_pickup_code", message),
-            HandoverError::NotFound => Self::not_found("pickup_not_found", message),
-            HandoverError::AlreadyPickedUp { number } => {
-                Self::conflict("already_picked_up", message)
-                    .with_details(json!({ "pickup_number": number }))
+            OrderError::Refused(e) => e.into(),
+            OrderError::Handover(e) => e.into(),
+            OrderError::SlotFull(_) => Self::conflict(ErrorCode::PickupSlotFull, message),
+            OrderError::IdempotencyMismatch => {
+                Self::unprocessable(ErrorCode::IdempotencyKeyReused, message)
             }
-            HandoverError::NotReady { number, state } => Self::conflict("not_ready", message)
-                .with_details(json!({ "pickup_number": number, "state": state })),
-            HandoverError::Order(e) => e.into(),
-            HandoverError::Store(e) => e.into(),
-            HandoverError::Write(e) => e.into(),
-        }
-    }
-}
-
-impl From<PaymentError> for ApiError {
-    fn from(e: PaymentError) -> Self {
-        let message = e.to_string();
-        match e {
-            PaymentError::BadTransactionId => {
-                Self::unprocessable("invalid_transaction_id", message)
+            OrderError::BadTransactionId => {
+                Self::unprocessable(ErrorCode::InvalidTransactionId, message)
             }
-            PaymentError::AmountMismatch { expected, got } => {
-                Self::unprocessable("amount_mismatch", message)
+            OrderError::AmountMismatch { expected, got } => {
+                Self::unprocessable(ErrorCode::AmountMismatch, message)
                     .with_details(json!({ "expected_fen": expected, "got_fen": got }))
             }
-            PaymentError::TransactionReused(_) => Self::conflict("transaction_reused", message),
-            PaymentError::Order(e) => e.into(),
-            PaymentError::Store(e) => e.into(),
-            PaymentError::Write(e) => e.into(),
+            OrderError::TransactionReused(_) => {
+                Self::conflict(ErrorCode::TransactionReused, message)
+            }
+            OrderError::Store(e) => e.into(),
+            OrderError::Write(e) => e.into(),
         }
     }
 }
@@ -289,31 +293,30 @@ impl From<PaymentError> for ApiError {
 impl From<MenuError> for ApiError {
     fn from(e: MenuError) -> Self {
         match e {
-            MenuError::Invalid(m) => Self::unprocessable("invalid_menu_item", m),
+            MenuError::Invalid(m) => Self::unprocessable(ErrorCode::InvalidMenuItem, m),
             MenuError::NotFound(id) => {
-                Self::not_found("item_not_found", format!("no menu item {id}"))
+                Self::not_found(ErrorCode::ItemNotFound, format!("no menu item {id}"))
             }
-            MenuError::Conflict(m) => Self::conflict("menu_conflict", m),
+            MenuError::Conflict(m) => Self::conflict(ErrorCode::MenuConflict, m),
             MenuError::Store(e) => e.into(),
             MenuError::Write(e) => e.into(),
         }
     }
 }
 
-impl From<crate::docs::SettingsError> for ApiError {
-    fn from(e: crate::docs::SettingsError) -> Self {
-        use crate::docs::SettingsError as E;
+impl From<SettingsError> for ApiError {
+    fn from(e: SettingsError) -> Self {
         match e {
-            E::Invalid(m) => Self::unprocessable("invalid_settings", m),
-            E::Store(e) => e.into(),
-            E::Write(e) => e.into(),
+            SettingsError::Invalid(m) => Self::unprocessable(ErrorCode::InvalidSettings, m),
+            SettingsError::Store(e) => e.into(),
+            SettingsError::Write(e) => e.into(),
         }
     }
 }
 
 impl From<crdt::InvalidValue> for ApiError {
     fn from(e: crdt::InvalidValue) -> Self {
-        Self::unprocessable("invalid_menu_item", e.to_string())
+        Self::unprocessable(ErrorCode::InvalidMenuItem, e.to_string())
     }
 }
 
@@ -322,7 +325,7 @@ impl From<AccountError> for ApiError {
         match e {
             AccountError::Store(e) => e.into(),
             AccountError::Write(e) => e.into(),
-            other => Self::unprocessable("invalid_account", other.to_string()),
+            other => Self::unprocessable(ErrorCode::InvalidAccount, other.to_string()),
         }
     }
 }
@@ -330,31 +333,35 @@ impl From<AccountError> for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         match &r {
-            JsonRejection::JsonDataError(_) => Self::unprocessable("invalid_body", r.body_text()),
-            JsonRejection::JsonSyntaxError(_) => Self::bad_request("bad_json", r.body_text()),
+            JsonRejection::JsonDataError(_) => {
+                Self::unprocessable(ErrorCode::InvalidBody, r.body_text())
+            }
+            JsonRejection::JsonSyntaxError(_) => {
+                Self::bad_request(ErrorCode::BadJson, r.body_text())
+            }
             JsonRejection::MissingJsonContentType(_) => Self::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ErrorCode::UnsupportedMediaType,
                 "send the body as JSON with Content-Type: application/json",
             ),
             _ if r.status() == StatusCode::PAYLOAD_TOO_LARGE => Self::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
+                ErrorCode::BodyTooLarge,
                 "the request body is too large",
             ),
-            _ => Self::new(r.status(), "bad_body", r.body_text()),
+            _ => Self::new(r.status(), ErrorCode::BadBody, r.body_text()),
         }
     }
 }
 
 impl From<PathRejection> for ApiError {
     fn from(r: PathRejection) -> Self {
-        Self::bad_request("bad_path", r.body_text())
+        Self::bad_request(ErrorCode::BadPath, r.body_text())
     }
 }
 
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
-        Self::bad_request("bad_query", r.body_text())
+        Self::bad_request(ErrorCode::BadQuery, r.body_text())
     }
 }

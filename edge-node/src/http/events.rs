@@ -7,10 +7,11 @@
 use super::error::ApiError;
 use super::extract::{Query, Staff, Student};
 use crate::app::App;
-use crate::outbox::{self, OutboxEvent};
+use crate::store::outbox;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
+use canteen_api::events::OutboxEvent;
 use futures_util::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 use std::convert::Infallible;
@@ -72,10 +73,8 @@ async fn student_events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let permit = permit(&app)?;
     let rx = app.events.subscribe();
-    let me = me.to_string();
     let stream = live(app.shutdown.clone(), rx, 0, move |e| {
-        e.kind.starts_with("order.")
-            && e.payload.get("student_id").and_then(|v| v.as_str()) == Some(me.as_str())
+        e.payload.order().is_some_and(|(_, student)| student == me)
     })
     .map(move |e| {
         let _held = &permit;

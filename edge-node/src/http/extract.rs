@@ -2,12 +2,12 @@
 
 use super::error::ApiError;
 use crate::app::App;
-use crate::ids::{StaffId, StudentId};
 use crate::session::{AuthError, Role};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use canteen_api::ids::{StaffId, StudentId};
 use std::net::{IpAddr, SocketAddr};
 
 /// `axum::Json` whose rejections are [`ApiError`]s.
@@ -110,7 +110,7 @@ impl FromRequestParts<App> for Manager {
         if staff.role != Role::Manager {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
-                "forbidden",
+                super::error::ErrorCode::Forbidden,
                 "this needs a manager login",
             ));
         }

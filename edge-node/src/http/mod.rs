@@ -10,7 +10,7 @@
 pub mod error;
 pub mod events;
 pub mod extract;
-pub mod ops;
+pub mod health;
 pub mod page;
 pub mod qr;
 pub mod staff;
@@ -64,11 +64,11 @@ pub fn router(app: App) -> Router {
     Router::new()
         .merge(api)
         .merge(events::routes())
-        .merge(ops::routes())
+        .merge(health::routes())
         .merge(page::routes())
-        .fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
+        .fallback(|| async { ApiError::not_found(error::ErrorCode::NotFound, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, error::ErrorCode::MethodNotAllowed, "method not allowed here")
         })
         .layer(DefaultBodyLimit::max(app.config.body_limit_bytes))
         .layer(middleware::from_fn_with_state(app.clone(), observe))
@@ -96,7 +96,7 @@ async fn guard(State(app): State<App>, req: Request, next: Next) -> Response {
         Ok(response) => response,
         Err(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
+            error::ErrorCode::Timeout,
             "the box took too long; try again",
         )
         .retry_after(1)
@@ -125,9 +125,9 @@ async fn observe(State(app): State<App>, req: Request, next: Next) -> Response {
         .observe(started.elapsed().as_secs_f64());
     if let Some(logged) = response.extensions().get::<LoggedError>() {
         if status.is_server_error() {
-            tracing::error!(%status, code = logged.code, cause = logged.internal.as_deref().unwrap_or(""), "request failed");
+            tracing::error!(%status, code = logged.code.as_str(), cause = logged.internal.as_deref().unwrap_or(""), "request failed");
         } else {
-            tracing::debug!(%status, code = logged.code, "request refused");
+            tracing::debug!(%status, code = logged.code.as_str(), "request refused");
         }
     }
     response

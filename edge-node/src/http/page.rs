@@ -136,7 +136,8 @@ async fn asset(Path((version, file)): Path<(String, String)>) -> Response {
             bytes,
         )
             .into_response(),
-        _ => super::error::ApiError::not_found("not_found", "no such asset").into_response(),
+        _ => super::error::ApiError::not_found(super::error::ErrorCode::NotFound, "no such asset")
+            .into_response(),
     }
 }
 

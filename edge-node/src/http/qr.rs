@@ -4,10 +4,10 @@
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Path, Student};
 use crate::app::App;
-use crate::ids::OrderId;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
+use canteen_api::ids::OrderId;
 use qrcode::render::svg;
 use qrcode::{EcLevel, QrCode};
 use utoipa_axum::router::OpenApiRouter;

@@ -1,25 +1,27 @@
 //! The staff API: the order queue and its transitions, hand-over, stock, menu edits
 //! (managers), the day summary and the outbox.
 
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::extract::{ClientIp, Json, Manager, Path, Query, Staff};
-use super::student::{LoginResponse, login_with};
-use crate::accounts;
+use super::student::{AccountKind, login_with};
 use crate::app::App;
-use crate::canteen::Canteen;
-use crate::ids::{ItemId, OrderId};
-use crate::menu::{self, Conflict, ItemFields, Menu, MenuEdit, MenuError, MenuItem};
-use crate::order::{self, Actor, DaySummary, OrderEvent, OrderState, OrderView};
-use crate::outbox::{self, OutboxEvent};
-use crate::pickup::{self, PickupCode};
-use crate::stock::{self, StaffStockAction, StockLevel};
+use crate::core::canteen::Canteen;
+use crate::core::menu::{ItemFields, MenuEdit, MenuItem};
+use crate::ops;
+use crate::ops::orders::OrderError;
+use crate::store::{orders, outbox};
 use axum::extract::State;
 use axum::http::StatusCode;
+use canteen_api::ids::{ItemId, OrderId};
+use canteen_api::order::{DaySummary, OrderState, OrderView};
+use canteen_api::staff::{
+    HandOverRequest, LoginResponse, OutboxPage, StaffLogin, StaffMenu, StaffSettings, SyncState,
+    TransitionRequest,
+};
+use canteen_api::stock::{StaffStockAction, StockLevel};
 use chrono::NaiveDate;
-use crdt::settings::{CanteenSettings, SettingsEdit};
-use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
-use std::sync::Arc;
+use crdt::settings::SettingsEdit;
+use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -44,13 +46,6 @@ pub(super) fn routes() -> OpenApiRouter<App> {
 /// The most orders one queue request returns.
 const QUEUE_MAX: usize = 500;
 
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct StaffLogin {
-    pub username: String,
-    pub password: String,
-}
-
 /// Log in with a staff account.
 #[utoipa::path(post, path = "/api/staff/login", tag = "staff", request_body = StaffLogin,
     responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
@@ -60,14 +55,7 @@ async fn login(
     Json(req): Json<StaffLogin>,
 ) -> Result<Json<LoginResponse>, ApiError> {
     Ok(Json(
-        login_with(
-            &app,
-            ip,
-            req.username,
-            req.password,
-            accounts::staff_credentials,
-        )
-        .await?,
+        login_with(&app, ip, req.username, req.password, AccountKind::Staff).await?,
     ))
 }
 
@@ -87,17 +75,15 @@ async fn queue(
     Query(q): Query<QueueQuery>,
 ) -> Result<Json<Vec<OrderView>>, ApiError> {
     let states = match q.state.as_deref() {
-        None | Some("") => vec![
-            OrderState::Placed,
-            OrderState::Paid,
-            OrderState::Preparing,
-            OrderState::Ready,
-        ],
+        None | Some("") => OrderState::OPEN.to_vec(),
         Some(list) => list
             .split(',')
             .map(|s| {
                 OrderState::parse(s.trim()).ok_or_else(|| {
-                    ApiError::bad_request("bad_query", format!("{s:?} is not an order state"))
+                    ApiError::bad_request(
+                        ErrorCode::BadQuery,
+                        format!("{s:?} is not an order state"),
+                    )
                 })
             })
             .collect::<Result<_, _>>()?,
@@ -106,7 +92,7 @@ async fn queue(
     let day = app.today();
     Ok(Json(
         app.readers
-            .read(move |c| order::queue(c, day, &states, limit))
+            .read(move |c| orders::queue(c, day, &states, limit))
             .await?,
     ))
 }
@@ -119,16 +105,8 @@ async fn one_order(
     _staff: Staff,
     Path(id): Path<OrderId>,
 ) -> Result<Json<OrderView>, ApiError> {
-    let order = app.readers.read(move |c| order::load(c, id)).await?;
-    Ok(Json(order.ok_or(order::OrderError::NotFound)?))
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TransitionRequest {
-    pub event: OrderEvent,
-    /// The order version this terminal saw; a newer one on the box gives 409.
-    pub version: i64,
+    let order = app.readers.read(move |c| orders::load(c, id)).await?;
+    Ok(Json(order.ok_or(OrderError::NotFound)?))
 }
 
 /// Move an order along its lifecycle (pay at counter, start preparing, ready, pick up,
@@ -142,26 +120,9 @@ async fn transition(
     Path(id): Path<OrderId>,
     Json(req): Json<TransitionRequest>,
 ) -> Result<Json<OrderView>, ApiError> {
-    let order = app
-        .writer
-        .write(move |ctx| {
-            order::apply_event(
-                ctx,
-                id,
-                req.event,
-                &Actor::Staff(staff.id),
-                Some(req.version),
-            )
-        })
-        .await?;
-    Ok(Json(order))
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct HandOverRequest {
-    /// Today's pickup number, or the token from the QR code.
-    pub code: String,
+    Ok(Json(
+        ops::orders::staff_transition(&app, staff.id, id, req.event, req.version).await?,
+    ))
 }
 
 /// Hand an order over: by pickup number or scanned token.
@@ -172,13 +133,9 @@ async fn hand_over(
     staff: Staff,
     Json(req): Json<HandOverRequest>,
 ) -> Result<Json<OrderView>, ApiError> {
-    let code = PickupCode::parse(&req.code)?;
-    let day = app.today();
-    let order = app
-        .writer
-        .write(move |ctx| pickup::hand_over(ctx, day, &code, staff.id))
-        .await?;
-    Ok(Json(order))
+    Ok(Json(
+        ops::orders::hand_over(&app, staff.id, &req.code).await?,
+    ))
 }
 
 /// Restock, adjust, mark sold out or back.
@@ -191,27 +148,9 @@ async fn stock_action(
     Path(item_id): Path<ItemId>,
     Json(action): Json<StaffStockAction>,
 ) -> Result<Json<StockLevel>, ApiError> {
-    let item = app
-        .menu
-        .snapshot()
-        .get(item_id)
-        .cloned()
-        .ok_or(MenuError::NotFound(item_id))?;
-    let day = app.today();
-    let level = app
-        .writer
-        .write(move |ctx| stock::staff_action(ctx, &item, day, &action, staff.id))
-        .await?;
-    Ok(Json(level))
-}
-
-#[derive(Serialize, Deserialize, utoipa::ToSchema)]
-pub struct StaffMenu {
-    /// Every item, archived ones included.
-    pub items: Vec<MenuItem>,
-    /// Fields two editors set concurrently; `values[0]` is the one in effect. Setting
-    /// the field again resolves the conflict.
-    pub conflicts: Vec<Conflict>,
+    Ok(Json(
+        ops::stock::staff_action(&app, staff.id, item_id, action).await?,
+    ))
 }
 
 /// The whole menu with its conflicts.
@@ -224,28 +163,6 @@ async fn full_menu(State(app): State<App>, _staff: Staff) -> Json<StaffMenu> {
     })
 }
 
-/// Applies menu edits in one change, and carries quota changes into today's stock.
-async fn edit_menu(app: &App, edits: Vec<MenuEdit>) -> Result<Arc<Menu>, ApiError> {
-    let day = app.today();
-    let docs = app.docs.clone();
-    app.writer
-        .write(move |ctx| -> Result<Arc<Menu>, ApiError> {
-            let menu = docs.edit_menu(ctx, &edits)?;
-            let quota_changed: HashSet<ItemId> = edits
-                .iter()
-                .filter(|e| matches!(e, MenuEdit::SetQuota { .. }))
-                .map(MenuEdit::item)
-                .collect();
-            for id in quota_changed {
-                if let Some(item) = menu.get(id) {
-                    stock::set_quota(ctx, item, day)?;
-                }
-            }
-            Ok(menu)
-        })
-        .await
-}
-
 /// Add a menu item (managers).
 #[utoipa::path(post, path = "/api/staff/menu", tag = "staff", request_body = ItemFields,
     responses((status = 201, body = MenuItem), (status = 422, body = ErrorBody)))]
@@ -254,16 +171,7 @@ async fn create_item(
     _m: Manager,
     Json(fields): Json<ItemFields>,
 ) -> Result<(StatusCode, Json<MenuItem>), ApiError> {
-    fields.validate()?;
-    let item = MenuItem {
-        id: ItemId::new(),
-        fields,
-    };
-    let menu = edit_menu(&app, menu::diff(None, &item)).await?;
-    let saved = menu
-        .get(item.id)
-        .cloned()
-        .ok_or(MenuError::NotFound(item.id))?;
+    let saved = ops::menu::create_item(&app, fields).await?;
     Ok((StatusCode::CREATED, Json(saved)))
 }
 
@@ -279,19 +187,7 @@ async fn update_item(
     Path(id): Path<ItemId>,
     Json(fields): Json<ItemFields>,
 ) -> Result<Json<MenuItem>, ApiError> {
-    fields.validate()?;
-    let current = app
-        .menu
-        .snapshot()
-        .get(id)
-        .cloned()
-        .ok_or(MenuError::NotFound(id))?;
-    let edits = menu::diff(Some(&current), &MenuItem { id, fields });
-    if edits.is_empty() {
-        return Ok(Json(current));
-    }
-    let menu = edit_menu(&app, edits).await?;
-    Ok(Json(menu.get(id).cloned().ok_or(MenuError::NotFound(id))?))
+    Ok(Json(ops::menu::update_item(&app, id, fields).await?))
 }
 
 /// Apply single-field menu edits (managers), all or nothing.
@@ -302,17 +198,11 @@ async fn menu_edits(
     _m: Manager,
     Json(edits): Json<Vec<MenuEdit>>,
 ) -> Result<Json<StaffMenu>, ApiError> {
-    let menu = edit_menu(&app, edits).await?;
+    let menu = ops::menu::edit(&app, edits).await?;
     Ok(Json(StaffMenu {
         items: menu.items().to_vec(),
         conflicts: menu.conflicts().to_vec(),
     }))
-}
-
-#[derive(Serialize, Deserialize, utoipa::ToSchema)]
-pub struct StaffSettings {
-    pub settings: CanteenSettings,
-    pub conflicts: Vec<Conflict>,
 }
 
 fn staff_settings(canteen: &Canteen) -> StaffSettings {
@@ -336,11 +226,7 @@ async fn settings_edits(
     _m: Manager,
     Json(edits): Json<Vec<SettingsEdit>>,
 ) -> Result<Json<StaffSettings>, ApiError> {
-    let docs = app.docs.clone();
-    let canteen = app
-        .writer
-        .write(move |ctx| docs.edit_settings(ctx, &edits))
-        .await?;
+    let canteen = ops::menu::edit_settings(&app, edits).await?;
     Ok(Json(staff_settings(&canteen)))
 }
 
@@ -360,7 +246,7 @@ async fn summary(
 ) -> Result<Json<DaySummary>, ApiError> {
     let day = q.day.unwrap_or_else(|| app.today());
     Ok(Json(
-        app.readers.read(move |c| order::summary(c, day)).await?,
+        app.readers.read(move |c| orders::summary(c, day)).await?,
     ))
 }
 
@@ -369,13 +255,6 @@ pub struct OutboxQuery {
     #[serde(default)]
     pub after_seq: i64,
     pub limit: Option<usize>,
-}
-
-#[derive(Serialize, Deserialize, utoipa::ToSchema)]
-pub struct OutboxPage {
-    pub events: Vec<OutboxEvent>,
-    /// Highest sequence number on the box.
-    pub last_seq: i64,
 }
 
 /// Outbox events after a sequence number, oldest first.
@@ -403,10 +282,7 @@ async fn outbox_after(
 
 /// The link to the campus cloud: connected or not, events not yet acknowledged, the
 /// oldest one's age, the last successful exchange.
-#[utoipa::path(get, path = "/api/staff/sync", tag = "staff", responses((status = 200, body = crate::sync::SyncState)))]
-async fn sync_state(
-    State(app): State<App>,
-    _staff: Staff,
-) -> Result<Json<crate::sync::SyncState>, ApiError> {
-    Ok(Json(crate::sync::state(&app).await?))
+#[utoipa::path(get, path = "/api/staff/sync", tag = "staff", responses((status = 200, body = SyncState)))]
+async fn sync_state(State(app): State<App>, _staff: Staff) -> Result<Json<SyncState>, ApiError> {
+    Ok(Json(crate::ops::sync::state(&app).await?))
 }

@@ -1,21 +1,20 @@
 //! The students' API: login, menu with live stock, placing and following orders.
 
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::extract::{ClientIp, Json, Path, Student};
-use crate::accounts::{self, Credentials};
 use crate::app::App;
-use crate::db::StoreError;
-use crate::ids::{ItemId, OrderId};
-use crate::menu::OptionGroup;
-use crate::order::{self, Actor, IdempotencyKey, OrderEvent, OrderRequest, OrderView, PlaceParams};
-use crate::payment::PaymentMode;
-use crate::session::{Role, verify_secret};
+use crate::core::pricing::IdempotencyKey;
+use crate::ops::orders::{self, OrderError};
+use crate::session::verify_secret;
+use crate::store::accounts;
+use crate::store::orders as stored;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use chrono::{DateTime, NaiveDate, Utc};
-use rusqlite::Connection;
-use serde::{Deserialize, Serialize};
+use canteen_api::ids::OrderId;
+use canteen_api::menu::{MenuEntry, MenuResponse, SlotEntry};
+use canteen_api::order::{OrderRequest, OrderView};
+use canteen_api::staff::{LoginResponse, StudentLogin};
 use std::sync::OnceLock;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -29,20 +28,11 @@ pub(super) fn routes() -> OpenApiRouter<App> {
         .routes(routes!(cancel_order))
 }
 
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct StudentLogin {
-    pub student_number: String,
-    pub pin: String,
-}
-
-#[derive(Serialize, Deserialize, utoipa::ToSchema)]
-pub struct LoginResponse {
-    pub token: String,
-    pub expires_at: DateTime<Utc>,
-    pub role: Role,
-    pub account_id: uuid::Uuid,
-    pub name: String,
+/// Which accounts a login is checked against.
+#[derive(Clone, Copy)]
+pub(super) enum AccountKind {
+    Student,
+    Staff,
 }
 
 /// Checks a secret with the rate limits applied first and the hash check off the
@@ -52,12 +42,12 @@ pub(super) async fn login_with(
     ip: std::net::IpAddr,
     account: String,
     secret: String,
-    lookup: fn(&Connection, &str) -> Result<Option<Credentials>, StoreError>,
+    kind: AccountKind,
 ) -> Result<LoginResponse, ApiError> {
     if account.is_empty() || account.len() > 64 || secret.len() > 128 {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "invalid_credentials",
+            ErrorCode::InvalidCredentials,
             "wrong account or secret",
         ));
     }
@@ -69,7 +59,13 @@ pub(super) async fn login_with(
         .login_per_account
         .check(&account)
         .map_err(ApiError::rate_limited)?;
-    let creds = app.readers.read(move |c| lookup(c, &account)).await?;
+    let creds = app
+        .readers
+        .read(move |c| match kind {
+            AccountKind::Student => accounts::student_credentials(c, &account),
+            AccountKind::Staff => accounts::staff_credentials(c, &account),
+        })
+        .await?;
     let _permit = app
         .login_permits
         .acquire()
@@ -101,7 +97,7 @@ pub(super) async fn login_with(
         }
         _ => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "invalid_credentials",
+            ErrorCode::InvalidCredentials,
             "wrong account or secret",
         )),
     }
@@ -116,61 +112,8 @@ async fn login(
     Json(req): Json<StudentLogin>,
 ) -> Result<Json<LoginResponse>, ApiError> {
     Ok(Json(
-        login_with(
-            &app,
-            ip,
-            req.student_number,
-            req.pin,
-            accounts::student_credentials,
-        )
-        .await?,
+        login_with(&app, ip, req.student_number, req.pin, AccountKind::Student).await?,
     ))
-}
-
-#[derive(Serialize, Deserialize, utoipa::ToSchema)]
-pub struct MenuEntry {
-    pub id: ItemId,
-    pub name_zh: String,
-    pub name_en: String,
-    pub category: String,
-    pub price_fen: i64,
-    pub option_groups: Vec<OptionGroup>,
-    pub allergens: Vec<String>,
-    /// False when staff took it off today's menu.
-    pub available: bool,
-    pub sold_out: bool,
-    /// Portions left today; `null` when the item has no quota.
-    pub remaining: Option<i64>,
-}
-
-#[derive(Serialize, Deserialize, utoipa::ToSchema)]
-pub struct SlotEntry {
-    pub id: String,
-    /// "HH:MM" in the canteen's time zone.
-    pub start: String,
-    pub end: String,
-    pub capacity: u32,
-    pub taken: i64,
-    pub full: bool,
-}
-
-#[derive(Serialize, Deserialize, utoipa::ToSchema)]
-pub struct MenuResponse {
-    #[schema(value_type = String, format = Date)]
-    pub service_day: NaiveDate,
-    pub open: bool,
-    /// Today's hours, "HH:MM" local time; `closed_today` when the canteen is shut all day.
-    pub opening_time: String,
-    pub closing_time: String,
-    pub closed_today: bool,
-    /// IANA name of the canteen's time zone.
-    pub time_zone: String,
-    /// The canteen's announcement, if any.
-    pub announcement: Option<String>,
-    pub payment_modes: Vec<PaymentMode>,
-    /// Pickup slots of today, when the canteen offers them.
-    pub pickup_slots: Vec<SlotEntry>,
-    pub items: Vec<MenuEntry>,
 }
 
 /// Today's menu with live stock. Served from memory.
@@ -253,40 +196,13 @@ async fn place_order(
     let key = headers
         .get("idempotency-key")
         .map(|v| IdempotencyKey::parse(v.to_str().unwrap_or("")))
-        .transpose()?;
+        .transpose()
+        .map_err(OrderError::from)?;
     app.limits
         .orders_per_student
         .check(&student.0)
         .map_err(ApiError::rate_limited)?;
-    let now = app.clock.now();
-    let canteen = app.canteen();
-    if !canteen.is_open(now) {
-        let (open, close, closed_today) = canteen.hours_on(now);
-        let message = if closed_today {
-            "the canteen is closed today".to_owned()
-        } else {
-            format!(
-                "the canteen takes orders from {} to {}",
-                open.format("%H:%M"),
-                close.format("%H:%M")
-            )
-        };
-        return Err(ApiError::conflict("closed", message));
-    }
-    let menu = app.menu.snapshot();
-    let priced = order::price(&menu, &req, &canteen)?;
-    let params = PlaceParams {
-        student,
-        key,
-        request_hash: order::request_hash(&req),
-        priced,
-        day: canteen.service_day(now),
-        unpaid_timeout: canteen.unpaid_timeout,
-    };
-    let placed = app
-        .writer
-        .write(move |ctx| order::place(ctx, &menu, params))
-        .await?;
+    let placed = orders::place(&app, student, key, &req).await?;
     let status = if placed.replayed {
         StatusCode::OK
     } else {
@@ -304,7 +220,7 @@ async fn my_orders(
     let day = app.today();
     Ok(Json(
         app.readers
-            .read(move |c| order::for_student(c, student, day))
+            .read(move |c| stored::for_student(c, student, day))
             .await?,
     ))
 }
@@ -323,16 +239,16 @@ async fn one_order(
 /// One of `student`'s orders: 404 if there is no such order, 403 if it is someone else's.
 pub(super) async fn own_order(
     app: &App,
-    student: crate::ids::StudentId,
+    student: canteen_api::ids::StudentId,
     id: OrderId,
 ) -> Result<OrderView, ApiError> {
     let order = app
         .readers
-        .read(move |c| order::load(c, id))
+        .read(move |c| stored::load(c, id))
         .await?
-        .ok_or(order::OrderError::NotFound)?;
+        .ok_or(OrderError::NotFound)?;
     if order.student_id != student {
-        return Err(order::OrderError::NotYours.into());
+        return Err(crate::core::lifecycle::Refusal::NotYours.into());
     }
     Ok(order)
 }
@@ -345,11 +261,5 @@ async fn cancel_order(
     Student(student): Student,
     Path(id): Path<OrderId>,
 ) -> Result<Json<OrderView>, ApiError> {
-    let order = app
-        .writer
-        .write(move |ctx| {
-            order::apply_event(ctx, id, OrderEvent::Cancel, &Actor::Student(student), None)
-        })
-        .await?;
-    Ok(Json(order))
+    Ok(Json(orders::student_cancel(&app, student, id).await?))
 }

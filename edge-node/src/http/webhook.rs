@@ -1,14 +1,16 @@
 //! The campus-card system's payment webhook. The signature is checked over the raw
 //! body before anything is parsed; a bad one is a 401 and changes nothing.
 
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::extract::Json;
 use crate::app::App;
-use crate::order::OrderView;
-use crate::payment::{self, CampusCardPayment};
+use crate::core::payment;
+use crate::ops;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use canteen_api::order::OrderView;
+use canteen_api::staff::CampusCardPayment;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -31,7 +33,7 @@ async fn campus_card(
 ) -> Result<Json<OrderView>, ApiError> {
     let Some(secret) = app.config.campus_card_secret.clone() else {
         return Err(ApiError::not_found(
-            "campus_card_disabled",
+            ErrorCode::CampusCardDisabled,
             "campus-card payment is not enabled at this canteen",
         ));
     };
@@ -42,15 +44,13 @@ async fn campus_card(
     if !payment::signature_ok(&secret, &body, signature) {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "bad_signature",
+            ErrorCode::BadSignature,
             "the X-Signature does not match the body",
         ));
     }
-    let p: CampusCardPayment = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::unprocessable("invalid_body", format!("bad payment notice: {e}")))?;
-    let (order, _replayed) = app
-        .writer
-        .write(move |ctx| payment::campus_card(ctx, &p))
-        .await?;
+    let p: CampusCardPayment = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::unprocessable(ErrorCode::InvalidBody, format!("bad payment notice: {e}"))
+    })?;
+    let (order, _replayed) = ops::orders::campus_card(&app, p).await?;
     Ok(Json(order))
 }

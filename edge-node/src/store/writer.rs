@@ -8,32 +8,17 @@
 //! stream) and answers every caller. So a caller hears "ok" only after the commit that
 //! holds its change is durable, and many orders share one fsync.
 
-use crate::canteen::Canteen;
-use crate::clock::Clock;
-use crate::db::StoreError;
-use crate::menu::Menu;
-use crate::outbox::OutboxEvent;
-use crate::pickup::SlotTaken;
-use crate::stock::StockLevel;
+use super::db::StoreError;
+use crate::core::clock::Clock;
 use chrono::{DateTime, Utc};
 use rusqlite::Connection;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
-/// Something a committed write changed that in-memory readers must learn about.
-#[derive(Debug, Clone)]
-pub enum Effect {
-    Event(OutboxEvent),
-    Stock(StockLevel),
-    Slot(SlotTaken),
-    Menu(Arc<Menu>),
-    Settings(Arc<Canteen>),
-}
-
 /// Receives the effects of each committed group, in commit order, on the writer thread.
-pub trait Publisher: Send + Sync + 'static {
-    fn publish(&self, effects: Vec<Effect>);
+pub trait Publisher<E>: Send + Sync + 'static {
+    fn publish(&self, effects: Vec<E>);
     /// A group's commit failed and was rolled back: state kept in memory beside the
     /// database (the documents) must be reloaded from `conn`.
     fn rolled_back(&self, conn: &Connection);
@@ -41,14 +26,14 @@ pub trait Publisher: Send + Sync + 'static {
 
 /// What a write closure sees: the connection (inside a transaction and savepoint), the
 /// time the group started, and a list to record effects in.
-pub struct WriteCtx<'a> {
+pub struct WriteCtx<'a, E> {
     pub conn: &'a Connection,
     pub now: DateTime<Utc>,
-    effects: Vec<Effect>,
+    effects: Vec<E>,
 }
 
-impl WriteCtx<'_> {
-    pub fn effect(&mut self, effect: Effect) {
+impl<E> WriteCtx<'_, E> {
+    pub fn effect(&mut self, effect: E) {
         self.effects.push(effect);
     }
 }
@@ -68,10 +53,10 @@ struct JobOutcome {
     complete: Box<dyn FnOnce(Result<(), WriteError>) + Send>,
 }
 
-type Job = Box<dyn FnOnce(&mut WriteCtx<'_>) -> JobOutcome + Send>;
+type Job<E> = Box<dyn FnOnce(&mut WriteCtx<'_, E>) -> JobOutcome + Send>;
 
-enum Msg {
-    Job(Job),
+enum Msg<E> {
+    Job(Job<E>),
     Stop,
 }
 
@@ -83,16 +68,16 @@ pub struct WriterConfig {
     pub group_max: usize,
 }
 
-pub struct Writer {
-    tx: mpsc::Sender<Msg>,
+pub struct Writer<E> {
+    tx: mpsc::Sender<Msg<E>>,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
-impl Writer {
+impl<E: Send + 'static> Writer<E> {
     pub fn spawn(
         conn: Connection,
         clock: Arc<dyn Clock>,
-        publisher: Arc<dyn Publisher>,
+        publisher: Arc<dyn Publisher<E>>,
         config: WriterConfig,
     ) -> Self {
         let (tx, rx) = mpsc::channel(config.queue_max.max(1));
@@ -108,18 +93,18 @@ impl Writer {
 
     /// Runs `f` in the next group commit and returns its result once that group is
     /// durable. An `Err` from `f` rolls back only `f`'s changes.
-    pub async fn write<R, E, F>(&self, f: F) -> Result<R, E>
+    pub async fn write<R, Er, F>(&self, f: F) -> Result<R, Er>
     where
         R: Send + 'static,
-        E: From<WriteError> + From<StoreError> + Send + 'static,
-        F: FnOnce(&mut WriteCtx<'_>) -> Result<R, E> + Send + 'static,
+        Er: From<WriteError> + From<StoreError> + Send + 'static,
+        F: FnOnce(&mut WriteCtx<'_, E>) -> Result<R, Er> + Send + 'static,
     {
-        let (reply, answer) = oneshot::channel::<Result<R, E>>();
-        let job: Job = Box::new(move |ctx| match f(ctx) {
+        let (reply, answer) = oneshot::channel::<Result<R, Er>>();
+        let job: Job<E> = Box::new(move |ctx| match f(ctx) {
             Ok(value) => JobOutcome {
                 keep: true,
                 complete: Box::new(move |committed| {
-                    let _ = reply.send(committed.map(|()| value).map_err(E::from));
+                    let _ = reply.send(committed.map(|()| value).map_err(Er::from));
                 }),
             },
             Err(err) => JobOutcome {
@@ -135,19 +120,19 @@ impl Writer {
         })?;
         answer
             .await
-            .map_err(|_| E::from(WriteError::Commit("the write was abandoned".into())))?
+            .map_err(|_| Er::from(WriteError::Commit("the write was abandoned".into())))?
     }
 
     /// Blocking form of [`Writer::write`] for CLI commands that run outside a runtime.
-    pub fn write_blocking<R, E, F>(&self, f: F) -> Result<R, E>
+    pub fn write_blocking<R, Er, F>(&self, f: F) -> Result<R, Er>
     where
         R: Send + 'static,
-        E: From<WriteError> + From<StoreError> + Send + 'static,
-        F: FnOnce(&mut WriteCtx<'_>) -> Result<R, E> + Send + 'static,
+        Er: From<WriteError> + From<StoreError> + Send + 'static,
+        F: FnOnce(&mut WriteCtx<'_, E>) -> Result<R, Er> + Send + 'static,
     {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
-            .map_err(|e| E::from(WriteError::Commit(e.to_string())))?;
+            .map_err(|e| Er::from(WriteError::Commit(e.to_string())))?;
         rt.block_on(self.write(f))
     }
 
@@ -162,11 +147,11 @@ impl Writer {
     }
 }
 
-fn writer_loop(
+fn writer_loop<E: Send + 'static>(
     conn: Connection,
-    mut rx: mpsc::Receiver<Msg>,
+    mut rx: mpsc::Receiver<Msg<E>>,
     clock: Arc<dyn Clock>,
-    publisher: Arc<dyn Publisher>,
+    publisher: Arc<dyn Publisher<E>>,
     group_max: usize,
 ) {
     let mut stopping = false;
@@ -197,7 +182,12 @@ fn writer_loop(
     }
 }
 
-fn run_group(conn: &Connection, clock: &dyn Clock, publisher: &dyn Publisher, batch: Vec<Job>) {
+fn run_group<E: 'static>(
+    conn: &Connection,
+    clock: &dyn Clock,
+    publisher: &dyn Publisher<E>,
+    batch: Vec<Job<E>>,
+) {
     let now = clock.now();
     if let Err(e) = run(conn, "BEGIN IMMEDIATE") {
         // Run nothing: dropping each job closes its reply channel, which its caller
@@ -276,17 +266,17 @@ fn fail_outcome(message: String) -> JobOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::SystemClock;
+    use crate::core::clock::SystemClock;
 
     struct Quiet;
-    impl Publisher for Quiet {
-        fn publish(&self, _: Vec<Effect>) {}
+    impl Publisher<()> for Quiet {
+        fn publish(&self, _: Vec<()>) {}
         fn rolled_back(&self, _: &Connection) {}
     }
 
-    fn writer(queue_max: usize, group_max: usize) -> (Writer, tempfile::TempDir) {
+    fn writer(queue_max: usize, group_max: usize) -> (Writer<()>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let conn = crate::db::open_writer(&dir.path().join("w.db")).unwrap();
+        let conn = crate::store::db::open_writer(&dir.path().join("w.db")).unwrap();
         conn.execute_batch("CREATE TABLE t (v INTEGER NOT NULL)")
             .unwrap();
         let w = Writer::spawn(

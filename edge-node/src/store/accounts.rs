@@ -1,10 +1,10 @@
 //! Accounts: the student roster and staff. (Identity will flow down from the cloud;
 //! for now the box's CLI imports the roster and adds staff.)
 
-use crate::db::StoreError;
-use crate::ids::{StaffId, StudentId};
+use super::WriteCtx;
+use super::db::StoreError;
 use crate::session::{HashCost, Role, hash_secret};
-use crate::writer::WriteCtx;
+use canteen_api::ids::{StaffId, StudentId};
 use rusqlite::{Connection, OptionalExtension, params};
 
 #[derive(Debug, thiserror::Error)]
@@ -18,7 +18,7 @@ pub enum AccountError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Write(#[from] crate::writer::WriteError),
+    Write(#[from] super::WriteError),
 }
 
 impl From<rusqlite::Error> for AccountError {

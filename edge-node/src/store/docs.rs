@@ -11,11 +11,12 @@
 //! the in-memory change fails (the append, or the group's commit), the document is
 //! reloaded from what is stored, so memory never runs ahead of the disk.
 
-use crate::canteen::Canteen;
+use super::db::StoreError;
+use super::{Effect, WriteCtx};
 use crate::config::Config;
-use crate::db::StoreError;
-use crate::menu::{Menu, MenuEdit, MenuError};
-use crate::writer::{Effect, WriteCtx};
+use crate::core::canteen::Canteen;
+use crate::core::menu::{Menu, MenuEdit};
+use canteen_api::ids::ItemId;
 use crdt::settings::SettingsEdit;
 use crdt::{DocKind, ReplicatedDoc};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -51,7 +52,7 @@ pub enum SettingsError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Write(#[from] crate::writer::WriteError),
+    Write(#[from] super::WriteError),
 }
 
 impl From<crdt::settings::SettingsError> for SettingsError {
@@ -71,6 +72,43 @@ impl From<rusqlite::Error> for SettingsError {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum MenuError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no menu item {0}")]
+    NotFound(ItemId),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Write(#[from] super::WriteError),
+}
+
+impl From<crdt::menu::EditError> for MenuError {
+    fn from(e: crdt::menu::EditError) -> Self {
+        use crdt::menu::EditError as E;
+        match e {
+            E::Invalid(v) => Self::Invalid(v.to_string()),
+            E::NoItem(id) => Self::NotFound(id),
+            E::TooMany => Self::Invalid(e.to_string()),
+            E::ItemExists(_) | E::GroupExists { .. } | E::ChoiceExists { .. } => {
+                Self::Conflict(e.to_string())
+            }
+            E::NoGroup { .. } | E::NoChoice { .. } => Self::Invalid(e.to_string()),
+            E::Doc(d) => Self::Store(StoreError::Corrupt(d.to_string())),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for MenuError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Store(e.into())
+    }
+}
+
+/// An immutable snapshot of the menu, in display order, with its open conflicts.
 struct Slot {
     doc: ReplicatedDoc,
     snapshot_bytes: usize,
@@ -188,8 +226,8 @@ pub fn seed_edits(config: &Config) -> Vec<SettingsEdit> {
         });
     }
     for mode in [
-        crate::payment::PaymentMode::Counter,
-        crate::payment::PaymentMode::CampusCard,
+        canteen_api::order::PaymentMode::Counter,
+        canteen_api::order::PaymentMode::CampusCard,
     ] {
         edits.push(SettingsEdit::SetPaymentMode {
             mode: mode.as_str().into(),
@@ -408,6 +446,14 @@ impl Documents {
         }
     }
 
+    /// The menu as the writer sees it (includes edits of the group being committed).
+    pub fn menu_view(&self) -> Arc<Menu> {
+        self.menu_view
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Starts a sync exchange with the cloud from the persisted state (what the cloud
     /// is known to have); messages in flight on an earlier connection are forgotten.
     pub fn sync_begin(&self, conn: &Connection, kind: DocKind) -> Result<(), StoreError> {
@@ -521,7 +567,7 @@ pub fn save_sync_state(
             kind.as_str(),
             peer,
             state,
-            crate::clock::ts(ctx.now)
+            crate::core::clock::ts(ctx.now)
         ])?;
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! Restore: put the backup file as `canteen.db` in an empty data directory and start
 //! `edge-node serve --data-dir <that directory>`.
 
-use crate::db::StoreError;
+use super::db::StoreError;
 use rusqlite::backup::Backup;
 use rusqlite::{Connection, OpenFlags};
 use std::path::Path;
@@ -64,7 +64,7 @@ pub fn backup(db: &Path, out: &Path) -> Result<BackupReport, BackupError> {
     std::fs::File::open(&partial)?.sync_all()?;
     std::fs::rename(&partial, out)?;
     let check = Connection::open_with_flags(out, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let outbox_last_seq = crate::outbox::last_seq(&check)?;
+    let outbox_last_seq = super::outbox::last_seq(&check)?;
     Ok(BackupReport {
         bytes: std::fs::metadata(out)?.len(),
         outbox_last_seq,

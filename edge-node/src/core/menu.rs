@@ -1,55 +1,17 @@
 //! The menu as the box serves it: an in-memory projection of the menu document.
 //!
-//! The source of truth is the replicated menu document ([`crate::docs`]); every edit
+//! The source of truth is the replicated menu document (`store::docs`); every edit
 //! goes through it. After each committed edit the writer publishes a new [`Menu`]
 //! snapshot here, so order placement and the menu endpoint never read SQL or parse
 //! the document.
 
-use crate::db::StoreError;
-use crate::ids::ItemId;
+use canteen_api::ids::ItemId;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 pub use crdt::Conflict;
 pub use crdt::menu::{ItemFields, MenuEdit, MenuItem, OptionChoice, OptionGroup, diff};
 
-#[derive(Debug, thiserror::Error)]
-pub enum MenuError {
-    #[error("{0}")]
-    Invalid(String),
-    #[error("no menu item {0}")]
-    NotFound(ItemId),
-    #[error("{0}")]
-    Conflict(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Write(#[from] crate::writer::WriteError),
-}
-
-impl From<crdt::menu::EditError> for MenuError {
-    fn from(e: crdt::menu::EditError) -> Self {
-        use crdt::menu::EditError as E;
-        match e {
-            E::Invalid(v) => Self::Invalid(v.to_string()),
-            E::NoItem(id) => Self::NotFound(id),
-            E::TooMany => Self::Invalid(e.to_string()),
-            E::ItemExists(_) | E::GroupExists { .. } | E::ChoiceExists { .. } => {
-                Self::Conflict(e.to_string())
-            }
-            E::NoGroup { .. } | E::NoChoice { .. } => Self::Invalid(e.to_string()),
-            E::Doc(d) => Self::Store(StoreError::Corrupt(d.to_string())),
-        }
-    }
-}
-
-impl From<rusqlite::Error> for MenuError {
-    fn from(e: rusqlite::Error) -> Self {
-        Self::Store(e.into())
-    }
-}
-
-/// An immutable snapshot of the menu, in display order, with its open conflicts.
 #[derive(Debug, Default)]
 pub struct Menu {
     items: Vec<MenuItem>,

@@ -3,8 +3,7 @@
 
 use super::error::ApiError;
 use crate::app::App;
-use crate::order;
-use crate::outbox;
+use crate::store::{orders, outbox};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -36,7 +35,7 @@ async fn metrics(State(app): State<App>) -> Result<impl IntoResponse, ApiError> 
         .readers
         .read(move |c| {
             Ok((
-                order::count_by_state(c, day)?,
+                orders::count_by_state(c, day)?,
                 outbox::depth(c)?,
                 outbox::last_seq(c)?,
             ))
@@ -49,7 +48,7 @@ async fn metrics(State(app): State<App>) -> Result<impl IntoResponse, ApiError> 
             .set(n);
     }
     app.metrics.outbox_depth.set(depth);
-    let sync = crate::sync::state(&app).await?;
+    let sync = crate::ops::sync::state(&app).await?;
     app.metrics.sync_connected.set(i64::from(sync.connected));
     app.metrics.sync_unacked_events.set(sync.unacked_events);
     app.metrics

@@ -2,50 +2,38 @@
 //! pickups, appended in the same transaction as the change. The sync client will stream
 //! it to the cloud; until then it is queryable by `after_seq`.
 
-use crate::db::StoreError;
-use crate::writer::{Effect, WriteCtx};
+use super::db::StoreError;
+use super::{Effect, WriteCtx};
+use canteen_api::events::{EventPayload, OutboxEvent};
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, params};
-use serde::{Deserialize, Serialize};
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// The `box_meta` key of the highest sequence number the cloud acknowledged.
+pub const ACKED_KEY: &str = "outbox_acked_seq";
 
 /// The most events one `after_seq` query returns.
 pub const PAGE_MAX: usize = 1000;
 
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct OutboxEvent {
-    /// Per-box sequence number, starting at 1, without gaps.
-    pub seq: i64,
-    /// What happened, e.g. `order.placed`, `order.paid`, `stock.restocked`.
-    pub kind: String,
-    /// The order or item the event is about.
-    pub aggregate_id: String,
-    pub payload: serde_json::Value,
-    pub at: DateTime<Utc>,
-}
-
 /// Appends one event inside the caller's transaction and publishes it after commit.
-pub fn append(
-    ctx: &mut WriteCtx<'_>,
-    kind: &str,
-    aggregate_id: &str,
-    payload: serde_json::Value,
-) -> Result<i64, StoreError> {
+pub fn append(ctx: &mut WriteCtx<'_>, payload: EventPayload) -> Result<i64, StoreError> {
     let at = ctx.now;
+    let kind = payload.kind();
+    let aggregate_id = payload.aggregate_id();
     ctx.conn
         .prepare_cached(
             "INSERT INTO outbox (kind, aggregate_id, payload, at) VALUES (?1, ?2, ?3, ?4)",
         )?
         .execute(params![
-            kind,
+            kind.as_ref(),
             aggregate_id,
-            payload.to_string(),
-            crate::clock::ts(at)
+            payload.to_json(),
+            crate::core::clock::ts(at)
         ])?;
     let seq = ctx.conn.last_insert_rowid();
     ctx.effect(Effect::Event(OutboxEvent {
         seq,
-        kind: kind.to_owned(),
-        aggregate_id: aggregate_id.to_owned(),
+        kind: kind.into_owned(),
+        aggregate_id,
         payload,
         at,
     }));
@@ -73,12 +61,13 @@ pub fn after(
     let mut events = Vec::new();
     for row in rows {
         let (seq, kind, aggregate_id, payload, at) = row?;
+        let payload = EventPayload::parse(&kind, &payload)
+            .map_err(|e| StoreError::Corrupt(format!("outbox {seq}: {e}")))?;
         events.push(OutboxEvent {
             seq,
             kind,
             aggregate_id,
-            payload: serde_json::from_str(&payload)
-                .map_err(|e| StoreError::Corrupt(format!("outbox {seq}: {e}")))?,
+            payload,
             at: DateTime::parse_from_rfc3339(&at)
                 .map_err(|e| StoreError::Corrupt(format!("outbox {seq}: {e}")))?
                 .with_timezone(&Utc),
@@ -117,12 +106,15 @@ pub fn last_seq(conn: &Connection) -> Result<i64, StoreError> {
 /// Events not yet acknowledged by the cloud. Nothing acknowledges yet (the sync client
 /// comes later), so this is every event after the stored acknowledgement cursor.
 pub fn depth(conn: &Connection) -> Result<i64, StoreError> {
-    let acked: i64 = conn
-        .query_row(
-            "SELECT CAST(value AS INTEGER) FROM box_meta WHERE key = 'outbox_acked_seq'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap_or(0);
+    let acked = super::meta::get_u64(conn, ACKED_KEY)? as i64;
     Ok(last_seq(conn)? - acked)
+}
+
+/// The time of the oldest event after `acked`, as stored, if there is one.
+pub fn oldest_after(conn: &Connection, acked: i64) -> Result<Option<String>, StoreError> {
+    Ok(conn
+        .query_row("SELECT at FROM outbox WHERE seq = ?1", [acked + 1], |r| {
+            r.get(0)
+        })
+        .optional()?)
 }

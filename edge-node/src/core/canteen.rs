@@ -3,7 +3,7 @@
 //! settings document ([`crate::docs`]), resolved into typed values and refreshed
 //! after every committed edit.
 
-use crate::payment::PaymentMode;
+use canteen_api::order::PaymentMode;
 use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, Utc};
 use chrono_tz::Tz;
 use crdt::settings::{CanteenSettings, PickupSlot};

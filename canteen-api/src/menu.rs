@@ -1,0 +1,64 @@
+//! The menu on the wire. The menu and settings values are the documents' own typed
+//! values (`crdt`), re-exported so every client takes them from here; the students'
+//! menu with live stock is declared here.
+
+use crate::ids::ItemId;
+use crate::order::PaymentMode;
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+pub use crdt::Conflict;
+pub use crdt::menu::{ItemFields, MenuEdit, MenuItem, OptionChoice, OptionGroup};
+pub use crdt::settings::{CanteenSettings, DayHours, PickupSlot, SettingsEdit};
+
+/// One dish of today's menu, with live stock.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MenuEntry {
+    pub id: ItemId,
+    pub name_zh: String,
+    pub name_en: String,
+    pub category: String,
+    pub price_fen: i64,
+    pub option_groups: Vec<OptionGroup>,
+    pub allergens: Vec<String>,
+    /// False when staff took it off today's menu.
+    pub available: bool,
+    pub sold_out: bool,
+    /// Portions left today; `null` when the item has no quota.
+    pub remaining: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SlotEntry {
+    pub id: String,
+    /// "HH:MM" in the canteen's time zone.
+    pub start: String,
+    pub end: String,
+    pub capacity: u32,
+    pub taken: i64,
+    pub full: bool,
+}
+
+/// Today's menu as students see it (`GET /api/menu`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MenuResponse {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Date))]
+    pub service_day: NaiveDate,
+    pub open: bool,
+    /// Today's hours, "HH:MM" local time; `closed_today` when the canteen is shut all day.
+    pub opening_time: String,
+    pub closing_time: String,
+    pub closed_today: bool,
+    /// IANA name of the canteen's time zone.
+    pub time_zone: String,
+    /// The canteen's announcement, if any.
+    pub announcement: Option<String>,
+    pub payment_modes: Vec<PaymentMode>,
+    /// Pickup slots of today, when the canteen offers them.
+    #[serde(default)]
+    pub pickup_slots: Vec<SlotEntry>,
+    pub items: Vec<MenuEntry>,
+}
