@@ -501,3 +501,91 @@ async fn boxes_that_are_not_who_they_say_are_refused_and_nothing_is_stored() {
         "nothing stored for another version"
     );
 }
+
+/// A daily quota changed at the cloud reaches today's stock at the box, exactly as a
+/// manager's change at the box does: the students' menu counts from the new quota and
+/// the box records `stock.quota_set` in its outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_set_at_the_cloud_reaches_todays_stock() {
+    let w = World::new("canteen-quota");
+    let cloud = w.cloud("127.0.0.1:0".parse().unwrap());
+    let edge = w.edge(cloud.quic, "canteen-quota", "canteen-quota");
+    let api = Api::new(&edge.base);
+    let manager = api.manager().await.unwrap();
+    let item = api
+        .staff_menu(&manager)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| i["daily_quota"].as_u64().is_some_and(|q| q > 5))
+        .expect("a demo dish with a daily quota");
+    let id = item["id"].as_str().unwrap().to_owned();
+    // Today's stock row starts with the first order.
+    let student = api.student(1).await.unwrap();
+    let (status, order) = api
+        .post(
+            "/api/student/orders",
+            Some(&student),
+            &json!({"lines": [{"item_id": id, "quantity": 2}], "payment_mode": "counter"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{order}");
+    let remaining = |menu: &Value| {
+        menu["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["id"] == json!(id))
+            .and_then(|i| i["remaining"].as_i64())
+    };
+    let (_, menu) = api.get("/api/menu", None).await.unwrap();
+    assert_eq!(
+        remaining(&menu),
+        Some(item["daily_quota"].as_i64().unwrap() - 2)
+    );
+    eventually("the menu at the cloud", Duration::from_secs(30), || async {
+        let menu = cloud.get("/nodes/canteen-quota/menu").await?;
+        Ok(menu["items"]
+            .as_array()
+            .is_some_and(|i| i.iter().any(|x| x["id"] == json!(id)))
+            .then_some(()))
+    })
+    .await
+    .unwrap();
+
+    cloud
+        .post(
+            "/nodes/canteen-quota/menu/edits",
+            &json!([{"op": "set_quota", "item": id, "daily_quota": 5}]),
+        )
+        .await
+        .unwrap();
+
+    eventually("the new quota in today's stock", Duration::from_secs(30), || async {
+        let (_, menu) = api.get("/api/menu", None).await?;
+        Ok((remaining(&menu) == Some(3)).then_some(()))
+    })
+    .await
+    .unwrap();
+    let staff = api.staff("staff", "staff-pass").await.unwrap();
+    let events = api.outbox(&staff).await.unwrap();
+    let quota_set: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "stock.quota_set" && e["payload"]["item_id"] == json!(id))
+        .collect();
+    assert_eq!(quota_set.len(), 1, "{quota_set:?}");
+    assert_eq!(quota_set[0]["payload"]["quota"], 5);
+    assert_eq!(quota_set[0]["payload"]["remaining"], 3);
+    // Students are refused beyond it.
+    let (status, refused) = api
+        .post(
+            "/api/student/orders",
+            Some(&student),
+            &json!({"lines": [{"item_id": id, "quantity": 4}], "payment_mode": "counter"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["error"]["code"], "not_enough_stock");
+}

@@ -4,7 +4,9 @@
 //! missed; events are deduplicated by sequence number. A subscriber too slow for the
 //! live buffer gets a `resync` event and should reload.
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use super::extract::{Query, Staff, Student};
 use crate::app::App;
 use crate::store::outbox;
@@ -22,10 +24,10 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 /// Catch-up on connect replays at most this many stored events; further back, `resync`.
 const CATCH_UP_MAX: usize = 5 * outbox::PAGE_MAX;
 
-pub(super) fn routes() -> axum::Router<App> {
-    axum::Router::new()
-        .route("/api/student/events", axum::routing::get(student_events))
-        .route("/api/staff/events", axum::routing::get(staff_events))
+pub(super) fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new()
+        .routes(routes!(student_events))
+        .routes(routes!(staff_events))
 }
 
 fn to_sse(event: &OutboxEvent) -> Event {
@@ -66,7 +68,13 @@ fn permit(app: &App) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
         .map_err(|_| ApiError::overloaded())
 }
 
-/// My orders' changes as they happen (event names are outbox kinds, e.g. `order.ready`).
+/// My orders' changes as they happen: a Server-Sent Events stream whose event names
+/// are outbox kinds (`order.placed`, `order.paid`, …, `order.ready`), whose `id` is the
+/// event's sequence number and whose `data` is the event as JSON (`OutboxEvent`). A
+/// `resync` event (data `reload`) means events were missed: reload the orders.
+#[utoipa::path(get, path = "/api/student/events", tag = "student",
+    responses((status = 200, description = "Server-Sent Events; each `data` is an OutboxEvent", content_type = "text/event-stream", body = String),
+        (status = 503, description = "too many event streams open", body = ErrorBody)))]
 async fn student_events(
     State(app): State<App>,
     Student(me): Student,
@@ -83,13 +91,20 @@ async fn student_events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 struct AfterQuery {
+    /// Replay stored events after this sequence number first (or send `Last-Event-ID`).
+    #[param(minimum = 0)]
     after_seq: Option<i64>,
 }
 
-/// Every outbox event. Reconnect with `Last-Event-ID` (or `?after_seq=`) to catch up on
-/// what was missed.
+/// Every outbox event as a Server-Sent Events stream (event name = kind, `id` = sequence
+/// number, `data` = the `OutboxEvent` as JSON). Reconnect with `Last-Event-ID` (or
+/// `?after_seq=`) to catch up on what was missed; `resync` means reload.
+#[utoipa::path(get, path = "/api/staff/events", tag = "staff", params(AfterQuery,
+        ("Last-Event-ID" = Option<String>, Header, description = "The last sequence number seen")),
+    responses((status = 200, description = "Server-Sent Events; each `data` is an OutboxEvent", content_type = "text/event-stream", body = String),
+        (status = 503, description = "too many event streams open", body = ErrorBody)))]
 async fn staff_events(
     State(app): State<App>,
     _staff: Staff,

@@ -11,6 +11,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod health;
+mod openapi;
 pub mod page;
 pub mod qr;
 pub mod staff;
@@ -40,12 +41,15 @@ struct ApiDoc;
 
 /// The API routes and their OpenAPI document.
 pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(student::routes())
         .merge(staff::routes())
         .merge(webhook::routes())
         .merge(qr::routes())
-        .split_for_parts()
+        .merge(events::routes())
+        .split_for_parts();
+    openapi::complete(&mut doc);
+    (router, doc)
 }
 
 pub fn router(app: App) -> Router {
@@ -63,7 +67,6 @@ pub fn router(app: App) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .merge(api)
-        .merge(events::routes())
         .merge(health::routes())
         .merge(page::routes())
         .fallback(|| async { ApiError::not_found(error::ErrorCode::NotFound, "no such endpoint") })
