@@ -59,8 +59,9 @@ pub enum StaffStockAction {
         #[cfg_attr(feature = "openapi", schema(max_length = 200))]
         reason: String,
     },
-    /// Mark sold out now, whatever the count says.
-    SoldOut,
+    /// Mark sold out now, whatever the count says. (A variant with no fields, not a
+    /// unit variant, so an unknown field is refused here too.)
+    SoldOut {},
     /// Undo a sold-out mark.
-    Back,
+    Back {},
 }

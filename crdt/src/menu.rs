@@ -34,24 +34,50 @@ pub(crate) fn schema_v1(doc: &mut AutoCommit) -> Result<(), automerge::Automerge
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OptionChoice {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 80, pattern = r"\S")
+    )]
     pub id: String,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 80, pattern = r"\S")
+    )]
     pub name_zh: String,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 80, pattern = r"\S")
+    )]
     pub name_en: String,
     /// Added to the item's price when chosen; may be negative (e.g. "no rice").
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = -1_000_000, maximum = 1_000_000))]
     pub price_delta_fen: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OptionGroup {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 80, pattern = r"\S")
+    )]
     pub id: String,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 80, pattern = r"\S")
+    )]
     pub name_zh: String,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 80, pattern = r"\S")
+    )]
     pub name_en: String,
     /// A required group needs at least one choice (and `min_choices` ≥ 1).
     pub required: bool,
     pub min_choices: u32,
     pub max_choices: u32,
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 20))]
     pub choices: Vec<OptionChoice>,
 }
 
@@ -59,15 +85,31 @@ pub struct OptionGroup {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ItemFields {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 80, pattern = r"\S")
+    )]
     pub name_zh: String,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 80, pattern = r"\S")
+    )]
     pub name_en: String,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 80, pattern = r"\S")
+    )]
     pub category: String,
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 1_000_000))]
     pub price_fen: i64,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 10))]
     pub option_groups: Vec<OptionGroup>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 16))]
     pub allergens: Vec<String>,
     /// Portions per service day; `null` means unlimited.
+    #[cfg_attr(feature = "openapi", schema(maximum = 100_000))]
     pub daily_quota: Option<u32>,
     #[serde(default = "yes")]
     pub available: bool,
@@ -228,7 +270,7 @@ impl ItemFields {
 /// survive a merge; concurrent edits of the same field become a conflict.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum MenuEdit {
     /// A new item (its id must be new).
     AddItem {
@@ -237,22 +279,36 @@ pub enum MenuEdit {
     },
     SetNameZh {
         item: ItemId,
+        #[cfg_attr(
+            feature = "openapi",
+            schema(min_length = 1, max_length = 80, pattern = r"\S")
+        )]
         name: String,
     },
     SetNameEn {
         item: ItemId,
+        #[cfg_attr(
+            feature = "openapi",
+            schema(min_length = 1, max_length = 80, pattern = r"\S")
+        )]
         name: String,
     },
     SetCategory {
         item: ItemId,
+        #[cfg_attr(
+            feature = "openapi",
+            schema(min_length = 1, max_length = 80, pattern = r"\S")
+        )]
         category: String,
     },
     SetPrice {
         item: ItemId,
+        #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 1_000_000))]
         price_fen: i64,
     },
     SetQuota {
         item: ItemId,
+        #[cfg_attr(feature = "openapi", schema(maximum = 100_000))]
         daily_quota: Option<u32>,
     },
     SetAvailable {
@@ -266,6 +322,10 @@ pub enum MenuEdit {
     /// Adds (`present: true`) or removes an allergen tag.
     SetAllergen {
         item: ItemId,
+        #[cfg_attr(
+            feature = "openapi",
+            schema(min_length = 1, max_length = 80, pattern = r"\S")
+        )]
         tag: String,
         present: bool,
     },
@@ -281,7 +341,15 @@ pub enum MenuEdit {
     SetGroupNames {
         item: ItemId,
         group: String,
+        #[cfg_attr(
+            feature = "openapi",
+            schema(min_length = 1, max_length = 80, pattern = r"\S")
+        )]
         name_zh: String,
+        #[cfg_attr(
+            feature = "openapi",
+            schema(min_length = 1, max_length = 80, pattern = r"\S")
+        )]
         name_en: String,
     },
     SetGroupLimits {
@@ -305,13 +373,22 @@ pub enum MenuEdit {
         item: ItemId,
         group: String,
         choice: String,
+        #[cfg_attr(
+            feature = "openapi",
+            schema(min_length = 1, max_length = 80, pattern = r"\S")
+        )]
         name_zh: String,
+        #[cfg_attr(
+            feature = "openapi",
+            schema(min_length = 1, max_length = 80, pattern = r"\S")
+        )]
         name_en: String,
     },
     SetChoicePrice {
         item: ItemId,
         group: String,
         choice: String,
+        #[cfg_attr(feature = "openapi", schema(minimum = -1_000_000, maximum = 1_000_000))]
         price_delta_fen: i64,
     },
     SetChoiceArchived {

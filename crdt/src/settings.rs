@@ -43,9 +43,21 @@ pub(crate) fn schema_v1(doc: &mut AutoCommit) -> Result<(), automerge::Automerge
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DayHours {
     /// `mon` … `sun`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^(mon|tue|wed|thu|fri|sat|sun)$")
+    )]
     pub day: String,
     /// "HH:MM", local time.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    )]
     pub open: String,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    )]
     pub close: String,
     pub closed: bool,
 }
@@ -53,11 +65,24 @@ pub struct DayHours {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PickupSlot {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 80, pattern = r"\S")
+    )]
     pub id: String,
     /// "HH:MM", local time.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    )]
     pub start: String,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    )]
     pub end: String,
     /// Orders the kitchen takes for this slot per day.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10_000))]
     pub capacity: u32,
 }
 
@@ -79,24 +104,43 @@ pub struct CanteenSettings {
 /// One single-field edit of the settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SettingsEdit {
     SetHours {
+        #[cfg_attr(
+            feature = "openapi",
+            schema(pattern = r"^(mon|tue|wed|thu|fri|sat|sun)$")
+        )]
         day: String,
+        #[cfg_attr(
+            feature = "openapi",
+            schema(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+        )]
         open: String,
+        #[cfg_attr(
+            feature = "openapi",
+            schema(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+        )]
         close: String,
         closed: bool,
     },
     SetAnnouncement {
+        #[cfg_attr(feature = "openapi", schema(max_length = 500))]
         text: String,
     },
     SetUnpaidTimeout {
+        #[cfg_attr(feature = "openapi", schema(minimum = 60, maximum = 86_400))]
         seconds: u32,
     },
     SetTimeZone {
+        #[cfg_attr(
+            feature = "openapi",
+            schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_+/-]+$")
+        )]
         time_zone: String,
     },
     SetPaymentMode {
+        #[cfg_attr(feature = "openapi", schema(pattern = r"^(counter|campus_card)$"))]
         mode: String,
         enabled: bool,
     },
@@ -104,15 +148,36 @@ pub enum SettingsEdit {
         slot: PickupSlot,
     },
     SetSlotTimes {
+        #[cfg_attr(
+            feature = "openapi",
+            schema(min_length = 1, max_length = 80, pattern = r"\S")
+        )]
         id: String,
+        #[cfg_attr(
+            feature = "openapi",
+            schema(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+        )]
         start: String,
+        #[cfg_attr(
+            feature = "openapi",
+            schema(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+        )]
         end: String,
     },
     SetSlotCapacity {
+        #[cfg_attr(
+            feature = "openapi",
+            schema(min_length = 1, max_length = 80, pattern = r"\S")
+        )]
         id: String,
+        #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10_000))]
         capacity: u32,
     },
     SetSlotArchived {
+        #[cfg_attr(
+            feature = "openapi",
+            schema(min_length = 1, max_length = 80, pattern = r"\S")
+        )]
         id: String,
         archived: bool,
     },

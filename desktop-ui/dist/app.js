@@ -23,18 +23,24 @@ function el(tag, attrs = {}, ...children) {
 }
 
 function toast(text, kind = "info") {
-  const t = el("div", { class: "toast " + kind }, text);
-  $("#toasts").append(t);
-  setTimeout(() => t.remove(), 5000);
+  const box = el("div", { class: `toast ${kind}` }, text);
+  $("#toasts").append(box);
+  setTimeout(() => box.remove(), 5000);
 }
 
 function applyTexts() {
   document.documentElement.lang = LANG === "zh" ? "zh-CN" : "en";
-  document.querySelectorAll("[data-t]").forEach((n) => { n.textContent = T(n.dataset.t); });
-  document.title = T("app_title");
+  document.querySelectorAll("[data-t]").forEach((n) => { n.textContent = t(n.dataset.t); });
+  document.title = t("app_title");
 }
 
-const yuan = (fen) => "¥" + (fen / 100).toFixed(2);
+// Integer fen as yuan, with integer arithmetic only: "¥12.50", "−¥0.30" (the students'
+// page has the same helper); `symbol` "" for a form field.
+const yuan = (fen, symbol = "¥") => {
+  const n = Math.round(Number(fen) || 0);
+  const a = Math.abs(n);
+  return `${n < 0 ? "−" : ""}${symbol}${Math.trunc(a / 100)}.${String(a % 100).padStart(2, "0")}`;
+};
 const name = (o) => (LANG === "zh" ? o.name_zh : o.name_en);
 
 // ---------- kitchen ----------
@@ -48,11 +54,11 @@ function cardView(card) {
   let action = null;
   if (card.recall_ms !== null) {
     action = el("button", { class: "recall", onclick: (ev) => { ev.stopPropagation(); doRecall(card.id); } },
-      T("recall", Math.ceil(card.recall_ms / 1000)));
+      t("recall", { s: Math.ceil(card.recall_ms / 1000) }));
   } else if (card.next_event) {
-    action = el("button", { class: "bump", onclick: (ev) => { ev.stopPropagation(); doBump(card.id); } }, T("bump_" + card.next_event));
+    action = el("button", { class: "bump", onclick: (ev) => { ev.stopPropagation(); doBump(card.id); } }, t("bump_" + card.next_event));
   } else if (card.state === "ready") {
-    action = el("p", { class: "await" }, T("await_pickup"));
+    action = el("p", { class: "await" }, t("await_pickup"));
   }
   return el("article", {
     class: "card" + (card.overdue ? " overdue" : "") + (card.id === selected ? " selected" : "")
@@ -62,9 +68,9 @@ function cardView(card) {
   },
     el("header", {},
       el("span", { class: "number" }, "#" + card.pickup_number),
-      card.unpaid ? el("span", { class: "badge unpaid" }, T("unpaid")) : null,
-      card.overdue ? el("span", { class: "badge overdue" }, T("overdue")) : null,
-      el("span", { class: "age" }, T("minutes", mins, secs))),
+      card.unpaid ? el("span", { class: "badge unpaid" }, t("unpaid")) : null,
+      card.overdue ? el("span", { class: "badge overdue" }, t("overdue")) : null,
+      el("span", { class: "age" }, t("minutes", { min: mins, s: secs }))),
     card.allergens.length ? el("div", { class: "allergens" }, "⚠ " + card.allergens.map(allergenName).join(" · ")) : null,
     card.pickup_slot ? el("div", { class: "slot" }, card.pickup_slot) : null,
     el("ul", {}, lines),
@@ -75,7 +81,7 @@ function renderBoard() {
   if (!board) return;
   for (const col of board.columns) {
     const holder = document.querySelector(`[data-column="${col.column}"] .cards`);
-    holder.replaceChildren(...(col.cards.length ? col.cards.map(cardView) : [el("p", { class: "empty" }, T("nothing_here"))]));
+    holder.replaceChildren(...(col.cards.length ? col.cards.map(cardView) : [el("p", { class: "empty" }, t("nothing_here"))]));
   }
 }
 
@@ -152,7 +158,7 @@ $("#pickup-form").addEventListener("submit", async (ev) => {
     const order = await invoke("hand_over", { code: input.value });
     const items = order.lines.map((l) => l.quantity + "× " + name(l)).join(", ");
     out.className = "ok";
-    out.textContent = T("picked_up", order.pickup_number, items);
+    out.textContent = t("picked_up", { n: order.pickup_number, items });
     refreshBoard(false);
   } catch (e) {
     out.className = "error";
@@ -165,18 +171,18 @@ $("#pickup-form").addEventListener("submit", async (ev) => {
 // ---------- stock ----------
 function renderStock(rows) {
   $("#stock-rows").replaceChildren(...rows.map((r) => {
-    const count = el("input", { type: "number", min: "1", value: "10", class: "count", "aria-label": T("restock_count") });
+    const count = el("input", { type: "number", min: "1", value: "10", class: "count", "aria-label": t("restock_count") });
     const act = (action) => invoke("stock_action", { itemId: r.id, action }).then(renderStock, (e) => toast(errorText(e), "error"));
     return el("tr", { class: r.sold_out ? "sold-out" : "" , "data-item": r.id},
       el("td", {}, name(r)),
-      el("td", {}, r.remaining === null ? T("unlimited") : String(r.remaining)),
-      el("td", {}, r.sold_out ? T("sold_out") : T("on_sale")),
+      el("td", {}, r.remaining === null ? t("unlimited") : String(r.remaining)),
+      el("td", {}, r.sold_out ? t("sold_out") : t("on_sale")),
       el("td", {},
         r.sold_out
-          ? el("button", { onclick: () => act({ action: "back" }) }, T("mark_back"))
-          : el("button", { onclick: () => act({ action: "sold_out" }) }, T("mark_sold_out")),
+          ? el("button", { onclick: () => act({ action: "back" }) }, t("mark_back"))
+          : el("button", { onclick: () => act({ action: "sold_out" }) }, t("mark_sold_out")),
         count,
-        el("button", { onclick: () => act({ action: "restock", count: Number(count.value) }) }, T("restock"))));
+        el("button", { onclick: () => act({ action: "restock", count: Number(count.value) }) }, t("restock"))));
   }));
 }
 async function loadStock() {
@@ -191,16 +197,16 @@ async function loadSummary() {
       el("td", {}, LANG === "zh" ? i.name_zh : i.name_en), el("td", {}, String(i.quantity)),
       el("td", {}, yuan(i.revenue_fen ?? i.total_fen ?? i.line_total_fen ?? 0))));
     $("#summary").replaceChildren(
-      el("h2", {}, T("tab_summary") + " " + s.service_day),
+      el("h2", {}, t("tab_summary") + " " + s.service_day),
       el("dl", {},
-        el("dt", {}, T("orders")), el("dd", {}, String(s.orders)),
-        el("dt", {}, T("revenue")), el("dd", {}, yuan(s.revenue_fen)),
-        el("dt", {}, T("refunds")), el("dd", {}, yuan(s.refunds_fen)),
-        el("dt", {}, T("cancelled")), el("dd", {}, String(s.cancelled)),
-        el("dt", {}, T("expired")), el("dd", {}, String(s.expired)),
-        el("dt", {}, T("unclaimed")), el("dd", {}, String(s.unclaimed))),
-      el("h3", {}, T("per_item")),
-      el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, T("item")), el("th", {}, T("quantity")), el("th", {}, T("amount")))),
+        el("dt", {}, t("orders")), el("dd", {}, String(s.orders)),
+        el("dt", {}, t("revenue")), el("dd", {}, yuan(s.revenue_fen)),
+        el("dt", {}, t("refunds")), el("dd", {}, yuan(s.refunds_fen)),
+        el("dt", {}, t("cancelled")), el("dd", {}, String(s.cancelled)),
+        el("dt", {}, t("expired")), el("dd", {}, String(s.expired)),
+        el("dt", {}, t("unclaimed")), el("dd", {}, String(s.unclaimed))),
+      el("h3", {}, t("per_item")),
+      el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, t("item")), el("th", {}, t("quantity")), el("th", {}, t("amount")))),
         el("tbody", {}, rows)));
   } catch (e) { toast(errorText(e), "error"); }
 }
@@ -222,7 +228,7 @@ function parseValue(v) { try { return JSON.parse(v); } catch (_) { return v; } }
 function renderMenu(m) {
   menuItems = m.items.filter((i) => !i.archived).sort((a, b) => a.sort_key - b.sort_key);
   const byId = Object.fromEntries(m.items.map((i) => [i.id, i]));
-  $("#conflicts").replaceChildren(...(m.conflicts.length ? [el("h3", { class: "error" }, T("conflicts"))] : []),
+  $("#conflicts").replaceChildren(...(m.conflicts.length ? [el("h3", { class: "error" }, t("conflicts"))] : []),
     ...m.conflicts.map((c) => {
       const [, item, field] = c.path;
       const it = byId[item];
@@ -231,14 +237,14 @@ function renderMenu(m) {
         ...c.values.map((v, i) => {
           const edit = conflictEdit(field, item, parseValue(v));
           return el("span", { class: "value" + (i === 0 ? " in-effect" : "") }, v,
-            i === 0 ? el("small", {}, " (" + T("conflict_in_effect") + ")") : null,
-            edit ? el("button", { onclick: () => invoke("menu_edits", { edits: [edit] }).then(renderMenu, (e) => toast(errorText(e), "error")) }, T("keep_value")) : null);
+            i === 0 ? el("small", {}, " (" + t("conflict_in_effect") + ")") : null,
+            edit ? el("button", { onclick: () => invoke("menu_edits", { edits: [edit] }).then(renderMenu, (e) => toast(errorText(e), "error")) }, t("keep_value")) : null);
         }));
     }));
   $("#menu-rows").replaceChildren(...menuItems.map((it) => {
     const zh = el("input", { value: it.name_zh }), en = el("input", { value: it.name_en });
-    const price = el("input", { type: "number", step: "0.01", min: "0", value: (it.price_fen / 100).toFixed(2) });
-    const quota = el("input", { type: "number", min: "0", value: it.daily_quota ?? "", placeholder: T("unlimited") });
+    const price = el("input", { type: "number", step: "0.01", min: "0", value: yuan(it.price_fen, "") });
+    const quota = el("input", { type: "number", min: "0", value: it.daily_quota ?? "", placeholder: t("unlimited") });
     const avail = el("input", { type: "checkbox", checked: it.available });
     const save = async () => {
       const { id, ...fields } = it;
@@ -246,11 +252,11 @@ function renderMenu(m) {
         name_zh: zh.value, name_en: en.value, price_fen: Math.round(Number(price.value) * 100),
         daily_quota: quota.value === "" ? null : Number(quota.value), available: avail.checked,
       });
-      try { renderMenu(await invoke("update_item", { itemId: id, fields })); toast(T("saved")); }
+      try { renderMenu(await invoke("update_item", { itemId: id, fields })); toast(t("saved")); }
       catch (e) { toast(errorText(e), "error"); }
     };
     return el("tr", { "data-item": it.id }, el("td", {}, zh), el("td", {}, en), el("td", {}, price),
-      el("td", {}, quota), el("td", {}, avail), el("td", {}, el("button", { onclick: save }, T("save"))));
+      el("td", {}, quota), el("td", {}, avail), el("td", {}, el("button", { onclick: save }, t("save"))));
   }));
 }
 async function loadMenu() {
@@ -262,13 +268,13 @@ async function refreshStatus() {
   if (!session) return;
   const s = await invoke("status");
   const lan = $("#lan-status");
-  lan.textContent = s.lan_connected ? T("lan_ok") : T("lan_down") + (s.lan_error ? " (" + s.lan_error + ")" : "");
+  lan.textContent = s.lan_connected ? t("lan_ok") : t("lan_down") + (s.lan_error ? " (" + s.lan_error + ")" : "");
   lan.className = s.lan_connected ? "ok" : "bad";
   const sync = $("#sync-status");
-  if (!s.sync || !s.sync.configured) { sync.textContent = T("sync_off"); sync.className = ""; }
-  else if (s.sync.connected) { sync.textContent = T("sync_ok", s.sync.unacked_events); sync.className = "ok"; }
+  if (!s.sync || !s.sync.configured) { sync.textContent = t("sync_off"); sync.className = ""; }
+  else if (s.sync.connected) { sync.textContent = t("sync_ok", { count: s.sync.unacked_events }); sync.className = "ok"; }
   else {
-    sync.textContent = T("sync_down", s.sync.unacked_events, s.sync.oldest_unacked_age_s)
+    sync.textContent = t("sync_down", { count: s.sync.unacked_events, age: s.sync.oldest_unacked_age_s })
       + (s.sync.last_error ? " — " + s.sync.last_error : "");
     sync.className = "bad";
   }
@@ -322,7 +328,7 @@ listen("status-changed", () => refreshStatus());
 listen("toast", (ev) => toast(errorText(ev.payload), "error"));
 listen("new-order", (ev) => {
   chime();
-  for (const n of ev.payload) toast(T("new_order", n), "new");
+  for (const n of ev.payload) toast(t("new_order", { n }), "new");
 });
 setInterval(() => {
   if (session && tab === "kitchen") refreshBoard(false);

@@ -1,4 +1,5 @@
-// The app's texts in 简体中文 and English. `T(key, ...args)` picks the current language.
+// The app's texts in 简体中文 and English. `t(key, {name})` picks the current language and
+// fills the named placeholders (`{name}`), as on the students' page.
 "use strict";
 const TEXTS = {
   zh: {
@@ -8,9 +9,9 @@ const TEXTS = {
     col_new: "新订单 / 已付款", col_preparing: "制作中", col_ready: "待取餐",
     keys_hint: "方向键选择订单，回车推进，Esc 撤回（4 秒内）；1/2/3 跳到列",
     unpaid: "未付款", overdue: "超时", bump_pay: "已收款 →", bump_start_preparing: "开始制作 →",
-    bump_mark_ready: "出餐 →", recall: "撤回 ({0} 秒)", minutes: "{0} 分 {1} 秒",
+    bump_mark_ready: "出餐 →", recall: "撤回 ({s} 秒)", minutes: "{min} 分 {s} 秒",
     pickup_prompt: "输入取餐号或扫描二维码", hand_over: "核销取餐",
-    picked_up: "#{0} 已取餐：{1}", item: "菜品", remaining: "剩余", state: "状态",
+    picked_up: "#{n} 已取餐：{items}", item: "菜品", remaining: "剩余", state: "状态",
     sold_out: "售完", on_sale: "在售", unlimited: "不限", mark_sold_out: "标记售完",
     mark_back: "恢复供应", restock: "补货", restock_count: "补货份数",
     print: "打印", orders: "订单数", revenue: "营业额", refunds: "退款", cancelled: "已取消",
@@ -19,8 +20,8 @@ const TEXTS = {
     available: "上架", save: "保存", saved: "已保存", conflicts: "菜单冲突（两处同时修改）",
     conflict_in_effect: "生效中", keep_value: "采用此值", no_conflicts: "",
     lan_ok: "● 已连接终端", lan_down: "● 未连接终端", sync_off: "云同步：未配置",
-    sync_ok: "云同步：已连接，待上传 {0}", sync_down: "云同步：断开，待上传 {0}（最早 {1} 秒前）",
-    new_order: "新订单 #{0}", nothing_here: "暂无", await_pickup: "等待取餐（在“取餐核销”交付）",
+    sync_ok: "云同步：已连接，待上传 {count}", sync_down: "云同步：断开，待上传 {count}（最早 {age} 秒前）",
+    new_order: "新订单 #{n}", nothing_here: "暂无", await_pickup: "等待取餐（在“取餐核销”交付）",
     e_pickup_not_found: "没有这个取餐号/二维码的订单", e_already_picked_up: "该订单已经取过餐了",
     e_not_ready: "订单还没做好", e_invalid_pickup_code: "这不是有效的取餐号或二维码",
     e_unauthorized: "用户名或密码错误", e_invalid_credentials: "用户名或密码错误",
@@ -35,9 +36,9 @@ const TEXTS = {
     col_new: "New / paid", col_preparing: "Preparing", col_ready: "Ready",
     keys_hint: "Arrows select an order, Enter bumps it, Esc recalls (within 4 s); 1/2/3 jump to a column",
     unpaid: "unpaid", overdue: "overdue", bump_pay: "Paid →", bump_start_preparing: "Start →",
-    bump_mark_ready: "Ready →", recall: "Recall ({0} s)", minutes: "{0} min {1} s",
+    bump_mark_ready: "Ready →", recall: "Recall ({s} s)", minutes: "{min} min {s} s",
     pickup_prompt: "Type the pickup number or scan the QR code", hand_over: "Hand over",
-    picked_up: "#{0} picked up: {1}", item: "Item", remaining: "Left", state: "State",
+    picked_up: "#{n} picked up: {items}", item: "Item", remaining: "Left", state: "State",
     sold_out: "sold out", on_sale: "on sale", unlimited: "unlimited", mark_sold_out: "Sold out",
     mark_back: "Back on sale", restock: "Restock", restock_count: "portions",
     print: "Print", orders: "Orders", revenue: "Revenue", refunds: "Refunds", cancelled: "Cancelled",
@@ -46,8 +47,8 @@ const TEXTS = {
     available: "Available", save: "Save", saved: "Saved", conflicts: "Menu conflicts (edited in two places at once)",
     conflict_in_effect: "in effect", keep_value: "Keep this", no_conflicts: "",
     lan_ok: "● box connected", lan_down: "● box not connected", sync_off: "cloud sync: not configured",
-    sync_ok: "cloud sync: connected, {0} to upload", sync_down: "cloud sync: down, {0} to upload (oldest {1} s)",
-    new_order: "New order #{0}", nothing_here: "nothing here", await_pickup: "waiting for pickup (hand over in Hand-over)",
+    sync_ok: "cloud sync: connected, {count} to upload", sync_down: "cloud sync: down, {count} to upload (oldest {age} s)",
+    new_order: "New order #{n}", nothing_here: "nothing here", await_pickup: "waiting for pickup (hand over in Hand-over)",
     e_pickup_not_found: "No order with that pickup number or QR code", e_already_picked_up: "That order was already picked up",
     e_not_ready: "That order is not ready yet", e_invalid_pickup_code: "That is not a pickup number or QR code",
     e_unauthorized: "Wrong user name or password", e_invalid_credentials: "Wrong user name or password",
@@ -57,9 +58,9 @@ const TEXTS = {
   },
 };
 let LANG = "zh";
-function T(key, ...args) {
+function t(key, vars = {}) {
   const s = (TEXTS[LANG] && TEXTS[LANG][key]) ?? TEXTS.en[key] ?? key;
-  return s.replace(/\{(\d)\}/g, (_, i) => String(args[Number(i)]));
+  return s.replace(/\{(\w+)\}/g, (m, k) => (vars[k] === undefined ? m : String(vars[k])));
 }
 // Allergen tags as stored on the menu → words staff read at a glance.
 const ALLERGENS = {
@@ -67,12 +68,12 @@ const ALLERGENS = {
         shellfish: "贝类", sesame: "芝麻", tree_nut: "坚果", celery: "芹菜", mustard: "芥末" },
   en: { tree_nut: "tree nuts" },
 };
-function allergenName(tag) { return (ALLERGENS[LANG] && ALLERGENS[LANG][tag]) || tag; }
+const allergenName = (tag) => (ALLERGENS[LANG] && ALLERGENS[LANG][tag]) || tag;
 // A UiError from Rust → one sentence: ours when we know the code, else the box's.
 function errorText(e) {
   if (e && typeof e === "object") {
     const code = e.code || e.kind;
-    const known = TEXTS[LANG]["e_" + code];
+    const known = TEXTS[LANG][`e_${code}`];
     return known ? known : (e.message || code);
   }
   return String(e);

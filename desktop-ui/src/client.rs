@@ -327,7 +327,7 @@ mod tests {
             serde_json::json!({"action":"restock","count":5})
         );
         assert_eq!(
-            serde_json::to_value(StaffStockAction::SoldOut).unwrap(),
+            serde_json::to_value(StaffStockAction::SoldOut {}).unwrap(),
             serde_json::json!({"action":"sold_out"})
         );
         let item = ItemId::new();

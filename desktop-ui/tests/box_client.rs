@@ -142,7 +142,7 @@ async fn the_client_works_the_whole_day_against_a_real_box() {
 
     // Stock: sold out, back, restock.
     let sold_out = staff
-        .stock(item.id, &StaffStockAction::SoldOut)
+        .stock(item.id, &StaffStockAction::SoldOut {})
         .await
         .unwrap();
     assert!(sold_out.sold_out);
@@ -155,7 +155,10 @@ async fn the_client_works_the_whole_day_against_a_real_box() {
         .find(|l| l.id == item.id)
         .unwrap();
     assert!(level.sold_out);
-    staff.stock(item.id, &StaffStockAction::Back).await.unwrap();
+    staff
+        .stock(item.id, &StaffStockAction::Back {})
+        .await
+        .unwrap();
     let restocked = staff
         .stock(item.id, &StaffStockAction::Restock { count: 5 })
         .await

@@ -1,7 +1,8 @@
 //! The students' page in a real headless Chromium (driven through chromedriver) against
 //! a real box: ordering with options, the live ready screen with the server's QR code,
-//! a dish selling out while it sits in the cart, and the language switch. Screenshots
-//! at phone size go to `artifacts/` at the repository root.
+//! a dish selling out while it sits in the cart, the hours shown when the box refuses
+//! an order as closed, and the language switch. Screenshots at phone size go to
+//! `artifacts/` at the repository root.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (scripts/test installs them).
 
@@ -887,6 +888,86 @@ async fn extras_and_failures(canteen: Canteen, phone: &Phone) -> anyhow::Result<
         )
         .await?;
     phone.screenshot("student-offline.png").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_order_refused_as_closed_shows_the_hours_the_box_sends() {
+    with_phone(&[], PHONE, |canteen, phone| async move {
+        let result = closed_hours(&canteen, &phone).await;
+        (phone, result)
+    })
+    .await;
+}
+
+/// The canteen closes while a dish sits in the cart (the page still shows it open): the
+/// box refuses the order as `closed`, and the page shows today's hours from the error's
+/// `details`, then the menu as closed.
+async fn closed_hours(canteen: &Canteen, phone: &Phone) -> anyhow::Result<()> {
+    let plum = canteen.item("Sour plum drink");
+    phone.goto("/").await?;
+    phone.log_in("2024007").await?;
+    phone.add(&plum, &[], 1).await?;
+    phone.click("#tab-cart").await?;
+    phone
+        .wait(
+            "the place button",
+            "return !document.getElementById('place').disabled",
+        )
+        .await?;
+
+    // Hours that leave out the present moment, every day of the week, through the box's
+    // real settings API. The demo canteen keeps Shanghai time (UTC+8, no summer time).
+    let (status, menu) = canteen.api.get("/api/menu", None).await?;
+    ensure!(status == 200, "menu: {status}");
+    ensure!(menu["time_zone"] == json!("Asia/Shanghai"), "{menu}");
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let local_minute = (unix / 60 + 8 * 60) % (24 * 60);
+    let (open, close) = if local_minute < 12 * 60 {
+        ("20:00", "21:00")
+    } else {
+        ("06:00", "07:00")
+    };
+    let edits: Vec<Value> = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+        .iter()
+        .map(|day| json!({"op": "set_hours", "day": day, "open": open, "close": close, "closed": false}))
+        .collect();
+    let manager = canteen.api.manager().await?;
+    let (status, body) = canteen
+        .api
+        .post("/api/staff/settings/edits", Some(&manager), &json!(edits))
+        .await?;
+    ensure!(status == 200, "settings: {status} {body}");
+
+    phone.click("#place").await?;
+    let said = phone
+        .wait(
+            "the closed message with the hours",
+            "var a = document.getElementById('alert').textContent; \
+             return a.indexOf('not taking orders') >= 0 && a.indexOf(' to ') >= 0 && a",
+        )
+        .await?;
+    let said = said.as_str().unwrap_or_default();
+    ensure!(
+        said.contains(&format!("orders from {open} to {close}")),
+        "{said:?}"
+    );
+    // The menu is read again: the canteen shows as closed and nothing can be placed.
+    phone
+        .wait(
+            "the menu shown as closed",
+            "return document.getElementById('open-state').textContent === 'Closed' \
+             && !document.getElementById('closed-note').hidden \
+             && document.getElementById('place').disabled",
+        )
+        .await?;
+    ensure!(
+        canteen.orders_of(7).await?.is_empty(),
+        "no order while closed"
+    );
+    phone.screenshot("student-closed.png").await?;
     Ok(())
 }
 

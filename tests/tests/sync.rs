@@ -562,10 +562,14 @@ async fn a_quota_set_at_the_cloud_reaches_todays_stock() {
         .await
         .unwrap();
 
-    eventually("the new quota in today's stock", Duration::from_secs(30), || async {
-        let (_, menu) = api.get("/api/menu", None).await?;
-        Ok((remaining(&menu) == Some(3)).then_some(()))
-    })
+    eventually(
+        "the new quota in today's stock",
+        Duration::from_secs(30),
+        || async {
+            let (_, menu) = api.get("/api/menu", None).await?;
+            Ok((remaining(&menu) == Some(3)).then_some(()))
+        },
+    )
     .await
     .unwrap();
     let staff = api.staff("staff", "staff-pass").await.unwrap();

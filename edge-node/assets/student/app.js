@@ -4,20 +4,25 @@
 // Data flow: the menu comes from GET /api/menu (polled while visible), orders from the
 // student API, and live changes from the event stream (/api/student/events), which
 // triggers a reload of the order it names. Prices shown before placing are computed
-// here for display only; once placed, the box's total is what the page shows.
+// here for display only; once placed, the box's total is what the page shows. What an
+// order allows next (`can_cancel`, `next_events`) and the hours in a `closed` refusal
+// (`error.details`) come from the box too: the page never re-derives them.
+//
+// Style (shared with the staff app's web view): const/let, arrow functions for
+// callbacks, named placeholders in the texts (`t(key, {name})`), money as integer fen.
 'use strict';
-(function () {
-  var $ = function (id) { return document.getElementById(id); };
-  var KEY = { session: 'canteen.session', lang: 'canteen.lang', cart: 'canteen.cart' };
-  var FEW_LEFT = 10;
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const KEY = { session: 'canteen.session', lang: 'canteen.lang', cart: 'canteen.cart' };
+  const FEW_LEFT = 10;
   // Meals first, drinks last; a category not listed here goes in between, in menu order.
-  var CATEGORY_RANK = { Noodles: 1, Rice: 2, Dumplings: 3, Soup: 8, Snacks: 7, Desserts: 8, Drinks: 9 };
-  var MENU_POLL_MS = 30000;
-  var BACKOFF_MAX_S = 30;
-  var PLACE_RETRIES = 5;
+  const CATEGORY_RANK = { Noodles: 1, Rice: 2, Dumplings: 3, Soup: 8, Snacks: 7, Desserts: 8, Drinks: 9 };
+  const MENU_POLL_MS = 30000;
+  const BACKOFF_MAX_S = 30;
+  const PLACE_RETRIES = 5;
 
   // ------------------------------------------------------------------ texts
-  var T = {
+  const T = {
     zh: {
       skip: '跳到主要内容', title: '食堂点餐', dismiss: '关闭', dismissLong: '关闭提示',
       loginTitle: '登录', loginHint: '用学号和 PIN 登录；今天之内都保持登录。', studentNumber: '学号',
@@ -33,6 +38,7 @@
       addToCart: '加入购物车 · {price}', soldOut: '已售罄', unavailable: '今日不供应', fewLeft: '仅剩 {n} 份',
       inCart: '购物车里 {n} 份', allergens: '过敏原', open: '营业中', closed: '未营业',
       closedNote: '食堂现在不接受下单。你可以先看看菜单。', closedHours: '食堂现在不接受下单（下单时间 {from}–{to}）。',
+      closedToday: '食堂今天不营业，不接受下单。',
       chooseN: '选 {n} 项', chooseUpTo: '最多选 {n} 项', chooseBetween: '选 {min}–{max} 项', optional: '可选',
       noChoice: '不选', needChoice: '“{group}”请至少选 {n} 项。', tooMany: '“{group}”最多选 {n} 项。',
       remove: '删除', removeLong: '从购物车删除：{name}', qtyOf: '{name} 的数量', place: '下单 · {price}',
@@ -80,6 +86,7 @@
       addToCart: 'Add to cart · {price}', soldOut: 'Sold out', unavailable: 'Not today', fewLeft: 'Only {n} left',
       inCart: '{n} in cart', allergens: 'Allergens', open: 'Open', closed: 'Closed',
       closedNote: 'The canteen is not taking orders now. You can still look at the menu.', closedHours: 'The canteen is not taking orders now (orders from {from} to {to}).',
+      closedToday: 'The canteen is closed today: no orders.',
       chooseN: 'choose {n}', chooseUpTo: 'up to {n}', chooseBetween: 'choose {min}–{max}', optional: 'optional',
       noChoice: 'None', needChoice: 'Choose at least {n} for “{group}”.', tooMany: 'Choose at most {n} for “{group}”.',
       remove: 'Remove', removeLong: 'Remove {name} from the cart', qtyOf: 'Quantity of {name}', place: 'Place order · {price}',
@@ -114,23 +121,28 @@
     }
   };
 
-  var lang = pickLang();
+
+  let lang = pickLang();
   function pickLang() {
-    var saved = store('get', KEY.lang);
+    const saved = store('get', KEY.lang);
     if (saved === 'zh' || saved === 'en') return saved;
-    var nav = (navigator.languages && navigator.languages[0]) || navigator.language || '';
+    const nav = (navigator.languages && navigator.languages[0]) || navigator.language || '';
     return /^zh/i.test(nav) ? 'zh' : 'en';
   }
+  // The text `key` in the current language, its named placeholders ({name}) filled from `vars`.
   function t(key, vars) {
-    var s = T[lang][key];
+    let s = T[lang][key];
     if (s === undefined) s = T.en[key] || key;
-    if (vars) s = s.replace(/\{(\w+)\}/g, function (m, k) { return vars[k] === undefined ? m : vars[k]; });
+    if (vars) s = s.replace(/\{(\w+)\}/g, (m, k) => (vars[k] === undefined ? m : vars[k]));
     return s;
   }
-  function name(x) { return lang === 'zh' ? (x.name_zh || x.name_en) : (x.name_en || x.name_zh); }
-  function otherName(x) { return lang === 'zh' ? x.name_en : x.name_zh; }
-  function category(c) { return T[lang].categoryNames[c] || c; }
-  function allergen(a) { var k = String(a).toLowerCase(); return T[lang].allergenNames[k] || (k.charAt(0).toUpperCase() + k.slice(1).replace(/_/g, ' ')); }
+  const name = (x) => (lang === 'zh' ? (x.name_zh || x.name_en) : (x.name_en || x.name_zh));
+  const otherName = (x) => (lang === 'zh' ? x.name_en : x.name_zh);
+  const category = (c) => T[lang].categoryNames[c] || c;
+  const allergen = (a) => {
+    const k = String(a).toLowerCase();
+    return T[lang].allergenNames[k] || (k.charAt(0).toUpperCase() + k.slice(1).replace(/_/g, ' '));
+  };
 
   // ------------------------------------------------------------------ helpers
   function store(op, key, value) {
@@ -142,47 +154,49 @@
     return null;
   }
   function readJson(key) { try { return JSON.parse(store('get', key) || 'null'); } catch (e) { return null; } }
-  function money(fen) {
-    var n = Math.round(Number(fen) || 0), sign = n < 0 ? '−' : '', a = Math.abs(n);
-    var cents = a % 100;
-    return sign + '¥' + Math.floor(a / 100) + '.' + (cents < 10 ? '0' : '') + cents;
-  }
-  function delta(fen) { return fen > 0 ? '+' + money(fen) : fen < 0 ? money(fen) : ''; }
+  // Integer fen as yuan, with integer arithmetic only: "¥12.50", "−¥0.30" (the staff
+  // app's web view has the same helper).
+  const yuan = (fen, symbol = '¥') => {
+    const n = Math.round(Number(fen) || 0);
+    const a = Math.abs(n);
+    return `${n < 0 ? '−' : ''}${symbol}${Math.trunc(a / 100)}.${String(a % 100).padStart(2, '0')}`;
+  };
+  const delta = (fen) => (fen > 0 ? `+${yuan(fen)}` : fen < 0 ? yuan(fen) : '');
   function el(tag, attrs, kids) {
-    var e = document.createElement(tag);
-    if (attrs) Object.keys(attrs).forEach(function (k) {
-      var v = attrs[k];
+    const e = document.createElement(tag);
+    if (attrs) Object.keys(attrs).forEach((k) => {
+      const v = attrs[k];
       if (v === undefined || v === null || v === false) return;
       if (k === 'text') e.textContent = v;
-      else if (k === 'on') Object.keys(v).forEach(function (ev) { e.addEventListener(ev, v[ev]); });
+      else if (k === 'on') Object.keys(v).forEach((ev) => e.addEventListener(ev, v[ev]));
       else if (k in e && typeof v !== 'string') e[k] = v;
       else e.setAttribute(k, v === true ? '' : v);
     });
-    (kids || []).forEach(function (c) { if (c) e.appendChild(typeof c === 'string' ? document.createTextNode(c) : c); });
+    (kids || []).forEach((c) => { if (c) e.appendChild(typeof c === 'string' ? document.createTextNode(c) : c); });
     return e;
   }
   function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); return node; }
   // Re-rendering replaces nodes; keep keyboard and screen-reader focus on the same control.
   function keepFocus(render) {
-    var a = document.activeElement, key = a && a.getAttribute && a.getAttribute('data-focus');
+    const a = document.activeElement, key = a && a.getAttribute && a.getAttribute('data-focus');
     render();
     if (!key) return;
-    var again = document.querySelector('[data-focus="' + key.replace(/["\\]/g, '') + '"]');
+    const again = document.querySelector(`[data-focus="${key.replace(/["\\]/g, '')}"]`);
     if (again && again !== document.activeElement) again.focus({ preventScroll: true });
   }
   function uuid() {
     if (window.crypto && crypto.randomUUID) { try { return crypto.randomUUID(); } catch (e) { /* insecure context */ } }
-    var b = new Uint8Array(16);
+    const b = new Uint8Array(16);
     if (window.crypto && crypto.getRandomValues) crypto.getRandomValues(b);
-    else for (var i = 0; i < 16; i++) b[i] = Math.floor(Math.random() * 256);
+    else for (let i = 0; i < 16; i++) b[i] = Math.floor(Math.random() * 256);
     b[6] = (b[6] & 0x0f) | 0x40; b[8] = (b[8] & 0x3f) | 0x80;
-    var h = Array.prototype.map.call(b, function (x) { return (x + 256).toString(16).slice(1); }).join('');
-    return h.slice(0, 8) + '-' + h.slice(8, 12) + '-' + h.slice(12, 16) + '-' + h.slice(16, 20) + '-' + h.slice(20);
+    const h = Array.from(b, (x) => (x + 256).toString(16).slice(1)).join('');
+    return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
   }
   function clock(iso) {
-    var d = new Date(iso);
+    const d = new Date(iso);
     if (isNaN(d.getTime())) return String(iso);
-    var opts = { hour: '2-digit', minute: '2-digit', hour12: false };
+    const opts = { hour: '2-digit', minute: '2-digit', hour12: false };
     if (state.menu && state.menu.time_zone) opts.timeZone = state.menu.time_zone;
     try { return d.toLocaleTimeString(lang === 'zh' ? 'zh-CN' : 'en-GB', opts); } catch (e) {
       delete opts.timeZone;
@@ -190,12 +204,11 @@
     }
   }
   // A slot time may be a full timestamp or just "11:30".
-  function slotTime(s) { return /T/.test(String(s)) ? clock(s) : String(s); }
-  function sleep(ms) { return new Promise(function (r) { setTimeout(r, ms); }); }
-  function backoff(attempt) { return Math.min(BACKOFF_MAX_S, Math.pow(2, attempt)) * (0.8 + Math.random() * 0.4); }
+  const slotTime = (s) => (/T/.test(String(s)) ? clock(s) : String(s));
+  const backoff = (attempt) => Math.min(BACKOFF_MAX_S, Math.pow(2, attempt)) * (0.8 + Math.random() * 0.4);
 
   // ------------------------------------------------------------------ state
-  var state = {
+  const state = {
     session: readJson(KEY.session),
     menu: null,
     items: {},          // id -> menu item
@@ -215,10 +228,10 @@
   };
 
   // ------------------------------------------------------------------ messages
-  var alertTimer = null;
+  let alertTimer = null;
   function say(text) {
     // Polite announcement for screen readers; visual feedback is in the page itself.
-    var s = $('status'); s.textContent = ''; setTimeout(function () { s.textContent = text; }, 30);
+    const s = $('status'); s.textContent = ''; setTimeout(() => { s.textContent = text; }, 30);
   }
   function alertMsg(text) {
     clearInterval(alertTimer); alertTimer = null;
@@ -227,25 +240,26 @@
   // Shows `make(s)` counting s down to 0 each second, then calls done().
   function countdown(seconds, make, done) {
     clearInterval(alertTimer);
-    var s = Math.max(1, Math.ceil(seconds));
+    let s = Math.max(1, Math.ceil(seconds));
     $('alert').textContent = make(s);
-    alertTimer = setInterval(function () {
+    alertTimer = setInterval(() => {
       s -= 1;
       if (s <= 0) { clearInterval(alertTimer); alertTimer = null; if (done) done(); return; }
       $('alert').textContent = make(s);
     }, 1000);
   }
-  var netTimer = null;
+  let netTimer = null;
   function netDown(seconds, retry) {
     state.offline = true;
-    var box = $('net'), s = Math.max(1, Math.round(seconds));
+    const box = $('net');
+    let s = Math.max(1, Math.round(seconds));
     box.hidden = false;
-    box.textContent = t('errOffline', { s: s });
+    box.textContent = t('errOffline', { s });
     clearInterval(netTimer);
-    netTimer = setInterval(function () {
+    netTimer = setInterval(() => {
       s -= 1;
       if (s <= 0) { clearInterval(netTimer); netTimer = null; retry(); return; }
-      box.textContent = t('errOffline', { s: s });
+      box.textContent = t('errOffline', { s });
     }, 1000);
   }
   function netUp() {
@@ -256,33 +270,35 @@
   }
 
   // ------------------------------------------------------------------ API
-  function NetError() { this.name = 'NetError'; }
+  class NetError extends Error {
+    constructor() { super('the canteen box is unreachable'); this.name = 'NetError'; }
+  }
   // Resolves to {status, body, retryAfter}; rejects with NetError when the box is unreachable.
   function api(method, path, body, headers) {
-    var h = { Accept: 'application/json' };
+    const h = { Accept: 'application/json' };
     if (body !== undefined) h['Content-Type'] = 'application/json';
-    if (state.session && state.session.token) h.Authorization = 'Bearer ' + state.session.token;
-    Object.keys(headers || {}).forEach(function (k) { h[k] = headers[k]; });
-    var ctl = window.AbortController ? new AbortController() : null;
-    var timer = ctl && setTimeout(function () { ctl.abort(); }, 15000);
-    return fetch(path, { method: method, headers: h, body: body === undefined ? undefined : JSON.stringify(body), signal: ctl && ctl.signal, cache: 'no-store' })
-      .then(function (res) {
+    if (state.session && state.session.token) h.Authorization = `Bearer ${state.session.token}`;
+    Object.keys(headers || {}).forEach((k) => { h[k] = headers[k]; });
+    const ctl = window.AbortController ? new AbortController() : null;
+    const timer = ctl && setTimeout(() => ctl.abort(), 15000);
+    return fetch(path, { method, headers: h, body: body === undefined ? undefined : JSON.stringify(body), signal: ctl && ctl.signal, cache: 'no-store' })
+      .then((res) => {
         clearTimeout(timer);
-        var ra = parseInt(res.headers.get('Retry-After') || '', 10);
-        return res.text().then(function (text) {
-          var json = null;
+        const ra = parseInt(res.headers.get('Retry-After') || '', 10);
+        return res.text().then((text) => {
+          let json = null;
           try { json = text ? JSON.parse(text) : null; } catch (e) { json = { raw: text }; }
-          var r = { status: res.status, body: json, retryAfter: isNaN(ra) ? null : ra, code: json && json.error ? json.error.code : null };
+          const r = { status: res.status, body: json, retryAfter: isNaN(ra) ? null : ra, code: json && json.error ? json.error.code : null };
           if (res.status === 401 && state.session && path.indexOf('/api/student/login') !== 0) {
             expireSession();
           }
           return r;
         });
-      }, function () { clearTimeout(timer); throw new NetError(); });
+      }, () => { clearTimeout(timer); throw new NetError(); });
   }
   function errorText(r) {
-    var e = r.body && r.body.error;
-    return t('errGeneric', { msg: e ? e.message : 'HTTP ' + r.status });
+    const e = r.body && r.body.error;
+    return t('errGeneric', { msg: e ? e.message : `HTTP ${r.status}` });
   }
   function expireSession() {
     logout(true);
@@ -293,9 +309,9 @@
   function applyLang() {
     document.documentElement.lang = lang === 'zh' ? 'zh-CN' : 'en';
     document.title = lang === 'zh' ? '食堂点餐 · Canteen' : 'Canteen · 食堂点餐';
-    Array.prototype.forEach.call(document.querySelectorAll('[data-i18n]'), function (n) { n.textContent = t(n.getAttribute('data-i18n')); });
-    Array.prototype.forEach.call(document.querySelectorAll('[data-i18n-aria]'), function (n) { n.setAttribute('aria-label', t(n.getAttribute('data-i18n-aria'))); });
-    var b = $('lang-toggle');
+    document.querySelectorAll('[data-i18n]').forEach((n) => { n.textContent = t(n.getAttribute('data-i18n')); });
+    document.querySelectorAll('[data-i18n-aria]').forEach((n) => { n.setAttribute('aria-label', t(n.getAttribute('data-i18n-aria'))); });
+    const b = $('lang-toggle');
     b.textContent = lang === 'zh' ? 'English' : '简体中文';
     b.setAttribute('lang', lang === 'zh' ? 'en' : 'zh-CN');
     b.setAttribute('aria-label', lang === 'zh' ? 'Switch to English' : '切换到简体中文');
@@ -306,16 +322,16 @@
   function show(view, focus) {
     if (!state.session) view = 'login';
     state.view = view;
-    ['login', 'menu', 'cart', 'order', 'orders'].forEach(function (v) { $('view-' + v).hidden = v !== view; });
+    ['login', 'menu', 'cart', 'order', 'orders'].forEach((v) => { $(`view-${v}`).hidden = v !== view; });
     $('tabs').hidden = view === 'login';
-    Array.prototype.forEach.call(document.querySelectorAll('#tabs button'), function (b) {
+    document.querySelectorAll('#tabs button').forEach((b) => {
       if (b.getAttribute('data-view') === view) b.setAttribute('aria-current', 'page'); else b.removeAttribute('aria-current');
     });
     if (view === 'cart') renderCart();
     if (view === 'orders') renderOrders();
     if (view === 'order') renderOrder();
     if (focus !== false) {
-      var h = $('view-' + view).querySelector('h2');
+      const h = $(`view-${view}`).querySelector('h2');
       if (h) { h.setAttribute('tabindex', '-1'); h.focus({ preventScroll: true }); }
       window.scrollTo(0, 0);
     }
@@ -331,30 +347,30 @@
   // ------------------------------------------------------------------ login
   function login(ev) {
     ev.preventDefault();
-    var num = $('login-number').value.trim(), pin = $('login-pin').value;
+    const num = $('login-number').value.trim(), pin = $('login-pin').value;
     if (!num || !pin) { alertMsg(t('errFillLogin')); ($('login-number').value ? $('login-pin') : $('login-number')).focus(); return; }
-    var btn = $('login-submit');
+    const btn = $('login-submit');
     btn.disabled = true; btn.textContent = t('loggingIn');
     alertMsg('');
-    api('POST', '/api/student/login', { student_number: num, pin: pin }).then(function (r) {
+    api('POST', '/api/student/login', { student_number: num, pin }).then((r) => {
       if (r.status === 200) {
         state.session = { token: r.body.token, expires_at: r.body.expires_at, name: r.body.name, account_id: r.body.account_id };
         store('set', KEY.session, JSON.stringify(state.session));
         $('login-pin').value = '';
         afterLogin();
       } else if (r.code === 'rate_limited') {
-        countdown(r.retryAfter || 60, function (s) { return t('errRate', { s: s }); }, function () { alertMsg(''); });
+        countdown(r.retryAfter || 60, (s) => t('errRate', { s }), () => alertMsg(''));
       } else if (r.status === 401) {
         alertMsg(t('errCredentials')); $('login-pin').focus();
       } else {
         alertMsg(errorText(r));
       }
-    }, function () {
+    }, () => {
       alertMsg(t('errOfflineLogin'));
-    }).then(function () { btn.disabled = false; btn.textContent = t('logIn'); });
+    }).then(() => { btn.disabled = false; btn.textContent = t('logIn'); });
   }
   function sessionValid() {
-    var s = state.session;
+    const s = state.session;
     return !!(s && s.token && (!s.expires_at || new Date(s.expires_at).getTime() > Date.now()));
   }
   function afterLogin() {
@@ -375,20 +391,20 @@
   }
 
   // ------------------------------------------------------------------ menu
-  var menuAttempt = 0, menuTimer = null;
+  let menuAttempt = 0, menuTimer = null;
   function loadMenu() {
     clearTimeout(menuTimer);
-    return api('GET', '/api/menu').then(function (r) {
+    return api('GET', '/api/menu').then((r) => {
       if (r.status !== 200) throw new NetError();
       netUp(); menuAttempt = 0;
       state.menu = r.body;
       state.items = {};
-      (r.body.items || []).forEach(function (it) { state.items[it.id] = it; });
+      (r.body.items || []).forEach((it) => { state.items[it.id] = it; });
       if (!state.pay || (r.body.payment_modes || []).indexOf(state.pay) < 0) state.pay = (r.body.payment_modes || [])[0] || null;
       loadCart();
       renderAll();
       menuTimer = setTimeout(pollMenu, MENU_POLL_MS);
-    }).catch(function () {
+    }).catch(() => {
       netDown(backoff(menuAttempt++), loadMenu);
     });
   }
@@ -396,15 +412,15 @@
     if (document.visibilityState === 'hidden' || !state.session) { menuTimer = setTimeout(pollMenu, MENU_POLL_MS); return; }
     loadMenu();
   }
-  function available(it) { return it && it.available !== false && !it.sold_out; }
+  const available = (it) => it && it.available !== false && !it.sold_out;
   function renderMenu() { keepFocus(drawMenu); }
   function drawMenu() {
-    var list = $('menu-list'), nav = $('cat-nav'), m = state.menu;
-    var open = !!(m && m.open);
-    var pill = $('open-state');
+    const list = $('menu-list'), nav = $('cat-nav'), m = state.menu;
+    const open = !!(m && m.open);
+    const pill = $('open-state');
     pill.hidden = !m;
-    if (m) { pill.textContent = open ? t('open') : t('closed'); pill.className = 'pill ' + (open ? 'ok' : 'no'); }
-    var ann = $('announcement');
+    if (m) { pill.textContent = open ? t('open') : t('closed'); pill.className = `pill ${open ? 'ok' : 'no'}`; }
+    const ann = $('announcement');
     ann.hidden = !(m && m.announcement);
     ann.textContent = (m && m.announcement) || '';
     $('closed-note').hidden = !m || open;
@@ -412,123 +428,121 @@
     if (!m) return;
     list.setAttribute('aria-busy', 'false');
     clear(list); clear(nav);
-    var cats = [], byCat = {};
-    m.items.forEach(function (it) {
+    const cats = [], byCat = {};
+    m.items.forEach((it) => {
       if (!byCat[it.category]) { byCat[it.category] = []; cats.push(it.category); }
       byCat[it.category].push(it);
     });
-    var rank = function (c) { return CATEGORY_RANK[c] || 5; };
-    cats = cats.map(function (c, i) { return [c, i]; })
-      .sort(function (a, b) { return rank(a[0]) - rank(b[0]) || a[1] - b[1]; })
-      .map(function (x) { return x[0]; });
-    var inCart = {};
-    state.cart.forEach(function (l) { inCart[l.item_id] = (inCart[l.item_id] || 0) + l.quantity; });
-    cats.forEach(function (c, i) {
-      var id = 'cat-' + i;
-      nav.appendChild(el('a', { href: '#' + id, text: category(c) }));
-      var sec = el('section', { 'class': 'category', 'aria-labelledby': id + '-h', id: id }, [el('h3', { id: id + '-h', text: category(c) })]);
-      byCat[c].forEach(function (it) { sec.appendChild(menuItem(it, inCart[it.id] || 0)); });
+    const rank = (c) => CATEGORY_RANK[c] || 5;
+    const ordered = cats.map((c, i) => [c, i])
+      .sort((a, b) => rank(a[0]) - rank(b[0]) || a[1] - b[1])
+      .map((x) => x[0]);
+    const inCart = {};
+    state.cart.forEach((l) => { inCart[l.item_id] = (inCart[l.item_id] || 0) + l.quantity; });
+    ordered.forEach((c, i) => {
+      const id = `cat-${i}`;
+      nav.appendChild(el('a', { href: `#${id}`, text: category(c) }));
+      const sec = el('section', { 'class': 'category', 'aria-labelledby': `${id}-h`, id }, [el('h3', { id: `${id}-h`, text: category(c) })]);
+      byCat[c].forEach((it) => sec.appendChild(menuItem(it, inCart[it.id] || 0)));
       list.appendChild(sec);
     });
   }
   function menuItem(it, count) {
-    var out = it.available === false, sold = !!it.sold_out;
-    var badges = el('p', { 'class': 'badges' });
+    const out = it.available === false, sold = !!it.sold_out;
+    const badges = el('p', { 'class': 'badges' });
     if (out) badges.appendChild(el('span', { 'class': 'badge off', text: t('unavailable') }));
     else if (sold) badges.appendChild(el('span', { 'class': 'badge sold', 'data-testid': 'sold-out', text: t('soldOut') }));
     else if (it.remaining !== null && it.remaining !== undefined && it.remaining <= FEW_LEFT) badges.appendChild(el('span', { 'class': 'badge few', 'data-testid': 'few-left', text: t('fewLeft', { n: it.remaining }) }));
     if (count) badges.appendChild(el('span', { 'class': 'badge cart', text: t('inCart', { n: count }) }));
-    var tags = null;
+    let tags = null;
     if (it.allergens && it.allergens.length) {
       tags = el('ul', { 'class': 'tags', 'aria-label': t('allergens') });
-      it.allergens.forEach(function (a) { tags.appendChild(el('li', { text: allergen(a) })); });
+      it.allergens.forEach((a) => tags.appendChild(el('li', { text: allergen(a) })));
     }
-    var nm = name(it);
-    var alt = otherName(it);
-    return el('article', { 'class': 'item' + (out || sold ? ' dim' : ''), id: 'item-' + it.id, 'data-testid': 'menu-item' }, [
+    const nm = name(it);
+    const alt = otherName(it);
+    return el('article', { 'class': `item${out || sold ? ' dim' : ''}`, id: `item-${it.id}`, 'data-testid': 'menu-item' }, [
       el('div', { 'class': 'item-main' }, [
         el('h4', { 'class': 'name', text: nm }),
         alt && alt !== nm ? el('p', { 'class': 'alt', lang: lang === 'zh' ? 'en' : 'zh-CN', text: alt }) : null,
-        el('p', { 'class': 'price', text: money(it.price_fen) }),
+        el('p', { 'class': 'price', text: yuan(it.price_fen) }),
         tags, badges.childNodes.length ? badges : null
       ]),
       el('button', {
-        type: 'button', 'class': 'add', 'data-testid': 'add', 'data-focus': 'add-' + it.id, 'aria-label': t('addLong', { name: nm }),
-        disabled: out || sold, text: '+ ' + t('add'),
-        on: { click: function () { openOptions(it); } }
+        type: 'button', 'class': 'add', 'data-testid': 'add', 'data-focus': `add-${it.id}`, 'aria-label': t('addLong', { name: nm }),
+        disabled: out || sold, text: `+ ${t('add')}`,
+        on: { click: () => openOptions(it) }
       })
     ]);
   }
 
   // ------------------------------------------------------------------ options dialog
-  var dialogItem = null;
+  let dialogItem = null;
   function openOptions(it) {
     if (!(it.option_groups || []).length) {
       // Nothing to choose: one tap adds it (the cart changes the quantity).
       addToCart(it, [], 1);
-      say(t('inCart', { n: cartCount() }) + ' · ' + name(it));
+      say(`${t('inCart', { n: cartCount() })} · ${name(it)}`);
       return;
     }
     dialogItem = it;
     $('opt-title').textContent = name(it);
     $('opt-qty').value = 1;
     $('opt-error').textContent = '';
-    var box = clear($('opt-groups'));
-    (it.option_groups || []).forEach(function (g) {
-      var single = g.max_choices <= 1;
-      var rule = single ? (g.min_choices >= 1 ? t('chooseN', { n: 1 }) : t('optional'))
+    const box = clear($('opt-groups'));
+    (it.option_groups || []).forEach((g) => {
+      const single = g.max_choices <= 1;
+      const rule = single ? (g.min_choices >= 1 ? t('chooseN', { n: 1 }) : t('optional'))
         : g.min_choices === g.max_choices ? t('chooseN', { n: g.max_choices })
         : g.min_choices > 0 ? t('chooseBetween', { min: g.min_choices, max: g.max_choices }) : t('chooseUpTo', { n: g.max_choices });
-      var fs = el('fieldset', { 'class': 'group', 'data-group': g.id }, [
-        el('legend', {}, [name(g) + ' ', el('span', { 'class': 'muted small', text: '(' + rule + ')' })])
+      const fs = el('fieldset', { 'class': 'group', 'data-group': g.id }, [
+        el('legend', {}, [`${name(g)} `, el('span', { 'class': 'muted small', text: `(${rule})` })])
       ]);
-      var choices = g.choices.slice();
+      const choices = g.choices.slice();
       if (single && g.min_choices < 1) choices.unshift({ id: '', name_zh: t('noChoice'), name_en: t('noChoice'), price_delta_fen: 0 });
-      choices.forEach(function (c, i) {
-        var id = 'opt-' + g.id + '-' + (c.id || 'none');
-        var input = el('input', {
-          type: single ? 'radio' : 'checkbox', name: 'g-' + g.id, value: c.id, id: id,
+      choices.forEach((c, i) => {
+        const id = `opt-${g.id}-${c.id || 'none'}`;
+        const input = el('input', {
+          type: single ? 'radio' : 'checkbox', name: `g-${g.id}`, value: c.id, id,
           'data-group': g.id, 'data-choice': c.id, checked: single && i === 0,
-          on: { change: function () { limitGroup(fs, g); updateDialogPrice(); } }
+          on: { change: () => { limitGroup(fs, g); updateDialogPrice(); } }
         });
         fs.appendChild(el('label', { 'for': id, 'class': 'choice' }, [input, el('span', { text: name(c) }), c.price_delta_fen ? el('span', { 'class': 'delta', text: delta(c.price_delta_fen) }) : null]));
       });
       box.appendChild(fs);
     });
     updateDialogPrice();
-    var d = $('opt-dialog');
+    const d = $('opt-dialog');
     if (d.showModal) d.showModal(); else d.setAttribute('open', '');
-    var first = box.querySelector('input') || $('opt-add');
+    const first = box.querySelector('input') || $('opt-add');
     first.focus();
   }
   function limitGroup(fs, g) {
     if (g.max_choices <= 1) return;
-    var boxes = fs.querySelectorAll('input'), n = fs.querySelectorAll('input:checked').length;
-    Array.prototype.forEach.call(boxes, function (b) { b.disabled = !b.checked && n >= g.max_choices; });
+    const n = fs.querySelectorAll('input:checked').length;
+    fs.querySelectorAll('input').forEach((b) => { b.disabled = !b.checked && n >= g.max_choices; });
   }
   function dialogChoices() {
-    var opts = [];
-    Array.prototype.forEach.call($('opt-groups').querySelectorAll('input:checked'), function (i) {
+    const opts = [];
+    $('opt-groups').querySelectorAll('input:checked').forEach((i) => {
       if (i.value) opts.push({ group: i.getAttribute('data-group'), choice: i.value });
     });
     return opts;
   }
   function dialogQty() {
-    var q = parseInt($('opt-qty').value, 10);
+    const q = parseInt($('opt-qty').value, 10);
     return isNaN(q) ? 1 : Math.max(1, Math.min(20, q));
   }
   function updateDialogPrice() {
     if (!dialogItem) return;
-    var unit = unitPrice(dialogItem, dialogChoices());
-    $('opt-price').textContent = money(unit);
-    $('opt-add').textContent = t('addToCart', { price: money(unit * dialogQty()) });
+    const unit = unitPrice(dialogItem, dialogChoices());
+    $('opt-price').textContent = yuan(unit);
+    $('opt-add').textContent = t('addToCart', { price: yuan(unit * dialogQty()) });
   }
   function validateOptions(it, opts) {
-    var groups = it.option_groups || [];
-    for (var i = 0; i < groups.length; i++) {
-      var g = groups[i];
-      var n = opts.filter(function (o) { return o.group === g.id; }).length;
-      var min = Math.max(g.min_choices || 0, g.required ? 1 : 0);
+    for (const g of it.option_groups || []) {
+      const n = opts.filter((o) => o.group === g.id).length;
+      const min = Math.max(g.min_choices || 0, g.required ? 1 : 0);
       if (n < min) return t('needChoice', { group: name(g), n: min });
       if (n > g.max_choices) return t('tooMany', { group: name(g), n: g.max_choices });
     }
@@ -536,40 +550,38 @@
   }
   function addFromDialog(ev) {
     ev.preventDefault();
-    var it = dialogItem, opts = dialogChoices();
-    var problem = validateOptions(it, opts);
+    const it = dialogItem, opts = dialogChoices();
+    const problem = validateOptions(it, opts);
     if (problem) { $('opt-error').textContent = problem; return; }
     addToCart(it, opts, dialogQty());
     closeDialog();
-    say(t('inCart', { n: cartCount() }) + ' · ' + name(it));
+    say(`${t('inCart', { n: cartCount() })} · ${name(it)}`);
   }
   function closeDialog() {
-    var d = $('opt-dialog');
+    const d = $('opt-dialog');
     if (d.close) { if (d.open) d.close(); } else d.removeAttribute('open');
-    var back = dialogItem && document.querySelector('#item-' + CSS.escape(dialogItem.id) + ' .add');
+    const back = dialogItem && document.querySelector(`#item-${CSS.escape(dialogItem.id)} .add`);
     dialogItem = null;
     if (back) back.focus();
   }
 
   // ------------------------------------------------------------------ cart
   function unitPrice(it, opts) {
-    var p = it.price_fen;
-    opts.forEach(function (o) {
-      (it.option_groups || []).forEach(function (g) {
+    let p = it.price_fen;
+    opts.forEach((o) => {
+      (it.option_groups || []).forEach((g) => {
         if (g.id !== o.group) return;
-        g.choices.forEach(function (c) { if (c.id === o.choice) p += c.price_delta_fen || 0; });
+        g.choices.forEach((c) => { if (c.id === o.choice) p += c.price_delta_fen || 0; });
       });
     });
     return p;
   }
-  function lineKey(itemId, opts) {
-    return itemId + '|' + opts.map(function (o) { return o.group + '=' + o.choice; }).sort().join(',');
-  }
+  const lineKey = (itemId, opts) => `${itemId}|${opts.map((o) => `${o.group}=${o.choice}`).sort().join(',')}`;
   function addToCart(it, opts, qty) {
-    var key = lineKey(it.id, opts);
-    var line = state.cart.filter(function (l) { return l.key === key; })[0];
+    const key = lineKey(it.id, opts);
+    const line = state.cart.find((l) => l.key === key);
     if (line) line.quantity = Math.min(20, line.quantity + qty);
-    else state.cart.push({ key: key, item_id: it.id, quantity: qty, options: opts });
+    else state.cart.push({ key, item_id: it.id, quantity: qty, options: opts });
     delete state.problems[it.id];
     cartChanged();
   }
@@ -579,10 +591,10 @@
     renderMenu();
     if (state.view === 'cart') renderCart();
   }
-  function cartCount() { return state.cart.reduce(function (n, l) { return n + l.quantity; }, 0); }
+  const cartCount = () => state.cart.reduce((n, l) => n + l.quantity, 0);
   function cartTotal() {
-    return state.cart.reduce(function (sum, l) {
-      var it = state.items[l.item_id];
+    return state.cart.reduce((sum, l) => {
+      const it = state.items[l.item_id];
       return sum + (it ? unitPrice(it, l.options) * l.quantity : 0);
     }, 0);
   }
@@ -591,17 +603,17 @@
   }
   function loadCart() {
     if (state.cart.length) return;
-    var saved = readJson(KEY.cart);
+    const saved = readJson(KEY.cart);
     if (saved && saved.day === state.menu.service_day && Array.isArray(saved.lines)) {
-      state.cart = saved.lines.filter(function (l) { return state.items[l.item_id]; });
+      state.cart = saved.lines.filter((l) => state.items[l.item_id]);
     }
   }
   function renderCartSummary() {
-    var n = cartCount();
-    $('cart-summary').textContent = n ? t('cartCount', { n: n, price: money(cartTotal()) }) : '';
+    const n = cartCount();
+    $('cart-summary').textContent = n ? t('cartCount', { n, price: yuan(cartTotal()) }) : '';
   }
   function lineProblem(l) {
-    var it = state.items[l.item_id];
+    const it = state.items[l.item_id];
     if (state.problems[l.item_id]) return state.problems[l.item_id];
     if (!it || it.available === false) return t('unavailable');
     if (it.sold_out) return t('soldOut');
@@ -609,45 +621,46 @@
   }
   function renderCart() { keepFocus(drawCart); }
   function drawCart() {
-    var ul = clear($('cart-lines'));
+    const ul = clear($('cart-lines'));
     $('cart-empty').hidden = state.cart.length > 0;
     $('checkout').hidden = state.cart.length === 0;
-    state.cart.forEach(function (l) {
-      var it = state.items[l.item_id];
+    state.cart.forEach((l) => {
+      const it = state.items[l.item_id];
       if (!it) return;
-      var nm = name(it), problem = lineProblem(l);
-      var optText = l.options.map(function (o) {
-        var g = (it.option_groups || []).filter(function (x) { return x.id === o.group; })[0];
-        var c = g && g.choices.filter(function (x) { return x.id === o.choice; })[0];
+      const nm = name(it), problem = lineProblem(l);
+      const optText = l.options.map((o) => {
+        const g = (it.option_groups || []).find((x) => x.id === o.group);
+        const c = g && g.choices.find((x) => x.id === o.choice);
         return c ? name(c) : o.choice;
       }).join(' · ');
-      var qid = 'qty-' + l.key.replace(/[^a-zA-Z0-9_-]/g, '_');
-      var qty = el('input', {
+      const qid = `qty-${l.key.replace(/[^a-zA-Z0-9_-]/g, '_')}`;
+      const qty = el('input', {
         type: 'number', id: qid, 'data-focus': qid, min: 1, max: 20, inputmode: 'numeric', value: l.quantity, 'class': 'qty',
-        on: { change: function () { setQty(l, parseInt(this.value, 10) || 1); } }
+        on: { change: (ev) => setQty(l, parseInt(ev.currentTarget.value, 10) || 1) }
       });
-      ul.appendChild(el('li', { 'class': 'line' + (problem ? ' problem' : ''), 'data-item': l.item_id, 'data-testid': 'cart-line' }, [
+      const unit = unitPrice(it, l.options);
+      ul.appendChild(el('li', { 'class': `line${problem ? ' problem' : ''}`, 'data-item': l.item_id, 'data-testid': 'cart-line' }, [
         el('div', { 'class': 'line-main' }, [
           el('p', { 'class': 'name', text: nm }),
           optText ? el('p', { 'class': 'muted small', text: optText }) : null,
           problem ? el('p', { 'class': 'badge sold', text: problem }) : null,
-          el('p', { 'class': 'muted small', text: money(unitPrice(it, l.options)) + ' × ' + l.quantity + ' = ' + money(unitPrice(it, l.options) * l.quantity) })
+          el('p', { 'class': 'muted small', text: `${yuan(unit)} × ${l.quantity} = ${yuan(unit * l.quantity)}` })
         ]),
         el('div', { 'class': 'line-ctl' }, [
           el('label', { 'for': qid, 'class': 'sr-only', text: t('qtyOf', { name: nm }) }),
-          el('button', { type: 'button', 'class': 'step', 'data-focus': 'minus-' + qid, 'aria-label': t('fewer') + ' · ' + nm, text: '−', on: { click: function () { setQty(l, l.quantity - 1); } } }),
+          el('button', { type: 'button', 'class': 'step', 'data-focus': `minus-${qid}`, 'aria-label': `${t('fewer')} · ${nm}`, text: '−', on: { click: () => setQty(l, l.quantity - 1) } }),
           qty,
-          el('button', { type: 'button', 'class': 'step', 'data-focus': 'plus-' + qid, 'aria-label': t('more') + ' · ' + nm, text: '+', on: { click: function () { setQty(l, l.quantity + 1); } } }),
-          el('button', { type: 'button', 'class': 'ghost small', 'aria-label': t('removeLong', { name: nm }), text: t('remove'), on: { click: function () { removeLine(l); } } })
+          el('button', { type: 'button', 'class': 'step', 'data-focus': `plus-${qid}`, 'aria-label': `${t('more')} · ${nm}`, text: '+', on: { click: () => setQty(l, l.quantity + 1) } }),
+          el('button', { type: 'button', 'class': 'ghost small', 'aria-label': t('removeLong', { name: nm }), text: t('remove'), on: { click: () => removeLine(l) } })
         ])
       ]));
     });
     renderSlots();
     renderPay();
-    var total = cartTotal();
-    $('cart-total').textContent = money(total);
-    var btn = $('place');
-    btn.textContent = state.placing ? t('placing') : t('place', { price: money(total) });
+    const total = cartTotal();
+    $('cart-total').textContent = yuan(total);
+    const btn = $('place');
+    btn.textContent = state.placing ? t('placing') : t('place', { price: yuan(total) });
     btn.disabled = state.placing || !state.cart.length || !(state.menu && state.menu.open) || placeBlockedUntil > Date.now();
     btn.setAttribute('aria-busy', state.placing ? 'true' : 'false');
   }
@@ -658,57 +671,57 @@
     cartChanged();
   }
   function removeLine(l) {
-    state.cart = state.cart.filter(function (x) { return x !== l; });
+    state.cart = state.cart.filter((x) => x !== l);
     delete state.problems[l.item_id];
     cartChanged();
-    var first = document.querySelector('#cart-lines .step') || $('tab-menu');
+    const first = document.querySelector('#cart-lines .step') || $('tab-menu');
     first.focus();
   }
-  function slots() { return (state.menu && Array.isArray(state.menu.pickup_slots)) ? state.menu.pickup_slots : []; }
+  const slots = () => ((state.menu && Array.isArray(state.menu.pickup_slots)) ? state.menu.pickup_slots : []);
   function renderSlots() {
-    var list = slots(), box = clear($('slot-list'));
+    const list = slots(), box = clear($('slot-list'));
     $('slot-field').hidden = list.length === 0;
     if (!list.length) { state.slot = null; return; }
-    var free = list.filter(function (s) { return !s.full; });
-    if (state.slot && !free.some(function (s) { return s.id === state.slot; })) state.slot = null;
+    const free = list.filter((s) => !s.full);
+    if (state.slot && !free.some((s) => s.id === state.slot)) state.slot = null;
     if (!state.slot && free.length) state.slot = free[0].id;
-    list.forEach(function (s) {
-      var id = 'slot-' + String(s.id).replace(/[^a-zA-Z0-9_-]/g, '_');
-      var left = typeof s.capacity === 'number' && typeof s.taken === 'number' ? s.capacity - s.taken : null;
-      var note = s.full ? t('slotFull') : left !== null ? t('slotLeft', { n: left }) : '';
-      box.appendChild(el('label', { 'for': id, 'class': 'choice' + (s.full ? ' full' : '') }, [
-        el('input', { type: 'radio', name: 'slot', id: id, value: s.id, disabled: !!s.full, checked: s.id === state.slot,
-          on: { change: function () { state.slot = s.id; } } }),
-        el('span', { text: slotTime(s.start) + '–' + slotTime(s.end) }),
+    list.forEach((s) => {
+      const id = `slot-${String(s.id).replace(/[^a-zA-Z0-9_-]/g, '_')}`;
+      const left = typeof s.capacity === 'number' && typeof s.taken === 'number' ? s.capacity - s.taken : null;
+      const note = s.full ? t('slotFull') : left !== null ? t('slotLeft', { n: left }) : '';
+      box.appendChild(el('label', { 'for': id, 'class': `choice${s.full ? ' full' : ''}` }, [
+        el('input', { type: 'radio', name: 'slot', id, value: s.id, disabled: !!s.full, checked: s.id === state.slot,
+          on: { change: () => { state.slot = s.id; } } }),
+        el('span', { text: `${slotTime(s.start)}–${slotTime(s.end)}` }),
         note ? el('span', { 'class': 'delta', text: note }) : null
       ]));
     });
     if (!free.length) box.appendChild(el('p', { 'class': 'error', text: t('allSlotsFull') }));
   }
   function renderPay() {
-    var modes = (state.menu && state.menu.payment_modes) || [], box = clear($('pay-list'));
+    const modes = (state.menu && state.menu.payment_modes) || [], box = clear($('pay-list'));
     $('pay-field').hidden = modes.length === 0;
-    var label = function (m) { return m === 'counter' ? t('payCounter') : m === 'campus_card' ? t('payCard') : m; };
+    const label = (m) => (m === 'counter' ? t('payCounter') : m === 'campus_card' ? t('payCard') : m);
     if (modes.length === 1) { box.appendChild(el('p', { text: label(modes[0]) })); return; }
-    modes.forEach(function (m) {
-      var id = 'pay-' + m;
+    modes.forEach((m) => {
+      const id = `pay-${m}`;
       box.appendChild(el('label', { 'for': id, 'class': 'choice' }, [
-        el('input', { type: 'radio', name: 'pay', id: id, value: m, checked: m === state.pay, on: { change: function () { state.pay = m; } } }),
+        el('input', { type: 'radio', name: 'pay', id, value: m, checked: m === state.pay, on: { change: () => { state.pay = m; } } }),
         el('span', { text: label(m) })
       ]));
     });
   }
 
   // ------------------------------------------------------------------ placing
-  var placeBlockedUntil = 0;
+  let placeBlockedUntil = 0;
   function itemName(id) {
-    var it = state.items[id];
+    const it = state.items[id];
     if (it) return name(it);
     return id;
   }
   function checkoutBody() {
-    var body = {
-      lines: state.cart.map(function (l) { return { item_id: l.item_id, quantity: l.quantity, options: l.options }; }),
+    const body = {
+      lines: state.cart.map((l) => ({ item_id: l.item_id, quantity: l.quantity, options: l.options })),
       payment_mode: state.pay
     };
     // Sent only when the box offers slots: an older box refuses unknown fields.
@@ -719,10 +732,10 @@
     if (state.placing || !state.cart.length) return;
     alertMsg('');
     unlockAudio();
-    var known = state.cart.filter(function (l) { var it = state.items[l.item_id]; return !it || !available(it); })[0];
+    const known = state.cart.find((l) => { const it = state.items[l.item_id]; return !it || !available(it); });
     if (known) { explainStock('sold_out', known.item_id, 0); return; }
-    if (slots().length && !state.slot) { alertMsg(slots().some(function (s) { return !s.full; }) ? t('chooseSlot') : t('allSlotsFull')); return; }
-    var body = checkoutBody(), text = JSON.stringify(body);
+    if (slots().length && !state.slot) { alertMsg(slots().some((s) => !s.full) ? t('chooseSlot') : t('allSlotsFull')); return; }
+    const body = checkoutBody(), text = JSON.stringify(body);
     // The same checkout keeps its key across retries and double taps, so the box places
     // it once; a changed cart is a new checkout with a new key.
     if (!state.checkout || state.checkout.body !== text) state.checkout = { key: uuid(), body: text };
@@ -730,8 +743,16 @@
     attemptPlace(body, state.checkout.key, 0);
   }
   function placeDone() { state.placing = false; renderCart(); }
+  // The `closed` refusal: today's hours from its details, in the canteen's own time.
+  function closedText(details) {
+    if (details.closed_today) return t('closedToday');
+    if (details.opening_time && details.closing_time) {
+      return t('closedHours', { from: details.opening_time, to: details.closing_time });
+    }
+    return t('errClosed');
+  }
   function attemptPlace(body, key, attempt) {
-    api('POST', '/api/student/orders', body, { 'Idempotency-Key': key }).then(function (r) {
+    api('POST', '/api/student/orders', body, { 'Idempotency-Key': key }).then((r) => {
       netUp();
       if (r.status === 201 || r.status === 200) {
         alertMsg('');
@@ -746,9 +767,9 @@
         loadMenu();
         return;
       }
-      var code = r.code, details = (r.body && r.body.error && r.body.error.details) || {};
+      const code = r.code, details = (r.body && r.body.error && r.body.error.details) || {};
       if ((r.status === 503) && attempt < PLACE_RETRIES) {
-        countdown(r.retryAfter || backoff(attempt), function (s) { return t('errBusy', { s: s }); }, function () { attemptPlace(body, key, attempt + 1); });
+        countdown(r.retryAfter || backoff(attempt), (s) => t('errBusy', { s }), () => attemptPlace(body, key, attempt + 1));
         return;
       }
       placeDone();
@@ -756,8 +777,7 @@
         explainStock(code, details.item_id, details.remaining);
         loadMenu();
       } else if (code === 'closed') {
-        var m = /(\d{1,2}:\d{2})\D+(\d{1,2}:\d{2})/.exec((r.body.error && r.body.error.message) || '');
-        alertMsg(m ? t('closedHours', { from: m[1], to: m[2] }) : t('errClosed'));
+        alertMsg(closedText(details));
         loadMenu();
       } else if (code === 'rate_limited') {
         blockPlace(r.retryAfter || 60);
@@ -769,9 +789,9 @@
       } else if (r.status !== 401) {
         alertMsg(errorText(r));
       }
-    }, function () {
+    }, () => {
       if (attempt < PLACE_RETRIES) {
-        countdown(backoff(attempt), function (s) { return t('errOfflinePlace', { s: s }); }, function () { attemptPlace(body, key, attempt + 1); });
+        countdown(backoff(attempt), (s) => t('errOfflinePlace', { s }), () => attemptPlace(body, key, attempt + 1));
       } else {
         placeDone();
         alertMsg(t('errOfflineGiveUp'));
@@ -781,45 +801,51 @@
   function blockPlace(seconds) {
     placeBlockedUntil = Date.now() + seconds * 1000;
     renderCart();
-    countdown(seconds, function (s) { return t('errRate', { s: s }); }, function () {
+    countdown(seconds, (s) => t('errRate', { s }), () => {
       placeBlockedUntil = 0; alertMsg(''); renderCart();
     });
   }
   function explainStock(code, itemId, remaining) {
-    var nm = itemName(itemId);
-    var key = code === 'not_enough_stock' ? (remaining > 0 ? 'errNotEnough' : 'errNotEnoughNone')
+    const nm = itemName(itemId);
+    const key = code === 'not_enough_stock' ? (remaining > 0 ? 'errNotEnough' : 'errNotEnoughNone')
       : code === 'sold_out' ? 'errSoldOut' : 'errUnavailable';
-    var badge = code === 'not_enough_stock' && remaining > 0 ? t('fewLeft', { n: remaining }) : code === 'sold_out' || code === 'not_enough_stock' ? t('soldOut') : t('unavailable');
+    const badge = code === 'not_enough_stock' && remaining > 0 ? t('fewLeft', { n: remaining }) : code === 'sold_out' || code === 'not_enough_stock' ? t('soldOut') : t('unavailable');
     if (itemId) state.problems[itemId] = badge;
     alertMsg(t(key, { name: nm, n: remaining }));
     if (state.view !== 'cart') show('cart', false); else renderCart();
   }
 
   // ------------------------------------------------------------------ orders
-  var ACTIVE = ['placed', 'paid', 'preparing', 'ready'];
+  // The progress shown on an order, in lifecycle order (display only).
+  const STEPS = ['placed', 'paid', 'preparing', 'ready'];
+  // Lifecycle facts are the box's: an order is still under way while something can
+  // happen to it next, and waits for payment while paying is its usual next step.
+  const nextEvents = (o) => o.next_events || [];
+  const underWay = (o) => nextEvents(o).length > 0;
+  const awaitsPayment = (o) => nextEvents(o)[0] === 'pay';
   function upsertOrder(o) {
-    var i = state.orders.findIndex(function (x) { return x.id === o.id; });
+    const i = state.orders.findIndex((x) => x.id === o.id);
     if (i >= 0) state.orders[i] = o; else state.orders.unshift(o);
   }
   function loadOrders() {
-    return api('GET', '/api/student/orders').then(function (r) {
+    return api('GET', '/api/student/orders').then((r) => {
       if (r.status !== 200) return;
       state.orders = r.body || [];
       if (!state.current) {
-        var live = state.orders.filter(function (o) { return ACTIVE.indexOf(o.state) >= 0; })[0];
+        const live = state.orders.find(underWay);
         if (live) state.current = live.id;
       }
       renderAll();
-    }, function () { /* the banner from the menu poll says the box is unreachable */ });
+    }, () => { /* the banner from the menu poll says the box is unreachable */ });
   }
   function refreshOrder(id) {
-    return api('GET', '/api/student/orders/' + encodeURIComponent(id)).then(function (r) {
+    return api('GET', `/api/student/orders/${encodeURIComponent(id)}`).then((r) => {
       if (r.status !== 200) return;
-      var before = state.orders.filter(function (o) { return o.id === id; })[0];
+      const before = state.orders.find((o) => o.id === id);
       upsertOrder(r.body);
       if (!before || before.state !== r.body.state) announce(r.body);
       renderAll();
-    }, function () { /* the stream will reconnect and reload */ });
+    }, () => { /* the stream will reconnect and reload */ });
   }
   function announce(o) {
     if (o.state === 'ready') {
@@ -828,101 +854,104 @@
       if (!$('opt-dialog').open) show('order', false);
       notify();
     } else {
-      say(t('nowState', { n: o.pickup_number, state: t('st_' + o.state) }));
+      say(t('nowState', { n: o.pickup_number, state: t(`st_${o.state}`) }));
     }
   }
-  function currentOrder() { return state.orders.filter(function (o) { return o.id === state.current; })[0]; }
+  const currentOrder = () => state.orders.find((o) => o.id === state.current);
   function renderActiveOrder() {
-    var b = $('active-order');
-    var o = state.orders.filter(function (x) { return ACTIVE.indexOf(x.state) >= 0; })[0];
+    const b = $('active-order');
+    const o = state.orders.find(underWay);
     b.hidden = !o;
     if (!o) return;
-    b.textContent = t('activeOrder', { n: o.pickup_number, state: t('st_' + o.state) });
-    b.className = 'active-order ' + o.state;
-    b.onclick = function () { state.current = o.id; show('order'); };
+    b.textContent = t('activeOrder', { n: o.pickup_number, state: t(`st_${o.state}`) });
+    b.className = `active-order ${o.state}`;
+    b.onclick = () => { state.current = o.id; show('order'); };
   }
   function renderOrder() {
-    var o = currentOrder();
+    const o = currentOrder();
     if (!o) return;
-    $('order-number-title').textContent = '#' + o.pickup_number;
-    var num = $('pickup-number');
+    $('order-number-title').textContent = `#${o.pickup_number}`;
+    const num = $('pickup-number');
     num.textContent = o.pickup_number;
-    num.className = 'pickup-number' + (o.state === 'ready' ? ' huge' : '');
-    var st = $('order-state');
-    st.textContent = t('st_' + o.state);
+    num.className = `pickup-number${o.state === 'ready' ? ' huge' : ''}`;
+    const st = $('order-state');
+    st.textContent = t(`st_${o.state}`);
     st.setAttribute('data-state', o.state);
-    st.className = 'state ' + o.state;
-    var steps = clear($('order-steps')), at = ACTIVE.indexOf(o.state);
-    if (o.state === 'picked_up') at = 4;
-    ACTIVE.forEach(function (s, i) {
-      var done = i < at || (i === at && s === 'ready');
-      var li = el('li', { 'class': done ? 'done' : i === at ? 'now' : '', text: t('step_' + s) });
+    st.className = `state ${o.state}`;
+    const steps = clear($('order-steps'));
+    const at = o.state === 'picked_up' ? STEPS.length : STEPS.indexOf(o.state);
+    STEPS.forEach((s, i) => {
+      const done = i < at || (i === at && s === 'ready');
+      const li = el('li', { 'class': done ? 'done' : i === at ? 'now' : '', text: t(`step_${s}`) });
       if (i === at) li.setAttribute('aria-current', 'step');
       steps.appendChild(li);
     });
     steps.hidden = at < 0;
-    var ready = o.state === 'ready';
+    const ready = o.state === 'ready';
     $('ready-box').hidden = !ready;
     if (ready) loadQr(o);
-    var pay = $('pay-box');
-    pay.hidden = o.state !== 'placed';
-    if (o.state === 'placed') {
+    const pay = $('pay-box');
+    const unpaid = awaitsPayment(o);
+    pay.hidden = !unpaid;
+    if (unpaid) {
       pay.textContent = '';
-      pay.appendChild(el('p', { text: o.payment_mode === 'campus_card' ? t('payCardHow', { price: money(o.total_fen) }) : t('payCounterHow', { n: o.pickup_number, price: money(o.total_fen) }) }));
+      const price = yuan(o.total_fen);
+      pay.appendChild(el('p', { text: o.payment_mode === 'campus_card' ? t('payCardHow', { price }) : t('payCounterHow', { n: o.pickup_number, price }) }));
       pay.appendChild(el('p', { 'class': 'small', text: t('payBy', { time: clock(o.expires_at) }) }));
       pay.setAttribute('data-mode', o.payment_mode);
     }
     $('order-when').textContent = t('placedAt', { time: clock(o.placed_at) });
-    var ul = clear($('order-lines'));
-    o.lines.forEach(function (l) {
-      var opts = (l.options || []).map(function (x) { return name(x); }).join(' · ');
+    const ul = clear($('order-lines'));
+    o.lines.forEach((l) => {
+      const opts = (l.options || []).map((x) => name(x)).join(' · ');
       ul.appendChild(el('li', { 'class': 'line' }, [
         el('div', { 'class': 'line-main' }, [
-          el('p', { 'class': 'name', text: l.quantity + ' × ' + name(l) }),
+          el('p', { 'class': 'name', text: `${l.quantity} × ${name(l)}` }),
           opts ? el('p', { 'class': 'muted small', text: opts }) : null
         ]),
-        el('p', { 'class': 'price', text: money(l.line_total_fen) })
+        el('p', { 'class': 'price', text: yuan(l.line_total_fen) })
       ]));
     });
-    $('order-total').textContent = money(o.total_fen);
-    var cancellable = o.state === 'placed' || o.state === 'paid';
+    $('order-total').textContent = yuan(o.total_fen);
+    // Whether the student may cancel is the box's answer, not the page's guess.
+    const cancellable = o.can_cancel === true;
     $('cancel-box').hidden = !cancellable;
     if (!cancellable) $('cancel-confirm').hidden = true;
   }
   function loadQr(o) {
     if (state.qrFor === o.id && $('qr').firstChild) return;
     state.qrFor = o.id;
-    api('GET', '/api/student/orders/' + encodeURIComponent(o.id) + '/qr.svg').then(function (r) {
+    api('GET', `/api/student/orders/${encodeURIComponent(o.id)}/qr.svg`).then((r) => {
       if (r.status !== 200 || !r.body || typeof r.body.raw !== 'string') { state.qrFor = null; return; }
-      var doc = new DOMParser().parseFromString(r.body.raw, 'image/svg+xml');
-      var svg = doc.documentElement;
+      const doc = new DOMParser().parseFromString(r.body.raw, 'image/svg+xml');
+      const svg = doc.documentElement;
       if (!svg || svg.nodeName !== 'svg') { state.qrFor = null; return; }
       svg.setAttribute('aria-hidden', 'true');
       svg.setAttribute('focusable', 'false');
       clear($('qr')).appendChild(document.importNode(svg, true));
-    }, function () { state.qrFor = null; });
+    }, () => { state.qrFor = null; });
   }
   function renderOrders() {
-    var ul = clear($('orders-list'));
+    const ul = clear($('orders-list'));
     $('orders-empty').hidden = state.orders.length > 0;
-    state.orders.forEach(function (o) {
-      var what = o.lines.map(function (l) { return l.quantity + '× ' + name(l); }).join(', ');
+    state.orders.forEach((o) => {
+      const what = o.lines.map((l) => `${l.quantity}× ${name(l)}`).join(', ');
       ul.appendChild(el('li', {}, [el('button', {
-        type: 'button', 'class': 'order-row ' + o.state, 'data-testid': 'order-row',
-        on: { click: function () { state.current = o.id; show('order'); } }
+        type: 'button', 'class': `order-row ${o.state}`, 'data-testid': 'order-row',
+        on: { click: () => { state.current = o.id; show('order'); } }
       }, [
-        el('span', { 'class': 'num', text: '#' + o.pickup_number }),
-        el('span', { 'class': 'what' }, [el('span', { 'class': 'st', text: t('st_' + o.state) }), el('span', { 'class': 'muted small', text: clock(o.placed_at) + ' · ' + what })]),
-        el('span', { 'class': 'price', text: money(o.total_fen) })
+        el('span', { 'class': 'num', text: `#${o.pickup_number}` }),
+        el('span', { 'class': 'what' }, [el('span', { 'class': 'st', text: t(`st_${o.state}`) }), el('span', { 'class': 'muted small', text: `${clock(o.placed_at)} · ${what}` })]),
+        el('span', { 'class': 'price', text: yuan(o.total_fen) })
       ])]));
     });
   }
   function cancelOrder() {
-    var o = currentOrder();
+    const o = currentOrder();
     if (!o) return;
-    var btn = $('cancel-yes');
+    const btn = $('cancel-yes');
     btn.disabled = true;
-    api('POST', '/api/student/orders/' + encodeURIComponent(o.id) + '/cancel', {}).then(function (r) {
+    api('POST', `/api/student/orders/${encodeURIComponent(o.id)}/cancel`, {}).then((r) => {
       btn.disabled = false;
       $('cancel-confirm').hidden = true;
       if (r.status === 200) { upsertOrder(r.body); alertMsg(''); say(t('cancelled')); renderAll(); loadMenu(); return; }
@@ -930,53 +959,53 @@
       else if (r.code === 'invalid_transition') alertMsg(t('errCannotCancel'));
       else if (r.status !== 401) alertMsg(errorText(r));
       refreshOrder(o.id);
-    }, function () {
+    }, () => {
       btn.disabled = false;
-      alertMsg(t('errOfflineGiveUp').split(/[.。]/)[0] + '.');
+      alertMsg(`${t('errOfflineGiveUp').split(/[.。]/)[0]}.`);
     });
   }
 
   // ------------------------------------------------------------------ live events
-  var EVENT_KINDS = ['order.placed', 'order.paid', 'order.preparing', 'order.ready', 'order.picked_up', 'order.cancelled', 'order.expired', 'order.unclaimed'];
+  const EVENT_KINDS = ['order.placed', 'order.paid', 'order.preparing', 'order.ready', 'order.picked_up', 'order.cancelled', 'order.expired', 'order.unclaimed'];
   function connectEvents() {
     if (!window.EventSource || !state.session) return;
     if (state.events) state.events.close();
-    var es = new EventSource('/api/student/events?access_token=' + encodeURIComponent(state.session.token));
+    const es = new EventSource(`/api/student/events?access_token=${encodeURIComponent(state.session.token)}`);
     state.events = es;
-    es.onopen = function () {
+    es.onopen = () => {
       // Events sent while disconnected are not replayed to students: catch up by reading.
       if (state.eventsAttempt > 0) { loadOrders(); netUp(); }
       state.eventsAttempt = 0;
     };
-    EVENT_KINDS.forEach(function (k) {
-      es.addEventListener(k, function (ev) {
-        var id = null;
-        try { var d = JSON.parse(ev.data); id = d.aggregate_id || (d.payload && d.payload.order_id); } catch (e) { /* ignore */ }
+    EVENT_KINDS.forEach((k) => {
+      es.addEventListener(k, (ev) => {
+        let id = null;
+        try { const d = JSON.parse(ev.data); id = d.aggregate_id || (d.payload && d.payload.order_id); } catch (e) { /* ignore */ }
         if (id) refreshOrder(id); else loadOrders();
       });
     });
-    es.addEventListener('resync', function () { loadOrders(); });
-    es.onerror = function () {
+    es.addEventListener('resync', () => loadOrders());
+    es.onerror = () => {
       state.eventsAttempt += 1;
       if (es.readyState !== 2) return; // CONNECTING: the browser retries by itself
       // Closed for good (an HTTP error): find out whether the session ended, else retry.
       es.close();
       if (state.events !== es) return;
       state.events = null;
-      var wait = backoff(state.eventsAttempt);
-      api('GET', '/api/student/orders').then(function (r) {
+      const wait = backoff(state.eventsAttempt);
+      api('GET', '/api/student/orders').then((r) => {
         if (r.status === 200) { state.orders = r.body || []; renderAll(); }
         if (state.session) setTimeout(connectEvents, wait * 1000);
-      }, function () { if (state.session) setTimeout(connectEvents, wait * 1000); });
+      }, () => { if (state.session) setTimeout(connectEvents, wait * 1000); });
     };
   }
 
   // ------------------------------------------------------------------ ready alert
-  var audio = null;
+  let audio = null;
   function unlockAudio() {
     // Browsers allow sound only after a tap: prepare the context while we have one.
     try {
-      var Ctx = window.AudioContext || window.webkitAudioContext;
+      const Ctx = window.AudioContext || window.webkitAudioContext;
       if (Ctx && !audio) audio = new Ctx();
       if (audio && audio.state === 'suspended') audio.resume();
     } catch (e) { audio = null; }
@@ -985,7 +1014,7 @@
     try { if (navigator.vibrate) navigator.vibrate([200, 100, 200]); } catch (e) { /* not allowed */ }
     try {
       if (!audio || audio.state !== 'running') return;
-      var o = audio.createOscillator(), g = audio.createGain(), now = audio.currentTime;
+      const o = audio.createOscillator(), g = audio.createGain(), now = audio.currentTime;
       o.frequency.value = 880;
       g.gain.setValueAtTime(0.0001, now);
       g.gain.exponentialRampToValueAtTime(0.3, now + 0.02);
@@ -998,34 +1027,34 @@
   // ------------------------------------------------------------------ wiring
   function init() {
     $('login-form').addEventListener('submit', login);
-    $('lang-toggle').addEventListener('click', function () {
+    $('lang-toggle').addEventListener('click', () => {
       lang = lang === 'zh' ? 'en' : 'zh';
       store('set', KEY.lang, lang);
       applyLang();
       say(lang === 'zh' ? '已切换到简体中文' : 'Switched to English');
     });
-    $('alert-close').addEventListener('click', function () { alertMsg(''); });
-    Array.prototype.forEach.call(document.querySelectorAll('#tabs button'), function (b) {
-      b.addEventListener('click', function () { alertMsg(''); show(b.getAttribute('data-view')); });
+    $('alert-close').addEventListener('click', () => alertMsg(''));
+    document.querySelectorAll('#tabs button').forEach((b) => {
+      b.addEventListener('click', () => { alertMsg(''); show(b.getAttribute('data-view')); });
     });
     $('opt-form').addEventListener('submit', addFromDialog);
     $('opt-cancel').addEventListener('click', closeDialog);
-    $('opt-dialog').addEventListener('cancel', function (ev) { ev.preventDefault(); closeDialog(); });
-    $('opt-minus').addEventListener('click', function () { $('opt-qty').value = Math.max(1, dialogQty() - 1); updateDialogPrice(); });
-    $('opt-plus').addEventListener('click', function () { $('opt-qty').value = Math.min(20, dialogQty() + 1); updateDialogPrice(); });
+    $('opt-dialog').addEventListener('cancel', (ev) => { ev.preventDefault(); closeDialog(); });
+    $('opt-minus').addEventListener('click', () => { $('opt-qty').value = Math.max(1, dialogQty() - 1); updateDialogPrice(); });
+    $('opt-plus').addEventListener('click', () => { $('opt-qty').value = Math.min(20, dialogQty() + 1); updateDialogPrice(); });
     $('opt-qty').addEventListener('input', updateDialogPrice);
     $('place').addEventListener('click', place);
-    $('cancel').addEventListener('click', function () { $('cancel-confirm').hidden = false; $('cancel-no').focus(); });
-    $('cancel-no').addEventListener('click', function () { $('cancel-confirm').hidden = true; $('cancel').focus(); });
+    $('cancel').addEventListener('click', () => { $('cancel-confirm').hidden = false; $('cancel-no').focus(); });
+    $('cancel-no').addEventListener('click', () => { $('cancel-confirm').hidden = true; $('cancel').focus(); });
     $('cancel-yes').addEventListener('click', cancelOrder);
-    $('order-more').addEventListener('click', function () { show('menu'); });
-    $('logout').addEventListener('click', function () { logout(false); });
-    document.addEventListener('visibilitychange', function () {
+    $('order-more').addEventListener('click', () => show('menu'));
+    $('logout').addEventListener('click', () => logout(false));
+    document.addEventListener('visibilitychange', () => {
       if (document.visibilityState !== 'visible' || !state.session) return;
       loadMenu(); loadOrders();
       if (!state.events) connectEvents();
     });
-    window.addEventListener('online', function () { if (state.session) { loadMenu(); loadOrders(); } });
+    window.addEventListener('online', () => { if (state.session) { loadMenu(); loadOrders(); } });
     // Sound needs a tap first; the first tap anywhere prepares it for the ready beep.
     document.addEventListener('pointerdown', unlockAudio, { once: true });
     document.addEventListener('keydown', unlockAudio, { once: true });

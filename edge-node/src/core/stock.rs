@@ -118,11 +118,11 @@ pub fn staff_change(
             next.adjusted += delta;
             (StockChange::Adjusted, *delta)
         }
-        StaffStockAction::SoldOut => {
+        StaffStockAction::SoldOut {} => {
             next.sold_out = true;
             (StockChange::SoldOut, 0)
         }
-        StaffStockAction::Back => {
+        StaffStockAction::Back {} => {
             next.sold_out = false;
             (StockChange::Back, 0)
         }
@@ -315,8 +315,8 @@ mod tests {
                         reason: "spilled".into(),
                     },
                 ),
-                Step::SoldOut(i) => self.staff(*i, &StaffStockAction::SoldOut),
-                Step::Back(i) => self.staff(*i, &StaffStockAction::Back),
+                Step::SoldOut(i) => self.staff(*i, &StaffStockAction::SoldOut {}),
+                Step::Back(i) => self.staff(*i, &StaffStockAction::Back {}),
                 Step::Requota(i, q) => {
                     let id = self.items[*i].id;
                     let level = self.levels[&id].clone();

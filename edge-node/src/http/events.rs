@@ -5,8 +5,6 @@
 //! live buffer gets a `resync` event and should reload.
 
 use super::error::{ApiError, ErrorBody};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use super::extract::{Query, Staff, Student};
 use crate::app::App;
 use crate::store::outbox;
@@ -20,6 +18,8 @@ use std::convert::Infallible;
 use std::time::Duration;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Catch-up on connect replays at most this many stored events; further back, `resync`.
 const CATCH_UP_MAX: usize = 5 * outbox::PAGE_MAX;

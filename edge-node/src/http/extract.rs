@@ -1,6 +1,6 @@
 //! Extractors: JSON, path and query with our error shape, and the authenticated caller.
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use crate::app::App;
 use crate::session::{AuthError, Role};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts};
@@ -10,10 +10,100 @@ use axum::response::{IntoResponse, Response};
 use canteen_api::ids::{StaffId, StudentId};
 use std::net::{IpAddr, SocketAddr};
 
-/// `axum::Json` whose rejections are [`ApiError`]s.
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// A JSON body (or response) whose refusals are [`ApiError`]s: 415 without a JSON
+/// content type, 413 beyond the body limit, 400 for bad JSON, 422 (`invalid_body`, with
+/// the path of the offending field) for JSON of the wrong shape.
+///
+/// JSON Schema counts `2.0` as an integer, and so do generated clients; serde does not.
+/// A body refused only for that is read again with integral floats taken as integers
+/// (the common path parses once).
 pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|m| m.trim().to_ascii_lowercase())
+            .is_some_and(|m| {
+                m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+            });
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorCode::UnsupportedMediaType,
+                "send the body as JSON with Content-Type: application/json",
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|r| {
+                if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        ErrorCode::BodyTooLarge,
+                        "the request body is too large",
+                    )
+                } else {
+                    ApiError::new(r.status(), ErrorCode::BadBody, r.body_text())
+                }
+            })?;
+        let mut strict = serde_json::Deserializer::from_slice(&bytes);
+        let first = match serde_path_to_error::deserialize::<_, T>(&mut strict) {
+            Ok(value) => return Ok(Json(value)),
+            Err(e) => e,
+        };
+        if !first.inner().is_data() {
+            return Err(ApiError::bad_request(
+                ErrorCode::BadJson,
+                format!("the body is not valid JSON: {}", first.inner()),
+            ));
+        }
+        let refused = || {
+            ApiError::unprocessable(
+                ErrorCode::InvalidBody,
+                format!("Failed to deserialize the JSON body into the target type: {first}"),
+            )
+        };
+        let mut value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| refused())?;
+        if !integral_floats_to_integers(&mut value) {
+            return Err(refused());
+        }
+        serde_json::from_value(value)
+            .map(Json)
+            .map_err(|_| refused())
+    }
+}
+
+/// Replaces every float with no fractional part (within i64) by that integer; says
+/// whether anything changed.
+fn integral_floats_to_integers(value: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                *value = Value::from(f as i64);
+                true
+            }
+            _ => false,
+        },
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |changed, v| integral_floats_to_integers(v) | changed),
+        Value::Object(map) => map
+            .values_mut()
+            .fold(false, |changed, v| integral_floats_to_integers(v) | changed),
+        _ => false,
+    }
+}
 
 impl<T: serde::Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {

@@ -54,7 +54,7 @@ pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
 
 pub fn router(app: App) -> Router {
     let (api, doc) = api();
-    let doc = std::sync::Arc::new(doc);
+    let doc = std::sync::Arc::new(openapi::to_json(&doc));
     let api = api
         .route(
             "/api/openapi.json",

@@ -14,6 +14,7 @@
 
 use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::response::{Response, ResponseBuilder};
+use utoipa::openapi::schema::{AdditionalProperties, Schema};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr};
 
@@ -44,8 +45,22 @@ fn needs_login(path: &str) -> bool {
         || (path.starts_with("/api/staff/") && path != "/api/staff/login")
 }
 
+/// Request bodies that are tagged enums: serde refuses unknown fields in each variant,
+/// which utoipa does not say for enum variants.
+const STRICT_ENUMS: &[&str] = &["StaffStockAction", "MenuEdit", "SettingsEdit"];
+
 pub(super) fn complete(doc: &mut OpenApi) {
     let components = doc.components.get_or_insert_with(Default::default);
+    for name in STRICT_ENUMS {
+        if let Some(RefOr::T(Schema::OneOf(one_of))) = components.schemas.get_mut(*name) {
+            for variant in &mut one_of.items {
+                if let RefOr::T(Schema::Object(object)) = variant {
+                    object.additional_properties =
+                        Some(Box::new(AdditionalProperties::FreeForm(false)));
+                }
+            }
+        }
+    }
     components.security_schemes.insert(
         "bearer".to_owned(),
         SecurityScheme::Http(
@@ -73,8 +88,16 @@ pub(super) fn complete(doc: &mut OpenApi) {
             if op.request_body.is_some() {
                 add(op, "400", "The body is not JSON (`bad_json`).");
                 add(op, "413", "The body is too large (`body_too_large`).");
-                add(op, "415", "The body is not sent as application/json (`unsupported_media_type`).");
-                add(op, "422", "The body does not match its schema (`invalid_body`).");
+                add(
+                    op,
+                    "415",
+                    "The body is not sent as application/json (`unsupported_media_type`).",
+                );
+                add(
+                    op,
+                    "422",
+                    "The body does not match its schema (`invalid_body`).",
+                );
             }
             let params = op.parameters.as_deref().unwrap_or_default();
             let in_path = params.iter().any(|p| p.parameter_in == ParameterIn::Path);
@@ -87,10 +110,36 @@ pub(super) fn complete(doc: &mut OpenApi) {
                 add(op, "400", "A query parameter is malformed (`bad_query`).");
             }
             if needs_login(path) {
-                add(op, "401", "No valid login (`unauthenticated`, `invalid_token`, `session_expired`).");
+                add(
+                    op,
+                    "401",
+                    "No valid login (`unauthenticated`, `invalid_token`, `session_expired`).",
+                );
                 add(op, "403", "This login may not do this (`forbidden`).");
-                op.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
+                op.security = Some(vec![SecurityRequirement::new(
+                    "bearer",
+                    Vec::<String>::new(),
+                )]);
             }
         }
     }
+}
+
+/// The document as served: JSON Schema keywords utoipa has no attribute for are added
+/// here (a staff adjustment's `delta` is never 0).
+pub(super) fn to_json(doc: &OpenApi) -> serde_json::Value {
+    let mut json = serde_json::to_value(doc).unwrap_or_default();
+    if let Some(variants) = json
+        .pointer_mut("/components/schemas/StaffStockAction/oneOf")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        for variant in variants {
+            if let Some(delta) = variant.pointer_mut("/properties/delta")
+                && let Some(obj) = delta.as_object_mut()
+            {
+                obj.insert("not".to_owned(), serde_json::json!({ "const": 0 }));
+            }
+        }
+    }
+    json
 }

@@ -62,7 +62,12 @@ async fn login(
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct QueueQuery {
     /// Comma-separated states; default: placed,paid,preparing,ready.
+    #[param(
+        pattern = r"^((placed|paid|preparing|ready|picked_up|cancelled|expired|unclaimed)(,(placed|paid|preparing|ready|picked_up|cancelled|expired|unclaimed))*)?$"
+    )]
     pub state: Option<String>,
+    /// At most this many orders (1 to 500; default 500).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
 }
 
@@ -79,7 +84,7 @@ async fn queue(
         Some(list) => list
             .split(',')
             .map(|s| {
-                OrderState::parse(s.trim()).ok_or_else(|| {
+                OrderState::parse(s).ok_or_else(|| {
                     ApiError::bad_request(
                         ErrorCode::BadQuery,
                         format!("{s:?} is not an order state"),
@@ -88,7 +93,7 @@ async fn queue(
             })
             .collect::<Result<_, _>>()?,
     };
-    let limit = q.limit.unwrap_or(QUEUE_MAX).clamp(1, QUEUE_MAX);
+    let limit = limit_within(q.limit, QUEUE_MAX)?;
     let day = app.today();
     Ok(Json(
         app.readers
@@ -165,7 +170,7 @@ async fn full_menu(State(app): State<App>, _staff: Staff) -> Json<StaffMenu> {
 
 /// Add a menu item (managers).
 #[utoipa::path(post, path = "/api/staff/menu", tag = "staff", request_body = ItemFields,
-    responses((status = 201, body = MenuItem), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = MenuItem), (status = 409, description = "the item exists already (`menu_conflict`)", body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn create_item(
     State(app): State<App>,
     _m: Manager,
@@ -180,7 +185,7 @@ async fn create_item(
 /// else is kept. Archive instead of deleting.
 #[utoipa::path(put, path = "/api/staff/menu/{item_id}", tag = "staff", params(("item_id" = ItemId, Path)),
     request_body = ItemFields,
-    responses((status = 200, body = MenuItem), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = MenuItem), (status = 404, body = ErrorBody), (status = 409, description = "`menu_conflict`", body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn update_item(
     State(app): State<App>,
     _m: Manager,
@@ -192,7 +197,7 @@ async fn update_item(
 
 /// Apply single-field menu edits (managers), all or nothing.
 #[utoipa::path(post, path = "/api/staff/menu/edits", tag = "staff", request_body = Vec<MenuEdit>,
-    responses((status = 200, body = StaffMenu), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = StaffMenu), (status = 404, body = ErrorBody), (status = 409, description = "an item, group or choice exists already (`menu_conflict`)", body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn menu_edits(
     State(app): State<App>,
     _m: Manager,
@@ -252,9 +257,25 @@ async fn summary(
 
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct OutboxQuery {
+    /// Events after this sequence number (default 0: from the start).
     #[serde(default)]
+    #[param(minimum = 0)]
     pub after_seq: i64,
+    /// At most this many events (1 to 1000; default 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
+}
+
+/// A page size from the query: absent means `max`; outside 1..=max is refused.
+fn limit_within(limit: Option<usize>, max: usize) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(max),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::bad_request(
+            ErrorCode::BadQuery,
+            format!("limit must be between 1 and {max}, not {n}"),
+        )),
+    }
 }
 
 /// Outbox events after a sequence number, oldest first.
@@ -264,10 +285,13 @@ async fn outbox_after(
     _staff: Staff,
     Query(q): Query<OutboxQuery>,
 ) -> Result<Json<OutboxPage>, ApiError> {
-    let limit = q
-        .limit
-        .unwrap_or(outbox::PAGE_MAX)
-        .clamp(1, outbox::PAGE_MAX);
+    let limit = limit_within(q.limit, outbox::PAGE_MAX)?;
+    if q.after_seq < 0 {
+        return Err(ApiError::bad_request(
+            ErrorCode::BadQuery,
+            "after_seq must not be negative",
+        ));
+    }
     let page = app
         .readers
         .read(move |c| {

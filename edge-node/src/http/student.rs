@@ -183,7 +183,7 @@ async fn menu(State(app): State<App>) -> Json<MenuResponse> {
 /// Place an order. Send an `Idempotency-Key` header: a retry with the same key and body
 /// returns the first order (200) instead of placing a second one (201).
 #[utoipa::path(post, path = "/api/student/orders", tag = "student", request_body = OrderRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "One per checkout; retries reuse it")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~]{1,128}$", description = "One per checkout (1 to 128 visible ASCII characters); retries reuse it")),
     responses((status = 201, body = OrderView), (status = 200, description = "A replay of an earlier placement", body = OrderView),
         (status = 409, description = "sold out, unavailable or closed", body = ErrorBody), (status = 422, body = ErrorBody),
         (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]

@@ -24,8 +24,10 @@ pub(super) fn routes() -> OpenApiRouter<App> {
 /// body with the shared secret. Idempotent by `transaction_id`.
 #[utoipa::path(post, path = "/api/payments/campus-card", tag = "payments", request_body = CampusCardPayment,
     params(("X-Signature" = String, Header, description = "hex HMAC-SHA256 of the body")),
-    responses((status = 200, body = OrderView), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody),
-        (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = OrderView), (status = 401, description = "the signature does not match (`bad_signature`)", body = ErrorBody),
+        (status = 404, description = "campus-card payment is not enabled here, or no such order", body = ErrorBody),
+        (status = 409, description = "the order cannot be paid now, or the transaction paid another order", body = ErrorBody),
+        (status = 422, description = "a bad notice: transaction id, amount", body = ErrorBody)))]
 async fn campus_card(
     State(app): State<App>,
     headers: HeaderMap,

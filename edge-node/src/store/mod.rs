@@ -34,7 +34,7 @@ pub use writer::WriteError;
 /// Something a committed write changed that in-memory readers must learn about.
 #[derive(Debug, Clone)]
 pub enum Effect {
-    Event(OutboxEvent),
+    Event(Box<OutboxEvent>),
     Stock(StockLevel),
     Slot(pickup::SlotTaken),
     Menu(Arc<Menu>),
@@ -73,7 +73,7 @@ impl writer::Publisher<Effect> for Projections {
             match effect {
                 Effect::Event(event) => {
                     // No subscriber is fine: nobody is watching.
-                    let _ = self.events.send(event);
+                    let _ = self.events.send(*event);
                 }
                 Effect::Stock(level) => self.stock.apply(level),
                 Effect::Slot(taken) => self.slots.apply(taken),

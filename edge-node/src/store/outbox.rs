@@ -30,13 +30,13 @@ pub fn append(ctx: &mut WriteCtx<'_>, payload: EventPayload) -> Result<i64, Stor
             crate::core::clock::ts(at)
         ])?;
     let seq = ctx.conn.last_insert_rowid();
-    ctx.effect(Effect::Event(OutboxEvent {
+    ctx.effect(Effect::Event(Box::new(OutboxEvent {
         seq,
         kind: kind.into_owned(),
         aggregate_id,
         payload,
         at,
-    }));
+    })));
     Ok(seq)
 }
 

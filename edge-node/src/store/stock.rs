@@ -225,8 +225,8 @@ pub fn staff_action(
     let (kind, reason) = match action {
         StaffStockAction::Restock { .. } => ("restock", None),
         StaffStockAction::Adjust { reason, .. } => ("adjust", Some(reason.as_str())),
-        StaffStockAction::SoldOut => ("sold_out", None),
-        StaffStockAction::Back => ("back", None),
+        StaffStockAction::SoldOut {} => ("sold_out", None),
+        StaffStockAction::Back {} => ("back", None),
     };
     ledger(ctx, item.id, day, kind, decided.delta, Some(staff), reason)?;
     let level = ctx
