@@ -522,15 +522,15 @@ async fn a_quota_set_at_the_cloud_reaches_todays_stock() {
     let id = item["id"].as_str().unwrap().to_owned();
     // Today's stock row starts with the first order.
     let student = api.student(1).await.unwrap();
-    let (status, order) = api
-        .post(
+    let order = |quantity: u32| {
+        api.post(
             "/api/student/orders",
             Some(&student),
-            &json!({"lines": [{"item_id": id, "quantity": 2}], "payment_mode": "counter"}),
+            &json!({"lines": [{"item_id": id, "quantity": quantity}], "payment_mode": "counter"}),
         )
-        .await
-        .unwrap();
-    assert_eq!(status, 201, "{order}");
+    };
+    let (status, placed) = order(2).await.unwrap();
+    assert_eq!(status, 201, "{placed}");
     let remaining = |menu: &Value| {
         menu["items"]
             .as_array()
@@ -582,14 +582,7 @@ async fn a_quota_set_at_the_cloud_reaches_todays_stock() {
     assert_eq!(quota_set[0]["payload"]["quota"], 5);
     assert_eq!(quota_set[0]["payload"]["remaining"], 3);
     // Students are refused beyond it.
-    let (status, refused) = api
-        .post(
-            "/api/student/orders",
-            Some(&student),
-            &json!({"lines": [{"item_id": id, "quantity": 4}], "payment_mode": "counter"}),
-        )
-        .await
-        .unwrap();
+    let (status, refused) = order(4).await.unwrap();
     assert_eq!(status, 409, "{refused}");
     assert_eq!(refused["error"]["code"], "not_enough_stock");
 }

@@ -85,20 +85,27 @@ fn read_level(r: &rusqlite::Row<'_>) -> rusqlite::Result<StockLevel> {
 
 const LEVEL_COLUMNS: &str = "item_id, service_day, quota, adjusted, reserved, sold, sold_out";
 
+/// The item's row for `day`, if the day has started for it.
+fn row(
+    conn: &rusqlite::Connection,
+    item: ItemId,
+    day: NaiveDate,
+) -> Result<Option<StockLevel>, StoreError> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {LEVEL_COLUMNS} FROM stock_day WHERE item_id = ?1 AND service_day = ?2"
+        ))?
+        .query_row(params![item.to_string(), day.to_string()], read_level)
+        .optional()?)
+}
+
 /// The item's row for `day`, created from the menu's daily quota on first touch.
 fn ensure_row(
     ctx: &mut WriteCtx<'_>,
     item: &MenuItem,
     day: NaiveDate,
 ) -> Result<StockLevel, StoreError> {
-    let existing = ctx
-        .conn
-        .prepare_cached(&format!(
-            "SELECT {LEVEL_COLUMNS} FROM stock_day WHERE item_id = ?1 AND service_day = ?2"
-        ))?
-        .query_row(params![item.id.to_string(), day.to_string()], read_level)
-        .optional()?;
-    if let Some(level) = existing {
+    if let Some(level) = row(ctx.conn, item.id, day)? {
         return Ok(level);
     }
     let quota = core_stock::day_quota(item);
@@ -268,14 +275,7 @@ pub fn set_quota(
     item: &MenuItem,
     day: NaiveDate,
 ) -> Result<Option<StockLevel>, StoreError> {
-    let existing = ctx
-        .conn
-        .prepare_cached(&format!(
-            "SELECT {LEVEL_COLUMNS} FROM stock_day WHERE item_id = ?1 AND service_day = ?2"
-        ))?
-        .query_row(params![item.id.to_string(), day.to_string()], read_level)
-        .optional()?;
-    let Some(current) = existing else {
+    let Some(current) = row(ctx.conn, item.id, day)? else {
         return Ok(None);
     };
     let quota = core_stock::requota(&current, core_stock::day_quota(item));
