@@ -523,11 +523,10 @@ async fn a_quota_set_at_the_cloud_reaches_todays_stock() {
     // Today's stock row starts with the first order.
     let student = api.student(1).await.unwrap();
     let order = |quantity: u32| {
-        api.post(
-            "/api/student/orders",
-            Some(&student),
-            &json!({"lines": [{"item_id": id, "quantity": quantity}], "payment_mode": "counter"}),
-        )
+        let body =
+            json!({"lines": [{"item_id": id, "quantity": quantity}], "payment_mode": "counter"});
+        let (api, student) = (&api, &student);
+        async move { api.post("/api/student/orders", Some(student), &body).await }
     };
     let (status, placed) = order(2).await.unwrap();
     assert_eq!(status, 201, "{placed}");
