@@ -208,10 +208,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let rows = tokio::task::spawn_blocking(move || accounts::read_roster_csv(file, cost))
                 .await??;
             let app = App::open(config, Arc::new(SystemClock))?;
-            let n = app
-                .writer
-                .write(move |ctx| accounts::upsert_students(ctx, &rows))
-                .await;
+            let n = crate::ops::accounts::import_roster(&app, rows).await;
             app.close().await;
             println!("imported {} students", n?);
             Ok(())
@@ -236,10 +233,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let hash = hash_secret(&password, config.hash_cost);
             let app = App::open(config, Arc::new(SystemClock))?;
-            let id = app
-                .writer
-                .write(move |ctx| accounts::upsert_staff(ctx, &username, &name, role, &hash))
-                .await;
+            let id = crate::ops::accounts::add_staff(&app, username, name, role, hash).await;
             app.close().await;
             println!("staff account {} ready", id?);
             Ok(())

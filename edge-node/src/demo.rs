@@ -3,8 +3,9 @@
 
 use crate::app::App;
 use crate::core::menu::{ItemFields, MenuEdit, MenuItem, OptionChoice, OptionGroup};
+use crate::ops;
 use crate::session::{Role, hash_secret};
-use crate::store::accounts::{self, AccountError, StudentRecord};
+use crate::store::accounts::{AccountError, StudentRecord};
 use crate::store::docs::MenuError;
 use canteen_api::ids::ItemId;
 
@@ -262,13 +263,7 @@ pub async fn seed(app: &App, students: u32) -> Result<Vec<MenuItem>, SeedError> 
             fields: it.fields.clone(),
         })
         .collect();
-    let docs = app.docs.clone();
-    app.writer
-        .write(move |ctx| -> Result<(), SeedError> {
-            docs.edit_menu(ctx, &edits)?;
-            Ok(())
-        })
-        .await?;
+    crate::ops::menu::edit(app, edits).await?;
     let cost = app.config.hash_cost;
     let (roster, staff_hash, manager_hash) = tokio::task::spawn_blocking(move || {
         // One hash for the whole demo roster: they share the PIN, and hashing thirty
@@ -289,19 +284,17 @@ pub async fn seed(app: &App, students: u32) -> Result<Vec<MenuItem>, SeedError> 
     })
     .await
     .map_err(|e| crate::store::WriteError::Commit(e.to_string()))?;
-    app.writer
-        .write(move |ctx| -> Result<(), SeedError> {
-            accounts::upsert_students(ctx, &roster)?;
-            accounts::upsert_staff(ctx, DEMO_STAFF.0, "Counter staff", Role::Staff, &staff_hash)?;
-            accounts::upsert_staff(
-                ctx,
-                DEMO_MANAGER.0,
-                "Canteen manager",
-                Role::Manager,
-                &manager_hash,
-            )?;
-            Ok(())
-        })
-        .await?;
+    ops::accounts::import_roster(app, roster).await?;
+    for (username, name, role, hash) in [
+        (DEMO_STAFF.0, "Counter staff", Role::Staff, staff_hash),
+        (
+            DEMO_MANAGER.0,
+            "Canteen manager",
+            Role::Manager,
+            manager_hash,
+        ),
+    ] {
+        ops::accounts::add_staff(app, username.into(), name.into(), role, hash).await?;
+    }
     Ok(items)
 }

@@ -198,6 +198,23 @@ fn the_writer_names_no_domain_module() {
     assert!(used.is_empty(), "the writer names {used:?}");
 }
 
+/// Only `ops` (and the store's own tests) hands work to the writer: an entry point
+/// (HTTP, the link, the CLI, the demo) never composes a transaction of its own.
+#[test]
+fn only_ops_composes_writes() {
+    let mut broken = Vec::new();
+    for s in sources() {
+        if s.top == "ops" || s.top == "store" {
+            continue;
+        }
+        let squeezed: String = s.text.chars().filter(|c| !c.is_whitespace()).collect();
+        if squeezed.contains("writer.write(") || squeezed.contains("write_blocking(") {
+            broken.push(s.module);
+        }
+    }
+    assert!(broken.is_empty(), "writes composed outside ops: {broken:?}");
+}
+
 #[test]
 fn no_import_cycles() {
     let sources = sources();

@@ -4,6 +4,7 @@
 //! never composes a transaction of its own. `ops` never imports `http`, `link` or
 //! `server` (a test in `tests/layers.rs` checks).
 
+pub mod accounts;
 pub mod menu;
 pub mod orders;
 pub mod stock;
