@@ -12,11 +12,11 @@ pub mod config;
 pub mod core;
 pub mod demo;
 pub mod http;
-pub mod link;
-pub mod metrics;
+mod link;
+mod metrics;
 pub mod ops;
-pub mod server;
-pub mod session;
+mod server;
+mod session;
 pub mod store;
 
 pub use app::App;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 /// The link as the sync client sees the box.
-pub struct BoxLink {
+pub(crate) struct BoxLink {
     pub app: App,
 }
 
@@ -89,7 +89,7 @@ impl EdgeLink for BoxLink {
 }
 
 /// Builds the client's configuration from the box's, if a cloud is configured.
-pub fn client_config(
+pub(crate) fn client_config(
     cloud: &crate::config::CloudConfig,
 ) -> anyhow::Result<cloud_sync::client::ClientConfig> {
     Ok(cloud_sync::client::ClientConfig {

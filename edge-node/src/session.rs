@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use uuid::Uuid;
 
-pub use canteen_api::staff::Role;
+pub(crate) use canteen_api::staff::Role;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
@@ -84,7 +84,7 @@ pub struct HashCost {
     pub passes: u32,
 }
 
-pub fn hash_secret(secret: &str, cost: HashCost) -> String {
+pub(crate) fn hash_secret(secret: &str, cost: HashCost) -> String {
     let params =
         Params::new(cost.memory_kib.max(8), cost.passes.max(1), 1, None).unwrap_or_default();
     let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
@@ -98,7 +98,7 @@ pub fn hash_secret(secret: &str, cost: HashCost) -> String {
 }
 
 /// Verifies against a stored PHC string (its own parameters are used).
-pub fn verify_secret(phc: &str, secret: &str) -> bool {
+pub(crate) fn verify_secret(phc: &str, secret: &str) -> bool {
     let Ok(parsed) = PasswordHash::new(phc) else {
         return false;
     };
