@@ -884,3 +884,180 @@ async fn everything_survives_a_restart() {
     assert_eq!(events.len(), 2);
     assert_gapless(&events);
 }
+
+/// Who may call what, for every operation of the OpenAPI document: anonymous callers get
+/// 401 on every student and staff route, a student 403 on staff routes, staff 403 on the
+/// managers' routes and on student routes, and every refusal leaves the outbox, the
+/// menu and the settings exactly as they were (each refused request carries a payload
+/// that would change them if it were applied). Allowed callers are never refused as
+/// unauthenticated or forbidden. The table of roles is written out here, not derived
+/// from the document, so a route that loses its extractor fails.
+#[tokio::test]
+async fn authorization_matrix_for_every_documented_operation() {
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Who {
+        Anonymous,
+        Student,
+        Staff,
+        Manager,
+    }
+    let b = TestBox::new().await;
+    let student = b.student(1).await;
+    let staff = b.staff().await;
+    let manager = b.manager().await;
+    let order = b.place(&student, b.noodle_order(1)).await.body;
+    let order_id = order["id"].as_str().unwrap().to_owned();
+    let noodles = b.item("Lanzhou beef noodle soup").clone();
+    let item_id = noodles.id.to_string();
+    let mut changed_fields = serde_json::to_value(&noodles.fields).unwrap();
+    changed_fields["price_fen"] = json!(4321);
+
+    // Which callers each operation admits; anything not listed is public.
+    let students_only = [Who::Student];
+    let staff_and_managers = [Who::Staff, Who::Manager];
+    let managers_only = [Who::Manager];
+    let admits = |method: &str, path: &str| -> Option<&[Who]> {
+        let managers = [
+            ("post", "/api/staff/menu"),
+            ("put", "/api/staff/menu/{item_id}"),
+            ("post", "/api/staff/menu/edits"),
+            ("post", "/api/staff/settings/edits"),
+        ];
+        if managers.contains(&(method, path)) {
+            Some(&managers_only)
+        } else if path.starts_with("/api/staff/") && path != "/api/staff/login" {
+            Some(&staff_and_managers)
+        } else if path.starts_with("/api/student/") && path != "/api/student/login" {
+            Some(&students_only)
+        } else {
+            None
+        }
+    };
+    // A body that would change something if it were applied.
+    let body = |method: &str, path: &str| -> Option<Value> {
+        Some(match (method, path) {
+            ("post", "/api/student/orders") => b.noodle_order(1),
+            ("post", "/api/staff/orders/{id}/transitions") => json!({"event": "pay", "version": 1}),
+            ("post", "/api/staff/pickups") => json!({"code": order["pickup_number"].to_string()}),
+            ("post", "/api/staff/stock/{item_id}") => json!({"action": "restock", "count": 7}),
+            ("post", "/api/staff/menu") => {
+                let mut fields = changed_fields.clone();
+                fields["name_en"] = json!("Matrix noodles");
+                fields
+            }
+            ("put", "/api/staff/menu/{item_id}") => changed_fields.clone(),
+            ("post", "/api/staff/menu/edits") => {
+                json!([{"op": "set_price", "item": item_id, "price_fen": 4322}])
+            }
+            ("post", "/api/staff/settings/edits") => {
+                json!([{"op": "set_announcement", "text": "matrix"}])
+            }
+            _ => return None,
+        })
+    };
+    let snapshot = || async {
+        (
+            b.outbox(&manager).await.len(),
+            b.get("/api/staff/menu", Some(&manager)).await.body,
+            b.get("/api/staff/settings", Some(&manager)).await.body,
+        )
+    };
+
+    let doc = b.get("/api/openapi.json", None).await.body;
+    let mut checked = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        let uri = path
+            .replace("{id}", &order_id)
+            .replace("{item_id}", &item_id);
+        for method in ops.as_object().unwrap().keys() {
+            let Some(allowed) = admits(method, path) else {
+                continue;
+            };
+            if path.ends_with("/events") {
+                // Streams never end; their refusals are checked by status only below.
+                for (who, token) in [
+                    (Who::Anonymous, None),
+                    (Who::Student, Some(&student)),
+                    (Who::Staff, Some(&staff)),
+                ] {
+                    if allowed.contains(&who) {
+                        continue;
+                    }
+                    let r = b.get(&uri, token.map(String::as_str)).await;
+                    let want = if who == Who::Anonymous { 401 } else { 403 };
+                    assert_eq!(r.status.as_u16(), want, "GET {path} as {who:?}");
+                }
+                continue;
+            }
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            for (who, token) in [
+                (Who::Anonymous, None),
+                (Who::Student, Some(&student)),
+                (Who::Staff, Some(&staff)),
+                (Who::Manager, Some(&manager)),
+            ] {
+                if allowed.contains(&who) {
+                    continue;
+                }
+                let before = snapshot().await;
+                let r = b
+                    .call(
+                        m.clone(),
+                        &uri,
+                        token.map(String::as_str),
+                        body(method, path),
+                        &[],
+                    )
+                    .await;
+                let want = if who == Who::Anonymous { 401 } else { 403 };
+                assert_eq!(
+                    r.status.as_u16(),
+                    want,
+                    "{method} {path} as {who:?}: {:?}",
+                    r.body
+                );
+                let code = r.code();
+                assert!(
+                    ["unauthenticated", "forbidden"].contains(&code),
+                    "{method} {path} as {who:?}: {code}"
+                );
+                assert!(
+                    snapshot().await == before,
+                    "{method} {path} as {who:?} was refused but changed something"
+                );
+                checked += 1;
+            }
+            // The admitted callers are never refused for who they are.
+            for who in allowed {
+                let token = match who {
+                    Who::Student => &student,
+                    Who::Staff => &staff,
+                    Who::Manager => &manager,
+                    Who::Anonymous => unreachable!(),
+                };
+                let r = b
+                    .call(m.clone(), &uri, Some(token), body(method, path), &[])
+                    .await;
+                assert!(
+                    ![401, 403].contains(&r.status.as_u16()),
+                    "{method} {path} as {who:?}: {} {:?}",
+                    r.status,
+                    r.body
+                );
+            }
+        }
+    }
+    // 9 student operations × 3 refused callers, 13 staff ones × 2, 4 managers' × 3 …
+    assert!(checked >= 40, "only {checked} refusals checked");
+    // What the managers' accepted calls did is visible: the refusals did not eat them.
+    let menu = b.get("/api/staff/menu", Some(&manager)).await.body;
+    assert!(
+        menu["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["name_en"] == "Matrix noodles")
+    );
+    let settings = b.get("/api/staff/settings", Some(&manager)).await.body;
+    assert_eq!(settings["settings"]["announcement"], "matrix");
+}
