@@ -39,6 +39,19 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    /// RFC 4231, test case 2: a known answer, not the code checking itself.
+    #[test]
+    fn the_signature_is_hmac_sha256_by_rfc_4231() {
+        let expected = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
+        assert_eq!(sign(b"Jefe", b"what do ya want for nothing?"), expected);
+        assert!(signature_ok(b"Jefe", b"what do ya want for nothing?", expected));
+        assert!(signature_ok(
+            b"Jefe",
+            b"what do ya want for nothing?",
+            &expected.to_uppercase()
+        ));
+    }
+
     #[test]
     fn signatures_verify_only_for_the_exact_body_and_key() {
         let sig = sign(b"secret", b"{\"a\":1}");
