@@ -1061,3 +1061,80 @@ async fn authorization_matrix_for_every_documented_operation() {
     let settings = b.get("/api/staff/settings", Some(&manager)).await.body;
     assert_eq!(settings["settings"]["announcement"], "matrix");
 }
+
+/// Service days are the canteen's local days, not UTC's: at 23:30 UTC it is already
+/// 07:30 the next morning in Shanghai. An order placed then belongs to the local day
+/// (its stock row and summary too); on the next local day, across a restart, pickup
+/// numbers start again at 1 and the previous day's ready orders become unclaimed.
+#[tokio::test]
+async fn service_days_follow_the_canteens_time_zone_across_a_restart() {
+    let b = TestBox::with(
+        |s| edge_node::config::Settings {
+            opening_time: Some("06:00".into()),
+            closing_time: Some("22:00".into()),
+            ..s
+        },
+        5,
+    )
+    .await;
+    // 2026-11-23 23:30 UTC = 2026-11-24 07:30 in Shanghai.
+    b.clock.advance(chrono::Duration::minutes(19 * 60 + 30));
+    let s = b.student(1).await;
+    let staff = b.staff().await;
+    let placed = b.place(&s, b.noodle_order(2)).await;
+    assert_eq!(placed.status, StatusCode::CREATED, "{:?}", placed.body);
+    assert_eq!(placed.body["service_day"], "2026-11-24");
+    assert_eq!(placed.body["pickup_number"], 1);
+    assert_eq!(
+        b.get("/api/menu", None).await.body["service_day"],
+        "2026-11-24"
+    );
+    assert_eq!(b.remaining("Lanzhou beef noodle soup").await, Some(118));
+    let day = |d: &str| format!("/api/staff/summary?day={d}");
+    assert_eq!(
+        b.get(&day("2026-11-24"), Some(&staff)).await.body["orders"],
+        1
+    );
+    assert_eq!(
+        b.get(&day("2026-11-23"), Some(&staff)).await.body["orders"],
+        0
+    );
+    let mut order = placed.body;
+    for event in ["pay", "start_preparing", "mark_ready"] {
+        let r = b.transition(&staff, &order, event).await;
+        assert_eq!(r.status, StatusCode::OK, "{event}: {:?}", r.body);
+        order = r.body;
+    }
+
+    b.app.close().await;
+    let app = edge_node::App::open(b.app.config.clone(), b.clock.clone()).unwrap();
+    let reopened = TestBox {
+        router: edge_node::http::router(app.clone()),
+        app,
+        clock: b.clock.clone(),
+        items: b.items.clone(),
+        dir: b.dir,
+    };
+    // 2026-11-24 23:30 UTC = 2026-11-25 07:30 in Shanghai: the 24th closed at 22:00.
+    reopened.clock.advance(chrono::Duration::hours(24));
+    assert_eq!(
+        edge_node::ops::orders::housekeeping(&reopened.app)
+            .await
+            .unwrap(),
+        (0, 1)
+    );
+    let s = reopened.student(1).await;
+    let staff = reopened.staff().await;
+    let id = order["id"].as_str().unwrap();
+    let yesterday = reopened
+        .get(&format!("/api/staff/orders/{id}"), Some(&staff))
+        .await;
+    assert_eq!(yesterday.body["state"], "unclaimed");
+    let today = reopened.place(&s, reopened.noodle_order(1)).await.body;
+    assert_eq!(today["service_day"], "2026-11-25");
+    assert_eq!(today["pickup_number"], 1);
+    assert_eq!(
+        reopened.remaining("Lanzhou beef noodle soup").await,
+        Some(119)
+    );
+}

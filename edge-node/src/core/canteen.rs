@@ -77,7 +77,7 @@ impl Canteen {
     }
 
     pub fn service_day(&self, now: DateTime<Utc>) -> NaiveDate {
-        now.with_timezone(&self.time_zone).date_naive()
+        super::clock::service_day(now, self.time_zone)
     }
 
     /// (open, close, closed) of the local day of `now`.

@@ -44,7 +44,11 @@ mod tests {
     fn the_signature_is_hmac_sha256_by_rfc_4231() {
         let expected = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
         assert_eq!(sign(b"Jefe", b"what do ya want for nothing?"), expected);
-        assert!(signature_ok(b"Jefe", b"what do ya want for nothing?", expected));
+        assert!(signature_ok(
+            b"Jefe",
+            b"what do ya want for nothing?",
+            expected
+        ));
         assert!(signature_ok(
             b"Jefe",
             b"what do ya want for nothing?",
