@@ -199,6 +199,24 @@ impl Readers {
 mod tests {
     use super::*;
 
+    /// What durability rests on, read back from SQLite: WAL, a full fsync per commit,
+    /// foreign keys enforced.
+    #[test]
+    fn the_writer_connection_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_writer(&dir.path().join("d.db")).unwrap();
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        let synchronous: i64 = conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        let foreign_keys: i64 = conn
+            .pragma_query_value(None, "foreign_keys", |r| r.get(0))
+            .unwrap();
+        assert_eq!((mode.as_str(), synchronous, foreign_keys), ("wal", 2, 1));
+    }
+
     #[test]
     fn migrates_a_fresh_database_and_reopens() {
         let dir = tempfile::tempdir().unwrap();

@@ -382,6 +382,168 @@ mod tests {
         assert!(matches!(after, Err(WriteErrorOrStore::Write(_))));
     }
 
+    /// Records what the writer publishes and how often it asks for a reload.
+    #[derive(Default)]
+    struct Recorder {
+        groups: std::sync::Mutex<Vec<Vec<i64>>>,
+        rolled_back: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Publisher<i64> for Recorder {
+        fn publish(&self, effects: Vec<i64>) {
+            self.groups.lock().unwrap().push(effects);
+        }
+        fn rolled_back(&self, _: &Connection) {
+            self.rolled_back
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// A writer whose thread is held inside a first write until `release` is sent, so
+    /// that everything queued meanwhile lands in one group.
+    async fn held_writer(
+        schema: &str,
+    ) -> (
+        Arc<Writer<i64>>,
+        Arc<Recorder>,
+        std::sync::mpsc::Sender<()>,
+        tempfile::TempDir,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::store::db::open_writer(&dir.path().join("w.db")).unwrap();
+        conn.execute_batch(schema).unwrap();
+        let recorder = Arc::new(Recorder::default());
+        let w = Arc::new(Writer::spawn(
+            conn,
+            Arc::new(SystemClock),
+            recorder.clone(),
+            WriterConfig {
+                queue_max: 64,
+                group_max: 64,
+            },
+        ));
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
+        {
+            let w = w.clone();
+            tokio::spawn(async move {
+                w.write(move |_ctx| -> Result<(), StoreError> {
+                    let _ = started_tx.send(());
+                    let _ = held.recv();
+                    Ok(())
+                })
+                .await
+            });
+        }
+        started.await.unwrap();
+        (w, recorder, release, dir)
+    }
+
+    /// Queues `n` writes that each insert `i` and record effect `i`; `fail(i)` makes a
+    /// write fail after inserting.
+    fn queue_writes(
+        w: &Arc<Writer<i64>>,
+        n: i64,
+        sql: &'static str,
+        fail: fn(i64) -> bool,
+    ) -> Vec<tokio::task::JoinHandle<Result<(), StoreError>>> {
+        (0..n)
+            .map(|i| {
+                let w = w.clone();
+                tokio::spawn(async move {
+                    w.write(move |ctx| -> Result<(), StoreError> {
+                        ctx.conn.execute(sql, [i])?;
+                        ctx.effect(i);
+                        if fail(i) {
+                            return Err(StoreError::Corrupt("refused".into()));
+                        }
+                        Ok(())
+                    })
+                    .await
+                })
+            })
+            .collect()
+    }
+
+    async fn until_queued(w: &Arc<Writer<i64>>, n: usize) {
+        for _ in 0..1000 {
+            if w.tx.max_capacity() - w.tx.capacity() >= n {
+                return;
+            }
+            tokio::task::yield_now().await;
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        panic!("the writes were not queued");
+    }
+
+    /// One group: the failing writes roll back alone, the others commit together, and
+    /// the publisher gets exactly the survivors' effects, once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_commits_its_survivors_together_and_publishes_them_once() {
+        let (w, recorder, release, dir) = held_writer("CREATE TABLE t (v INTEGER NOT NULL)").await;
+        let tasks = queue_writes(&w, 10, "INSERT INTO t (v) VALUES (?1)", |i| i % 3 == 0);
+        until_queued(&w, 10).await;
+        release.send(()).unwrap();
+        let mut answers = Vec::new();
+        for t in tasks {
+            answers.push(t.await.unwrap().is_ok());
+        }
+        let expected: Vec<bool> = (0..10).map(|i| i % 3 != 0).collect();
+        assert_eq!(answers, expected);
+        let conn = rusqlite::Connection::open(dir.path().join("w.db")).unwrap();
+        let mut stored: Vec<i64> = conn
+            .prepare("SELECT v FROM t ORDER BY v")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        stored.sort();
+        assert_eq!(stored, [1, 2, 4, 5, 7, 8]);
+        // The tasks queue in any order; the group holds each survivor once.
+        let mut groups = recorder.groups.lock().unwrap().clone();
+        groups.iter_mut().for_each(|g| g.sort());
+        assert_eq!(
+            groups,
+            vec![vec![1, 2, 4, 5, 7, 8]],
+            "one group, survivors only"
+        );
+        w.shutdown().await;
+    }
+
+    /// A COMMIT that fails (here a deferred foreign key, as a full disk would) answers
+    /// every caller of the group with an error, publishes nothing, and asks for the
+    /// in-memory state to be reloaded; nothing of the group is stored.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_commit_refuses_the_whole_group_and_publishes_nothing() {
+        let (w, recorder, release, dir) = held_writer(
+            "CREATE TABLE parent (id INTEGER PRIMARY KEY);
+             CREATE TABLE t (v INTEGER NOT NULL REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);",
+        )
+        .await;
+        let tasks = queue_writes(&w, 5, "INSERT INTO t (v) VALUES (?1)", |_| false);
+        until_queued(&w, 5).await;
+        release.send(()).unwrap();
+        for t in tasks {
+            assert!(
+                matches!(t.await.unwrap(), Err(StoreError::Corrupt(m)) if m.contains("could not commit")),
+                "every caller hears the commit failed"
+            );
+        }
+        assert!(
+            recorder.groups.lock().unwrap().is_empty(),
+            "nothing published"
+        );
+        assert_eq!(
+            recorder
+                .rolled_back
+                .load(std::sync::atomic::Ordering::SeqCst),
+            1
+        );
+        assert_eq!(count(&dir), 0);
+        w.shutdown().await;
+    }
+
     #[derive(Debug)]
     enum WriteErrorOrStore {
         Write(WriteError),
