@@ -527,6 +527,104 @@ async fn campus_card_webhook_is_signed_checked_and_idempotent() {
     assert_eq!(b.outbox(&staff).await.len(), 2);
 }
 
+/// The webhook's other refusals, each changing nothing: no signature header, a
+/// transaction id reused for another order, an unknown order, an order that expired
+/// before the card paid, and card payments switched off at the canteen.
+#[tokio::test]
+async fn campus_card_webhook_refuses_what_it_must_and_changes_nothing() {
+    let b = TestBox::new().await;
+    let s = b.student(1).await;
+    let staff = b.staff().await;
+    let mut body = b.noodle_order(1);
+    body["payment_mode"] = json!("campus_card");
+    let first = b.place(&s, body.clone()).await.body;
+    let second = b.place(&s, body.clone()).await.body;
+    let post = |notice: Value, signature: Option<String>| {
+        let mut req =
+            Request::post("/api/payments/campus-card").header("content-type", "application/json");
+        if let Some(sig) = signature {
+            req = req.header("x-signature", sig);
+        }
+        req.body(Body::from(notice.to_string())).unwrap()
+    };
+    let notice = |order: &Value, txn: &str| json!({"transaction_id": txn, "order_id": order["id"], "amount_fen": order["total_fen"]});
+    let sign = |n: &Value| signed(n, CARD_SECRET).1;
+    let unchanged = || async {
+        (
+            b.outbox(&staff).await.len(),
+            b.get("/api/staff/summary", Some(&staff)).await.body["revenue_fen"].clone(),
+        )
+    };
+
+    let before = unchanged().await;
+    let r = b.raw(post(notice(&first, "T1"), None)).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNAUTHORIZED, "bad_signature")
+    );
+    assert_eq!(unchanged().await, before, "no signature changes nothing");
+
+    let unknown = json!({"id": uuid::Uuid::now_v7(), "total_fen": 1800});
+    let n = notice(&unknown, "T9");
+    let r = b.raw(post(n.clone(), Some(sign(&n)))).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::NOT_FOUND, "order_not_found")
+    );
+    assert_eq!(unchanged().await, before);
+
+    let n = notice(&first, "T1");
+    let r = b.raw(post(n.clone(), Some(sign(&n)))).await;
+    assert_eq!(r.body["state"], "paid");
+    let paid = unchanged().await;
+    assert_eq!(paid.1, first["total_fen"]);
+    let reused = notice(&second, "T1");
+    let r = b.raw(post(reused.clone(), Some(sign(&reused)))).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::CONFLICT, "transaction_reused")
+    );
+    assert_eq!(unchanged().await, paid);
+    let id = second["id"].as_str().unwrap();
+    let still = b
+        .get(&format!("/api/staff/orders/{id}"), Some(&staff))
+        .await;
+    assert_eq!(still.body["state"], "placed");
+
+    // The second order expires unpaid; a late card notice cannot pay it.
+    b.clock.advance(chrono::Duration::minutes(16));
+    edge_node::ops::orders::housekeeping(&b.app).await.unwrap();
+    let expired_before = unchanged().await;
+    let late = notice(&second, "T2");
+    let r = b.raw(post(late.clone(), Some(sign(&late)))).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::CONFLICT, "invalid_transition")
+    );
+    assert_eq!(unchanged().await, expired_before);
+    let still = b
+        .get(&format!("/api/staff/orders/{id}"), Some(&staff))
+        .await;
+    assert_eq!(still.body["state"], "expired");
+
+    // A canteen without a card secret has no webhook.
+    let off = TestBox::with(
+        |s| edge_node::config::Settings {
+            campus_card_secret: None,
+            payment_modes: Some(vec!["counter".into()]),
+            ..s
+        },
+        1,
+    )
+    .await;
+    let n = notice(&first, "T3");
+    let r = off.raw(post(n.clone(), Some(sign(&n)))).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::NOT_FOUND, "campus_card_disabled")
+    );
+}
+
 #[tokio::test]
 async fn login_attempts_are_rate_limited_per_account_and_per_ip() {
     let b = TestBox::with(
