@@ -38,9 +38,13 @@ async fn backup_under_load_restores_to_a_serving_box() {
             }
         });
     }
-    while placed.load(Ordering::SeqCst) < 100 {
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while placed.load(Ordering::SeqCst) < 100 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("100 orders within 60 s");
     let backup_file = dir.path().join("lunch.db");
     let before = placed.load(Ordering::SeqCst);
     let out = tokio::task::spawn_blocking({
@@ -60,7 +64,13 @@ async fn backup_under_load_restores_to_a_serving_box() {
     assert!(out.contains("backup written"), "{out}");
     let after = placed.load(Ordering::SeqCst);
     stop.store(true, Ordering::SeqCst);
-    while load.join_next().await.is_some() {}
+    tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while load.join_next().await.is_some() {}
+    })
+    .await
+    .expect("the load stops within 60 s");
+    let source_manager = api.manager().await.unwrap();
+    let source_events = api.outbox(&source_manager).await.unwrap();
     assert!(
         after > before,
         "orders were placed while the backup ran ({before} before, {after} after)"
@@ -96,6 +106,10 @@ async fn backup_under_load_restores_to_a_serving_box() {
         "the backup holds the orders taken before it ({orders})"
     );
     assert_eq!(ready["outbox_last_seq"].as_i64(), Some(events.len() as i64));
+    // The backup is the source as it was at one instant: every event up to its last
+    // one, exactly (the source went on taking orders after it).
+    assert!(events.len() < source_events.len());
+    assert_eq!(events[..], source_events[..events.len()]);
     // It serves: a student logs in and orders; numbering continues.
     let student = api.student(3).await.unwrap();
     let (status, order) = api
