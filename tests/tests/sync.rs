@@ -61,6 +61,19 @@ impl World {
     }
 }
 
+/// Waits until the cloud's replica of `node`'s menu holds item `id`.
+async fn menu_reaches_the_cloud(cloud: &CloudProcess, node: &str, id: &str) {
+    eventually("the menu at the cloud", Duration::from_secs(30), || async {
+        let menu = cloud.get(&format!("/nodes/{node}/menu")).await?;
+        Ok(menu["items"]
+            .as_array()
+            .is_some_and(|i| i.iter().any(|x| x["id"] == json!(id)))
+            .then_some(()))
+    })
+    .await
+    .unwrap();
+}
+
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
@@ -313,15 +326,7 @@ async fn edits_on_both_sides_of_a_partition_both_survive() {
         .unwrap();
     let id = item["id"].as_str().unwrap().to_owned();
     // The cloud's replica catches up with the box's menu.
-    eventually("the menu at the cloud", Duration::from_secs(30), || async {
-        let menu = cloud.get("/nodes/canteen-south/menu").await?;
-        Ok(menu["items"]
-            .as_array()
-            .is_some_and(|i| i.iter().any(|x| x["id"] == json!(id)))
-            .then_some(()))
-    })
-    .await
-    .unwrap();
+    menu_reaches_the_cloud(&cloud, "canteen-south", &id).await;
 
     relay.cut(true);
     let (status, _) = api
@@ -543,15 +548,7 @@ async fn a_quota_set_at_the_cloud_reaches_todays_stock() {
         remaining(&menu),
         Some(item["daily_quota"].as_i64().unwrap() - 2)
     );
-    eventually("the menu at the cloud", Duration::from_secs(30), || async {
-        let menu = cloud.get("/nodes/canteen-quota/menu").await?;
-        Ok(menu["items"]
-            .as_array()
-            .is_some_and(|i| i.iter().any(|x| x["id"] == json!(id)))
-            .then_some(()))
-    })
-    .await
-    .unwrap();
+    menu_reaches_the_cloud(&cloud, "canteen-quota", &id).await;
 
     cloud
         .post(

@@ -332,20 +332,7 @@ mod tests {
         let (w, dir) = writer(1, 1);
         let w = Arc::new(w);
         // Hold the writer thread inside a write until released.
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
-        let first = {
-            let w = w.clone();
-            tokio::spawn(async move {
-                w.write(move |_ctx| -> Result<(), StoreError> {
-                    let _ = started_tx.send(());
-                    let _ = held.recv();
-                    Ok(())
-                })
-                .await
-            })
-        };
-        started.await.unwrap();
+        let (release, first) = hold(&w).await;
         // One write fits in the queue (it waits there: its caller gives up waiting,
         // the write stays queued); the next is refused at once.
         let queued = tokio::time::timeout(
@@ -399,6 +386,29 @@ mod tests {
         }
     }
 
+    /// Holds the writer thread inside a write until the returned sender is used (or
+    /// dropped); returns once the write has started.
+    async fn hold<E: Send + 'static>(
+        w: &Arc<Writer<E>>,
+    ) -> (
+        std::sync::mpsc::Sender<()>,
+        tokio::task::JoinHandle<Result<(), StoreError>>,
+    ) {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
+        let w = w.clone();
+        let first = tokio::spawn(async move {
+            w.write(move |_ctx| -> Result<(), StoreError> {
+                let _ = started_tx.send(());
+                let _ = held.recv();
+                Ok(())
+            })
+            .await
+        });
+        started.await.unwrap();
+        (release, first)
+    }
+
     /// A writer whose thread is held inside a first write until `release` is sent, so
     /// that everything queued meanwhile lands in one group.
     async fn held_writer(
@@ -422,20 +432,7 @@ mod tests {
                 group_max: 64,
             },
         ));
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
-        {
-            let w = w.clone();
-            tokio::spawn(async move {
-                w.write(move |_ctx| -> Result<(), StoreError> {
-                    let _ = started_tx.send(());
-                    let _ = held.recv();
-                    Ok(())
-                })
-                .await
-            });
-        }
-        started.await.unwrap();
+        let (release, _first) = hold(&w).await;
         (w, recorder, release, dir)
     }
 
