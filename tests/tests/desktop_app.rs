@@ -19,6 +19,9 @@ const WEBKIT_DRIVER: &str = "/usr/bin/WebKitWebDriver";
 /// How long any awaited condition may take before the test fails (a bump alone waits
 /// out the app's 4 s recall window).
 const PATIENCE: Duration = Duration::from_secs(20);
+/// The app's recall window (`desktop_ui::kitchen::RECALL_WINDOW_MS`; this crate cannot
+/// depend on the app, whose tests depend on it).
+const RECALL_WINDOW_MS: u64 = 4_000;
 const POLL: Duration = Duration::from_millis(100);
 
 /// A child in its own process group, stopped (TERM, then KILL) and reaped on drop.
@@ -414,9 +417,52 @@ async fn drive(client: &Client, api: &Api, base: &str, dish: &str) -> anyhow::Re
     let second_number = second["pickup_number"].as_i64().context("pickup number")?;
     wait_state(client, second_number, "placed").await?;
 
-    // A bump can be recalled within its window: nothing reaches the box.
+    // The card lists the dish's allergens, in the display language.
+    let staff_token = api.staff("staff", "staff-pass").await?;
+    let tags: Vec<Value> = api
+        .staff_menu(&staff_token)
+        .await?
+        .into_iter()
+        .find(|i| i["id"] == dish)
+        .context("the dish")?["allergens"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if !tags.is_empty() {
+        let shown = client
+            .find(Locator::Css(&format!(
+                ".card[data-number=\"{number}\"] .allergens"
+            )))
+            .await?
+            .text()
+            .await?;
+        for tag in &tags {
+            let label = client
+                .execute("return allergenName(arguments[0]);", vec![tag.clone()])
+                .await?;
+            let label = label.as_str().unwrap_or_default().to_owned();
+            ensure!(
+                !label.is_empty()
+                    && label != tag.as_str().unwrap_or_default()
+                    && shown.contains(&label),
+                "allergen {tag} shown as {label:?} on the card: {shown:?}"
+            );
+        }
+    }
+
+    // A bump can be recalled within its window: nothing reaches the box, even after
+    // the window has passed.
     card_button(client, number, "bump").await?;
     card_button(client, number, "recall").await?;
+    tokio::time::sleep(Duration::from_millis(RECALL_WINDOW_MS + 2_000)).await;
+    let (status, still) = api
+        .get(&format!("/api/staff/orders/{order_id}"), Some(&staff_token))
+        .await?;
+    ensure!(
+        status == 200 && still["state"] == "placed" && still["version"] == 1,
+        "a recalled bump reached the box: {status} {still}"
+    );
+    wait_state(client, number, "placed").await?;
     card_button(client, number, "bump").await?;
     wait_state(client, number, "paid").await?;
     card_button(client, number, "bump").await?;
@@ -501,11 +547,27 @@ async fn drive(client: &Client, api: &Api, base: &str, dish: &str) -> anyhow::Re
         .await?
         .click()
         .await?;
+    // Two orders, both paid (one handed over), nothing refunded or lost: the figures
+    // exactly, as the summary's list shows them.
+    let revenue =
+        first["total_fen"].as_i64().unwrap_or(0) + second["total_fen"].as_i64().unwrap_or(0);
+    let expected: Vec<String> = vec![
+        "2".into(),
+        format!("¥{}.{:02}", revenue / 100, revenue % 100),
+        "¥0.00".into(),
+        "0".into(),
+        "0".into(),
+        "0".into(),
+    ];
     until("the day summary", || async {
-        let text = client.find(Locator::Css("#summary")).await?.text().await?;
-        Ok(text.contains('2').then_some(()))
+        let mut figures = Vec::new();
+        for dd in client.find_all(Locator::Css("#summary dd")).await? {
+            figures.push(dd.text().await?);
+        }
+        Ok((figures == expected).then_some(()))
     })
-    .await?;
+    .await
+    .with_context(|| format!("the summary should read {expected:?}"))?;
     client
         .find(Locator::Css("#logout-btn"))
         .await?
