@@ -78,7 +78,10 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
-/// Places `n` orders with 16 concurrent students; every third is paid at the counter.
+/// Places `n` orders with 16 concurrent students and takes each along one of six
+/// paths, so every total the cloud keeps is exercised: paid; paid then cancelled (a
+/// refund); paid, prepared, ready and picked up; cancelled unpaid by the student; left
+/// ready; left placed. Ends with a staff restock and adjustment (stock events).
 async fn orders(api: &Api, n: usize) {
     let manager = api.manager().await.unwrap();
     api.unlimited_menu(&manager).await.unwrap();
@@ -100,23 +103,52 @@ async fn orders(api: &Api, n: usize) {
                     .await
                     .unwrap();
                 assert_eq!(status, 201, "{order}");
-                if i % 3 == 0 {
-                    let id = order["id"].as_str().unwrap();
-                    let (status, _) = api
+                let id = order["id"].as_str().unwrap();
+                let events: &[&str] = match i % 6 {
+                    0 => &["pay"],
+                    1 => &["pay", "cancel"],
+                    2 => &["pay", "start_preparing", "mark_ready", "pick_up"],
+                    4 => &["pay", "start_preparing", "mark_ready"],
+                    _ => &[],
+                };
+                for (version, event) in events.iter().enumerate() {
+                    let (status, body) = api
                         .post(
                             &format!("/api/staff/orders/{id}/transitions"),
                             Some(&staff),
-                            &json!({"event": "pay", "version": 1}),
+                            &json!({"event": event, "version": version + 1}),
                         )
                         .await
                         .unwrap();
-                    assert_eq!(status, 200);
+                    assert_eq!(status, 200, "{event}: {body}");
+                }
+                if i % 6 == 3 {
+                    let (status, body) = api
+                        .post(
+                            &format!("/api/student/orders/{id}/cancel"),
+                            Some(&token),
+                            &json!({}),
+                        )
+                        .await
+                        .unwrap();
+                    assert_eq!(status, 200, "student cancel: {body}");
                 }
             }
         });
     }
     while let Some(r) = tasks.join_next().await {
         r.unwrap();
+    }
+    let item = menu[0]["id"].as_str().unwrap();
+    for action in [
+        json!({"action": "restock", "count": 5}),
+        json!({"action": "adjust", "delta": -2, "reason": "dropped"}),
+    ] {
+        let (status, body) = api
+            .post(&format!("/api/staff/stock/{item}"), Some(&staff), &action)
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
     }
 }
 
@@ -164,6 +196,14 @@ async fn assert_same_totals(api: &Api, staff: &str, cloud: &CloudProcess, node: 
     };
     assert_eq!(items(&theirs, "revenue_fen"), items(&mine, "revenue_fen"));
     assert!(mine["orders"].as_i64().unwrap() > 0);
+    // The workload reached every path: refunds and every state are counted.
+    assert!(mine["refunds_fen"].as_i64().unwrap() > 0, "{mine}");
+    for state in ["placed", "paid", "ready", "picked_up", "cancelled"] {
+        assert!(
+            mine["by_state"][state].as_i64().unwrap() > 0,
+            "{state}: {mine}"
+        );
+    }
 }
 
 async fn converged(api: &Api, staff: &str, cloud: &CloudProcess, node: &str) -> u64 {
@@ -306,6 +346,32 @@ async fn a_link_blackholed_again_and_again_loses_and_duplicates_nothing() {
     relay.cut(false);
     let staff = api.staff("staff", "staff-pass").await.unwrap();
     converged(&api, &staff, &cloud, "canteen-west").await;
+    assert_same_totals(&api, &staff, &cloud, "canteen-west").await;
+
+    // A blackhole longer than the link's 20 s idle timeout: the connection dies, the
+    // box says so, orders taken meanwhile wait, and the reconnect resends them.
+    relay
+        .blackhole
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    eventually(
+        "the box to notice the dead link",
+        Duration::from_secs(60),
+        || async {
+            let (_, s) = api.get("/api/staff/sync", Some(&staff)).await?;
+            Ok((s["connected"] == false).then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+    orders(&api, 64).await;
+    let (_, s) = api.get("/api/staff/sync", Some(&staff)).await.unwrap();
+    assert!(s["unacked_events"].as_i64().unwrap() > 0, "{s}");
+    relay
+        .blackhole
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    converged(&api, &staff, &cloud, "canteen-west").await;
+    let (_, s) = api.get("/api/staff/sync", Some(&staff)).await.unwrap();
+    assert_eq!(s["connected"], true, "{s}");
     assert_same_totals(&api, &staff, &cloud, "canteen-west").await;
 }
 
