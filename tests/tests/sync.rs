@@ -447,6 +447,119 @@ async fn edits_on_both_sides_of_a_partition_both_survive() {
         .unwrap()
         .clone();
     assert!(both(&shown), "{shown}");
+
+    // The same field set on both sides during a cut: a conflict both sides show, and
+    // it clears on both once it is resolved at the box.
+    relay.cut(true);
+    let price = |fen: i64| json!([{"op": "set_price", "item": id, "price_fen": fen}]);
+    let (status, _) = api
+        .post("/api/staff/menu/edits", Some(&manager), &price(2500))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    cloud
+        .post("/nodes/canteen-south/menu/edits", &price(2600))
+        .await
+        .unwrap();
+    relay.cut(false);
+    let on_item = |conflicts: &Value| {
+        conflicts.as_array().is_some_and(|c| {
+            c.iter().any(|c| {
+                c["path"].as_array().is_some_and(|p| p.contains(&json!(id)))
+                    && c["values"].as_array().is_some_and(|v| v.len() == 2)
+            })
+        })
+    };
+    let (conflicted_at_box, conflicted_at_cloud) = (
+        || async {
+            let (_, menu) = api.get("/api/staff/menu", Some(&manager)).await?;
+            anyhow::Ok(on_item(&menu["conflicts"]))
+        },
+        || async {
+            let menu = cloud.get("/nodes/canteen-south/menu").await?;
+            anyhow::Ok(on_item(&menu["conflicts"]))
+        },
+    );
+    eventually(
+        "the conflict on both sides",
+        Duration::from_secs(60),
+        || async { Ok((conflicted_at_box().await? && conflicted_at_cloud().await?).then_some(())) },
+    )
+    .await
+    .unwrap();
+    let (status, _) = api
+        .post("/api/staff/menu/edits", Some(&manager), &price(2700))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    eventually(
+        "the conflict resolved on both sides",
+        Duration::from_secs(60),
+        || async {
+            let cloud_menu = cloud.get("/nodes/canteen-south/menu").await?;
+            let price_at_cloud = cloud_menu["items"]
+                .as_array()
+                .and_then(|i| i.iter().find(|x| x["id"] == json!(id)))
+                .map(|x| x["price_fen"].clone());
+            Ok((!conflicted_at_box().await?
+                && !conflicted_at_cloud().await?
+                && price_at_cloud == Some(json!(2700)))
+            .then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+
+    // A settings edit and an account made at the cloud reach the box.
+    cloud
+        .post(
+            "/nodes/canteen-south/settings/edits",
+            &json!([{"op": "set_announcement", "text": "Closed on Friday for the holiday"}]),
+        )
+        .await
+        .unwrap();
+    eventually(
+        "the cloud's announcement at the box",
+        Duration::from_secs(60),
+        || async {
+            let (_, menu) = api.get("/api/menu", None).await?;
+            Ok((menu["announcement"] == "Closed on Friday for the holiday").then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+    let hash = {
+        use argon2::password_hash::{PasswordHasher, SaltString};
+        let salt = SaltString::encode_b64(b"sync-test-salt16").unwrap();
+        argon2::Argon2::default()
+            .hash_password(b"246810", &salt)
+            .unwrap()
+            .to_string()
+    };
+    cloud
+        .post(
+            "/accounts",
+            &json!([{"role": "student", "login": "2099001", "name": "New Student",
+                     "secret_hash": hash, "active": true}]),
+        )
+        .await
+        .unwrap();
+    eventually(
+        "the cloud's new student logs in at the box",
+        Duration::from_secs(60),
+        || async {
+            let (status, _) = api
+                .post(
+                    "/api/student/login",
+                    None,
+                    &json!({"student_number": "2099001", "pin": "246810"}),
+                )
+                .await?;
+            Ok((status == 200).then_some(()))
+        },
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
