@@ -6,29 +6,30 @@ use serde::{Deserialize, Serialize};
 macro_rules! error_codes {
     ($($(#[$doc:meta])* $variant:ident = $text:literal,)*) => {
         /// Every machine-readable code the box sends.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
         pub enum ErrorCode {
             $($(#[$doc])* $variant,)*
-            /// A code this client does not know (sent by a newer box).
-            Other,
+            /// A code this client does not know (sent by a newer box), as it was sent.
+            Other(Box<str>),
         }
 
         impl ErrorCode {
             /// Every code the box may send (`Other` is not one).
             pub const ALL: &'static [ErrorCode] = &[$(Self::$variant,)*];
 
-            pub fn as_str(self) -> &'static str {
+            pub fn as_str(&self) -> &str {
                 match self {
                     $(Self::$variant => $text,)*
-                    Self::Other => "other",
+                    Self::Other(text) => text,
                 }
             }
 
-            /// The code named `text`; `Other` for one this client does not know.
+            /// The code named `text`; `Other` (keeping the text) for one this client
+            /// does not know.
             pub fn parse(text: &str) -> Self {
                 match text {
                     $($text => Self::$variant,)*
-                    _ => Self::Other,
+                    _ => Self::Other(text.into()),
                 }
             }
         }
@@ -180,10 +181,12 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for code in ErrorCode::ALL {
             assert!(seen.insert(code.as_str()), "{code} twice");
-            assert_eq!(ErrorCode::parse(code.as_str()), *code);
+            assert_eq!(&ErrorCode::parse(code.as_str()), code);
             let json = serde_json::to_string(code).unwrap();
             assert_eq!(serde_json::from_str::<ErrorCode>(&json).unwrap(), *code);
         }
-        assert_eq!(ErrorCode::parse("from_a_newer_box"), ErrorCode::Other);
+        let newer = ErrorCode::parse("from_a_newer_box");
+        assert_eq!(newer, ErrorCode::Other("from_a_newer_box".into()));
+        assert_eq!(newer.as_str(), "from_a_newer_box");
     }
 }

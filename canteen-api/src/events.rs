@@ -66,6 +66,25 @@ pub struct OrderPlacedHead<'a> {
     pub total_fen: i64,
 }
 
+impl<'a> OrderPlacedHead<'a> {
+    /// Reads the head of an `order.placed` payload, refusing a version newer than this
+    /// crate's as [`EventPayload::parse`] does.
+    pub fn parse(payload: &'a str) -> Result<Self, EventError> {
+        let malformed = |e: serde_json::Error| EventError::Malformed {
+            kind: "order.placed".to_owned(),
+            reason: e.to_string(),
+        };
+        let head: Self = serde_json::from_str(payload).map_err(malformed)?;
+        if head.v > EVENT_VERSION {
+            return Err(EventError::NewerVersion {
+                kind: "order.placed".to_owned(),
+                v: head.v,
+            });
+        }
+        Ok(head)
+    }
+}
+
 /// Payment or refund.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -73,6 +92,15 @@ pub struct OrderPlacedHead<'a> {
 pub enum MoneyKind {
     Payment,
     Refund,
+}
+
+impl MoneyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Payment => "payment",
+            Self::Refund => "refund",
+        }
+    }
 }
 
 /// Money that moved with a transition: a payment on `pay`, a refund on the
@@ -289,19 +317,42 @@ impl EventPayload {
         }
     }
 
-    /// Reads a payload of `kind` from its JSON text.
+    /// Reads a payload of `kind` from its JSON text. The payload is parsed once; only
+    /// when that fails is its version read on its own, to tell a newer version (whose
+    /// shape this reader may not know) from a malformed payload.
     pub fn parse(kind: &str, payload: &str) -> Result<Self, EventError> {
+        match Self::parse_as(kind, payload) {
+            Ok(parsed) if parsed.version() > EVENT_VERSION => Err(EventError::NewerVersion {
+                kind: kind.to_owned(),
+                v: parsed.version(),
+            }),
+            Ok(parsed) => Ok(parsed),
+            Err(e @ EventError::Malformed { .. }) => match serde_json::from_str(payload) {
+                Ok(Version { v }) if v > EVENT_VERSION => Err(EventError::NewerVersion {
+                    kind: kind.to_owned(),
+                    v,
+                }),
+                _ => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The payload's version.
+    pub fn version(&self) -> u16 {
+        match self {
+            Self::OrderPlaced(p) => p.v,
+            Self::OrderMoved(m) => m.v,
+            Self::StockChanged(s) => s.v,
+            Self::QuotaSet(q) => q.v,
+        }
+    }
+
+    fn parse_as(kind: &str, payload: &str) -> Result<Self, EventError> {
         let malformed = |e: serde_json::Error| EventError::Malformed {
             kind: kind.to_owned(),
             reason: e.to_string(),
         };
-        let Version { v } = serde_json::from_str(payload).map_err(malformed)?;
-        if v > EVENT_VERSION {
-            return Err(EventError::NewerVersion {
-                kind: kind.to_owned(),
-                v,
-            });
-        }
         let parsed = match kind {
             "order.placed" => Self::OrderPlaced(serde_json::from_str(payload).map_err(malformed)?),
             "stock.quota_set" => Self::QuotaSet(serde_json::from_str(payload).map_err(malformed)?),
@@ -470,11 +521,19 @@ mod tests {
     fn the_aggregator_head_reads_what_the_box_writes() {
         let o = order();
         let text = EventPayload::OrderPlaced(OrderPlaced::new(o.clone())).to_json();
-        let head: OrderPlacedHead<'_> = serde_json::from_str(&text).unwrap();
+        let head = OrderPlacedHead::parse(&text).unwrap();
         assert_eq!(head.v, EVENT_VERSION);
         assert_eq!(head.id, o.id.to_string());
         assert_eq!(head.service_day, "2026-11-23");
         assert_eq!(head.total_fen, 1500);
+        assert!(matches!(
+            OrderPlacedHead::parse(r#"{"v":99,"id":"x","service_day":"d","total_fen":1}"#),
+            Err(EventError::NewerVersion { v: 99, .. })
+        ));
+        assert!(matches!(
+            OrderPlacedHead::parse("{}"),
+            Err(EventError::Malformed { .. })
+        ));
     }
 
     #[test]

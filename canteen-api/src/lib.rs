@@ -16,7 +16,7 @@
 //!   know rather than silently ignoring what the client meant.
 //! - **Enums are closed**: a new order state, event or error code is a breaking change
 //!   for clients that match on them; [`error::ErrorCode`] parses an unknown code as
-//!   [`error::ErrorCode::Other`] so an older client still shows the message.
+//!   [`error::ErrorCode::Other`], keeping its text, so an older client still shows it.
 //! - **Outbox events carry a payload version** ([`events::EVENT_VERSION`]); a reader
 //!   refuses a version newer than it knows instead of guessing (see [`events`]).
 //!

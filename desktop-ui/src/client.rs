@@ -11,7 +11,7 @@ use canteen_api::staff::{
     HandOverRequest, LoginResponse, StaffLogin, StaffMenu, SyncState, TransitionRequest,
 };
 use canteen_api::stock::{StaffStockAction, StockLevel};
-use canteen_api::{ErrorBody, ErrorCode, ItemId, OrderEvent, OrderId, OrderState, OrderView};
+use canteen_api::{ErrorBody, ItemId, OrderEvent, OrderId, OrderState, OrderView};
 use reqwest::{Method, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
 use std::time::Duration;
@@ -60,10 +60,7 @@ pub fn error_from_body(status: u16, body: &[u8]) -> UiError {
     match serde_json::from_slice::<ErrorBody>(body) {
         Ok(ErrorBody { error }) => UiError::Api {
             status,
-            code: match error.code {
-                ErrorCode::Other => unknown_code(body),
-                known => known.as_str().to_owned(),
-            },
+            code: error.code.as_str().to_owned(),
             message: error.message,
         },
         Err(_) => UiError::Api {
@@ -72,14 +69,6 @@ pub fn error_from_body(status: u16, body: &[u8]) -> UiError {
             message: String::from_utf8_lossy(body).chars().take(200).collect(),
         },
     }
-}
-
-/// The code text of an error body whose code `ErrorCode` does not know.
-fn unknown_code(body: &[u8]) -> String {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v.pointer("/error/code")?.as_str().map(str::to_owned))
-        .unwrap_or_else(|| ErrorCode::Other.as_str().to_owned())
 }
 
 /// A client of one box, logged in or not. Cheap to clone (the HTTP pool is shared).

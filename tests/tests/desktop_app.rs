@@ -428,26 +428,25 @@ async fn drive(client: &Client, api: &Api, base: &str, dish: &str) -> anyhow::Re
         .as_array()
         .cloned()
         .unwrap_or_default();
-    if !tags.is_empty() {
-        let shown = client
-            .find(Locator::Css(&format!(
-                ".card[data-number=\"{number}\"] .allergens"
-            )))
-            .await?
-            .text()
+    ensure!(!tags.is_empty(), "the demo dish shown has allergens");
+    let shown = client
+        .find(Locator::Css(&format!(
+            ".card[data-number=\"{number}\"] .allergens"
+        )))
+        .await?
+        .text()
+        .await?;
+    for tag in &tags {
+        let label = client
+            .execute("return allergenName(arguments[0]);", vec![tag.clone()])
             .await?;
-        for tag in &tags {
-            let label = client
-                .execute("return allergenName(arguments[0]);", vec![tag.clone()])
-                .await?;
-            let label = label.as_str().unwrap_or_default().to_owned();
-            ensure!(
-                !label.is_empty()
-                    && label != tag.as_str().unwrap_or_default()
-                    && shown.contains(&label),
-                "allergen {tag} shown as {label:?} on the card: {shown:?}"
-            );
-        }
+        let label = label.as_str().unwrap_or_default().to_owned();
+        ensure!(
+            !label.is_empty()
+                && label != tag.as_str().unwrap_or_default()
+                && shown.contains(&label),
+            "allergen {tag} shown as {label:?} on the card: {shown:?}"
+        );
     }
 
     // A bump can be recalled within its window: nothing reaches the box, even after

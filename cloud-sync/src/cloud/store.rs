@@ -6,9 +6,7 @@
 
 use crate::proto::{Account, WireEvent};
 use crate::uplink::{BatchError, accept_batch};
-use canteen_api::events::{
-    EVENT_VERSION, EventError, EventPayload, MoneyKind, OrderMoved, OrderPlacedHead,
-};
+use canteen_api::events::{EventPayload, OrderMoved, OrderPlacedHead};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use std::path::Path;
@@ -395,15 +393,7 @@ fn project(tx: &rusqlite::Transaction<'_>, node: &str, e: &WireEvent) -> Result<
         return Ok(());
     }
     if e.kind == "order.placed" {
-        let p: OrderPlacedHead<'_> =
-            serde_json::from_str(&e.payload).map_err(|err| bad(format!("not an order: {err}")))?;
-        if p.v > EVENT_VERSION {
-            return Err(bad(EventError::NewerVersion {
-                kind: e.kind.clone(),
-                v: p.v,
-            }
-            .to_string()));
-        }
+        let p = OrderPlacedHead::parse(&e.payload).map_err(|err| bad(err.to_string()))?;
         tx.prepare_cached(
             "INSERT OR REPLACE INTO cloud_order (node_id, order_id, service_day, state, total_fen, placed_seq)
              VALUES (?1, ?2, ?3, 'placed', ?4, ?5)",
@@ -420,10 +410,6 @@ fn project(tx: &rusqlite::Transaction<'_>, node: &str, e: &WireEvent) -> Result<
     tx.prepare_cached("UPDATE cloud_order SET state = ?3 WHERE node_id = ?1 AND order_id = ?2")?
         .execute(params![node, order_id, m.to.as_str()])?;
     if let Some(money) = m.payment {
-        let kind = match money.kind {
-            MoneyKind::Payment => "payment",
-            MoneyKind::Refund => "refund",
-        };
         tx.prepare_cached(
             "INSERT INTO cloud_payment (node_id, seq, order_id, service_day, kind, amount_fen) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
@@ -432,7 +418,7 @@ fn project(tx: &rusqlite::Transaction<'_>, node: &str, e: &WireEvent) -> Result<
             e.seq as i64,
             order_id,
             m.service_day.to_string(),
-            kind,
+            money.kind.as_str(),
             money.amount_fen
         ])?;
     }

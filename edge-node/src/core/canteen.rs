@@ -1,6 +1,6 @@
 //! The canteen's settings as the box uses them: opening hours, pickup slots, payment
 //! modes, unpaid timeout, announcement, time zone. An in-memory projection of the
-//! settings document ([`crate::docs`]), resolved into typed values and refreshed
+//! settings document (`store::docs`), resolved into typed values and refreshed
 //! after every committed edit.
 
 use canteen_api::order::PaymentMode;

@@ -23,7 +23,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: ErrorCode,
     pub message: String,
-    pub details: Option<Value>,
+    /// Boxed: refusals travel as `Result` errors, and most carry no details.
+    pub details: Option<Box<Value>>,
     pub retry_after_s: Option<u64>,
     /// Logged, never sent.
     pub internal: Option<String>,
@@ -49,7 +50,7 @@ impl ApiError {
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
-        self.details = Some(details);
+        self.details = Some(Box::new(details));
         self
     }
 
@@ -111,9 +112,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
             error: ErrorDetail {
-                code: self.code,
+                code: self.code.clone(),
                 message: self.message,
-                details: self.details,
+                details: self.details.map(|d| *d),
             },
         };
         let mut response = (self.status, axum::Json(body)).into_response();

@@ -196,8 +196,7 @@ async fn place_order(
     let key = headers
         .get("idempotency-key")
         .map(|v| IdempotencyKey::parse(v.to_str().unwrap_or("")))
-        .transpose()
-        .map_err(OrderError::from)?;
+        .transpose()?;
     app.limits
         .orders_per_student
         .check(&student.0)

@@ -10,11 +10,10 @@ use crate::core::pricing::{self, IdempotencyKey, PriceError, PricedOrder};
 use crate::core::stock::StockRefusal;
 use crate::store::{StoreError, WriteCtx, WriteError, orders, payments, stock};
 use canteen_api::error::ClosedDetails;
-use canteen_api::ids::{ItemId, OrderId, StaffId, StudentId};
+use canteen_api::ids::{OrderId, StaffId, StudentId};
 use canteen_api::order::{OrderEvent, OrderRequest, OrderState, OrderView};
 use canteen_api::staff::CampusCardPayment;
 use chrono::NaiveDate;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Orders expired or marked unclaimed per housekeeping write.
@@ -133,11 +132,7 @@ fn place_in(
     }
     let id = OrderId::new();
     let now = ctx.now;
-    let mut per_item: BTreeMap<ItemId, i64> = BTreeMap::new();
-    for line in &p.priced.lines {
-        *per_item.entry(line.item_id).or_default() += line.quantity;
-    }
-    for (item_id, qty) in &per_item {
+    for (item_id, qty) in &lifecycle::portions(&p.priced.lines) {
         let item = menu
             .get(*item_id)
             .ok_or(PriceError::UnknownItem(*item_id))?;
@@ -266,21 +261,16 @@ pub async fn campus_card(
                 let order = orders::load(ctx.conn, order_id)?.ok_or(OrderError::NotFound)?;
                 return Ok((order, true));
             }
-            let order = orders::load(ctx.conn, notice.order_id)?.ok_or(OrderError::NotFound)?;
-            if order.total_fen != notice.amount_fen {
+            let facts = orders::facts(ctx.conn, notice.order_id)?.ok_or(OrderError::NotFound)?;
+            if facts.total_fen != notice.amount_fen {
                 return Err(OrderError::AmountMismatch {
-                    expected: order.total_fen,
+                    expected: facts.total_fen,
                     got: notice.amount_fen,
                 });
             }
-            let order = transition_in(
-                ctx,
-                notice.order_id,
-                OrderEvent::Pay,
-                &Actor::CampusCard(notice.transaction_id.clone()),
-                None,
-            )?;
-            Ok((order, false))
+            let actor = Actor::CampusCard(notice.transaction_id.clone());
+            let transition = lifecycle::decide(&facts, OrderEvent::Pay, &actor, None)?;
+            Ok((orders::apply(ctx, transition)?, false))
         })
         .await
 }

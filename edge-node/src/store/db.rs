@@ -1,6 +1,6 @@
 //! Opening the box's SQLite database: pragmas, migrations and the read-connection pool.
 //!
-//! Only the writer thread ([`crate::writer`]) writes. Reads go through [`Readers`],
+//! Only the writer thread ([`super::writer`]) writes. Reads go through [`Readers`],
 //! whose connections are used on tokio's blocking pool, never on the async workers.
 
 use rusqlite::{Connection, OpenFlags};

@@ -5,7 +5,6 @@ use super::WriteCtx;
 use super::db::StoreError;
 use crate::core::clock::ts;
 use crate::core::lifecycle::MoneyDecision;
-use canteen_api::events::MoneyKind;
 use canteen_api::ids::{OrderId, PaymentId};
 use canteen_api::order::PaymentMode;
 use chrono::NaiveDate;
@@ -27,10 +26,7 @@ pub fn record(
         .execute(params![
             id.to_string(),
             order.to_string(),
-            match money.kind {
-                MoneyKind::Payment => "payment",
-                MoneyKind::Refund => "refund",
-            },
+            money.kind.as_str(),
             money.method.as_str(),
             money.amount_fen,
             money.external_txn_id.as_deref(),
