@@ -60,8 +60,16 @@ error_codes! {
     Forbidden = "forbidden",
     NotPermitted = "not_permitted",
     BadSignature = "bad_signature",
+    /// The account was deactivated after the token was issued.
+    AccountDisabled = "account_disabled",
+    /// Staff blocked this student from ordering; `message` has their reason.
+    AccountBlocked = "account_blocked",
+    /// `access_token` in the query is accepted only by the event streams.
+    TokenInQuery = "token_in_query",
     // Limits and the box's own state.
     RateLimited = "rate_limited",
+    /// This account already has as many event streams open as allowed.
+    TooManyStreams = "too_many_streams",
     Overloaded = "overloaded",
     Timeout = "timeout",
     ShuttingDown = "shutting_down",
@@ -80,6 +88,10 @@ error_codes! {
     IdempotencyKeyReused = "idempotency_key_reused",
     InvalidIdempotencyKey = "invalid_idempotency_key",
     SoldOut = "sold_out",
+    /// The student already has as many unpaid open orders as allowed.
+    TooManyUnpaidOrders = "too_many_unpaid_orders",
+    /// More portions of one dish than one order may take.
+    TooManyPortions = "too_many_portions",
     NotEnoughStock = "not_enough_stock",
     // The lifecycle.
     OrderNotFound = "order_not_found",

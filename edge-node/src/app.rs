@@ -6,7 +6,8 @@ use crate::core::canteen::{Canteen, CanteenStore};
 use crate::core::clock::Clock;
 use crate::core::menu::MenuStore;
 use crate::metrics::Metrics;
-use crate::session::{Limiter, Limits, Tokens};
+use crate::session::{Limiter, Limits, LoginGuard, StreamPool, Tokens};
+use crate::store::accounts::AccountStates;
 use crate::store::db::{self, Readers, StoreError};
 use crate::store::docs::{DocStoreError, Documents};
 use crate::store::pickup::SlotUsage;
@@ -39,13 +40,15 @@ pub struct AppInner {
     pub canteen: Arc<CanteenStore>,
     pub stock: Arc<StockView>,
     pub slots: Arc<SlotUsage>,
+    pub accounts: Arc<AccountStates>,
     pub events: broadcast::Sender<OutboxEvent>,
     pub tokens: Tokens,
     pub limits: Limits,
     pub metrics: Metrics,
     pub login_permits: Semaphore,
     pub request_permits: Arc<Semaphore>,
-    pub stream_permits: Arc<Semaphore>,
+    pub student_streams: StreamPool,
+    pub staff_streams: StreamPool,
     pub node_id: String,
     pub shutdown: CancellationToken,
     /// Signalled after commits that appended outbox events (wakes the sync client).
@@ -97,6 +100,7 @@ impl App {
         let canteen = Arc::new(CanteenStore::new(canteen));
         let stock = Arc::new(StockView::load(&conn, today)?);
         let slots = Arc::new(SlotUsage::load(&conn, today)?);
+        let accounts = Arc::new(AccountStates::load(&conn)?);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let outbox_changed = Arc::new(tokio::sync::Notify::new());
         let docs_changed = Arc::new(tokio::sync::Notify::new());
@@ -108,6 +112,7 @@ impl App {
             canteen: canteen.clone(),
             stock: stock.clone(),
             slots: slots.clone(),
+            accounts: accounts.clone(),
             events: events.clone(),
         });
         let writer = Writer::spawn(
@@ -120,11 +125,7 @@ impl App {
             },
         );
         let limits = Limits {
-            login_per_account: Limiter::per_minute(
-                config.login_per_min_account,
-                config.login_per_min_account,
-            ),
-            login_per_ip: Limiter::per_minute(config.login_per_min_ip, config.login_per_min_ip),
+            login: LoginGuard::new(config.login_per_min_ip, config.login_backoff),
             orders_per_student: Limiter::per_minute(
                 config.orders_per_min_student,
                 config.orders_per_min_student,
@@ -136,7 +137,14 @@ impl App {
                 tokens: Tokens::new(secret.as_bytes(), config.token_ttl),
                 login_permits: Semaphore::new(config.login_concurrency),
                 request_permits: Arc::new(Semaphore::new(config.requests_in_flight_max)),
-                stream_permits: Arc::new(Semaphore::new(config.event_streams_max)),
+                student_streams: StreamPool::new(
+                    config.event_streams_max,
+                    config.event_streams_per_student,
+                ),
+                staff_streams: StreamPool::new(
+                    config.staff_event_streams_max,
+                    config.event_streams_per_staff,
+                ),
                 metrics: Metrics::new(),
                 shutdown: CancellationToken::new(),
                 outbox_changed,
@@ -154,6 +162,7 @@ impl App {
                 canteen,
                 stock,
                 slots,
+                accounts,
                 events,
                 limits,
                 node_id,

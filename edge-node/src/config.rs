@@ -46,10 +46,15 @@ pub struct Settings {
     /// Lifetime of a login token, in minutes.
     #[arg(long, env = "EDGE_TOKEN_TTL_MIN")]
     pub token_ttl_min: Option<u64>,
-    /// Login attempts allowed per account per minute.
-    #[arg(long, env = "EDGE_LOGIN_PER_MIN_ACCOUNT")]
-    pub login_per_min_account: Option<u32>,
-    /// Login attempts allowed per client IP per minute.
+    /// Failed logins of one account (or from one source) before each further failure
+    /// doubles the wait, starting at 2 s. A source that has not failed is never slowed
+    /// down by other sources' failures against the same account.
+    #[arg(long, env = "EDGE_LOGIN_FREE_FAILURES")]
+    pub login_free_failures: Option<u32>,
+    /// The longest wait after failed logins, in seconds.
+    #[arg(long, env = "EDGE_LOGIN_BACKOFF_MAX_S")]
+    pub login_backoff_max_s: Option<u64>,
+    /// Login attempts allowed per source per minute (an IPv4 address or an IPv6 /64).
     #[arg(long, env = "EDGE_LOGIN_PER_MIN_IP")]
     pub login_per_min_ip: Option<u32>,
     /// Orders a student may place per minute.
@@ -61,12 +66,32 @@ pub struct Settings {
     /// A request that takes longer is answered 503, in milliseconds.
     #[arg(long, env = "EDGE_REQUEST_TIMEOUT_MS")]
     pub request_timeout_ms: Option<u64>,
+    /// Open HTTP connections allowed at once; further connections are closed at once.
+    /// Kept below the process's open-file limit (minus a reserve for the database and
+    /// the link) whatever is set here.
+    #[arg(long, env = "EDGE_CONNECTIONS_MAX")]
+    pub connections_max: Option<usize>,
+    /// A connection must send a request's whole header within this time, in
+    /// milliseconds, or it is closed. The same timer closes a keep-alive connection
+    /// idle between requests (waiting for the next header).
+    #[arg(long, env = "EDGE_HEADER_READ_TIMEOUT_MS")]
+    pub header_read_timeout_ms: Option<u64>,
     /// Requests handled at once (event streams excluded); more get 503.
     #[arg(long, env = "EDGE_REQUESTS_IN_FLIGHT_MAX")]
     pub requests_in_flight_max: Option<usize>,
-    /// Open event streams allowed at once.
+    /// Open student event streams allowed at once (the students' pool).
     #[arg(long, env = "EDGE_EVENT_STREAMS_MAX")]
     pub event_streams_max: Option<usize>,
+    /// Open staff event streams allowed at once (a pool of its own, so students
+    /// cannot starve the kitchen displays).
+    #[arg(long, env = "EDGE_STAFF_EVENT_STREAMS_MAX")]
+    pub staff_event_streams_max: Option<usize>,
+    /// Event streams one student may hold open (a phone with two tabs).
+    #[arg(long, env = "EDGE_EVENT_STREAMS_PER_STUDENT")]
+    pub event_streams_per_student: Option<usize>,
+    /// Event streams one staff account may hold open (terminals often share one).
+    #[arg(long, env = "EDGE_EVENT_STREAMS_PER_STAFF")]
+    pub event_streams_per_staff: Option<usize>,
     /// Writes waiting for the writer thread; more get 503.
     #[arg(long, env = "EDGE_WRITER_QUEUE_MAX")]
     pub writer_queue_max: Option<usize>,
@@ -128,13 +153,19 @@ impl Settings {
             payment_modes,
             campus_card_secret,
             token_ttl_min,
-            login_per_min_account,
+            login_free_failures,
+            login_backoff_max_s,
             login_per_min_ip,
             orders_per_min_student,
             body_limit_bytes,
             request_timeout_ms,
+            connections_max,
+            header_read_timeout_ms,
             requests_in_flight_max,
             event_streams_max,
+            staff_event_streams_max,
+            event_streams_per_student,
+            event_streams_per_staff,
             writer_queue_max,
             group_commit_max,
             read_connections,
@@ -188,13 +219,18 @@ pub struct Config {
     pub payment_modes: Vec<PaymentMode>,
     pub campus_card_secret: Option<Vec<u8>>,
     pub token_ttl: chrono::Duration,
-    pub login_per_min_account: u32,
+    pub login_backoff: crate::session::BackoffPolicy,
     pub login_per_min_ip: u32,
     pub orders_per_min_student: u32,
     pub body_limit_bytes: usize,
     pub request_timeout: Duration,
+    pub connections_max: usize,
+    pub header_read_timeout: Duration,
     pub requests_in_flight_max: usize,
     pub event_streams_max: usize,
+    pub staff_event_streams_max: usize,
+    pub event_streams_per_student: usize,
+    pub event_streams_per_staff: usize,
     pub writer_queue_max: usize,
     pub group_commit_max: usize,
     pub read_connections: usize,
@@ -310,7 +346,15 @@ impl Config {
             token_ttl: chrono::Duration::minutes(
                 positive("token_ttl_min", s.token_ttl_min, 240)? as i64
             ),
-            login_per_min_account: per_min("login_per_min_account", s.login_per_min_account, 5)?,
+            login_backoff: crate::session::BackoffPolicy {
+                free_failures: s.login_free_failures.unwrap_or(3),
+                max: Duration::from_secs(positive(
+                    "login_backoff_max_s",
+                    s.login_backoff_max_s,
+                    15 * 60,
+                )?),
+                ..Default::default()
+            },
             login_per_min_ip: per_min("login_per_min_ip", s.login_per_min_ip, 120)?,
             orders_per_min_student: per_min("orders_per_min_student", s.orders_per_min_student, 6)?,
             body_limit_bytes: count("body_limit_bytes", s.body_limit_bytes, 64 * 1024)?,
@@ -319,12 +363,33 @@ impl Config {
                 s.request_timeout_ms,
                 10_000,
             )?),
+            connections_max: count("connections_max", s.connections_max, 8192)?,
+            header_read_timeout: Duration::from_millis(positive(
+                "header_read_timeout_ms",
+                s.header_read_timeout_ms,
+                10_000,
+            )?),
             requests_in_flight_max: count(
                 "requests_in_flight_max",
                 s.requests_in_flight_max,
                 2048,
             )?,
             event_streams_max: count("event_streams_max", s.event_streams_max, 4096)?,
+            staff_event_streams_max: count(
+                "staff_event_streams_max",
+                s.staff_event_streams_max,
+                64,
+            )?,
+            event_streams_per_student: count(
+                "event_streams_per_student",
+                s.event_streams_per_student,
+                2,
+            )?,
+            event_streams_per_staff: count(
+                "event_streams_per_staff",
+                s.event_streams_per_staff,
+                16,
+            )?,
             writer_queue_max: count("writer_queue_max", s.writer_queue_max, 8192)?,
             group_commit_max: count("group_commit_max", s.group_commit_max, 512)?,
             read_connections: count("read_connections", s.read_connections, 4)?,
@@ -363,6 +428,19 @@ mod tests {
             Some("canteen-north")
         );
         assert_eq!(cfg.payment_modes.len(), 2);
+    }
+
+    /// The unit gives the box more files than its default connection cap needs.
+    #[test]
+    fn the_unit_raises_the_file_limit_above_the_connection_cap() {
+        let unit = include_str!("../../deploy/edge-node.service");
+        let limit: usize = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("LimitNOFILE="))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("LimitNOFILE in the unit");
+        let cfg = Config::resolve(Settings::default()).unwrap();
+        assert!(limit > cfg.connections_max + 1024, "{limit}");
     }
 
     #[test]

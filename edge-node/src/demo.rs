@@ -9,7 +9,7 @@ use crate::store::accounts::{AccountError, StudentRecord};
 use crate::store::docs::MenuError;
 use canteen_api::ids::ItemId;
 
-pub const DEMO_PIN: &str = "1234";
+pub const DEMO_PIN: &str = "135790";
 pub const DEMO_STUDENTS: u32 = 30;
 pub const DEMO_STAFF: (&str, &str) = ("staff", "staff-pass");
 pub const DEMO_MANAGER: (&str, &str) = ("manager", "manager-pass");

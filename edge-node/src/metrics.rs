@@ -17,6 +17,11 @@ pub struct Metrics {
     pub sync_unacked_events: IntGauge,
     pub sync_oldest_unacked_age: IntGauge,
     pub sync_last_success: IntGauge,
+    pub login_failures: IntCounterVec,
+    pub connections_open: IntGauge,
+    pub connections_refused: prometheus::IntCounter,
+    pub login_refused: IntCounterVec,
+    pub login_accounts_backing_off: IntGaugeVec,
 }
 
 impl Metrics {
@@ -65,8 +70,44 @@ impl Metrics {
             "sync_last_success_timestamp_seconds",
             "Unix time of the last successful exchange with the cloud",
         );
+        let login_failures = IntCounterVec::new(
+            Opts::new(
+                "login_failures_total",
+                "Logins refused for a wrong secret or an unknown account, by space (student, staff)",
+            ),
+            &["space"],
+        )
+        .expect("valid metric");
+        let login_refused = IntCounterVec::new(
+            Opts::new(
+                "login_refused_total",
+                "Logins refused before the secret was checked, by space and reason \
+                 (source_rate, source_backoff, account_backoff); a rising rate means guessing",
+            ),
+            &["space", "reason"],
+        )
+        .expect("valid metric");
+        let login_accounts_backing_off = IntGaugeVec::new(
+            Opts::new(
+                "login_accounts_backing_off",
+                "Accounts whose recent failed logins make failing sources wait",
+            ),
+            &["space"],
+        )
+        .expect("valid metric");
+        let connections_open = gauge("http_connections_open", "Open HTTP connections");
+        let connections_refused = prometheus::IntCounter::new(
+            "http_connections_refused_total",
+            "Connections closed on arrival because the connection cap was reached",
+        )
+        .expect("valid metric");
         for c in [
-            Box::new(sync_connected.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(login_failures.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(connections_open.clone()),
+            Box::new(connections_refused.clone()),
+            Box::new(login_refused.clone()),
+            Box::new(login_accounts_backing_off.clone()),
+            Box::new(sync_connected.clone()),
             Box::new(sync_unacked_events.clone()),
             Box::new(sync_oldest_unacked_age.clone()),
             Box::new(sync_last_success.clone()),
@@ -89,6 +130,11 @@ impl Metrics {
             sync_unacked_events,
             sync_oldest_unacked_age,
             sync_last_success,
+            login_failures,
+            connections_open,
+            connections_refused,
+            login_refused,
+            login_accounts_backing_off,
         }
     }
 

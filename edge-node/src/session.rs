@@ -8,9 +8,11 @@ use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 pub(crate) use canteen_api::staff::Role;
@@ -125,8 +127,7 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
     /// `Ok` if allowed now; otherwise the whole seconds to wait.
     pub fn check(&self, key: &K) -> Result<(), u64> {
         self.inner.check_key(key).map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+            whole_seconds(not_until.wait_time_from(DefaultClock::default().now()))
         })
     }
 
@@ -137,17 +138,334 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
     }
 }
 
+/// Which accounts a login is checked against. Students and staff have separate limiter
+/// spaces: failures against a student number never slow down a staff login of the same
+/// name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LoginSpace {
+    Student,
+    Staff,
+}
+
+impl LoginSpace {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Student => "student",
+            Self::Staff => "staff",
+        }
+    }
+}
+
+/// Where a login comes from, as the limiter counts it: an IPv4 address, or the /64 of
+/// an IPv6 address (one LAN client can use every address of its /64).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum SourceKey {
+    V4(u32),
+    V6Prefix(u64),
+}
+
+impl SourceKey {
+    pub(crate) fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => Self::V4(u32::from(v4)),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Self::V4(u32::from(v4)),
+                None => Self::V6Prefix((u128::from(v6) >> 64) as u64),
+            },
+        }
+    }
+}
+
+/// Back-off after failed logins, for the login guard.
+#[derive(Debug, Clone, Copy)]
+pub struct BackoffPolicy {
+    /// Failures allowed before any wait.
+    pub free_failures: u32,
+    /// The first wait; each further failure doubles it.
+    pub base: Duration,
+    /// The longest wait.
+    pub max: Duration,
+    /// Failures are forgotten after this long without one.
+    pub forget_after: Duration,
+}
+
+impl Default for BackoffPolicy {
+    fn default() -> Self {
+        Self {
+            free_failures: 3,
+            base: Duration::from_secs(2),
+            max: Duration::from_secs(15 * 60),
+            forget_after: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl BackoffPolicy {
+    /// The wait after `failures` consecutive failures.
+    pub fn wait_after(&self, failures: u32) -> Duration {
+        let Some(over) = failures.checked_sub(self.free_failures) else {
+            return Duration::ZERO;
+        };
+        if over == 0 {
+            return Duration::ZERO;
+        }
+        let factor = 1u32.checked_shl(over - 1).unwrap_or(u32::MAX);
+        self.base.saturating_mul(factor).min(self.max)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    last: Instant,
+    until: Instant,
+}
+
+/// At most this many accounts and sources are tracked per space; beyond it the
+/// quietest are forgotten first (an attacker cannot grow the box's memory).
+const TRACKED_MAX: usize = 100_000;
+
+/// Why a login was refused before its secret was checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginRefusal {
+    /// The source sent too many attempts this minute.
+    SourceRate,
+    /// The source failed recently and must wait.
+    SourceBackoff,
+    /// The account failed recently and this source has failed too.
+    AccountBackoff,
+}
+
+impl LoginRefusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SourceRate => "source_rate",
+            Self::SourceBackoff => "source_backoff",
+            Self::AccountBackoff => "account_backoff",
+        }
+    }
+}
+
+/// Guards the login endpoints: a per-source rate limit for every attempt, and an
+/// exponential back-off per account and per source after failures.
+///
+/// The account back-off applies only to sources that have failed themselves: an
+/// attacker guessing a staff member's password slows down their own next guesses,
+/// never the real staff member typing the right password at the counter.
+pub struct LoginGuard {
+    policy: BackoffPolicy,
+    rate: Limiter<(LoginSpace, SourceKey)>,
+    accounts: std::sync::Mutex<HashMap<(LoginSpace, String), Failures>>,
+    sources: std::sync::Mutex<HashMap<(LoginSpace, SourceKey), Failures>>,
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn remaining(entry: Option<&Failures>, now: Instant) -> Option<Duration> {
+    entry
+        .map(|f| f.until.saturating_duration_since(now))
+        .filter(|w| !w.is_zero())
+}
+
+fn note_failure<K: Hash + Eq + Clone>(
+    map: &mut HashMap<K, Failures>,
+    key: K,
+    policy: &BackoffPolicy,
+    now: Instant,
+) -> Duration {
+    if map.len() >= TRACKED_MAX && !map.contains_key(&key) {
+        map.retain(|_, f| now.duration_since(f.last) < policy.forget_after);
+        if map.len() >= TRACKED_MAX {
+            if let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, f)| f.last)
+                .map(|(k, _)| k.clone())
+            {
+                map.remove(&oldest);
+            }
+        }
+    }
+    let f = map.entry(key).or_insert(Failures {
+        count: 0,
+        last: now,
+        until: now,
+    });
+    if now.duration_since(f.last) >= policy.forget_after {
+        f.count = 0;
+    }
+    f.count = f.count.saturating_add(1);
+    f.last = now;
+    let wait = policy.wait_after(f.count);
+    f.until = now + wait;
+    wait
+}
+
+impl LoginGuard {
+    pub fn new(per_minute_per_source: u32, policy: BackoffPolicy) -> Self {
+        Self {
+            policy,
+            rate: Limiter::per_minute(per_minute_per_source, per_minute_per_source),
+            accounts: Default::default(),
+            sources: Default::default(),
+        }
+    }
+
+    /// May this attempt go ahead? Otherwise why not and the seconds to wait.
+    pub fn check(
+        &self,
+        space: LoginSpace,
+        account: &str,
+        ip: IpAddr,
+    ) -> Result<(), (LoginRefusal, u64)> {
+        let source = SourceKey::of(ip);
+        let now = Instant::now();
+        let source_wait = remaining(lock(&self.sources).get(&(space, source)), now);
+        if let Some(wait) = source_wait {
+            return Err((LoginRefusal::SourceBackoff, whole_seconds(wait)));
+        }
+        let source_failed = lock(&self.sources)
+            .get(&(space, source))
+            .is_some_and(|f| f.count > 0 && now.duration_since(f.last) < self.policy.forget_after);
+        if source_failed {
+            let key = (space, account.to_owned());
+            if let Some(wait) = remaining(lock(&self.accounts).get(&key), now) {
+                return Err((LoginRefusal::AccountBackoff, whole_seconds(wait)));
+            }
+        }
+        self.rate
+            .check(&(space, source))
+            .map_err(|wait| (LoginRefusal::SourceRate, wait))
+    }
+
+    /// Records a wrong secret (or an unknown account).
+    pub fn failed(&self, space: LoginSpace, account: &str, ip: IpAddr) {
+        let now = Instant::now();
+        let source = SourceKey::of(ip);
+        note_failure(&mut lock(&self.sources), (space, source), &self.policy, now);
+        note_failure(
+            &mut lock(&self.accounts),
+            (space, account.to_owned()),
+            &self.policy,
+            now,
+        );
+    }
+
+    /// Records a correct login: the account and the source start afresh.
+    pub fn succeeded(&self, space: LoginSpace, account: &str, ip: IpAddr) {
+        lock(&self.sources).remove(&(space, SourceKey::of(ip)));
+        lock(&self.accounts).remove(&(space, account.to_owned()));
+    }
+
+    /// Accounts of `space` whose failures make failed sources wait right now.
+    pub fn accounts_backing_off(&self, space: LoginSpace) -> usize {
+        let now = Instant::now();
+        lock(&self.accounts)
+            .iter()
+            .filter(|((s, _), f)| *s == space && f.until > now)
+            .count()
+    }
+
+    /// Forgets quiet entries, so the maps stay small.
+    pub fn prune(&self) {
+        let now = Instant::now();
+        let forget = self.policy.forget_after;
+        lock(&self.accounts).retain(|_, f| now.duration_since(f.last) < forget);
+        lock(&self.sources).retain(|_, f| now.duration_since(f.last) < forget);
+        self.rate.prune();
+    }
+}
+
+fn whole_seconds(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+}
+
+/// Open event streams of one kind of account: a cap for the pool and one per account,
+/// so one token cannot take every stream (students and staff have separate pools, so
+/// students cannot starve the kitchen displays).
+pub struct StreamPool {
+    inner: std::sync::Arc<StreamPoolInner>,
+}
+
+struct StreamPoolInner {
+    total: std::sync::Arc<tokio::sync::Semaphore>,
+    per_account: usize,
+    open: std::sync::Mutex<HashMap<Uuid, usize>>,
+}
+
+/// Why a stream was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamRefusal {
+    PoolFull,
+    AccountFull(usize),
+}
+
+/// Held while a stream is open; closing the stream releases it.
+pub struct StreamPermit {
+    pool: std::sync::Arc<StreamPoolInner>,
+    account: Uuid,
+    _total: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl StreamPool {
+    pub fn new(total: usize, per_account: usize) -> Self {
+        Self {
+            inner: std::sync::Arc::new(StreamPoolInner {
+                total: std::sync::Arc::new(tokio::sync::Semaphore::new(total)),
+                per_account: per_account.max(1),
+                open: Default::default(),
+            }),
+        }
+    }
+
+    pub fn open(&self, account: Uuid) -> Result<StreamPermit, StreamRefusal> {
+        let mut open = lock(&self.inner.open);
+        let mine = open.entry(account).or_insert(0);
+        if *mine >= self.inner.per_account {
+            return Err(StreamRefusal::AccountFull(self.inner.per_account));
+        }
+        let total = self
+            .inner
+            .total
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| StreamRefusal::PoolFull)?;
+        *mine += 1;
+        Ok(StreamPermit {
+            pool: self.inner.clone(),
+            account,
+            _total: total,
+        })
+    }
+
+    /// Streams open now.
+    pub fn open_count(&self) -> usize {
+        lock(&self.inner.open).values().sum()
+    }
+}
+
+impl Drop for StreamPermit {
+    fn drop(&mut self) {
+        let mut open = lock(&self.pool.open);
+        if let Some(n) = open.get_mut(&self.account) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.account);
+            }
+        }
+    }
+}
+
 /// Every rate limit of the box.
 pub struct Limits {
-    pub login_per_account: Limiter<String>,
-    pub login_per_ip: Limiter<IpAddr>,
+    pub login: LoginGuard,
     pub orders_per_student: Limiter<Uuid>,
 }
 
 impl Limits {
     pub fn prune(&self) {
-        self.login_per_account.prune();
-        self.login_per_ip.prune();
+        self.login.prune();
         self.orders_per_student.prune();
     }
 }

@@ -39,12 +39,14 @@ const MAY_USE: &[(&str, &[&str])] = &[
 const CRATE_ONLY_IN: &[(&str, &[&str])] = &[
     ("rusqlite", &["store"]),
     ("axum", &["http", "server"]),
-    ("tower", &["http"]),
+    ("tower", &["http", "server"]),
     ("tower_http", &["http"]),
+    ("hyper", &["server"]),
+    ("hyper_util", &["server"]),
     (
         "tokio",
         &[
-            "store", "app", "ops", "http", "link", "server", "cli", "demo",
+            "store", "app", "ops", "http", "link", "server", "cli", "demo", "session",
         ],
     ),
 ];

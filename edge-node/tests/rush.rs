@@ -62,7 +62,7 @@ async fn a_thousand_students_race_for_a_hundred_portions() {
     for n in 1..=STUDENTS {
         let r: Value = http
             .post(format!("{base}/api/student/login"))
-            .json(&json!({"student_number": format!("2024{n:03}"), "pin": "1234"}))
+            .json(&json!({"student_number": format!("2024{n:03}"), "pin": "135790"}))
             .send()
             .await
             .unwrap()

@@ -444,7 +444,7 @@ impl Api {
             .post(
                 "/api/student/login",
                 None,
-                &json!({"student_number": format!("2024{n:03}"), "pin": "1234"}),
+                &json!({"student_number": format!("2024{n:03}"), "pin": "135790"}),
             )
             .await?;
         if status != 200 {

@@ -264,7 +264,7 @@ impl Phone {
         )
         .await?;
         self.type_into("#login-number", student).await?;
-        self.type_into("#login-pin", "1234").await?;
+        self.type_into("#login-pin", "135790").await?;
         self.click("#login-submit").await?;
         self.wait(
             "the menu",

@@ -4,9 +4,10 @@
 //! missed; events are deduplicated by sequence number. A subscriber too slow for the
 //! live buffer gets a `resync` event and should reload.
 
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::extract::{Query, Staff, Student};
 use crate::app::App;
+use crate::session::{StreamPermit, StreamPool, StreamRefusal};
 use crate::store::outbox;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -61,11 +62,16 @@ fn live(
         .take_until(async move { stop.cancelled().await })
 }
 
-fn permit(app: &App) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-    app.stream_permits
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ApiError::overloaded())
+fn permit(pool: &StreamPool, account: uuid::Uuid) -> Result<StreamPermit, ApiError> {
+    pool.open(account).map_err(|why| match why {
+        StreamRefusal::PoolFull => ApiError::overloaded(),
+        StreamRefusal::AccountFull(n) => ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::TooManyStreams,
+            format!("this account already has {n} event streams open; close one first"),
+        )
+        .retry_after(5),
+    })
 }
 
 /// My orders' changes as they happen: a Server-Sent Events stream whose event names
@@ -74,12 +80,13 @@ fn permit(app: &App) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
 /// `resync` event (data `reload`) means events were missed: reload the orders.
 #[utoipa::path(get, path = "/api/student/events", tag = "student",
     responses((status = 200, description = "Server-Sent Events; each `data` is an OutboxEvent", content_type = "text/event-stream", body = String),
+        (status = 429, description = "this account has too many event streams open", body = ErrorBody),
         (status = 503, description = "too many event streams open", body = ErrorBody)))]
 async fn student_events(
     State(app): State<App>,
     Student(me): Student,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let permit = permit(&app)?;
+    let permit = permit(&app.student_streams, me.0)?;
     let rx = app.events.subscribe();
     let stream = live(app.shutdown.clone(), rx, 0, move |e| {
         e.payload.order().is_some_and(|(_, student)| student == me)
@@ -104,14 +111,15 @@ struct AfterQuery {
 #[utoipa::path(get, path = "/api/staff/events", tag = "staff", params(AfterQuery,
         ("Last-Event-ID" = Option<String>, Header, description = "The last sequence number seen")),
     responses((status = 200, description = "Server-Sent Events; each `data` is an OutboxEvent", content_type = "text/event-stream", body = String),
+        (status = 429, description = "this account has too many event streams open", body = ErrorBody),
         (status = 503, description = "too many event streams open", body = ErrorBody)))]
 async fn staff_events(
     State(app): State<App>,
-    _staff: Staff,
+    staff: Staff,
     headers: HeaderMap,
     Query(q): Query<AfterQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let permit = permit(&app)?;
+    let permit = permit(&app.staff_streams, staff.id.0)?;
     let rx = app.events.subscribe();
     let from_header = headers
         .get("last-event-id")

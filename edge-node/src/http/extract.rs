@@ -134,26 +134,54 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     }
 }
 
-/// The bearer token: `Authorization: Bearer …`, or `?access_token=…` for event
-/// streams (browsers' EventSource cannot set headers).
-fn bearer(parts: &Parts) -> Option<String> {
+/// Routes that accept `?access_token=`: browsers' EventSource cannot set headers.
+/// Everywhere else a token in the URL is refused, so it never lands in access logs,
+/// proxies' logs or browser histories.
+const TOKEN_IN_QUERY_ROUTES: [&str; 2] = ["/api/student/events", "/api/staff/events"];
+
+/// The bearer token: `Authorization: Bearer …`, or `?access_token=…` on event streams.
+fn bearer(parts: &Parts) -> Result<String, ApiError> {
     if let Some(v) = parts.headers.get(header::AUTHORIZATION) {
         return v
             .to_str()
-            .ok()?
-            .strip_prefix("Bearer ")
-            .map(|t| t.trim().to_owned());
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| t.trim().to_owned())
+            .ok_or_else(|| AuthError::Missing.into());
     }
-    parts.uri.query().and_then(|q| {
+    let in_query = parts.uri.query().and_then(|q| {
         q.split('&')
             .find_map(|kv| kv.strip_prefix("access_token="))
             .map(str::to_owned)
-    })
+    });
+    match in_query {
+        Some(token) if TOKEN_IN_QUERY_ROUTES.contains(&parts.uri.path()) => Ok(token),
+        Some(_) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::TokenInQuery,
+            "send the token as Authorization: Bearer; access_token in the URL is accepted only by event streams",
+        )),
+        None => Err(AuthError::Missing.into()),
+    }
 }
 
+/// The caller's verified token, checked against the account as it is now: a token of
+/// a deactivated account is refused, and the role is the account's current one (a
+/// demoted manager loses manager routes on the next request).
 fn claims(parts: &Parts, app: &App) -> Result<crate::session::Claims, ApiError> {
-    let token = bearer(parts).ok_or(AuthError::Missing)?;
-    Ok(app.tokens.verify(&token, app.clock.now())?)
+    let token = bearer(parts)?;
+    let mut claims = app.tokens.verify(&token, app.clock.now())?;
+    match app.accounts.get(claims.sub) {
+        Some(state) if state.active => {
+            claims.role = state.role;
+            Ok(claims)
+        }
+        _ => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::AccountDisabled,
+            "this account has been deactivated; ask the canteen office",
+        )),
+    }
 }
 
 /// A logged-in student.

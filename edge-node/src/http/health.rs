@@ -3,15 +3,22 @@
 
 use super::error::ApiError;
 use crate::app::App;
+use crate::session::LoginSpace;
 use crate::store::{orders, outbox};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use serde_json::json;
 
+/// `/healthz`: outside every limit (it touches nothing).
 pub(super) fn routes() -> axum::Router<App> {
+    axum::Router::new().route("/healthz", axum::routing::get(healthz))
+}
+
+/// `/readyz` and `/metrics` read the database: they go inside the in-flight cap and
+/// timeout with the API.
+pub(super) fn ops_routes() -> axum::Router<App> {
     axum::Router::new()
-        .route("/healthz", axum::routing::get(healthz))
         .route("/readyz", axum::routing::get(readyz))
         .route("/metrics", axum::routing::get(metrics))
 }
@@ -58,6 +65,12 @@ async fn metrics(State(app): State<App>) -> Result<impl IntoResponse, ApiError> 
         .sync_last_success
         .set(sync.last_success_unix.unwrap_or(0) as i64);
     app.metrics.outbox_last_seq.set(last);
+    for space in [LoginSpace::Student, LoginSpace::Staff] {
+        app.metrics
+            .login_accounts_backing_off
+            .with_label_values(&[space.as_str()])
+            .set(app.limits.login.accounts_backing_off(space) as i64);
+    }
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         app.metrics.render(),

@@ -2,8 +2,9 @@
 //! handler, so `/api/openapi.json` always matches what is served.
 //!
 //! Layers, outermost first: compression (gzip when asked; never event streams) →
-//! request id → trace span → metrics and error logging → (API routes only) in-flight
-//! cap and timeout → body limit → handler.
+//! request id → trace span → metrics and error logging → (API and `/readyz`,
+//! `/metrics`) in-flight cap and timeout → body limit → handler. `/healthz` is outside
+//! the cap: it touches nothing.
 //!
 //! `/` is the students' ordering page (`page`), served from the binary.
 
@@ -63,6 +64,7 @@ pub fn router(app: App) -> Router {
                 async move { axum::Json((*doc).clone()) }
             }),
         )
+        .merge(health::ops_routes())
         .layer(middleware::from_fn_with_state(app.clone(), guard));
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
@@ -89,8 +91,10 @@ pub fn router(app: App) -> Router {
         .with_state(app)
 }
 
-/// Bounds what the API does at once and how long a request may take. Event streams
-/// are outside this layer (they have their own cap and are long-lived by design).
+/// Bounds what the API (and the operations routes that read the database: `/readyz`,
+/// `/metrics`) does at once and how long a request may take. An event stream passes
+/// this layer when it opens; once open it is held by its own pools (per account, and
+/// students apart from staff), not by this cap.
 async fn guard(State(app): State<App>, req: Request, next: Next) -> Response {
     let Ok(_permit) = app.request_permits.clone().try_acquire_owned() else {
         return ApiError::overloaded().into_response();
@@ -107,6 +111,22 @@ async fn guard(State(app): State<App>, req: Request, next: Next) -> Response {
     }
 }
 
+/// The metric label of a method: the standard ones by name, anything else `other`
+/// (a client inventing methods must not add series without bound).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 /// Counts and times every request by route, and logs each failure once.
 async fn observe(State(app): State<App>, req: Request, next: Next) -> Response {
     let route = req
@@ -114,17 +134,17 @@ async fn observe(State(app): State<App>, req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map_or("unmatched", |p| p.as_str())
         .to_owned();
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let started = Instant::now();
     let response = next.run(req).await;
     let status = response.status();
     app.metrics
         .requests
-        .with_label_values(&[method.as_str(), route.as_str(), status.as_str()])
+        .with_label_values(&[method, route.as_str(), status.as_str()])
         .inc();
     app.metrics
         .latency
-        .with_label_values(&[method.as_str(), route.as_str()])
+        .with_label_values(&[method, route.as_str()])
         .observe(started.elapsed().as_secs_f64());
     if let Some(logged) = response.extensions().get::<LoggedError>() {
         if status.is_server_error() {

@@ -3,7 +3,7 @@
 
 use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::extract::{ClientIp, Json, Manager, Path, Query, Staff};
-use super::student::{AccountKind, login_with};
+use super::student::{LoginSpace, login_with};
 use crate::app::App;
 use crate::core::canteen::Canteen;
 use crate::core::menu::{ItemFields, MenuEdit, MenuItem};
@@ -55,7 +55,7 @@ async fn login(
     Json(req): Json<StaffLogin>,
 ) -> Result<Json<LoginResponse>, ApiError> {
     Ok(Json(
-        login_with(&app, ip, req.username, req.password, AccountKind::Staff).await?,
+        login_with(&app, ip, req.username, req.password, LoginSpace::Staff).await?,
     ))
 }
 

@@ -28,42 +28,42 @@ pub(super) fn routes() -> OpenApiRouter<App> {
         .routes(routes!(cancel_order))
 }
 
-/// Which accounts a login is checked against.
-#[derive(Clone, Copy)]
-pub(super) enum AccountKind {
-    Student,
-    Staff,
+pub(super) use crate::session::LoginSpace;
+
+fn wrong_credentials() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        ErrorCode::InvalidCredentials,
+        "wrong account or secret",
+    )
 }
 
-/// Checks a secret with the rate limits applied first and the hash check off the
-/// async workers. Unknown accounts cost the same time as wrong secrets.
+/// Checks a secret with the login guard applied first and the hash check off the
+/// async workers. Unknown accounts cost the same time as wrong secrets and count as
+/// failures of that name, like wrong secrets.
 pub(super) async fn login_with(
     app: &App,
     ip: std::net::IpAddr,
     account: String,
     secret: String,
-    kind: AccountKind,
+    space: LoginSpace,
 ) -> Result<LoginResponse, ApiError> {
     if account.is_empty() || account.len() > 64 || secret.len() > 128 {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            ErrorCode::InvalidCredentials,
-            "wrong account or secret",
-        ));
+        return Err(wrong_credentials());
     }
-    app.limits
-        .login_per_ip
-        .check(&ip)
-        .map_err(ApiError::rate_limited)?;
-    app.limits
-        .login_per_account
-        .check(&account)
-        .map_err(ApiError::rate_limited)?;
+    if let Err((why, wait)) = app.limits.login.check(space, &account, ip) {
+        app.metrics
+            .login_refused
+            .with_label_values(&[space.as_str(), why.as_str()])
+            .inc();
+        return Err(ApiError::rate_limited(wait));
+    }
+    let lookup = account.clone();
     let creds = app
         .readers
-        .read(move |c| match kind {
-            AccountKind::Student => accounts::student_credentials(c, &account),
-            AccountKind::Staff => accounts::staff_credentials(c, &account),
+        .read(move |c| match space {
+            LoginSpace::Student => accounts::student_credentials(c, &lookup),
+            LoginSpace::Staff => accounts::staff_credentials(c, &lookup),
         })
         .await?;
     let _permit = app
@@ -86,6 +86,7 @@ pub(super) async fn login_with(
         .map_err(ApiError::internal)?;
     match creds {
         Some(c) if ok => {
+            app.limits.login.succeeded(space, &account, ip);
             let (token, expires_at) = app.tokens.issue(c.id, c.role, app.clock.now());
             Ok(LoginResponse {
                 token,
@@ -95,11 +96,14 @@ pub(super) async fn login_with(
                 name: c.name,
             })
         }
-        _ => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            ErrorCode::InvalidCredentials,
-            "wrong account or secret",
-        )),
+        _ => {
+            app.limits.login.failed(space, &account, ip);
+            app.metrics
+                .login_failures
+                .with_label_values(&[space.as_str()])
+                .inc();
+            Err(wrong_credentials())
+        }
     }
 }
 
@@ -112,7 +116,7 @@ async fn login(
     Json(req): Json<StudentLogin>,
 ) -> Result<Json<LoginResponse>, ApiError> {
     Ok(Json(
-        login_with(&app, ip, req.student_number, req.pin, AccountKind::Student).await?,
+        login_with(&app, ip, req.student_number, req.pin, LoginSpace::Student).await?,
     ))
 }
 

@@ -1,8 +1,8 @@
 //! Accounts: the student roster and staff. (Identity will flow down from the cloud;
 //! for now the box's CLI imports the roster and adds staff.)
 
-use super::WriteCtx;
 use super::db::StoreError;
+use super::{Effect, WriteCtx};
 use crate::session::{HashCost, Role, hash_secret};
 use canteen_api::ids::{StaffId, StudentId};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -38,10 +38,21 @@ pub fn check_student_number(text: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A PIN: 4 to 12 digits.
+/// Shortest PIN accepted for a new or changed account. Logins are rate limited with
+/// back-off, but a 4-digit PIN falls to a patient guesser within days; 6 digits take
+/// years at the back-off's pace.
+pub const PIN_MIN_DIGITS: usize = 6;
+
+/// A PIN: 6 to 12 digits.
 pub fn check_pin(text: &str) -> Result<(), String> {
-    if !(4..=12).contains(&text.len()) || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err("PIN must be 4 to 12 digits".into());
+    if !text.bytes().all(|b| b.is_ascii_digit()) || text.len() > 12 {
+        return Err("PIN must be 6 to 12 digits".into());
+    }
+    if text.len() < PIN_MIN_DIGITS {
+        return Err(format!(
+            "PIN has {} digits; PINs must have at least {PIN_MIN_DIGITS} digits (issue the student a longer one)",
+            text.len()
+        ));
     }
     Ok(())
 }
@@ -107,16 +118,24 @@ pub fn upsert_students(
 ) -> Result<usize, AccountError> {
     let mut stmt = ctx.conn.prepare_cached(
         "INSERT INTO student (id, student_number, name, pin_hash) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (student_number) DO UPDATE SET name = ?3, pin_hash = ?4, active = 1",
+         ON CONFLICT (student_number) DO UPDATE SET name = ?3, pin_hash = ?4, active = 1
+         RETURNING id, blocked_reason",
     )?;
+    let mut changed = Vec::with_capacity(students.len());
     for s in students {
-        stmt.execute(params![
-            StudentId::new().to_string(),
-            s.student_number,
-            s.name,
-            s.pin_hash
-        ])?;
+        let (id, blocked): (String, Option<String>) = stmt.query_row(
+            params![
+                StudentId::new().to_string(),
+                s.student_number,
+                s.name,
+                s.pin_hash
+            ],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        changed.push((parse_id(&id)?, AccountState::student(true, blocked)));
     }
+    drop(stmt);
+    ctx.effect(Effect::Accounts(changed));
     Ok(students.len())
 }
 
@@ -155,8 +174,17 @@ pub fn upsert_staff(
             params![StaffId::new().to_string(), username, display_name, role.as_str(), password_hash],
             |r| r.get(0),
         )?;
+    let id = parse_id(&id)?;
+    ctx.effect(Effect::Accounts(vec![(
+        id,
+        AccountState::staff(role, true),
+    )]));
+    Ok(StaffId(id))
+}
+
+fn parse_id(id: &str) -> Result<uuid::Uuid, StoreError> {
     id.parse()
-        .map_err(|_| AccountError::Store(StoreError::Corrupt(format!("staff id {id}"))))
+        .map_err(|_| StoreError::Corrupt(format!("account id {id}")))
 }
 
 /// Applies account changes from the cloud (the newest change per login wins, since
@@ -165,30 +193,119 @@ pub fn apply_from_cloud(
     ctx: &mut WriteCtx<'_>,
     accounts: &[cloud_sync::proto::Account],
 ) -> Result<(), AccountError> {
+    let mut changed = Vec::with_capacity(accounts.len());
     for a in accounts {
         match a.role.as_str() {
             "student" => {
-                ctx.conn
+                let (id, blocked): (String, Option<String>) = ctx.conn
                     .prepare_cached(
                         "INSERT INTO student (id, student_number, name, pin_hash, active) VALUES (?1, ?2, ?3, ?4, ?5)
-                         ON CONFLICT (student_number) DO UPDATE SET name = ?3, pin_hash = ?4, active = ?5",
+                         ON CONFLICT (student_number) DO UPDATE SET name = ?3, pin_hash = ?4, active = ?5
+                         RETURNING id, blocked_reason",
                     )?
-                    .execute(params![StudentId::new().to_string(), a.login, a.name, a.secret_hash, a.active])?;
+                    .query_row(params![StudentId::new().to_string(), a.login, a.name, a.secret_hash, a.active], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                changed.push((parse_id(&id)?, AccountState::student(a.active, blocked)));
             }
             "staff" | "manager" => {
-                ctx.conn
+                let id: String = ctx.conn
                     .prepare_cached(
                         "INSERT INTO staff (id, username, display_name, role, password_hash, active) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                         ON CONFLICT (username) DO UPDATE SET display_name = ?3, role = ?4, password_hash = ?5, active = ?6",
+                         ON CONFLICT (username) DO UPDATE SET display_name = ?3, role = ?4, password_hash = ?5, active = ?6
+                         RETURNING id",
                     )?
-                    .execute(params![StaffId::new().to_string(), a.login, a.name, a.role, a.secret_hash, a.active])?;
+                    .query_row(params![StaffId::new().to_string(), a.login, a.name, a.role, a.secret_hash, a.active], |r| r.get(0))?;
+                let role = Role::parse(&a.role).unwrap_or(Role::Staff);
+                changed.push((parse_id(&id)?, AccountState::staff(role, a.active)));
             }
             other => {
                 tracing::warn!(role = other, login = %a.login, "ignored an account with an unknown role")
             }
         }
     }
+    ctx.effect(Effect::Accounts(changed));
     Ok(())
+}
+
+/// What every authenticated request checks about its account: a token is honoured
+/// only while its account is active (and, for students, not blocked), with the role
+/// the account has now, not the one it had at login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountState {
+    pub role: Role,
+    pub active: bool,
+    /// Why staff blocked this student, if they did.
+    pub blocked: Option<String>,
+}
+
+impl AccountState {
+    pub fn student(active: bool, blocked: Option<String>) -> Self {
+        Self {
+            role: Role::Student,
+            active,
+            blocked,
+        }
+    }
+
+    pub fn staff(role: Role, active: bool) -> Self {
+        Self {
+            role,
+            active,
+            blocked: None,
+        }
+    }
+}
+
+/// Every account's state, in memory: loaded at start, then updated from the writer's
+/// effects after each commit that changes an account.
+#[derive(Default)]
+pub struct AccountStates {
+    map: std::sync::RwLock<std::collections::HashMap<uuid::Uuid, AccountState>>,
+}
+
+impl AccountStates {
+    pub fn load(conn: &Connection) -> Result<Self, StoreError> {
+        let mut map = std::collections::HashMap::new();
+        let mut stmt = conn.prepare("SELECT id, active, blocked_reason FROM student")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?, r.get(2)?))
+        })?;
+        for row in rows {
+            let (id, active, blocked) = row?;
+            map.insert(parse_id(&id)?, AccountState::student(active, blocked));
+        }
+        let mut stmt = conn.prepare("SELECT id, role, active FROM staff")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, bool>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (id, role, active) = row?;
+            let role = Role::parse(&role)
+                .ok_or_else(|| StoreError::Corrupt(format!("staff role {role}")))?;
+            map.insert(parse_id(&id)?, AccountState::staff(role, active));
+        }
+        Ok(Self {
+            map: std::sync::RwLock::new(map),
+        })
+    }
+
+    pub fn get(&self, id: uuid::Uuid) -> Option<AccountState> {
+        self.map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    pub fn apply(&self, changed: Vec<(uuid::Uuid, AccountState)>) {
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        for (id, state) in changed {
+            map.insert(id, state);
+        }
+    }
 }
 
 /// What login needs to know about an account.
@@ -255,14 +372,23 @@ mod tests {
             memory_kib: 8,
             passes: 1,
         };
-        let ok = "student_number,name,pin\n2024001,Li Hua,1234\n2024002, Wang Fang ,5678\n";
+        let ok = "student_number,name,pin\n2024001,Li Hua,135790\n2024002, Wang Fang ,567890\n";
         let rows = read_roster_csv(ok.as_bytes(), cost).unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[1].name, "Wang Fang");
-        let bad = "student_number,name,pin\n2024001,Li Hua,1234\n2024002,Wang,12\n";
+        let bad = "student_number,name,pin\n2024001,Li Hua,135790\n2024002,Wang,12\n";
         let err = read_roster_csv(bad.as_bytes(), cost)
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 3") && err.contains("PIN"), "{err}");
+        // A roster made for the old 4-digit rule is refused, naming the row and the rule.
+        let short = "student_number,name,pin\n2024001,Li Hua,1234\n";
+        let err = read_roster_csv(short.as_bytes(), cost)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 2") && err.contains("at least 6 digits"),
+            "{err}"
+        );
     }
 }

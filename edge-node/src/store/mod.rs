@@ -39,6 +39,8 @@ pub enum Effect {
     Slot(pickup::SlotTaken),
     Menu(Arc<Menu>),
     Settings(Arc<Canteen>),
+    /// Accounts created or changed (active, role, blocked).
+    Accounts(Vec<(uuid::Uuid, accounts::AccountState)>),
 }
 
 /// What a write closure of the box sees.
@@ -53,6 +55,7 @@ pub struct Projections {
     pub canteen: Arc<CanteenStore>,
     pub stock: Arc<StockView>,
     pub slots: Arc<SlotUsage>,
+    pub accounts: Arc<accounts::AccountStates>,
     pub events: broadcast::Sender<OutboxEvent>,
     pub outbox_changed: Arc<tokio::sync::Notify>,
     pub docs_changed: Arc<tokio::sync::Notify>,
@@ -79,6 +82,7 @@ impl writer::Publisher<Effect> for Projections {
                 Effect::Slot(taken) => self.slots.apply(taken),
                 Effect::Menu(menu) => self.menu.replace(menu),
                 Effect::Settings(canteen) => self.canteen.replace(canteen),
+                Effect::Accounts(changed) => self.accounts.apply(changed),
             }
         }
     }

@@ -121,6 +121,22 @@ impl TestBox {
         self.raw(req.unwrap()).await
     }
 
+    /// A JSON POST as if from `ip` (the socket's peer address).
+    pub async fn post_from(&self, ip: &str, uri: &str, body: Value) -> Reply {
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let peer: std::net::IpAddr = ip.parse().unwrap();
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::new(
+                peer, 40000,
+            )));
+        self.raw(req).await
+    }
+
     pub async fn get(&self, uri: &str, token: Option<&str>) -> Reply {
         self.call(Method::GET, uri, token, None, &[]).await
     }
@@ -134,7 +150,7 @@ impl TestBox {
             .post(
                 "/api/student/login",
                 None,
-                json!({"student_number": format!("2024{n:03}"), "pin": "1234"}),
+                json!({"student_number": format!("2024{n:03}"), "pin": "135790"}),
             )
             .await;
         assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);

@@ -133,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
     let mut csv = std::fs::File::create(&roster)?;
     writeln!(csv, "student_number,name,pin")?;
     for n in 1..=args.students {
-        writeln!(csv, "L{n:05},Student {n},1234")?;
+        writeln!(csv, "L{n:05},Student {n},135790")?;
     }
     drop(csv);
     edge_command(&[
@@ -161,7 +161,7 @@ async fn main() -> anyhow::Result<()> {
                     .post(
                         "/api/student/login",
                         None,
-                        &serde_json::json!({"student_number": format!("L{n:05}"), "pin": "1234"}),
+                        &serde_json::json!({"student_number": format!("L{n:05}"), "pin": "135790"}),
                     )
                     .await?;
                 if status != 200 {

@@ -1,0 +1,366 @@
+//! Attacks from the canteen LAN, through the box's real router: each reproduces what an
+//! attacker (or a careless client) did to the demo box and checks it is refused with a
+//! clear error and nothing else changed. Attacks on sockets are in the workspace's
+//! `tests/tests/lan.rs`, against a real process.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use common::TestBox;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn metrics(b: &TestBox) -> String {
+    let r = b.get("/metrics", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    r.body.as_str().unwrap().to_owned()
+}
+
+fn student_login(number: &str, pin: &str) -> Value {
+    json!({"student_number": number, "pin": pin})
+}
+
+/// Found: five wrong PINs at the students' login with the name "manager" made the
+/// manager's own login answer 429, over and over.
+#[tokio::test]
+async fn failures_at_the_student_login_never_touch_staff_logins() {
+    let b = TestBox::new().await;
+    let attacker = "192.168.1.66";
+    for _ in 0..8 {
+        let r = b
+            .post_from(
+                attacker,
+                "/api/student/login",
+                student_login("manager", "000000"),
+            )
+            .await;
+        assert!(
+            [StatusCode::UNAUTHORIZED, StatusCode::TOO_MANY_REQUESTS].contains(&r.status),
+            "{r:?}",
+            r = r.body
+        );
+    }
+    // From the attacker's own address, even: staff logins are another space.
+    let r = b
+        .post_from(
+            attacker,
+            "/api/staff/login",
+            json!({"username": "manager", "password": "manager-pass"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["role"], "manager");
+}
+
+/// Found: 5 tries a minute per account forever (about 7,200 guesses a day) and a
+/// per-IP limit keyed on the full address. Now failures back off exponentially per
+/// source (an IPv6 /64 counts as one) and per account, and the account's back-off only
+/// slows sources that have failed: the student typing the right PIN gets in.
+#[tokio::test]
+async fn guessing_backs_off_per_source_and_account_but_never_locks_out_the_owner() {
+    let b = TestBox::new().await;
+    let attacker = "2001:db8:1:2::10";
+    let mut statuses = Vec::new();
+    for guess in 0..6 {
+        let r = b
+            .post_from(
+                attacker,
+                "/api/student/login",
+                student_login("2024001", &format!("00000{guess}")),
+            )
+            .await;
+        statuses.push(r.status);
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(r.code(), "rate_limited");
+            let wait: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+            assert!((1..=2).contains(&wait), "first back-off is 2 s, got {wait}");
+        }
+    }
+    // Three free failures, the fourth starts a 2 s wait: the rest are refused unchecked.
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    // Another address in the same /64 is the same source, even with the right PIN.
+    let r = b
+        .post_from(
+            "2001:db8:1:2::99",
+            "/api/student/login",
+            student_login("2024001", "135790"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    // The owner, from their own phone, is not locked out.
+    let r = b
+        .post_from(
+            "2001:db8:1:3::5",
+            "/api/student/login",
+            student_login("2024001", "135790"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    // A second attacker source gets one try at an account with failures; once it has
+    // failed, the account's back-off applies to it too.
+    let b2 = TestBox::new().await;
+    for ip in ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"] {
+        let r = b2
+            .post_from(ip, "/api/student/login", student_login("2024002", "111111"))
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    let second_try = b2
+        .post_from(
+            "10.0.0.4",
+            "/api/student/login",
+            student_login("2024002", "222222"),
+        )
+        .await;
+    assert_eq!(second_try.status, StatusCode::TOO_MANY_REQUESTS);
+    let owner = b2
+        .post_from(
+            "10.0.0.50",
+            "/api/student/login",
+            student_login("2024002", "135790"),
+        )
+        .await;
+    assert_eq!(owner.status, StatusCode::OK);
+
+    let text = metrics(&b).await;
+    assert_eq!(
+        metric(&text, "login_failures_total{space=\"student\"}"),
+        4.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "login_refused_total{reason=\"source_backoff\",space=\"student\"}"
+        ),
+        3.0,
+        "{text}"
+    );
+    let text = metrics(&b2).await;
+    assert_eq!(
+        metric(
+            &text,
+            "login_refused_total{reason=\"account_backoff\",space=\"student\"}"
+        ),
+        1.0,
+        "{text}"
+    );
+}
+
+/// Found: a token was accepted as `?access_token=` on every route, so it landed in
+/// logs and histories.
+#[tokio::test]
+async fn a_token_in_the_url_is_accepted_only_by_event_streams() {
+    let b = TestBox::new().await;
+    let s = b.student(1).await;
+    let r = b
+        .get(&format!("/api/student/orders?access_token={s}"), None)
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNAUTHORIZED, "token_in_query")
+    );
+    let staff = b.staff().await;
+    let r = b
+        .get(&format!("/api/staff/orders?access_token={staff}"), None)
+        .await;
+    assert_eq!(r.code(), "token_in_query");
+    // The event stream takes it (EventSource cannot send headers).
+    let res = b
+        .router
+        .clone()
+        .oneshot(
+            Request::get(format!("/api/student/events?access_token={s}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+/// Found: a deactivated or demoted account kept its power until its token expired.
+#[tokio::test]
+async fn tokens_follow_their_account_on_the_next_request() {
+    let b = TestBox::new().await;
+    let manager = b.manager().await;
+    let student = b.student(1).await;
+    let edit = json!([{"op": "set_unpaid_timeout", "seconds": 600}]);
+    let r = b
+        .post("/api/staff/settings/edits", Some(&manager), edit.clone())
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+
+    let account = |role: &str, login: &str, active: bool| cloud_sync::proto::Account {
+        role: role.into(),
+        login: login.into(),
+        name: login.into(),
+        secret_hash: "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into(),
+        active,
+    };
+    // The cloud demotes the manager: the same token is now a staff member's.
+    edge_node::ops::sync::apply_accounts(&b.app, 1, vec![account("staff", "manager", true)])
+        .await
+        .unwrap();
+    let r = b
+        .post("/api/staff/settings/edits", Some(&manager), edit.clone())
+        .await;
+    assert_eq!((r.status, r.code()), (StatusCode::FORBIDDEN, "forbidden"));
+    assert_eq!(
+        b.get("/api/staff/orders", Some(&manager)).await.status,
+        StatusCode::OK
+    );
+    // Deactivated: nothing at all.
+    edge_node::ops::sync::apply_accounts(&b.app, 2, vec![account("staff", "manager", false)])
+        .await
+        .unwrap();
+    let r = b.get("/api/staff/orders", Some(&manager)).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNAUTHORIZED, "account_disabled")
+    );
+    edge_node::ops::sync::apply_accounts(&b.app, 3, vec![account("student", "2024001", false)])
+        .await
+        .unwrap();
+    let r = b.place(&student, b.noodle_order(1)).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNAUTHORIZED, "account_disabled")
+    );
+    // The settings edit refused above changed nothing.
+    let settings = b.get("/api/staff/settings", Some(&b.staff().await)).await;
+    assert_eq!(
+        settings.body["settings"]["unpaid_timeout_s"], 600,
+        "{:?}",
+        settings.body
+    );
+    // And it holds across a restart: the state is loaded from the database.
+    let config = b.app.config.clone();
+    b.app.close().await;
+    let reopened = edge_node::App::open(config, b.clock.clone()).unwrap();
+    let router = edge_node::http::router(reopened.clone());
+    let res = router
+        .oneshot(
+            Request::get("/api/student/orders")
+                .header("authorization", format!("Bearer {student}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    reopened.close().await;
+}
+
+async fn open_stream(b: &TestBox, path: &str, token: &str) -> axum::response::Response {
+    b.router
+        .clone()
+        .oneshot(
+            Request::get(path)
+                .header("authorization", format!("Bearer {token}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap()
+}
+
+/// Found: one token could open every allowed event stream (one global cap), starving
+/// the kitchen displays.
+#[tokio::test]
+async fn event_streams_are_capped_per_account_and_staff_have_their_own_pool() {
+    let b = TestBox::with(
+        |s| edge_node::config::Settings {
+            event_streams_max: Some(3),
+            event_streams_per_student: Some(2),
+            staff_event_streams_max: Some(2),
+            ..s
+        },
+        5,
+    )
+    .await;
+    let (s1, s2, s3) = (b.student(1).await, b.student(2).await, b.student(3).await);
+    let a = open_stream(&b, "/api/student/events", &s1).await;
+    let a2 = open_stream(&b, "/api/student/events", &s1).await;
+    assert_eq!((a.status(), a2.status()), (StatusCode::OK, StatusCode::OK));
+    let third = open_stream(&b, "/api/student/events", &s1).await;
+    assert_eq!(third.status(), StatusCode::TOO_MANY_REQUESTS);
+    let body = http_body_util::BodyExt::collect(third.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("too_many_streams"));
+    let other = open_stream(&b, "/api/student/events", &s2).await;
+    assert_eq!(other.status(), StatusCode::OK);
+    // The students' pool (3) is full now…
+    let full = open_stream(&b, "/api/student/events", &s3).await;
+    assert_eq!(full.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // …and the kitchen still gets its streams.
+    let staff = b.staff().await;
+    let k1 = open_stream(&b, "/api/staff/events", &staff).await;
+    let k2 = open_stream(&b, "/api/staff/events", &staff).await;
+    assert_eq!((k1.status(), k2.status()), (StatusCode::OK, StatusCode::OK));
+    // Closing a stream gives its place back.
+    drop(a);
+    let again = open_stream(&b, "/api/student/events", &s3).await;
+    assert_eq!(again.status(), StatusCode::OK);
+    drop((a2, other, k1, k2, again));
+}
+
+/// Found: `curl -X RANDOM…` added a metric series per invented method, and `/metrics`
+/// ran SQL outside the in-flight cap.
+#[tokio::test]
+async fn metrics_labels_are_bounded_and_ops_routes_are_inside_the_limits() {
+    let b = TestBox::new().await;
+    for i in 0..5 {
+        let method = Method::from_bytes(format!("RANDOM{i}").as_bytes()).unwrap();
+        let r = b.call(method, "/api/menu", None, None, &[]).await;
+        assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let text = metrics(&b).await;
+    assert!(!text.contains("RANDOM"), "{text}");
+    assert!(
+        metric(
+            &text,
+            "http_requests_total{method=\"other\",route=\"/api/menu\",status=\"405\"}"
+        ) == 5.0,
+        "{text}"
+    );
+    // Every in-flight permit taken: the database-reading ops routes wait their turn
+    // like the API; the liveness probe still answers.
+    let all = b.app.config.requests_in_flight_max as u32;
+    let held = b
+        .app
+        .request_permits
+        .clone()
+        .acquire_many_owned(all)
+        .await
+        .unwrap();
+    for path in ["/metrics", "/readyz", "/api/menu"] {
+        let r = b.get(path, None).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            "{path}"
+        );
+    }
+    assert_eq!(b.get("/healthz", None).await.status, StatusCode::OK);
+    drop(held);
+    assert_eq!(b.get("/metrics", None).await.status, StatusCode::OK);
+}
