@@ -253,6 +253,22 @@ pub enum EventPayload {
     OrderMoved(OrderMoved),
     StockChanged(StockChanged),
     QuotaSet(QuotaSet),
+    AccountBlock(AccountBlock),
+}
+
+/// `account.blocked` / `account.unblocked`: staff stopped (or allowed again) a student
+/// ordering at this box, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AccountBlock {
+    #[serde(default = "v1")]
+    pub v: u16,
+    pub student_id: StudentId,
+    pub student_number: String,
+    pub blocked: bool,
+    /// The staff member's reason (for a block).
+    pub reason: Option<String>,
+    pub staff_id: StaffId,
 }
 
 /// Why a stored or received event cannot be read.
@@ -295,6 +311,11 @@ impl EventPayload {
                 Cow::Borrowed(s.change.map_or("stock.changed", StockChange::kind))
             }
             Self::QuotaSet(_) => Cow::Borrowed("stock.quota_set"),
+            Self::AccountBlock(b) => Cow::Borrowed(if b.blocked {
+                "account.blocked"
+            } else {
+                "account.unblocked"
+            }),
         }
     }
 
@@ -303,7 +324,7 @@ impl EventPayload {
         match self {
             Self::OrderPlaced(p) => Some((p.order.id, p.order.student_id)),
             Self::OrderMoved(m) => Some((m.order_id, m.student_id)),
-            Self::StockChanged(_) | Self::QuotaSet(_) => None,
+            Self::StockChanged(_) | Self::QuotaSet(_) | Self::AccountBlock(_) => None,
         }
     }
 
@@ -314,6 +335,7 @@ impl EventPayload {
             Self::OrderMoved(m) => m.order_id.to_string(),
             Self::StockChanged(s) => s.item_id.to_string(),
             Self::QuotaSet(q) => q.item_id.to_string(),
+            Self::AccountBlock(b) => b.student_id.to_string(),
         }
     }
 
@@ -345,6 +367,7 @@ impl EventPayload {
             Self::OrderMoved(m) => m.v,
             Self::StockChanged(s) => s.v,
             Self::QuotaSet(q) => q.v,
+            Self::AccountBlock(b) => b.v,
         }
     }
 
@@ -356,6 +379,16 @@ impl EventPayload {
         let parsed = match kind {
             "order.placed" => Self::OrderPlaced(serde_json::from_str(payload).map_err(malformed)?),
             "stock.quota_set" => Self::QuotaSet(serde_json::from_str(payload).map_err(malformed)?),
+            "account.blocked" | "account.unblocked" => {
+                let b: AccountBlock = serde_json::from_str(payload).map_err(malformed)?;
+                if b.blocked != (kind == "account.blocked") {
+                    return Err(EventError::Malformed {
+                        kind: kind.to_owned(),
+                        reason: format!("the payload says blocked = {}", b.blocked),
+                    });
+                }
+                Self::AccountBlock(b)
+            }
             _ => {
                 if let Some(change) = StockChange::ALL.into_iter().find(|c| c.kind() == kind) {
                     let mut s: StockChanged = serde_json::from_str(payload).map_err(malformed)?;

@@ -25,8 +25,15 @@ pub struct MenuEntry {
     /// False when staff took it off today's menu.
     pub available: bool,
     pub sold_out: bool,
-    /// Portions left today; `null` when the item has no quota.
+    /// Portions left today, exactly: sent only to staff (with a staff token), so
+    /// nobody can size an order to take the last portions; `null` for students and
+    /// when the item has no quota.
+    #[serde(default)]
     pub remaining: Option<i64>,
+    /// Only a few portions are left (at or below the box's `few_left_threshold`):
+    /// what students see instead of the count.
+    #[serde(default)]
+    pub few_left: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -157,3 +157,32 @@ pub struct CampusCardPayment {
     pub order_id: OrderId,
     pub amount_fen: i64,
 }
+
+/// Longest reason for blocking a student.
+pub const BLOCK_REASON_MAX: usize = 200;
+
+/// `POST /api/staff/students/{student_number}/block`: stop a student ordering at this
+/// box (their paid orders can still be collected).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct BlockRequest {
+    /// Why, for the record (1 to 200 characters); shown to the student.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
+    pub reason: String,
+    /// Also cancel every unpaid open order of the student, in the same write.
+    #[serde(default)]
+    pub cancel_unpaid: bool,
+}
+
+/// A student as staff manage them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StudentStanding {
+    pub student_id: crate::ids::StudentId,
+    pub student_number: String,
+    /// Why staff blocked the student; `null` when not blocked.
+    pub blocked_reason: Option<String>,
+    /// Orders cancelled by this request (unpaid open orders).
+    pub cancelled: Vec<crate::ids::OrderId>,
+}

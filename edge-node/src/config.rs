@@ -60,6 +60,17 @@ pub struct Settings {
     /// Orders a student may place per minute.
     #[arg(long, env = "EDGE_ORDERS_PER_MIN_STUDENT")]
     pub orders_per_min_student: Option<u32>,
+    /// Unpaid open orders one student may hold at once (fair share: unpaid orders
+    /// reserve portions until they expire).
+    #[arg(long, env = "EDGE_UNPAID_ORDERS_PER_STUDENT")]
+    pub unpaid_orders_per_student: Option<u32>,
+    /// Portions of one dish one order may take, across its lines.
+    #[arg(long, env = "EDGE_PORTIONS_PER_DISH")]
+    pub portions_per_dish: Option<u32>,
+    /// At or below this many portions left, students see "few left" (never the
+    /// count; staff see exact counts).
+    #[arg(long, env = "EDGE_FEW_LEFT_THRESHOLD")]
+    pub few_left_threshold: Option<u32>,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "EDGE_BODY_LIMIT_BYTES")]
     pub body_limit_bytes: Option<usize>,
@@ -157,6 +168,9 @@ impl Settings {
             login_backoff_max_s,
             login_per_min_ip,
             orders_per_min_student,
+            unpaid_orders_per_student,
+            portions_per_dish,
+            few_left_threshold,
             body_limit_bytes,
             request_timeout_ms,
             connections_max,
@@ -222,6 +236,9 @@ pub struct Config {
     pub login_backoff: crate::session::BackoffPolicy,
     pub login_per_min_ip: u32,
     pub orders_per_min_student: u32,
+    pub unpaid_orders_per_student: usize,
+    pub portions_per_dish: i64,
+    pub few_left_threshold: i64,
     pub body_limit_bytes: usize,
     pub request_timeout: Duration,
     pub connections_max: usize,
@@ -357,6 +374,13 @@ impl Config {
             },
             login_per_min_ip: per_min("login_per_min_ip", s.login_per_min_ip, 120)?,
             orders_per_min_student: per_min("orders_per_min_student", s.orders_per_min_student, 6)?,
+            unpaid_orders_per_student: per_min(
+                "unpaid_orders_per_student",
+                s.unpaid_orders_per_student,
+                2,
+            )? as usize,
+            portions_per_dish: i64::from(per_min("portions_per_dish", s.portions_per_dish, 5)?),
+            few_left_threshold: i64::from(s.few_left_threshold.unwrap_or(10)),
             body_limit_bytes: count("body_limit_bytes", s.body_limit_bytes, 64 * 1024)?,
             request_timeout: Duration::from_millis(positive(
                 "request_timeout_ms",

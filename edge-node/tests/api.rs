@@ -627,7 +627,15 @@ async fn campus_card_webhook_refuses_what_it_must_and_changes_nothing() {
 
 #[tokio::test]
 async fn order_placement_is_rate_limited_per_student() {
-    let b = TestBox::new().await;
+    // The unpaid-orders cap would stop this student first; lift it here.
+    let b = TestBox::with(
+        |s| edge_node::config::Settings {
+            unpaid_orders_per_student: Some(100),
+            ..s
+        },
+        5,
+    )
+    .await;
     let s = b.student(1).await;
     for _ in 0..6 {
         assert_eq!(

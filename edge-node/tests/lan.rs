@@ -364,3 +364,266 @@ async fn metrics_labels_are_bounded_and_ops_routes_are_inside_the_limits() {
     drop(held);
     assert_eq!(b.get("/metrics", None).await.status, StatusCode::OK);
 }
+
+fn pork_lines(b: &TestBox, quantities: &[u32]) -> Value {
+    let id = b.item("Braised pork belly with rice").id;
+    let lines: Vec<Value> = quantities
+        .iter()
+        .map(|q| json!({"item_id": id, "quantity": q}))
+        .collect();
+    json!({"lines": lines, "payment_mode": "counter"})
+}
+
+/// Found: one student's unpaid counter order of three lines × 20 took all 60 portions
+/// of a dish for 15 minutes, renewable, and the 409 told exactly how many were left.
+#[tokio::test]
+async fn one_student_cannot_take_a_whole_dish() {
+    let b = TestBox::new().await;
+    let s = b.student(1).await;
+    let staff = b.staff().await;
+    let pork = "Braised pork belly with rice";
+
+    // The attack as found: refused, nothing reserved, nothing in the outbox.
+    let r = b.place(&s, pork_lines(&b, &[20, 20, 20])).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "too_many_portions"),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(r.body["error"]["details"]["max"], 5);
+    // Split into small lines, the same: the cap is per dish per order.
+    let r = b.place(&s, pork_lines(&b, &[3, 3])).await;
+    assert_eq!(r.code(), "too_many_portions");
+    assert_eq!(b.remaining(pork).await, Some(60));
+    assert!(b.outbox(&staff).await.is_empty());
+
+    // Identical lines are merged into one.
+    let first = b.place(&s, pork_lines(&b, &[2, 3])).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
+    assert_eq!(first.body["lines"].as_array().unwrap().len(), 1);
+    assert_eq!(first.body["lines"][0]["quantity"], 5);
+    assert_eq!(first.body["total_fen"], 5 * 2000);
+    // Two unpaid orders at once, not a third.
+    let second = b.place(&s, pork_lines(&b, &[5])).await;
+    assert_eq!(second.status, StatusCode::CREATED);
+    let third = b.place(&s, pork_lines(&b, &[1])).await;
+    assert_eq!(
+        (third.status, third.code()),
+        (StatusCode::CONFLICT, "too_many_unpaid_orders")
+    );
+    assert_eq!(b.remaining(pork).await, Some(50));
+    // Paying for one makes room for another.
+    assert_eq!(
+        b.transition(&staff, &first.body, "pay").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        b.place(&s, pork_lines(&b, &[1])).await.status,
+        StatusCode::CREATED
+    );
+
+    // Students see "few left", never the count; staff see the count.
+    let public = b.get("/api/menu", Some(&s)).await;
+    let entry = |menu: &Value| {
+        menu["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name_en"] == pork)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(entry(&public.body)["remaining"], Value::Null);
+    assert_eq!(entry(&public.body)["few_left"], false);
+    let mut others = Vec::new();
+    for n in 2..=5 {
+        others.push(b.student(n).await);
+    }
+    // 49 left; eight orders of five by four other students leave 9: "few left".
+    for t in &others {
+        for _ in 0..2 {
+            let r = b.place(t, pork_lines(&b, &[5])).await;
+            assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        }
+        b.transition(
+            &staff,
+            &b.get("/api/student/orders", Some(t)).await.body[0],
+            "pay",
+        )
+        .await;
+    }
+    let public = b.get("/api/menu", None).await;
+    assert_eq!(entry(&public.body)["remaining"], Value::Null);
+    assert_eq!(entry(&public.body)["few_left"], true);
+    assert_eq!(b.remaining(pork).await, Some(9));
+    // The refusal for too few left does not say how many are.
+    let r = b.place(&others[0], pork_lines(&b, &[5])).await;
+    let r2 = b.place(&others[1], pork_lines(&b, &[5])).await;
+    let refused = [r, r2]
+        .into_iter()
+        .find(|r| r.status == StatusCode::CONFLICT)
+        .expect("one of them finds too few left");
+    assert_eq!(refused.code(), "not_enough_stock");
+    assert!(refused.body["error"]["details"].get("remaining").is_none());
+    assert!(
+        !refused.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(char::is_numeric),
+        "{:?}",
+        refused.body
+    );
+}
+
+/// Staff answer a hoarder: cancel every unpaid order of the student at once (the
+/// portions come back) and block the account with a reason, recorded in the outbox.
+#[tokio::test]
+async fn staff_cancel_a_students_unpaid_orders_and_block_the_account() {
+    let b = TestBox::new().await;
+    let s = b.student(1).await;
+    let staff = b.staff().await;
+    let pork = "Braised pork belly with rice";
+    let a = b.place(&s, pork_lines(&b, &[5])).await;
+    let c = b.place(&s, pork_lines(&b, &[4])).await;
+    assert_eq!(b.remaining(pork).await, Some(51));
+
+    // Refusals first: they change nothing.
+    let before = b.outbox(&staff).await.len();
+    let r = b
+        .post(
+            "/api/staff/students/2024001/block",
+            Some(&staff),
+            json!({"reason": "   "}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = b
+        .post(
+            "/api/staff/students/2099999/block",
+            Some(&staff),
+            json!({"reason": "x"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = b
+        .post(
+            "/api/staff/students/2024001/block",
+            Some(&s),
+            json!({"reason": "self"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(b.outbox(&staff).await.len(), before);
+
+    let r = b
+        .post(
+            "/api/staff/students/2024001/block",
+            Some(&staff),
+            json!({"reason": "reserved 9 portions twice without paying", "cancel_unpaid": true}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let cancelled: Vec<&str> = r.body["cancelled"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        cancelled,
+        [
+            a.body["id"].as_str().unwrap(),
+            c.body["id"].as_str().unwrap()
+        ]
+    );
+    assert_eq!(b.remaining(pork).await, Some(60));
+    let events = b.outbox(&staff).await;
+    let kinds: Vec<&str> = events[before..]
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["account.blocked", "order.cancelled", "order.cancelled"]
+    );
+    let blocked = &events[before]["payload"];
+    assert_eq!(
+        blocked["reason"],
+        "reserved 9 portions twice without paying"
+    );
+    assert_eq!(blocked["student_number"], "2024001");
+
+    let r = b.place(&s, pork_lines(&b, &[1])).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::FORBIDDEN, "account_blocked")
+    );
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("reserved 9 portions")
+    );
+    // The student still sees their orders (and could collect paid ones).
+    assert_eq!(
+        b.get("/api/student/orders", Some(&s)).await.status,
+        StatusCode::OK
+    );
+
+    // The block survives a restart of the box.
+    let config = b.app.config.clone();
+    b.app.close().await;
+    let app = edge_node::App::open(config, b.clock.clone()).unwrap();
+    assert!(
+        app.accounts
+            .get(uuid::Uuid::parse_str(a.body["student_id"].as_str().unwrap()).unwrap())
+            .unwrap()
+            .blocked
+            .is_some()
+    );
+    app.close().await;
+
+    // Cancel-unpaid alone, and unblock, on a fresh box.
+    let b = TestBox::new().await;
+    let s = b.student(2).await;
+    let staff = b.staff().await;
+    b.place(&s, pork_lines(&b, &[2])).await;
+    let r = b
+        .post(
+            "/api/staff/students/2024002/cancel-unpaid",
+            Some(&staff),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["cancelled"].as_array().unwrap().len(), 1);
+    assert_eq!(r.body["blocked_reason"], Value::Null);
+    b.post(
+        "/api/staff/students/2024002/block",
+        Some(&staff),
+        json!({"reason": "test"}),
+    )
+    .await;
+    let r = b
+        .call(
+            Method::DELETE,
+            "/api/staff/students/2024002/block",
+            Some(&staff),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        b.place(&s, pork_lines(&b, &[1])).await.status,
+        StatusCode::CREATED
+    );
+    let kinds: Vec<String> = b
+        .outbox(&staff)
+        .await
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(kinds.contains(&"account.unblocked".to_owned()));
+}

@@ -111,6 +111,7 @@ async fn a_thousand_students_race_for_a_hundred_portions() {
 
     let menu: Value = http
         .get(format!("{base}/api/menu"))
+        .bearer_auth(&manager)
         .send()
         .await
         .unwrap()

@@ -11,12 +11,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// Cheap password hashing and no per-student order limit: these scenarios measure
-/// durability and throughput of ordering, not argon2 or the abuse limits.
+/// Cheap password hashing and no per-student order or fair-share limits: these
+/// scenarios measure durability and throughput of ordering, not argon2 or the abuse
+/// limits (those have their own tests, `lan.rs` here and in `edge-node`).
 pub const FAST_ENV: &[(&str, &str)] = &[
     ("EDGE_ARGON2_MEMORY_KIB", "64"),
     ("EDGE_ARGON2_PASSES", "1"),
     ("EDGE_ORDERS_PER_MIN_STUDENT", "1000000"),
+    ("EDGE_UNPAID_ORDERS_PER_STUDENT", "1000000"),
+    ("EDGE_PORTIONS_PER_DISH", "1000"),
     ("EDGE_LOGIN_PER_MIN_IP", "1000000"),
     ("EDGE_LOG", "warn"),
 ];

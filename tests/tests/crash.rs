@@ -207,7 +207,7 @@ async fn sigkill_mid_burst_loses_no_acknowledged_order() {
             }
         }
     }
-    let (_, public) = api.get("/api/menu", None).await.unwrap();
+    let (_, public) = api.get("/api/menu", Some(&manager)).await.unwrap();
     for item in public["items"].as_array().unwrap() {
         let id = item["id"].as_str().unwrap();
         let expected = QUOTA as i64 - held.get(id).copied().unwrap_or(0);

@@ -14,7 +14,6 @@
 (() => {
   const $ = (id) => document.getElementById(id);
   const KEY = { session: 'canteen.session', lang: 'canteen.lang', cart: 'canteen.cart' };
-  const FEW_LEFT = 10;
   // Meals first, drinks last; a category not listed here goes in between, in menu order.
   const CATEGORY_RANK = { Noodles: 1, Rice: 2, Dumplings: 3, Soup: 8, Snacks: 7, Desserts: 8, Drinks: 9 };
   const MENU_POLL_MS = 30000;
@@ -35,7 +34,7 @@
       ordersTitle: '今天的订单', ordersEmpty: '今天还没有订单。', loggedInAs: '已登录：', logOut: '退出登录',
       mainNav: '主导航', tabMenu: '菜单', tabCart: '购物车', tabOrders: '订单', quantity: '数量',
       fewer: '减少', more: '增加', back: '返回', add: '加入', addLong: '加入购物车：{name}',
-      addToCart: '加入购物车 · {price}', soldOut: '已售罄', unavailable: '今日不供应', fewLeft: '仅剩 {n} 份',
+      addToCart: '加入购物车 · {price}', soldOut: '已售罄', unavailable: '今日不供应', fewLeft: '仅剩少量',
       inCart: '购物车里 {n} 份', allergens: '过敏原', open: '营业中', closed: '未营业',
       closedNote: '食堂现在不接受下单。你可以先看看菜单。', closedHours: '食堂现在不接受下单（下单时间 {from}–{to}）。',
       closedToday: '食堂今天不营业，不接受下单。',
@@ -58,8 +57,10 @@
       errRate: '尝试太频繁了。请 {s} 秒后再试。', errRateShort: '请 {s} 秒后再试。',
       errBusy: '食堂系统正忙，{s} 秒后自动重试…',
       errSoldOut: '“{name}”刚刚售罄。请从购物车删除它（或换一道菜），然后再下单。',
-      errNotEnough: '“{name}”只剩 {n} 份。请把数量减到 {n} 份或以下，然后再下单。',
-      errNotEnoughNone: '“{name}”已经没有了。请从购物车删除它，然后再下单。',
+      errNotEnough: '“{name}”只剩少量了。请减少数量，然后再下单。',
+      errTooManyPortions: '每单最多 {max} 份“{name}”，好让每个人都吃得上。请减少数量。',
+      errTooManyUnpaid: '你已有 {max} 个未付款的订单。请先付款或取消一个，再下新单。',
+      errBlocked: '食堂已暂停你的账号在这里下单：{msg}',
       errUnavailable: '“{name}”今天不再供应。请从购物车删除它，然后再下单。',
       errClosed: '食堂现在不接受下单。', errOptions: '购物车里有选项和菜单对不上：{msg}。请检查后再下单。',
       errOffline: '连不上食堂的服务器。请确认已连接食堂 Wi‑Fi。{s} 秒后重试…',
@@ -83,7 +84,7 @@
       ordersTitle: "Today's orders", ordersEmpty: 'No orders yet today.', loggedInAs: 'Logged in as', logOut: 'Log out',
       mainNav: 'Main', tabMenu: 'Menu', tabCart: 'Cart', tabOrders: 'Orders', quantity: 'Quantity',
       fewer: 'Fewer', more: 'More', back: 'Back', add: 'Add', addLong: 'Add {name} to the cart',
-      addToCart: 'Add to cart · {price}', soldOut: 'Sold out', unavailable: 'Not today', fewLeft: 'Only {n} left',
+      addToCart: 'Add to cart · {price}', soldOut: 'Sold out', unavailable: 'Not today', fewLeft: 'Only a few left',
       inCart: '{n} in cart', allergens: 'Allergens', open: 'Open', closed: 'Closed',
       closedNote: 'The canteen is not taking orders now. You can still look at the menu.', closedHours: 'The canteen is not taking orders now (orders from {from} to {to}).',
       closedToday: 'The canteen is closed today: no orders.',
@@ -106,8 +107,10 @@
       errRate: 'Too many tries. Try again in {s} s.', errRateShort: 'Try again in {s} s.',
       errBusy: 'The canteen box is busy; trying again in {s} s…',
       errSoldOut: '“{name}” just sold out. Remove it from your cart (or pick another dish), then place the order again.',
-      errNotEnough: 'Only {n} “{name}” left. Lower the quantity to {n} or fewer, then place the order again.',
-      errNotEnoughNone: '“{name}” has run out. Remove it from your cart, then place the order again.',
+      errNotEnough: 'Only a few “{name}” are left. Lower the quantity, then place the order again.',
+      errTooManyPortions: 'At most {max} “{name}” per order, so everyone gets some. Lower the quantity.',
+      errTooManyUnpaid: 'You already have {max} unpaid orders. Pay for or cancel one before ordering again.',
+      errBlocked: 'The canteen has stopped this account ordering here: {msg}',
       errUnavailable: '“{name}” is off the menu for today. Remove it from your cart, then place the order again.',
       errClosed: 'The canteen is not taking orders now.', errOptions: 'Something in your cart no longer matches the menu: {msg}. Please check the cart.',
       errOffline: "Can't reach the canteen box. Are you on the canteen Wi‑Fi? Retrying in {s} s…",
@@ -452,7 +455,7 @@
     const badges = el('p', { 'class': 'badges' });
     if (out) badges.appendChild(el('span', { 'class': 'badge off', text: t('unavailable') }));
     else if (sold) badges.appendChild(el('span', { 'class': 'badge sold', 'data-testid': 'sold-out', text: t('soldOut') }));
-    else if (it.remaining !== null && it.remaining !== undefined && it.remaining <= FEW_LEFT) badges.appendChild(el('span', { 'class': 'badge few', 'data-testid': 'few-left', text: t('fewLeft', { n: it.remaining }) }));
+    else if (it.few_left) badges.appendChild(el('span', { 'class': 'badge few', 'data-testid': 'few-left', text: t('fewLeft') }));
     if (count) badges.appendChild(el('span', { 'class': 'badge cart', text: t('inCart', { n: count }) }));
     let tags = null;
     if (it.allergens && it.allergens.length) {
@@ -774,8 +777,15 @@
       }
       placeDone();
       if (code === 'sold_out' || code === 'not_enough_stock' || code === 'unavailable' || code === 'unknown_item') {
-        explainStock(code, details.item_id, details.remaining);
+        explainStock(code, details.item_id);
         loadMenu();
+      } else if (code === 'too_many_portions') {
+        alertMsg(t('errTooManyPortions', { max: details.max, name: itemName(details.item_id) }));
+        if (state.view !== 'cart') show('cart', false); else renderCart();
+      } else if (code === 'too_many_unpaid_orders') {
+        alertMsg(t('errTooManyUnpaid', { max: details.max }));
+      } else if (code === 'account_blocked') {
+        alertMsg(t('errBlocked', { msg: r.body.error.message }));
       } else if (code === 'closed') {
         alertMsg(closedText(details));
         loadMenu();
@@ -805,13 +815,15 @@
       placeBlockedUntil = 0; alertMsg(''); renderCart();
     });
   }
-  function explainStock(code, itemId, remaining) {
+  // The box does not say how many are left (a hoarder would size an order by it):
+  // "not enough" is shown as "only a few left".
+  function explainStock(code, itemId) {
     const nm = itemName(itemId);
-    const key = code === 'not_enough_stock' ? (remaining > 0 ? 'errNotEnough' : 'errNotEnoughNone')
+    const key = code === 'not_enough_stock' ? 'errNotEnough'
       : code === 'sold_out' ? 'errSoldOut' : 'errUnavailable';
-    const badge = code === 'not_enough_stock' && remaining > 0 ? t('fewLeft', { n: remaining }) : code === 'sold_out' || code === 'not_enough_stock' ? t('soldOut') : t('unavailable');
+    const badge = code === 'not_enough_stock' ? t('fewLeft') : code === 'sold_out' ? t('soldOut') : t('unavailable');
     if (itemId) state.problems[itemId] = badge;
-    alertMsg(t(key, { name: nm, n: remaining }));
+    alertMsg(t(key, { name: nm }));
     if (state.view !== 'cart') show('cart', false); else renderCart();
   }
 

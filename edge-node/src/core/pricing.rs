@@ -30,6 +30,12 @@ pub enum PriceError {
     UnknownSlot(String),
     #[error("Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} visible ASCII characters")]
     BadIdempotencyKey,
+    #[error("at most {max} portions of {name} per order, so everyone gets some")]
+    TooManyPortions {
+        item_id: ItemId,
+        name: String,
+        max: i64,
+    },
 }
 
 /// A request checked against the menu and priced by the server.
@@ -46,6 +52,7 @@ pub fn price(
     menu: &Menu,
     request: &OrderRequest,
     canteen: &Canteen,
+    portions_max: i64,
 ) -> Result<PricedOrder, PriceError> {
     if request.lines.is_empty() || request.lines.len() > LINES_MAX {
         return Err(PriceError::LineCount);
@@ -135,6 +142,21 @@ pub fn price(
         }
         let unit =
             (item.fields.price_fen + options.iter().map(|o| o.price_delta_fen).sum::<i64>()).max(0);
+        // The same dish with the same choices twice is one line of both quantities.
+        let same = |l: &OrderLine| {
+            l.item_id == item.id
+                && l.options.len() == options.len()
+                && options.iter().all(|o| {
+                    l.options
+                        .iter()
+                        .any(|p| p.group == o.group && p.choice == o.choice)
+                })
+        };
+        if let Some(earlier) = lines.iter_mut().find(|l| same(l)) {
+            earlier.quantity += i64::from(line.quantity);
+            earlier.line_total_fen = earlier.unit_price_fen * earlier.quantity;
+            continue;
+        }
         lines.push(OrderLine {
             item_id: item.id,
             name_zh: item.fields.name_zh.clone(),
@@ -144,6 +166,22 @@ pub fn price(
             line_total_fen: unit * i64::from(line.quantity),
             options,
         });
+    }
+    // Fair share: however the lines are split, one order takes at most `portions_max`
+    // of a dish.
+    for line in &lines {
+        let portions: i64 = lines
+            .iter()
+            .filter(|l| l.item_id == line.item_id)
+            .map(|l| l.quantity)
+            .sum();
+        if portions > portions_max {
+            return Err(PriceError::TooManyPortions {
+                item_id: line.item_id,
+                name: line.name_en.clone(),
+                max: portions_max,
+            });
+        }
     }
     let total_fen = lines.iter().map(|l| l.line_total_fen).sum();
     Ok(PricedOrder {

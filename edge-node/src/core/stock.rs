@@ -19,7 +19,7 @@ pub enum StockRefusal {
         item_id: canteen_api::ItemId,
         name: String,
     },
-    #[error("only {remaining} of {name} left")]
+    #[error("not enough {name} left for this order; order fewer")]
     NotEnough {
         item_id: canteen_api::ItemId,
         name: String,

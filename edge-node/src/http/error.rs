@@ -168,11 +168,12 @@ impl From<StockRefusal> for ApiError {
         let message = e.to_string();
         match e {
             StockRefusal::SoldOut { item_id, .. } => Self::conflict(ErrorCode::SoldOut, message)
-                .with_details(json!({ "item_id": item_id, "remaining": 0 })),
-            StockRefusal::NotEnough {
-                item_id, remaining, ..
-            } => Self::conflict(ErrorCode::NotEnoughStock, message)
-                .with_details(json!({ "item_id": item_id, "remaining": remaining })),
+                .with_details(json!({ "item_id": item_id })),
+            // The count left is not told: it is what a hoarder would size an order by.
+            StockRefusal::NotEnough { item_id, .. } => {
+                Self::conflict(ErrorCode::NotEnoughStock, message)
+                    .with_details(json!({ "item_id": item_id }))
+            }
             StockRefusal::BelowZero { .. } => Self::conflict(ErrorCode::StockBelowZero, message),
             StockRefusal::BadCount | StockRefusal::BadReason => {
                 Self::unprocessable(ErrorCode::InvalidCount, message)
@@ -218,6 +219,10 @@ impl From<PriceError> for ApiError {
             }
             PriceError::BadIdempotencyKey => {
                 Self::bad_request(ErrorCode::InvalidIdempotencyKey, message)
+            }
+            PriceError::TooManyPortions { item_id, max, .. } => {
+                Self::unprocessable(ErrorCode::TooManyPortions, message)
+                    .with_details(json!({ "item_id": item_id, "max": max }))
             }
         }
     }
@@ -285,6 +290,14 @@ impl From<OrderError> for ApiError {
             OrderError::TransactionReused(_) => {
                 Self::conflict(ErrorCode::TransactionReused, message)
             }
+            OrderError::TooManyUnpaid(max) => {
+                Self::conflict(ErrorCode::TooManyUnpaidOrders, message)
+                    .with_details(json!({ "max": max }))
+            }
+            OrderError::Blocked(_) => {
+                Self::new(StatusCode::FORBIDDEN, ErrorCode::AccountBlocked, message)
+            }
+            OrderError::UnknownStudent(_) => Self::not_found(ErrorCode::NotFound, message),
             OrderError::Store(e) => e.into(),
             OrderError::Write(e) => e.into(),
         }

@@ -218,6 +218,20 @@ impl FromRequestParts<App> for Staff {
     }
 }
 
+/// Whether the caller is logged-in staff (a valid, active staff token). Never
+/// refuses: public routes use it to show staff more (exact stock counts).
+pub struct IsStaff(pub bool);
+
+impl FromRequestParts<App> for IsStaff {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        Ok(IsStaff(
+            parts.headers.contains_key(header::AUTHORIZATION)
+                && claims(parts, app).is_ok_and(|c| c.role != Role::Student),
+        ))
+    }
+}
+
 /// A logged-in manager.
 pub struct Manager(pub StaffId);
 

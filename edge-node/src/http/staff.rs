@@ -15,8 +15,8 @@ use axum::http::StatusCode;
 use canteen_api::ids::{ItemId, OrderId};
 use canteen_api::order::{DaySummary, OrderState, OrderView};
 use canteen_api::staff::{
-    HandOverRequest, LoginResponse, OutboxPage, StaffLogin, StaffMenu, StaffSettings, SyncState,
-    TransitionRequest,
+    BLOCK_REASON_MAX, BlockRequest, HandOverRequest, LoginResponse, OutboxPage, StaffLogin,
+    StaffMenu, StaffSettings, StudentStanding, SyncState, TransitionRequest,
 };
 use canteen_api::stock::{StaffStockAction, StockLevel};
 use chrono::NaiveDate;
@@ -41,6 +41,8 @@ pub(super) fn routes() -> OpenApiRouter<App> {
         .routes(routes!(summary))
         .routes(routes!(outbox_after))
         .routes(routes!(sync_state))
+        .routes(routes!(cancel_unpaid))
+        .routes(routes!(block, unblock))
 }
 
 /// The most orders one queue request returns.
@@ -128,6 +130,77 @@ async fn transition(
     Ok(Json(
         ops::orders::staff_transition(&app, staff.id, id, req.event, req.version).await?,
     ))
+}
+
+fn standing(
+    student_id: canteen_api::ids::StudentId,
+    student_number: String,
+    blocked_reason: Option<String>,
+    cancelled: Vec<OrderView>,
+) -> StudentStanding {
+    StudentStanding {
+        student_id,
+        student_number,
+        blocked_reason,
+        cancelled: cancelled.into_iter().map(|o| o.id).collect(),
+    }
+}
+
+/// Cancel every unpaid open order of a student at once (their portions come back).
+#[utoipa::path(post, path = "/api/staff/students/{student_number}/cancel-unpaid", tag = "staff",
+    params(("student_number" = String, Path)),
+    responses((status = 200, body = StudentStanding), (status = 404, body = ErrorBody)))]
+async fn cancel_unpaid(
+    State(app): State<App>,
+    staff: Staff,
+    Path(student_number): Path<String>,
+) -> Result<Json<StudentStanding>, ApiError> {
+    let (id, cancelled) =
+        ops::orders::restrain_student(&app, staff.id, student_number.clone(), true, None).await?;
+    let blocked = app.accounts.get(id.0).and_then(|a| a.blocked);
+    Ok(Json(standing(id, student_number, blocked, cancelled)))
+}
+
+/// Block a student from ordering at this box, with a reason (recorded in the outbox
+/// with who did it; shown to the student). Paid orders can still be collected.
+#[utoipa::path(post, path = "/api/staff/students/{student_number}/block", tag = "staff",
+    params(("student_number" = String, Path)), request_body = BlockRequest,
+    responses((status = 200, body = StudentStanding), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn block(
+    State(app): State<App>,
+    staff: Staff,
+    Path(student_number): Path<String>,
+    Json(req): Json<BlockRequest>,
+) -> Result<Json<StudentStanding>, ApiError> {
+    let reason = req.reason.trim().to_owned();
+    if reason.is_empty() || reason.chars().count() > BLOCK_REASON_MAX {
+        return Err(ApiError::unprocessable(
+            ErrorCode::InvalidBody,
+            format!("reason must be 1 to {BLOCK_REASON_MAX} characters"),
+        ));
+    }
+    let (id, cancelled) = ops::orders::restrain_student(
+        &app,
+        staff.id,
+        student_number.clone(),
+        req.cancel_unpaid,
+        Some(reason.clone()),
+    )
+    .await?;
+    Ok(Json(standing(id, student_number, Some(reason), cancelled)))
+}
+
+/// Let a blocked student order again.
+#[utoipa::path(delete, path = "/api/staff/students/{student_number}/block", tag = "staff",
+    params(("student_number" = String, Path)),
+    responses((status = 200, body = StudentStanding), (status = 404, body = ErrorBody)))]
+async fn unblock(
+    State(app): State<App>,
+    staff: Staff,
+    Path(student_number): Path<String>,
+) -> Result<Json<StudentStanding>, ApiError> {
+    let id = ops::orders::unblock_student(&app, staff.id, student_number.clone()).await?;
+    Ok(Json(standing(id, student_number, None, Vec::new())))
 }
 
 /// Hand an order over: by pickup number or scanned token.

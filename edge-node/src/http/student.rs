@@ -1,7 +1,7 @@
 //! The students' API: login, menu with live stock, placing and following orders.
 
 use super::error::{ApiError, ErrorBody, ErrorCode};
-use super::extract::{ClientIp, Json, Path, Student};
+use super::extract::{ClientIp, IsStaff, Json, Path, Student};
 use crate::app::App;
 use crate::core::pricing::IdempotencyKey;
 use crate::ops::orders::{self, OrderError};
@@ -120,9 +120,11 @@ async fn login(
     ))
 }
 
-/// Today's menu with live stock. Served from memory.
+/// Today's menu with live stock. Served from memory. Students see `few_left` for a
+/// dish nearly gone, never the count; staff (sending their token) also get the exact
+/// `remaining`.
 #[utoipa::path(get, path = "/api/menu", tag = "student", responses((status = 200, body = MenuResponse)))]
-async fn menu(State(app): State<App>) -> Json<MenuResponse> {
+async fn menu(State(app): State<App>, IsStaff(is_staff): IsStaff) -> Json<MenuResponse> {
     let now = app.clock.now();
     let canteen = app.canteen();
     let day = canteen.service_day(now);
@@ -149,7 +151,8 @@ async fn menu(State(app): State<App>) -> Json<MenuResponse> {
                 allergens: it.fields.allergens.clone(),
                 available: it.fields.available,
                 sold_out: level.as_ref().is_some_and(|l| l.is_sold_out()) || remaining == Some(0),
-                remaining,
+                few_left: remaining.is_some_and(|n| n > 0 && n <= app.config.few_left_threshold),
+                remaining: remaining.filter(|_| is_staff),
             }
         })
         .collect();

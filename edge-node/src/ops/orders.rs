@@ -46,6 +46,12 @@ pub enum OrderError {
     AmountMismatch { expected: i64, got: i64 },
     #[error("transaction {0} was already used for another order")]
     TransactionReused(String),
+    #[error("you already have {0} unpaid orders; pay for or cancel one first")]
+    TooManyUnpaid(usize),
+    #[error("the canteen has stopped this account ordering here: {0}")]
+    Blocked(String),
+    #[error("no student {0}")]
+    UnknownStudent(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -88,9 +94,13 @@ pub async fn place(
         };
         return Err(OrderError::Closed { message, hours });
     }
+    if let Some(reason) = app.accounts.get(student.0).and_then(|a| a.blocked) {
+        return Err(OrderError::Blocked(reason));
+    }
     let menu = app.menu.snapshot();
-    let priced = pricing::price(&menu, request, &canteen)?;
+    let priced = pricing::price(&menu, request, &canteen, app.config.portions_per_dish)?;
     let params = PlaceParams {
+        unpaid_max: app.config.unpaid_orders_per_student,
         student,
         key,
         request_hash: pricing::request_hash(request),
@@ -104,6 +114,7 @@ pub async fn place(
 }
 
 struct PlaceParams {
+    unpaid_max: usize,
     student: StudentId,
     key: Option<IdempotencyKey>,
     request_hash: String,
@@ -129,6 +140,12 @@ fn place_in(
             order,
             replayed: true,
         });
+    }
+    // Fair share: unpaid orders hold portions until they expire, so a student may hold
+    // only a few at once. Counted inside the write, so parallel requests cannot pass
+    // together.
+    if orders::unpaid_open(ctx.conn, p.student)?.len() >= p.unpaid_max {
+        return Err(OrderError::TooManyUnpaid(p.unpaid_max));
     }
     let id = OrderId::new();
     let now = ctx.now;
@@ -200,6 +217,55 @@ pub async fn staff_transition(
 ) -> Result<OrderView, OrderError> {
     app.writer
         .write(move |ctx| transition_in(ctx, id, event, &Actor::Staff(staff), Some(version)))
+        .await
+}
+
+/// Staff cancel every unpaid open order of a student at once (the stock comes back),
+/// and, when `block` has a reason, block the student from ordering, in one write.
+/// Returns the student and the orders cancelled.
+pub async fn restrain_student(
+    app: &App,
+    staff: StaffId,
+    student_number: String,
+    cancel_unpaid: bool,
+    block: Option<String>,
+) -> Result<(StudentId, Vec<OrderView>), OrderError> {
+    app.writer
+        .write(move |ctx| {
+            let (student, _) =
+                crate::store::accounts::student_by_number(ctx.conn, &student_number)?
+                    .ok_or_else(|| OrderError::UnknownStudent(student_number.clone()))?;
+            if let Some(reason) = &block {
+                crate::store::accounts::set_block(ctx, &student_number, Some(reason), staff)?;
+            }
+            let mut cancelled = Vec::new();
+            if cancel_unpaid {
+                for id in orders::unpaid_open(ctx.conn, student)? {
+                    cancelled.push(transition_in(
+                        ctx,
+                        id,
+                        OrderEvent::Cancel,
+                        &Actor::Staff(staff),
+                        None,
+                    )?);
+                }
+            }
+            Ok((student, cancelled))
+        })
+        .await
+}
+
+/// Staff let a blocked student order again.
+pub async fn unblock_student(
+    app: &App,
+    staff: StaffId,
+    student_number: String,
+) -> Result<StudentId, OrderError> {
+    app.writer
+        .write(move |ctx| {
+            crate::store::accounts::set_block(ctx, &student_number, None, staff)?
+                .ok_or(OrderError::UnknownStudent(student_number))
+        })
         .await
 }
 

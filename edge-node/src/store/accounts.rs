@@ -308,6 +308,59 @@ impl AccountStates {
     }
 }
 
+/// A student found by student number: id and block reason.
+pub fn student_by_number(
+    conn: &Connection,
+    student_number: &str,
+) -> Result<Option<(StudentId, Option<String>)>, StoreError> {
+    let row: Option<(String, Option<String>)> = conn
+        .prepare_cached("SELECT id, blocked_reason FROM student WHERE student_number = ?1")?
+        .query_row([student_number], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    row.map(|(id, reason)| Ok((StudentId(parse_id(&id)?), reason)))
+        .transpose()
+}
+
+/// Blocks (with a reason) or unblocks a student, and records it in the outbox.
+pub fn set_block(
+    ctx: &mut WriteCtx<'_>,
+    student_number: &str,
+    reason: Option<&str>,
+    staff: StaffId,
+) -> Result<Option<StudentId>, StoreError> {
+    let row: Option<(String, bool)> = ctx
+        .conn
+        .prepare_cached(
+            "UPDATE student SET blocked_reason = ?2, blocked_at = CASE WHEN ?2 IS NULL THEN NULL ELSE ?3 END
+             WHERE student_number = ?1 RETURNING id, active",
+        )?
+        .query_row(
+            params![student_number, reason, crate::core::clock::ts(ctx.now)],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((id, active)) = row else {
+        return Ok(None);
+    };
+    let id = StudentId(parse_id(&id)?);
+    super::outbox::append(
+        ctx,
+        canteen_api::events::EventPayload::AccountBlock(canteen_api::events::AccountBlock {
+            v: canteen_api::events::EVENT_VERSION,
+            student_id: id,
+            student_number: student_number.to_owned(),
+            blocked: reason.is_some(),
+            reason: reason.map(str::to_owned),
+            staff_id: staff,
+        }),
+    )?;
+    ctx.effect(Effect::Accounts(vec![(
+        id.0,
+        AccountState::student(active, reason.map(str::to_owned)),
+    )]));
+    Ok(Some(id))
+}
+
 /// What login needs to know about an account.
 #[derive(Debug, Clone)]
 pub struct Credentials {

@@ -39,6 +39,22 @@ pub fn replay_of(
         .transpose()
 }
 
+/// A student's open unpaid orders (state `placed`, any day), oldest first.
+pub fn unpaid_open(conn: &Connection, student: StudentId) -> Result<Vec<OrderId>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id FROM orders WHERE student_id = ?1 AND state = 'placed' ORDER BY placed_at",
+    )?;
+    let ids = stmt
+        .query_map([student.to_string()], |r| r.get::<_, String>(0))?
+        .map(|id| {
+            let id = id?;
+            id.parse()
+                .map_err(|_| StoreError::Corrupt(format!("order id {id}")))
+        })
+        .collect::<Result<Vec<OrderId>, StoreError>>()?;
+    Ok(ids)
+}
+
 /// Inserts a placed order (stock and slot already taken) and appends `order.placed`.
 pub fn insert(
     ctx: &mut WriteCtx<'_>,
