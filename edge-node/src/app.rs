@@ -13,13 +13,15 @@ use crate::store::docs::{DocStoreError, Documents};
 use crate::store::pickup::SlotUsage;
 use crate::store::stock::StockView;
 use crate::store::writer::WriterConfig;
-use crate::store::{Projections, Writer, meta};
+use crate::store::{Projections, Writer, meta, secrets};
 use canteen_api::events::OutboxEvent;
 use chrono::NaiveDate;
-use rand::RngCore;
 use std::sync::Arc;
 use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
+
+/// Where releases before the key file kept the token signing key.
+const LEGACY_TOKEN_SECRET: &str = "token_secret";
 
 /// Live events kept for slow subscribers before they are told to resync.
 const EVENT_BUFFER: usize = 4096;
@@ -81,14 +83,23 @@ impl App {
     pub fn open(config: Config, clock: Arc<dyn Clock>) -> Result<App, StartError> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| StartError::DataDir(config.data_dir.clone(), e))?;
+        secrets::private_dir(&config.data_dir).map_err(StoreError::from)?;
         let path = config.db_path();
         let conn = db::open_writer(&path)?;
         let node_id = meta::get_or_init(&conn, "node_id", || uuid::Uuid::now_v7().to_string())?;
-        let secret = meta::get_or_init(&conn, "token_secret", || {
-            let mut key = [0u8; 32];
-            rand::rng().fill_bytes(&mut key);
-            hex::encode(key)
-        })?;
+        // Releases before the key file kept the signing key in the database, so every
+        // backup could mint tokens: it is dropped and a key file made in its place.
+        if meta::remove(&conn, LEGACY_TOKEN_SECRET)? {
+            tracing::warn!("removed the token key from the database; everyone logs in again");
+        }
+        let (secret, origin) = secrets::token_key(&config.data_dir, config.token_key_max_age)
+            .map_err(StoreError::from)?;
+        if origin != secrets::KeyOrigin::Kept {
+            tracing::info!(
+                ?origin,
+                "made a new token signing key; earlier sessions end"
+            );
+        }
         let actor = uuid::Uuid::parse_str(&node_id)
             .map(|u| u.as_bytes().to_vec())
             .unwrap_or_else(|_| node_id.as_bytes().to_vec());
@@ -134,7 +145,7 @@ impl App {
         Ok(App {
             inner: Arc::new(AppInner {
                 readers: Readers::new(&path, config.read_connections),
-                tokens: Tokens::new(secret.as_bytes(), config.token_ttl),
+                tokens: Tokens::new(&secret, config.token_ttl),
                 login_permits: Semaphore::new(config.login_concurrency),
                 request_permits: Arc::new(Semaphore::new(config.requests_in_flight_max)),
                 student_streams: StreamPool::new(

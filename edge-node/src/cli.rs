@@ -1,4 +1,5 @@
-//! The command line: `serve`, `demo`, `roster import`, `staff add`, `backup`.
+//! The command line: `serve`, `demo`, `roster import`, `staff add`, `backup`,
+//! `backup-key`, `restore`.
 
 use crate::app::App;
 use crate::config::{Config, Settings};
@@ -54,11 +55,31 @@ pub enum Command {
         #[command(subcommand)]
         command: StaffCommand,
     },
-    /// Online backup of the database into a new file, while the box keeps serving.
-    /// Restore: copy it to <data_dir>/canteen.db of an empty data directory and serve.
+    /// Online backup of the database into a new file (0600), while the box keeps
+    /// serving; progress on stderr. Restore it with `edge-node restore`.
     Backup {
         /// The backup file to create.
         path: PathBuf,
+        /// Encrypt the backup with this key file (made by `edge-node backup-key`);
+        /// keep the key apart from the backups.
+        #[arg(long)]
+        encrypt_with: Option<PathBuf>,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Make a new key file (0600) for encrypting backups.
+    BackupKey {
+        /// The key file to create.
+        path: PathBuf,
+    },
+    /// Restore a backup into a data directory that holds no database yet. The box
+    /// makes a new token signing key there: sessions from before are not honoured.
+    Restore {
+        /// The backup file (plain or encrypted).
+        backup: PathBuf,
+        /// The key file an encrypted backup was made with.
+        #[arg(long)]
+        key: Option<PathBuf>,
         #[command(flatten)]
         settings: Settings,
     },
@@ -238,17 +259,55 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("staff account {} ready", id?);
             Ok(())
         }
-        Command::Backup { path, settings } => {
+        Command::Backup {
+            path,
+            encrypt_with,
+            settings,
+        } => {
             let config = resolve(&cli.config, settings, Settings::default())?;
             let db = config.db_path();
-            let report =
-                tokio::task::spawn_blocking(move || backup::backup(&db, &path).map(|r| (r, path)))
-                    .await??;
+            let out = path.clone();
+            let report = tokio::task::spawn_blocking(move || {
+                backup::backup(&db, &out, encrypt_with.as_deref(), &|done, total| {
+                    eprintln!(
+                        "backup: {} MiB written (database {} MiB)",
+                        done >> 20,
+                        total >> 20
+                    );
+                })
+            })
+            .await??;
             println!(
-                "backup written to {} ({} bytes, outbox up to seq {})",
-                report.1.display(),
-                report.0.bytes,
-                report.0.outbox_last_seq
+                "backup written to {} ({} bytes{}, outbox up to seq {})",
+                path.display(),
+                report.bytes,
+                if report.encrypted { ", encrypted" } else { "" },
+                report.outbox_last_seq
+            );
+            Ok(())
+        }
+        Command::BackupKey { path } => {
+            backup::make_key_file(&path)?;
+            println!(
+                "backup key written to {} (keep a copy apart from the backups)",
+                path.display()
+            );
+            Ok(())
+        }
+        Command::Restore {
+            backup: file,
+            key,
+            settings,
+        } => {
+            let config = resolve(&cli.config, settings, Settings::default())?;
+            let dir = config.data_dir.clone();
+            let last = tokio::task::spawn_blocking(move || {
+                backup::restore(&file, &dir, crate::config::DB_FILE, key.as_deref())
+            })
+            .await??;
+            println!(
+                "restored into {} (outbox up to seq {last}); start the box with `edge-node serve`",
+                config.data_dir.display()
             );
             Ok(())
         }

@@ -46,6 +46,10 @@ pub struct Settings {
     /// Lifetime of a login token, in minutes.
     #[arg(long, env = "EDGE_TOKEN_TTL_MIN")]
     pub token_ttl_min: Option<u64>,
+    /// The token signing key (`token.key` in the data directory) is made anew at a
+    /// start once it is this many days old (everyone logs in again).
+    #[arg(long, env = "EDGE_TOKEN_KEY_MAX_AGE_DAYS")]
+    pub token_key_max_age_days: Option<u64>,
     /// Failed logins of one account (or from one source) before each further failure
     /// doubles the wait, starting at 2 s. A source that has not failed is never slowed
     /// down by other sources' failures against the same account.
@@ -164,6 +168,7 @@ impl Settings {
             payment_modes,
             campus_card_secret,
             token_ttl_min,
+            token_key_max_age_days,
             login_free_failures,
             login_backoff_max_s,
             login_per_min_ip,
@@ -233,6 +238,7 @@ pub struct Config {
     pub payment_modes: Vec<PaymentMode>,
     pub campus_card_secret: Option<Vec<u8>>,
     pub token_ttl: chrono::Duration,
+    pub token_key_max_age: Duration,
     pub login_backoff: crate::session::BackoffPolicy,
     pub login_per_min_ip: u32,
     pub orders_per_min_student: u32,
@@ -362,6 +368,9 @@ impl Config {
             campus_card_secret,
             token_ttl: chrono::Duration::minutes(
                 positive("token_ttl_min", s.token_ttl_min, 240)? as i64
+            ),
+            token_key_max_age: Duration::from_secs(
+                positive("token_key_max_age_days", s.token_key_max_age_days, 30)? * 86_400,
             ),
             login_backoff: crate::session::BackoffPolicy {
                 free_failures: s.login_free_failures.unwrap_or(3),

@@ -121,3 +121,135 @@ async fn backup_under_load_restores_to_a_serving_box() {
     assert_eq!(api.outbox(&manager).await.unwrap().len(), events.len() + 1);
     edge.terminate().unwrap();
 }
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Found: the token signing key lived in the database (every backup could mint
+/// manager tokens forever), and the database and backups were created 0644. Now the
+/// key is a 0600 file beside the database, the data directory is 0700, a backup can be
+/// encrypted with a key file, and a restored box makes a new signing key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_stay_off_backups_and_an_encrypted_backup_restores_with_its_key_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("box");
+    seed_demo(&data).unwrap();
+    let edge = EdgeProcess::serve(&data, &[]).unwrap();
+    let api = Api::new(&edge.base);
+    let manager = api.manager().await.unwrap();
+    let student = api.student(1).await.unwrap();
+    let menu = api.staff_menu(&manager).await.unwrap();
+    let (status, _) = api
+        .post(
+            "/api/student/orders",
+            Some(&student),
+            &tests::random_order(&menu[..1], &mut rand::rng()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201);
+
+    assert_eq!(mode(&data), 0o700);
+    for file in ["canteen.db", "canteen.db-wal", "token.key"] {
+        assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+    }
+    let signing_key = std::fs::read_to_string(data.join("token.key")).unwrap();
+    let signing_key = signing_key.trim().as_bytes();
+    assert_eq!(signing_key.len(), 64);
+
+    let plain = dir.path().join("plain.db");
+    let key = dir.path().join("backup.key");
+    let sealed = dir.path().join("sealed.bak");
+    edge_command(&["backup-key", path_str(&key)]).unwrap();
+    assert_eq!(mode(&key), 0o600);
+    assert!(
+        edge_command(&["backup-key", path_str(&key)]).is_err(),
+        "never overwrites a key"
+    );
+    for (file, extra) in [
+        (&plain, vec![]),
+        (&sealed, vec!["--encrypt-with", path_str(&key)]),
+    ] {
+        let mut args = vec!["backup", path_str(file), "--data-dir", path_str(&data)];
+        args.extend(extra);
+        let out = edge_command(&args).unwrap();
+        assert!(out.contains("backup written"), "{out}");
+        assert_eq!(mode(file), 0o600);
+    }
+    let plain_bytes = std::fs::read(&plain).unwrap();
+    let sealed_bytes = std::fs::read(&sealed).unwrap();
+    assert!(plain_bytes.starts_with(b"SQLite format 3"));
+    assert!(
+        !contains(&plain_bytes, signing_key),
+        "the signing key is not in a backup"
+    );
+    assert!(!contains(&sealed_bytes, b"SQLite format 3"));
+    assert!(
+        !contains(&sealed_bytes, b"2024001"),
+        "no student number in the clear"
+    );
+    let live = std::fs::read(data.join("canteen.db")).unwrap();
+    assert!(!contains(&live, signing_key), "nor in the database");
+    edge.terminate().unwrap();
+
+    // Refused restores change nothing: the wrong key, a cut file, no key, a data
+    // directory that holds a database.
+    let target = dir.path().join("restored");
+    let other_key = dir.path().join("other.key");
+    edge_command(&["backup-key", path_str(&other_key)]).unwrap();
+    let cut = dir.path().join("cut.bak");
+    std::fs::write(&cut, &sealed_bytes[..sealed_bytes.len() - 100]).unwrap();
+    for (file, key_arg, why) in [
+        (&sealed, Some(&other_key), "could not be decrypted"),
+        (&cut, Some(&key), "could not be decrypted"),
+        (&sealed, None, "is encrypted"),
+    ] {
+        let mut args = vec!["restore", path_str(file), "--data-dir", path_str(&target)];
+        if let Some(k) = key_arg {
+            args.extend(["--key", path_str(k)]);
+        }
+        let err = edge_command(&args).unwrap_err().to_string();
+        assert!(err.contains(why), "{err}");
+        assert!(!target.join("canteen.db").exists());
+    }
+    let err = edge_command(&["restore", path_str(&plain), "--data-dir", path_str(&data)])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("already holds a database"), "{err}");
+
+    let out = edge_command(&[
+        "restore",
+        path_str(&sealed),
+        "--key",
+        path_str(&key),
+        "--data-dir",
+        path_str(&target),
+    ])
+    .unwrap();
+    assert!(out.contains("restored into"), "{out}");
+    assert_eq!(mode(&target.join("canteen.db")), 0o600);
+    let edge = EdgeProcess::serve(&target, &[]).unwrap();
+    let api = Api::new(&edge.base);
+    // Sessions from before the restore are not honoured: the restored box signs with
+    // a new key.
+    let (status, body) = api.get("/api/staff/orders", Some(&manager)).await.unwrap();
+    assert_eq!(status, 401, "{body}");
+    let new_key = std::fs::read_to_string(target.join("token.key")).unwrap();
+    assert_ne!(new_key.trim().as_bytes(), signing_key);
+    let manager = api.manager().await.unwrap();
+    let events = api.outbox(&manager).await.unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["kind"] == "order.placed")
+            .count(),
+        1
+    );
+    edge.terminate().unwrap();
+}

@@ -34,6 +34,8 @@ pub enum StoreError {
     WorkerGone,
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    #[error(transparent)]
+    Secret(#[from] super::secrets::SecretError),
 }
 
 fn apply_pragmas(conn: &Connection) -> rusqlite::Result<()> {
@@ -59,7 +61,17 @@ fn apply_pragmas(conn: &Connection) -> rusqlite::Result<()> {
 const STATEMENT_CACHE: usize = 256;
 
 /// Opens (creating if needed) the database for writing and brings its schema up to date.
+/// The database is created 0600 (and an existing one tightened to 0600, with its WAL
+/// and shared memory): it holds every student's orders and the accounts' hashes.
 pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+    if !path.exists() {
+        super::secrets::create_private(path)?;
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        super::secrets::private_file(Path::new(&file))?;
+    }
     let mut conn = Connection::open(path)?;
     apply_pragmas(&conn)?;
     migrate(&mut conn, path)?;

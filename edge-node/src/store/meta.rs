@@ -42,3 +42,8 @@ pub fn get_or_init(
     )?;
     Ok(value)
 }
+
+/// Removes a value (e.g. a secret older releases kept in the database).
+pub fn remove(conn: &Connection, key: &str) -> Result<bool, StoreError> {
+    Ok(conn.execute("DELETE FROM box_meta WHERE key = ?1", [key])? > 0)
+}

@@ -15,6 +15,7 @@ pub mod orders;
 pub mod outbox;
 pub mod payments;
 pub mod pickup;
+pub mod secrets;
 pub mod stock;
 pub mod writer;
 
