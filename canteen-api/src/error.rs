@@ -64,6 +64,8 @@ error_codes! {
     AccountDisabled = "account_disabled",
     /// Staff blocked this student from ordering; `message` has their reason.
     AccountBlocked = "account_blocked",
+    /// Staff routes answer LAN clients only over the box's HTTPS listener.
+    TlsRequired = "tls_required",
     /// `access_token` in the query is accepted only by the event streams.
     TokenInQuery = "token_in_query",
     // Limits and the box's own state.

@@ -5,7 +5,10 @@
 //! the cloud compares it with the id the box claims in `Hello`.
 
 use anyhow::{Context, bail};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
@@ -16,6 +19,9 @@ pub const CA_CERT: &str = "ca.pem";
 pub const CA_KEY: &str = "ca.key";
 pub const CLOUD_CERT: &str = "cloud.pem";
 pub const CLOUD_KEY: &str = "cloud.key";
+/// A box's HTTPS certificate for its staff listener, and its key.
+pub const HTTPS_CERT: &str = "https.pem";
+pub const HTTPS_KEY: &str = "https.key";
 /// The name boxes expect on the cloud's certificate unless told otherwise.
 pub const DEFAULT_CLOUD_NAME: &str = "cloud.canteen";
 
@@ -49,6 +55,11 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 /// Creates the campus CA in `dir` (refusing to overwrite one) and the cloud's
 /// certificate for `cloud_name`.
 pub fn ca_init(dir: &Path, cloud_name: &str) -> anyhow::Result<()> {
+    make_ca(dir, "canteen campus CA")?;
+    issue(dir, cloud_name, &dir.join(CLOUD_CERT), &dir.join(CLOUD_KEY))
+}
+
+fn make_ca(dir: &Path, name: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     if dir.join(CA_KEY).exists() {
         bail!(
@@ -58,26 +69,85 @@ pub fn ca_init(dir: &Path, cloud_name: &str) -> anyhow::Result<()> {
     }
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "canteen campus CA");
+    params.distinguished_name.push(DnType::CommonName, name);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let cert = params.self_signed(&key)?;
     std::fs::write(dir.join(CA_CERT), cert.pem())?;
     write_private(&dir.join(CA_KEY), &key.serialize_pem())?;
-    issue(dir, cloud_name, &dir.join(CLOUD_CERT), &dir.join(CLOUD_KEY))
+    Ok(())
+}
+
+/// Checks the names an HTTPS certificate will carry: host names or IP addresses, at
+/// least one.
+fn check_https_names(names: &[String]) -> anyhow::Result<()> {
+    if names.is_empty() {
+        bail!(
+            "name the box's address for the staff app: --https-name box.canteen.local (or its IP)"
+        );
+    }
+    for n in names {
+        let ok = n.parse::<std::net::IpAddr>().is_ok()
+            || (!n.is_empty()
+                && n.len() <= 253
+                && n.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                }));
+        if !ok {
+            bail!("{n:?} is neither a host name nor an IP address");
+        }
+    }
+    Ok(())
+}
+
+/// Issues, with the CA in `ca_dir`, a TLS server certificate for a box's staff HTTPS
+/// listener naming each of `names` (host names or IP addresses, as the staff app
+/// reaches the box).
+pub fn issue_https(
+    ca_dir: &Path,
+    names: &[String],
+    cert_out: &Path,
+    key_out: &Path,
+) -> anyhow::Result<()> {
+    check_https_names(names)?;
+    issue_for(ca_dir, names, true, cert_out, key_out)
+}
+
+/// For a box without a cloud: a CA of its own in `dir` and the staff HTTPS certificate
+/// it signs (`https.pem`, `https.key`). Give `ca.pem` to the staff app.
+pub fn local_ca(dir: &Path, names: &[String]) -> anyhow::Result<()> {
+    check_https_names(names)?;
+    make_ca(dir, "canteen box CA")?;
+    issue_https(dir, names, &dir.join(HTTPS_CERT), &dir.join(HTTPS_KEY))
 }
 
 fn issue(ca_dir: &Path, dns_name: &str, cert_out: &Path, key_out: &Path) -> anyhow::Result<()> {
+    issue_for(ca_dir, &[dns_name.to_owned()], false, cert_out, key_out)
+}
+
+fn issue_for(
+    ca_dir: &Path,
+    names: &[String],
+    server_only: bool,
+    cert_out: &Path,
+    key_out: &Path,
+) -> anyhow::Result<()> {
+    let dns_name = names.first().map_or("", String::as_str);
     let ca_key_pem = std::fs::read_to_string(ca_dir.join(CA_KEY)).context("reading the CA key")?;
     let ca_cert_pem =
         std::fs::read_to_string(ca_dir.join(CA_CERT)).context("reading the CA certificate")?;
     let ca_key = KeyPair::from_pem(&ca_key_pem)?;
     let issuer = Issuer::from_ca_cert_pem(&ca_cert_pem, ca_key)?;
     let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(vec![dns_name.to_owned()])?;
+    let mut params = CertificateParams::new(names.to_vec())?;
     params.distinguished_name.push(DnType::CommonName, dns_name);
+    if server_only {
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    }
     let cert = params.signed_by(&key, &issuer)?;
     std::fs::write(cert_out, cert.pem())?;
     write_private(key_out, &key.serialize_pem())?;
@@ -85,10 +155,27 @@ fn issue(ca_dir: &Path, dns_name: &str, cert_out: &Path, key_out: &Path) -> anyh
 }
 
 /// Writes `<node id>.pem`, `<node id>.key` and a copy of the CA certificate into
-/// `out_dir`: everything a box needs, made offline.
-pub fn enroll(ca_dir: &Path, node_id: &str, out_dir: &Path) -> anyhow::Result<()> {
+/// `out_dir`: everything a box needs, made offline. With `https_names`, also the staff
+/// HTTPS certificate `<node id>-https.pem` / `-https.key` for those names.
+pub fn enroll(
+    ca_dir: &Path,
+    node_id: &str,
+    out_dir: &Path,
+    https_names: &[String],
+) -> anyhow::Result<()> {
     check_node_id(node_id)?;
+    if !https_names.is_empty() {
+        check_https_names(https_names)?;
+    }
     std::fs::create_dir_all(out_dir)?;
+    if !https_names.is_empty() {
+        issue_https(
+            ca_dir,
+            https_names,
+            &out_dir.join(format!("{node_id}-https.pem")),
+            &out_dir.join(format!("{node_id}-https.key")),
+        )?;
+    }
     issue(
         ca_dir,
         &format!("{node_id}{NODE_SUFFIX}"),
@@ -179,6 +266,17 @@ pub fn client_config(
     Ok(config)
 }
 
+/// The TLS server configuration of a box's staff HTTPS listener (TLS 1.2 and 1.3,
+/// HTTP/1.1).
+pub fn https_server_config(cert: &Path, key_path: &Path) -> anyhow::Result<rustls::ServerConfig> {
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs(cert)?, key(key_path)?)?;
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tls)
+}
+
 /// The node id a verified peer certificate names, if it names one.
 pub fn node_id_of(cert: &CertificateDer<'_>) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
@@ -212,10 +310,36 @@ mod tests {
             "a CA is never overwritten"
         );
         let out = dir.path().join("box");
-        enroll(&ca, "canteen-north", &out).unwrap();
+        enroll(
+            &ca,
+            "canteen-north",
+            &out,
+            &["north.canteen.local".into(), "10.0.0.21".into()],
+        )
+        .unwrap();
         let cert = certs(&out.join("canteen-north.pem")).unwrap();
         assert_eq!(node_id_of(&cert[0]).as_deref(), Some("canteen-north"));
-        assert!(enroll(&ca, "Bad Id", &out).is_err());
+        assert!(enroll(&ca, "Bad Id", &out, &[]).is_err());
+        assert!(enroll(&ca, "canteen-south", &out, &["not a name".into()]).is_err());
+        https_server_config(
+            &out.join("canteen-north-https.pem"),
+            &out.join("canteen-north-https.key"),
+        )
+        .unwrap();
+        let https = certs(&out.join("canteen-north-https.pem")).unwrap();
+        let (_, parsed) = x509_parser::parse_x509_certificate(https[0].as_ref()).unwrap();
+        let san = parsed.subject_alternative_name().unwrap().unwrap();
+        let names: Vec<String> = san
+            .value
+            .general_names
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(
+            names,
+            ["DNSName(north.canteen.local)", "IPAddress(0a:00:00:15)"],
+            "the host name and 10.0.0.21"
+        );
         server_config(&ca.join(CA_CERT), &ca.join(CLOUD_CERT), &ca.join(CLOUD_KEY)).unwrap();
         client_config(
             &out.join(CA_CERT),

@@ -36,6 +36,11 @@ enum Command {
         /// Where to write <node id>.pem, <node id>.key and ca.pem.
         #[arg(long)]
         out: PathBuf,
+        /// Also issue the box's staff HTTPS certificate (<node id>-https.pem / .key)
+        /// for this host name or IP address, as the staff app reaches the box
+        /// (repeat for several).
+        #[arg(long = "https-name")]
+        https_names: Vec<String>,
     },
     /// Accepts boxes over QUIC and serves the admin API until SIGINT/SIGTERM.
     Serve {
@@ -104,8 +109,9 @@ async fn main() -> anyhow::Result<()> {
             node_id,
             ca_dir,
             out,
+            https_names,
         } => {
-            identity::enroll(&ca_dir, &node_id, &out)?;
+            identity::enroll(&ca_dir, &node_id, &out, &https_names)?;
             println!("certificate for {node_id} written to {}", out.display());
         }
         Command::Serve {

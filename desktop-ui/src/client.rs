@@ -2,7 +2,9 @@
 //! wire types (`canteen_api`, declared once for box, app and cloud), and every error
 //! answer mapped to a `UiError` carrying the box's stable code (`pickup_not_found`,
 //! `stale_version`, ...). The app never touches the box's database; this is its only way
-//! in. Plain HTTP on the canteen's LAN (the box listens on http).
+//! in. Staff passwords and tokens travel over HTTPS (the box's staff listener, with a
+//! certificate from the campus CA the app was given at set-up); plain HTTP is spoken
+//! only to a box on this computer, or with the explicit switch for the demo.
 
 use crate::error::UiError;
 use canteen_api::menu::{ItemFields, MenuEdit, MenuItem, MenuResponse};
@@ -20,8 +22,28 @@ use std::time::Duration;
 const REQUEST_TIMEOUT_MS: u64 = 8_000;
 const CONNECT_TIMEOUT_MS: u64 = 3_000;
 
-/// Normalises a typed box address: `127.0.0.1:8080` → `http://127.0.0.1:8080`, no
-/// trailing slash. Only plain http is spoken (the box serves the LAN without TLS).
+/// How the app trusts boxes: the campus CA it was given at set-up, and whether plain
+/// HTTP to another computer is allowed (the demo switch).
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    /// The campus CA certificate (PEM). HTTPS boxes must present a certificate it
+    /// signed; no other roots are trusted.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Allow `http://` to a box that is not on this computer. Only for the demo: the
+    /// staff password and token would cross the LAN in the clear.
+    pub allow_plain_http: bool,
+}
+
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare == "localhost"
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Normalises a typed box address: `127.0.0.1:8080` → `http://127.0.0.1:8080`,
+/// `https://box:8443/` → `https://box:8443`, no trailing slash.
 pub fn normalise_base(input: &str) -> Result<String, UiError> {
     let trimmed = input.trim().trim_end_matches('/');
     if trimmed.is_empty() {
@@ -32,12 +54,18 @@ pub fn normalise_base(input: &str) -> Result<String, UiError> {
     } else {
         format!("http://{trimmed}")
     };
-    let rest = with_scheme.strip_prefix("http://").ok_or_else(|| {
-        UiError::input("bad_address", "the box's address must start with http://")
-    })?;
+    let rest = with_scheme
+        .strip_prefix("http://")
+        .or_else(|| with_scheme.strip_prefix("https://"))
+        .ok_or_else(|| {
+            UiError::input(
+                "bad_address",
+                "the box's address must start with https:// (or http:// on this computer)",
+            )
+        })?;
     let (host, port) = match rest.rsplit_once(':') {
-        Some((host, port)) => (host, Some(port)),
-        None => (rest, None),
+        Some((host, port)) if !host.ends_with(':') => (host, Some(port)),
+        _ => (rest, None),
     };
     let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
     if host.is_empty()
@@ -47,10 +75,31 @@ pub fn normalise_base(input: &str) -> Result<String, UiError> {
     {
         return Err(UiError::input(
             "bad_address",
-            format!("{input:?} is not a box address like http://192.168.1.10:8080"),
+            format!("{input:?} is not a box address like https://192.168.1.10:8443"),
         ));
     }
     Ok(with_scheme)
+}
+
+/// The base URL the app may use under `trust`: plain HTTP only to this computer
+/// unless the demo switch is on.
+pub fn checked_base(input: &str, trust: &Trust) -> Result<String, UiError> {
+    let base = normalise_base(input)?;
+    if let Some(rest) = base.strip_prefix("http://") {
+        let host = rest.rsplit_once(':').map_or(rest, |(h, _)| h);
+        if !is_loopback(host) && !trust.allow_plain_http {
+            return Err(UiError::input(
+                "plain_http_refused",
+                "staff sign in over HTTPS: use the box's https:// address (plain http:// is allowed only to this computer)",
+            ));
+        }
+    } else if trust.ca_pem.is_none() {
+        return Err(UiError::input(
+            "no_campus_ca",
+            "this terminal has no campus CA certificate: put ca.pem in the app's config directory (or set CANTEEN_STAFF_CA)",
+        ));
+    }
+    Ok(base)
 }
 
 /// Maps an error answer to a `UiError`: the box's `{error:{code,message}}` when it
@@ -80,17 +129,43 @@ pub struct BoxClient {
 }
 
 impl BoxClient {
+    /// A client of a box on this computer (plain HTTP to loopback) or of an HTTPS box
+    /// the campus CA vouches for; see [`BoxClient::with_trust`].
     pub fn new(address: &str) -> Result<Self, UiError> {
-        let http = reqwest::Client::builder()
+        Self::with_trust(address, &Trust::default())
+    }
+
+    /// A client of the box at `address`, trusting only `trust`'s campus CA.
+    pub fn with_trust(address: &str, trust: &Trust) -> Result<Self, UiError> {
+        let base = checked_base(address, trust)?;
+        let mut builder = reqwest::Client::builder()
             .timeout(Duration::from_millis(REQUEST_TIMEOUT_MS))
             .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
-            .build()
-            .map_err(|e| UiError::Unreachable {
+            .tls_built_in_root_certs(false)
+            .https_only(base.starts_with("https://"));
+        if let Some(pem) = &trust.ca_pem {
+            let cas = reqwest::Certificate::from_pem_bundle(pem)
+                .ok()
+                .filter(|cas| !cas.is_empty())
+                .ok_or_else(|| {
+                    UiError::input(
+                        "bad_campus_ca",
+                        "the campus CA file holds no PEM certificate",
+                    )
+                })?;
+            for ca in cas {
+                builder = builder.add_root_certificate(ca);
+            }
+        }
+        let http = builder.build().map_err(|e| match &trust.ca_pem {
+            Some(_) => UiError::input("bad_campus_ca", format!("the campus CA certificate: {e}")),
+            None => UiError::Unreachable {
                 message: e.to_string(),
-            })?;
+            },
+        })?;
         Ok(Self {
             http,
-            base: normalise_base(address)?,
+            base,
             token: None,
         })
     }
@@ -252,9 +327,12 @@ mod tests {
             normalise_base("http://box.local:8080").unwrap(),
             "http://box.local:8080"
         );
+        assert_eq!(
+            normalise_base("https://box.local:8443/").unwrap(),
+            "https://box.local:8443"
+        );
         for bad in [
             "",
-            "https://x",
             "ftp://x",
             "http://",
             "http:",
@@ -268,6 +346,36 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    /// Found: staff passwords and tokens crossed the students' LAN in plain HTTP.
+    #[test]
+    fn plain_http_is_refused_except_to_this_computer_or_with_the_demo_switch() {
+        let none = Trust::default();
+        for local in [
+            "127.0.0.1:8080",
+            "http://localhost:8080",
+            "http://[::1]:8080",
+        ] {
+            assert!(checked_base(local, &none).is_ok(), "{local}");
+        }
+        let e = checked_base("http://192.168.1.10:8080", &none).unwrap_err();
+        assert_eq!(e.code(), "plain_http_refused");
+        assert!(BoxClient::new("10.0.0.5:8080").is_err());
+        let demo = Trust {
+            allow_plain_http: true,
+            ..Trust::default()
+        };
+        assert!(checked_base("http://192.168.1.10:8080", &demo).is_ok());
+        // HTTPS needs the campus CA; a bad one is refused with a clear code.
+        let e = checked_base("https://box.local:8443", &none).unwrap_err();
+        assert_eq!(e.code(), "no_campus_ca");
+        let bad = Trust {
+            ca_pem: Some(b"not a certificate".to_vec()),
+            ..Trust::default()
+        };
+        let e = BoxClient::with_trust("https://box.local:8443", &bad).unwrap_err();
+        assert_eq!(e.code(), "bad_campus_ca");
     }
 
     #[test]

@@ -68,7 +68,8 @@ pub async fn login(
     username: String,
     password: String,
 ) -> Result<SessionInfo, UiError> {
-    let anonymous = BoxClient::new(&address)?;
+    let trust = settings::trust(&shared.config_dir, &shared.remembered().clone())?;
+    let anonymous = BoxClient::with_trust(&address, &trust)?;
     let login = anonymous.login(&username, &password).await?;
     let client = anonymous.with_token(login.token);
     let info = SessionInfo {

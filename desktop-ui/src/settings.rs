@@ -15,6 +15,37 @@ pub struct Remembered {
     /// `zh` or `en`.
     #[serde(default = "default_language")]
     pub language: String,
+    /// The demo switch: allow plain `http://` to a box on another computer (staff
+    /// passwords and tokens then cross the LAN in the clear). Set by hand in this
+    /// file, or with `CANTEEN_STAFF_INSECURE_HTTP=1`; never by the app.
+    #[serde(default)]
+    pub allow_plain_http: bool,
+}
+
+/// The campus CA certificate the terminal was given at set-up: `ca.pem` in the app's
+/// config directory (beside this file).
+pub const CA_FILE: &str = "ca.pem";
+
+/// How this terminal trusts boxes: the campus CA from `$CANTEEN_STAFF_CA` or the config
+/// directory's `ca.pem`, and the demo switch.
+pub fn trust(dir: &Path, remembered: &Remembered) -> Result<crate::client::Trust, UiError> {
+    let ca_path = std::env::var_os("CANTEEN_STAFF_CA")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| dir.join(CA_FILE));
+    let ca_pem = match std::fs::read(&ca_path) {
+        Ok(pem) => Some(pem),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(UiError::Settings {
+                message: format!("{}: {e}", ca_path.display()),
+            });
+        }
+    };
+    Ok(crate::client::Trust {
+        ca_pem,
+        allow_plain_http: remembered.allow_plain_http
+            || std::env::var("CANTEEN_STAFF_INSECURE_HTTP").is_ok_and(|v| v == "1"),
+    })
 }
 
 fn default_language() -> String {
@@ -60,6 +91,7 @@ mod tests {
             box_url: Some("http://127.0.0.1:8080".into()),
             username: Some("staff".into()),
             language: "en".into(),
+            allow_plain_http: false,
         };
         save(&dir.path().join("nested"), &r).unwrap();
         assert_eq!(load(&dir.path().join("nested")), r);

@@ -7,7 +7,7 @@ use canteen_api::menu::MenuEdit;
 use canteen_api::staff::Role;
 use canteen_api::stock::StaffStockAction;
 use canteen_api::{ItemId, OrderEvent, OrderId, OrderState, OrderView};
-use desktop_ui::client::BoxClient;
+use desktop_ui::client::{BoxClient, Trust};
 use desktop_ui::events::{self, StreamNews};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -196,5 +196,105 @@ async fn the_client_works_the_whole_day_against_a_real_box() {
     let sync = staff.sync_state().await.unwrap();
     assert!(!sync.configured);
 
+    drop(edge);
+}
+
+/// Found: staff passwords and 4-hour tokens crossed the students' LAN in plain HTTP.
+/// Now the box serves staff over HTTPS with a certificate its CA signed (here a box
+/// without a cloud: `edge-node tls init`), and the app trusts only the CA it was given:
+/// logins, the queue and the event stream work over TLS; a box whose certificate
+/// another CA signed is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_staff_app_speaks_https_to_a_box_its_campus_ca_vouches_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("box");
+    seed_demo(&data).unwrap();
+    let tls = dir.path().join("tls");
+    tests::edge_command(&[
+        "tls",
+        "init",
+        "--dir",
+        tests::path_str(&tls),
+        "--name",
+        "127.0.0.1",
+    ])
+    .unwrap();
+    let other = dir.path().join("other-ca");
+    tests::edge_command(&[
+        "tls",
+        "init",
+        "--dir",
+        tests::path_str(&other),
+        "--name",
+        "127.0.0.1",
+    ])
+    .unwrap();
+    let cert = tls.join("https.pem");
+    let key = tls.join("https.key");
+    let mut env: Vec<(&str, &str)> = FAST_ENV.to_vec();
+    env.push(("EDGE_STAFF_TLS_CERT", tests::path_str(&cert)));
+    env.push(("EDGE_STAFF_TLS_KEY", tests::path_str(&key)));
+    let (edge, https) = EdgeProcess::serve_https(&data, &env).unwrap();
+    assert!(https.starts_with("https://127.0.0.1:"), "{https}");
+    let api = Api::new(&edge.base);
+
+    let trust = Trust {
+        ca_pem: Some(std::fs::read(tls.join("ca.pem")).unwrap()),
+        allow_plain_http: false,
+    };
+    let anonymous = BoxClient::with_trust(&https, &trust).unwrap();
+    let login = anonymous.login("staff", "staff-pass").await.unwrap();
+    let staff = anonymous.with_token(login.token);
+    let stop = CancellationToken::new();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let follower = tokio::spawn(events::follow(staff.clone(), stop.clone(), move |n| {
+        let _ = tx.send(n);
+    }));
+    let first = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first, StreamNews::Connected);
+    let item = staff
+        .staff_menu()
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|i| {
+            i.fields.available
+                && !i.fields.archived
+                && i.fields.option_groups.iter().all(|g| g.min_choices == 0)
+        })
+        .unwrap();
+    let placed = place_order(&api, 2, item.id).await;
+    let announced = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(n) = rx.recv().await {
+            if n == (StreamNews::Changed { new_order: true }) {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap();
+    assert!(announced, "the event stream works over TLS");
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), follower).await;
+    let open = staff.open_orders().await.unwrap();
+    assert!(open.iter().any(|o| o.id == placed.id));
+
+    // A box with a certificate from another CA (a rogue box on the LAN) is refused
+    // before any password is sent.
+    let rogue_trust = Trust {
+        ca_pem: Some(std::fs::read(other.join("ca.pem")).unwrap()),
+        allow_plain_http: false,
+    };
+    let e = BoxClient::with_trust(&https, &rogue_trust)
+        .unwrap()
+        .login("staff", "staff-pass")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "unreachable", "{e}");
     drop(edge);
 }

@@ -1,5 +1,5 @@
 //! The command line: `serve`, `demo`, `roster import`, `staff add`, `backup`,
-//! `backup-key`, `restore`.
+//! `backup-key`, `restore`, `tls init`.
 
 use crate::app::App;
 use crate::config::{Config, Settings};
@@ -67,6 +67,11 @@ pub enum Command {
         #[command(flatten)]
         settings: Settings,
     },
+    /// The staff HTTPS certificate of a box without a campus cloud.
+    Tls {
+        #[command(subcommand)]
+        command: TlsCommand,
+    },
     /// Make a new key file (0600) for encrypting backups.
     BackupKey {
         /// The key file to create.
@@ -82,6 +87,23 @@ pub enum Command {
         key: Option<PathBuf>,
         #[command(flatten)]
         settings: Settings,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TlsCommand {
+    /// Make a CA of this box's own and the staff HTTPS certificate it signs, in DIR
+    /// (ca.pem, ca.key, https.pem, https.key). Give ca.pem to the staff app; set
+    /// staff_listen, staff_tls_cert and staff_tls_key. (A box enrolled with a campus
+    /// cloud gets its certificate from `cloud-sync enroll --https-name` instead.)
+    Init {
+        /// Directory to create the files in (refused if it holds a CA already).
+        #[arg(long)]
+        dir: PathBuf,
+        /// A host name or IP address the staff app uses to reach the box (repeat for
+        /// several).
+        #[arg(long = "name", required = true)]
+        names: Vec<String>,
     },
 }
 
@@ -158,13 +180,30 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let staff = match &config.staff_tls {
+        None => None,
+        Some(tls) => {
+            let server = cloud_sync::identity::https_server_config(&tls.cert, &tls.key)
+                .context("the staff HTTPS certificate")?;
+            let listener = tokio::net::TcpListener::bind(tls.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", tls.listen))?;
+            Some(crate::server::StaffHttps {
+                listener,
+                tls: Arc::new(server),
+            })
+        }
+    };
     let app = App::open(config, Arc::new(SystemClock))?;
     let addr = listener.local_addr()?;
-    // Tests and scripts read this line to learn the port.
+    // Tests and scripts read these lines to learn the ports.
     println!("listening on http://{addr}");
+    if let Some(staff) = &staff {
+        println!("staff https on https://{}", staff.listener.local_addr()?);
+    }
     std::io::stdout().flush()?;
     tracing::info!(%addr, node_id = %app.node_id, "serving");
-    crate::server::run(listener, app, shutdown_signal()).await?;
+    crate::server::run_with_staff(listener, staff, app, shutdown_signal()).await?;
     Ok(())
 }
 
@@ -283,6 +322,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 report.bytes,
                 if report.encrypted { ", encrypted" } else { "" },
                 report.outbox_last_seq
+            );
+            Ok(())
+        }
+        Command::Tls {
+            command: TlsCommand::Init { dir, names },
+        } => {
+            cloud_sync::identity::local_ca(&dir, &names)?;
+            println!(
+                "CA and staff HTTPS certificate written to {dir}\n\
+                 give {dir}/ca.pem to the staff app, and set:\n  \
+                 staff_listen = \"0.0.0.0:8443\"\n  \
+                 staff_tls_cert = \"{dir}/https.pem\"\n  \
+                 staff_tls_key = \"{dir}/https.key\"",
+                dir = dir.display()
             );
             Ok(())
         }

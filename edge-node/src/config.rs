@@ -21,6 +21,19 @@ pub struct Settings {
     /// Address to serve HTTP on, e.g. 0.0.0.0:8080 (port 0 picks a free port).
     #[arg(long, env = "EDGE_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Address to serve the staff over HTTPS on, e.g. 0.0.0.0:8443. When set, staff
+    /// routes on the plain `listen` address answer only loopback clients: staff
+    /// passwords and tokens never cross the LAN in plain HTTP. Needs staff_tls_cert
+    /// and staff_tls_key (from `cloud-sync enroll --https-name`, or `edge-node tls init`
+    /// for a box without a cloud).
+    #[arg(long, env = "EDGE_STAFF_LISTEN")]
+    pub staff_listen: Option<SocketAddr>,
+    /// The staff HTTPS certificate (PEM).
+    #[arg(long, env = "EDGE_STAFF_TLS_CERT")]
+    pub staff_tls_cert: Option<PathBuf>,
+    /// The staff HTTPS certificate's private key (PEM).
+    #[arg(long, env = "EDGE_STAFF_TLS_KEY")]
+    pub staff_tls_key: Option<PathBuf>,
     /// The canteen's IANA time zone; service days and opening hours use it.
     /// (This and the next four keys seed a new box's settings document; afterwards
     /// managers change them through the settings API.)
@@ -65,7 +78,7 @@ pub struct Settings {
     #[arg(long, env = "EDGE_ORDERS_PER_MIN_STUDENT")]
     pub orders_per_min_student: Option<u32>,
     /// Unpaid open orders one student may hold at once (fair share: unpaid orders
-    /// reserve portions until they expire).
+    /// reserve portions until they expire). 0 turns the cap off (load tests only).
     #[arg(long, env = "EDGE_UNPAID_ORDERS_PER_STUDENT")]
     pub unpaid_orders_per_student: Option<u32>,
     /// Portions of one dish one order may take, across its lines.
@@ -161,6 +174,9 @@ impl Settings {
         pick!(
             data_dir,
             listen,
+            staff_listen,
+            staff_tls_cert,
+            staff_tls_key,
             time_zone,
             opening_time,
             closing_time,
@@ -231,6 +247,7 @@ fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
 pub struct Config {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    pub staff_tls: Option<StaffTls>,
     pub time_zone: Tz,
     pub opening_time: NaiveTime,
     pub closing_time: NaiveTime,
@@ -262,6 +279,14 @@ pub struct Config {
     pub checkpoint_interval: Duration,
     pub housekeeping_interval: Duration,
     pub cloud: Option<CloudConfig>,
+}
+
+/// The staff HTTPS listener.
+#[derive(Debug, Clone)]
+pub struct StaffTls {
+    pub listen: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Where the campus cloud is and who this box is to it.
@@ -350,8 +375,19 @@ impl Config {
                 })
             }
         };
+        let staff_tls = match (s.staff_listen, s.staff_tls_cert, s.staff_tls_key) {
+            (None, None, None) => None,
+            (Some(listen), Some(cert), Some(key)) => Some(StaffTls { listen, cert, key }),
+            _ => {
+                return Err(invalid(
+                    "staff_listen",
+                    "staff_listen, staff_tls_cert and staff_tls_key go together",
+                ));
+            }
+        };
         Ok(Config {
             cloud,
+            staff_tls,
             data_dir: s.data_dir.unwrap_or_else(|| PathBuf::from("data")),
             listen: s
                 .listen
@@ -383,11 +419,7 @@ impl Config {
             },
             login_per_min_ip: per_min("login_per_min_ip", s.login_per_min_ip, 120)?,
             orders_per_min_student: per_min("orders_per_min_student", s.orders_per_min_student, 6)?,
-            unpaid_orders_per_student: per_min(
-                "unpaid_orders_per_student",
-                s.unpaid_orders_per_student,
-                2,
-            )? as usize,
+            unpaid_orders_per_student: s.unpaid_orders_per_student.unwrap_or(2) as usize,
             portions_per_dish: i64::from(per_min("portions_per_dish", s.portions_per_dish, 5)?),
             few_left_threshold: i64::from(s.few_left_threshold.unwrap_or(10)),
             body_limit_bytes: count("body_limit_bytes", s.body_limit_bytes, 64 * 1024)?,

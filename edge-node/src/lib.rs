@@ -20,4 +20,4 @@ mod session;
 pub mod store;
 
 pub use app::App;
-pub use server::run;
+pub use server::{StaffHttps, run, run_with_staff};

@@ -3,14 +3,31 @@
 //! finish in-flight requests, drain the writer) when a shutdown future resolves.
 
 use crate::app::App;
+use crate::http::Transport;
 use std::future::Future;
 use std::sync::Arc;
+
+/// The staff HTTPS listener and its TLS configuration.
+pub struct StaffHttps {
+    pub listener: tokio::net::TcpListener,
+    pub tls: Arc<rustls::ServerConfig>,
+}
 
 /// Serves the box on `listener` until `shutdown` resolves; then stops accepting,
 /// lets in-flight requests finish, and drains the writer so every acknowledged write
 /// is committed.
 pub async fn run(
     listener: tokio::net::TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    run_with_staff(listener, None, app, shutdown).await
+}
+
+/// [`run`], also serving the same routes over HTTPS on the staff listener.
+pub async fn run_with_staff(
+    listener: tokio::net::TcpListener,
+    staff: Option<StaffHttps>,
     app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -52,15 +69,47 @@ pub async fn run(
         }
     }
     let stop = app.shutdown.clone();
-    let server = serve_http(listener, router, app.clone(), async move {
-        tokio::select! {
-            () = shutdown => {}
-            () = stop.cancelled() => {}
+    let cap = connection_cap(app.config.connections_max);
+    if cap < app.config.connections_max {
+        tracing::warn!(
+            configured = app.config.connections_max,
+            used = cap,
+            "connection cap lowered to stay below the open-file limit (raise LimitNOFILE)"
+        );
+    }
+    let permits = Arc::new(tokio::sync::Semaphore::new(cap));
+    let plain = serve_http(
+        listener,
+        None,
+        router.clone(),
+        app.clone(),
+        permits.clone(),
+        async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = stop.cancelled() => {}
+            }
+            // Event streams never end on their own; tell them to.
+            stop.cancel();
+        },
+    );
+    let result = match staff {
+        None => plain.await,
+        Some(staff) => {
+            let stop = app.shutdown.clone();
+            let acceptor = tokio_rustls::TlsAcceptor::from(staff.tls);
+            let tls = serve_http(
+                staff.listener,
+                Some(acceptor),
+                router,
+                app.clone(),
+                permits,
+                async move { stop.cancelled().await },
+            );
+            let (a, b) = tokio::join!(plain, tls);
+            a.and(b)
         }
-        // Event streams never end on their own; tell them to.
-        stop.cancel();
-    });
-    let result = server.await;
+    };
     app.close().await;
     while tasks.join_next().await.is_some() {}
     result
@@ -83,26 +132,26 @@ fn connection_cap(configured: usize) -> usize {
 /// How long shutdown waits for open connections to finish their current request.
 const DRAIN_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// HTTP/1.1 with the limits `axum::serve` does not set: a header-read timeout (which
-/// also closes idle keep-alive connections) and a cap on open connections (beyond it
-/// a new connection is closed at once, so held-open sockets cannot exhaust the
-/// process's files). Each request sees the peer address as `ConnectInfo`.
+/// HTTP/1.1 (over TLS when `tls` is given) with the limits `axum::serve` does not set:
+/// a header-read timeout (which also closes idle keep-alive connections; a TLS
+/// handshake gets the same time) and a cap on open connections shared by every
+/// listener (beyond it a new connection is closed at once, so held-open sockets cannot
+/// exhaust the process's files). Each request sees the peer address as `ConnectInfo`
+/// and its listener as [`Transport`].
 async fn serve_http(
     listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     router: axum::Router,
     app: App,
+    permits: Arc<tokio::sync::Semaphore>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
-    let cap = connection_cap(app.config.connections_max);
-    if cap < app.config.connections_max {
-        tracing::warn!(
-            configured = app.config.connections_max,
-            used = cap,
-            "connection cap lowered to stay below the open-file limit (raise LimitNOFILE)"
-        );
-    }
-    let permits = Arc::new(tokio::sync::Semaphore::new(cap));
+    let transport = if tls.is_some() {
+        Transport::Tls
+    } else {
+        Transport::Plain
+    };
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(app.config.header_read_timeout)
@@ -134,17 +183,39 @@ async fn serve_http(
             hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 req.extensions_mut()
                     .insert(axum::extract::ConnectInfo(peer));
+                req.extensions_mut().insert(transport);
                 tower::ServiceExt::oneshot(router.clone(), req)
             });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         let open = app.metrics.connections_open.clone();
         open.inc();
-        tokio::spawn(async move {
-            // Errors here are the client's (a reset, a header timeout): nothing to do.
-            let _ = connection.await;
-            open.dec();
-            drop(permit);
-        });
+        match &tls {
+            None => {
+                let connection =
+                    graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    // Errors here are the client's (a reset, a header timeout).
+                    let _ = connection.await;
+                    open.dec();
+                    drop(permit);
+                });
+            }
+            Some(acceptor) => {
+                // The handshake gets the header-read time; a client that never
+                // finishes it is closed like one that never sends a header.
+                let handshake = acceptor.accept(stream);
+                let limit = app.config.header_read_timeout;
+                let http = http.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    if let Ok(Ok(stream)) = tokio::time::timeout(limit, handshake).await {
+                        let connection = http.serve_connection(TokioIo::new(stream), service);
+                        let _ = watcher.watch(connection).await;
+                    }
+                    open.dec();
+                    drop(permit);
+                });
+            }
+        }
     }
     drop(listener);
     if tokio::time::timeout(DRAIN_MAX, graceful.shutdown())

@@ -627,3 +627,60 @@ async fn staff_cancel_a_students_unpaid_orders_and_block_the_account() {
         .collect();
     assert!(kinds.contains(&"account.unblocked".to_owned()));
 }
+
+/// With a staff HTTPS listener configured, staff routes on the plain listener refuse
+/// LAN clients (the password would cross the LAN in the clear); loopback and the
+/// HTTPS listener are served, and students stay on plain HTTP.
+#[tokio::test]
+async fn staff_routes_need_tls_from_the_lan_once_it_is_configured() {
+    let b = TestBox::with(
+        |s| edge_node::config::Settings {
+            staff_listen: Some("127.0.0.1:8443".parse().unwrap()),
+            staff_tls_cert: Some("/unused/https.pem".into()),
+            staff_tls_key: Some("/unused/https.key".into()),
+            ..s
+        },
+        5,
+    )
+    .await;
+    let login = json!({"username": "staff", "password": "staff-pass"});
+    let call = |ip: &str, transport: edge_node::http::Transport, path: &str, body: &Value| {
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::new(
+                ip.parse().unwrap(),
+                50000,
+            )));
+        req.extensions_mut().insert(transport);
+        b.raw(req)
+    };
+    use edge_node::http::Transport::{Plain, Tls};
+    let r = call("192.168.1.20", Plain, "/api/staff/login", &login).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::FORBIDDEN, "tls_required")
+    );
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("8443")
+    );
+    let r = call("192.168.1.20", Tls, "/api/staff/login", &login).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = call("127.0.0.1", Plain, "/api/staff/login", &login).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = call(
+        "192.168.1.21",
+        Plain,
+        "/api/student/login",
+        &student_login("2024001", "135790"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+}

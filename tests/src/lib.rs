@@ -18,7 +18,7 @@ pub const FAST_ENV: &[(&str, &str)] = &[
     ("EDGE_ARGON2_MEMORY_KIB", "64"),
     ("EDGE_ARGON2_PASSES", "1"),
     ("EDGE_ORDERS_PER_MIN_STUDENT", "1000000"),
-    ("EDGE_UNPAID_ORDERS_PER_STUDENT", "1000000"),
+    ("EDGE_UNPAID_ORDERS_PER_STUDENT", "0"),
     ("EDGE_PORTIONS_PER_DISH", "1000"),
     ("EDGE_LOGIN_PER_MIN_IP", "1000000"),
     ("EDGE_LOG", "warn"),
@@ -165,6 +165,34 @@ impl EdgeProcess {
             child,
             base: found[0].clone(),
         })
+    }
+
+    /// Starts `serve` with a staff HTTPS listener (the `EDGE_STAFF_*` settings in
+    /// `extra_env`); returns the box and its `https://` base.
+    pub fn serve_https(
+        data_dir: &Path,
+        extra_env: &[(&str, &str)],
+    ) -> anyhow::Result<(Self, String)> {
+        let mut cmd = command(&[
+            "serve",
+            "--data-dir",
+            path_str(data_dir),
+            "--listen",
+            "127.0.0.1:0",
+            "--staff-listen",
+            "127.0.0.1:0",
+        ]);
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let (child, found) = spawn_and_wait(cmd, &["listening on ", "staff https on "], None)?;
+        Ok((
+            Self {
+                child,
+                base: found[0].clone(),
+            },
+            found[1].clone(),
+        ))
     }
 
     pub fn pid(&self) -> u32 {

@@ -40,6 +40,40 @@ use utoipa_axum::router::OpenApiRouter;
 )]
 struct ApiDoc;
 
+/// Which listener a request came in on (set by the server on every request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Plain,
+    Tls,
+}
+
+/// With a staff HTTPS listener configured, staff routes on the plain listener answer
+/// only loopback clients: a staff password or token never crosses the LAN in the
+/// clear. (The students' page and API stay plain HTTP on the LAN.)
+async fn staff_over_tls(State(app): State<App>, req: Request, next: Next) -> Response {
+    if let Some(tls) = &app.config.staff_tls
+        && req.extensions().get::<Transport>() == Some(&Transport::Plain)
+        && req.uri().path().starts_with("/api/staff/")
+    {
+        let loopback = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .is_some_and(|c| c.0.ip().is_loopback());
+        if !loopback {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                error::ErrorCode::TlsRequired,
+                format!(
+                    "staff use the box over HTTPS (port {}); plain HTTP carries only the students' page",
+                    tls.listen.port()
+                ),
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
 /// The API routes and their OpenAPI document.
 pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
     let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -76,6 +110,7 @@ pub fn router(app: App) -> Router {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, error::ErrorCode::MethodNotAllowed, "method not allowed here")
         })
         .layer(DefaultBodyLimit::max(app.config.body_limit_bytes))
+        .layer(middleware::from_fn_with_state(app.clone(), staff_over_tls))
         .layer(middleware::from_fn_with_state(app.clone(), observe))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let id = req

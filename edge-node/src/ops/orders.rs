@@ -144,7 +144,7 @@ fn place_in(
     // Fair share: unpaid orders hold portions until they expire, so a student may hold
     // only a few at once. Counted inside the write, so parallel requests cannot pass
     // together.
-    if orders::unpaid_open(ctx.conn, p.student)?.len() >= p.unpaid_max {
+    if p.unpaid_max > 0 && orders::unpaid_at_least(ctx.conn, p.student, p.unpaid_max)? {
         return Err(OrderError::TooManyUnpaid(p.unpaid_max));
     }
     let id = OrderId::new();

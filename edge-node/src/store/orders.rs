@@ -39,6 +39,21 @@ pub fn replay_of(
         .transpose()
 }
 
+/// Whether a student holds at least `max` open unpaid orders (reads at most `max`
+/// index entries).
+pub fn unpaid_at_least(
+    conn: &Connection,
+    student: StudentId,
+    max: usize,
+) -> Result<bool, StoreError> {
+    let offset = i64::try_from(max.saturating_sub(1)).unwrap_or(i64::MAX);
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM orders WHERE student_id = ?1 AND state = 'placed' LIMIT 1 OFFSET ?2",
+        )?
+        .exists(params![student.to_string(), offset])?)
+}
+
 /// A student's open unpaid orders (state `placed`, any day), oldest first.
 pub fn unpaid_open(conn: &Connection, student: StudentId) -> Result<Vec<OrderId>, StoreError> {
     let mut stmt = conn.prepare_cached(
