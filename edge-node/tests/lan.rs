@@ -684,3 +684,33 @@ async fn staff_routes_need_tls_from_the_lan_once_it_is_configured() {
     .await;
     assert_eq!(r.status, StatusCode::OK);
 }
+
+/// Found: the signing key lived in the database. A database from an older release is
+/// opened without it: the row is deleted and the key comes from `token.key`.
+#[tokio::test]
+async fn a_signing_key_left_in_an_old_database_is_removed() {
+    let b = TestBox::new().await;
+    let config = b.app.config.clone();
+    b.app.close().await;
+    let db = config.db_path();
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute(
+            "INSERT INTO box_meta (key, value) VALUES ('token_secret', 'aa')",
+            [],
+        )
+        .unwrap();
+    }
+    let app = edge_node::App::open(config, b.clock.clone()).unwrap();
+    app.close().await;
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let left: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM box_meta WHERE key = 'token_secret'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(left, 0);
+    assert!(b.dir.path().join("token.key").exists());
+}

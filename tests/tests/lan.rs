@@ -163,3 +163,59 @@ async fn connections_beyond_the_cap_are_closed_on_arrival() -> anyhow::Result<()
     drop(held);
     Ok(())
 }
+
+/// A client that sends its headers and then its body a byte a second is answered
+/// (503 `timeout`) when the request timeout passes, not held for the whole body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_sent_a_byte_a_second_is_cut_off_by_the_request_timeout() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("box");
+    seed_demo(&data)?;
+    let edge = EdgeProcess::serve(&data, &[("EDGE_REQUEST_TIMEOUT_MS", "2000")])?;
+    let mut s = TcpStream::connect(addr(&edge.base)).await?;
+    s.write_all(
+        b"POST /api/student/login HTTP/1.1\r\nHost: box\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{",
+    )
+    .await?;
+    let started = Instant::now();
+    let writer = tokio::spawn(async move {
+        let (mut read, mut write) = s.into_split();
+        let feed = async move {
+            for _ in 0..60 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if write.write_all(b" ").await.is_err() {
+                    break;
+                }
+            }
+        };
+        let answer = async move {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 1024];
+            loop {
+                match read.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        buf.extend_from_slice(&chunk[..n]);
+                        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            break;
+                        }
+                    }
+                }
+            }
+            buf
+        };
+        tokio::select! {
+            () = feed => Vec::new(),
+            buf = answer => buf,
+        }
+    });
+    let answer = tokio::time::timeout(Duration::from_secs(20), writer).await??;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    Ok(())
+}

@@ -192,7 +192,9 @@ async fn menu(State(app): State<App>, IsStaff(is_staff): IsStaff) -> Json<MenuRe
 #[utoipa::path(post, path = "/api/student/orders", tag = "student", request_body = OrderRequest,
     params(("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~]{1,128}$", description = "One per checkout (1 to 128 visible ASCII characters); retries reuse it")),
     responses((status = 201, body = OrderView), (status = 200, description = "A replay of an earlier placement", body = OrderView),
-        (status = 409, description = "sold out, unavailable or closed", body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 403, description = "staff blocked this student from ordering (`account_blocked`)", body = ErrorBody),
+        (status = 409, description = "sold out, not enough left, unavailable, closed, or too many unpaid orders", body = ErrorBody),
+        (status = 422, description = "invalid order, or more portions of a dish than one order may take", body = ErrorBody),
         (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn place_order(
     State(app): State<App>,

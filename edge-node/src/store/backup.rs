@@ -32,6 +32,8 @@ const CHUNK: usize = 64 * 1024;
 const NONCE_PREFIX: usize = 19;
 /// Poly1305 tag per chunk.
 const TAG: usize = 16;
+/// The copy is flushed to disk every this many bytes while it is written.
+const FLUSH_EVERY: u64 = 32 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
@@ -152,10 +154,23 @@ fn snapshot(
     })?;
     let copied = std::thread::scope(|scope| {
         scope.spawn(|| {
+            // Flushes the copy to disk as it grows: one flush of a gigabyte at the end
+            // would stall the box's own commits (each waits for its WAL fsync behind it).
+            let mut flushed = 0u64;
+            let mut reported = std::time::Instant::now();
+            let file = std::fs::File::open(to).ok();
             while !done.load(Ordering::Relaxed) {
-                std::thread::park_timeout(Duration::from_secs(1));
-                if !done.load(Ordering::Relaxed) {
-                    progress(std::fs::metadata(to).map_or(0, |m| m.len()), total);
+                std::thread::park_timeout(Duration::from_millis(100));
+                let written = std::fs::metadata(to).map_or(0, |m| m.len());
+                if written >= flushed + FLUSH_EVERY {
+                    if let Some(f) = &file {
+                        let _ = f.sync_data();
+                    }
+                    flushed = written;
+                }
+                if reported.elapsed() >= Duration::from_secs(1) && !done.load(Ordering::Relaxed) {
+                    progress(written, total);
+                    reported = std::time::Instant::now();
                 }
             }
         });

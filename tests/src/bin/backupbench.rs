@@ -35,6 +35,9 @@ struct Args {
     /// Encrypt the backup with a fresh key file.
     #[arg(long)]
     encrypt: bool,
+    /// Run the backup at the lowest CPU and I/O priority (`nice -n 19 ionice -c3`).
+    #[arg(long)]
+    low_priority: bool,
 }
 
 fn db_bytes(data: &Path) -> u64 {
@@ -201,7 +204,13 @@ async fn main() -> anyhow::Result<()> {
         stop.clone(),
     ));
     let out = dir.path().join("backup.db");
-    let mut cmd = Command::new(edge_binary());
+    let mut cmd = if args.low_priority {
+        let mut c = Command::new("nice");
+        c.args(["-n", "19", "ionice", "-c3"]).arg(edge_binary());
+        c
+    } else {
+        Command::new(edge_binary())
+    };
     cmd.args(["backup", path_str(&out), "--data-dir", path_str(&data)]);
     if args.encrypt {
         let key = dir.path().join("backup.key");
@@ -236,8 +245,13 @@ async fn main() -> anyhow::Result<()> {
         db_size >> 20
     );
     println!(
-        "| backup{} | {:.1} s, {} MiB written, {:.0} MiB/s, {progress_lines} progress lines |",
+        "| backup{}{} | {:.1} s, {} MiB written, {:.0} MiB/s, {progress_lines} progress lines |",
         if args.encrypt { " (encrypted)" } else { "" },
+        if args.low_priority {
+            " at low priority"
+        } else {
+            ""
+        },
         took.as_secs_f64(),
         backup_size >> 20,
         (backup_size >> 20) as f64 / took.as_secs_f64()
