@@ -35,6 +35,56 @@ fn uuid_like(student: u32, item: ItemId) -> String {
     format!("test-{student}-{item}")
 }
 
+/// Follows `staff`'s event stream until it says it is connected.
+async fn follow_connected(
+    staff: &BoxClient,
+    stop: &CancellationToken,
+) -> (
+    tokio::task::JoinHandle<()>,
+    tokio::sync::mpsc::UnboundedReceiver<StreamNews>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let follower = tokio::spawn(events::follow(staff.clone(), stop.clone(), move |n| {
+        let _ = tx.send(n);
+    }));
+    let first = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first, StreamNews::Connected);
+    (follower, rx)
+}
+
+/// Whether the stream announces a new order within 10 s.
+async fn announces_new_order(rx: &mut tokio::sync::mpsc::UnboundedReceiver<StreamNews>) -> bool {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(n) = rx.recv().await {
+            if n == (StreamNews::Changed { new_order: true }) {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap()
+}
+
+/// A dish a student can order without choosing options.
+async fn plain_dish(staff: &BoxClient) -> canteen_api::menu::MenuItem {
+    staff
+        .staff_menu()
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|i| {
+            i.fields.available
+                && !i.fields.archived
+                && i.fields.option_groups.iter().all(|g| g.min_choices == 0)
+        })
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_works_the_whole_day_against_a_real_box() {
     let dir = tempfile::tempdir().unwrap();
@@ -56,40 +106,14 @@ async fn the_client_works_the_whole_day_against_a_real_box() {
 
     // The event stream announces a new order.
     let stop = CancellationToken::new();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let follower = tokio::spawn(events::follow(staff.clone(), stop.clone(), move |n| {
-        let _ = tx.send(n);
-    }));
-    let first = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(first, StreamNews::Connected);
-
-    let menu = staff.staff_menu().await.unwrap();
-    let item = menu
-        .items
-        .iter()
-        .find(|i| {
-            i.fields.available
-                && !i.fields.archived
-                && i.fields.option_groups.iter().all(|g| g.min_choices == 0)
-        })
-        .unwrap()
-        .clone();
+    let (follower, mut rx) = follow_connected(&staff, &stop).await;
+    let item = plain_dish(&staff).await;
     let placed = place_order(&api, 1, item.id).await;
     let order_id: OrderId = placed.id;
-    let announced = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(n) = rx.recv().await {
-            if n == (StreamNews::Changed { new_order: true }) {
-                return true;
-            }
-        }
-        false
-    })
-    .await
-    .unwrap();
-    assert!(announced, "the stream announced the new order");
+    assert!(
+        announces_new_order(&mut rx).await,
+        "the stream announced the new order"
+    );
     stop.cancel();
     tokio::time::timeout(Duration::from_secs(5), follower)
         .await
@@ -246,39 +270,13 @@ async fn the_staff_app_speaks_https_to_a_box_its_campus_ca_vouches_for() {
     let login = anonymous.login("staff", "staff-pass").await.unwrap();
     let staff = anonymous.with_token(login.token);
     let stop = CancellationToken::new();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let follower = tokio::spawn(events::follow(staff.clone(), stop.clone(), move |n| {
-        let _ = tx.send(n);
-    }));
-    let first = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(first, StreamNews::Connected);
-    let item = staff
-        .staff_menu()
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .find(|i| {
-            i.fields.available
-                && !i.fields.archived
-                && i.fields.option_groups.iter().all(|g| g.min_choices == 0)
-        })
-        .unwrap();
+    let (follower, mut rx) = follow_connected(&staff, &stop).await;
+    let item = plain_dish(&staff).await;
     let placed = place_order(&api, 2, item.id).await;
-    let announced = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(n) = rx.recv().await {
-            if n == (StreamNews::Changed { new_order: true }) {
-                return true;
-            }
-        }
-        false
-    })
-    .await
-    .unwrap();
-    assert!(announced, "the event stream works over TLS");
+    assert!(
+        announces_new_order(&mut rx).await,
+        "the event stream works over TLS"
+    );
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), follower).await;
     let open = staff.open_orders().await.unwrap();

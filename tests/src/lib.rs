@@ -132,6 +132,21 @@ fn spawn_and_wait(
     Ok((child, found))
 }
 
+/// `edge-node serve` on `data_dir`, loopback port 0, with `extra_env`.
+fn serve_command(data_dir: &Path, extra_env: &[(&str, &str)]) -> Command {
+    let mut cmd = command(&[
+        "serve",
+        "--data-dir",
+        path_str(data_dir),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
 /// A running `edge-node serve`. Killed (and reaped) on drop.
 pub struct EdgeProcess {
     child: Child,
@@ -150,16 +165,7 @@ impl EdgeProcess {
         extra_env: &[(&str, &str)],
         log: Option<&Path>,
     ) -> anyhow::Result<Self> {
-        let mut cmd = command(&[
-            "serve",
-            "--data-dir",
-            path_str(data_dir),
-            "--listen",
-            "127.0.0.1:0",
-        ]);
-        for (k, v) in extra_env {
-            cmd.env(k, v);
-        }
+        let cmd = serve_command(data_dir, extra_env);
         let (child, found) = spawn_and_wait(cmd, &["listening on "], log)?;
         Ok(Self {
             child,
@@ -173,18 +179,8 @@ impl EdgeProcess {
         data_dir: &Path,
         extra_env: &[(&str, &str)],
     ) -> anyhow::Result<(Self, String)> {
-        let mut cmd = command(&[
-            "serve",
-            "--data-dir",
-            path_str(data_dir),
-            "--listen",
-            "127.0.0.1:0",
-            "--staff-listen",
-            "127.0.0.1:0",
-        ]);
-        for (k, v) in extra_env {
-            cmd.env(k, v);
-        }
+        let mut cmd = serve_command(data_dir, extra_env);
+        cmd.args(["--staff-listen", "127.0.0.1:0"]);
         let (child, found) = spawn_and_wait(cmd, &["listening on ", "staff https on "], None)?;
         Ok((
             Self {

@@ -206,35 +206,57 @@ fn encrypt_file(from: &Path, to: &Path, key: &[u8; 32]) -> Result<(), BackupErro
     output.write_all(MAGIC).map_err(io(to))?;
     output.write_all(&prefix).map_err(io(to))?;
     let aead = XChaCha20Poly1305::new(key.into());
-    let mut stream = EncryptorBE32::from_aead(aead, (&prefix).into());
-    let mut chunk = vec![0u8; CHUNK];
-    let mut filled = read_full(&mut input, &mut chunk).map_err(io(from))?;
+    let mut stream = Some(EncryptorBE32::from_aead(aead, (&prefix).into()));
+    let failed = || BackupError::Decrypt(to.to_owned());
+    chunked(&mut input, CHUNK, &mut output, (from, to), |chunk, last| {
+        if last {
+            stream.take().ok_or_else(failed)?.encrypt_last(chunk)
+        } else {
+            stream.as_mut().ok_or_else(failed)?.encrypt_next(chunk)
+        }
+        .map_err(|_| failed())
+    })?;
+    finish(output, to)
+}
+
+/// Reads `input` in chunks of `len` bytes and writes `each(chunk, last)` of every one
+/// to `output`; the last chunk (the only one that may be short, or empty) is marked,
+/// as the STREAM construction needs. `paths` (input, output) name I/O errors.
+fn chunked(
+    input: &mut impl Read,
+    len: usize,
+    output: &mut impl Write,
+    paths: (&Path, &Path),
+    mut each: impl FnMut(&[u8], bool) -> Result<Vec<u8>, BackupError>,
+) -> Result<(), BackupError> {
+    let mut chunk = vec![0u8; len];
+    let mut filled = read_full(input, &mut chunk).map_err(io(paths.0))?;
     loop {
-        let mut next = vec![0u8; CHUNK];
-        let next_filled = if filled == CHUNK {
-            read_full(&mut input, &mut next).map_err(io(from))?
+        let mut next = vec![0u8; len];
+        let next_filled = if filled == len {
+            read_full(input, &mut next).map_err(io(paths.0))?
         } else {
             0
         };
-        if next_filled == 0 {
-            let sealed = stream
-                .encrypt_last(&chunk[..filled])
-                .map_err(|_| BackupError::Decrypt(to.to_owned()))?;
-            output.write_all(&sealed).map_err(io(to))?;
-            break;
+        let last = next_filled == 0;
+        output
+            .write_all(&each(&chunk[..filled], last)?)
+            .map_err(io(paths.1))?;
+        if last {
+            return Ok(());
         }
-        let sealed = stream
-            .encrypt_next(&chunk[..filled])
-            .map_err(|_| BackupError::Decrypt(to.to_owned()))?;
-        output.write_all(&sealed).map_err(io(to))?;
         chunk = next;
         filled = next_filled;
     }
+}
+
+/// Flushes and syncs a written file.
+fn finish(output: std::io::BufWriter<std::fs::File>, path: &Path) -> Result<(), BackupError> {
     let file = output.into_inner().map_err(|e| BackupError::Io {
-        path: to.to_owned(),
+        path: path.to_owned(),
         source: e.into_error(),
     })?;
-    file.sync_all().map_err(io(to))
+    file.sync_all().map_err(io(path))
 }
 
 /// Reads until `buf` is full or the input ends; returns the bytes read.
@@ -259,33 +281,24 @@ fn decrypt_file(from: &Path, to: &Path, key: &[u8; 32]) -> Result<(), BackupErro
         .try_into()
         .map_err(|_| BackupError::NotABackup(from.to_owned()))?;
     let aead = XChaCha20Poly1305::new(key.into());
-    let mut stream = DecryptorBE32::from_aead(aead, (&prefix).into());
+    let mut stream = Some(DecryptorBE32::from_aead(aead, (&prefix).into()));
     let mut output = std::io::BufWriter::new(secrets::create_private(to)?);
     let bad = || BackupError::Decrypt(from.to_owned());
-    let mut chunk = vec![0u8; CHUNK + TAG];
-    let mut filled = read_full(&mut input, &mut chunk).map_err(io(from))?;
-    loop {
-        let mut next = vec![0u8; CHUNK + TAG];
-        let next_filled = if filled == CHUNK + TAG {
-            read_full(&mut input, &mut next).map_err(io(from))?
-        } else {
-            0
-        };
-        if next_filled == 0 {
-            let plain = stream.decrypt_last(&chunk[..filled]).map_err(|_| bad())?;
-            output.write_all(&plain).map_err(io(to))?;
-            break;
-        }
-        let plain = stream.decrypt_next(&chunk[..filled]).map_err(|_| bad())?;
-        output.write_all(&plain).map_err(io(to))?;
-        chunk = next;
-        filled = next_filled;
-    }
-    let file = output.into_inner().map_err(|e| BackupError::Io {
-        path: to.to_owned(),
-        source: e.into_error(),
-    })?;
-    file.sync_all().map_err(io(to))
+    chunked(
+        &mut input,
+        CHUNK + TAG,
+        &mut output,
+        (from, to),
+        |chunk, last| {
+            if last {
+                stream.take().ok_or_else(bad)?.decrypt_last(chunk)
+            } else {
+                stream.as_mut().ok_or_else(bad)?.decrypt_next(chunk)
+            }
+            .map_err(|_| bad())
+        },
+    )?;
+    finish(output, to)
 }
 
 /// Whether `path` starts like an encrypted backup.
