@@ -99,6 +99,9 @@ pub struct Settings {
     /// the link) whatever is set here.
     #[arg(long, env = "EDGE_CONNECTIONS_MAX")]
     pub connections_max: Option<usize>,
+    /// Open HTTP connections allowed from one address (an IPv6 /64 counts as one).
+    #[arg(long, env = "EDGE_CONNECTIONS_PER_ADDRESS")]
+    pub connections_per_address: Option<usize>,
     /// A connection must send a request's whole header within this time, in
     /// milliseconds, or it is closed. The same timer closes a keep-alive connection
     /// idle between requests (waiting for the next header).
@@ -195,6 +198,7 @@ impl Settings {
             body_limit_bytes,
             request_timeout_ms,
             connections_max,
+            connections_per_address,
             header_read_timeout_ms,
             requests_in_flight_max,
             event_streams_max,
@@ -265,6 +269,7 @@ pub struct Config {
     pub body_limit_bytes: usize,
     pub request_timeout: Duration,
     pub connections_max: usize,
+    pub connections_per_address: usize,
     pub header_read_timeout: Duration,
     pub requests_in_flight_max: usize,
     pub event_streams_max: usize,
@@ -429,6 +434,11 @@ impl Config {
                 10_000,
             )?),
             connections_max: count("connections_max", s.connections_max, 8192)?,
+            connections_per_address: count(
+                "connections_per_address",
+                s.connections_per_address,
+                256,
+            )?,
             header_read_timeout: Duration::from_millis(positive(
                 "header_read_timeout_ms",
                 s.header_read_timeout_ms,

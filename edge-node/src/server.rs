@@ -4,6 +4,7 @@
 
 use crate::app::App;
 use crate::http::Transport;
+use crate::session::NetKey;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -77,7 +78,17 @@ pub async fn run_with_staff(
             "connection cap lowered to stay below the open-file limit (raise LimitNOFILE)"
         );
     }
-    let permits = Arc::new(tokio::sync::Semaphore::new(cap));
+    // The staff listener has a share of its own, so a LAN full of held-open sockets
+    // on the students' port cannot keep the kitchen out.
+    let staff_share = if staff.is_some() {
+        (cap / 16).max(16)
+    } else {
+        0
+    };
+    let permits = Arc::new(Connections::new(
+        cap.saturating_sub(staff_share).max(1),
+        app.config.connections_per_address,
+    ));
     let plain = serve_http(
         listener,
         None,
@@ -103,7 +114,10 @@ pub async fn run_with_staff(
                 Some(acceptor),
                 router,
                 app.clone(),
-                permits,
+                Arc::new(Connections::new(
+                    staff_share,
+                    app.config.connections_per_address,
+                )),
                 async move { stop.cancelled().await },
             );
             let (a, b) = tokio::join!(plain, tls);
@@ -129,6 +143,60 @@ fn connection_cap(configured: usize) -> usize {
     configured.min(usize::try_from(room).unwrap_or(usize::MAX))
 }
 
+/// Open connections: a cap for the listener and one per address (an IPv6 /64 counts
+/// as one address).
+struct Connections {
+    total: Arc<tokio::sync::Semaphore>,
+    per_address: usize,
+    open: std::sync::Mutex<std::collections::HashMap<NetKey, usize>>,
+}
+
+/// Held while a connection is open.
+struct ConnectionPermit {
+    owner: Arc<Connections>,
+    key: NetKey,
+    _total: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Connections {
+    fn new(total: usize, per_address: usize) -> Self {
+        Self {
+            total: Arc::new(tokio::sync::Semaphore::new(total)),
+            per_address,
+            open: Default::default(),
+        }
+    }
+
+    /// A place for a connection from `ip`, if there is one.
+    fn admit(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<ConnectionPermit> {
+        let key = NetKey::of(ip);
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = open.get(&key).copied().unwrap_or(0);
+        if mine >= self.per_address {
+            return None;
+        }
+        let total = self.total.clone().try_acquire_owned().ok()?;
+        open.insert(key, mine + 1);
+        Some(ConnectionPermit {
+            owner: self.clone(),
+            key,
+            _total: total,
+        })
+    }
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        let mut open = self.owner.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// How long shutdown waits for open connections to finish their current request.
 const DRAIN_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -143,7 +211,7 @@ async fn serve_http(
     tls: Option<tokio_rustls::TlsAcceptor>,
     router: axum::Router,
     app: App,
-    permits: Arc<tokio::sync::Semaphore>,
+    permits: Arc<Connections>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
@@ -172,7 +240,7 @@ async fn serve_http(
                 }
             },
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
+        let Some(permit) = permits.admit(peer.ip()) else {
             app.metrics.connections_refused.inc();
             drop(stream);
             continue;

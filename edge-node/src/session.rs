@@ -156,22 +156,20 @@ impl LoginSpace {
     }
 }
 
-/// Where a login comes from, as the limiter counts it: an IPv4 address, or the /64 of
-/// an IPv6 address (one LAN client can use every address of its /64).
+/// The network an address belongs to, for limits that must hold across its
+/// addresses: an IPv4 address itself, or the /64 of an IPv6 address (one LAN client
+/// can use every address of its /64).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum SourceKey {
+pub(crate) enum NetKey {
     V4(u32),
     V6Prefix(u64),
 }
 
-impl SourceKey {
+impl NetKey {
     pub(crate) fn of(ip: IpAddr) -> Self {
-        match ip {
+        match ip.to_canonical() {
             IpAddr::V4(v4) => Self::V4(u32::from(v4)),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => Self::V4(u32::from(v4)),
-                None => Self::V6Prefix((u128::from(v6) >> 64) as u64),
-            },
+            IpAddr::V6(v6) => Self::V6Prefix((u128::from(v6) >> 64) as u64),
         }
     }
 }
@@ -221,42 +219,88 @@ struct Failures {
     until: Instant,
 }
 
-/// At most this many accounts and sources are tracked per space; beyond it the
-/// quietest are forgotten first (an attacker cannot grow the box's memory).
+/// At most this many entries are tracked per map; beyond it the quietest are
+/// forgotten first (an attacker cannot grow the box's memory).
 const TRACKED_MAX: usize = 100_000;
+/// A network's addresses together may send this many times one address's login rate.
+const NETWORK_RATE_FACTOR: u32 = 4;
+/// Logins in flight at once from one address: a burst cannot have more guesses
+/// checked before their failures count (a few, for students behind one NAT address).
+const ADDRESS_IN_FLIGHT_MAX: usize = 4;
+/// Logins in flight at once from one network (an IPv6 /64).
+const NETWORK_IN_FLIGHT_MAX: usize = 8;
+/// After this many recent failures from a network, its addresses that have not failed
+/// themselves are no longer spared an account's back-off (an attacker rotating through
+/// the addresses of a /64).
+const NETWORK_SUSPICIOUS: u32 = 10;
+/// An address that logged in to an account is trusted for it this long: the account's
+/// back-off never applies to it (the owner's own phone).
+const TRUST_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Why a login was refused before its secret was checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoginRefusal {
-    /// The source sent too many attempts this minute.
+    /// The address has a login in flight already (or its network too many).
+    InFlight,
+    /// The address sent too many attempts this minute.
     SourceRate,
-    /// The source failed recently and must wait.
+    /// The address's network sent too many attempts this minute.
+    NetworkRate,
+    /// The address failed recently and must wait.
     SourceBackoff,
-    /// The account failed recently and this source has failed too.
+    /// The account failed recently and this address may not skip its wait.
     AccountBackoff,
 }
 
 impl LoginRefusal {
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::InFlight => "in_flight",
             Self::SourceRate => "source_rate",
+            Self::NetworkRate => "network_rate",
             Self::SourceBackoff => "source_backoff",
             Self::AccountBackoff => "account_backoff",
         }
     }
 }
 
-/// Guards the login endpoints: a per-source rate limit for every attempt, and an
-/// exponential back-off per account and per source after failures.
+/// Guards the login endpoints.
 ///
-/// The account back-off applies only to sources that have failed themselves: an
-/// attacker guessing a staff member's password slows down their own next guesses,
-/// never the real staff member typing the right password at the counter.
+/// - A few logins in flight per address and per network, so a burst cannot pass the
+///   checks before its failures are counted.
+/// - A rate limit per address and a wider one per network.
+/// - An exponential back-off per address after its failures.
+/// - An exponential back-off per account after its failures, which spares an address
+///   that has logged in to that account before, and an address that has not failed
+///   itself in a network without many failures: an attacker guessing someone's PIN
+///   slows down their own guesses, never the owner typing the right PIN on their phone.
+///
+/// A correct login clears nothing (an attacker cannot reset their back-off by logging
+/// in to their own account between guesses); failures are forgotten after a quiet day.
 pub struct LoginGuard {
     policy: BackoffPolicy,
-    rate: Limiter<(LoginSpace, SourceKey)>,
+    address_rate: Limiter<(LoginSpace, IpAddr)>,
+    network_rate: Limiter<(LoginSpace, NetKey)>,
+    addresses: std::sync::Mutex<HashMap<(LoginSpace, IpAddr), Failures>>,
+    networks: std::sync::Mutex<HashMap<(LoginSpace, NetKey), Failures>>,
     accounts: std::sync::Mutex<HashMap<(LoginSpace, String), Failures>>,
-    sources: std::sync::Mutex<HashMap<(LoginSpace, SourceKey), Failures>>,
+    trusted: std::sync::Mutex<HashMap<(LoginSpace, String, IpAddr), Instant>>,
+    in_flight: std::sync::Mutex<InFlight>,
+}
+
+#[derive(Default)]
+struct InFlight {
+    addresses: HashMap<(LoginSpace, IpAddr), usize>,
+    networks: HashMap<(LoginSpace, NetKey), usize>,
+}
+
+fn release<K: Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
+    if let Some(n) = map.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(key);
+        }
+    }
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -269,24 +313,35 @@ fn remaining(entry: Option<&Failures>, now: Instant) -> Option<Duration> {
         .filter(|w| !w.is_zero())
 }
 
+/// Keeps `map` below [`TRACKED_MAX`] before `key` is added: forgets entries older than
+/// `keep`, then the oldest.
+fn make_room<K: Hash + Eq + Clone, V>(
+    map: &mut HashMap<K, V>,
+    key: &K,
+    keep: Duration,
+    now: Instant,
+    at: impl Fn(&V) -> Instant,
+) {
+    if map.len() >= TRACKED_MAX && !map.contains_key(key) {
+        map.retain(|_, v| now.duration_since(at(v)) < keep);
+        if map.len() >= TRACKED_MAX
+            && let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, v)| at(v))
+                .map(|(k, _)| k.clone())
+        {
+            map.remove(&oldest);
+        }
+    }
+}
+
 fn note_failure<K: Hash + Eq + Clone>(
     map: &mut HashMap<K, Failures>,
     key: K,
     policy: &BackoffPolicy,
     now: Instant,
-) -> Duration {
-    if map.len() >= TRACKED_MAX && !map.contains_key(&key) {
-        map.retain(|_, f| now.duration_since(f.last) < policy.forget_after);
-        if map.len() >= TRACKED_MAX {
-            if let Some(oldest) = map
-                .iter()
-                .min_by_key(|(_, f)| f.last)
-                .map(|(k, _)| k.clone())
-            {
-                map.remove(&oldest);
-            }
-        }
-    }
+) {
+    make_room(map, &key, policy.forget_after, now, |f| f.last);
     let f = map.entry(key).or_insert(Failures {
         count: 0,
         last: now,
@@ -297,68 +352,129 @@ fn note_failure<K: Hash + Eq + Clone>(
     }
     f.count = f.count.saturating_add(1);
     f.last = now;
-    let wait = policy.wait_after(f.count);
-    f.until = now + wait;
-    wait
+    f.until = now + policy.wait_after(f.count);
+}
+
+/// A login that passed the guard: report how it ended. Dropping it without a verdict
+/// (an internal error) counts as neither.
+pub struct LoginAttempt<'a> {
+    guard: &'a LoginGuard,
+    space: LoginSpace,
+    account: String,
+    ip: IpAddr,
+}
+
+impl LoginAttempt<'_> {
+    /// A wrong secret (or an unknown account).
+    pub fn failed(self) {
+        let g = self.guard;
+        let now = Instant::now();
+        note_failure(
+            &mut lock(&g.addresses),
+            (self.space, self.ip),
+            &g.policy,
+            now,
+        );
+        note_failure(
+            &mut lock(&g.networks),
+            (self.space, NetKey::of(self.ip)),
+            &g.policy,
+            now,
+        );
+        note_failure(
+            &mut lock(&g.accounts),
+            (self.space, self.account.clone()),
+            &g.policy,
+            now,
+        );
+    }
+
+    /// A correct login: the address is trusted for the account from now on.
+    pub fn succeeded(self) {
+        let now = Instant::now();
+        let mut trusted = lock(&self.guard.trusted);
+        let key = (self.space, self.account.clone(), self.ip);
+        make_room(&mut trusted, &key, TRUST_FOR, now, |at| *at);
+        trusted.insert(key, now);
+    }
+}
+
+impl Drop for LoginAttempt<'_> {
+    fn drop(&mut self) {
+        let mut in_flight = lock(&self.guard.in_flight);
+        release(&mut in_flight.addresses, &(self.space, self.ip));
+        release(&mut in_flight.networks, &(self.space, NetKey::of(self.ip)));
+    }
 }
 
 impl LoginGuard {
-    pub fn new(per_minute_per_source: u32, policy: BackoffPolicy) -> Self {
+    pub fn new(per_minute_per_address: u32, policy: BackoffPolicy) -> Self {
+        let per_network = per_minute_per_address.saturating_mul(NETWORK_RATE_FACTOR);
         Self {
             policy,
-            rate: Limiter::per_minute(per_minute_per_source, per_minute_per_source),
+            address_rate: Limiter::per_minute(per_minute_per_address, per_minute_per_address),
+            network_rate: Limiter::per_minute(per_network, per_network),
+            addresses: Default::default(),
+            networks: Default::default(),
             accounts: Default::default(),
-            sources: Default::default(),
+            trusted: Default::default(),
+            in_flight: Default::default(),
         }
     }
 
-    /// May this attempt go ahead? Otherwise why not and the seconds to wait.
+    /// May this attempt go ahead? Then the attempt, to report its verdict on;
+    /// otherwise why not and the seconds to wait.
     pub fn check(
         &self,
         space: LoginSpace,
         account: &str,
         ip: IpAddr,
-    ) -> Result<(), (LoginRefusal, u64)> {
-        let source = SourceKey::of(ip);
+    ) -> Result<LoginAttempt<'_>, (LoginRefusal, u64)> {
+        let ip = ip.to_canonical();
+        let net = NetKey::of(ip);
         let now = Instant::now();
-        let source_wait = remaining(lock(&self.sources).get(&(space, source)), now);
-        if let Some(wait) = source_wait {
+        let recent = |f: &Failures| now.duration_since(f.last) < self.policy.forget_after;
+        // Held while checking, so two requests of one address cannot both pass.
+        let mut in_flight = lock(&self.in_flight);
+        if in_flight.addresses.get(&(space, ip)).copied().unwrap_or(0) >= ADDRESS_IN_FLIGHT_MAX
+            || in_flight.networks.get(&(space, net)).copied().unwrap_or(0) >= NETWORK_IN_FLIGHT_MAX
+        {
+            return Err((LoginRefusal::InFlight, 1));
+        }
+        let address = lock(&self.addresses).get(&(space, ip)).copied();
+        if let Some(wait) = remaining(address.as_ref(), now) {
             return Err((LoginRefusal::SourceBackoff, whole_seconds(wait)));
         }
-        let source_failed = lock(&self.sources)
-            .get(&(space, source))
-            .is_some_and(|f| f.count > 0 && now.duration_since(f.last) < self.policy.forget_after);
-        if source_failed {
+        let address_failed = address.is_some_and(|f| f.count > 0 && recent(&f));
+        let network_suspicious = lock(&self.networks)
+            .get(&(space, net))
+            .is_some_and(|f| f.count >= NETWORK_SUSPICIOUS && recent(f));
+        let trusted = lock(&self.trusted)
+            .get(&(space, account.to_owned(), ip))
+            .is_some_and(|at| now.duration_since(*at) < TRUST_FOR);
+        if !trusted && (address_failed || network_suspicious) {
             let key = (space, account.to_owned());
             if let Some(wait) = remaining(lock(&self.accounts).get(&key), now) {
                 return Err((LoginRefusal::AccountBackoff, whole_seconds(wait)));
             }
         }
-        self.rate
-            .check(&(space, source))
-            .map_err(|wait| (LoginRefusal::SourceRate, wait))
+        self.address_rate
+            .check(&(space, ip))
+            .map_err(|wait| (LoginRefusal::SourceRate, wait))?;
+        self.network_rate
+            .check(&(space, net))
+            .map_err(|wait| (LoginRefusal::NetworkRate, wait))?;
+        *in_flight.addresses.entry((space, ip)).or_insert(0) += 1;
+        *in_flight.networks.entry((space, net)).or_insert(0) += 1;
+        Ok(LoginAttempt {
+            guard: self,
+            space,
+            account: account.to_owned(),
+            ip,
+        })
     }
 
-    /// Records a wrong secret (or an unknown account).
-    pub fn failed(&self, space: LoginSpace, account: &str, ip: IpAddr) {
-        let now = Instant::now();
-        let source = SourceKey::of(ip);
-        note_failure(&mut lock(&self.sources), (space, source), &self.policy, now);
-        note_failure(
-            &mut lock(&self.accounts),
-            (space, account.to_owned()),
-            &self.policy,
-            now,
-        );
-    }
-
-    /// Records a correct login: the account and the source start afresh.
-    pub fn succeeded(&self, space: LoginSpace, account: &str, ip: IpAddr) {
-        lock(&self.sources).remove(&(space, SourceKey::of(ip)));
-        lock(&self.accounts).remove(&(space, account.to_owned()));
-    }
-
-    /// Accounts of `space` whose failures make failed sources wait right now.
+    /// Accounts of `space` whose failures make failing addresses wait right now.
     pub fn accounts_backing_off(&self, space: LoginSpace) -> usize {
         let now = Instant::now();
         lock(&self.accounts)
@@ -372,8 +488,11 @@ impl LoginGuard {
         let now = Instant::now();
         let forget = self.policy.forget_after;
         lock(&self.accounts).retain(|_, f| now.duration_since(f.last) < forget);
-        lock(&self.sources).retain(|_, f| now.duration_since(f.last) < forget);
-        self.rate.prune();
+        lock(&self.addresses).retain(|_, f| now.duration_since(f.last) < forget);
+        lock(&self.networks).retain(|_, f| now.duration_since(f.last) < forget);
+        lock(&self.trusted).retain(|_, at| now.duration_since(*at) < TRUST_FOR);
+        self.address_rate.prune();
+        self.network_rate.prune();
     }
 }
 
@@ -421,8 +540,8 @@ impl StreamPool {
 
     pub fn open(&self, account: Uuid) -> Result<StreamPermit, StreamRefusal> {
         let mut open = lock(&self.inner.open);
-        let mine = open.entry(account).or_insert(0);
-        if *mine >= self.inner.per_account {
+        let mine = open.get(&account).copied().unwrap_or(0);
+        if mine >= self.inner.per_account {
             return Err(StreamRefusal::AccountFull(self.inner.per_account));
         }
         let total = self
@@ -431,7 +550,7 @@ impl StreamPool {
             .clone()
             .try_acquire_owned()
             .map_err(|_| StreamRefusal::PoolFull)?;
-        *mine += 1;
+        open.insert(account, mine + 1);
         Ok(StreamPermit {
             pool: self.inner.clone(),
             account,

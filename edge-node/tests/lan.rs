@@ -61,11 +61,24 @@ async fn failures_at_the_student_login_never_touch_staff_logins() {
 
 /// Found: 5 tries a minute per account forever (about 7,200 guesses a day) and a
 /// per-IP limit keyed on the full address. Now failures back off exponentially per
-/// source (an IPv6 /64 counts as one) and per account, and the account's back-off only
-/// slows sources that have failed: the student typing the right PIN gets in.
+/// address and per account; the account's back-off spares the owner's phone (an
+/// address that logged in to the account before, or one that has not failed in a
+/// network without many failures), and catches an attacker rotating through the
+/// addresses of an IPv6 /64.
 #[tokio::test]
-async fn guessing_backs_off_per_source_and_account_but_never_locks_out_the_owner() {
+async fn guessing_backs_off_per_address_and_account_but_never_locks_out_the_owner() {
     let b = TestBox::new().await;
+    // The owner logged in from their phone earlier, in the attacker's /64.
+    let owner = "2001:db8:1:2::99";
+    let r = b
+        .post_from(
+            owner,
+            "/api/student/login",
+            student_login("2024001", "135790"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+
     let attacker = "2001:db8:1:2::10";
     let mut statuses = Vec::new();
     for guess in 0..6 {
@@ -84,75 +97,72 @@ async fn guessing_backs_off_per_source_and_account_but_never_locks_out_the_owner
         }
     }
     // Three free failures, the fourth starts a 2 s wait: the rest are refused unchecked.
+    use StatusCode as S;
     assert_eq!(
         statuses,
         [
-            StatusCode::UNAUTHORIZED,
-            StatusCode::UNAUTHORIZED,
-            StatusCode::UNAUTHORIZED,
-            StatusCode::UNAUTHORIZED,
-            StatusCode::TOO_MANY_REQUESTS,
-            StatusCode::TOO_MANY_REQUESTS
+            S::UNAUTHORIZED,
+            S::UNAUTHORIZED,
+            S::UNAUTHORIZED,
+            S::UNAUTHORIZED,
+            S::TOO_MANY_REQUESTS,
+            S::TOO_MANY_REQUESTS
         ]
     );
-    // Another address in the same /64 is the same source, even with the right PIN.
-    let r = b
-        .post_from(
-            "2001:db8:1:2::99",
-            "/api/student/login",
-            student_login("2024001", "135790"),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
-    // The owner, from their own phone, is not locked out.
-    let r = b
-        .post_from(
-            "2001:db8:1:3::5",
-            "/api/student/login",
-            student_login("2024001", "135790"),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    // A second attacker source gets one try at an account with failures; once it has
-    // failed, the account's back-off applies to it too.
-    let b2 = TestBox::new().await;
-    for ip in ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"] {
-        let r = b2
-            .post_from(ip, "/api/student/login", student_login("2024002", "111111"))
+    // Rotating through the /64: each fresh address gets a guess until the network has
+    // failed often enough, then the account's back-off applies to all of them.
+    let mut refused_at = None;
+    for n in 0..20u32 {
+        let r = b
+            .post_from(
+                &format!("2001:db8:1:2::{:x}", 0x100 + n),
+                "/api/student/login",
+                student_login("2024001", &format!("1{n:05}")),
+            )
             .await;
-        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        if r.status == S::TOO_MANY_REQUESTS {
+            refused_at = Some(n);
+            break;
+        }
+        assert_eq!(r.status, S::UNAUTHORIZED);
     }
-    let second_try = b2
+    assert_eq!(
+        refused_at,
+        Some(6),
+        "10 failures in the /64, then the account waits"
+    );
+    // The owner's phone, trusted for the account, still gets in; so does the owner on
+    // a new phone in another network that has not failed.
+    let r = b
         .post_from(
-            "10.0.0.4",
+            owner,
             "/api/student/login",
-            student_login("2024002", "222222"),
+            student_login("2024001", "135790"),
         )
         .await;
-    assert_eq!(second_try.status, StatusCode::TOO_MANY_REQUESTS);
-    let owner = b2
+    assert_eq!(r.status, S::OK, "{:?}", r.body);
+    let r = b
         .post_from(
-            "10.0.0.50",
+            "2001:db8:9:9::5",
             "/api/student/login",
-            student_login("2024002", "135790"),
+            student_login("2024001", "135790"),
         )
         .await;
-    assert_eq!(owner.status, StatusCode::OK);
+    assert_eq!(r.status, S::OK, "{:?}", r.body);
 
     let text = metrics(&b).await;
     assert_eq!(
         metric(&text, "login_failures_total{space=\"student\"}"),
-        4.0
+        10.0
     );
     assert_eq!(
         metric(
             &text,
             "login_refused_total{reason=\"source_backoff\",space=\"student\"}"
         ),
-        3.0,
+        2.0,
         "{text}"
     );
-    let text = metrics(&b2).await;
     assert_eq!(
         metric(
             &text,
@@ -160,6 +170,82 @@ async fn guessing_backs_off_per_source_and_account_but_never_locks_out_the_owner
         ),
         1.0,
         "{text}"
+    );
+}
+
+/// A correct login to the attacker's own account between guesses resets nothing, and
+/// a burst of simultaneous guesses from one address is checked one at a time.
+#[tokio::test]
+async fn neither_own_logins_nor_bursts_get_around_the_back_off() {
+    let b = TestBox::new().await;
+    let attacker = "192.168.7.7";
+    for guess in 0..4 {
+        let r = b
+            .post_from(
+                attacker,
+                "/api/student/login",
+                student_login("2024002", &format!("99999{guess}")),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    // Wait out the address's own 2 s back-off on the box's real timer, then log in to
+    // the attacker's own account: that resets nothing.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let r = b
+        .post_from(
+            attacker,
+            "/api/student/login",
+            student_login("2024003", "135790"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = b
+        .post_from(
+            attacker,
+            "/api/student/login",
+            student_login("2024002", "777777"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "the 2 s wait is over");
+    // The fifth failure doubles the wait: the count survived the correct login.
+    let r = b
+        .post_from(
+            attacker,
+            "/api/student/login",
+            student_login("2024002", "777778"),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+        "the address's failures were not reset by its own correct login"
+    );
+    let wait: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((3..=4).contains(&wait), "{wait}");
+
+    // A burst of 20 at once from a fresh address: at most one is checked at a time.
+    let burst = "192.168.7.8";
+    let replies = futures_util::future::join_all((0..20).map(|n| {
+        b.post_from(
+            burst,
+            "/api/student/login",
+            student_login("2024004", &format!("5{n:05}")),
+        )
+    }))
+    .await;
+    let checked = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::UNAUTHORIZED)
+        .count();
+    assert!(
+        (1..=4).contains(&checked),
+        "{checked} guesses checked out of a burst of 20"
+    );
+    assert!(
+        replies
+            .iter()
+            .all(|r| [StatusCode::UNAUTHORIZED, StatusCode::TOO_MANY_REQUESTS].contains(&r.status))
     );
 }
 
@@ -201,6 +287,7 @@ async fn tokens_follow_their_account_on_the_next_request() {
     let b = TestBox::new().await;
     let manager = b.manager().await;
     let student = b.student(1).await;
+    let other = b.student(2).await;
     let edit = json!([{"op": "set_unpaid_timeout", "seconds": 600}]);
     let r = b
         .post("/api/staff/settings/edits", Some(&manager), edit.clone())
@@ -255,16 +342,23 @@ async fn tokens_follow_their_account_on_the_next_request() {
     b.app.close().await;
     let reopened = edge_node::App::open(config, b.clock.clone()).unwrap();
     let router = edge_node::http::router(reopened.clone());
-    let res = router
-        .oneshot(
+    let get = |token: String| {
+        router.clone().oneshot(
             Request::get("/api/student/orders")
-                .header("authorization", format!("Bearer {student}"))
+                .header("authorization", format!("Bearer {token}"))
                 .body(Body::empty())
                 .unwrap(),
         )
-        .await
-        .unwrap();
+    };
+    let res = get(student).await.unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let body = http_body_util::BodyExt::collect(res.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("account_disabled"));
+    // An active account's token from before the restart still works.
+    assert_eq!(get(other).await.unwrap().status(), StatusCode::OK);
     reopened.close().await;
 }
 
@@ -713,4 +807,71 @@ async fn a_signing_key_left_in_an_old_database_is_removed() {
         .unwrap();
     assert_eq!(left, 0);
     assert!(b.dir.path().join("token.key").exists());
+}
+
+/// An open event stream ends when its account is deactivated or its token expires,
+/// not only the account's next request.
+#[tokio::test]
+async fn open_event_streams_end_with_the_account_or_the_session() {
+    let b = TestBox::new().await;
+    let staff = b.staff().await;
+    let student = b.student(1).await;
+    let kitchen = open_stream(&b, "/api/staff/events", &staff).await;
+    let phone = open_stream(&b, "/api/student/events", &student).await;
+    assert_eq!(
+        (kitchen.status(), phone.status()),
+        (StatusCode::OK, StatusCode::OK)
+    );
+    let ends = |res: axum::response::Response| async move {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(15),
+            http_body_util::BodyExt::collect(res.into_body()),
+        )
+        .await
+        .is_ok()
+    };
+    let account = cloud_sync::proto::Account {
+        role: "staff".into(),
+        login: "staff".into(),
+        name: "staff".into(),
+        secret_hash: "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into(),
+        active: false,
+    };
+    edge_node::ops::sync::apply_accounts(&b.app, 1, vec![account])
+        .await
+        .unwrap();
+    assert!(
+        ends(kitchen).await,
+        "the deactivated account's stream ended"
+    );
+    // The student's token expires (the box's clock moves past it).
+    b.clock.advance(chrono::Duration::minutes(241));
+    assert!(ends(phone).await, "the expired session's stream ended");
+}
+
+/// Orders placed at once by one student: the unpaid cap holds (it is counted inside
+/// the write, so parallel requests cannot all pass).
+#[tokio::test]
+async fn the_unpaid_cap_holds_for_parallel_placements() {
+    let b = TestBox::new().await;
+    let s = b.student(1).await;
+    let replies =
+        futures_util::future::join_all((0..6).map(|_| b.place(&s, pork_lines(&b, &[1])))).await;
+    let created = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::CREATED)
+        .count();
+    assert_eq!(
+        created,
+        2,
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert!(
+        replies
+            .iter()
+            .filter(|r| r.status != StatusCode::CREATED)
+            .all(|r| r.code() == "too_many_unpaid_orders")
+    );
+    assert_eq!(b.remaining("Braised pork belly with rice").await, Some(58));
 }

@@ -22,7 +22,10 @@ const MAY_USE: &[(&str, &[&str])] = &[
         ],
     ),
     ("link", &["core", "store", "app", "ops", "config"]),
-    ("server", &["app", "http", "link", "ops", "config"]),
+    (
+        "server",
+        &["app", "http", "link", "ops", "config", "session"],
+    ),
     (
         "demo",
         &["core", "store", "app", "ops", "config", "session"],

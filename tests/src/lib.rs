@@ -466,18 +466,27 @@ impl Api {
         Ok((status, res.json().await.unwrap_or(Value::Null)))
     }
 
+    /// Logs demo student `n` in. Like the students' page, a login the box asks to
+    /// retry (many logins at once from one address) is retried after a moment.
     pub async fn student(&self, n: u32) -> anyhow::Result<String> {
-        let (status, body) = self
-            .post(
-                "/api/student/login",
-                None,
-                &json!({"student_number": format!("2024{n:03}"), "pin": "135790"}),
-            )
-            .await?;
-        if status != 200 {
-            bail!("student login {n}: {status} {body}");
+        let mut tries = 0;
+        loop {
+            let (status, body) = self
+                .post(
+                    "/api/student/login",
+                    None,
+                    &json!({"student_number": format!("2024{n:03}"), "pin": "135790"}),
+                )
+                .await?;
+            match status {
+                200 => return Ok(body["token"].as_str().unwrap_or_default().to_owned()),
+                429 if tries < 20 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                _ => bail!("student login {n}: {status} {body}"),
+            }
         }
-        Ok(body["token"].as_str().unwrap_or_default().to_owned())
     }
 
     pub async fn staff(&self, user: &str, password: &str) -> anyhow::Result<String> {

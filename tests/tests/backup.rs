@@ -205,9 +205,19 @@ async fn secrets_stay_off_backups_and_an_encrypted_backup_restores_with_its_key_
     edge_command(&["backup-key", path_str(&other_key)]).unwrap();
     let cut = dir.path().join("cut.bak");
     std::fs::write(&cut, &sealed_bytes[..sealed_bytes.len() - 100]).unwrap();
+    // Cut exactly after a whole chunk (header 8 + 19 bytes, chunks of 64 KiB + 16): every
+    // remaining chunk is intact, only the end-of-stream mark is missing.
+    let at_chunk = dir.path().join("at-chunk.bak");
+    let whole_chunk = 8 + 19 + 65_536 + 16;
+    assert!(
+        sealed_bytes.len() > whole_chunk + 1000,
+        "the backup spans chunks"
+    );
+    std::fs::write(&at_chunk, &sealed_bytes[..whole_chunk]).unwrap();
     for (file, key_arg, why) in [
         (&sealed, Some(&other_key), "could not be decrypted"),
         (&cut, Some(&key), "could not be decrypted"),
+        (&at_chunk, Some(&key), "could not be decrypted"),
         (&sealed, None, "is encrypted"),
     ] {
         let mut args = vec!["restore", path_str(file), "--data-dir", path_str(&target)];
@@ -234,6 +244,22 @@ async fn secrets_stay_off_backups_and_an_encrypted_backup_restores_with_its_key_
     .unwrap();
     assert!(out.contains("restored into"), "{out}");
     assert_eq!(mode(&target.join("canteen.db")), 0o600);
+    // Restored by root (an operator with sudo) into the service user's directory, the
+    // database belongs to that user, or the service could not open it.
+    if nix::unistd::geteuid().is_root() {
+        use std::os::unix::fs::MetadataExt;
+        let owned = dir.path().join("owned");
+        std::fs::create_dir(&owned).unwrap();
+        nix::unistd::chown(
+            &owned,
+            Some(nix::unistd::Uid::from_raw(4242)),
+            Some(nix::unistd::Gid::from_raw(4242)),
+        )
+        .unwrap();
+        edge_command(&["restore", path_str(&plain), "--data-dir", path_str(&owned)]).unwrap();
+        let meta = std::fs::metadata(owned.join("canteen.db")).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (4242, 4242));
+    }
     let edge = EdgeProcess::serve(&target, &[]).unwrap();
     let api = Api::new(&edge.base);
     // Sessions from before the restore are not honoured: the restored box signs with

@@ -54,7 +54,14 @@ async fn slow_and_idle_clients_are_closed_while_students_order() -> anyhow::Resu
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("box");
     seed_demo(&data)?;
-    let edge = EdgeProcess::serve(&data, &[("EDGE_HEADER_READ_TIMEOUT_MS", "3000")])?;
+    // Every client here is on loopback: lift the per-address cap (tested below).
+    let edge = EdgeProcess::serve(
+        &data,
+        &[
+            ("EDGE_HEADER_READ_TIMEOUT_MS", "3000"),
+            ("EDGE_CONNECTIONS_PER_ADDRESS", "100000"),
+        ],
+    )?;
     let target = addr(&edge.base);
 
     let mut idle = Vec::with_capacity(2000);
@@ -127,6 +134,7 @@ async fn connections_beyond_the_cap_are_closed_on_arrival() -> anyhow::Result<()
         &data,
         &[
             ("EDGE_CONNECTIONS_MAX", "40"),
+            ("EDGE_CONNECTIONS_PER_ADDRESS", "100000"),
             ("EDGE_HEADER_READ_TIMEOUT_MS", "60000"),
         ],
     )?;
@@ -217,5 +225,78 @@ async fn a_body_sent_a_byte_a_second_is_cut_off_by_the_request_timeout() -> anyh
         "{:?}",
         started.elapsed()
     );
+    Ok(())
+}
+
+/// Students imported with `roster import` while the box serves (another process
+/// writing the same database) log in and order at once: the running box learns of
+/// accounts it did not make itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn students_imported_while_the_box_serves_can_order() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("box");
+    seed_demo(&data)?;
+    let edge = EdgeProcess::serve(&data, &[])?;
+    let roster = dir.path().join("late.csv");
+    std::fs::write(
+        &roster,
+        "student_number,name,pin\n2025001,Late Comer,246813\n",
+    )?;
+    tests::edge_command(&[
+        "roster",
+        "import",
+        tests::path_str(&roster),
+        "--data-dir",
+        tests::path_str(&data),
+    ])?;
+    let api = Api::new(&edge.base);
+    let (status, login) = api
+        .post(
+            "/api/student/login",
+            None,
+            &serde_json::json!({"student_number": "2025001", "pin": "246813"}),
+        )
+        .await?;
+    assert_eq!(status, 200, "{login}");
+    let token = login["token"].as_str().unwrap_or_default().to_owned();
+    let (status, orders) = api.get("/api/student/orders", Some(&token)).await?;
+    assert_eq!(status, 200, "{orders}");
+    Ok(())
+}
+
+/// One address cannot hold more than its share of connections: the eleventh from
+/// 127.0.0.2 is closed on arrival while other addresses are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holds_at_most_its_share_of_connections() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("box");
+    seed_demo(&data)?;
+    let edge = EdgeProcess::serve(
+        &data,
+        &[
+            ("EDGE_CONNECTIONS_PER_ADDRESS", "10"),
+            ("EDGE_HEADER_READ_TIMEOUT_MS", "60000"),
+        ],
+    )?;
+    let target: std::net::SocketAddr = addr(&edge.base).parse()?;
+    let from_other = || async move {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind("127.0.0.2:0".parse()?)?;
+        anyhow::Ok(socket.connect(target).await?)
+    };
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        held.push(from_other().await?);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut eleventh = from_other().await?;
+    assert!(
+        closed_within(&mut eleventh, Duration::from_secs(5)).await,
+        "the eleventh connection of one address was kept open"
+    );
+    // Another address is served meanwhile.
+    let (status, _) = Api::new(&edge.base).get("/healthz", None).await?;
+    assert_eq!(status, 200);
+    drop(held);
     Ok(())
 }

@@ -5,10 +5,12 @@
 //! live buffer gets a `resync` event and should reload.
 
 use super::error::{ApiError, ErrorBody, ErrorCode};
-use super::extract::{Query, Staff, Student};
+use super::extract::{Query, SessionEnds, Staff, Student};
 use crate::app::App;
+use crate::session::Role;
 use crate::session::{StreamPermit, StreamPool, StreamRefusal};
 use crate::store::outbox;
+use axum::Extension;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -43,9 +45,41 @@ fn resync() -> Event {
     Event::default().event("resync").data("reload")
 }
 
-/// Live outbox events matching `keep`, ending when the box shuts down.
+/// How often an open stream re-checks its account and session.
+const SESSION_CHECK: Duration = Duration::from_secs(5);
+
+/// Resolves when the stream's session is over: the box shuts down, the token expires,
+/// or the account is deactivated or no longer has `allowed` role (checked every few
+/// seconds, so a deactivated account's open stream ends too, not only its next request).
+async fn session_over(
+    app: App,
+    account: uuid::Uuid,
+    ends: i64,
+    allowed: fn(crate::session::Role) -> bool,
+) {
+    let stop = app.shutdown.clone();
+    let watch = async move {
+        loop {
+            tokio::time::sleep(SESSION_CHECK).await;
+            let expired = app.clock.now().timestamp() >= ends;
+            let still = app
+                .accounts
+                .get(account)
+                .is_some_and(|a| a.active && allowed(a.role));
+            if expired || !still {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        () = stop.cancelled() => {}
+        () = watch => {}
+    }
+}
+
+/// Live outbox events matching `keep`, ending with `over`.
 fn live(
-    stop: tokio_util::sync::CancellationToken,
+    over: impl std::future::Future<Output = ()> + Send + 'static,
     rx: tokio::sync::broadcast::Receiver<OutboxEvent>,
     after_seq: i64,
     keep: impl Fn(&OutboxEvent) -> bool + Send + 'static,
@@ -59,7 +93,7 @@ fn live(
             };
             std::future::ready(out)
         })
-        .take_until(async move { stop.cancelled().await })
+        .take_until(over)
 }
 
 fn permit(pool: &StreamPool, account: uuid::Uuid) -> Result<StreamPermit, ApiError> {
@@ -85,10 +119,12 @@ fn permit(pool: &StreamPool, account: uuid::Uuid) -> Result<StreamPermit, ApiErr
 async fn student_events(
     State(app): State<App>,
     Student(me): Student,
+    Extension(SessionEnds(ends)): Extension<SessionEnds>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let permit = permit(&app.student_streams, me.0)?;
     let rx = app.events.subscribe();
-    let stream = live(app.shutdown.clone(), rx, 0, move |e| {
+    let over = session_over(app.clone(), me.0, ends, |r| r == Role::Student);
+    let stream = live(over, rx, 0, move |e| {
         e.payload.order().is_some_and(|(_, student)| student == me)
     })
     .map(move |e| {
@@ -116,6 +152,7 @@ struct AfterQuery {
 async fn staff_events(
     State(app): State<App>,
     staff: Staff,
+    Extension(SessionEnds(ends)): Extension<SessionEnds>,
     headers: HeaderMap,
     Query(q): Query<AfterQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
@@ -155,7 +192,12 @@ async fn staff_events(
         last = 0;
     }
     let stream = stream::iter(head.into_iter().map(Ok))
-        .chain(live(app.shutdown.clone(), rx, last, |_| true))
+        .chain(live(
+            session_over(app.clone(), staff.id.0, ends, |r| r != Role::Student),
+            rx,
+            last,
+            |_| true,
+        ))
         .map(move |e| {
             let _held = &permit;
             e

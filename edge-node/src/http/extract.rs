@@ -184,6 +184,12 @@ fn claims(parts: &Parts, app: &App) -> Result<crate::session::Claims, ApiError> 
     }
 }
 
+/// When the caller's token expires (Unix seconds): set on the request by the
+/// `Student` and `Staff` extractors, for long-lived responses (event streams) that
+/// must end with the session.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionEnds(pub i64);
+
 /// A logged-in student.
 pub struct Student(pub StudentId);
 
@@ -194,6 +200,7 @@ impl FromRequestParts<App> for Student {
         if c.role != Role::Student {
             return Err(ApiError::forbidden("this needs a student login"));
         }
+        parts.extensions.insert(SessionEnds(c.exp));
         Ok(Student(StudentId(c.sub)))
     }
 }
@@ -208,6 +215,7 @@ impl FromRequestParts<App> for Staff {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
         let c = claims(parts, app)?;
+        parts.extensions.insert(SessionEnds(c.exp));
         match c.role {
             Role::Staff | Role::Manager => Ok(Staff {
                 id: StaffId(c.sub),

@@ -52,13 +52,14 @@ pub enum Transport {
 /// clear. (The students' page and API stay plain HTTP on the LAN.)
 async fn staff_over_tls(State(app): State<App>, req: Request, next: Next) -> Response {
     if let Some(tls) = &app.config.staff_tls
-        && req.extensions().get::<Transport>() == Some(&Transport::Plain)
+        // A request not marked as coming over TLS counts as plain.
+        && req.extensions().get::<Transport>() != Some(&Transport::Tls)
         && req.uri().path().starts_with("/api/staff/")
     {
         let loopback = req
             .extensions()
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .is_some_and(|c| c.0.ip().is_loopback());
+            .is_some_and(|c| c.0.ip().to_canonical().is_loopback());
         if !loopback {
             return ApiError::new(
                 StatusCode::FORBIDDEN,

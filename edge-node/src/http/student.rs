@@ -51,13 +51,16 @@ pub(super) async fn login_with(
     if account.is_empty() || account.len() > 64 || secret.len() > 128 {
         return Err(wrong_credentials());
     }
-    if let Err((why, wait)) = app.limits.login.check(space, &account, ip) {
-        app.metrics
-            .login_refused
-            .with_label_values(&[space.as_str(), why.as_str()])
-            .inc();
-        return Err(ApiError::rate_limited(wait));
-    }
+    let attempt = match app.limits.login.check(space, &account, ip) {
+        Ok(attempt) => attempt,
+        Err((why, wait)) => {
+            app.metrics
+                .login_refused
+                .with_label_values(&[space.as_str(), why.as_str()])
+                .inc();
+            return Err(ApiError::rate_limited(wait));
+        }
+    };
     let lookup = account.clone();
     let creds = app
         .readers
@@ -86,7 +89,19 @@ pub(super) async fn login_with(
         .map_err(ApiError::internal)?;
     match creds {
         Some(c) if ok => {
-            app.limits.login.succeeded(space, &account, ip);
+            attempt.succeeded();
+            // An account made by the command line while the box runs is not in the
+            // box's account states yet: add it (never overwriting what the writer
+            // published).
+            app.accounts.insert_if_absent(
+                c.id,
+                match c.role {
+                    crate::session::Role::Student => {
+                        crate::store::accounts::AccountState::student(true, c.blocked.clone())
+                    }
+                    role => crate::store::accounts::AccountState::staff(role, true),
+                },
+            );
             let (token, expires_at) = app.tokens.issue(c.id, c.role, app.clock.now());
             Ok(LoginResponse {
                 token,
@@ -97,7 +112,7 @@ pub(super) async fn login_with(
             })
         }
         _ => {
-            app.limits.login.failed(space, &account, ip);
+            attempt.failed();
             app.metrics
                 .login_failures
                 .with_label_values(&[space.as_str()])

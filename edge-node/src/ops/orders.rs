@@ -144,7 +144,12 @@ fn place_in(
     // Fair share: unpaid orders hold portions until they expire, so a student may hold
     // only a few at once. Counted inside the write, so parallel requests cannot pass
     // together.
-    if p.unpaid_max > 0 && orders::unpaid_at_least(ctx.conn, p.student, p.unpaid_max)? {
+    // Checked again inside the write: a block committed just before this placement
+    // in the same group is seen.
+    if let Some(reason) = crate::store::accounts::blocked_reason(ctx.conn, p.student)? {
+        return Err(OrderError::Blocked(reason));
+    }
+    if p.unpaid_max > 0 && orders::unpaid_at_least(ctx.conn, p.student, p.unpaid_max, p.day)? {
         return Err(OrderError::TooManyUnpaid(p.unpaid_max));
     }
     let id = OrderId::new();

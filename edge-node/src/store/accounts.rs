@@ -300,6 +300,16 @@ impl AccountStates {
             .cloned()
     }
 
+    /// Adds an account the box has not seen (made by another process, e.g. the command
+    /// line, while the box runs); an account already known is left as it is.
+    pub fn insert_if_absent(&self, id: uuid::Uuid, state: AccountState) {
+        self.map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id)
+            .or_insert(state);
+    }
+
     pub fn apply(&self, changed: Vec<(uuid::Uuid, AccountState)>) {
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
         for (id, state) in changed {
@@ -319,6 +329,15 @@ pub fn student_by_number(
         .optional()?;
     row.map(|(id, reason)| Ok((StudentId(parse_id(&id)?), reason)))
         .transpose()
+}
+
+/// Why staff blocked a student, if they did.
+pub fn blocked_reason(conn: &Connection, student: StudentId) -> Result<Option<String>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT blocked_reason FROM student WHERE id = ?1")?
+        .query_row([student.to_string()], |r| r.get::<_, Option<String>>(0))
+        .optional()?
+        .flatten())
 }
 
 /// Blocks (with a reason) or unblocks a student, and records it in the outbox.
@@ -368,19 +387,23 @@ pub struct Credentials {
     pub name: String,
     pub role: Role,
     pub secret_hash: String,
+    /// Why staff blocked this student, if they did.
+    pub blocked: Option<String>,
 }
 
 pub fn student_credentials(
     conn: &Connection,
     student_number: &str,
 ) -> Result<Option<Credentials>, StoreError> {
-    let row: Option<(String, String, String)> = conn
+    let row: Option<(String, String, String, Option<String>)> = conn
         .prepare_cached(
-            "SELECT id, name, pin_hash FROM student WHERE student_number = ?1 AND active = 1",
+            "SELECT id, name, pin_hash, blocked_reason FROM student WHERE student_number = ?1 AND active = 1",
         )?
-        .query_row([student_number], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row([student_number], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
         .optional()?;
-    row.map(|(id, name, secret_hash)| {
+    row.map(|(id, name, secret_hash, blocked)| {
         Ok(Credentials {
             id: id
                 .parse()
@@ -388,6 +411,7 @@ pub fn student_credentials(
             name,
             role: Role::Student,
             secret_hash,
+            blocked,
         })
     })
     .transpose()
@@ -410,6 +434,7 @@ pub fn staff_credentials(
             role: Role::parse(&role)
                 .ok_or_else(|| StoreError::Corrupt(format!("staff role {role}")))?,
             secret_hash,
+            blocked: None,
         })
     })
     .transpose()

@@ -109,14 +109,16 @@ pub fn backup(
     let _ = std::fs::remove_file(&staging);
     let result = snapshot(db, &staging, progress).and_then(|outbox_last_seq| {
         match &key {
-            None => {
-                std::fs::rename(&staging, out).map_err(io(out))?;
-            }
+            None => publish(&staging, out)?,
             Some(key) => {
                 let partial = out.with_extension("partial");
                 let _ = std::fs::remove_file(&partial);
-                encrypt_file(&staging, &partial, key)?;
-                std::fs::rename(&partial, out).map_err(io(out))?;
+                let sealed =
+                    encrypt_file(&staging, &partial, key).and_then(|()| publish(&partial, out));
+                if sealed.is_err() {
+                    let _ = std::fs::remove_file(&partial);
+                }
+                sealed?;
             }
         }
         Ok(outbox_last_seq)
@@ -130,6 +132,20 @@ pub fn backup(
         outbox_last_seq,
         encrypted: key.is_some(),
     })
+}
+
+/// Gives the finished file `partial` its name `out`, never replacing a file that
+/// appeared there meanwhile (a hard link fails if the name is taken).
+fn publish(partial: &Path, out: &Path) -> Result<(), BackupError> {
+    match std::fs::hard_link(partial, out) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let _ = std::fs::remove_file(partial);
+            return Err(BackupError::Exists(out.to_owned()));
+        }
+        Err(e) => return Err(io(out)(e)),
+    }
+    std::fs::remove_file(partial).map_err(io(partial))
 }
 
 /// `VACUUM INTO` a new 0600 file `to`, with progress; checks it and returns the last
@@ -318,11 +334,11 @@ pub fn restore(
     db_file: &str,
     key_file: Option<&Path>,
 ) -> Result<i64, BackupError> {
-    secrets::private_dir(data_dir)?;
     let db = data_dir.join(db_file);
     if db.exists() {
         return Err(BackupError::DataDirInUse(db));
     }
+    secrets::private_dir(data_dir)?;
     let partial = data_dir.join(format!("{db_file}.restoring"));
     let _ = std::fs::remove_file(&partial);
     let copied = if is_encrypted(backup)? {
@@ -353,7 +369,17 @@ pub fn restore(
             return Err(e);
         }
     };
+    // A WAL or journal left by the database that was there before (a crash is when
+    // people restore) would be replayed onto the restored file: they go first.
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let stale = data_dir.join(format!("{db_file}{suffix}"));
+        match std::fs::remove_file(&stale) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&stale)(e)),
+            _ => {}
+        }
+    }
     std::fs::rename(&partial, &db).map_err(io(&db))?;
+    secrets::give_to_dir_owner(&db)?;
     let key = data_dir.join(secrets::TOKEN_KEY_FILE);
     match std::fs::remove_file(&key) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&key)(e)),

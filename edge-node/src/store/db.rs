@@ -66,6 +66,7 @@ const STATEMENT_CACHE: usize = 256;
 pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     if !path.exists() {
         super::secrets::create_private(path)?;
+        super::secrets::give_to_dir_owner(path)?;
     }
     for suffix in ["", "-wal", "-shm"] {
         let mut file = path.as_os_str().to_owned();

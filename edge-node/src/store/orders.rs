@@ -39,19 +39,24 @@ pub fn replay_of(
         .transpose()
 }
 
-/// Whether a student holds at least `max` open unpaid orders (reads at most `max`
-/// index entries).
+/// Whether a student holds at least `max` open unpaid orders of `day` or the day
+/// before (older ones have expired: the unpaid timeout is at most a day). Reads the
+/// student's own orders of those days through the student index: no extra index to
+/// maintain on every placement.
 pub fn unpaid_at_least(
     conn: &Connection,
     student: StudentId,
     max: usize,
+    day: NaiveDate,
 ) -> Result<bool, StoreError> {
     let offset = i64::try_from(max.saturating_sub(1)).unwrap_or(i64::MAX);
+    let since = day.pred_opt().unwrap_or(day);
     Ok(conn
         .prepare_cached(
-            "SELECT 1 FROM orders WHERE student_id = ?1 AND state = 'placed' LIMIT 1 OFFSET ?2",
+            "SELECT 1 FROM orders WHERE student_id = ?1 AND service_day >= ?2 AND state = 'placed'
+             LIMIT 1 OFFSET ?3",
         )?
-        .exists(params![student.to_string(), offset])?)
+        .exists(params![student.to_string(), since.to_string(), offset])?)
 }
 
 /// A student's open unpaid orders (state `placed`, any day), oldest first.

@@ -60,6 +60,28 @@ pub fn create_private(path: &Path) -> Result<std::fs::File, SecretError> {
         .map_err(io(path))
 }
 
+/// A file the command line creates in a data directory while running as root (as an
+/// operator with sudo would) is given to the directory's owner, the service's user:
+/// otherwise the service could not open it. SQLite does the same for the WAL and
+/// shared-memory files it creates beside a database.
+pub fn give_to_dir_owner(file: &Path) -> Result<(), SecretError> {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let dir = file.parent().unwrap_or(Path::new("."));
+    let owner = std::fs::metadata(dir).map_err(io(dir))?;
+    if owner.uid() == 0 {
+        return Ok(());
+    }
+    nix::unistd::chown(
+        file,
+        Some(nix::unistd::Uid::from_raw(owner.uid())),
+        Some(nix::unistd::Gid::from_raw(owner.gid())),
+    )
+    .map_err(|e| io(file)(e.into()))
+}
+
 /// 32 random bytes as 64 hex digits.
 pub fn new_key() -> [u8; 32] {
     let mut key = [0u8; 32];
@@ -124,6 +146,7 @@ pub fn token_key(data_dir: &Path, max_age: Duration) -> Result<([u8; 32], KeyOri
         std::fs::remove_file(&path).map_err(io(&path))?;
     }
     write_key(&path, &key)?;
+    give_to_dir_owner(&path)?;
     Ok((key, origin))
 }
 

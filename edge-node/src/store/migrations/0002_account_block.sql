@@ -4,6 +4,3 @@
 ALTER TABLE student ADD COLUMN blocked_reason TEXT;
 ALTER TABLE student ADD COLUMN blocked_at TEXT;
 
--- Unpaid open orders per student (the fair-share cap): a small partial index, holding
--- only orders waiting for payment.
-CREATE INDEX orders_unpaid_by_student ON orders (student_id, placed_at) WHERE state = 'placed';
