@@ -100,6 +100,7 @@ pub struct Settings {
     #[arg(long, env = "EDGE_CONNECTIONS_MAX")]
     pub connections_max: Option<usize>,
     /// Open HTTP connections allowed from one address (an IPv6 /64 counts as one).
+    /// Raise it when phones reach the box through NAT or a proxy on one address.
     #[arg(long, env = "EDGE_CONNECTIONS_PER_ADDRESS")]
     pub connections_per_address: Option<usize>,
     /// A connection must send a request's whole header within this time, in
