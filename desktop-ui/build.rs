@@ -11,6 +11,7 @@ const COMMANDS: &[&str] = &[
     "bump",
     "recall",
     "hand_over",
+    "student_action",
     "stock",
     "stock_action",
     "menu",

@@ -149,6 +149,26 @@ function chime() {
   } catch (_) { /* no audio device: the toast still shows */ }
 }
 
+// ---------- a student taking more than their share ----------
+async function studentAction(action) {
+  const out = $("#student-result");
+  try {
+    const s = await invoke("student_action", {
+      number: $("#student-number").value, action, reason: $("#block-reason").value,
+    });
+    out.className = "ok";
+    out.textContent = t(action === "unblock" ? "student_unblocked" : action === "block" ? "student_blocked" : "student_cancelled",
+      { number: s.student_number, n: s.cancelled.length });
+    if (s.cancelled.length) refreshBoard(false);
+  } catch (e) {
+    out.className = "error";
+    out.textContent = errorText(e);
+  }
+}
+$("#cancel-unpaid-btn").addEventListener("click", () => studentAction("cancel_unpaid"));
+$("#block-btn").addEventListener("click", () => studentAction("block"));
+$("#unblock-btn").addEventListener("click", () => studentAction("unblock"));
+
 // ---------- hand-over ----------
 $("#pickup-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();

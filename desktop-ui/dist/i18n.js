@@ -28,6 +28,13 @@ const TEXTS = {
     e_unreachable: "无法连接食堂终端", e_stale_version: "订单已被他人更新，已刷新",
     e_too_late_to_recall: "已发送，无法撤回", e_bad_address: "地址格式应为 http://主机:端口",
     e_forbidden: "没有权限", e_rate_limited: "尝试过于频繁，请稍后再试",
+    student_heading: "学生账号", student_number: "学号", block_reason: "原因（封禁时必填）",
+    cancel_unpaid: "取消其未付款订单", block: "封禁并取消未付款订单", unblock: "解除封禁",
+    student_cancelled: "已取消 {number} 的 {n} 个未付款订单",
+    student_blocked: "已封禁 {number}，取消了 {n} 个未付款订单",
+    student_unblocked: "已解除 {number} 的封禁",
+    e_bad_student_number: "学号只能是 1 到 32 位字母、数字或短横线",
+    e_reason_required: "请填写封禁原因", e_not_found: "没有这个学号",
   },
   en: {
     app_title: "Canteen Staff", box_address: "Box address", username: "User name", password: "Password",
@@ -55,6 +62,13 @@ const TEXTS = {
     e_unreachable: "Cannot reach the box", e_stale_version: "Someone else changed that order; reloaded",
     e_too_late_to_recall: "Already sent, too late to recall", e_bad_address: "The address looks like http://host:port",
     e_forbidden: "Not allowed", e_rate_limited: "Too many attempts; wait a moment",
+    student_heading: "Student account", student_number: "Student number", block_reason: "Reason (needed to block)",
+    cancel_unpaid: "Cancel their unpaid orders", block: "Block and cancel unpaid orders", unblock: "Unblock",
+    student_cancelled: "Cancelled {n} unpaid orders of {number}",
+    student_blocked: "Blocked {number}; cancelled {n} unpaid orders",
+    student_unblocked: "{number} may order again",
+    e_bad_student_number: "A student number is 1 to 32 letters, digits or dashes",
+    e_reason_required: "Say why the student is blocked", e_not_found: "No student with that number",
   },
 };
 let LANG = "zh";

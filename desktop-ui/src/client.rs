@@ -10,7 +10,8 @@ use crate::error::UiError;
 use canteen_api::menu::{ItemFields, MenuEdit, MenuItem, MenuResponse};
 use canteen_api::order::DaySummary;
 use canteen_api::staff::{
-    HandOverRequest, LoginResponse, StaffLogin, StaffMenu, SyncState, TransitionRequest,
+    BlockRequest, HandOverRequest, LoginResponse, StaffLogin, StaffMenu, StudentStanding,
+    SyncState, TransitionRequest,
 };
 use canteen_api::stock::{StaffStockAction, StockLevel};
 use canteen_api::{ErrorBody, ItemId, OrderEvent, OrderId, OrderState, OrderView};
@@ -257,6 +258,40 @@ impl BoxClient {
             self.request(Method::POST, &format!("/api/staff/orders/{id}/transitions"))
                 .json(&body),
         )
+        .await
+    }
+
+    /// Cancels every unpaid open order of a student.
+    pub async fn cancel_unpaid(&self, student_number: &str) -> Result<StudentStanding, UiError> {
+        Self::send(self.request(
+            Method::POST,
+            &format!("/api/staff/students/{student_number}/cancel-unpaid"),
+        ))
+        .await
+    }
+
+    /// Blocks a student from ordering, with a reason (and cancels their unpaid orders).
+    pub async fn block(
+        &self,
+        student_number: &str,
+        request: &BlockRequest,
+    ) -> Result<StudentStanding, UiError> {
+        Self::send(
+            self.request(
+                Method::POST,
+                &format!("/api/staff/students/{student_number}/block"),
+            )
+            .json(request),
+        )
+        .await
+    }
+
+    /// Lets a blocked student order again.
+    pub async fn unblock(&self, student_number: &str) -> Result<StudentStanding, UiError> {
+        Self::send(self.request(
+            Method::DELETE,
+            &format!("/api/staff/students/{student_number}/block"),
+        ))
         .await
     }
 

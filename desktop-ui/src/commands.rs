@@ -11,7 +11,7 @@ use crate::session::{Shared, Status};
 use crate::settings::{self, Remembered};
 use canteen_api::menu::{ItemFields, MenuEdit};
 use canteen_api::order::DaySummary;
-use canteen_api::staff::{Role, StaffMenu};
+use canteen_api::staff::{BlockRequest, Role, StaffMenu, StudentStanding};
 use canteen_api::stock::{ADJUST_MAX, StaffStockAction};
 use canteen_api::{ItemId, OrderId, OrderView};
 use serde::Serialize;
@@ -177,6 +177,65 @@ pub async fn hand_over(shared: State<'_, Shared>, code: String) -> Result<OrderV
     let order = c.hand_over(&input.code()).await?;
     shared.lock().orders.retain(|o| o.id != order.id);
     Ok(order)
+}
+
+/// What staff do about a student at the counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StudentAction {
+    CancelUnpaid,
+    Block,
+    Unblock,
+}
+
+/// A student number as the box accepts it (1 to 32 letters, digits or dashes), checked
+/// before it goes into a URL.
+fn student_number(input: &str) -> Result<String, UiError> {
+    let n = input.trim();
+    if n.is_empty() || n.len() > 32 || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(UiError::input(
+            "bad_student_number",
+            "a student number is 1 to 32 letters, digits or dashes",
+        ));
+    }
+    Ok(n.to_owned())
+}
+
+/// Cancels a student's unpaid orders, blocks the student (with a reason, cancelling
+/// their unpaid orders too) or unblocks them.
+#[tauri::command]
+pub async fn student_action(
+    shared: State<'_, Shared>,
+    number: String,
+    action: StudentAction,
+    reason: Option<String>,
+) -> Result<StudentStanding, UiError> {
+    let number = student_number(&number)?;
+    let c = client(&shared)?;
+    let standing = match action {
+        StudentAction::CancelUnpaid => c.cancel_unpaid(&number).await?,
+        StudentAction::Unblock => c.unblock(&number).await?,
+        StudentAction::Block => {
+            let reason = reason.unwrap_or_default().trim().to_owned();
+            if reason.is_empty() {
+                return Err(UiError::input(
+                    "reason_required",
+                    "say why the student is blocked",
+                ));
+            }
+            c.block(
+                &number,
+                &BlockRequest {
+                    reason,
+                    cancel_unpaid: true,
+                },
+            )
+            .await?
+        }
+    };
+    let cancelled: std::collections::HashSet<_> = standing.cancelled.iter().copied().collect();
+    shared.lock().orders.retain(|o| !cancelled.contains(&o.id));
+    Ok(standing)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -360,6 +419,24 @@ pub async fn housekeeping(app: AppHandle, stop: CancellationToken) {
             let sync = c.sync_state().await.ok();
             shared.lock().sync = sync;
             let _ = app.emit("status-changed", ());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A student number goes into the box's URL: anything else is refused before.
+    #[test]
+    fn student_numbers_are_checked_before_they_reach_a_url() {
+        assert_eq!(student_number(" 2024003 ").unwrap(), "2024003");
+        for bad in ["", "../staff/orders", "2024 003", "a/b", &"9".repeat(33)] {
+            assert_eq!(
+                student_number(bad).unwrap_err().code(),
+                "bad_student_number",
+                "{bad}"
+            );
         }
     }
 }

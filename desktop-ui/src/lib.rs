@@ -38,6 +38,7 @@ pub fn run() {
             commands::bump,
             commands::recall,
             commands::hand_over,
+            commands::student_action,
             commands::stock,
             commands::stock_action,
             commands::menu,

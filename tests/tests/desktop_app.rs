@@ -616,5 +616,65 @@ async fn drive(client: &Client, api: &Api, base: &str, dish: &str) -> anyhow::Re
         artifacts()?.join("desktop-menu.png"),
         client.screenshot().await?,
     )?;
+
+    // A student holding unpaid orders: blocked at the counter with a reason, which
+    // cancels those orders; the box then refuses the student's next order.
+    let hoard = place_order(api, 3, dish, "hoard-1").await?;
+    client
+        .find(Locator::Css("#tab-handover"))
+        .await?
+        .click()
+        .await?;
+    client
+        .find(Locator::Css("#student-number"))
+        .await?
+        .send_keys("2024003")
+        .await?;
+    client
+        .find(Locator::Css("#block-reason"))
+        .await?
+        .send_keys("kept portions unpaid")
+        .await?;
+    client
+        .find(Locator::Css("#block-btn"))
+        .await?
+        .click()
+        .await?;
+    let (class, said) = until("the block's result", || async {
+        let out = client.find(Locator::Css("#student-result")).await?;
+        let class = out.attr("class").await?.unwrap_or_default();
+        let text = out.text().await?;
+        Ok((!class.is_empty() && !text.is_empty()).then_some((class, text)))
+    })
+    .await?;
+    ensure!(
+        class == "ok" && said.contains("2024003"),
+        "the block said {said:?} ({class})"
+    );
+    let token = api.student(3).await?;
+    let (status, order) = api
+        .get(
+            &format!(
+                "/api/student/orders/{}",
+                hoard["id"].as_str().unwrap_or_default()
+            ),
+            Some(&token),
+        )
+        .await?;
+    ensure!(
+        status == 200 && order["state"] == "cancelled",
+        "the unpaid order: {status} {order}"
+    );
+    let (status, refused) = api
+        .post(
+            "/api/student/orders",
+            Some(&token),
+            &json!({"lines": [{"item_id": dish, "quantity": 1}], "payment_mode": "counter"}),
+        )
+        .await?;
+    ensure!(
+        status == 403 && refused["error"]["code"] == "account_blocked",
+        "a blocked student's order: {status} {refused}"
+    );
     Ok(order_id)
 }
