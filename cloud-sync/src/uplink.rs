@@ -93,26 +93,40 @@ pub enum BatchError {
     NotConsecutive(u64),
     #[error("gap: the cloud has up to {cursor}, the batch starts at {first}")]
     Gap { cursor: u64, first: u64 },
+    #[error("seq {0} is out of range")]
+    OutOfRange(u64),
 }
 
+/// The largest sequence number accepted from a box (stored as SQLite's signed 64-bit
+/// integer).
+pub const SEQ_MAX: u64 = i64::MAX as u64;
+
 /// Cloud side: which events of a batch are new, given the node's cursor. Replays are
-/// skipped; a gap is refused (the box resends from the cursor).
+/// skipped; a gap is refused (the box resends from the cursor). Every number is the
+/// peer's: the arithmetic is checked, and sequence numbers beyond [`SEQ_MAX`] (or 0)
+/// are refused.
 pub fn accept_batch(cursor: u64, events: &[WireEvent]) -> Result<&[WireEvent], BatchError> {
+    if let Some(bad) = events.iter().find(|e| e.seq == 0 || e.seq > SEQ_MAX) {
+        return Err(BatchError::OutOfRange(bad.seq));
+    }
     for pair in events.windows(2) {
-        if pair[1].seq != pair[0].seq + 1 {
+        if pair[0].seq.checked_add(1) != Some(pair[1].seq) {
             return Err(BatchError::NotConsecutive(pair[1].seq));
         }
     }
     let Some(first) = events.first() else {
         return Ok(&[]);
     };
-    if first.seq > cursor + 1 {
+    let next = cursor
+        .checked_add(1)
+        .ok_or(BatchError::OutOfRange(cursor))?;
+    if first.seq > next {
         return Err(BatchError::Gap {
             cursor,
             first: first.seq,
         });
     }
-    let skip = (cursor + 1 - first.seq) as usize;
+    let skip = usize::try_from(next - first.seq).unwrap_or(usize::MAX);
     Ok(&events[skip.min(events.len())..])
 }
 
@@ -157,6 +171,22 @@ mod tests {
         // A cloud restored from an older backup never moves the box's cursor back.
         u.on_welcome(5);
         assert_eq!(u.acked(), 20);
+    }
+
+    /// Found: `seq + 1` on a peer-supplied value overflowed (a panic in debug builds).
+    #[test]
+    fn peer_numbers_at_the_edges_are_refused_not_overflowed() {
+        assert_eq!(
+            accept_batch(0, &[ev(u64::MAX)]),
+            Err(BatchError::OutOfRange(u64::MAX))
+        );
+        assert_eq!(
+            accept_batch(0, &[ev(SEQ_MAX), ev(SEQ_MAX + 1)]),
+            Err(BatchError::OutOfRange(SEQ_MAX + 1))
+        );
+        assert_eq!(accept_batch(0, &[ev(0)]), Err(BatchError::OutOfRange(0)));
+        assert!(accept_batch(u64::MAX, &[ev(5)]).is_err());
+        assert_eq!(accept_batch(SEQ_MAX - 1, &[ev(SEQ_MAX)]).unwrap().len(), 1);
     }
 
     #[test]

@@ -100,9 +100,10 @@ impl App {
                 "made a new token signing key; earlier sessions end"
             );
         }
-        let actor = uuid::Uuid::parse_str(&node_id)
-            .map(|u| u.as_bytes().to_vec())
-            .unwrap_or_else(|_| node_id.as_bytes().to_vec());
+        // A new Automerge actor at every start: a box restored from a backup (or
+        // started on a copy) never repeats an (actor, seq) the cloud already holds,
+        // which would make both sides refuse the document from then on.
+        let actor = uuid::Uuid::new_v4().as_bytes().to_vec();
         let (docs, menu, canteen) =
             Documents::open(&conn, &actor, &config, clock.now().timestamp_millis())?;
         let today = canteen.service_day(clock.now());

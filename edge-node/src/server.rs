@@ -47,6 +47,9 @@ pub async fn run_with_staff(
                         if let Err(e) = crate::ops::orders::housekeeping(&app).await {
                             tracing::warn!(error = %e, "housekeeping failed; will retry");
                         }
+                        if let Err(e) = crate::ops::accounts::refresh_states(&app).await {
+                            tracing::warn!(error = %e, "reloading accounts failed; will retry");
+                        }
                     }
                     _ = prune.tick() => app.limits.prune(),
                 }
@@ -114,9 +117,11 @@ pub async fn run_with_staff(
                 Some(acceptor),
                 router,
                 app.clone(),
+                // Staff terminals are few: one address may hold only a few of the
+                // staff listener's connections.
                 Arc::new(Connections::new(
                     staff_share,
-                    app.config.connections_per_address,
+                    app.config.connections_per_address.min(STAFF_PER_ADDRESS),
                 )),
                 async move { stop.cancelled().await },
             );
@@ -196,6 +201,9 @@ impl Drop for ConnectionPermit {
         }
     }
 }
+
+/// Connections one address may hold on the staff listener.
+const STAFF_PER_ADDRESS: usize = 32;
 
 /// How long shutdown waits for open connections to finish their current request.
 const DRAIN_MAX: std::time::Duration = std::time::Duration::from_secs(10);

@@ -109,6 +109,42 @@ pub(crate) fn verify_secret(phc: &str, secret: &str) -> bool {
         .is_ok()
 }
 
+/// The largest argon2id costs accepted in a hash from elsewhere (the campus cloud):
+/// checking a PIN must not let a hostile hash allocate gigabytes or spin for seconds.
+pub(crate) const PHC_MEMORY_KIB_MAX: u32 = 64 * 1024;
+pub(crate) const PHC_PASSES_MAX: u32 = 8;
+pub(crate) const PHC_LANES_MAX: u32 = 4;
+
+/// Checks a PHC string from elsewhere: argon2id, version 0x13, costs within bounds.
+pub(crate) fn check_phc(phc: &str) -> Result<(), String> {
+    let parsed = PasswordHash::new(phc).map_err(|e| format!("not a PHC hash: {e}"))?;
+    if parsed.algorithm.as_str() != "argon2id" {
+        return Err(format!(
+            "{} hashes are not accepted; argon2id only",
+            parsed.algorithm
+        ));
+    }
+    if parsed.version != Some(0x13) {
+        return Err("argon2id version 19 only".into());
+    }
+    let params = Params::try_from(&parsed).map_err(|e| format!("argon2id parameters: {e}"))?;
+    if params.m_cost() > PHC_MEMORY_KIB_MAX
+        || params.t_cost() > PHC_PASSES_MAX
+        || params.p_cost() > PHC_LANES_MAX
+    {
+        return Err(format!(
+            "argon2id costs m={} t={} p={} exceed m={PHC_MEMORY_KIB_MAX} t={PHC_PASSES_MAX} p={PHC_LANES_MAX}",
+            params.m_cost(),
+            params.t_cost(),
+            params.p_cost()
+        ));
+    }
+    if parsed.hash.is_none() || parsed.salt.is_none() {
+        return Err("the hash has no salt or output".into());
+    }
+    Ok(())
+}
+
 /// A keyed rate limiter whose refusal says how long to wait.
 pub struct Limiter<K: Hash + Eq + Clone> {
     inner: DefaultKeyedRateLimiter<K>,
@@ -212,27 +248,58 @@ impl BackoffPolicy {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+/// The network an account's failures are remembered by, to tell an attacker moving
+/// between addresses from the owner on their own network: an IPv4 /24 or an IPv6 /64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum FailNet {
+    V4(u32),
+    V6(u64),
+}
+
+impl FailNet {
+    fn of(ip: IpAddr) -> Self {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => Self::V4(u32::from(v4) >> 8),
+            IpAddr::V6(v6) => Self::V6((u128::from(v6) >> 64) as u64),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
 struct Failures {
     count: u32,
     last: Instant,
     until: Instant,
+    /// For accounts: the networks failures came from (at most a few are kept).
+    nets: Vec<FailNet>,
+}
+
+impl Failures {
+    /// The count, less one for every quiet hour since the last failure (a phone that
+    /// mistypes now and then never climbs the back-off).
+    fn decayed(&self, now: Instant) -> u32 {
+        let quiet_hours = now.duration_since(self.last).as_secs() / 3600;
+        self.count
+            .saturating_sub(u32::try_from(quiet_hours).unwrap_or(u32::MAX))
+    }
 }
 
 /// At most this many entries are tracked per map; beyond it the quietest are
 /// forgotten first (an attacker cannot grow the box's memory).
 const TRACKED_MAX: usize = 100_000;
-/// A network's addresses together may send this many times one address's login rate.
-const NETWORK_RATE_FACTOR: u32 = 4;
+/// A network's addresses together may send this many times one address's login rate
+/// (an IPv6 /64 may be a whole LAN segment: wide, it only stops one host from
+/// rotating addresses to multiply its rate).
+const NETWORK_RATE_FACTOR: u32 = 16;
 /// Logins in flight at once from one address: a burst cannot have more guesses
 /// checked before their failures count (a few, for students behind one NAT address).
 const ADDRESS_IN_FLIGHT_MAX: usize = 4;
 /// Logins in flight at once from one network (an IPv6 /64).
-const NETWORK_IN_FLIGHT_MAX: usize = 8;
-/// After this many recent failures from a network, its addresses that have not failed
-/// themselves are no longer spared an account's back-off (an attacker rotating through
-/// the addresses of a /64).
-const NETWORK_SUSPICIOUS: u32 = 10;
+const NETWORK_IN_FLIGHT_MAX: usize = 32;
+/// An account's back-off spares a clean address only while failures against the
+/// account came from fewer networks than this, and none from the address's own (an
+/// attacker moving between addresses or networks gets at most this many extra tries).
+const ACCOUNT_NETWORKS_SPARED: usize = 3;
 /// An address that logged in to an account is trusted for it this long: the account's
 /// back-off never applies to it (the owner's own phone).
 const TRUST_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -272,17 +339,19 @@ impl LoginRefusal {
 /// - An exponential back-off per address after its failures.
 /// - An exponential back-off per account after its failures, which spares an address
 ///   that has logged in to that account before, and an address that has not failed
-///   itself in a network without many failures: an attacker guessing someone's PIN
-///   slows down their own guesses, never the owner typing the right PIN on their phone.
+///   itself on a network (IPv4 /24, IPv6 /64) no failure against the account came
+///   from, while those came from only a few networks: an attacker guessing someone's
+///   PIN slows down their own guesses (from any address of theirs), not the owner on
+///   their own phone or network.
 ///
 /// A correct login clears nothing (an attacker cannot reset their back-off by logging
-/// in to their own account between guesses); failures are forgotten after a quiet day.
+/// in to their own account between guesses); failures fade by one per quiet hour and
+/// are forgotten after a quiet day.
 pub struct LoginGuard {
     policy: BackoffPolicy,
     address_rate: Limiter<(LoginSpace, IpAddr)>,
     network_rate: Limiter<(LoginSpace, NetKey)>,
     addresses: std::sync::Mutex<HashMap<(LoginSpace, IpAddr), Failures>>,
-    networks: std::sync::Mutex<HashMap<(LoginSpace, NetKey), Failures>>,
     accounts: std::sync::Mutex<HashMap<(LoginSpace, String), Failures>>,
     trusted: std::sync::Mutex<HashMap<(LoginSpace, String, IpAddr), Instant>>,
     in_flight: std::sync::Mutex<InFlight>,
@@ -338,6 +407,7 @@ fn make_room<K: Hash + Eq + Clone, V>(
 fn note_failure<K: Hash + Eq + Clone>(
     map: &mut HashMap<K, Failures>,
     key: K,
+    net: Option<FailNet>,
     policy: &BackoffPolicy,
     now: Instant,
 ) {
@@ -346,13 +416,21 @@ fn note_failure<K: Hash + Eq + Clone>(
         count: 0,
         last: now,
         until: now,
+        nets: Vec::new(),
     });
     if now.duration_since(f.last) >= policy.forget_after {
         f.count = 0;
+        f.nets.clear();
     }
-    f.count = f.count.saturating_add(1);
+    f.count = f.decayed(now).saturating_add(1);
     f.last = now;
     f.until = now + policy.wait_after(f.count);
+    if let Some(net) = net
+        && !f.nets.contains(&net)
+        && f.nets.len() <= ACCOUNT_NETWORKS_SPARED
+    {
+        f.nets.push(net);
+    }
 }
 
 /// A login that passed the guard: report how it ended. Dropping it without a verdict
@@ -372,18 +450,14 @@ impl LoginAttempt<'_> {
         note_failure(
             &mut lock(&g.addresses),
             (self.space, self.ip),
-            &g.policy,
-            now,
-        );
-        note_failure(
-            &mut lock(&g.networks),
-            (self.space, NetKey::of(self.ip)),
+            None,
             &g.policy,
             now,
         );
         note_failure(
             &mut lock(&g.accounts),
             (self.space, self.account.clone()),
+            Some(FailNet::of(self.ip)),
             &g.policy,
             now,
         );
@@ -415,7 +489,6 @@ impl LoginGuard {
             address_rate: Limiter::per_minute(per_minute_per_address, per_minute_per_address),
             network_rate: Limiter::per_minute(per_network, per_network),
             addresses: Default::default(),
-            networks: Default::default(),
             accounts: Default::default(),
             trusted: Default::default(),
             in_flight: Default::default(),
@@ -441,29 +514,34 @@ impl LoginGuard {
         {
             return Err((LoginRefusal::InFlight, 1));
         }
-        let address = lock(&self.addresses).get(&(space, ip)).copied();
+        let address = lock(&self.addresses).get(&(space, ip)).cloned();
         if let Some(wait) = remaining(address.as_ref(), now) {
             return Err((LoginRefusal::SourceBackoff, whole_seconds(wait)));
         }
-        let address_failed = address.is_some_and(|f| f.count > 0 && recent(&f));
-        let network_suspicious = lock(&self.networks)
-            .get(&(space, net))
-            .is_some_and(|f| f.count >= NETWORK_SUSPICIOUS && recent(f));
+        let address_failed = address.is_some_and(|f| recent(&f) && f.decayed(now) > 0);
         let trusted = lock(&self.trusted)
             .get(&(space, account.to_owned(), ip))
             .is_some_and(|at| now.duration_since(*at) < TRUST_FOR);
-        if !trusted && (address_failed || network_suspicious) {
-            let key = (space, account.to_owned());
-            if let Some(wait) = remaining(lock(&self.accounts).get(&key), now) {
+        {
+            let accounts = lock(&self.accounts);
+            let entry = accounts.get(&(space, account.to_owned()));
+            let from_elsewhere = entry.is_none_or(|f| {
+                !recent(f)
+                    || (!f.nets.contains(&FailNet::of(ip))
+                        && f.nets.len() < ACCOUNT_NETWORKS_SPARED)
+            });
+            let spared = trusted || (!address_failed && from_elsewhere);
+            if !spared && let Some(wait) = remaining(entry, now) {
                 return Err((LoginRefusal::AccountBackoff, whole_seconds(wait)));
             }
         }
-        self.address_rate
-            .check(&(space, ip))
-            .map_err(|wait| (LoginRefusal::SourceRate, wait))?;
+        // The wide limit first: a refused request from a new address adds no key.
         self.network_rate
             .check(&(space, net))
             .map_err(|wait| (LoginRefusal::NetworkRate, wait))?;
+        self.address_rate
+            .check(&(space, ip))
+            .map_err(|wait| (LoginRefusal::SourceRate, wait))?;
         *in_flight.addresses.entry((space, ip)).or_insert(0) += 1;
         *in_flight.networks.entry((space, net)).or_insert(0) += 1;
         Ok(LoginAttempt {
@@ -489,7 +567,6 @@ impl LoginGuard {
         let forget = self.policy.forget_after;
         lock(&self.accounts).retain(|_, f| now.duration_since(f.last) < forget);
         lock(&self.addresses).retain(|_, f| now.duration_since(f.last) < forget);
-        lock(&self.networks).retain(|_, f| now.duration_since(f.last) < forget);
         lock(&self.trusted).retain(|_, at| now.duration_since(*at) < TRUST_FOR);
         self.address_rate.prune();
         self.network_rate.prune();
@@ -607,6 +684,22 @@ mod tests {
         ));
         let other = Tokens::new(b"other", chrono::Duration::minutes(10));
         assert!(matches!(other.verify(&token, now), Err(AuthError::Invalid)));
+    }
+
+    #[test]
+    fn hashes_from_elsewhere_are_argon2id_within_bounds() {
+        let cost = HashCost {
+            memory_kib: 64,
+            passes: 1,
+        };
+        assert_eq!(check_phc(&hash_secret("135790", cost)), Ok(()));
+        let huge = "$argon2id$v=19$m=4194304,t=1,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA";
+        assert!(check_phc(huge).unwrap_err().contains("exceed"));
+        let argon2i =
+            "$argon2i$v=19$m=64,t=1,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA";
+        assert!(check_phc(argon2i).unwrap_err().contains("argon2id only"));
+        assert!(check_phc("$2b$12$abcdefghijklmnopqrstuv").is_err());
+        assert!(check_phc("plain").is_err());
     }
 
     #[test]

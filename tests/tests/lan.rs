@@ -297,6 +297,65 @@ async fn one_address_holds_at_most_its_share_of_connections() -> anyhow::Result<
     // Another address is served meanwhile.
     let (status, _) = Api::new(&edge.base).get("/healthz", None).await?;
     assert_eq!(status, 200);
+    // Closing connections gives the address its places back.
+    held.truncate(5);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut again = from_other().await?;
+    again
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: box\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut answer = Vec::new();
+    again.read_to_end(&mut answer).await?;
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
     drop(held);
+    Ok(())
+}
+
+/// A manager demoted at the shell (`edge-node staff add --role staff`, another process
+/// writing the database) while the box serves loses manager routes within seconds,
+/// on the token they already hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demotion_made_at_the_shell_reaches_the_running_box() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("box");
+    seed_demo(&data)?;
+    let edge = EdgeProcess::serve(&data, &[("EDGE_HOUSEKEEPING_INTERVAL_S", "1")])?;
+    let api = Api::new(&edge.base);
+    let manager = api.manager().await?;
+    let edit = serde_json::json!([{"op": "set_announcement", "text": "before"}]);
+    let (status, body) = api
+        .post("/api/staff/settings/edits", Some(&manager), &edit)
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    tests::edge_command(&[
+        "staff",
+        "add",
+        "--username",
+        "manager",
+        "--name",
+        "Canteen manager",
+        "--role",
+        "staff",
+        "--password",
+        "manager-pass",
+        "--data-dir",
+        tests::path_str(&data),
+    ])?;
+    let refused = tests::eventually(
+        "the demotion at the box",
+        Duration::from_secs(20),
+        || async {
+            let (status, body) = api
+                .post("/api/staff/settings/edits", Some(&manager), &edit)
+                .await?;
+            Ok((status == 403).then_some(body))
+        },
+    )
+    .await?;
+    assert_eq!(refused["error"]["code"], "forbidden");
     Ok(())
 }

@@ -13,7 +13,6 @@ use tokio::sync::Notify;
 
 /// Compact a replica once its chunks outgrow this many bytes.
 const COMPACT_BYTES: usize = 256 * 1024;
-const CLOUD_ACTOR: &[u8] = b"campus-cloud";
 
 struct Replica {
     doc: ReplicatedDoc,
@@ -25,14 +24,23 @@ type Replicas = HashMap<(String, DocKind), Arc<Mutex<Replica>>>;
 
 pub struct DocHub {
     store: Arc<CloudStore>,
+    /// This process's Automerge actor: new at every start, so a cloud restored from a
+    /// backup never repeats an (actor, seq) its boxes already hold (they would refuse
+    /// the document from then on).
+    actor: Vec<u8>,
     replicas: Mutex<Replicas>,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
 impl DocHub {
     pub fn new(store: Arc<CloudStore>) -> Self {
+        let mut actor = b"campus-cloud-".to_vec();
+        let mut random = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut random);
+        actor.extend_from_slice(&random);
         Self {
             store,
+            actor,
             replicas: Mutex::new(HashMap::new()),
             wakers: Mutex::new(HashMap::new()),
         }
@@ -60,12 +68,12 @@ impl DocHub {
         }
         let chunks = self.store.doc_chunks(node, kind.as_str())?;
         let doc = if chunks.is_empty() {
-            let mut doc = ReplicatedDoc::create(kind, CLOUD_ACTOR)?;
+            let mut doc = ReplicatedDoc::create(kind, &self.actor)?;
             self.store
                 .put_chunk(node, kind.as_str(), &doc.save(), true)?;
             doc
         } else {
-            ReplicatedDoc::load(kind, chunks.iter().map(Vec::as_slice), CLOUD_ACTOR)?
+            ReplicatedDoc::load(kind, chunks.iter().map(Vec::as_slice), &self.actor)?
         };
         let peer = match self.store.sync_state(node, kind.as_str())? {
             Some(bytes) => SyncPeer::decode(&bytes)?,

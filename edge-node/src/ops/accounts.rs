@@ -26,3 +26,18 @@ pub async fn add_staff(
         .write(move |ctx| accounts::upsert_staff(ctx, &username, &name, role, &password_hash))
         .await
 }
+
+/// Reloads the box's account states when the database's accounts changed since they
+/// were loaded, e.g. by `edge-node staff add` or `roster import` run while the box
+/// serves (run by housekeeping): a demotion made at the shell takes effect within
+/// seconds, like one from the cloud. Returns whether it reloaded.
+pub async fn refresh_states(app: &App) -> Result<bool, crate::store::StoreError> {
+    use crate::store::accounts::AccountStates;
+    let now = app.readers.read(AccountStates::version_in).await?;
+    if !app.accounts.stale(now) {
+        return Ok(false);
+    }
+    let fresh = app.readers.read(AccountStates::load).await?;
+    app.accounts.replace(fresh);
+    Ok(true)
+}

@@ -57,6 +57,19 @@ pub fn check_pin(text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A staff username: 1 to 32 letters, digits, '-', '_' or '.'.
+pub fn check_username(username: &str) -> Result<(), String> {
+    if username.is_empty()
+        || username.len() > 32
+        || !username
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return Err("username must be 1 to 32 letters, digits, '-', '_' or '.'".into());
+    }
+    Ok(())
+}
+
 fn check_name(text: &str) -> Result<(), String> {
     let n = text.trim().chars().count();
     if n == 0 || n > 80 {
@@ -147,16 +160,7 @@ pub fn upsert_staff(
     role: Role,
     password_hash: &str,
 ) -> Result<StaffId, AccountError> {
-    if username.is_empty()
-        || username.len() > 32
-        || !username
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    {
-        return Err(AccountError::Invalid(
-            "username must be 1 to 32 letters, digits, '-', '_' or '.'".into(),
-        ));
-    }
+    check_username(username).map_err(AccountError::Invalid)?;
     check_name(display_name).map_err(AccountError::Invalid)?;
     if role == Role::Student {
         return Err(AccountError::Invalid(
@@ -187,43 +191,77 @@ fn parse_id(id: &str) -> Result<uuid::Uuid, StoreError> {
         .map_err(|_| StoreError::Corrupt(format!("account id {id}")))
 }
 
+/// Checks an account from the cloud with the same rules as accounts made at the box,
+/// and its hash (argon2id within cost bounds: see `session::check_phc`).
+fn check_cloud_account(a: &cloud_sync::proto::Account) -> Result<(), String> {
+    match a.role.as_str() {
+        "student" => check_student_number(&a.login)?,
+        "staff" | "manager" => check_username(&a.login)?,
+        other => return Err(format!("unknown role {other:?}")),
+    }
+    check_name(&a.name)?;
+    crate::session::check_phc(&a.secret_hash)
+}
+
 /// Applies account changes from the cloud (the newest change per login wins, since
-/// they arrive in cursor order).
+/// they arrive in cursor order). An account that breaks the rules is refused and
+/// logged, the rest of the batch applies; an account made at the box (`origin =
+/// 'local'`) is never overwritten. Returns how many were refused.
 pub fn apply_from_cloud(
     ctx: &mut WriteCtx<'_>,
     accounts: &[cloud_sync::proto::Account],
-) -> Result<(), AccountError> {
+) -> Result<usize, AccountError> {
     let mut changed = Vec::with_capacity(accounts.len());
+    let mut refused = 0;
     for a in accounts {
-        match a.role.as_str() {
-            "student" => {
-                let (id, blocked): (String, Option<String>) = ctx.conn
+        if let Err(why) = check_cloud_account(a) {
+            refused += 1;
+            tracing::warn!(login = %a.login.chars().take(40).collect::<String>(), %why, "refused an account from the cloud");
+            continue;
+        }
+        let applied = match a.role.as_str() {
+            "student" => ctx
+                .conn
+                .prepare_cached(
+                    "INSERT INTO student (id, student_number, name, pin_hash, active, origin) VALUES (?1, ?2, ?3, ?4, ?5, 'cloud')
+                     ON CONFLICT (student_number) DO UPDATE SET name = ?3, pin_hash = ?4, active = ?5
+                     WHERE origin = 'cloud'
+                     RETURNING id, blocked_reason",
+                )?
+                .query_row(
+                    params![StudentId::new().to_string(), a.login, a.name, a.secret_hash, a.active],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)),
+                )
+                .optional()?
+                .map(|(id, blocked)| Ok::<_, StoreError>((parse_id(&id)?, AccountState::student(a.active, blocked))))
+                .transpose()?,
+            _ => {
+                let role = Role::parse(&a.role).unwrap_or(Role::Staff);
+                ctx.conn
                     .prepare_cached(
-                        "INSERT INTO student (id, student_number, name, pin_hash, active) VALUES (?1, ?2, ?3, ?4, ?5)
-                         ON CONFLICT (student_number) DO UPDATE SET name = ?3, pin_hash = ?4, active = ?5
-                         RETURNING id, blocked_reason",
-                    )?
-                    .query_row(params![StudentId::new().to_string(), a.login, a.name, a.secret_hash, a.active], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                changed.push((parse_id(&id)?, AccountState::student(a.active, blocked)));
-            }
-            "staff" | "manager" => {
-                let id: String = ctx.conn
-                    .prepare_cached(
-                        "INSERT INTO staff (id, username, display_name, role, password_hash, active) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                        "INSERT INTO staff (id, username, display_name, role, password_hash, active, origin) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'cloud')
                          ON CONFLICT (username) DO UPDATE SET display_name = ?3, role = ?4, password_hash = ?5, active = ?6
+                         WHERE origin = 'cloud'
                          RETURNING id",
                     )?
-                    .query_row(params![StaffId::new().to_string(), a.login, a.name, a.role, a.secret_hash, a.active], |r| r.get(0))?;
-                let role = Role::parse(&a.role).unwrap_or(Role::Staff);
-                changed.push((parse_id(&id)?, AccountState::staff(role, a.active)));
+                    .query_row(
+                        params![StaffId::new().to_string(), a.login, a.name, a.role, a.secret_hash, a.active],
+                        |r| r.get::<_, String>(0),
+                    )
+                    .optional()?
+                    .map(|id| Ok::<_, StoreError>((parse_id(&id)?, AccountState::staff(role, a.active))))
+                    .transpose()?
             }
-            other => {
-                tracing::warn!(role = other, login = %a.login, "ignored an account with an unknown role")
+        };
+        match applied {
+            Some(change) => changed.push(change),
+            None => {
+                tracing::warn!(login = %a.login, "an account from the cloud names an account made at this box; kept the box's")
             }
         }
     }
     ctx.effect(Effect::Accounts(changed));
-    Ok(())
+    Ok(refused)
 }
 
 /// What every authenticated request checks about its account: a token is honoured
@@ -255,15 +293,41 @@ impl AccountState {
     }
 }
 
-/// Every account's state, in memory: loaded at start, then updated from the writer's
-/// effects after each commit that changes an account.
+/// The `box_meta` key every account change bumps (a trigger, whichever process writes).
+pub const ACCOUNTS_VERSION_KEY: &str = "accounts_version";
+
+/// Every account's state, in memory: loaded at start, updated from the writer's
+/// effects after each commit that changes an account, and reloaded when another
+/// process (the command line) changed accounts in the database.
 #[derive(Default)]
 pub struct AccountStates {
     map: std::sync::RwLock<std::collections::HashMap<uuid::Uuid, AccountState>>,
+    /// The accounts version the map was last loaded at.
+    version: std::sync::atomic::AtomicU64,
 }
 
 impl AccountStates {
+    /// The accounts version in the database.
+    pub fn version_in(conn: &Connection) -> Result<u64, StoreError> {
+        super::meta::get_u64(conn, ACCOUNTS_VERSION_KEY)
+    }
+
+    /// Whether the database's accounts changed since the map was loaded.
+    pub fn stale(&self, version_now: u64) -> bool {
+        self.version.load(std::sync::atomic::Ordering::Acquire) != version_now
+    }
+
+    /// Replaces the map with `fresh` (loaded from the database at its version).
+    pub fn replace(&self, fresh: AccountStates) {
+        let version = fresh.version.load(std::sync::atomic::Ordering::Acquire);
+        let map = fresh.map.into_inner().unwrap_or_else(|e| e.into_inner());
+        *self.map.write().unwrap_or_else(|e| e.into_inner()) = map;
+        self.version
+            .store(version, std::sync::atomic::Ordering::Release);
+    }
+
     pub fn load(conn: &Connection) -> Result<Self, StoreError> {
+        let version = Self::version_in(conn)?;
         let mut map = std::collections::HashMap::new();
         let mut stmt = conn.prepare("SELECT id, active, blocked_reason FROM student")?;
         let rows = stmt.query_map([], |r| {
@@ -289,6 +353,7 @@ impl AccountStates {
         }
         Ok(Self {
             map: std::sync::RwLock::new(map),
+            version: std::sync::atomic::AtomicU64::new(version),
         })
     }
 

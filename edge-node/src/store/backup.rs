@@ -138,14 +138,19 @@ pub fn backup(
 /// appeared there meanwhile (a hard link fails if the name is taken).
 fn publish(partial: &Path, out: &Path) -> Result<(), BackupError> {
     match std::fs::hard_link(partial, out) {
-        Ok(()) => {}
+        Ok(()) => std::fs::remove_file(partial).map_err(io(partial)),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             let _ = std::fs::remove_file(partial);
-            return Err(BackupError::Exists(out.to_owned()));
+            Err(BackupError::Exists(out.to_owned()))
         }
-        Err(e) => return Err(io(out)(e)),
+        // File systems without hard links (a FAT or exFAT stick, some network shares):
+        // check, then rename.
+        Err(_) if out.exists() => {
+            let _ = std::fs::remove_file(partial);
+            Err(BackupError::Exists(out.to_owned()))
+        }
+        Err(_) => std::fs::rename(partial, out).map_err(io(out)),
     }
-    std::fs::remove_file(partial).map_err(io(partial))
 }
 
 /// `VACUUM INTO` a new 0600 file `to`, with progress; checks it and returns the last

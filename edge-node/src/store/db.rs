@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 /// Schema migrations, applied in order; `PRAGMA user_version` is the number applied.
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
-    include_str!("migrations/0002_account_block.sql"),
+    include_str!("migrations/0002_accounts.sql"),
 ];
 
 /// The schema version this build writes.

@@ -69,17 +69,16 @@ pub fn give_to_dir_owner(file: &Path) -> Result<(), SecretError> {
     if !nix::unistd::geteuid().is_root() {
         return Ok(());
     }
-    let dir = file.parent().unwrap_or(Path::new("."));
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let owner = std::fs::metadata(dir).map_err(io(dir))?;
     if owner.uid() == 0 {
         return Ok(());
     }
-    nix::unistd::chown(
-        file,
-        Some(nix::unistd::Uid::from_raw(owner.uid())),
-        Some(nix::unistd::Gid::from_raw(owner.gid())),
-    )
-    .map_err(|e| io(file)(e.into()))
+    // Never through a link someone put in the file's place.
+    std::os::unix::fs::lchown(file, Some(owner.uid()), Some(owner.gid())).map_err(io(file))
 }
 
 /// 32 random bytes as 64 hex digits.
