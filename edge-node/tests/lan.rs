@@ -681,30 +681,20 @@ async fn staff_cancel_a_students_unpaid_orders_and_block_the_account() {
 
     // Refusals first: they change nothing.
     let before = b.outbox(&staff).await.len();
-    let r = b
-        .post(
-            "/api/staff/students/2024001/block",
-            Some(&staff),
-            json!({"reason": "   "}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    let r = b
-        .post(
-            "/api/staff/students/2099999/block",
-            Some(&staff),
-            json!({"reason": "x"}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
-    let r = b
-        .post(
-            "/api/staff/students/2024001/block",
-            Some(&s),
-            json!({"reason": "self"}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    for (number, token, reason, status) in [
+        ("2024001", &staff, "   ", StatusCode::UNPROCESSABLE_ENTITY),
+        ("2099999", &staff, "x", StatusCode::NOT_FOUND),
+        ("2024001", &s, "self", StatusCode::FORBIDDEN),
+    ] {
+        let r = b
+            .post(
+                &format!("/api/staff/students/{number}/block"),
+                Some(token),
+                json!({ "reason": reason }),
+            )
+            .await;
+        assert_eq!(r.status, status, "{number} {reason:?}");
+    }
     assert_eq!(b.outbox(&staff).await.len(), before);
 
     let r = b
