@@ -24,6 +24,9 @@ pub const HTTPS_CERT: &str = "https.pem";
 pub const HTTPS_KEY: &str = "https.key";
 /// The name boxes expect on the cloud's certificate unless told otherwise.
 pub const DEFAULT_CLOUD_NAME: &str = "cloud.canteen";
+/// How long a certificate issued to a box is valid unless told otherwise: a stolen
+/// box stops authenticating when its certificate ends (renew by enrolling again).
+pub const BOX_CERT_VALID: std::time::Duration = std::time::Duration::from_secs(365 * 86_400);
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -114,7 +117,7 @@ pub fn issue_https(
     key_out: &Path,
 ) -> anyhow::Result<()> {
     check_https_names(names)?;
-    issue_for(ca_dir, names, true, cert_out, key_out)
+    issue_for(ca_dir, names, true, Some(BOX_CERT_VALID), cert_out, key_out)
 }
 
 /// For a box without a cloud: a CA of its own in `dir` and the staff HTTPS certificate
@@ -126,13 +129,21 @@ pub fn local_ca(dir: &Path, names: &[String]) -> anyhow::Result<()> {
 }
 
 fn issue(ca_dir: &Path, dns_name: &str, cert_out: &Path, key_out: &Path) -> anyhow::Result<()> {
-    issue_for(ca_dir, &[dns_name.to_owned()], false, cert_out, key_out)
+    issue_for(
+        ca_dir,
+        &[dns_name.to_owned()],
+        false,
+        None,
+        cert_out,
+        key_out,
+    )
 }
 
 fn issue_for(
     ca_dir: &Path,
     names: &[String],
     server_only: bool,
+    valid_for: Option<std::time::Duration>,
     cert_out: &Path,
     key_out: &Path,
 ) -> anyhow::Result<()> {
@@ -147,6 +158,18 @@ fn issue_for(
     params.distinguished_name.push(DnType::CommonName, dns_name);
     if server_only {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    }
+    // Issued now (a revocation by node id covers every certificate issued before it),
+    // valid for `valid_for`.
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::seconds(1);
+    if let Some(valid) = valid_for {
+        params.not_after = now
+            + time::Duration::seconds(
+                i64::try_from(valid.as_secs())
+                    .unwrap_or(i64::MAX / 2)
+                    .min(100 * 365 * 86_400),
+            );
     }
     let cert = params.signed_by(&key, &issuer)?;
     std::fs::write(cert_out, cert.pem())?;
@@ -163,6 +186,17 @@ pub fn enroll(
     out_dir: &Path,
     https_names: &[String],
 ) -> anyhow::Result<()> {
+    enroll_for(ca_dir, node_id, out_dir, https_names, BOX_CERT_VALID)
+}
+
+/// [`enroll`] with certificates valid for `valid_for`.
+pub fn enroll_for(
+    ca_dir: &Path,
+    node_id: &str,
+    out_dir: &Path,
+    https_names: &[String],
+    valid_for: std::time::Duration,
+) -> anyhow::Result<()> {
     check_node_id(node_id)?;
     if !https_names.is_empty() {
         check_https_names(https_names)?;
@@ -176,9 +210,11 @@ pub fn enroll(
             &out_dir.join(format!("{node_id}-https.key")),
         )?;
     }
-    issue(
+    issue_for(
         ca_dir,
-        &format!("{node_id}{NODE_SUFFIX}"),
+        &[format!("{node_id}{NODE_SUFFIX}")],
+        false,
+        Some(valid_for),
         &out_dir.join(format!("{node_id}.pem")),
         &out_dir.join(format!("{node_id}.key")),
     )?;
@@ -287,6 +323,19 @@ pub fn node_id_of(cert: &CertificateDer<'_>) -> Option<String> {
         }
         _ => None,
     })
+}
+
+/// When a verified peer certificate was issued (its not-before, Unix seconds).
+pub fn issued_at(cert: &CertificateDer<'_>) -> Option<i64> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    Some(parsed.validity().not_before.timestamp())
+}
+
+/// When the connection's client certificate was issued.
+pub fn peer_issued_at(connection: &quinn::Connection) -> Option<i64> {
+    let identity = connection.peer_identity()?;
+    let certs = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    certs.first().and_then(issued_at)
 }
 
 /// The node id of the connection's client certificate.

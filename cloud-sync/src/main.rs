@@ -41,6 +41,18 @@ enum Command {
         /// (repeat for several).
         #[arg(long = "https-name")]
         https_names: Vec<String>,
+        /// Days the certificates are valid (renew by enrolling again before then).
+        #[arg(long, default_value_t = 365)]
+        valid_days: u64,
+    },
+    /// Revokes every certificate of a box issued up to now (a stolen or retired box):
+    /// the cloud refuses it at the next handshake. Enrol the box again to readmit it.
+    Revoke {
+        #[arg(long)]
+        node_id: String,
+        /// Directory of the cloud's database.
+        #[arg(long, env = "CLOUD_DATA_DIR", default_value = "cloud-data")]
+        data_dir: PathBuf,
     },
     /// Accepts boxes over QUIC and serves the admin API until SIGINT/SIGTERM.
     Serve {
@@ -110,9 +122,29 @@ async fn main() -> anyhow::Result<()> {
             ca_dir,
             out,
             https_names,
+            valid_days,
         } => {
-            identity::enroll(&ca_dir, &node_id, &out, &https_names)?;
+            if valid_days == 0 {
+                anyhow::bail!("--valid-days must be at least 1");
+            }
+            identity::enroll_for(
+                &ca_dir,
+                &node_id,
+                &out,
+                &https_names,
+                std::time::Duration::from_secs(valid_days.saturating_mul(86_400)),
+            )?;
             println!("certificate for {node_id} written to {}", out.display());
+        }
+        Command::Revoke { node_id, data_dir } => {
+            identity::check_node_id(&node_id)?;
+            std::fs::create_dir_all(&data_dir)?;
+            let store = CloudStore::open(&data_dir.join("cloud.db"))?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            store.revoke(&node_id, now)?;
+            println!("every certificate of {node_id} issued until now is revoked");
         }
         Command::Serve {
             data_dir,

@@ -133,6 +133,27 @@ async fn connection(conn: quinn::Connection, cloud: Cloud) {
         .await;
         return;
     }
+    // A revoked certificate (a stolen box) is refused on every handshake.
+    let issued_at = crate::identity::peer_issued_at(&conn).unwrap_or(0);
+    let revoked = {
+        let (store, node) = (cloud.store.clone(), node.clone());
+        blocking(move || Ok(store.is_revoked(&node, issued_at)?)).await
+    };
+    if let Err(e) = &revoked {
+        tracing::error!(%node, error = %e, "cannot check the revocation list; refusing");
+    }
+    if !matches!(revoked, Ok(false)) {
+        let reason = format!("the certificate of {node:?} is revoked; enrol the box again");
+        refuse(
+            &conn,
+            &mut control,
+            RefuseCode::Identity,
+            CLOSE_REFUSED_IDENTITY,
+            reason,
+        )
+        .await;
+        return;
+    }
     let acked = {
         let (store, node) = (cloud.store.clone(), node.clone());
         blocking(move || {

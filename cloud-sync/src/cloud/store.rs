@@ -60,6 +60,11 @@ CREATE TABLE IF NOT EXISTS doc_sync_state (
     state   BLOB NOT NULL,
     PRIMARY KEY (node_id, doc)
 ) STRICT;
+CREATE TABLE IF NOT EXISTS revocation (
+    node_id       TEXT PRIMARY KEY,
+    -- Certificates of this node issued before this time (Unix seconds) are refused.
+    issued_before INTEGER NOT NULL
+) STRICT;
 CREATE TABLE IF NOT EXISTS account (
     cursor      INTEGER PRIMARY KEY AUTOINCREMENT,
     role        TEXT NOT NULL,
@@ -86,6 +91,32 @@ pub enum StoreError {
 
 pub struct CloudStore {
     conn: Mutex<Connection>,
+}
+
+impl CloudStore {
+    /// Revokes every certificate of `node` issued up to now (a stolen or retired box);
+    /// a certificate enrolled afterwards is accepted.
+    pub fn revoke(&self, node: &str, now_unix: i64) -> Result<(), StoreError> {
+        self.lock().execute(
+            "INSERT INTO revocation (node_id, issued_before) VALUES (?1, ?2)
+             ON CONFLICT (node_id) DO UPDATE SET issued_before = max(issued_before, ?2)",
+            params![node, now_unix],
+        )?;
+        Ok(())
+    }
+
+    /// Whether a certificate of `node` issued at `issued_at` is revoked.
+    pub fn is_revoked(&self, node: &str, issued_at: i64) -> Result<bool, StoreError> {
+        let before: Option<i64> = self
+            .lock()
+            .query_row(
+                "SELECT issued_before FROM revocation WHERE node_id = ?1",
+                [node],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(before.is_some_and(|b| issued_at <= b))
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -606,5 +637,25 @@ mod tests {
             Err(StoreError::BadEvent { seq: 8, .. })
         ));
         assert_eq!(count(&store, "event"), 7);
+    }
+}
+
+#[cfg(test)]
+mod revocation_tests {
+    use super::*;
+
+    #[test]
+    fn a_revocation_covers_certificates_issued_before_it_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CloudStore::open(&dir.path().join("cloud.db")).unwrap();
+        assert!(!store.is_revoked("canteen-a", 1_000).unwrap());
+        store.revoke("canteen-a", 2_000).unwrap();
+        assert!(store.is_revoked("canteen-a", 1_000).unwrap());
+        assert!(store.is_revoked("canteen-a", 2_000).unwrap());
+        assert!(!store.is_revoked("canteen-a", 2_001).unwrap());
+        assert!(!store.is_revoked("canteen-b", 1_000).unwrap());
+        // An earlier revocation never narrows a later one.
+        store.revoke("canteen-a", 1_500).unwrap();
+        assert!(store.is_revoked("canteen-a", 2_000).unwrap());
     }
 }
