@@ -14,6 +14,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Boxes connected at once, at most.
 const CONNECTIONS_MAX: usize = 1000;
+/// Handshakes in progress at once (before any certificate is checked).
+const HANDSHAKES_MAX: usize = 64;
+/// A handshake that takes longer is dropped.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const ACCOUNTS_PAGE: usize = 1000;
 
@@ -40,23 +44,44 @@ async fn blocking<T: Send + 'static>(
 /// Accepts connections until `shutdown`, then closes them politely.
 pub async fn serve(endpoint: quinn::Endpoint, cloud: Cloud, shutdown: CancellationToken) {
     let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    let handshakes = Arc::new(Semaphore::new(HANDSHAKES_MAX));
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         let incoming = tokio::select! {
             () = shutdown.cancelled() => break,
             i = endpoint.accept() => match i { Some(i) => i, None => break },
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
+        // Address validation first (a QUIC retry): a spoofed source address never
+        // gets as far as a handshake.
+        if !incoming.remote_address_validated() && incoming.may_retry() {
+            let _ = incoming.retry();
+            continue;
+        }
+        // Handshakes (not yet authenticated) have a small pool and a time limit of
+        // their own; only a box whose certificate checked out takes a connection slot.
+        let Ok(handshake) = handshakes.clone().try_acquire_owned() else {
             incoming.refuse();
             continue;
         };
-        let cloud = cloud.clone();
+        let (cloud, permits) = (cloud.clone(), permits.clone());
         tasks.spawn(async move {
-            let _permit = permit;
-            match incoming.await {
-                Ok(conn) => connection(conn, cloud).await,
-                Err(e) => tracing::warn!(error = %e, "a box's handshake failed"),
-            }
+            let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "a box's handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!("a box's handshake timed out");
+                    return;
+                }
+            };
+            drop(handshake);
+            let Ok(_permit) = permits.try_acquire_owned() else {
+                conn.close(CLOSE_PROTOCOL.into(), b"too many boxes connected");
+                return;
+            };
+            connection(conn, cloud).await;
         });
         while tasks.try_join_next().is_some() {}
     }
