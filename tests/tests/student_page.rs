@@ -537,7 +537,32 @@ async fn a_dish_sold_out_while_in_the_cart_is_explained_and_not_ordered() {
 async fn sold_out_in_cart(canteen: &Canteen, phone: &Phone) -> anyhow::Result<()> {
     let tomato = canteen.item("Tomato and egg with rice");
     let soy = canteen.item("Soy milk");
+    // Five sour plum drinks left (of 100): students see "few left", never the count.
+    let plum = canteen.item("Sour plum drink");
+    let staff = canteen.api.staff("staff", "staff-pass").await?;
+    let (status, body) = canteen
+        .api
+        .post(
+            &format!("/api/staff/stock/{plum}"),
+            Some(&staff),
+            &json!({"action": "adjust", "delta": -95, "reason": "spilled"}),
+        )
+        .await?;
+    ensure!(status == 200, "adjust: {status} {body}");
     phone.goto("/").await?;
+    let few = phone
+        .wait(
+            "the few-left badge",
+            &format!(
+                "var b = document.querySelector('#item-{plum} [data-testid=few-left]'); return b ? b.textContent : null"
+            ),
+        )
+        .await?;
+    let few = few.as_str().unwrap_or_default();
+    ensure!(
+        (few.contains("few") || few.contains("少量")) && !few.contains(char::is_numeric),
+        "few-left badge says {few:?}"
+    );
     phone.log_in("2024003").await?;
     phone.add(&tomato, &[], 1).await?;
     phone.add(&soy, &["temp-cold"], 1).await?;
@@ -549,7 +574,6 @@ async fn sold_out_in_cart(canteen: &Canteen, phone: &Phone) -> anyhow::Result<()
         )
         .await?;
 
-    let staff = canteen.api.staff("staff", "staff-pass").await?;
     let (status, body) = canteen
         .api
         .post(
