@@ -4,7 +4,7 @@
 
 use crate::app::App;
 use crate::http::Transport;
-use crate::session::NetKey;
+use crate::session::{KeyedPool, NetKey};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -88,16 +88,17 @@ pub async fn run_with_staff(
     } else {
         0
     };
-    let permits = Arc::new(Connections::new(
+    // Connections are capped per listener and per address (an IPv6 /64 counts as one).
+    let permits = KeyedPool::new(
         cap.saturating_sub(staff_share).max(1),
         app.config.connections_per_address,
-    ));
+    );
     let plain = serve_http(
         listener,
         None,
         router.clone(),
         app.clone(),
-        permits.clone(),
+        permits,
         async move {
             tokio::select! {
                 () = shutdown => {}
@@ -119,10 +120,10 @@ pub async fn run_with_staff(
                 app.clone(),
                 // Staff terminals are few: one address may hold only a few of the
                 // staff listener's connections.
-                Arc::new(Connections::new(
+                KeyedPool::new(
                     staff_share,
                     app.config.connections_per_address.min(STAFF_PER_ADDRESS),
-                )),
+                ),
                 async move { stop.cancelled().await },
             );
             let (a, b) = tokio::join!(plain, tls);
@@ -148,60 +149,6 @@ fn connection_cap(configured: usize) -> usize {
     configured.min(usize::try_from(room).unwrap_or(usize::MAX))
 }
 
-/// Open connections: a cap for the listener and one per address (an IPv6 /64 counts
-/// as one address).
-struct Connections {
-    total: Arc<tokio::sync::Semaphore>,
-    per_address: usize,
-    open: std::sync::Mutex<std::collections::HashMap<NetKey, usize>>,
-}
-
-/// Held while a connection is open.
-struct ConnectionPermit {
-    owner: Arc<Connections>,
-    key: NetKey,
-    _total: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl Connections {
-    fn new(total: usize, per_address: usize) -> Self {
-        Self {
-            total: Arc::new(tokio::sync::Semaphore::new(total)),
-            per_address,
-            open: Default::default(),
-        }
-    }
-
-    /// A place for a connection from `ip`, if there is one.
-    fn admit(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<ConnectionPermit> {
-        let key = NetKey::of(ip);
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let mine = open.get(&key).copied().unwrap_or(0);
-        if mine >= self.per_address {
-            return None;
-        }
-        let total = self.total.clone().try_acquire_owned().ok()?;
-        open.insert(key, mine + 1);
-        Some(ConnectionPermit {
-            owner: self.clone(),
-            key,
-            _total: total,
-        })
-    }
-}
-
-impl Drop for ConnectionPermit {
-    fn drop(&mut self) {
-        let mut open = self.owner.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = open.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.key);
-            }
-        }
-    }
-}
-
 /// Connections one address may hold on the staff listener.
 const STAFF_PER_ADDRESS: usize = 32;
 
@@ -210,16 +157,16 @@ const DRAIN_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// HTTP/1.1 (over TLS when `tls` is given) with the limits `axum::serve` does not set:
 /// a header-read timeout (which also closes idle keep-alive connections; a TLS
-/// handshake gets the same time) and a cap on open connections shared by every
-/// listener (beyond it a new connection is closed at once, so held-open sockets cannot
-/// exhaust the process's files). Each request sees the peer address as `ConnectInfo`
+/// handshake gets the same time) and `permits`, the listener's cap on open connections
+/// in all and per address (beyond it a new connection is closed at once, so held-open
+/// sockets cannot exhaust the process's files). Each request sees the peer address as `ConnectInfo`
 /// and its listener as [`Transport`].
 async fn serve_http(
     listener: tokio::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     router: axum::Router,
     app: App,
-    permits: Arc<Connections>,
+    permits: KeyedPool<NetKey>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
@@ -248,7 +195,7 @@ async fn serve_http(
                 }
             },
         };
-        let Some(permit) = permits.admit(peer.ip()) else {
+        let Ok(permit) = permits.open(NetKey::of(peer.ip())) else {
             app.metrics.connections_refused.inc();
             drop(stream);
             continue;

@@ -577,81 +577,75 @@ fn whole_seconds(wait: Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
-/// Open event streams of one kind of account: a cap for the pool and one per account,
-/// so one token cannot take every stream (students and staff have separate pools, so
-/// students cannot starve the kitchen displays).
-pub struct StreamPool {
-    inner: std::sync::Arc<StreamPoolInner>,
+/// Places with a cap in all and one per key, so one holder cannot take every place:
+/// event streams per account (a pool for students, one for staff, so students cannot
+/// starve the kitchen displays) and HTTP connections per address.
+pub struct KeyedPool<K: Hash + Eq + Copy> {
+    inner: std::sync::Arc<KeyedPoolInner<K>>,
 }
 
-struct StreamPoolInner {
+struct KeyedPoolInner<K> {
     total: std::sync::Arc<tokio::sync::Semaphore>,
-    per_account: usize,
-    open: std::sync::Mutex<HashMap<Uuid, usize>>,
+    per_key: usize,
+    open: std::sync::Mutex<HashMap<K, usize>>,
 }
 
-/// Why a stream was refused.
+/// Why a place was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StreamRefusal {
-    PoolFull,
-    AccountFull(usize),
+pub enum PoolRefusal {
+    /// Every place is taken.
+    Full,
+    /// This key holds its share (the share).
+    KeyFull(usize),
 }
 
-/// Held while a stream is open; closing the stream releases it.
-pub struct StreamPermit {
-    pool: std::sync::Arc<StreamPoolInner>,
-    account: Uuid,
+/// Held while the place is used; dropping it gives the place back.
+pub struct PoolPermit<K: Hash + Eq + Copy> {
+    pool: std::sync::Arc<KeyedPoolInner<K>>,
+    key: K,
     _total: tokio::sync::OwnedSemaphorePermit,
 }
 
-impl StreamPool {
-    pub fn new(total: usize, per_account: usize) -> Self {
+impl<K: Hash + Eq + Copy> KeyedPool<K> {
+    pub fn new(total: usize, per_key: usize) -> Self {
         Self {
-            inner: std::sync::Arc::new(StreamPoolInner {
+            inner: std::sync::Arc::new(KeyedPoolInner {
                 total: std::sync::Arc::new(tokio::sync::Semaphore::new(total)),
-                per_account: per_account.max(1),
+                per_key: per_key.max(1),
                 open: Default::default(),
             }),
         }
     }
 
-    pub fn open(&self, account: Uuid) -> Result<StreamPermit, StreamRefusal> {
+    pub fn open(&self, key: K) -> Result<PoolPermit<K>, PoolRefusal> {
         let mut open = lock(&self.inner.open);
-        let mine = open.get(&account).copied().unwrap_or(0);
-        if mine >= self.inner.per_account {
-            return Err(StreamRefusal::AccountFull(self.inner.per_account));
+        let mine = open.get(&key).copied().unwrap_or(0);
+        if mine >= self.inner.per_key {
+            return Err(PoolRefusal::KeyFull(self.inner.per_key));
         }
         let total = self
             .inner
             .total
             .clone()
             .try_acquire_owned()
-            .map_err(|_| StreamRefusal::PoolFull)?;
-        open.insert(account, mine + 1);
-        Ok(StreamPermit {
+            .map_err(|_| PoolRefusal::Full)?;
+        open.insert(key, mine + 1);
+        Ok(PoolPermit {
             pool: self.inner.clone(),
-            account,
+            key,
             _total: total,
         })
     }
-
-    /// Streams open now.
-    pub fn open_count(&self) -> usize {
-        lock(&self.inner.open).values().sum()
-    }
 }
 
-impl Drop for StreamPermit {
+impl<K: Hash + Eq + Copy> Drop for PoolPermit<K> {
     fn drop(&mut self) {
-        let mut open = lock(&self.pool.open);
-        if let Some(n) = open.get_mut(&self.account) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.account);
-            }
-        }
+        release(&mut lock(&self.pool.open), &self.key);
     }
 }
+
+/// Open event streams of one kind of account, capped per account.
+pub(crate) type StreamPool = KeyedPool<Uuid>;
 
 /// Every rate limit of the box.
 pub struct Limits {
@@ -684,6 +678,24 @@ mod tests {
         ));
         let other = Tokens::new(b"other", chrono::Duration::minutes(10));
         assert!(matches!(other.verify(&token, now), Err(AuthError::Invalid)));
+    }
+
+    /// A burst cannot have more than a few logins of one address checked before their
+    /// failures count; a finished attempt gives its place back.
+    #[test]
+    fn a_few_logins_per_address_are_in_flight_at_once() {
+        let guard = LoginGuard::new(1000, BackoffPolicy::default());
+        let ip: IpAddr = "192.168.3.3".parse().unwrap();
+        let held: Vec<_> = (0..ADDRESS_IN_FLIGHT_MAX)
+            .map(|_| guard.check(LoginSpace::Student, "2024001", ip).unwrap())
+            .collect();
+        let refused = guard.check(LoginSpace::Student, "2024001", ip).err();
+        assert_eq!(refused.map(|(why, _)| why), Some(LoginRefusal::InFlight));
+        // Another address is not held up.
+        let other: IpAddr = "192.168.3.4".parse().unwrap();
+        assert!(guard.check(LoginSpace::Student, "2024001", other).is_ok());
+        drop(held);
+        assert!(guard.check(LoginSpace::Student, "2024001", ip).is_ok());
     }
 
     #[test]

@@ -262,11 +262,19 @@ async fn neither_own_logins_nor_bursts_get_around_the_back_off() {
         (1..=7).contains(&checked),
         "{checked} guesses checked out of a burst of 20"
     );
-    assert!(
-        replies
-            .iter()
-            .all(|r| [StatusCode::UNAUTHORIZED, StatusCode::TOO_MANY_REQUESTS].contains(&r.status))
-    );
+    // The rest are answered "busy" (logins of this address being checked) or, once
+    // the back-off started, "too many attempts": never checked.
+    let busy = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::SERVICE_UNAVAILABLE && r.code() == "overloaded")
+        .count();
+    let limited = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::TOO_MANY_REQUESTS && r.code() == "rate_limited")
+        .count();
+    // (How many meet the in-flight cap depends on scheduling; the cap itself is
+    // tested on the guard, in `session`.)
+    assert_eq!(checked + busy + limited, 20);
 }
 
 /// Found: a token was accepted as `?access_token=` on every route, so it landed in

@@ -466,8 +466,9 @@ impl Api {
         Ok((status, res.json().await.unwrap_or(Value::Null)))
     }
 
-    /// Logs demo student `n` in. Like the students' page, a login the box asks to
-    /// retry (many logins at once from one address) is retried after a moment.
+    /// Logs demo student `n` in. A login the box answers "busy" (503: other logins
+    /// from this address are being checked) is retried after a moment; a refusal
+    /// (429 included) fails.
     pub async fn student(&self, n: u32) -> anyhow::Result<String> {
         let mut tries = 0;
         loop {
@@ -480,7 +481,7 @@ impl Api {
                 .await?;
             match status {
                 200 => return Ok(body["token"].as_str().unwrap_or_default().to_owned()),
-                429 if tries < 20 => {
+                503 if tries < 20 => {
                     tries += 1;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }

@@ -41,6 +41,34 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| anyhow::anyhow!(e))?
 }
 
+/// Why a box is not who it says, if it is not: its certificate names another node (or
+/// none), or the certificate is revoked (a stolen box; checked on every handshake).
+async fn identity_refusal(
+    conn: &quinn::Connection,
+    cloud: &Cloud,
+    cert_node: Option<String>,
+    node: &str,
+) -> Option<String> {
+    if cert_node.as_deref() != Some(node) {
+        return Some(format!(
+            "this box claims node id {node:?} but its certificate names {}",
+            cert_node.map_or("no node".to_owned(), |c| format!("{c:?}"))
+        ));
+    }
+    let issued_at = crate::identity::peer_issued_at(conn).unwrap_or(0);
+    let (store, owned) = (cloud.store.clone(), node.to_owned());
+    match blocking(move || Ok(store.is_revoked(&owned, issued_at)?)).await {
+        Ok(false) => None,
+        Ok(true) => Some(format!(
+            "the certificate of {node:?} is revoked; enrol the box again"
+        )),
+        Err(e) => {
+            tracing::error!(%node, error = %e, "cannot check the revocation list; refusing");
+            Some("the cloud cannot check its revocation list; try again later".into())
+        }
+    }
+}
+
 /// Accepts connections until `shutdown`, then closes them politely.
 pub async fn serve(endpoint: quinn::Endpoint, cloud: Cloud, shutdown: CancellationToken) {
     let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
@@ -143,32 +171,7 @@ async fn connection(conn: quinn::Connection, cloud: Cloud) {
         .await;
         return;
     }
-    if cert_node.as_deref() != Some(node.as_str()) {
-        let reason = format!(
-            "this box claims node id {node:?} but its certificate names {}",
-            cert_node.map_or("no node".to_owned(), |c| format!("{c:?}"))
-        );
-        refuse(
-            &conn,
-            &mut control,
-            RefuseCode::Identity,
-            CLOSE_REFUSED_IDENTITY,
-            reason,
-        )
-        .await;
-        return;
-    }
-    // A revoked certificate (a stolen box) is refused on every handshake.
-    let issued_at = crate::identity::peer_issued_at(&conn).unwrap_or(0);
-    let revoked = {
-        let (store, node) = (cloud.store.clone(), node.clone());
-        blocking(move || Ok(store.is_revoked(&node, issued_at)?)).await
-    };
-    if let Err(e) = &revoked {
-        tracing::error!(%node, error = %e, "cannot check the revocation list; refusing");
-    }
-    if !matches!(revoked, Ok(false)) {
-        let reason = format!("the certificate of {node:?} is revoked; enrol the box again");
+    if let Some(reason) = identity_refusal(&conn, &cloud, cert_node, &node).await {
         refuse(
             &conn,
             &mut control,

@@ -42,6 +42,8 @@ pub enum PriceError {
 #[derive(Debug, Clone)]
 pub struct PricedOrder {
     pub lines: Vec<OrderLine>,
+    /// Portions per dish across the lines (what placement reserves).
+    pub portions: Vec<(ItemId, i64)>,
     pub total_fen: i64,
     pub payment_mode: PaymentMode,
     pub pickup_slot: Option<crdt::settings::PickupSlot>,
@@ -169,23 +171,23 @@ pub fn price(
     }
     // Fair share: however the lines are split, one order takes at most `portions_max`
     // of a dish.
-    for line in &lines {
-        let portions: i64 = lines
+    let portions = super::lifecycle::portions(&lines);
+    if let Some(&(item_id, _)) = portions.iter().find(|(_, n)| *n > portions_max) {
+        let name = lines
             .iter()
-            .filter(|l| l.item_id == line.item_id)
-            .map(|l| l.quantity)
-            .sum();
-        if portions > portions_max {
-            return Err(PriceError::TooManyPortions {
-                item_id: line.item_id,
-                name: line.name_en.clone(),
-                max: portions_max,
-            });
-        }
+            .find(|l| l.item_id == item_id)
+            .map(|l| l.name_en.clone())
+            .unwrap_or_default();
+        return Err(PriceError::TooManyPortions {
+            item_id,
+            name,
+            max: portions_max,
+        });
     }
     let total_fen = lines.iter().map(|l| l.line_total_fen).sum();
     Ok(PricedOrder {
         lines,
+        portions,
         total_fen,
         payment_mode: request.payment_mode,
         pickup_slot,

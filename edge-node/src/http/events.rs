@@ -8,7 +8,7 @@ use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::extract::{Query, SessionEnds, Staff, Student};
 use crate::app::App;
 use crate::session::Role;
-use crate::session::{StreamPermit, StreamPool, StreamRefusal};
+use crate::session::{PoolPermit, PoolRefusal, StreamPool};
 use crate::store::outbox;
 use axum::Extension;
 use axum::extract::State;
@@ -96,10 +96,10 @@ fn live(
         .take_until(over)
 }
 
-fn permit(pool: &StreamPool, account: uuid::Uuid) -> Result<StreamPermit, ApiError> {
+fn permit(pool: &StreamPool, account: uuid::Uuid) -> Result<PoolPermit<uuid::Uuid>, ApiError> {
     pool.open(account).map_err(|why| match why {
-        StreamRefusal::PoolFull => ApiError::overloaded(),
-        StreamRefusal::AccountFull(n) => ApiError::new(
+        PoolRefusal::Full => ApiError::overloaded(),
+        PoolRefusal::KeyFull(n) => ApiError::new(
             axum::http::StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::TooManyStreams,
             format!("this account already has {n} event streams open; close one first"),

@@ -50,7 +50,8 @@ const QUEUE_MAX: usize = 500;
 
 /// Log in with a staff account.
 #[utoipa::path(post, path = "/api/staff/login", tag = "staff", request_body = StaffLogin,
-    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 503, description = "logins from this address are being checked; retry in a moment", body = ErrorBody)))]
 async fn login(
     State(app): State<App>,
     ClientIp(ip): ClientIp,

@@ -28,6 +28,7 @@ pub(super) fn routes() -> OpenApiRouter<App> {
         .routes(routes!(cancel_order))
 }
 
+use crate::session::LoginRefusal;
 pub(super) use crate::session::LoginSpace;
 
 fn wrong_credentials() -> ApiError {
@@ -58,7 +59,12 @@ pub(super) async fn login_with(
                 .login_refused
                 .with_label_values(&[space.as_str(), why.as_str()])
                 .inc();
-            return Err(ApiError::rate_limited(wait));
+            // Logins of this address already being checked: busy, not a limit (a
+            // client retries after a moment, as for any 503).
+            return Err(match why {
+                LoginRefusal::InFlight => ApiError::overloaded(),
+                _ => ApiError::rate_limited(wait),
+            });
         }
     };
     let lookup = account.clone();
@@ -124,7 +130,8 @@ pub(super) async fn login_with(
 
 /// Log in with student number and PIN.
 #[utoipa::path(post, path = "/api/student/login", tag = "student", request_body = StudentLogin,
-    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 503, description = "logins from this address are being checked; retry in a moment", body = ErrorBody)))]
 async fn login(
     State(app): State<App>,
     ClientIp(ip): ClientIp,

@@ -94,9 +94,6 @@ pub async fn place(
         };
         return Err(OrderError::Closed { message, hours });
     }
-    if let Some(reason) = app.accounts.get(student.0).and_then(|a| a.blocked) {
-        return Err(OrderError::Blocked(reason));
-    }
     let menu = app.menu.snapshot();
     let priced = pricing::price(&menu, request, &canteen, app.config.portions_per_dish)?;
     let params = PlaceParams {
@@ -144,8 +141,8 @@ fn place_in(
     // Fair share: unpaid orders hold portions until they expire, so a student may hold
     // only a few at once. Counted inside the write, so parallel requests cannot pass
     // together.
-    // Checked again inside the write: a block committed just before this placement
-    // in the same group is seen.
+    // Blocked students are refused inside the write, so a block committed just before
+    // this placement (even in the same group) is seen.
     if let Some(reason) = crate::store::accounts::blocked_reason(ctx.conn, p.student)? {
         return Err(OrderError::Blocked(reason));
     }
@@ -154,7 +151,7 @@ fn place_in(
     }
     let id = OrderId::new();
     let now = ctx.now;
-    for (item_id, qty) in &lifecycle::portions(&p.priced.lines) {
+    for (item_id, qty) in &p.priced.portions {
         let item = menu
             .get(*item_id)
             .ok_or(PriceError::UnknownItem(*item_id))?;

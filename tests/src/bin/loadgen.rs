@@ -158,7 +158,7 @@ async fn main() -> anyhow::Result<()> {
             let n = *n;
             async move {
                 // Logins from one address are checked a few at a time: retry the
-                // ones the box asks to retry, as the students' page does.
+                // ones the box answers busy (503).
                 for _ in 0..100 {
                     let (status, body) = api
                         .post(
@@ -173,7 +173,7 @@ async fn main() -> anyhow::Result<()> {
                                 body["token"].as_str().unwrap_or_default().to_owned(),
                             );
                         }
-                        429 => tokio::time::sleep(Duration::from_millis(20)).await,
+                        503 => tokio::time::sleep(Duration::from_millis(20)).await,
                         _ => bail!("login L{n:05}: {status} {body}"),
                     }
                 }
