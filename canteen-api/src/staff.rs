@@ -145,6 +145,14 @@ pub struct SyncState {
     /// Seconds since the epoch of the last successful exchange.
     pub last_success_unix: Option<u64>,
     pub last_error: Option<String>,
+    /// What an operator must know about the link's history, e.g. that this box's
+    /// database was found restored and its history re-based with the cloud.
+    #[serde(default)]
+    pub alarm: Option<String>,
+    /// A document the box refused from the cloud (it would not load here), and why;
+    /// the box keeps serving its own and tries again later.
+    #[serde(default)]
+    pub refused_documents: Vec<String>,
 }
 
 /// The campus-card system's payment notice (signed; see the webhook).

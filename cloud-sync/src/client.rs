@@ -3,7 +3,9 @@
 //! never sits on the box's order path: it reads committed events and writes only its
 //! own cursors.
 
-use crate::proto::{Account, BATCH_MAX, Message, PROTOCOL_VERSION, RefuseCode, WireEvent};
+use crate::proto::{
+    Account, BATCH_MAX, BoxHello, CloudWelcome, Message, PROTOCOL_VERSION, RefuseCode, WireEvent,
+};
 use crate::uplink::Uplink;
 use crate::wire::{self, WireError};
 use crdt::DocKind;
@@ -20,9 +22,44 @@ const WINDOW: usize = 4;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Documents are offered again at least this often, even without a local change.
 const DOC_RESYNC: Duration = Duration::from_secs(2);
+/// After the box refuses a document's changes, it waits this long before it asks
+/// again, doubling up to [`DOC_REFUSED_WAIT_MAX`]: a cloud that keeps sending what
+/// the box cannot take is not answered in a loop.
+const DOC_REFUSED_WAIT: Duration = Duration::from_secs(5);
+const DOC_REFUSED_WAIT_MAX: Duration = Duration::from_secs(300);
+
+/// Where the box's history stands, as `Hello` tells the cloud.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalTimeline {
+    /// The box database's incarnation.
+    pub incarnation: String,
+    /// Events up to here are shared with the incarnation before.
+    pub base_seq: u64,
+    /// The last event in the outbox.
+    pub last_seq: u64,
+    /// What the box believes the cloud holds, and the cloud incarnation that said so.
+    pub acked_seq: u64,
+    pub cloud_incarnation: String,
+}
 
 /// What the client needs from the box. Implemented by `edge-node`.
 pub trait EdgeLink: Send + Sync + 'static {
+    /// The box's history as it stands.
+    fn timeline(&self) -> impl Future<Output = anyhow::Result<LocalTimeline>> + Send;
+    /// [`crate::proto::event_digest`] of the box's own event `seq`, if it has one.
+    fn event_digest(&self, seq: u64)
+    -> impl Future<Output = anyhow::Result<Option<String>>> + Send;
+    /// The box's database went back in time (restored): takes a new incarnation
+    /// whose history is shared with the old one up to `base_seq`, and records why.
+    fn rebase(
+        &self,
+        base_seq: u64,
+        reason: String,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// The cloud is another incarnation than the box knew: its cursors of the
+    /// cloud's streams (accounts, documents) are void; records the new one.
+    fn cloud_changed(&self, incarnation: String)
+    -> impl Future<Output = anyhow::Result<()>> + Send;
     /// Committed events after `after_seq`, oldest first, at most `max`.
     fn events_after(
         &self,
@@ -42,12 +79,13 @@ pub trait EdgeLink: Send + Sync + 'static {
         &self,
         doc: DocKind,
     ) -> impl Future<Output = anyhow::Result<Option<Vec<u8>>>> + Send;
-    /// A sync message from the cloud.
+    /// A sync message from the cloud: `Some(reason)` when the box refused it (it
+    /// changed nothing).
     fn doc_receive(
         &self,
         doc: DocKind,
         data: Vec<u8>,
-    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+    ) -> impl Future<Output = anyhow::Result<Option<String>>> + Send;
     /// Signalled when a local edit changed a document.
     fn docs_changed(&self) -> Arc<Notify>;
     /// Cursor of the accounts stream already applied.
@@ -80,6 +118,14 @@ pub struct SyncStatus {
     /// Seconds since the epoch of the last acknowledgement or document exchange.
     pub last_success_unix: Option<u64>,
     pub last_error: Option<String>,
+    /// Something an operator must know about the link's history (this box was found
+    /// restored and re-based; the cloud was restored): kept until the process ends.
+    pub alarm: Option<String>,
+    /// Times this box re-based its history with the cloud since it started.
+    pub rebases: u64,
+    /// Documents whose changes from the cloud the box refused, with the reason
+    /// (cleared when the document's changes are taken again).
+    pub refused_documents: Vec<String>,
 }
 
 #[derive(Default)]
@@ -115,6 +161,10 @@ enum SessionError {
     Protocol(String),
     #[error("{0}")]
     Local(String),
+    #[error("re-based: {0}")]
+    Rebased(String),
+    #[error("the cloud speaks only protocol version 1")]
+    Legacy,
 }
 
 /// Runs until `shutdown`: connect, sync, and on any failure wait and try again.
@@ -134,14 +184,33 @@ pub async fn run<L: EdgeLink>(
     };
     endpoint.set_default_client_config(config.tls.clone());
     let mut backoff = config.backoff_min;
+    // A cloud of the previous release does not know `HelloV2`; once it says so, the
+    // box speaks version 1 to it (without incarnations) until this process restarts.
+    let mut legacy = false;
     loop {
         let result = tokio::select! {
             () = shutdown.cancelled() => break,
-            r = session(&endpoint, &link, &config, &status) => r,
+            r = session(&endpoint, &link, &config, &status, legacy) => r,
         };
         status.update(|s| s.connected = false);
         match result {
             Ok(()) => backoff = config.backoff_min,
+            Err(SessionError::Rebased(reason)) => {
+                // Not a failure of the link: reconnect at once with the new incarnation.
+                tracing::error!(%reason, "this box's database went back in time; re-based its history with the cloud");
+                status.update(|s| {
+                    s.alarm = Some(reason);
+                    s.rebases += 1;
+                });
+                backoff = config.backoff_min;
+            }
+            Err(SessionError::Legacy) if !legacy => {
+                tracing::warn!(
+                    "the cloud speaks protocol version 1 only: restores are not detected until it is upgraded"
+                );
+                legacy = true;
+                backoff = config.backoff_min;
+            }
             Err(e) => {
                 match &e {
                     SessionError::Refused { .. } => {
@@ -164,11 +233,68 @@ pub async fn run<L: EdgeLink>(
     endpoint.wait_idle().await;
 }
 
+/// Checks a version 2 welcome against the box's own history and returns the cursor to
+/// continue from. The box never adopts a cursor beyond its outbox, nor one whose event
+/// differs from its own: either means its database went back in time (a restore), and
+/// it re-bases instead. A cloud of another incarnation voids the box's cursors of the
+/// cloud's streams.
+async fn welcome_v2<L: EdgeLink>(
+    link: &Arc<L>,
+    local: &LocalTimeline,
+    w: CloudWelcome,
+    status: &Arc<StatusCell>,
+) -> Result<u64, SessionError> {
+    let local_err = |e: anyhow::Error| SessionError::Local(e.to_string());
+    let diverged = if w.acked_seq > local.last_seq {
+        Some(format!(
+            "the cloud holds events up to {} of this box, but its outbox ends at {}",
+            w.acked_seq, local.last_seq
+        ))
+    } else if !w.rebased && w.acked_seq > 0 && !w.acked_digest.is_empty() {
+        let mine = link.event_digest(w.acked_seq).await.map_err(local_err)?;
+        (mine.as_deref() != Some(w.acked_digest.as_str())).then(|| {
+            format!(
+                "the cloud's event {} of this box is not the box's own event {}",
+                w.acked_seq, w.acked_seq
+            )
+        })
+    } else {
+        None
+    };
+    if let Some(reason) = diverged {
+        // Up to here both histories certainly agree: the box's own acknowledged
+        // events (a backup holds only what was acknowledged when it was taken).
+        let base = local.acked_seq.min(w.acked_seq).min(local.last_seq);
+        let reason = format!("{reason}: restored from a backup? re-based from event {base}");
+        link.rebase(base, reason.clone()).await.map_err(local_err)?;
+        return Err(SessionError::Rebased(reason));
+    }
+    if w.cloud_incarnation != local.cloud_incarnation {
+        if !local.cloud_incarnation.is_empty() {
+            let alarm = "the cloud is another incarnation (restored from a backup?): \
+                         accounts and documents are fetched again, events resent from its cursor";
+            tracing::warn!(cloud_acked = w.acked_seq, "{alarm}");
+            status.update(|s| s.alarm = Some(alarm.into()));
+        }
+        link.cloud_changed(w.cloud_incarnation)
+            .await
+            .map_err(local_err)?;
+    }
+    if w.rebased {
+        tracing::warn!(
+            from_seq = w.acked_seq,
+            "the cloud started a new timeline for this box"
+        );
+    }
+    Ok(w.acked_seq)
+}
+
 async fn session<L: EdgeLink>(
     endpoint: &quinn::Endpoint,
     link: &Arc<L>,
     config: &ClientConfig,
     status: &Arc<StatusCell>,
+    legacy: bool,
 ) -> Result<(), SessionError> {
     let connecting = endpoint
         .connect(config.cloud_addr, &config.cloud_name)
@@ -182,19 +308,49 @@ async fn session<L: EdgeLink>(
         .await
         .map_err(|e| SessionError::Connect(e.to_string()))?;
     let mut control_rx = wire::reader(control_rx);
-    wire::send(
-        &mut control,
-        &Message::Hello {
+    let local = link
+        .timeline()
+        .await
+        .map_err(|e| SessionError::Local(e.to_string()))?;
+    let hello = if legacy {
+        Message::Hello {
+            version: 1,
+            node_id: config.node_id.clone(),
+        }
+    } else {
+        Message::HelloV2(BoxHello {
             version: PROTOCOL_VERSION,
             node_id: config.node_id.clone(),
-        },
-    )
-    .await?;
+            incarnation: local.incarnation.clone(),
+            base_seq: local.base_seq,
+            last_seq: local.last_seq,
+            acked_seq: local.acked_seq,
+            cloud_incarnation: local.cloud_incarnation.clone(),
+            doc_schemas: [DocKind::Menu, DocKind::Settings]
+                .iter()
+                .map(|d| (d.as_str().to_owned(), d.schema_version()))
+                .collect(),
+        })
+    };
+    wire::send(&mut control, &hello).await?;
     let welcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, wire::next(&mut control_rx))
         .await
         .map_err(|_| SessionError::Protocol("no answer to hello".into()))?;
     let cloud_acked = match welcome {
-        Ok(Message::Welcome { acked_seq, .. }) => acked_seq,
+        Ok(Message::WelcomeV2(w)) => welcome_v2(link, &local, w, status).await?,
+        Ok(Message::Welcome { acked_seq, .. }) => {
+            // A version 1 cloud: no incarnations; still never a cursor beyond the outbox.
+            if acked_seq > local.last_seq {
+                let alarm = format!(
+                    "the cloud holds events up to {acked_seq} of this box, whose outbox ends at \
+                     {}: the box was restored; upgrade the cloud to re-base",
+                    local.last_seq
+                );
+                status.update(|s| s.alarm = Some(alarm.clone()));
+                return Err(SessionError::Protocol(alarm));
+            }
+            acked_seq
+        }
         Ok(Message::Refused { code, reason }) => {
             return Err(SessionError::Refused { code, reason });
         }
@@ -206,9 +362,13 @@ async fn session<L: EdgeLink>(
         Err(e) => {
             // A refusal closes the connection with the reason.
             if let Some(quinn::ConnectionError::ApplicationClosed(close)) = conn.close_reason() {
+                let reason = String::from_utf8_lossy(&close.reason).into_owned();
+                if !legacy && reason == "expected hello" {
+                    return Err(SessionError::Legacy);
+                }
                 return Err(SessionError::Refused {
                     code: RefuseCode::Protocol,
-                    reason: String::from_utf8_lossy(&close.reason).into_owned(),
+                    reason,
                 });
             }
             return Err(e.into());
@@ -323,6 +483,7 @@ async fn documents<L: EdgeLink>(
     )
     .await?;
     let changed = link.docs_changed();
+    let mut refused_wait = DOC_REFUSED_WAIT;
     loop {
         while let Some(data) = link
             .doc_generate(doc)
@@ -341,9 +502,37 @@ async fn documents<L: EdgeLink>(
         tokio::select! {
             msg = wire::next(&mut inbox) => match msg? {
                 Message::DocSync { doc: d, data } if d == name => {
-                    if !data.is_empty() {
-                        link.doc_receive(doc, data).await.map_err(|e| SessionError::Local(e.to_string()))?;
-                        status.success();
+                    if data.is_empty() {
+                        continue;
+                    }
+                    let refused = link
+                        .doc_receive(doc, data)
+                        .await
+                        .map_err(|e| SessionError::Local(e.to_string()))?;
+                    let prefix = format!("{name}: ");
+                    status.update(|s| s.refused_documents.retain(|r| !r.starts_with(&prefix)));
+                    match refused {
+                        None => {
+                            refused_wait = DOC_REFUSED_WAIT;
+                            status.success();
+                        }
+                        Some(reason) => {
+                            tracing::warn!(doc = %name, %reason, wait_s = refused_wait.as_secs(), "refused the cloud's document changes; asking again later");
+                            status.update(|s| s.refused_documents.push(format!("{prefix}{reason}")));
+                            // Whatever the cloud sends meanwhile is dropped unread;
+                            // then the exchange starts again from the stored state.
+                            let until = tokio::time::Instant::now() + refused_wait;
+                            loop {
+                                tokio::select! {
+                                    msg = wire::next(&mut inbox) => { msg?; }
+                                    () = tokio::time::sleep_until(until) => break,
+                                }
+                            }
+                            refused_wait = (refused_wait * 2).min(DOC_REFUSED_WAIT_MAX);
+                            link.doc_begin(doc)
+                                .await
+                                .map_err(|e| SessionError::Local(e.to_string()))?;
+                        }
                     }
                 }
                 other => return Err(SessionError::Protocol(format!("unexpected {other:?} on the {name} stream"))),

@@ -1,6 +1,6 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use cloud_sync::cloud::{admin, docs::DocHub, server, store::CloudStore};
+use cloud_sync::cloud::{admin, server, store::CloudStore};
 use cloud_sync::identity;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -161,11 +161,7 @@ async fn main() -> anyhow::Result<()> {
             )?;
             let endpoint = quinn::Endpoint::server(config, listen)
                 .with_context(|| format!("cannot listen on {listen}"))?;
-            let cloud = server::Cloud {
-                docs: Arc::new(DocHub::new(store.clone())),
-                store,
-                accounts_changed: Arc::new(tokio::sync::Notify::new()),
-            };
+            let cloud = server::Cloud::new(store)?;
             let admin = tokio::net::TcpListener::bind(admin_listen).await?;
             println!("quic listening on {}", endpoint.local_addr()?);
             println!("admin listening on http://{}", admin.local_addr()?);

@@ -9,8 +9,11 @@ use serde::{Deserialize, Serialize};
 
 /// ALPN of the protocol family; the exact version travels in `Hello`.
 pub const ALPN: &[u8] = b"canteen-sync";
-/// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The protocol version this build speaks. Version 2 adds incarnations (`HelloV2`,
+/// `WelcomeV2`); a cloud of this build still serves a version 1 box.
+pub const PROTOCOL_VERSION: u16 = 2;
+/// The oldest protocol version this build still serves.
+pub const PROTOCOL_MIN: u16 = 1;
 /// Largest frame accepted, in bytes.
 pub const FRAME_MAX: usize = 8 * 1024 * 1024;
 /// Events in one batch at most.
@@ -50,6 +53,56 @@ pub enum RefuseCode {
     Protocol,
 }
 
+/// Box → cloud, version 2: who the box is and where its outbox stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoxHello {
+    pub version: u16,
+    pub node_id: String,
+    /// The incarnation of the box's database: a random id, renewed when the database
+    /// is restored (or found to have gone back in time).
+    pub incarnation: String,
+    /// Every event up to this one is shared with the incarnation before (the point
+    /// the restored database reached); 0 for a box's first incarnation.
+    pub base_seq: u64,
+    /// The last event in the box's outbox.
+    pub last_seq: u64,
+    /// What the box believes the cloud holds, and in which incarnation of the cloud
+    /// (empty when it knows none).
+    pub acked_seq: u64,
+    pub cloud_incarnation: String,
+    /// The document schema versions this box can load, by document name.
+    pub doc_schemas: Vec<(String, u64)>,
+}
+
+/// Cloud → box, version 2: accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloudWelcome {
+    pub version: u16,
+    /// The incarnation of the cloud's database: when it differs from the one the box
+    /// knows, the box's cursors of the cloud's streams (accounts, documents) are void.
+    pub cloud_incarnation: String,
+    /// The cloud holds every event of the box's current timeline up to here.
+    pub acked_seq: u64,
+    /// [`event_digest`] of the event at `acked_seq` as the cloud stored it, so the box
+    /// can tell whether its own event there is the same one (it is not after a
+    /// restore); empty when there is nothing to compare.
+    pub acked_digest: String,
+    /// This connection started a new timeline for the box (its incarnation changed).
+    pub rebased: bool,
+}
+
+/// A digest of one event's content (kind, aggregate, payload, time): two timelines
+/// that reuse a sequence number hold different events there.
+pub fn event_digest(e: &WireEvent) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [&e.kind, &e.aggregate_id, &e.payload, &e.at] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
     /// Box → cloud, first frame of the control stream.
@@ -73,6 +126,12 @@ pub enum Message {
     AccountsFrom { cursor: u64 },
     /// Cloud → box: account changes up to `cursor`.
     Accounts { cursor: u64, accounts: Vec<Account> },
+    // Version 2. New variants are appended: postcard numbers variants by position, so
+    // a version 1 peer still decodes every message it knows.
+    /// Box → cloud, first frame of the control stream (version 2).
+    HelloV2(BoxHello),
+    /// Cloud → box: accepted (version 2).
+    WelcomeV2(CloudWelcome),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -38,9 +38,12 @@ impl Uplink {
         }
     }
 
-    /// A new connection: the cloud says what it has; everything after is (re)sent.
+    /// A new connection: the cloud says what it has; everything after is (re)sent,
+    /// also when the cloud has less than it once acknowledged (it was restored from a
+    /// backup: the box keeps every event, so it re-fills it). The caller checks first
+    /// that `cloud_acked` is within the box's own outbox.
     pub fn on_welcome(&mut self, cloud_acked: u64) {
-        self.acked = self.acked.max(cloud_acked);
+        self.acked = cloud_acked;
         self.sent = self.acked;
         self.in_flight.clear();
     }
@@ -168,9 +171,10 @@ mod tests {
         u.on_welcome(20);
         assert_eq!(u.want(), Some((20, 100)));
         assert_eq!(u.acked(), 20);
-        // A cloud restored from an older backup never moves the box's cursor back.
+        // A cloud restored from an older backup is re-filled from its own cursor.
         u.on_welcome(5);
-        assert_eq!(u.acked(), 20);
+        assert_eq!(u.acked(), 5);
+        assert_eq!(u.want(), Some((5, 100)));
     }
 
     /// Found: `seq + 1` on a peer-supplied value overflowed (a panic in debug builds).

@@ -63,6 +63,8 @@ pub enum DocError {
     WrongKind { doc: &'static str },
     #[error("automerge: {0}")]
     Automerge(#[from] automerge::AutomergeError),
+    #[error(transparent)]
+    Limit(#[from] crate::limits::LimitError),
 }
 
 /// The deterministic genesis of a kind: the same bytes on every replica.
@@ -179,6 +181,21 @@ impl ReplicatedDoc {
 
     pub fn heads(&mut self) -> Vec<automerge::ChangeHash> {
         self.doc.get_heads()
+    }
+
+    /// Checks that this document, saved, is one a replica would load: the checks of
+    /// [`ReplicatedDoc::load`] (whole, right kind, a schema this build knows) and the
+    /// size limit. A replica runs it on a trial copy holding a peer's changes before
+    /// it takes them, so nothing a peer sends can make its stored document one it
+    /// refuses at its next start.
+    pub fn check_loadable(&mut self) -> Result<(), DocError> {
+        let saved = self.doc.save();
+        if saved.len() > crate::limits::DOC_SAVED_MAX {
+            return Err(crate::limits::LimitError::DocumentTooLarge(saved.len()).into());
+        }
+        let actor = self.doc.get_actor().clone();
+        Self::load(self.kind, [saved.as_slice()], actor.to_bytes())?;
+        Ok(())
     }
 
     /// An independent copy (same actor): for checking a remote change before taking it.

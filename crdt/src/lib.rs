@@ -17,6 +17,7 @@
 
 mod doc;
 mod ids;
+pub mod limits;
 pub mod menu;
 pub mod settings;
 pub mod sync;

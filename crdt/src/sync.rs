@@ -47,8 +47,10 @@ impl SyncPeer {
             .map(|m| m.encode())
     }
 
-    /// Takes a message from the peer into `doc`.
+    /// Takes a message from the peer into `doc`. The message is checked against the
+    /// size limits first, before and after inflation ([`crate::limits`]).
     pub fn receive(&mut self, doc: &mut ReplicatedDoc, message: &[u8]) -> Result<(), DocError> {
+        crate::limits::check_sync_message(message)?;
         let message = sync::Message::decode(message).map_err(|e| DocError::Corrupt {
             doc: "sync message",
             reason: e.to_string(),

@@ -87,6 +87,7 @@ impl App {
         let path = config.db_path();
         let conn = db::open_writer(&path)?;
         let node_id = meta::get_or_init(&conn, "node_id", || uuid::Uuid::now_v7().to_string())?;
+        meta::get_or_init(&conn, meta::INCARNATION_KEY, meta::new_incarnation)?;
         // Releases before the key file kept the signing key in the database, so every
         // backup could mint tokens: it is dropped and a key file made in its place.
         if meta::remove(&conn, LEGACY_TOKEN_SECRET)? {

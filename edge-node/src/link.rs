@@ -6,8 +6,9 @@
 
 use crate::app::App;
 use crate::ops;
+use crate::store::docs::Received;
 use crate::store::{meta, outbox};
-use cloud_sync::client::EdgeLink;
+use cloud_sync::client::{EdgeLink, LocalTimeline};
 use cloud_sync::proto::{Account, WireEvent};
 use crdt::DocKind;
 use std::sync::Arc;
@@ -19,6 +20,28 @@ pub(crate) struct BoxLink {
 }
 
 impl EdgeLink for BoxLink {
+    async fn timeline(&self) -> anyhow::Result<LocalTimeline> {
+        Ok(ops::sync::timeline(&self.app).await?)
+    }
+
+    async fn event_digest(&self, seq: u64) -> anyhow::Result<Option<String>> {
+        let events = self.events_after(seq.saturating_sub(1), 1).await?;
+        Ok(events
+            .first()
+            .filter(|e| e.seq == seq)
+            .map(cloud_sync::proto::event_digest))
+    }
+
+    async fn rebase(&self, base_seq: u64, reason: String) -> anyhow::Result<()> {
+        ops::sync::rebase(&self.app, base_seq).await?;
+        tracing::error!(base_seq, %reason, "took a new incarnation");
+        Ok(())
+    }
+
+    async fn cloud_changed(&self, incarnation: String) -> anyhow::Result<()> {
+        Ok(ops::sync::cloud_changed(&self.app, incarnation).await?)
+    }
+
     async fn events_after(&self, after_seq: u64, max: usize) -> anyhow::Result<Vec<WireEvent>> {
         let events = self
             .app
@@ -66,9 +89,13 @@ impl EdgeLink for BoxLink {
         Ok(ops::sync::doc_message(&self.app, doc).await?)
     }
 
-    async fn doc_receive(&self, doc: DocKind, data: Vec<u8>) -> anyhow::Result<()> {
-        ops::menu::receive_from_cloud(&self.app, doc, data).await?;
-        Ok(())
+    async fn doc_receive(&self, doc: DocKind, data: Vec<u8>) -> anyhow::Result<Option<String>> {
+        Ok(
+            match ops::menu::receive_from_cloud(&self.app, doc, data).await? {
+                Received::Taken => None,
+                Received::Refused(reason) => Some(reason),
+            },
+        )
     }
 
     fn docs_changed(&self) -> Arc<Notify> {

@@ -17,6 +17,7 @@ pub fn router(cloud: Cloud) -> Router {
     Router::new()
         .route("/nodes", get(nodes))
         .route("/nodes/{node}/summary", get(summary))
+        .route("/nodes/{node}/sync", get(node_sync))
         .route("/nodes/{node}/menu", get(menu))
         .route("/nodes/{node}/menu/edits", post(menu_edits))
         .route("/nodes/{node}/settings/edits", post(settings_edits))
@@ -55,6 +56,28 @@ async fn blocking<T: Send + 'static>(
 async fn nodes(State(cloud): State<Cloud>) -> Result<impl IntoResponse, AdminError> {
     let store = cloud.store.clone();
     Ok(Json(blocking(move || Ok(store.nodes()?)).await?))
+}
+
+/// A box's sync history: its timelines (a re-base after a restore starts a new one;
+/// the events it lost stay counted and are marked) and refused document changes.
+async fn node_sync(
+    State(cloud): State<Cloud>,
+    Path(node): Path<String>,
+) -> Result<impl IntoResponse, AdminError> {
+    let store = cloud.store.clone();
+    let n = node.clone();
+    let timelines = blocking(move || Ok(store.timelines(&n)?)).await?;
+    let refused: Vec<_> = cloud
+        .docs
+        .refusals(&node)
+        .into_iter()
+        .map(|(doc, reason)| json!({"doc": doc, "reason": reason}))
+        .collect();
+    Ok(Json(json!({
+        "node_id": node,
+        "timelines": timelines,
+        "refused_documents": refused,
+    })))
 }
 
 #[derive(Deserialize)]

@@ -30,6 +30,9 @@ pub struct DocHub {
     actor: Vec<u8>,
     replicas: Mutex<Replicas>,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
+    /// The last refusal of a box's document changes, per (box, document), until its
+    /// changes are taken again: shown to admins.
+    refusals: Mutex<HashMap<(String, DocKind), String>>,
 }
 
 impl DocHub {
@@ -43,6 +46,7 @@ impl DocHub {
             actor,
             replicas: Mutex::new(HashMap::new()),
             wakers: Mutex::new(HashMap::new()),
+            refusals: Mutex::new(HashMap::new()),
         }
     }
 
@@ -108,6 +112,17 @@ impl DocHub {
         Ok(())
     }
 
+    /// Forgets what the cloud believed a box has of its documents (the box came back
+    /// with another incarnation): the next exchange starts from nothing.
+    pub fn forget_peer(&self, node: &str) {
+        let replicas = self.replicas.lock().unwrap_or_else(|e| e.into_inner());
+        for ((n, _), replica) in replicas.iter() {
+            if n == node {
+                replica.lock().unwrap_or_else(|e| e.into_inner()).peer = SyncPeer::new();
+            }
+        }
+    }
+
     /// A new connection: restart the exchange from the persisted sync state.
     pub fn begin(&self, node: &str, kind: DocKind) -> anyhow::Result<()> {
         let replica = self.replica(node, kind)?;
@@ -126,20 +141,66 @@ impl DocHub {
         Ok(message)
     }
 
-    pub fn receive(&self, node: &str, kind: DocKind, data: &[u8]) -> anyhow::Result<()> {
+    /// Takes a box's sync message. Like the box, the cloud applies it to a trial copy
+    /// first, which must pass the checks of loading (size limits before and after
+    /// inflation, whole, right kind, a schema this build knows) and the projection; a
+    /// refused message changes nothing, is logged, and is kept for admins to see
+    /// ([`DocHub::refusals`]). Returns the refusal, if any.
+    pub fn receive(
+        &self,
+        node: &str,
+        kind: DocKind,
+        data: &[u8],
+    ) -> anyhow::Result<Option<String>> {
         let replica = self.replica(node, kind)?;
         let mut r = replica.lock().unwrap_or_else(|e| e.into_inner());
         let r = &mut *r;
+        let mut trial = r.doc.fork();
+        let mut trial_peer = r.peer.clone();
+        let verdict = trial_peer
+            .receive(&mut trial, data)
+            .and_then(|()| trial.check_loadable())
+            .map_err(|e| e.to_string())
+            .and_then(|()| match kind {
+                DocKind::Menu => crdt::menu::project(&trial)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                DocKind::Settings => crdt::settings::project(&trial)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            });
+        let key = (node.to_owned(), kind);
+        if let Err(reason) = verdict {
+            tracing::warn!(%node, doc = kind.as_str(), %reason, "refused a box's document changes");
+            self.refusals
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key, reason.clone());
+            return Ok(Some(reason));
+        }
         r.peer.receive(&mut r.doc, data)?;
         self.persist(node, kind, r)?;
         self.store
             .save_sync_state(node, kind.as_str(), &r.peer.encode())?;
-        if let DocKind::Menu = kind
-            && let Err(e) = crdt::menu::project(&r.doc)
-        {
-            tracing::warn!(%node, error = %e, "the box's menu holds an invalid value");
-        }
-        Ok(())
+        self.refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+        Ok(None)
+    }
+
+    /// The standing refusals of a box's documents: (document, reason).
+    pub fn refusals(&self, node: &str) -> Vec<(String, String)> {
+        let mut out: Vec<_> = self
+            .refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|((n, _), _)| n == node)
+            .map(|((_, d), reason)| (d.as_str().to_owned(), reason.clone()))
+            .collect();
+        out.sort();
+        out
     }
 
     pub fn edit_menu(

@@ -4,7 +4,7 @@
 use super::docs::DocHub;
 use super::store::CloudStore;
 use crate::identity;
-use crate::proto::{Message, PROTOCOL_VERSION, RefuseCode};
+use crate::proto::{BoxHello, CloudWelcome, Message, PROTOCOL_MIN, PROTOCOL_VERSION, RefuseCode};
 use crate::wire::{self, WireError};
 use crdt::DocKind;
 use std::sync::Arc;
@@ -31,6 +31,48 @@ pub struct Cloud {
     pub store: Arc<CloudStore>,
     pub docs: Arc<DocHub>,
     pub accounts_changed: Arc<Notify>,
+    /// The cloud's incarnation: when it changes (a restore was detected), every
+    /// connected box is disconnected so it starts over with the new one.
+    pub incarnation: Arc<tokio::sync::watch::Sender<String>>,
+}
+
+impl Cloud {
+    pub fn new(store: Arc<CloudStore>) -> Result<Self, super::store::StoreError> {
+        let incarnation = store.incarnation()?;
+        Ok(Self {
+            docs: Arc::new(DocHub::new(store.clone())),
+            store,
+            accounts_changed: Arc::new(Notify::new()),
+            incarnation: Arc::new(tokio::sync::watch::Sender::new(incarnation)),
+        })
+    }
+}
+
+/// Longest incarnation id a box may send.
+const INCARNATION_MAX: usize = 64;
+/// Document schema entries a box may declare.
+const DOC_SCHEMAS_MAX: usize = 8;
+
+/// What is wrong with a version 2 `Hello`, if anything: every number and string is
+/// the peer's.
+fn hello_problem(h: &BoxHello) -> Option<String> {
+    let id_ok = |s: &str| {
+        s.len() <= INCARNATION_MAX && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if h.incarnation.is_empty() || !id_ok(&h.incarnation) || !id_ok(&h.cloud_incarnation) {
+        return Some("incarnation ids are 1 to 64 letters, digits or dashes".into());
+    }
+    let max = crate::uplink::SEQ_MAX;
+    if h.base_seq > max || h.last_seq > max || h.acked_seq > max {
+        return Some("a sequence number is out of range".into());
+    }
+    if h.base_seq > h.last_seq {
+        return Some("the base of the box's incarnation is beyond its last event".into());
+    }
+    if h.doc_schemas.len() > DOC_SCHEMAS_MAX || h.doc_schemas.iter().any(|(d, _)| d.len() > 32) {
+        return Some("too many document schemas".into());
+    }
+    None
 }
 
 async fn blocking<T: Send + 'static>(
@@ -150,16 +192,17 @@ async fn connection(conn: quinn::Connection, cloud: Cloud) {
     };
     let mut control_rx = wire::reader(control_rx);
     let hello = tokio::time::timeout(HELLO_TIMEOUT, wire::next(&mut control_rx)).await;
-    let (version, node) = match hello {
-        Ok(Ok(Message::Hello { version, node_id })) => (version, node_id),
+    let (version, node, v2) = match hello {
+        Ok(Ok(Message::Hello { version, node_id })) => (version, node_id, None),
+        Ok(Ok(Message::HelloV2(h))) => (h.version, h.node_id.clone(), Some(h)),
         _ => {
             conn.close(CLOSE_PROTOCOL.into(), b"expected hello");
             return;
         }
     };
-    if version != PROTOCOL_VERSION {
+    if !(PROTOCOL_MIN..=PROTOCOL_VERSION).contains(&version) || (v2.is_some() && version < 2) {
         let reason = format!(
-            "protocol version {version} is not supported; this cloud speaks version {PROTOCOL_VERSION}"
+            "protocol version {version} is not supported; this cloud speaks versions {PROTOCOL_MIN} to {PROTOCOL_VERSION}"
         );
         refuse(
             &conn,
@@ -182,28 +225,76 @@ async fn connection(conn: quinn::Connection, cloud: Cloud) {
         .await;
         return;
     }
-    let acked = {
-        let (store, node) = (cloud.store.clone(), node.clone());
-        blocking(move || {
-            store.set_connected(&node, true)?;
-            Ok(store.acked(&node)?)
-        })
-        .await
+    if let Some(reason) = v2.as_ref().and_then(hello_problem) {
+        refuse(
+            &conn,
+            &mut control,
+            RefuseCode::Protocol,
+            CLOSE_PROTOCOL,
+            reason,
+        )
+        .await;
+        return;
+    }
+    let welcome = match v2 {
+        // A version 1 box: no incarnations, the cursor alone.
+        None => {
+            let (store, node) = (cloud.store.clone(), node.clone());
+            blocking(move || {
+                store.set_connected(&node, true)?;
+                Ok(Message::Welcome {
+                    version: 1,
+                    acked_seq: store.acked(&node)?,
+                })
+            })
+            .await
+        }
+        Some(h) => {
+            let (store, n) = (cloud.store.clone(), node.clone());
+            match blocking(move || Ok(store.hello(&n, &h)?)).await {
+                Ok(o) => {
+                    if o.cloud_restored {
+                        tracing::error!(
+                            %node,
+                            incarnation = %o.cloud_incarnation,
+                            "this box holds acknowledgements beyond this database: the cloud \
+                             was restored from a backup; took a new incarnation, boxes refill it"
+                        );
+                        cloud.incarnation.send_replace(o.cloud_incarnation.clone());
+                    }
+                    if o.rebased {
+                        tracing::warn!(
+                            %node,
+                            from_seq = o.acked_seq,
+                            "the box came back with another incarnation (restored or \
+                             reinstalled): a new timeline, resolved as it resends"
+                        );
+                        cloud.docs.forget_peer(&node);
+                    }
+                    Ok(Message::WelcomeV2(CloudWelcome {
+                        version: PROTOCOL_VERSION,
+                        cloud_incarnation: o.cloud_incarnation,
+                        acked_seq: o.acked_seq,
+                        acked_digest: o.acked_digest,
+                        rebased: o.rebased,
+                    }))
+                }
+                Err(e) => Err(e),
+            }
+        }
     };
-    let Ok(acked_seq) = acked else {
+    let Ok(welcome) = welcome else {
         conn.close(CLOSE_PROTOCOL.into(), b"cloud store unavailable");
         return;
     };
-    if wire::send(
-        &mut control,
-        &Message::Welcome {
-            version: PROTOCOL_VERSION,
-            acked_seq,
-        },
-    )
-    .await
-    .is_err()
-    {
+    let acked_seq = match &welcome {
+        Message::Welcome { acked_seq, .. } => *acked_seq,
+        Message::WelcomeV2(w) => w.acked_seq,
+        _ => 0,
+    };
+    // Subscribed after this box's own answer: only a later change ends it.
+    let mut incarnation = cloud.incarnation.subscribe();
+    if wire::send(&mut control, &welcome).await.is_err() {
         return;
     }
     tracing::info!(%node, acked_seq, remote = %conn.remote_address(), "box connected");
@@ -223,6 +314,10 @@ async fn connection(conn: quinn::Connection, cloud: Cloud) {
                 Err(_) => break,
             },
             Some(_) = streams.join_next() => {}
+            Ok(()) = incarnation.changed() => {
+                conn.close(CLOSE_PROTOCOL.into(), b"the cloud's incarnation changed; reconnect");
+                break;
+            }
         }
     }
     streams.abort_all();
@@ -285,6 +380,8 @@ async fn stream(
                 let (docs, n) = (cloud.docs.clone(), node.clone());
                 blocking(move || docs.receive(&n, kind, &data)).await?;
             }
+            // A refused message is logged and kept for admins by `receive`; the
+            // stream goes on (the box does not send the same changes again on it).
             let waker = cloud.docs.waker(&node);
             loop {
                 loop {
@@ -317,27 +414,37 @@ async fn stream(
                 }
             }
         }
-        Message::AccountsFrom { mut cursor } => loop {
+        Message::AccountsFrom { mut cursor } => {
+            // A cursor beyond every account this cloud issued comes from a database
+            // that went back (restored): the box gets every account again.
             let store = cloud.store.clone();
-            let (next, accounts) =
-                blocking(move || Ok(store.accounts_after(cursor, ACCOUNTS_PAGE)?)).await?;
-            if !accounts.is_empty() {
-                wire::send(
-                    &mut send,
-                    &Message::Accounts {
-                        cursor: next,
-                        accounts,
-                    },
-                )
-                .await?;
-                cursor = next;
-                continue;
+            let newest = blocking(move || Ok(store.accounts_max_cursor()?)).await?;
+            if cursor > newest {
+                tracing::warn!(%node, cursor, newest, "accounts cursor beyond this cloud's; resending every account");
+                cursor = 0;
             }
-            tokio::select! {
-                () = cloud.accounts_changed.notified() => {}
-                () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            loop {
+                let store = cloud.store.clone();
+                let (next, accounts) =
+                    blocking(move || Ok(store.accounts_after(cursor, ACCOUNTS_PAGE)?)).await?;
+                if !accounts.is_empty() {
+                    wire::send(
+                        &mut send,
+                        &Message::Accounts {
+                            cursor: next,
+                            accounts,
+                        },
+                    )
+                    .await?;
+                    cursor = next;
+                    continue;
+                }
+                tokio::select! {
+                    () = cloud.accounts_changed.notified() => {}
+                    () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                }
             }
-        },
+        }
         other => Err(StreamError::Other(format!(
             "unexpected first message {other:?}"
         ))),

@@ -3,8 +3,24 @@
 //! and their sync states, and the accounts that flow down.
 //!
 //! One connection behind a mutex; callers run it on the blocking pool.
+//!
+//! **Timelines.** A box's events are numbered by its own outbox. When a box comes back
+//! with another incarnation (its database was restored from a backup, or reinstalled),
+//! its numbers from some point on belong to a different history than the one the
+//! cloud holds. The cloud then starts a new *timeline* for the box: events are keyed
+//! by (node, timeline, seq); a timeline stores the events after its `base_seq`, and
+//! the ones up to it are its parent's. The new timeline starts from a point both sides
+//! certainly share and is *resolved* as the box resends: each resent event identical
+//! to the parent's is shared (the base moves up), and the first one that differs is
+//! where the histories forked. The parent's events after the fork stay, counted, and
+//! are marked as the lost timeline's (`timeline.lost_from..=lost_to`).
+//!
+//! **Incarnation.** The cloud's database has one too (`meta.incarnation`). A box that
+//! reports an acknowledgement from this incarnation beyond what the cloud holds shows
+//! the database went back (a restore): the cloud takes a new incarnation, so every
+//! box forgets its cursors of the cloud's streams and fetches them again.
 
-use crate::proto::{Account, WireEvent};
+use crate::proto::{Account, BoxHello, WireEvent, event_digest};
 use crate::uplink::{BatchError, accept_batch};
 use canteen_api::events::{EventPayload, OrderMoved, OrderPlacedHead};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -75,12 +91,74 @@ CREATE TABLE IF NOT EXISTS account (
 ) STRICT;
 ";
 
+/// The schema version this build writes; a newer database is refused.
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// Version 2: timelines and incarnations. Rebuilds the tables whose keys gain the
+/// timeline (SQLite cannot change a primary key in place).
+const MIGRATION_2: &str = "
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) STRICT;
+ALTER TABLE node ADD COLUMN incarnation TEXT NOT NULL DEFAULT '';
+ALTER TABLE node ADD COLUMN timeline INTEGER NOT NULL DEFAULT 0;
+-- While a new timeline is being resolved: the parent's last event (0 when resolved).
+ALTER TABLE node ADD COLUMN resolve_until INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE timeline (
+    node_id     TEXT NOT NULL,
+    timeline    INTEGER NOT NULL,
+    incarnation TEXT NOT NULL,
+    base_seq    INTEGER NOT NULL,
+    started_at  TEXT NOT NULL,
+    ended_at    TEXT,
+    -- Events of this timeline the box no longer has (it was restored to before them).
+    lost_from   INTEGER,
+    lost_to     INTEGER,
+    PRIMARY KEY (node_id, timeline)
+) STRICT;
+INSERT INTO timeline (node_id, timeline, incarnation, base_seq, started_at)
+    SELECT node_id, 0, '', 0, COALESCE(last_seen, '') FROM node;
+CREATE TABLE event_v2 (
+    node_id      TEXT NOT NULL,
+    timeline     INTEGER NOT NULL,
+    seq          INTEGER NOT NULL,
+    kind         TEXT NOT NULL,
+    aggregate_id TEXT NOT NULL,
+    payload      TEXT NOT NULL,
+    at           TEXT NOT NULL,
+    PRIMARY KEY (node_id, timeline, seq)
+) STRICT, WITHOUT ROWID;
+INSERT INTO event_v2 SELECT node_id, 0, seq, kind, aggregate_id, payload, at FROM event;
+DROP TABLE event;
+ALTER TABLE event_v2 RENAME TO event;
+ALTER TABLE cloud_order ADD COLUMN placed_timeline INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE cloud_payment_v2 (
+    node_id     TEXT NOT NULL,
+    timeline    INTEGER NOT NULL,
+    seq         INTEGER NOT NULL,
+    order_id    TEXT NOT NULL,
+    service_day TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    amount_fen  INTEGER NOT NULL,
+    PRIMARY KEY (node_id, timeline, seq)
+) STRICT, WITHOUT ROWID;
+INSERT INTO cloud_payment_v2
+    SELECT node_id, 0, seq, order_id, service_day, kind, amount_fen FROM cloud_payment;
+DROP TABLE cloud_payment;
+ALTER TABLE cloud_payment_v2 RENAME TO cloud_payment;
+";
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("batch refused: {0}")]
     Batch(#[from] BatchError),
+    #[error(
+        "the cloud database has schema version {found}; this build supports up to {SCHEMA_VERSION}"
+    )]
+    SchemaTooNew { found: i64 },
     #[error("event {seq} of {node}: {reason}")]
     BadEvent {
         node: String,
@@ -125,6 +203,37 @@ pub struct NodeRow {
     pub acked_seq: u64,
     pub connected: bool,
     pub last_seen: Option<String>,
+    /// The box's database incarnation (empty for a box that never said).
+    pub incarnation: String,
+    /// The box's current timeline: 0 unless it was restored (re-based).
+    pub timeline: u64,
+}
+
+/// One history of a box's events (see the module docs).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct TimelineRow {
+    pub timeline: u64,
+    pub incarnation: String,
+    /// Events up to here are the parent timeline's.
+    pub base_seq: u64,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    /// Events of this timeline that the box lost to a restore: kept and counted here,
+    /// never sent again.
+    pub lost_from: Option<u64>,
+    pub lost_to: Option<u64>,
+}
+
+/// What the cloud answers a version 2 `Hello`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelloOutcome {
+    pub cloud_incarnation: String,
+    pub acked_seq: u64,
+    pub acked_digest: String,
+    pub rebased: bool,
+    /// The box showed that this database went back (a restore): it took a new
+    /// incarnation, and connected boxes must start over.
+    pub cloud_restored: bool,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -154,6 +263,67 @@ fn now_text() -> String {
     secs.to_string()
 }
 
+/// A new random incarnation id.
+pub fn new_incarnation() -> String {
+    let mut bytes = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    hex::encode(bytes)
+}
+
+/// Brings a database to [`SCHEMA_VERSION`] in one transaction; refuses a newer one.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew { found });
+    }
+    if found == SCHEMA_VERSION {
+        return Ok(());
+    }
+    let tx = conn.transaction()?;
+    if found < 1 {
+        // Version 1 is what every cloud before versioned schemas created (the
+        // statements are `IF NOT EXISTS`, so such a database passes through).
+        tx.execute_batch(SCHEMA)?;
+    }
+    if found < 2 {
+        tx.execute_batch(MIGRATION_2)?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// The event at `seq` of `timeline` as the cloud holds it: the timeline's own row, or
+/// (at or below its base) an ancestor's. Chains are short (one timeline per restore).
+fn event_in_chain(
+    conn: &Connection,
+    node: &str,
+    timeline: i64,
+    seq: u64,
+) -> Result<Option<WireEvent>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT kind, aggregate_id, payload, at FROM event
+         WHERE node_id = ?1 AND timeline = ?2 AND seq = ?3",
+    )?;
+    for t in (0..=timeline).rev() {
+        let found = stmt
+            .query_row(params![node, t, seq as i64], |r| {
+                Ok(WireEvent {
+                    seq,
+                    kind: r.get(0)?,
+                    aggregate_id: r.get(1)?,
+                    payload: r.get(2)?,
+                    at: r.get(3)?,
+                })
+            })
+            .optional()?;
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
+}
+
 impl CloudStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let conn = Connection::open(path)?;
@@ -161,10 +331,169 @@ impl CloudStore {
         // Acknowledged means durable: an ack goes out only after a FULL commit.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
+        let mut conn = conn;
+        migrate(&mut conn)?;
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('incarnation', ?1)",
+            [new_incarnation()],
+        )?;
         Ok(Self {
             conn: Mutex::new(conn),
         })
+    }
+
+    /// This database's incarnation.
+    pub fn incarnation(&self) -> Result<String, StoreError> {
+        Ok(self.lock().query_row(
+            "SELECT value FROM meta WHERE key = 'incarnation'",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Takes a new incarnation (after a restore; also `cloud-sync restore`).
+    pub fn renew_incarnation(&self) -> Result<String, StoreError> {
+        let fresh = new_incarnation();
+        self.lock().execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'incarnation'",
+            [&fresh],
+        )?;
+        Ok(fresh)
+    }
+
+    /// Decides how a version 2 box continues, in one transaction: a box seen for the
+    /// first time starts timeline 0; a box with another incarnation than the cloud
+    /// knows starts a new timeline from the point both certainly share (its
+    /// `base_seq`, or the cloud's cursor if lower), to be resolved as it resends; a
+    /// box that holds an acknowledgement of this cloud incarnation beyond the cloud's
+    /// cursor proves this database was restored (a new cloud incarnation).
+    pub fn hello(&self, node: &str, hello: &BoxHello) -> Result<HelloOutcome, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let now = now_text();
+        let mut cloud_incarnation: String = tx.query_row(
+            "SELECT value FROM meta WHERE key = 'incarnation'",
+            [],
+            |r| r.get(0),
+        )?;
+        let row: Option<(String, i64, i64)> = tx
+            .query_row(
+                "SELECT incarnation, timeline, acked_seq FROM node WHERE node_id = ?1",
+                [node],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let mut outcome = HelloOutcome {
+            cloud_incarnation: String::new(),
+            acked_seq: 0,
+            acked_digest: String::new(),
+            rebased: false,
+            cloud_restored: false,
+        };
+        match row {
+            None => {
+                tx.execute(
+                    "INSERT INTO node (node_id, incarnation, connected, last_seen) VALUES (?1, ?2, 1, ?3)",
+                    params![node, hello.incarnation, now],
+                )?;
+                tx.execute(
+                    "INSERT INTO timeline (node_id, timeline, incarnation, base_seq, started_at)
+                     VALUES (?1, 0, ?2, 0, ?3)",
+                    params![node, hello.incarnation, now],
+                )?;
+            }
+            Some((known, timeline, acked)) if known.is_empty() || known == hello.incarnation => {
+                if known.is_empty() {
+                    // A box that spoke version 1 before: its history so far is this
+                    // incarnation's.
+                    tx.execute(
+                        "UPDATE timeline SET incarnation = ?3 WHERE node_id = ?1 AND timeline = ?2",
+                        params![node, timeline, hello.incarnation],
+                    )?;
+                }
+                tx.execute(
+                    "UPDATE node SET incarnation = ?2, connected = 1, last_seen = ?3 WHERE node_id = ?1",
+                    params![node, hello.incarnation, now],
+                )?;
+                let acked = acked as u64;
+                if hello.cloud_incarnation == cloud_incarnation && hello.acked_seq > acked {
+                    cloud_incarnation = new_incarnation();
+                    tx.execute(
+                        "UPDATE meta SET value = ?1 WHERE key = 'incarnation'",
+                        [&cloud_incarnation],
+                    )?;
+                    outcome.cloud_restored = true;
+                }
+                outcome.acked_seq = acked;
+                if acked > 0 {
+                    outcome.acked_digest = event_in_chain(&tx, node, timeline, acked)?
+                        .map(|e| event_digest(&e))
+                        .unwrap_or_default();
+                }
+            }
+            Some((_, timeline, acked)) => {
+                let next = timeline
+                    .checked_add(1)
+                    .ok_or(BatchError::OutOfRange(timeline as u64))?;
+                let base = hello.base_seq.min(acked as u64);
+                if base > crate::uplink::SEQ_MAX {
+                    return Err(BatchError::OutOfRange(base).into());
+                }
+                tx.execute(
+                    "UPDATE timeline SET ended_at = ?3 WHERE node_id = ?1 AND timeline = ?2",
+                    params![node, timeline, now],
+                )?;
+                tx.execute(
+                    "INSERT INTO timeline (node_id, timeline, incarnation, base_seq, started_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![node, next, hello.incarnation, base as i64, now],
+                )?;
+                // Events after `base` up to the old cursor are compared as they come.
+                let resolve_until = if acked as u64 > base { acked } else { 0 };
+                tx.execute(
+                    "UPDATE node SET incarnation = ?2, timeline = ?3, acked_seq = ?4,
+                         resolve_until = ?5, connected = 1, last_seen = ?6
+                     WHERE node_id = ?1",
+                    params![
+                        node,
+                        hello.incarnation,
+                        next,
+                        base as i64,
+                        resolve_until,
+                        now
+                    ],
+                )?;
+                // The box's documents start afresh too: what the cloud believed it has
+                // is gone with its database.
+                tx.execute("DELETE FROM doc_sync_state WHERE node_id = ?1", [node])?;
+                outcome.acked_seq = base;
+                outcome.rebased = true;
+            }
+        }
+        tx.commit()?;
+        outcome.cloud_incarnation = cloud_incarnation;
+        Ok(outcome)
+    }
+
+    /// Every timeline of a box, oldest first.
+    pub fn timelines(&self, node: &str) -> Result<Vec<TimelineRow>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT timeline, incarnation, base_seq, started_at, ended_at, lost_from, lost_to
+             FROM timeline WHERE node_id = ?1 ORDER BY timeline",
+        )?;
+        let rows = stmt.query_map([node], |r| {
+            Ok(TimelineRow {
+                timeline: r.get::<_, i64>(0)? as u64,
+                incarnation: r.get(1)?,
+                base_seq: r.get::<_, i64>(2)? as u64,
+                started_at: r.get(3)?,
+                ended_at: r.get(4)?,
+                lost_from: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
+                lost_to: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -193,15 +522,21 @@ impl CloudStore {
     }
 
     /// Applies a batch exactly once and returns the node's new cursor. Everything of
-    /// the batch (events, projections, cursor) commits together, or nothing does.
+    /// the batch (events, projections, cursor, the timeline's resolution) commits
+    /// together, or nothing does.
     pub fn ingest(&self, node: &str, events: &[WireEvent]) -> Result<u64, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         tx.execute("INSERT OR IGNORE INTO node (node_id) VALUES (?1)", [node])?;
-        let cursor: i64 = tx.query_row(
-            "SELECT acked_seq FROM node WHERE node_id = ?1",
+        tx.execute(
+            "INSERT OR IGNORE INTO timeline (node_id, timeline, incarnation, base_seq, started_at)
+             VALUES (?1, 0, '', 0, ?2)",
+            params![node, now_text()],
+        )?;
+        let (cursor, timeline, mut resolve_until): (i64, i64, i64) = tx.query_row(
+            "SELECT acked_seq, timeline, resolve_until FROM node WHERE node_id = ?1",
             [node],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
         let fresh = accept_batch(cursor as u64, events)?;
         let Some(last) = fresh.last().map(|e| e.seq) else {
@@ -209,23 +544,46 @@ impl CloudStore {
         };
         {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO event (node_id, seq, kind, aggregate_id, payload, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO event (node_id, timeline, seq, kind, aggregate_id, payload, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             for e in fresh {
+                if resolve_until > 0 {
+                    if e.seq as i64 <= resolve_until {
+                        let parent = event_in_chain(&tx, node, timeline - 1, e.seq)?;
+                        if parent.as_ref() == Some(e) {
+                            // The same event in both histories: shared, already counted.
+                            tx.execute(
+                                "UPDATE timeline SET base_seq = ?3 WHERE node_id = ?1 AND timeline = ?2",
+                                params![node, timeline, e.seq as i64],
+                            )?;
+                            continue;
+                        }
+                        // The histories fork here: the parent's events from here on
+                        // are the lost timeline's.
+                        tx.execute(
+                            "UPDATE timeline SET lost_from = ?3, lost_to = ?4
+                             WHERE node_id = ?1 AND timeline = ?2",
+                            params![node, timeline - 1, e.seq as i64, resolve_until],
+                        )?;
+                    }
+                    resolve_until = 0;
+                }
                 insert.execute(params![
                     node,
+                    timeline,
                     e.seq as i64,
                     e.kind,
                     e.aggregate_id,
                     e.payload,
                     e.at
                 ])?;
-                project(&tx, node, e)?;
+                project(&tx, node, timeline, e)?;
             }
         }
         tx.execute(
-            "UPDATE node SET acked_seq = ?2, last_seen = ?3 WHERE node_id = ?1",
-            params![node, last as i64, now_text()],
+            "UPDATE node SET acked_seq = ?2, last_seen = ?3, resolve_until = ?4 WHERE node_id = ?1",
+            params![node, last as i64, now_text(), resolve_until],
         )?;
         tx.commit()?;
         Ok(last)
@@ -234,7 +592,8 @@ impl CloudStore {
     pub fn nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn.prepare(
-            "SELECT node_id, acked_seq, connected, last_seen FROM node ORDER BY node_id",
+            "SELECT node_id, acked_seq, connected, last_seen, incarnation, timeline
+             FROM node ORDER BY node_id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(NodeRow {
@@ -242,6 +601,8 @@ impl CloudStore {
                 acked_seq: r.get::<_, i64>(1)? as u64,
                 connected: r.get(2)?,
                 last_seen: r.get(3)?,
+                incarnation: r.get(4)?,
+                timeline: r.get::<_, i64>(5)? as u64,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -272,7 +633,8 @@ impl CloudStore {
         let mut stmt = conn.prepare(
             "SELECT l.value ->> 'item_id', SUM(l.value ->> 'quantity'), SUM(l.value ->> 'line_total_fen')
              FROM cloud_order o
-             JOIN event e ON e.node_id = o.node_id AND e.seq = o.placed_seq,
+             JOIN event e ON e.node_id = o.node_id AND e.timeline = o.placed_timeline
+                 AND e.seq = o.placed_seq,
              json_each(e.payload, '$.lines') l
              WHERE o.node_id = ?1 AND o.service_day LIKE ?2
                AND o.state IN ('paid', 'preparing', 'ready', 'picked_up', 'unclaimed')
@@ -376,6 +738,16 @@ impl CloudStore {
         Ok(cursor as u64)
     }
 
+    /// The newest account change's cursor (0 when none).
+    pub fn accounts_max_cursor(&self) -> Result<u64, StoreError> {
+        let max: i64 =
+            self.lock()
+                .query_row("SELECT COALESCE(MAX(cursor), 0) FROM account", [], |r| {
+                    r.get(0)
+                })?;
+        Ok(max as u64)
+    }
+
     /// Account changes after `cursor`, at most `max`, and the cursor they reach.
     pub fn accounts_after(
         &self,
@@ -414,7 +786,12 @@ impl CloudStore {
 /// runs for every order of a catch-up), `order.<state>` as a whole [`OrderMoved`]. A
 /// payload newer than this cloud knows, or malformed, is refused (`BadEvent`) rather
 /// than guessed at. Stock events are stored, not projected.
-fn project(tx: &rusqlite::Transaction<'_>, node: &str, e: &WireEvent) -> Result<(), StoreError> {
+fn project(
+    tx: &rusqlite::Transaction<'_>,
+    node: &str,
+    timeline: i64,
+    e: &WireEvent,
+) -> Result<(), StoreError> {
     let bad = |reason: String| StoreError::BadEvent {
         node: node.to_owned(),
         seq: e.seq,
@@ -426,10 +803,18 @@ fn project(tx: &rusqlite::Transaction<'_>, node: &str, e: &WireEvent) -> Result<
     if e.kind == "order.placed" {
         let p = OrderPlacedHead::parse(&e.payload).map_err(|err| bad(err.to_string()))?;
         tx.prepare_cached(
-            "INSERT OR REPLACE INTO cloud_order (node_id, order_id, service_day, state, total_fen, placed_seq)
-             VALUES (?1, ?2, ?3, 'placed', ?4, ?5)",
+            "INSERT OR REPLACE INTO cloud_order
+                 (node_id, order_id, service_day, state, total_fen, placed_seq, placed_timeline)
+             VALUES (?1, ?2, ?3, 'placed', ?4, ?5, ?6)",
         )?
-        .execute(params![node, p.id, p.service_day, p.total_fen, e.seq as i64])?;
+        .execute(params![
+            node,
+            p.id,
+            p.service_day,
+            p.total_fen,
+            e.seq as i64,
+            timeline
+        ])?;
         return Ok(());
     }
     let m: OrderMoved = match EventPayload::parse(&e.kind, &e.payload) {
@@ -442,10 +827,12 @@ fn project(tx: &rusqlite::Transaction<'_>, node: &str, e: &WireEvent) -> Result<
         .execute(params![node, order_id, m.to.as_str()])?;
     if let Some(money) = m.payment {
         tx.prepare_cached(
-            "INSERT INTO cloud_payment (node_id, seq, order_id, service_day, kind, amount_fen) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO cloud_payment (node_id, timeline, seq, order_id, service_day, kind, amount_fen)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?
         .execute(params![
             node,
+            timeline,
             e.seq as i64,
             order_id,
             m.service_day.to_string(),
@@ -657,5 +1044,191 @@ mod revocation_tests {
         // An earlier revocation never narrows a later one.
         store.revoke("canteen-a", 1_500).unwrap();
         assert!(store.is_revoked("canteen-a", 2_000).unwrap());
+    }
+}
+
+#[cfg(test)]
+mod timeline_tests {
+    use super::*;
+    use crate::proto::BoxHello;
+
+    fn ev(seq: u64, tag: &str) -> WireEvent {
+        WireEvent {
+            seq,
+            kind: "stock.restocked".into(),
+            aggregate_id: tag.into(),
+            payload: format!(r#"{{"tag":"{tag}"}}"#),
+            at: "2026-11-23T04:00:00Z".into(),
+        }
+    }
+
+    fn hello(incarnation: &str, base: u64, last: u64, acked: u64, cloud: &str) -> BoxHello {
+        BoxHello {
+            version: 2,
+            node_id: "box-1".into(),
+            incarnation: incarnation.into(),
+            base_seq: base,
+            last_seq: last,
+            acked_seq: acked,
+            cloud_incarnation: cloud.into(),
+            doc_schemas: Vec::new(),
+        }
+    }
+
+    fn stored(store: &CloudStore) -> Vec<(i64, i64, String)> {
+        let conn = store.lock();
+        let mut stmt = conn
+            .prepare("SELECT timeline, seq, aggregate_id FROM event ORDER BY timeline, seq")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// A box restored to event 7 comes back as a new incarnation after the cloud
+    /// stored 10 events of the old history: the resent events 5–7 are recognised as
+    /// shared, the fork is found at 8, the old 8–10 stay counted as the lost
+    /// timeline's, and the new 8–12 are stored once.
+    #[test]
+    fn a_restored_box_starts_a_timeline_resolved_at_the_fork() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CloudStore::open(&dir.path().join("cloud.db")).unwrap();
+        let cloud = store.incarnation().unwrap();
+        let first = store.hello("box-1", &hello("a", 0, 10, 0, "")).unwrap();
+        assert_eq!((first.acked_seq, first.rebased), (0, false));
+        let old: Vec<_> = (1..=10).map(|s| ev(s, "old")).collect();
+        assert_eq!(store.ingest("box-1", &old).unwrap(), 10);
+
+        // Same incarnation: the cursor and the digest of the event there.
+        let again = store
+            .hello("box-1", &hello("a", 0, 10, 10, &cloud))
+            .unwrap();
+        assert_eq!(again.acked_seq, 10);
+        assert_eq!(again.acked_digest, event_digest(&ev(10, "old")));
+        assert!(!again.cloud_restored);
+
+        // Restored: a new incarnation, sharing at least 4 events.
+        let re = store.hello("box-1", &hello("b", 4, 12, 4, &cloud)).unwrap();
+        assert!(re.rebased);
+        assert_eq!(re.acked_seq, 4);
+        let mut new: Vec<_> = (5..=7).map(|s| ev(s, "old")).collect();
+        new.extend((8..=12).map(|s| ev(s, "new")));
+        assert_eq!(store.ingest("box-1", &new[..2]).unwrap(), 6);
+        assert_eq!(store.ingest("box-1", &new[2..]).unwrap(), 12);
+
+        let rows = stored(&store);
+        assert_eq!(
+            rows.len(),
+            15,
+            "10 of the old timeline, 5 of the new: {rows:?}"
+        );
+        assert!(rows[..10].iter().all(|(t, _, tag)| *t == 0 && tag == "old"));
+        assert_eq!(
+            rows[10..]
+                .iter()
+                .map(|(t, s, _)| (*t, *s))
+                .collect::<Vec<_>>(),
+            (8..=12).map(|s| (1, s)).collect::<Vec<_>>()
+        );
+        let timelines = store.timelines("box-1").unwrap();
+        assert_eq!(timelines.len(), 2);
+        assert_eq!(
+            (timelines[0].lost_from, timelines[0].lost_to),
+            (Some(8), Some(10))
+        );
+        assert!(timelines[0].ended_at.is_some());
+        assert_eq!(timelines[1].base_seq, 7);
+        assert_eq!(timelines[1].incarnation, "b");
+        assert_eq!(store.summary("box-1", None).unwrap().events, 15);
+
+        // The new timeline's own cursor and digests from here on.
+        let later = store
+            .hello("box-1", &hello("b", 4, 12, 12, &cloud))
+            .unwrap();
+        assert_eq!(later.acked_seq, 12);
+        assert_eq!(later.acked_digest, event_digest(&ev(12, "new")));
+        // At the base, the digest is the shared (parent's) event.
+        let conn = store.lock();
+        assert_eq!(
+            event_in_chain(&conn, "box-1", 1, 6).unwrap(),
+            Some(ev(6, "old"))
+        );
+    }
+
+    /// A box reinstalled with a fresh database (old enrolment files) shares nothing:
+    /// the whole old history is the lost timeline's.
+    #[test]
+    fn a_reinstalled_box_shares_nothing_with_its_old_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CloudStore::open(&dir.path().join("cloud.db")).unwrap();
+        store.hello("box-1", &hello("a", 0, 3, 0, "")).unwrap();
+        store
+            .ingest("box-1", &(1..=3).map(|s| ev(s, "old")).collect::<Vec<_>>())
+            .unwrap();
+        let re = store.hello("box-1", &hello("fresh", 0, 2, 0, "")).unwrap();
+        assert_eq!((re.acked_seq, re.rebased), (0, true));
+        store
+            .ingest("box-1", &(1..=2).map(|s| ev(s, "new")).collect::<Vec<_>>())
+            .unwrap();
+        let t = store.timelines("box-1").unwrap();
+        assert_eq!((t[0].lost_from, t[0].lost_to), (Some(1), Some(3)));
+        assert_eq!(store.summary("box-1", None).unwrap().events, 5);
+    }
+
+    /// A box holding an acknowledgement of this cloud incarnation beyond the cloud's
+    /// cursor shows the cloud's database went back: a new cloud incarnation.
+    #[test]
+    fn a_cloud_behind_its_own_acknowledgements_takes_a_new_incarnation() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CloudStore::open(&dir.path().join("cloud.db")).unwrap();
+        let cloud = store.incarnation().unwrap();
+        store.hello("box-1", &hello("a", 0, 3, 0, "")).unwrap();
+        store
+            .ingest("box-1", &(1..=3).map(|s| ev(s, "e")).collect::<Vec<_>>())
+            .unwrap();
+        // The box had 9 acknowledged by this incarnation: the database lost 4–9.
+        let o = store.hello("box-1", &hello("a", 0, 9, 9, &cloud)).unwrap();
+        assert!(o.cloud_restored);
+        assert_eq!(o.acked_seq, 3);
+        assert_ne!(o.cloud_incarnation, cloud);
+        assert_eq!(store.incarnation().unwrap(), o.cloud_incarnation);
+        // An acknowledgement from another incarnation proves nothing.
+        let o2 = store.hello("box-1", &hello("a", 0, 9, 9, &cloud)).unwrap();
+        assert!(!o2.cloud_restored);
+    }
+
+    /// A database of the release before versioned schemas opens, migrated, with its
+    /// events, orders and payments kept as timeline 0; a newer schema is refused.
+    #[test]
+    fn a_version_1_database_is_migrated_and_a_newer_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cloud.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.execute_batch(
+                "INSERT INTO node (node_id, acked_seq) VALUES ('box-1', 2);
+                 INSERT INTO event VALUES ('box-1', 1, 'order.placed', 'o', '{}', 't'),
+                                          ('box-1', 2, 'order.paid', 'o', '{}', 't');
+                 INSERT INTO cloud_order VALUES ('box-1', 'o', '2026-11-23', 'paid', 900, 1);
+                 INSERT INTO cloud_payment VALUES ('box-1', 2, 'o', '2026-11-23', 'payment', 900);",
+            )
+            .unwrap();
+        }
+        let store = CloudStore::open(&path).unwrap();
+        assert_eq!(store.acked("box-1").unwrap(), 2);
+        let s = store.summary("box-1", Some("2026-11-23")).unwrap();
+        assert_eq!((s.events, s.orders, s.revenue_fen), (2, 1, 900));
+        assert_eq!(store.timelines("box-1").unwrap().len(), 1);
+        drop(store);
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        assert!(matches!(
+            CloudStore::open(&path),
+            Err(StoreError::SchemaTooNew { .. })
+        ));
     }
 }

@@ -5,7 +5,7 @@
 use crate::app::App;
 use crate::core::canteen::Canteen;
 use crate::core::menu::{self, ItemFields, Menu, MenuEdit, MenuItem};
-use crate::store::docs::{MenuError, SettingsError};
+use crate::store::docs::{MenuError, Received, SettingsError};
 use crate::store::{StoreError, WriteCtx, stock};
 use canteen_api::ids::ItemId;
 use chrono::NaiveDate;
@@ -91,23 +91,23 @@ pub async fn edit_settings(
 }
 
 /// Takes a document sync message from the cloud: validated and stored by the store;
-/// a menu change's new quotas reach today's stock as a manager's would. Returns
-/// whether the changes were accepted.
+/// a menu change's new quotas reach today's stock as a manager's would. Says whether
+/// the changes were taken or refused (and why).
 pub async fn receive_from_cloud(
     app: &App,
     doc: DocKind,
     data: Vec<u8>,
-) -> Result<bool, super::sync::LinkError> {
+) -> Result<Received, super::sync::LinkError> {
     let day = app.today();
     let docs = app.docs.clone();
     app.writer
         .write(move |ctx| {
             let before = docs.menu_view();
-            let accepted = docs.sync_receive(ctx, doc, &data)?;
-            if accepted && doc == DocKind::Menu {
+            let received = docs.sync_receive(ctx, doc, &data)?;
+            if received == Received::Taken && doc == DocKind::Menu {
                 carry_quotas(ctx, &before, &docs.menu_view(), day)?;
             }
-            Ok(accepted)
+            Ok(received)
         })
         .await
 }

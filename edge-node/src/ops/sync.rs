@@ -3,8 +3,10 @@
 
 use crate::app::App;
 use crate::core::clock::parse_ts;
+use crate::store::docs::{self, CLOUD_PEER};
 use crate::store::{StoreError, WriteError, accounts, meta, outbox};
 use canteen_api::staff::SyncState;
+use cloud_sync::client::LocalTimeline;
 use cloud_sync::proto::Account;
 use crdt::DocKind;
 
@@ -22,10 +24,66 @@ pub enum LinkError {
 /// The `box_meta` key of the accounts stream's cursor.
 pub const ACCOUNTS_KEY: &str = "accounts_cursor";
 
-/// Records that the cloud stored every event through `through`.
+/// Records that the cloud stored every event through `through`. Never beyond the
+/// outbox: a cursor past the box's own events would hide every event written there
+/// later (they would count as acknowledged and never be sent).
 pub async fn acknowledge(app: &App, through: u64) -> Result<(), LinkError> {
     app.writer
-        .write(move |ctx| Ok(meta::set_u64(ctx.conn, outbox::ACKED_KEY, through)?))
+        .write(move |ctx| {
+            let last = outbox::last_seq(ctx.conn)?.max(0) as u64;
+            if through > last {
+                return Err(StoreError::Corrupt(format!(
+                    "the cloud acknowledged event {through}, beyond this box's last event {last}"
+                ))
+                .into());
+            }
+            Ok(meta::set_u64(ctx.conn, outbox::ACKED_KEY, through)?)
+        })
+        .await
+}
+
+/// The box's history as the link's `Hello` tells it.
+pub async fn timeline(app: &App) -> Result<LocalTimeline, StoreError> {
+    app.readers
+        .read(|c| {
+            Ok(LocalTimeline {
+                incarnation: meta::get_text(c, meta::INCARNATION_KEY)?.unwrap_or_default(),
+                base_seq: meta::get_u64(c, meta::INCARNATION_BASE_KEY)?,
+                last_seq: outbox::last_seq(c)?.max(0) as u64,
+                acked_seq: meta::get_u64(c, outbox::ACKED_KEY)?,
+                cloud_incarnation: meta::get_text(c, meta::CLOUD_INCARNATION_KEY)?
+                    .unwrap_or_default(),
+            })
+        })
+        .await
+}
+
+/// The box's database went back in time (it was restored, or the cloud holds events
+/// of it that it does not): a new incarnation sharing the events up to `base` with
+/// the old one. What the box knew the cloud holds is no further than `base`, and the
+/// cloud's idea of the box's documents is void.
+pub async fn rebase(app: &App, base: u64) -> Result<(), LinkError> {
+    app.writer
+        .write(move |ctx| {
+            let acked = meta::get_u64(ctx.conn, outbox::ACKED_KEY)?;
+            meta::renew_incarnation(ctx.conn, base)?;
+            meta::set_u64(ctx.conn, outbox::ACKED_KEY, acked.min(base))?;
+            docs::forget_sync_states(ctx.conn, CLOUD_PEER)?;
+            Ok(())
+        })
+        .await
+}
+
+/// The cloud is another incarnation: the accounts stream starts over and the
+/// documents' sync states with it are forgotten, in one write.
+pub async fn cloud_changed(app: &App, incarnation: String) -> Result<(), LinkError> {
+    app.writer
+        .write(move |ctx| {
+            meta::set_text(ctx.conn, meta::CLOUD_INCARNATION_KEY, &incarnation)?;
+            meta::set_u64(ctx.conn, ACCOUNTS_KEY, 0)?;
+            docs::forget_sync_states(ctx.conn, CLOUD_PEER)?;
+            Ok(())
+        })
         .await
 }
 
@@ -71,5 +129,7 @@ pub async fn state(app: &App) -> Result<SyncState, StoreError> {
         oldest_unacked_age_s: if unacked > 0 { oldest_unacked_age_s } else { 0 },
         last_success_unix: status.last_success_unix,
         last_error: status.last_error,
+        alarm: status.alarm,
+        refused_documents: status.refused_documents,
     })
 }

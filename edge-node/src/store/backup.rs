@@ -367,10 +367,21 @@ pub fn restore(
         }
         super::outbox::last_seq(&conn).map_err(|_| BackupError::NotABackup(backup.to_owned()))
     });
-    let last = match checked {
+    // A restored database is a new incarnation: its events after `last` will differ
+    // from the ones the cloud may hold under the same numbers (see `meta`).
+    let renewed = checked.and_then(|last| {
+        let conn =
+            Connection::open(&partial).map_err(|_| BackupError::NotABackup(backup.to_owned()))?;
+        super::meta::renew_incarnation(&conn, last.max(0) as u64)?;
+        conn.close().map_err(|(_, e)| e)?;
+        Ok(last)
+    });
+    let last = match renewed {
         Ok(last) => last,
         Err(e) => {
-            let _ = std::fs::remove_file(&partial);
+            for suffix in ["", "-wal", "-shm", "-journal"] {
+                let _ = std::fs::remove_file(data_dir.join(format!("{db_file}.restoring{suffix}")));
+            }
             return Err(e);
         }
     };

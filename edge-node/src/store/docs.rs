@@ -483,17 +483,18 @@ impl Documents {
         Ok(message)
     }
 
-    /// Takes a sync message from the cloud. The changes are first applied to a copy
-    /// and validated: a document the box could not serve (a negative price, a name
-    /// too long, from a buggy or hostile peer) is refused and the exchange restarted,
-    /// and the box keeps serving what it had. Valid changes are stored as a chunk and
-    /// the projection is published after commit.
+    /// Takes a sync message from the cloud. The changes are first applied to a copy,
+    /// which must pass the checks a stored document passes when the box starts (whole,
+    /// right kind, a schema this build knows, within the size limits: a newer or
+    /// hostile cloud cannot make the box's stored document one it refuses to load),
+    /// and the projection (a negative price, a name too long). A refused message
+    /// changes nothing: the box keeps serving what it had, and says why.
     pub fn sync_receive(
         &self,
         ctx: &mut WriteCtx<'_>,
         kind: DocKind,
         data: &[u8],
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Received, StoreError> {
         let slot_lock = self.slot(kind);
         let mut slot = slot_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
@@ -502,15 +503,15 @@ impl Documents {
         let mut trial_peer = peer.clone();
         let verdict = trial_peer
             .receive(&mut trial, data)
+            .and_then(|()| trial.check_loadable())
             .map_err(|e| e.to_string())
             .and_then(|()| match kind {
                 DocKind::Menu => menu_projection(&trial).map(|_| ()),
                 DocKind::Settings => canteen_projection(&trial).map(|_| ()),
             });
         if let Err(reason) = verdict {
-            tracing::warn!(doc = kind.as_str(), %reason, "refused the cloud's changes; restarting the exchange");
-            *peer = crdt::sync::SyncPeer::new();
-            return Ok(false);
+            tracing::warn!(doc = kind.as_str(), %reason, "refused the cloud's changes");
+            return Ok(Received::Refused(reason));
         }
         if let Err(e) = peer.receive(&mut slot.doc, data) {
             return Err(StoreError::Corrupt(e.to_string()));
@@ -532,7 +533,7 @@ impl Documents {
         match result {
             Ok(effect) => {
                 ctx.effect(effect);
-                Ok(true)
+                Ok(Received::Taken)
             }
             Err(e) => {
                 if let Ok(Some(fresh)) = load_slot(ctx.conn, kind, &self.actor) {
@@ -549,6 +550,14 @@ impl Documents {
             DocKind::Settings => &self.settings,
         }
     }
+}
+
+/// What became of a sync message from the cloud.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    Taken,
+    /// Refused, and why; nothing changed.
+    Refused(String),
 }
 
 /// Persists the sync state of one document with one peer.
@@ -569,6 +578,14 @@ pub fn save_sync_state(
             state,
             crate::core::clock::ts(ctx.now)
         ])?;
+    Ok(())
+}
+
+/// Forgets every document's sync state with `peer` (the peer's database is another
+/// incarnation, or this one is): the next exchange starts from nothing.
+pub fn forget_sync_states(conn: &Connection, peer: &str) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM doc_sync_state WHERE peer = ?1")?
+        .execute([peer])?;
     Ok(())
 }
 

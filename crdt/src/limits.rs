@@ -1,0 +1,370 @@
+//! Size limits on what a peer sends, checked before Automerge sees it.
+//!
+//! Automerge inflates DEFLATE-compressed parts of a change (a compressed change chunk,
+//! or compressed columns of a document or bundle chunk) with no limit: a few MiB in a
+//! sync message can inflate to gigabytes. [`check_sync_message`] walks the chunk
+//! headers and column metadata of a sync message (the storage format's layout, see
+//! <https://alexjg.github.io/automerge-storage-docs/>) and inflates each compressed part
+//! through a counting reader that stops at the cap, so nothing larger than the cap is
+//! ever produced. Anything it cannot read is refused: it is no valid Automerge data.
+
+use automerge::sync;
+use std::io::Read;
+
+/// The largest sync message a peer may send for one document, in bytes.
+pub const SYNC_MESSAGE_MAX: usize = 2 * 1024 * 1024;
+/// The most bytes the changes in one sync message may inflate to.
+pub const INFLATED_MAX: usize = 16 * 1024 * 1024;
+/// The largest a document may grow to, saved (menus and settings are small: this is
+/// many times the largest menu a canteen writes).
+pub const DOC_SAVED_MAX: usize = 4 * 1024 * 1024;
+
+const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+const CHUNK_DOCUMENT: u8 = 0;
+const CHUNK_CHANGE: u8 = 1;
+const CHUNK_COMPRESSED: u8 = 2;
+const CHUNK_BUNDLE: u8 = 3;
+/// The bit of a column specification that marks DEFLATE-compressed data.
+const COLUMN_DEFLATE: u64 = 0b1000;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    #[error("a sync message of {0} bytes exceeds the {SYNC_MESSAGE_MAX}-byte limit")]
+    MessageTooLarge(usize),
+    #[error("the changes of a sync message inflate beyond the {INFLATED_MAX}-byte limit")]
+    InflatesTooLarge,
+    #[error("the document would grow to {0} bytes, beyond the {DOC_SAVED_MAX}-byte limit")]
+    DocumentTooLarge(usize),
+    #[error("not a valid sync message: {0}")]
+    Malformed(String),
+}
+
+/// Checks a sync message's size, and what its changes inflate to, against the caps.
+/// Returns the inflated size of its changes.
+pub fn check_sync_message(message: &[u8]) -> Result<usize, LimitError> {
+    if message.len() > SYNC_MESSAGE_MAX {
+        return Err(LimitError::MessageTooLarge(message.len()));
+    }
+    let decoded =
+        sync::Message::decode(message).map_err(|e| LimitError::Malformed(e.to_string()))?;
+    let mut budget = Budget {
+        left: INFLATED_MAX,
+        used: 0,
+    };
+    for bytes in decoded.changes.iter() {
+        let mut r = Reader { bytes, at: 0 };
+        while !r.done() {
+            chunk(&mut r, &mut budget)?;
+        }
+    }
+    Ok(budget.used)
+}
+
+struct Budget {
+    left: usize,
+    used: usize,
+}
+
+impl Budget {
+    fn spend(&mut self, n: usize) -> Result<(), LimitError> {
+        self.left = self
+            .left
+            .checked_sub(n)
+            .ok_or(LimitError::InflatesTooLarge)?;
+        self.used += n;
+        Ok(())
+    }
+
+    /// Inflates `data` without keeping it, spending what it inflates to; stops as
+    /// soon as the budget is gone.
+    fn inflate(&mut self, data: &[u8]) -> Result<(), LimitError> {
+        let limit = self.left as u64 + 1;
+        let mut inflater = flate2::read::DeflateDecoder::new(data).take(limit);
+        let n = std::io::copy(&mut inflater, &mut std::io::sink())
+            .map_err(|e| LimitError::Malformed(format!("bad DEFLATE data: {e}")))?;
+        self.spend(usize::try_from(n).map_err(|_| LimitError::InflatesTooLarge)?)
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+fn malformed(what: &str) -> LimitError {
+    LimitError::Malformed(what.to_owned())
+}
+
+impl<'a> Reader<'a> {
+    fn done(&self) -> bool {
+        self.at >= self.bytes.len()
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], LimitError> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.bytes.len())
+            .ok_or_else(|| malformed("truncated"))?;
+        let out = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(out)
+    }
+
+    fn uleb(&mut self) -> Result<u64, LimitError> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = self.take(1)?[0];
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(malformed("a number is too long"))
+    }
+
+    fn len(&mut self) -> Result<usize, LimitError> {
+        usize::try_from(self.uleb()?).map_err(|_| malformed("a length is out of range"))
+    }
+
+    /// `count` length-prefixed byte strings (actor ids).
+    fn skip_prefixed(&mut self) -> Result<(), LimitError> {
+        let count = self.len()?;
+        for _ in 0..count {
+            let n = self.len()?;
+            self.take(n)?;
+        }
+        Ok(())
+    }
+
+    /// `count` change hashes of 32 bytes.
+    fn skip_hashes(&mut self) -> Result<(), LimitError> {
+        let count = self.len()?;
+        self.take(
+            count
+                .checked_mul(32)
+                .ok_or_else(|| malformed("too many hashes"))?,
+        )?;
+        Ok(())
+    }
+
+    /// Column metadata: (specification, length) pairs.
+    fn columns(&mut self) -> Result<Vec<(u64, usize)>, LimitError> {
+        let count = self.len()?;
+        if count > 1024 {
+            return Err(malformed("too many columns"));
+        }
+        (0..count)
+            .map(|_| Ok((self.uleb()?, self.len()?)))
+            .collect()
+    }
+
+    /// The data of `columns`, spending each column's size (inflated if compressed).
+    fn column_data(
+        &mut self,
+        columns: &[(u64, usize)],
+        budget: &mut Budget,
+    ) -> Result<(), LimitError> {
+        for &(spec, len) in columns {
+            let data = self.take(len)?;
+            if spec & COLUMN_DEFLATE != 0 {
+                budget.inflate(data)?;
+            } else {
+                budget.spend(len)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One chunk: its header, then its body by type.
+fn chunk(r: &mut Reader<'_>, budget: &mut Budget) -> Result<(), LimitError> {
+    if r.take(4)? != MAGIC {
+        return Err(malformed("bad magic bytes"));
+    }
+    r.take(4)?; // checksum
+    let kind = r.take(1)?[0];
+    let len = r.len()?;
+    let body = r.take(len)?;
+    let mut b = Reader { bytes: body, at: 0 };
+    match kind {
+        CHUNK_CHANGE => budget.spend(len),
+        CHUNK_COMPRESSED => budget.inflate(body),
+        CHUNK_DOCUMENT => {
+            b.skip_prefixed()?; // actors
+            b.skip_hashes()?; // heads
+            let changes = b.columns()?;
+            let ops = b.columns()?;
+            b.column_data(&changes, budget)?;
+            b.column_data(&ops, budget)?;
+            budget.spend(body.len() - b.at)
+        }
+        CHUNK_BUNDLE => {
+            b.skip_hashes()?; // deps
+            b.skip_prefixed()?; // actors
+            let changes = b.columns()?;
+            b.column_data(&changes, budget)?;
+            let ops = b.columns()?;
+            b.column_data(&ops, budget)?;
+            budget.spend(body.len() - b.at)
+        }
+        other => Err(LimitError::Malformed(format!("unknown chunk type {other}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DocKind, ReplicatedDoc};
+    use std::io::Write;
+
+    fn uleb(mut n: u64, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+
+    fn deflate_zeros(n: usize) -> Vec<u8> {
+        let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        let block = vec![0u8; 1 << 20];
+        for _ in 0..n / block.len() {
+            enc.write_all(&block).unwrap();
+        }
+        enc.finish().unwrap()
+    }
+
+    fn chunk_of(kind: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&[0, 0, 0, 0, kind]);
+        uleb(body.len() as u64, &mut out);
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn message_with(chunks: Vec<Vec<u8>>) -> Vec<u8> {
+        sync::Message {
+            heads: Vec::new(),
+            need: Vec::new(),
+            have: Vec::new(),
+            changes: chunks.into(),
+            flags: None,
+            version: sync::MessageVersion::V1,
+        }
+        .encode()
+    }
+
+    /// A compressed change that inflates to 64 MiB (from about 64 KiB) is refused
+    /// without inflating it whole.
+    #[test]
+    fn a_deflate_bomb_in_a_compressed_change_is_refused() {
+        let bomb = chunk_of(CHUNK_COMPRESSED, &deflate_zeros(64 << 20));
+        assert!(bomb.len() < SYNC_MESSAGE_MAX, "{}", bomb.len());
+        assert_eq!(
+            check_sync_message(&message_with(vec![bomb])),
+            Err(LimitError::InflatesTooLarge)
+        );
+    }
+
+    /// The same bomb as a compressed column of a document chunk.
+    #[test]
+    fn a_deflate_bomb_in_a_document_column_is_refused() {
+        let data = deflate_zeros(32 << 20);
+        let mut body = Vec::new();
+        uleb(0, &mut body); // actors
+        uleb(0, &mut body); // heads
+        uleb(1, &mut body); // one change column …
+        uleb((1 << 4) | COLUMN_DEFLATE, &mut body); // … compressed
+        uleb(data.len() as u64, &mut body);
+        uleb(0, &mut body); // no op columns
+        body.extend_from_slice(&data);
+        let message = message_with(vec![chunk_of(CHUNK_DOCUMENT, &body)]);
+        assert_eq!(
+            check_sync_message(&message),
+            Err(LimitError::InflatesTooLarge)
+        );
+    }
+
+    #[test]
+    fn oversized_and_malformed_messages_are_refused() {
+        assert!(matches!(
+            check_sync_message(&vec![0u8; SYNC_MESSAGE_MAX + 1]),
+            Err(LimitError::MessageTooLarge(_))
+        ));
+        let bad_magic = message_with(vec![vec![1, 2, 3, 4, 0, 0, 0, 0, 1, 0]]);
+        assert!(matches!(
+            check_sync_message(&bad_magic),
+            Err(LimitError::Malformed(_))
+        ));
+        let cut = chunk_of(CHUNK_CHANGE, &[1, 2, 3]);
+        let truncated = message_with(vec![cut[..cut.len() - 1].to_vec()]);
+        assert!(matches!(
+            check_sync_message(&truncated),
+            Err(LimitError::Malformed(_))
+        ));
+    }
+
+    /// Real sync messages, whole documents and single edits, pass and are counted.
+    #[test]
+    fn real_sync_messages_pass() {
+        let mut a = ReplicatedDoc::create(DocKind::Menu, b"a").unwrap();
+        let mut b = ReplicatedDoc::create(DocKind::Menu, b"b").unwrap();
+        let fields = crate::menu::ItemFields {
+            name_zh: "牛肉面".into(),
+            name_en: "Beef noodles".into(),
+            category: "Noodles".into(),
+            price_fen: 1800,
+            option_groups: Vec::new(),
+            allergens: vec!["gluten".into()],
+            daily_quota: Some(100),
+            available: true,
+            archived: false,
+            sort_key: 0,
+        };
+        let add = crate::menu::MenuEdit::AddItem {
+            item: crate::ItemId::new(),
+            fields,
+        };
+        crate::menu::apply(&mut a, &[add], 1_000).unwrap();
+        let (mut pa, mut pb) = (crate::sync::SyncPeer::new(), crate::sync::SyncPeer::new());
+        let mut checked = 0;
+        for _ in 0..10 {
+            if let Some(m) = pa.generate(&mut a) {
+                check_sync_message(&m).unwrap();
+                checked += 1;
+                pb.receive(&mut b, &m).unwrap();
+            }
+            if let Some(m) = pb.generate(&mut b) {
+                check_sync_message(&m).unwrap();
+                checked += 1;
+                pa.receive(&mut a, &m).unwrap();
+            }
+        }
+        assert!(checked >= 2);
+        assert_eq!(
+            crate::menu::project(&b).unwrap().items.len(),
+            crate::menu::project(&a).unwrap().items.len()
+        );
+        assert_eq!(crate::menu::project(&b).unwrap().items.len(), 1);
+
+        // A whole saved document (its larger columns DEFLATE-compressed) is read
+        // through, and counted at its inflated size.
+        for i in 0..60 {
+            let mut fields = crate::menu::project(&a).unwrap().items[0].fields.clone();
+            fields.name_en = format!("Dish number {i} with a long name");
+            let add = crate::menu::MenuEdit::AddItem {
+                item: crate::ItemId::new(),
+                fields,
+            };
+            crate::menu::apply(&mut a, &[add], 2_000 + i).unwrap();
+        }
+        let saved = a.save();
+        let inflated = check_sync_message(&message_with(vec![saved.clone()])).unwrap();
+        assert!(inflated > saved.len(), "{inflated} vs {}", saved.len());
+    }
+}
