@@ -42,6 +42,15 @@ pub struct LocalTimeline {
     pub cloud_incarnation: String,
 }
 
+/// What the box made of a document sync message from the cloud.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DocReceived {
+    /// Taken; `changed` when it brought changes the box did not have.
+    Taken { changed: bool },
+    /// Refused, and why: it changed nothing.
+    Refused(String),
+}
+
 /// What the client needs from the box. Implemented by `edge-node`.
 pub trait EdgeLink: Send + Sync + 'static {
     /// The box's history as it stands.
@@ -79,13 +88,12 @@ pub trait EdgeLink: Send + Sync + 'static {
         &self,
         doc: DocKind,
     ) -> impl Future<Output = anyhow::Result<Option<Vec<u8>>>> + Send;
-    /// A sync message from the cloud: `Some(reason)` when the box refused it (it
-    /// changed nothing).
+    /// A sync message from the cloud.
     fn doc_receive(
         &self,
         doc: DocKind,
         data: Vec<u8>,
-    ) -> impl Future<Output = anyhow::Result<Option<String>>> + Send;
+    ) -> impl Future<Output = anyhow::Result<DocReceived>> + Send;
     /// Signalled when a local edit changed a document.
     fn docs_changed(&self) -> Arc<Notify>;
     /// Cursor of the accounts stream already applied.
@@ -459,18 +467,41 @@ async fn events<L: EdgeLink>(
     }
 }
 
+/// One document's exchange with the cloud, on a stream of its own. When the box
+/// refuses the cloud's changes, it closes the stream, waits (doubling the wait up to
+/// [`DOC_REFUSED_WAIT_MAX`]) and opens a new one: both sides then start the exchange
+/// afresh from their stored states, so nothing the cloud sent meanwhile is taken for
+/// delivered.
 async fn documents<L: EdgeLink>(
     conn: quinn::Connection,
     link: Arc<L>,
     status: Arc<StatusCell>,
     doc: DocKind,
 ) -> Result<(), SessionError> {
+    let mut refused_wait = DOC_REFUSED_WAIT;
+    loop {
+        let refused = document_stream(&conn, &link, &status, doc, &mut refused_wait).await?;
+        tracing::warn!(doc = doc.as_str(), reason = %refused, wait_s = refused_wait.as_secs(), "refused the cloud's document changes; asking again later");
+        tokio::time::sleep(refused_wait).await;
+        refused_wait = (refused_wait * 2).min(DOC_REFUSED_WAIT_MAX);
+    }
+}
+
+/// Runs one document stream until the box refuses a message; returns why.
+async fn document_stream<L: EdgeLink>(
+    conn: &quinn::Connection,
+    link: &Arc<L>,
+    status: &Arc<StatusCell>,
+    doc: DocKind,
+    refused_wait: &mut Duration,
+) -> Result<String, SessionError> {
     let (mut send, recv) = conn
         .open_bi()
         .await
         .map_err(|e| SessionError::Connect(e.to_string()))?;
     let mut inbox = wire::reader(recv);
     let name = doc.as_str().to_owned();
+    let prefix = format!("{name}: ");
     link.doc_begin(doc)
         .await
         .map_err(|e| SessionError::Local(e.to_string()))?;
@@ -483,7 +514,6 @@ async fn documents<L: EdgeLink>(
     )
     .await?;
     let changed = link.docs_changed();
-    let mut refused_wait = DOC_REFUSED_WAIT;
     loop {
         while let Some(data) = link
             .doc_generate(doc)
@@ -505,33 +535,27 @@ async fn documents<L: EdgeLink>(
                     if data.is_empty() {
                         continue;
                     }
-                    let refused = link
+                    let received = link
                         .doc_receive(doc, data)
                         .await
                         .map_err(|e| SessionError::Local(e.to_string()))?;
-                    let prefix = format!("{name}: ");
-                    status.update(|s| s.refused_documents.retain(|r| !r.starts_with(&prefix)));
-                    match refused {
-                        None => {
-                            refused_wait = DOC_REFUSED_WAIT;
+                    match received {
+                        DocReceived::Taken { changed } => {
+                            // A refusal stands until changes are taken again (a message
+                            // with only heads says nothing about them).
+                            if changed {
+                                status.update(|s| s.refused_documents.retain(|r| !r.starts_with(&prefix)));
+                                *refused_wait = DOC_REFUSED_WAIT;
+                            }
                             status.success();
                         }
-                        Some(reason) => {
-                            tracing::warn!(doc = %name, %reason, wait_s = refused_wait.as_secs(), "refused the cloud's document changes; asking again later");
-                            status.update(|s| s.refused_documents.push(format!("{prefix}{reason}")));
-                            // Whatever the cloud sends meanwhile is dropped unread;
-                            // then the exchange starts again from the stored state.
-                            let until = tokio::time::Instant::now() + refused_wait;
-                            loop {
-                                tokio::select! {
-                                    msg = wire::next(&mut inbox) => { msg?; }
-                                    () = tokio::time::sleep_until(until) => break,
-                                }
-                            }
-                            refused_wait = (refused_wait * 2).min(DOC_REFUSED_WAIT_MAX);
-                            link.doc_begin(doc)
-                                .await
-                                .map_err(|e| SessionError::Local(e.to_string()))?;
+                        DocReceived::Refused(reason) => {
+                            status.update(|s| {
+                                s.refused_documents.retain(|r| !r.starts_with(&prefix));
+                                s.refused_documents.push(format!("{prefix}{reason}"));
+                            });
+                            let _ = send.reset(0u32.into());
+                            return Ok(reason);
                         }
                     }
                 }

@@ -8,7 +8,7 @@ use crate::app::App;
 use crate::ops;
 use crate::store::docs::Received;
 use crate::store::{meta, outbox};
-use cloud_sync::client::{EdgeLink, LocalTimeline};
+use cloud_sync::client::{DocReceived, EdgeLink, LocalTimeline};
 use cloud_sync::proto::{Account, WireEvent};
 use crdt::DocKind;
 use std::sync::Arc;
@@ -89,11 +89,11 @@ impl EdgeLink for BoxLink {
         Ok(ops::sync::doc_message(&self.app, doc).await?)
     }
 
-    async fn doc_receive(&self, doc: DocKind, data: Vec<u8>) -> anyhow::Result<Option<String>> {
+    async fn doc_receive(&self, doc: DocKind, data: Vec<u8>) -> anyhow::Result<DocReceived> {
         Ok(
             match ops::menu::receive_from_cloud(&self.app, doc, data).await? {
-                Received::Taken => None,
-                Received::Refused(reason) => Some(reason),
+                Received::Taken { changed } => DocReceived::Taken { changed },
+                Received::Refused(reason) => DocReceived::Refused(reason),
             },
         )
     }

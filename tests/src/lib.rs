@@ -4,6 +4,8 @@
 //! The binary is looked up next to the test executable's target directory (build it
 //! first: `cargo build -p edge-node`), or at `$EDGE_NODE_BIN`.
 
+pub mod world;
+
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
@@ -595,4 +597,80 @@ pub fn random_order(menu: &[Value], rng: &mut impl rand::Rng) -> Value {
 /// executable (or `$DESKTOP_UI_BIN`).
 pub fn desktop_binary() -> PathBuf {
     workspace_binary("desktop-ui", "DESKTOP_UI_BIN")
+}
+
+/// An Automerge sync message carrying one compressed change that inflates to
+/// `inflated_mib` MiB of zeros, from a few KiB per MiB: a DEFLATE bomb. Built by
+/// repeating one sync-flushed block of a real DEFLATE stream (a block of zeros refers
+/// only to the zeros before it), so a bomb of gigabytes takes no time to make.
+pub fn deflate_bomb_message(inflated_mib: usize) -> Vec<u8> {
+    use std::io::Write;
+    let mib = vec![0u8; 1 << 20];
+    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(&mib).expect("deflate");
+    enc.flush().expect("deflate");
+    let head = enc.get_ref().len();
+    enc.write_all(&mib).expect("deflate");
+    enc.flush().expect("deflate");
+    let stream = enc.get_ref().clone();
+    let block = &stream[head..];
+    let mut deflated = stream[..head].to_vec();
+    for _ in 1..inflated_mib.max(1) {
+        deflated.extend_from_slice(block);
+    }
+    // A final, empty block with fixed codes: BFINAL=1, BTYPE=01, end of block.
+    deflated.extend_from_slice(&[0x03, 0x00]);
+    // A compressed change chunk: magic, checksum, type 2, length, data.
+    let mut chunk = vec![0x85, 0x6f, 0x4a, 0x83, 0, 0, 0, 0, 2];
+    let mut n = deflated.len() as u64;
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            chunk.push(byte);
+            break;
+        }
+        chunk.push(byte | 0x80);
+    }
+    chunk.extend_from_slice(&deflated);
+    automerge::sync::Message {
+        heads: Vec::new(),
+        need: Vec::new(),
+        have: Vec::new(),
+        changes: vec![chunk].into(),
+        flags: None,
+        version: automerge::sync::MessageVersion::V1,
+    }
+    .encode()
+}
+
+#[cfg(test)]
+mod bomb_tests {
+    use std::io::Read;
+
+    /// The bomb is real: its change inflates far beyond its size.
+    #[test]
+    fn the_deflate_bomb_inflates_as_claimed() {
+        let message = super::deflate_bomb_message(64);
+        assert!(message.len() < 256 * 1024, "{}", message.len());
+        let decoded = automerge::sync::Message::decode(&message).unwrap();
+        let chunk = decoded.changes.iter().next().unwrap();
+        let header = 4 + 4 + 1;
+        let mut at = header;
+        while chunk[at] & 0x80 != 0 {
+            at += 1;
+        }
+        let mut inflated = 0u64;
+        let mut reader = flate2::read::DeflateDecoder::new(&chunk[at + 1..]);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = reader.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            assert!(buf[..n].iter().all(|&b| b == 0));
+            inflated += n as u64;
+        }
+        assert_eq!(inflated, 64 << 20);
+    }
 }

@@ -104,7 +104,7 @@ pub async fn receive_from_cloud(
         .write(move |ctx| {
             let before = docs.menu_view();
             let received = docs.sync_receive(ctx, doc, &data)?;
-            if received == Received::Taken && doc == DocKind::Menu {
+            if matches!(received, Received::Taken { changed: true }) && doc == DocKind::Menu {
                 carry_quotas(ctx, &before, &docs.menu_view(), day)?;
             }
             Ok(received)

@@ -513,6 +513,7 @@ impl Documents {
             tracing::warn!(doc = kind.as_str(), %reason, "refused the cloud's changes");
             return Ok(Received::Refused(reason));
         }
+        let heads_before = slot.doc.heads();
         if let Err(e) = peer.receive(&mut slot.doc, data) {
             return Err(StoreError::Corrupt(e.to_string()));
         }
@@ -533,7 +534,8 @@ impl Documents {
         match result {
             Ok(effect) => {
                 ctx.effect(effect);
-                Ok(Received::Taken)
+                let changed = slot.doc.heads() != heads_before;
+                Ok(Received::Taken { changed })
             }
             Err(e) => {
                 if let Ok(Some(fresh)) = load_slot(ctx.conn, kind, &self.actor) {
@@ -555,7 +557,8 @@ impl Documents {
 /// What became of a sync message from the cloud.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Received {
-    Taken,
+    /// Taken; `changed` when the document gained changes.
+    Taken { changed: bool },
     /// Refused, and why; nothing changed.
     Refused(String),
 }

@@ -1,0 +1,435 @@
+//! Peers on the sync link that are hostile or simply newer, against real processes:
+//! a cloud that sends a document schema the box does not know, a DEFLATE bomb and an
+//! account with huge argon2 costs (a stand-in cloud speaking the real protocol), and
+//! a box that sends the cloud a DEFLATE bomb.
+
+use cloud_sync::proto::{Account, CloudWelcome, Message};
+use cloud_sync::{identity, wire};
+use crdt::settings::SettingsEdit;
+use crdt::{DocKind, ReplicatedDoc};
+use serde_json::json;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tests::world::{World, caught_up, orders, read};
+use tests::{Api, EdgeProcess, cloud_command, cloud_env, eventually, path_str};
+
+/// The menu as a newer cloud would hold it: the genesis every replica shares, then a
+/// change to a schema version 2 with a field this build does not know.
+fn newer_menu() -> automerge::AutoCommit {
+    use automerge::transaction::Transactable;
+    let mut genesis = ReplicatedDoc::create(DocKind::Menu, b"newer-cloud").unwrap();
+    let mut doc = automerge::AutoCommit::load(&genesis.save())
+        .unwrap()
+        .with_actor(automerge::ActorId::from(b"newer-cloud".as_slice()));
+    doc.put(automerge::ROOT, "schema_version", 2u64).unwrap();
+    doc.put(automerge::ROOT, "loyalty_points", "double on Fridays")
+        .unwrap();
+    doc.commit();
+    doc
+}
+
+/// Settings with an announcement, a change this build knows.
+fn settings_with_announcement() -> ReplicatedDoc {
+    let mut doc = ReplicatedDoc::create(DocKind::Settings, b"newer-cloud").unwrap();
+    crdt::settings::apply(
+        &mut doc,
+        &[SettingsEdit::SetAnnouncement {
+            text: "Menus from the new cloud".into(),
+        }],
+        1_000,
+    )
+    .unwrap();
+    doc
+}
+
+/// Accounts the stand-in cloud sends: one whose argon2 costs would make every login
+/// attempt allocate 4 GiB, and a good one.
+fn accounts() -> Vec<Account> {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let salt = SaltString::encode_b64(b"hostile-test-salt").unwrap();
+    let good = argon2::Argon2::default()
+        .hash_password(b"135791", &salt)
+        .unwrap()
+        .to_string();
+    let huge = "$argon2id$v=19$m=4194304,t=3,p=1$aG9zdGlsZS10ZXN0LXNhbHQ$\
+                AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    vec![
+        Account {
+            role: "student".into(),
+            login: "2099100".into(),
+            name: "Costly".into(),
+            secret_hash: huge.into(),
+            active: true,
+        },
+        Account {
+            role: "student".into(),
+            login: "2099101".into(),
+            name: "Fine".into(),
+            secret_hash: good,
+            active: true,
+        },
+    ]
+}
+
+/// What the stand-in cloud saw.
+#[derive(Default)]
+struct Seen {
+    menu_messages: AtomicUsize,
+    settings_messages: AtomicUsize,
+    bombed: std::sync::atomic::AtomicBool,
+}
+
+/// A cloud of a newer release (and not a friendly one), on loopback, with the campus
+/// CA's cloud certificate: welcomes the box, acknowledges its events, sends a menu of
+/// schema version 2, a DEFLATE bomb before good settings, and the accounts above.
+async fn newer_cloud(ca: &Path, seen: Arc<Seen>) -> (std::net::SocketAddr, quinn::Endpoint) {
+    let config = identity::server_config(
+        &ca.join(identity::CA_CERT),
+        &ca.join(identity::CLOUD_CERT),
+        &ca.join(identity::CLOUD_KEY),
+    )
+    .unwrap();
+    let endpoint = quinn::Endpoint::server(config, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    let accepting = endpoint.clone();
+    tokio::spawn(async move {
+        while let Some(incoming) = accepting.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let Ok(conn) = incoming.await else { return };
+                let _ = connection(conn, seen).await;
+            });
+        }
+    });
+    (addr, endpoint)
+}
+
+async fn connection(conn: quinn::Connection, seen: Arc<Seen>) -> anyhow::Result<()> {
+    let (mut control, recv) = conn.accept_bi().await?;
+    let mut inbox = wire::reader(recv);
+    let Message::HelloV2(hello) = wire::next(&mut inbox).await? else {
+        anyhow::bail!("expected a version 2 hello");
+    };
+    wire::send(
+        &mut control,
+        &Message::WelcomeV2(CloudWelcome {
+            version: 3,
+            cloud_incarnation: "newer-cloud".into(),
+            acked_seq: hello.acked_seq,
+            acked_digest: String::new(),
+            rebased: false,
+        }),
+    )
+    .await?;
+    loop {
+        let (send, recv) = conn.accept_bi().await?;
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            let _ = stream(send, recv, seen).await;
+        });
+    }
+}
+
+async fn stream(
+    mut send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    seen: Arc<Seen>,
+) -> anyhow::Result<()> {
+    use automerge::sync::SyncDoc;
+    let mut inbox = wire::reader(recv);
+    match wire::next(&mut inbox).await? {
+        Message::Events { .. } => loop {
+            if let Message::Events { events } = wire::next(&mut inbox).await?
+                && let Some(last) = events.last()
+            {
+                let through_seq = last.seq;
+                wire::send(&mut send, &Message::Ack { through_seq }).await?;
+            }
+        },
+        Message::AccountsFrom { .. } => {
+            wire::send(
+                &mut send,
+                &Message::Accounts {
+                    cursor: 1,
+                    accounts: accounts(),
+                },
+            )
+            .await?;
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+        Message::DocSync { doc, .. } if doc == "menu" => {
+            let mut menu = newer_menu();
+            let mut state = automerge::sync::State::new();
+            loop {
+                while let Some(m) = menu.sync().generate_sync_message(&mut state) {
+                    let data = m.encode();
+                    wire::send(
+                        &mut send,
+                        &Message::DocSync {
+                            doc: doc.clone(),
+                            data,
+                        },
+                    )
+                    .await?;
+                }
+                if let Message::DocSync { data, .. } = wire::next(&mut inbox).await?
+                    && !data.is_empty()
+                {
+                    seen.menu_messages.fetch_add(1, Ordering::SeqCst);
+                    let message = automerge::sync::Message::decode(&data)?;
+                    menu.sync().receive_sync_message(&mut state, message)?;
+                }
+            }
+        }
+        Message::DocSync { doc, .. } => {
+            let mut settings = settings_with_announcement();
+            let mut peer = crdt::sync::SyncPeer::new();
+            // The first stream's first answer is a bomb; then good settings.
+            if !seen.bombed.swap(true, Ordering::SeqCst) {
+                let data = tests::deflate_bomb_message(1024);
+                wire::send(
+                    &mut send,
+                    &Message::DocSync {
+                        doc: doc.clone(),
+                        data,
+                    },
+                )
+                .await?;
+            }
+            while let Some(data) = peer.generate(&mut settings) {
+                wire::send(
+                    &mut send,
+                    &Message::DocSync {
+                        doc: doc.clone(),
+                        data,
+                    },
+                )
+                .await?;
+            }
+            loop {
+                if let Message::DocSync { data, .. } = wire::next(&mut inbox).await?
+                    && !data.is_empty()
+                {
+                    seen.settings_messages.fetch_add(1, Ordering::SeqCst);
+                    peer.receive(&mut settings, &data)?;
+                }
+                while let Some(data) = peer.generate(&mut settings) {
+                    wire::send(
+                        &mut send,
+                        &Message::DocSync {
+                            doc: doc.clone(),
+                            data,
+                        },
+                    )
+                    .await?;
+                }
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Found: document changes from the cloud were checked only by the projection, so a
+/// newer cloud could make the stored menu one the box refuses to load at its next
+/// start, and a refused document was retried at once, in a loop. Sync messages were
+/// inflated without a cap, and accounts were applied unchecked. Now each is refused,
+/// logged and reported; the box keeps selling, takes what it knows (the settings),
+/// asks again with back-off, and restarts cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_or_hostile_cloud_cannot_break_the_box() {
+    let w = World::new("canteen-h");
+    let seen = Arc::new(Seen::default());
+    let (addr, endpoint) = newer_cloud(&w.ca, seen.clone()).await;
+    let edge = w.edge(addr, "canteen-h", "canteen-h");
+    let api = Api::new(&edge.base);
+    let manager = api.manager().await.unwrap();
+    let dishes = api.staff_menu(&manager).await.unwrap().len();
+    assert!(dishes > 0);
+
+    // What it knows arrives: the settings after the bomb was refused.
+    eventually(
+        "the newer cloud's announcement",
+        Duration::from_secs(60),
+        || async {
+            let (_, menu) = api.get("/api/menu", None).await?;
+            Ok((menu["announcement"] == "Menus from the new cloud").then_some(()))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", read(&w.log("box.log"))));
+    // The good account arrives; the costly one is refused.
+    eventually("the good account", Duration::from_secs(30), || async {
+        let (status, _) = api
+            .post(
+                "/api/student/login",
+                None,
+                &json!({"student_number": "2099101", "pin": "135791"}),
+            )
+            .await?;
+        Ok((status == 200).then_some(()))
+    })
+    .await
+    .unwrap();
+    let (status, _) = api
+        .post(
+            "/api/student/login",
+            None,
+            &json!({"student_number": "2099100", "pin": "135791"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 401);
+
+    // The menu of schema version 2 is refused and reported, not taken.
+    let staff = api.staff("staff", "staff-pass").await.unwrap();
+    let state = eventually("the refusal reported", Duration::from_secs(30), || async {
+        let (_, s) = api.get("/api/staff/sync", Some(&staff)).await?;
+        let refused = s["refused_documents"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        Ok(refused
+            .iter()
+            .any(|r| {
+                r.as_str()
+                    .is_some_and(|r| r.starts_with("menu:") && r.contains("schema version 2"))
+            })
+            .then_some(s))
+    })
+    .await
+    .unwrap();
+    assert_eq!(state["connected"], true, "{state}");
+    let staff_menu = api.staff_menu(&manager).await.unwrap();
+    assert_eq!(staff_menu.len(), dishes);
+
+    // It keeps selling meanwhile, and its events reach the cloud.
+    orders(&api, 12).await;
+    eventually("events acknowledged", Duration::from_secs(30), || async {
+        let (_, s) = api.get("/api/staff/sync", Some(&staff)).await?;
+        Ok((s["unacked_events"] == 0).then_some(()))
+    })
+    .await
+    .unwrap();
+
+    // Refused documents are asked for again with back-off, not in a loop: over ten
+    // seconds, a handful of messages (a loop sends thousands).
+    let before = seen.menu_messages.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let during = seen.menu_messages.load(Ordering::SeqCst) - before;
+    assert!(during <= 6, "{during} menu messages in 10 s");
+    assert!(seen.settings_messages.load(Ordering::SeqCst) >= 1);
+
+    let log = read(&w.log("box.log"));
+    assert!(log.contains("inflate beyond"), "the bomb is logged");
+    assert!(log.contains("refused an account from the cloud"), "{log}");
+
+    // It restarts cleanly: the stored documents load, the menu is the box's own.
+    let status = edge.terminate().unwrap();
+    assert!(status.success(), "{status}");
+    let edge = EdgeProcess::serve(&w.box_data, &[]).unwrap();
+    let api = Api::new(&edge.base);
+    let (status, _) = api.get("/readyz", None).await.unwrap();
+    assert_eq!(status, 200);
+    let manager = api.manager().await.unwrap();
+    assert_eq!(api.staff_menu(&manager).await.unwrap().len(), dishes);
+    let (_, menu) = api.get("/api/menu", None).await.unwrap();
+    assert_eq!(menu["announcement"], "Menus from the new cloud");
+    endpoint.close(0u32.into(), b"done");
+}
+
+/// A box (enrolled, maybe stolen) that sends the cloud a sync message inflating to a
+/// gigabyte: refused before it is inflated, logged, and the other boxes sync on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deflate_bomb_from_a_box_is_refused_and_other_boxes_sync_on() {
+    let w = World::new("canteen-good");
+    let evil = w.dir.path().join("evil");
+    cloud_command(&[
+        "enroll",
+        "--node-id",
+        "canteen-evil",
+        "--ca-dir",
+        path_str(&w.ca),
+        "--out",
+        path_str(&evil),
+    ])
+    .unwrap();
+    let cloud = w.cloud("127.0.0.1:0".parse().unwrap());
+    let env = cloud_env(cloud.quic, "canteen-good", "canteen-good", &w.enrol);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let edge = EdgeProcess::serve_logged(&w.box_data, &env, Some(&w.log("box.log"))).unwrap();
+    let api = Api::new(&edge.base);
+
+    // The hostile box: a version 1 hello, then a menu stream opened with the bomb.
+    let config = identity::client_config(
+        &evil.join("ca.pem"),
+        &evil.join("canteen-evil.pem"),
+        &evil.join("canteen-evil.key"),
+    )
+    .unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(config);
+    let conn = endpoint
+        .connect(cloud.quic, identity::DEFAULT_CLOUD_NAME)
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut control, recv) = conn.open_bi().await.unwrap();
+    let mut control_rx = wire::reader(recv);
+    wire::send(
+        &mut control,
+        &Message::Hello {
+            version: 1,
+            node_id: "canteen-evil".into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        wire::next(&mut control_rx).await.unwrap(),
+        Message::Welcome { .. }
+    ));
+    let bomb = tests::deflate_bomb_message(1024);
+    assert!(bomb.len() < 2 * 1024 * 1024);
+    let (mut send, _recv) = conn.open_bi().await.unwrap();
+    wire::send(
+        &mut send,
+        &Message::DocSync {
+            doc: "menu".into(),
+            data: bomb,
+        },
+    )
+    .await
+    .unwrap();
+    eventually(
+        "the cloud to refuse the bomb",
+        Duration::from_secs(30),
+        || async {
+            let log = read(&w.log("cloud.log"));
+            Ok(
+                (log.contains("refused a box's document changes")
+                    && log.contains("inflate beyond"))
+                .then_some(()),
+            )
+        },
+    )
+    .await
+    .unwrap();
+    let sync = cloud.get("/nodes/canteen-evil/sync").await.unwrap();
+    assert!(
+        sync["refused_documents"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("inflate")),
+        "{sync}"
+    );
+
+    // The good box sells and syncs on, and the cloud's menu replica of it is whole.
+    orders(&api, 24).await;
+    let staff = api.staff("staff", "staff-pass").await.unwrap();
+    caught_up(&api, &staff, &cloud, "canteen-good").await;
+    let menu = cloud.get("/nodes/canteen-good/menu").await.unwrap();
+    assert!(!menu["items"].as_array().unwrap().is_empty(), "{menu}");
+    conn.close(0u32.into(), b"done");
+}
