@@ -222,6 +222,61 @@ pub fn enroll_for(
     Ok(())
 }
 
+/// Renews the certificates of a box enrolled in `dir` (as `enroll` wrote it): a new
+/// node certificate valid for `valid_for` from now and, when the box has one, a new
+/// staff HTTPS certificate for the names the old one carries. Returns those names.
+/// The box picks the new files up at its next start.
+pub fn renew(
+    ca_dir: &Path,
+    node_id: &str,
+    dir: &Path,
+    valid_for: std::time::Duration,
+) -> anyhow::Result<Vec<String>> {
+    check_node_id(node_id)?;
+    let node_cert = dir.join(format!("{node_id}.pem"));
+    let old = certs(&node_cert)
+        .with_context(|| format!("{} holds no enrolment of {node_id}", dir.display()))?;
+    if node_id_of(&old[0]).as_deref() != Some(node_id) {
+        bail!("{} is not a certificate of {node_id}", node_cert.display());
+    }
+    let https = dir.join(format!("{node_id}-https.pem"));
+    let names = if https.exists() {
+        san_names(&certs(&https)?[0])
+    } else {
+        Vec::new()
+    };
+    enroll_for(ca_dir, node_id, dir, &names, valid_for)?;
+    Ok(names)
+}
+
+/// The DNS names and IP addresses a certificate is for.
+fn san_names(cert: &CertificateDer<'_>) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = parsed.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+            GeneralName::IPAddress(bytes) => match bytes.len() {
+                4 => <[u8; 4]>::try_from(*bytes)
+                    .ok()
+                    .map(|b| std::net::IpAddr::from(b).to_string()),
+                16 => <[u8; 16]>::try_from(*bytes)
+                    .ok()
+                    .map(|b| std::net::IpAddr::from(b).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
 fn certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let certs = CertificateDer::pem_file_iter(path)
         .with_context(|| format!("reading {}", path.display()))?
@@ -396,5 +451,35 @@ mod tests {
             &out.join("canteen-north.key"),
         )
         .unwrap();
+    }
+
+    /// Renewal re-issues the node certificate with a new validity and the staff
+    /// HTTPS certificate for the same names, in place.
+    #[test]
+    fn renewal_keeps_the_names_and_moves_the_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
+        ca_init(&ca, DEFAULT_CLOUD_NAME).unwrap();
+        let out = dir.path().join("box");
+        let day = std::time::Duration::from_secs(86_400);
+        let names = vec!["north.canteen.local".to_owned(), "10.0.0.21".to_owned()];
+        enroll_for(&ca, "canteen-north", &out, &names, day).unwrap();
+        let not_after = |path: &Path| {
+            let c = certs(path).unwrap();
+            let (_, parsed) = x509_parser::parse_x509_certificate(c[0].as_ref()).unwrap();
+            parsed.validity().not_after.timestamp()
+        };
+        let before = not_after(&out.join("canteen-north.pem"));
+        let renewed = renew(&ca, "canteen-north", &out, day * 365).unwrap();
+        assert_eq!(renewed, names);
+        let after = not_after(&out.join("canteen-north.pem"));
+        assert!(after - before > 360 * 86_400, "{before} → {after}");
+        let https = certs(&out.join("canteen-north-https.pem")).unwrap();
+        assert_eq!(san_names(&https[0]), names);
+        let node = certs(&out.join("canteen-north.pem")).unwrap();
+        assert_eq!(node_id_of(&node[0]).as_deref(), Some("canteen-north"));
+        // Nothing to renew where nothing was enrolled, or for another box.
+        assert!(renew(&ca, "canteen-south", &out, day).is_err());
+        assert!(renew(&ca, "canteen-north", &dir.path().join("none"), day).is_err());
     }
 }

@@ -45,6 +45,22 @@ enum Command {
         #[arg(long, default_value_t = 365)]
         valid_days: u64,
     },
+    /// Renews the certificates of an enrolled box in place (before they expire): a new
+    /// node certificate and, if the box has one, a new staff HTTPS certificate for the
+    /// same names. Copy the directory to the box and restart it.
+    Renew {
+        #[arg(long)]
+        node_id: String,
+        /// Directory of the campus CA.
+        #[arg(long, env = "CLOUD_CA_DIR", default_value = "ca")]
+        ca_dir: PathBuf,
+        /// The box's enrolment directory (where `enroll --out` wrote it).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Days the new certificates are valid.
+        #[arg(long, default_value_t = 365)]
+        valid_days: u64,
+    },
     /// Revokes every certificate of a box issued up to now (a stolen or retired box):
     /// the cloud refuses it at the next handshake. Enrol the box again to readmit it.
     Revoke {
@@ -135,6 +151,31 @@ async fn main() -> anyhow::Result<()> {
                 std::time::Duration::from_secs(valid_days.saturating_mul(86_400)),
             )?;
             println!("certificate for {node_id} written to {}", out.display());
+        }
+        Command::Renew {
+            node_id,
+            ca_dir,
+            dir,
+            valid_days,
+        } => {
+            if valid_days == 0 {
+                anyhow::bail!("--valid-days must be at least 1");
+            }
+            let names = identity::renew(
+                &ca_dir,
+                &node_id,
+                &dir,
+                std::time::Duration::from_secs(valid_days.saturating_mul(86_400)),
+            )?;
+            println!(
+                "certificates of {node_id} renewed for {valid_days} days in {}{}",
+                dir.display(),
+                if names.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (staff HTTPS for {})", names.join(", "))
+                }
+            );
         }
         Command::Revoke { node_id, data_dir } => {
             identity::check_node_id(&node_id)?;

@@ -67,10 +67,15 @@ pub enum DocError {
     Limit(#[from] crate::limits::LimitError),
 }
 
-/// The deterministic genesis of a kind: the same bytes on every replica.
-fn genesis(kind: DocKind) -> Result<AutoCommit, automerge::AutomergeError> {
+/// The deterministic genesis of a kind up to schema `version`: the same bytes on every
+/// replica, and each version's chain a prefix of the next one's.
+fn genesis(kind: DocKind, version: u64) -> Result<AutoCommit, automerge::AutomergeError> {
     let mut doc = AutoCommit::new().with_actor(kind.genesis_actor());
-    for (i, step) in kind.steps().iter().enumerate() {
+    let steps = kind.steps();
+    let upto = usize::try_from(version)
+        .unwrap_or(usize::MAX)
+        .min(steps.len());
+    for (i, step) in steps[..upto].iter().enumerate() {
         step(&mut doc)?;
         doc.put(ROOT, "schema_version", i as u64 + 1)?;
         doc.commit_with(
@@ -91,7 +96,21 @@ pub struct ReplicatedDoc {
 impl ReplicatedDoc {
     /// A new document at the current schema, edited from now on as `actor`.
     pub fn create(kind: DocKind, actor: &[u8]) -> Result<Self, DocError> {
-        let mut doc = genesis(kind)?;
+        Self::create_at(kind, kind.schema_version(), actor)
+    }
+
+    /// A new document at schema `version` (an older peer's: the cloud keeps each
+    /// box's replica at the version the box declared it loads).
+    pub fn create_at(kind: DocKind, version: u64, actor: &[u8]) -> Result<Self, DocError> {
+        let supported = kind.schema_version();
+        if version > supported {
+            return Err(DocError::SchemaTooNew {
+                doc: kind.as_str(),
+                found: version,
+                supported,
+            });
+        }
+        let mut doc = genesis(kind, version.max(1))?;
         doc.set_actor(ActorId::from(actor));
         Ok(Self { kind, doc })
     }
@@ -102,6 +121,17 @@ impl ReplicatedDoc {
         kind: DocKind,
         chunks: impl IntoIterator<Item = &'a [u8]>,
         actor: &[u8],
+    ) -> Result<Self, DocError> {
+        Self::load_at(kind, chunks, actor, kind.schema_version())
+    }
+
+    /// Like [`ReplicatedDoc::load`], upgrading only to schema `upgrade_to` (an older
+    /// peer's version); a document of a schema newer than this build is refused.
+    pub fn load_at<'a>(
+        kind: DocKind,
+        chunks: impl IntoIterator<Item = &'a [u8]>,
+        actor: &[u8],
+        upgrade_to: u64,
     ) -> Result<Self, DocError> {
         let name = kind.as_str();
         // Load all chunks as one buffer, strictly: Automerge's incremental load would
@@ -121,7 +151,7 @@ impl ReplicatedDoc {
             return Err(DocError::MissingChanges { doc: name });
         }
         let mut loaded = Self { kind, doc };
-        loaded.upgrade()?;
+        loaded.upgrade_to(upgrade_to)?;
         loaded.doc.set_actor(ActorId::from(actor));
         Ok(loaded)
     }
@@ -129,6 +159,12 @@ impl ReplicatedDoc {
     /// Brings the document to this build's schema by merging the genesis chain: the
     /// steps it already has are identical changes and merge as no-ops.
     pub fn upgrade(&mut self) -> Result<(), DocError> {
+        self.upgrade_to(self.kind.schema_version())
+    }
+
+    /// Brings the document to schema `version` at least (never beyond this build's;
+    /// a document already past `version` is left as it is).
+    pub fn upgrade_to(&mut self, version: u64) -> Result<(), DocError> {
         let name = self.kind.as_str();
         let found = self.schema_version();
         let supported = self.kind.schema_version();
@@ -148,8 +184,9 @@ impl ReplicatedDoc {
                 return Err(DocError::WrongKind { doc: name });
             }
         }
-        if found < supported {
-            let mut genesis = genesis(self.kind)?;
+        let target = version.clamp(1, supported);
+        if found < target {
+            let mut genesis = genesis(self.kind, target)?;
             self.doc.merge(&mut genesis)?;
         }
         Ok(())

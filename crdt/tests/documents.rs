@@ -543,3 +543,27 @@ fn persisted_sync_state_sends_less_than_a_fresh_one() {
         "persisted {persisted} bytes vs fresh {fresh}"
     );
 }
+
+/// A replica made for an older peer shares the genesis of its version, and nothing
+/// newer than this build is created or loaded.
+#[test]
+fn replicas_are_made_at_a_peers_schema_version_and_never_beyond_this_build() {
+    for kind in [DocKind::Menu, DocKind::Settings] {
+        let supported = kind.schema_version();
+        let mut current = ReplicatedDoc::create(kind, b"a").unwrap();
+        let mut at = ReplicatedDoc::create_at(kind, supported, b"b").unwrap();
+        assert_eq!(current.heads(), at.heads());
+        assert_eq!(at.schema_version(), supported);
+        assert!(matches!(
+            ReplicatedDoc::create_at(kind, supported + 1, b"c"),
+            Err(DocError::SchemaTooNew { .. })
+        ));
+        let saved = at.save();
+        let mut loaded = ReplicatedDoc::load_at(kind, [saved.as_slice()], b"d", supported).unwrap();
+        assert_eq!(loaded.heads(), current.heads());
+        // Upgrading to a version below the one the document has leaves it as it is.
+        loaded.upgrade_to(0).unwrap();
+        assert_eq!(loaded.heads(), current.heads());
+        assert!(loaded.check_loadable().is_ok());
+    }
+}

@@ -433,3 +433,88 @@ async fn a_deflate_bomb_from_a_box_is_refused_and_other_boxes_sync_on() {
     assert!(!menu["items"].as_array().unwrap().is_empty(), "{menu}");
     conn.close(0u32.into(), b"done");
 }
+
+/// A cloud of the previous release, speaking protocol version 1 only: it closes a
+/// connection whose first message it cannot read with "expected hello", as it did.
+async fn version_1_cloud(ca: &Path) -> (std::net::SocketAddr, quinn::Endpoint) {
+    let config = identity::server_config(
+        &ca.join(identity::CA_CERT),
+        &ca.join(identity::CLOUD_CERT),
+        &ca.join(identity::CLOUD_KEY),
+    )
+    .unwrap();
+    let endpoint = quinn::Endpoint::server(config, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    let accepting = endpoint.clone();
+    tokio::spawn(async move {
+        while let Some(incoming) = accepting.accept().await {
+            tokio::spawn(async move {
+                let Ok(conn) = incoming.await else { return };
+                let Ok((mut control, recv)) = conn.accept_bi().await else {
+                    return;
+                };
+                let mut inbox = wire::reader(recv);
+                match wire::next(&mut inbox).await {
+                    Ok(Message::Hello { version: 1, .. }) => {}
+                    _ => {
+                        conn.close(3u32.into(), b"expected hello");
+                        return;
+                    }
+                }
+                let welcome = Message::Welcome {
+                    version: 1,
+                    acked_seq: 0,
+                };
+                if wire::send(&mut control, &welcome).await.is_err() {
+                    return;
+                }
+                while let Ok((mut send, recv)) = conn.accept_bi().await {
+                    tokio::spawn(async move {
+                        let mut inbox = wire::reader(recv);
+                        while let Ok(message) = wire::next(&mut inbox).await {
+                            if let Message::Events { events } = message
+                                && let Some(last) = events.last()
+                            {
+                                let ack = Message::Ack {
+                                    through_seq: last.seq,
+                                };
+                                if wire::send(&mut send, &ack).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    });
+                }
+            });
+        }
+    });
+    (addr, endpoint)
+}
+
+/// A box upgraded before its cloud: the old cloud cannot read `HelloV2`, so the box
+/// speaks version 1 to it and keeps syncing its events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_upgraded_before_its_cloud_keeps_syncing_in_version_1() {
+    let w = World::new("canteen-v1");
+    let (addr, endpoint) = version_1_cloud(&w.ca).await;
+    let edge = w.edge(addr, "canteen-v1", "canteen-v1");
+    let api = Api::new(&edge.base);
+    orders(&api, 12).await;
+    let staff = api.staff("staff", "staff-pass").await.unwrap();
+    let state = eventually(
+        "the old cloud to acknowledge every event",
+        Duration::from_secs(60),
+        || async {
+            let (_, s) = api.get("/api/staff/sync", Some(&staff)).await?;
+            Ok((s["connected"] == true && s["unacked_events"] == 0).then_some(s))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", read(&w.log("box.log"))));
+    assert!(state["last_success_unix"].as_u64().is_some(), "{state}");
+    assert!(
+        read(&w.log("box.log")).contains("speaks protocol version 1 only"),
+        "the box says why it speaks the old version"
+    );
+    endpoint.close(0u32.into(), b"done");
+}

@@ -33,6 +33,9 @@ pub struct DocHub {
     /// The last refusal of a box's document changes, per (box, document), until its
     /// changes are taken again: shown to admins.
     refusals: Mutex<HashMap<(String, DocKind), String>>,
+    /// The document schema versions each box declared it loads (`HelloV2`); a box
+    /// that declared none loads version 1.
+    schemas: Mutex<HashMap<(String, DocKind), u64>>,
 }
 
 impl DocHub {
@@ -47,6 +50,7 @@ impl DocHub {
             replicas: Mutex::new(HashMap::new()),
             wakers: Mutex::new(HashMap::new()),
             refusals: Mutex::new(HashMap::new()),
+            schemas: Mutex::new(HashMap::new()),
         }
     }
 
@@ -60,6 +64,46 @@ impl DocHub {
             .clone()
     }
 
+    /// Records the schema versions a box loads. Its replicas are kept at
+    /// `min(the box's, this build's)`: a newer cloud never upgrades a box's documents
+    /// to a schema the box would refuse, so an older box keeps syncing the fields it
+    /// knows. A loaded replica is upgraded when the box now loads a newer schema.
+    pub fn set_box_schemas(&self, node: &str, declared: &[(String, u64)]) -> anyhow::Result<()> {
+        for kind in [DocKind::Menu, DocKind::Settings] {
+            let version = declared
+                .iter()
+                .find(|(d, _)| d == kind.as_str())
+                .map_or(1, |(_, v)| *v);
+            self.schemas
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert((node.to_owned(), kind), version);
+            let loaded = self
+                .replicas
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&(node.to_owned(), kind))
+                .cloned();
+            if let Some(replica) = loaded {
+                let mut r = replica.lock().unwrap_or_else(|e| e.into_inner());
+                r.doc.upgrade_to(self.box_schema(node, kind))?;
+                self.persist(node, kind, &mut r)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The schema a box's replica is kept at.
+    fn box_schema(&self, node: &str, kind: DocKind) -> u64 {
+        self.schemas
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(node.to_owned(), kind))
+            .copied()
+            .unwrap_or(1)
+            .clamp(1, kind.schema_version())
+    }
+
     fn replica(&self, node: &str, kind: DocKind) -> anyhow::Result<Arc<Mutex<Replica>>> {
         let key = (node.to_owned(), kind);
         if let Some(r) = self
@@ -71,13 +115,14 @@ impl DocHub {
             return Ok(r.clone());
         }
         let chunks = self.store.doc_chunks(node, kind.as_str())?;
+        let version = self.box_schema(node, kind);
         let doc = if chunks.is_empty() {
-            let mut doc = ReplicatedDoc::create(kind, &self.actor)?;
+            let mut doc = ReplicatedDoc::create_at(kind, version, &self.actor)?;
             self.store
                 .put_chunk(node, kind.as_str(), &doc.save(), true)?;
             doc
         } else {
-            ReplicatedDoc::load(kind, chunks.iter().map(Vec::as_slice), &self.actor)?
+            ReplicatedDoc::load_at(kind, chunks.iter().map(Vec::as_slice), &self.actor, version)?
         };
         let peer = match self.store.sync_state(node, kind.as_str())? {
             Some(bytes) => SyncPeer::decode(&bytes)?,

@@ -236,6 +236,16 @@ async fn connection(conn: quinn::Connection, cloud: Cloud) {
         .await;
         return;
     }
+    let declared = v2
+        .as_ref()
+        .map(|h| h.doc_schemas.clone())
+        .unwrap_or_default();
+    let (docs, n) = (cloud.docs.clone(), node.clone());
+    if let Err(e) = blocking(move || docs.set_box_schemas(&n, &declared)).await {
+        tracing::error!(%node, error = %e, "cannot keep the box's documents at its schema");
+        conn.close(CLOSE_PROTOCOL.into(), b"cloud store unavailable");
+        return;
+    }
     let welcome = match v2 {
         // A version 1 box: no incarnations, the cursor alone.
         None => {
