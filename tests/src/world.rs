@@ -206,32 +206,10 @@ pub async fn assert_same_totals(api: &Api, staff: &str, cloud: &CloudProcess, no
     }
 }
 
+/// Waits until the cloud holds every event of the box and the box knows it, and checks
+/// the cloud stored each exactly once (a box with one history).
 pub async fn converged(api: &Api, staff: &str, cloud: &CloudProcess, node: &str) -> u64 {
-    let last = last_seq(api, staff).await;
-    eventually(
-        "the cloud to acknowledge every event",
-        Duration::from_secs(120),
-        || async {
-            let nodes = cloud.get("/nodes").await?;
-            let acked = nodes
-                .as_array()
-                .and_then(|n| n.iter().find(|x| x["node_id"] == node))
-                .and_then(|x| x["acked_seq"].as_u64());
-            Ok((acked == Some(last)).then_some(()))
-        },
-    )
-    .await
-    .unwrap();
-    eventually(
-        "the box to see the acknowledgement",
-        Duration::from_secs(30),
-        || async {
-            let (_, s) = api.get("/api/staff/sync", Some(staff)).await?;
-            Ok((s["unacked_events"] == 0).then_some(()))
-        },
-    )
-    .await
-    .unwrap();
+    let last = caught_up(api, staff, cloud, node).await;
     let summary = cloud.get(&format!("/nodes/{node}/summary")).await.unwrap();
     assert_eq!(
         summary["events"].as_u64(),

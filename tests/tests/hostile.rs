@@ -85,6 +85,21 @@ struct Seen {
 /// CA's cloud certificate: welcomes the box, acknowledges its events, sends a menu of
 /// schema version 2, a DEFLATE bomb before good settings, and the accounts above.
 async fn newer_cloud(ca: &Path, seen: Arc<Seen>) -> (std::net::SocketAddr, quinn::Endpoint) {
+    stand_in_cloud(ca, move |conn| {
+        let seen = seen.clone();
+        async move {
+            let _ = connection(conn, seen).await;
+        }
+    })
+}
+
+/// Serves QUIC on loopback with the campus CA's cloud certificate, handing each
+/// connection to `handle`.
+fn stand_in_cloud<F, Fut>(ca: &Path, handle: F) -> (std::net::SocketAddr, quinn::Endpoint)
+where
+    F: Fn(quinn::Connection) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let config = identity::server_config(
         &ca.join(identity::CA_CERT),
         &ca.join(identity::CLOUD_CERT),
@@ -96,11 +111,9 @@ async fn newer_cloud(ca: &Path, seen: Arc<Seen>) -> (std::net::SocketAddr, quinn
     let accepting = endpoint.clone();
     tokio::spawn(async move {
         while let Some(incoming) = accepting.accept().await {
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let Ok(conn) = incoming.await else { return };
-                let _ = connection(conn, seen).await;
-            });
+            if let Ok(conn) = incoming.await {
+                tokio::spawn(handle(conn));
+            }
         }
     });
     (addr, endpoint)
@@ -163,26 +176,19 @@ async fn stream(
         Message::DocSync { doc, .. } if doc == "menu" => {
             let mut menu = newer_menu();
             let mut state = automerge::sync::State::new();
-            loop {
-                while let Some(m) = menu.sync().generate_sync_message(&mut state) {
-                    let data = m.encode();
-                    wire::send(
-                        &mut send,
-                        &Message::DocSync {
-                            doc: doc.clone(),
-                            data,
-                        },
-                    )
-                    .await?;
-                }
-                if let Message::DocSync { data, .. } = wire::next(&mut inbox).await?
-                    && !data.is_empty()
-                {
-                    seen.menu_messages.fetch_add(1, Ordering::SeqCst);
-                    let message = automerge::sync::Message::decode(&data)?;
+            let counter = &seen.menu_messages;
+            exchange(&mut send, &mut inbox, &doc, counter, |incoming| {
+                if let Some(data) = incoming {
+                    let message = automerge::sync::Message::decode(data)?;
                     menu.sync().receive_sync_message(&mut state, message)?;
                 }
-            }
+                let mut out = Vec::new();
+                while let Some(m) = menu.sync().generate_sync_message(&mut state) {
+                    out.push(m.encode());
+                }
+                Ok(out)
+            })
+            .await
         }
         Message::DocSync { doc, .. } => {
             let mut settings = settings_with_announcement();
@@ -199,36 +205,41 @@ async fn stream(
                 )
                 .await?;
             }
-            while let Some(data) = peer.generate(&mut settings) {
-                wire::send(
-                    &mut send,
-                    &Message::DocSync {
-                        doc: doc.clone(),
-                        data,
-                    },
-                )
-                .await?;
-            }
-            loop {
-                if let Message::DocSync { data, .. } = wire::next(&mut inbox).await?
-                    && !data.is_empty()
-                {
-                    seen.settings_messages.fetch_add(1, Ordering::SeqCst);
-                    peer.receive(&mut settings, &data)?;
+            let counter = &seen.settings_messages;
+            exchange(&mut send, &mut inbox, &doc, counter, |incoming| {
+                if let Some(data) = incoming {
+                    peer.receive(&mut settings, data)?;
                 }
-                while let Some(data) = peer.generate(&mut settings) {
-                    wire::send(
-                        &mut send,
-                        &Message::DocSync {
-                            doc: doc.clone(),
-                            data,
-                        },
-                    )
-                    .await?;
-                }
-            }
+                Ok(std::iter::from_fn(|| peer.generate(&mut settings)).collect())
+            })
+            .await
         }
         _ => Ok(()),
+    }
+}
+
+/// One document's exchange on a stream: `step` takes the box's message (none at
+/// first) and returns what to answer. Counts the box's messages in `counter`.
+async fn exchange(
+    send: &mut quinn::SendStream,
+    inbox: &mut tokio::sync::mpsc::Receiver<Result<Message, wire::WireError>>,
+    doc: &str,
+    counter: &AtomicUsize,
+    mut step: impl FnMut(Option<&[u8]>) -> anyhow::Result<Vec<Vec<u8>>>,
+) -> anyhow::Result<()> {
+    let mut incoming: Option<Vec<u8>> = None;
+    loop {
+        for data in step(incoming.as_deref())? {
+            let doc = doc.to_owned();
+            wire::send(send, &Message::DocSync { doc, data }).await?;
+        }
+        incoming = match wire::next(inbox).await? {
+            Message::DocSync { data, .. } if !data.is_empty() => {
+                counter.fetch_add(1, Ordering::SeqCst);
+                Some(data)
+            }
+            _ => None,
+        };
     }
 }
 
@@ -437,58 +448,43 @@ async fn a_deflate_bomb_from_a_box_is_refused_and_other_boxes_sync_on() {
 /// A cloud of the previous release, speaking protocol version 1 only: it closes a
 /// connection whose first message it cannot read with "expected hello", as it did.
 async fn version_1_cloud(ca: &Path) -> (std::net::SocketAddr, quinn::Endpoint) {
-    let config = identity::server_config(
-        &ca.join(identity::CA_CERT),
-        &ca.join(identity::CLOUD_CERT),
-        &ca.join(identity::CLOUD_KEY),
-    )
-    .unwrap();
-    let endpoint = quinn::Endpoint::server(config, "127.0.0.1:0".parse().unwrap()).unwrap();
-    let addr = endpoint.local_addr().unwrap();
-    let accepting = endpoint.clone();
-    tokio::spawn(async move {
-        while let Some(incoming) = accepting.accept().await {
+    stand_in_cloud(ca, |conn| async move {
+        let Ok((mut control, recv)) = conn.accept_bi().await else {
+            return;
+        };
+        let mut inbox = wire::reader(recv);
+        match wire::next(&mut inbox).await {
+            Ok(Message::Hello { version: 1, .. }) => {}
+            _ => {
+                conn.close(3u32.into(), b"expected hello");
+                return;
+            }
+        }
+        let welcome = Message::Welcome {
+            version: 1,
+            acked_seq: 0,
+        };
+        if wire::send(&mut control, &welcome).await.is_err() {
+            return;
+        }
+        while let Ok((mut send, recv)) = conn.accept_bi().await {
             tokio::spawn(async move {
-                let Ok(conn) = incoming.await else { return };
-                let Ok((mut control, recv)) = conn.accept_bi().await else {
-                    return;
-                };
                 let mut inbox = wire::reader(recv);
-                match wire::next(&mut inbox).await {
-                    Ok(Message::Hello { version: 1, .. }) => {}
-                    _ => {
-                        conn.close(3u32.into(), b"expected hello");
-                        return;
-                    }
-                }
-                let welcome = Message::Welcome {
-                    version: 1,
-                    acked_seq: 0,
-                };
-                if wire::send(&mut control, &welcome).await.is_err() {
-                    return;
-                }
-                while let Ok((mut send, recv)) = conn.accept_bi().await {
-                    tokio::spawn(async move {
-                        let mut inbox = wire::reader(recv);
-                        while let Ok(message) = wire::next(&mut inbox).await {
-                            if let Message::Events { events } = message
-                                && let Some(last) = events.last()
-                            {
-                                let ack = Message::Ack {
-                                    through_seq: last.seq,
-                                };
-                                if wire::send(&mut send, &ack).await.is_err() {
-                                    return;
-                                }
-                            }
+                while let Ok(message) = wire::next(&mut inbox).await {
+                    if let Message::Events { events } = message
+                        && let Some(last) = events.last()
+                    {
+                        let ack = Message::Ack {
+                            through_seq: last.seq,
+                        };
+                        if wire::send(&mut send, &ack).await.is_err() {
+                            return;
                         }
-                    });
+                    }
                 }
             });
         }
-    });
-    (addr, endpoint)
+    })
 }
 
 /// A box upgraded before its cloud: the old cloud cannot read `HelloV2`, so the box
