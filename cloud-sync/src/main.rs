@@ -70,6 +70,22 @@ enum Command {
         #[arg(long, env = "CLOUD_DATA_DIR", default_value = "cloud-data")]
         data_dir: PathBuf,
     },
+    /// Writes a consistent copy of the cloud's database while it serves.
+    Backup {
+        /// The backup file to create.
+        path: PathBuf,
+        #[arg(long, env = "CLOUD_DATA_DIR", default_value = "cloud-data")]
+        data_dir: PathBuf,
+    },
+    /// Restores a backup into a data directory that holds no database yet. The
+    /// restored cloud is a new incarnation: boxes re-fill it from their outboxes and
+    /// fetch their accounts and documents again.
+    Restore {
+        /// The backup file.
+        backup: PathBuf,
+        #[arg(long, env = "CLOUD_DATA_DIR", default_value = "cloud-data")]
+        data_dir: PathBuf,
+    },
     /// Accepts boxes over QUIC and serves the admin API until SIGINT/SIGTERM.
     Serve {
         /// Directory of the cloud's database.
@@ -175,6 +191,23 @@ async fn main() -> anyhow::Result<()> {
                 } else {
                     format!(" (staff HTTPS for {})", names.join(", "))
                 }
+            );
+        }
+        Command::Backup { path, data_dir } => {
+            let db = data_dir.join("cloud.db");
+            if !db.exists() {
+                anyhow::bail!("no cloud database at {}", db.display());
+            }
+            let store = CloudStore::open(&db)?;
+            store.backup_to(&path)?;
+            println!("backup written to {}", path.display());
+        }
+        Command::Restore { backup, data_dir } => {
+            std::fs::create_dir_all(&data_dir)?;
+            let incarnation = CloudStore::restore(&backup, &data_dir.join("cloud.db"))?;
+            println!(
+                "restored into {} as incarnation {incarnation}; start it with `cloud-sync serve`",
+                data_dir.display()
             );
         }
         Command::Revoke { node_id, data_dir } => {

@@ -159,6 +159,8 @@ pub enum StoreError {
         "the cloud database has schema version {found}; this build supports up to {SCHEMA_VERSION}"
     )]
     SchemaTooNew { found: i64 },
+    #[error("{0}")]
+    Restore(String),
     #[error("event {seq} of {node}: {reason}")]
     BadEvent {
         node: String,
@@ -340,6 +342,62 @@ impl CloudStore {
         Ok(Self {
             conn: Mutex::new(conn),
         })
+    }
+
+    /// Writes a consistent copy of the database to `path` (which must not exist) while
+    /// the cloud serves: one read transaction (`VACUUM INTO`).
+    pub fn backup_to(&self, path: &Path) -> Result<(), StoreError> {
+        if path.exists() {
+            return Err(StoreError::Restore(format!(
+                "{} already exists; choose a new file name",
+                path.display()
+            )));
+        }
+        let text = path
+            .to_str()
+            .ok_or_else(|| StoreError::Restore("the backup path is not UTF-8".into()))?;
+        self.lock().execute("VACUUM INTO ?1", [text])?;
+        Ok(())
+    }
+
+    /// Restores `backup` as the database `db` (which must not exist yet): checks it,
+    /// migrates it, and gives it a new incarnation, so every box forgets its cursors of
+    /// the cloud's streams and re-fills it from its outbox. Returns the incarnation.
+    pub fn restore(backup: &Path, db: &Path) -> Result<String, StoreError> {
+        if db.exists() {
+            return Err(StoreError::Restore(format!(
+                "{} already holds a database; restore into an empty data directory",
+                db.display()
+            )));
+        }
+        let partial = db.with_extension("restoring");
+        let result = (|| {
+            std::fs::copy(backup, &partial)
+                .map_err(|e| StoreError::Restore(format!("{}: {e}", backup.display())))?;
+            {
+                let conn = Connection::open(&partial)?;
+                let verdict: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+                if verdict != "ok" {
+                    return Err(StoreError::Restore(format!(
+                        "the backup failed its integrity check: {verdict}"
+                    )));
+                }
+            }
+            let store = Self::open(&partial)?;
+            let incarnation = store.renew_incarnation()?;
+            drop(store);
+            std::fs::rename(&partial, db)
+                .map_err(|e| StoreError::Restore(format!("{}: {e}", db.display())))?;
+            Ok(incarnation)
+        })();
+        if result.is_err() {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut name = partial.clone().into_os_string();
+                name.push(suffix);
+                let _ = std::fs::remove_file(name);
+            }
+        }
+        result
     }
 
     /// This database's incarnation.
@@ -1196,6 +1254,39 @@ mod timeline_tests {
         // An acknowledgement from another incarnation proves nothing.
         let o2 = store.hello("box-1", &hello("a", 0, 9, 9, &cloud)).unwrap();
         assert!(!o2.cloud_restored);
+    }
+
+    /// A backup taken while the cloud serves restores into an empty place only, with
+    /// its events and a new incarnation.
+    #[test]
+    fn a_backup_restores_as_a_new_incarnation() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CloudStore::open(&dir.path().join("cloud.db")).unwrap();
+        let first = store.incarnation().unwrap();
+        store.hello("box-1", &hello("a", 0, 3, 0, "")).unwrap();
+        store
+            .ingest("box-1", &(1..=3).map(|s| ev(s, "e")).collect::<Vec<_>>())
+            .unwrap();
+        let backup = dir.path().join("backup.db");
+        store.backup_to(&backup).unwrap();
+        assert!(store.backup_to(&backup).is_err(), "never overwritten");
+        let restored = dir.path().join("restored").join("cloud.db");
+        std::fs::create_dir_all(restored.parent().unwrap()).unwrap();
+        let incarnation = CloudStore::restore(&backup, &restored).unwrap();
+        assert_ne!(incarnation, first);
+        let back = CloudStore::open(&restored).unwrap();
+        assert_eq!(back.incarnation().unwrap(), incarnation);
+        assert_eq!(back.acked("box-1").unwrap(), 3);
+        assert_eq!(back.summary("box-1", None).unwrap().events, 3);
+        drop(back);
+        assert!(
+            CloudStore::restore(&backup, &restored).is_err(),
+            "the place is taken"
+        );
+        std::fs::write(dir.path().join("junk.db"), b"not a database").unwrap();
+        let elsewhere = dir.path().join("elsewhere.db");
+        assert!(CloudStore::restore(&dir.path().join("junk.db"), &elsewhere).is_err());
+        assert!(!elsewhere.exists());
     }
 
     /// A database of the release before versioned schemas opens, migrated, with its
