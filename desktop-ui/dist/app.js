@@ -298,6 +298,14 @@ async function refreshStatus() {
       + (s.sync.last_error ? " — " + s.sync.last_error : "");
     sync.className = "bad";
   }
+  // What the link's history says an operator must know (a restore found and re-based,
+  // documents from the cloud refused) stays visible until the box restarts.
+  const notes = [];
+  if (s.sync && s.sync.alarm) notes.push(t("sync_alarm", { text: s.sync.alarm }));
+  if (s.sync && s.sync.refused_documents && s.sync.refused_documents.length) {
+    notes.push(t("sync_refused", { text: s.sync.refused_documents.join("; ") }));
+  }
+  if (notes.length) { sync.textContent += " — " + notes.join(" — "); sync.className = "bad"; }
   $("#who").textContent = s.name + " (" + s.role + ") @ " + (s.box_url || "");
 }
 
