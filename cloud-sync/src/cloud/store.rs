@@ -127,9 +127,12 @@ CREATE TABLE event_v2 (
     aggregate_id TEXT NOT NULL,
     payload      TEXT NOT NULL,
     at           TEXT NOT NULL,
+    -- 0 for an event already stored (and counted) in another timeline of the node: kept
+    -- so the timeline reads whole, neither counted nor projected again.
+    counted      INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (node_id, timeline, seq)
 ) STRICT, WITHOUT ROWID;
-INSERT INTO event_v2 SELECT node_id, 0, seq, kind, aggregate_id, payload, at FROM event;
+INSERT INTO event_v2 SELECT node_id, 0, seq, kind, aggregate_id, payload, at, 1 FROM event;
 DROP TABLE event;
 ALTER TABLE event_v2 RENAME TO event;
 ALTER TABLE cloud_order ADD COLUMN placed_timeline INTEGER NOT NULL DEFAULT 0;
@@ -324,6 +327,51 @@ fn event_in_chain(
         }
     }
     Ok(None)
+}
+
+/// The highest seq stored in the node's timelines other than `timeline`.
+fn others_max_seq(conn: &Connection, node: &str, timeline: i64) -> Result<i64, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT COALESCE(MAX(seq), 0) FROM event WHERE node_id = ?1 AND timeline = ?2",
+    )?;
+    let mut max = 0;
+    for t in 0..timeline {
+        max = max.max(stmt.query_row(params![node, t], |r| r.get::<_, i64>(0))?);
+    }
+    Ok(max)
+}
+
+/// Whether the same event (seq and content) is stored, counted, in another timeline.
+fn stored_elsewhere(
+    conn: &Connection,
+    node: &str,
+    timeline: i64,
+    e: &WireEvent,
+) -> Result<bool, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT 1 FROM event WHERE node_id = ?1 AND timeline = ?2 AND seq = ?3 AND counted = 1
+           AND kind = ?4 AND aggregate_id = ?5 AND payload = ?6 AND at = ?7",
+    )?;
+    for t in (0..timeline).rev() {
+        let found = stmt
+            .query_row(
+                params![
+                    node,
+                    t,
+                    e.seq as i64,
+                    e.kind,
+                    e.aggregate_id,
+                    e.payload,
+                    e.at
+                ],
+                |_| Ok(()),
+            )
+            .optional()?;
+        if found.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 impl CloudStore {
@@ -602,9 +650,17 @@ impl CloudStore {
         };
         {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO event (node_id, timeline, seq, kind, aggregate_id, payload, at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO event (node_id, timeline, seq, kind, aggregate_id, payload, at, counted)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
+            // A history may return to events the cloud holds in a timeline it left (a
+            // box restored from a backup older than its last restore): up to the
+            // highest seq of the other timelines, each event is looked for there.
+            let others_max = if timeline > 0 {
+                others_max_seq(&tx, node, timeline)?
+            } else {
+                0
+            };
             for e in fresh {
                 if resolve_until > 0 {
                     if e.seq as i64 <= resolve_until {
@@ -627,6 +683,8 @@ impl CloudStore {
                     }
                     resolve_until = 0;
                 }
+                let counted_before =
+                    e.seq as i64 <= others_max && stored_elsewhere(&tx, node, timeline, e)?;
                 insert.execute(params![
                     node,
                     timeline,
@@ -634,9 +692,12 @@ impl CloudStore {
                     e.kind,
                     e.aggregate_id,
                     e.payload,
-                    e.at
+                    e.at,
+                    !counted_before
                 ])?;
-                project(&tx, node, timeline, e)?;
+                if !counted_before {
+                    project(&tx, node, timeline, e)?;
+                }
             }
         }
         tx.execute(
@@ -708,7 +769,7 @@ impl CloudStore {
             })?
             .collect::<Result<_, _>>()?;
         let events: i64 = conn.query_row(
-            "SELECT COUNT(*) FROM event WHERE node_id = ?1",
+            "SELECT COUNT(*) FROM event WHERE node_id = ?1 AND counted = 1",
             [node],
             |r| r.get(0),
         )?;
@@ -1211,6 +1272,43 @@ mod timeline_tests {
         assert_eq!(
             event_in_chain(&conn, "box-1", 1, 6).unwrap(),
             Some(ev(6, "old"))
+        );
+    }
+
+    /// A box restored from a backup older than its previous restore returns to events
+    /// the cloud holds in the first timeline, which the second one left: they are
+    /// counted once, not again.
+    #[test]
+    fn returning_to_an_older_history_counts_its_events_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CloudStore::open(&dir.path().join("cloud.db")).unwrap();
+        let cloud = store.incarnation().unwrap();
+        store.hello("box-1", &hello("a", 0, 10, 0, "")).unwrap();
+        let first: Vec<_> = (1..=10).map(|s| ev(s, "a")).collect();
+        store.ingest("box-1", &first).unwrap();
+        // Restored to 4 and sold on: timeline 1, events 5–8 of its own.
+        store.hello("box-1", &hello("b", 4, 8, 4, &cloud)).unwrap();
+        store
+            .ingest("box-1", &(5..=8).map(|s| ev(s, "b")).collect::<Vec<_>>())
+            .unwrap();
+        assert_eq!(store.summary("box-1", None).unwrap().events, 14);
+        // Restored again, by hand, from the first history at 7 (its incarnation is
+        // the first one's, base 0): the events 1–7 are the first timeline's.
+        let o = store.hello("box-1", &hello("a", 0, 9, 4, &cloud)).unwrap();
+        assert!(o.rebased);
+        let mut again = first[..7].to_vec();
+        again.extend((8..=9).map(|s| ev(s, "c")));
+        store.ingest("box-1", &again).unwrap();
+        // 10 of the first history, 4 of the second, 2 new: nothing twice.
+        assert_eq!(store.summary("box-1", None).unwrap().events, 16);
+        let t = store.timelines("box-1").unwrap();
+        assert_eq!(t.len(), 3);
+        assert_eq!((t[1].lost_from, t[1].lost_to), (Some(5), Some(8)));
+        // The new timeline reads whole: its event 6 is the first history's.
+        let conn = store.lock();
+        assert_eq!(
+            event_in_chain(&conn, "box-1", 2, 6).unwrap(),
+            Some(ev(6, "a"))
         );
     }
 
