@@ -47,6 +47,7 @@ pub fn check_sync_message(message: &[u8]) -> Result<usize, LimitError> {
     }
     let decoded =
         sync::Message::decode(message).map_err(|e| LimitError::Malformed(e.to_string()))?;
+    check_summary(&decoded)?;
     let mut budget = Budget {
         left: INFLATED_MAX,
         used: 0,
@@ -58,6 +59,43 @@ pub fn check_sync_message(message: &[u8]) -> Result<usize, LimitError> {
         }
     }
     Ok(budget.used)
+}
+
+/// Heads, needs and "have" entries a peer may list in one message.
+const HASHES_MAX: usize = 1024;
+const HAVES_MAX: usize = 16;
+/// Bloom filter parameters Automerge writes are 10 bits an entry and 7 probes.
+const BLOOM_PARAMETER_MAX: u64 = 64;
+
+/// The message's summary of what the peer has. Automerge trusts its Bloom filters: one
+/// with no bits divides by zero (a panic) and one with 4 billion probes allocates
+/// 16 GiB (an abort) when the replica next generates a message.
+fn check_summary(m: &sync::Message) -> Result<(), LimitError> {
+    if m.heads.len() > HASHES_MAX || m.need.len() > HASHES_MAX || m.have.len() > HAVES_MAX {
+        return Err(malformed("too many hashes"));
+    }
+    for have in &m.have {
+        if have.last_sync.len() > HASHES_MAX {
+            return Err(malformed("too many hashes"));
+        }
+        let bytes = have.bloom.to_bytes();
+        if bytes.is_empty() {
+            continue; // no entries
+        }
+        let mut r = Reader {
+            bytes: &bytes,
+            at: 0,
+        };
+        let (_entries, bits_per_entry, probes) = (r.uleb()?, r.uleb()?, r.uleb()?);
+        let bits = bytes.len() - r.at;
+        if !(1..=BLOOM_PARAMETER_MAX).contains(&bits_per_entry)
+            || !(1..=BLOOM_PARAMETER_MAX).contains(&probes)
+            || bits == 0
+        {
+            return Err(malformed("a Bloom filter with impossible parameters"));
+        }
+    }
+    Ok(())
 }
 
 struct Budget {
@@ -307,6 +345,50 @@ mod tests {
             check_sync_message(&truncated),
             Err(LimitError::Malformed(_))
         ));
+    }
+
+    fn message_with_bloom(bloom: &[u8]) -> Vec<u8> {
+        sync::Message {
+            heads: Vec::new(),
+            need: Vec::new(),
+            have: vec![sync::Have {
+                last_sync: Vec::new(),
+                bloom: sync::BloomFilter::try_from(bloom).unwrap(),
+            }],
+            changes: Vec::<Vec<u8>>::new().into(),
+            flags: None,
+            version: sync::MessageVersion::V1,
+        }
+        .encode()
+    }
+
+    /// Found: a Bloom filter with no bits made Automerge divide by zero when the
+    /// replica next generated a message (on the box, on its writer thread), and one
+    /// with billions of probes made it allocate 16 GiB. Both are refused.
+    #[test]
+    fn impossible_bloom_filters_are_refused() {
+        use automerge::sync::SyncDoc;
+        let no_bits = message_with_bloom(&[1, 0, 7]);
+        let mut doc = ReplicatedDoc::create(DocKind::Menu, b"x").unwrap();
+        let attack = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut state = sync::State::new();
+            let m = sync::Message::decode(&no_bits).unwrap();
+            let _ = doc.am_mut().sync().receive_sync_message(&mut state, m);
+            doc.am_mut().sync().generate_sync_message(&mut state)
+        }));
+        assert!(attack.is_err(), "the unchecked message panics Automerge");
+        assert!(matches!(
+            check_sync_message(&no_bits),
+            Err(LimitError::Malformed(_))
+        ));
+        // 2^32 - 1 probes (not run against Automerge: it aborts the process).
+        let many_probes = message_with_bloom(&[1, 10, 0xff, 0xff, 0xff, 0xff, 0x0f, 0xff, 0xff]);
+        assert!(matches!(
+            check_sync_message(&many_probes),
+            Err(LimitError::Malformed(_))
+        ));
+        // Automerge's own filters pass.
+        assert!(check_sync_message(&message_with_bloom(&[1, 10, 7, 0xff, 0x03])).is_ok());
     }
 
     /// Real sync messages, whole documents and single edits, pass and are counted.
