@@ -9,7 +9,7 @@
 //! ever produced. Anything it cannot read is refused: it is no valid Automerge data.
 
 use automerge::sync;
-use std::io::Read;
+use std::io::Read as _;
 
 /// The largest sync message a peer may send for one document, in bytes.
 pub const SYNC_MESSAGE_MAX: usize = 2 * 1024 * 1024;
@@ -18,6 +18,11 @@ pub const INFLATED_MAX: usize = 16 * 1024 * 1024;
 /// The largest a document may grow to, saved (menus and settings are small: this is
 /// many times the largest menu a canteen writes).
 pub const DOC_SAVED_MAX: usize = 4 * 1024 * 1024;
+
+/// The most rows one column of one chunk may decode to (operations of a change, or
+/// changes and operations of a document): columns are run-length encoded, so a few
+/// bytes can claim billions of rows, each of which Automerge would allocate.
+pub const ROWS_MAX: u64 = 200_000;
 
 const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
 const CHUNK_DOCUMENT: u8 = 0;
@@ -33,6 +38,8 @@ pub enum LimitError {
     MessageTooLarge(usize),
     #[error("the changes of a sync message inflate beyond the {INFLATED_MAX}-byte limit")]
     InflatesTooLarge,
+    #[error("a column of a sync message decodes to more than {ROWS_MAX} rows")]
+    TooManyRows,
     #[error("the document would grow to {0} bytes, beyond the {DOC_SAVED_MAX}-byte limit")]
     DocumentTooLarge(usize),
     #[error("not a valid sync message: {0}")]
@@ -113,14 +120,17 @@ impl Budget {
         Ok(())
     }
 
-    /// Inflates `data` without keeping it, spending what it inflates to; stops as
-    /// soon as the budget is gone.
-    fn inflate(&mut self, data: &[u8]) -> Result<(), LimitError> {
+    /// Inflates `data`, spending what it inflates to; stops as soon as the budget is
+    /// gone, so nothing beyond it is ever produced.
+    fn inflate(&mut self, data: &[u8]) -> Result<Vec<u8>, LimitError> {
         let limit = self.left as u64 + 1;
-        let mut inflater = flate2::read::DeflateDecoder::new(data).take(limit);
-        let n = std::io::copy(&mut inflater, &mut std::io::sink())
+        let mut out = Vec::new();
+        flate2::read::DeflateDecoder::new(data)
+            .take(limit)
+            .read_to_end(&mut out)
             .map_err(|e| LimitError::Malformed(format!("bad DEFLATE data: {e}")))?;
-        self.spend(usize::try_from(n).map_err(|_| LimitError::InflatesTooLarge)?)
+        self.spend(out.len())?;
+        Ok(out)
     }
 }
 
@@ -197,7 +207,8 @@ impl<'a> Reader<'a> {
             .collect()
     }
 
-    /// The data of `columns`, spending each column's size (inflated if compressed).
+    /// The data of `columns`, spending each column's size (inflated if compressed)
+    /// and checking the rows each decodes to.
     fn column_data(
         &mut self,
         columns: &[(u64, usize)],
@@ -206,13 +217,106 @@ impl<'a> Reader<'a> {
         for &(spec, len) in columns {
             let data = self.take(len)?;
             if spec & COLUMN_DEFLATE != 0 {
-                budget.inflate(data)?;
+                let inflated = budget.inflate(data)?;
+                column_rows(spec, &inflated)?;
             } else {
                 budget.spend(len)?;
+                column_rows(spec, data)?;
             }
         }
         Ok(())
     }
+
+    fn sleb(&mut self) -> Result<i64, LimitError> {
+        let mut value = 0i64;
+        for shift in (0..64).step_by(7) {
+            let byte = self.take(1)?[0];
+            value |= i64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                if shift + 7 < 64 && byte & 0x40 != 0 {
+                    value |= -1i64 << (shift + 7);
+                }
+                return Ok(value);
+            }
+        }
+        Err(malformed("a number is too long"))
+    }
+}
+
+/// The rows a column decodes to, refused beyond [`ROWS_MAX`]. Column types (the low
+/// three bits of the specification): 0 group, 1 actor, 2 integer, 6 value metadata (run
+/// length of unsigned numbers), 3 delta (of signed numbers), 5 string (of UTF-8
+/// strings), 4 boolean (alternating run lengths), 7 raw values (no rows of their own).
+fn column_rows(spec: u64, data: &[u8]) -> Result<u64, LimitError> {
+    let mut r = Reader { bytes: data, at: 0 };
+    let mut rows = 0u64;
+    let mut add = |n: u64| -> Result<(), LimitError> {
+        rows = rows.saturating_add(n);
+        if rows > ROWS_MAX {
+            return Err(LimitError::TooManyRows);
+        }
+        Ok(())
+    };
+    let value = |r: &mut Reader<'_>| -> Result<(), LimitError> {
+        match spec & 0b111 {
+            3 => r.sleb().map(|_| ()),
+            5 => {
+                let n = r.len()?;
+                r.take(n).map(|_| ())
+            }
+            _ => r.uleb().map(|_| ()),
+        }
+    };
+    match spec & 0b111 {
+        7 => return Ok(0),
+        4 => {
+            while !r.done() {
+                add(r.uleb()?)?;
+            }
+        }
+        _ => {
+            while !r.done() {
+                let count = r.sleb()?;
+                if count > 0 {
+                    value(&mut r)?;
+                    add(count.unsigned_abs())?;
+                } else if count < 0 {
+                    // A literal run: each value is written, so the bytes bound it.
+                    add(count.unsigned_abs())?;
+                    for _ in 0..count.unsigned_abs() {
+                        value(&mut r)?;
+                    }
+                } else {
+                    add(r.uleb()?)?;
+                }
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// The body of a change (after its chunk header, inflated if it came compressed): its
+/// operation columns are checked for rows. A change's own columns are never compressed
+/// (Automerge refuses such a change), so nothing more is inflated here; the bytes were
+/// counted by the caller.
+fn change_body(body: &[u8]) -> Result<(), LimitError> {
+    let mut b = Reader { bytes: body, at: 0 };
+    b.skip_hashes()?; // dependencies
+    let n = b.len()?;
+    b.take(n)?; // actor
+    b.uleb()?; // seq
+    b.uleb()?; // start op
+    b.sleb()?; // time
+    let n = b.len()?;
+    b.take(n)?; // message
+    b.skip_prefixed()?; // other actors
+    for (spec, len) in b.columns()? {
+        if spec & COLUMN_DEFLATE != 0 {
+            return Err(malformed("a change with compressed columns"));
+        }
+        column_rows(spec, b.take(len)?)?;
+    }
+    Ok(())
 }
 
 /// One chunk: its header, then its body by type.
@@ -226,8 +330,11 @@ fn chunk(r: &mut Reader<'_>, budget: &mut Budget) -> Result<(), LimitError> {
     let body = r.take(len)?;
     let mut b = Reader { bytes: body, at: 0 };
     match kind {
-        CHUNK_CHANGE => budget.spend(len),
-        CHUNK_COMPRESSED => budget.inflate(body),
+        CHUNK_CHANGE => {
+            budget.spend(len)?;
+            change_body(body)
+        }
+        CHUNK_COMPRESSED => change_body(&budget.inflate(body)?),
         CHUNK_DOCUMENT => {
             b.skip_prefixed()?; // actors
             b.skip_hashes()?; // heads
@@ -345,6 +452,35 @@ mod tests {
             check_sync_message(&truncated),
             Err(LimitError::Malformed(_))
         ));
+    }
+
+    /// Found: a change of a few dozen bytes whose run-length encoded column claims a
+    /// billion operations (Automerge would allocate each). Refused by its rows.
+    #[test]
+    fn a_run_length_bomb_is_refused_by_its_rows() {
+        let change = |rows: u64| {
+            let mut body = Vec::new();
+            uleb(0, &mut body); // no dependencies
+            uleb(1, &mut body); // actor: one byte
+            body.push(0xaa);
+            uleb(1, &mut body); // seq
+            uleb(1, &mut body); // start op
+            uleb(0, &mut body); // time
+            uleb(0, &mut body); // no message
+            uleb(0, &mut body); // no other actors
+            let mut column = Vec::new();
+            uleb(rows << 1, &mut column); // a positive run (signed LEB128) …
+            uleb(1, &mut column); // … of the value 1
+            uleb(1, &mut body); // one op column:
+            uleb((34 << 4) | 2, &mut body); // an integer column
+            uleb(column.len() as u64, &mut body);
+            body.extend_from_slice(&column);
+            chunk_of(CHUNK_CHANGE, &body)
+        };
+        let bomb = message_with(vec![change(1_000_000_000)]);
+        assert!(bomb.len() < 100, "{}", bomb.len());
+        assert_eq!(check_sync_message(&bomb), Err(LimitError::TooManyRows));
+        assert!(check_sync_message(&message_with(vec![change(1_000)])).is_ok());
     }
 
     fn message_with_bloom(bloom: &[u8]) -> Vec<u8> {
