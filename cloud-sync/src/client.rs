@@ -66,9 +66,13 @@ pub trait EdgeLink: Send + Sync + 'static {
         reason: String,
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
     /// The cloud is another incarnation than the box knew: its cursors of the
-    /// cloud's streams (accounts, documents) are void; records the new one.
-    fn cloud_changed(&self, incarnation: String)
-    -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// cloud's streams (accounts, documents) are void; records the new one, and (in
+    /// the same write) that the cloud holds no more than `cloud_acked`.
+    fn cloud_changed(
+        &self,
+        incarnation: String,
+        cloud_acked: u64,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
     /// Committed events after `after_seq`, oldest first, at most `max`.
     fn events_after(
         &self,
@@ -204,13 +208,20 @@ pub async fn run<L: EdgeLink>(
         match result {
             Ok(()) => backoff = config.backoff_min,
             Err(SessionError::Rebased(reason)) => {
-                // Not a failure of the link: reconnect at once with the new incarnation.
+                // Reconnect with the new incarnation after the usual wait (which keeps
+                // growing if re-basing repeats, as with two copies of one box).
                 tracing::error!(%reason, "this box's database went back in time; re-based its history with the cloud");
                 status.update(|s| {
                     s.alarm = Some(reason);
                     s.rebases += 1;
                 });
-                backoff = config.backoff_min;
+            }
+            Err(SessionError::Refused {
+                code: RefuseCode::Version,
+                ..
+            }) if legacy => {
+                tracing::warn!("the cloud refuses protocol version 1: speaking version 2 again");
+                legacy = false;
             }
             Err(SessionError::Legacy) if !legacy => {
                 tracing::warn!(
@@ -258,7 +269,7 @@ async fn welcome_v2<L: EdgeLink>(
             "the cloud holds events up to {} of this box, but its outbox ends at {}",
             w.acked_seq, local.last_seq
         ))
-    } else if !w.rebased && w.acked_seq > 0 && !w.acked_digest.is_empty() {
+    } else if w.acked_seq > 0 && !w.acked_digest.is_empty() {
         let mine = link.event_digest(w.acked_seq).await.map_err(local_err)?;
         (mine.as_deref() != Some(w.acked_digest.as_str())).then(|| {
             format!(
@@ -271,8 +282,16 @@ async fn welcome_v2<L: EdgeLink>(
     };
     if let Some(reason) = diverged {
         // Up to here both histories certainly agree: the box's own acknowledged
-        // events (a backup holds only what was acknowledged when it was taken).
-        let base = local.acked_seq.min(w.acked_seq).min(local.last_seq);
+        // events (a backup holds only what was acknowledged when it was taken). If the
+        // cloud's new timeline itself does not share the box's event at its base (the
+        // base came from another history, after several restores), nothing is taken
+        // as shared: from 0, the cloud finds every event it holds already and counts
+        // it once.
+        let base = if w.rebased {
+            0
+        } else {
+            local.acked_seq.min(w.acked_seq).min(local.last_seq)
+        };
         let reason = format!("{reason}: restored from a backup? re-based from event {base}");
         link.rebase(base, reason.clone()).await.map_err(local_err)?;
         return Err(SessionError::Rebased(reason));
@@ -284,7 +303,7 @@ async fn welcome_v2<L: EdgeLink>(
             tracing::warn!(cloud_acked = w.acked_seq, "{alarm}");
             status.update(|s| s.alarm = Some(alarm.into()));
         }
-        link.cloud_changed(w.cloud_incarnation)
+        link.cloud_changed(w.cloud_incarnation, w.acked_seq)
             .await
             .map_err(local_err)?;
     }

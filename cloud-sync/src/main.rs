@@ -200,8 +200,7 @@ async fn main() -> anyhow::Result<()> {
             if !db.exists() {
                 anyhow::bail!("no cloud database at {}", db.display());
             }
-            let store = CloudStore::open(&db)?;
-            store.backup_to(&path)?;
+            CloudStore::backup_file(&db, &path)?;
             println!("backup written to {}", path.display());
         }
         Command::Restore { backup, data_dir } => {

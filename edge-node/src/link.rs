@@ -38,8 +38,8 @@ impl EdgeLink for BoxLink {
         Ok(())
     }
 
-    async fn cloud_changed(&self, incarnation: String) -> anyhow::Result<()> {
-        Ok(ops::sync::cloud_changed(&self.app, incarnation).await?)
+    async fn cloud_changed(&self, incarnation: String, cloud_acked: u64) -> anyhow::Result<()> {
+        Ok(ops::sync::cloud_changed(&self.app, incarnation, cloud_acked).await?)
     }
 
     async fn events_after(&self, after_seq: u64, max: usize) -> anyhow::Result<Vec<WireEvent>> {

@@ -34,7 +34,14 @@ pub struct Cloud {
     /// The cloud's incarnation: when it changes (a restore was detected), every
     /// connected box is disconnected so it starts over with the new one.
     pub incarnation: Arc<tokio::sync::watch::Sender<String>>,
+    /// When this process last renewed the incarnation: at most one renewal per
+    /// [`RENEWAL_INTERVAL`], so a box that keeps claiming acknowledgements it never got
+    /// cannot make every box start over again and again.
+    renewed_at: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
+
+/// The least time between two renewals of the cloud's incarnation by detection.
+const RENEWAL_INTERVAL: Duration = Duration::from_secs(600);
 
 impl Cloud {
     pub fn new(store: Arc<CloudStore>) -> Result<Self, super::store::StoreError> {
@@ -44,7 +51,20 @@ impl Cloud {
             store,
             accounts_changed: Arc::new(Notify::new()),
             incarnation: Arc::new(tokio::sync::watch::Sender::new(incarnation)),
+            renewed_at: Arc::default(),
         })
+    }
+
+    fn may_renew(&self) -> bool {
+        self.renewed_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none_or(|at| at.elapsed() >= RENEWAL_INTERVAL)
+    }
+
+    fn renewed(&self) {
+        *self.renewed_at.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(std::time::Instant::now());
     }
 }
 
@@ -65,6 +85,9 @@ fn hello_problem(h: &BoxHello) -> Option<String> {
     let max = crate::uplink::SEQ_MAX;
     if h.base_seq > max || h.last_seq > max || h.acked_seq > max {
         return Some("a sequence number is out of range".into());
+    }
+    if h.acked_seq > h.last_seq {
+        return Some("the box claims acknowledgements beyond its last event".into());
     }
     if h.base_seq > h.last_seq {
         return Some("the base of the box's incarnation is beyond its last event".into());
@@ -246,9 +269,33 @@ async fn connection(conn: quinn::Connection, cloud: Cloud) {
         conn.close(CLOSE_PROTOCOL.into(), b"cloud store unavailable");
         return;
     }
+    // Subscribed before the store answers: a renewal by another box's hello in
+    // between is seen below, not missed.
+    let mut incarnation = cloud.incarnation.subscribe();
+    let mut timeline = None;
     let welcome = match v2 {
-        // A version 1 box: no incarnations, the cursor alone.
+        // A version 1 box: no incarnations, the cursor alone. A box that has spoken
+        // version 2 before is refused it: an older release would adopt a cursor beyond
+        // its outbox after a restore (the loss version 2 prevents).
         None => {
+            let (store, n) = (cloud.store.clone(), node.clone());
+            match blocking(move || Ok(store.node_incarnation(&n)?)).await {
+                Ok(known) if !known.is_empty() => {
+                    let reason = "this box spoke protocol version 2 before; a box of an older \
+                                  release cannot re-base after a restore: upgrade it"
+                        .to_owned();
+                    refuse(
+                        &conn,
+                        &mut control,
+                        RefuseCode::Version,
+                        CLOSE_REFUSED_VERSION,
+                        reason,
+                    )
+                    .await;
+                    return;
+                }
+                _ => {}
+            }
             let (store, node) = (cloud.store.clone(), node.clone());
             blocking(move || {
                 store.set_connected(&node, true)?;
@@ -261,7 +308,8 @@ async fn connection(conn: quinn::Connection, cloud: Cloud) {
         }
         Some(h) => {
             let (store, n) = (cloud.store.clone(), node.clone());
-            match blocking(move || Ok(store.hello(&n, &h)?)).await {
+            let may_renew = cloud.may_renew();
+            match blocking(move || Ok(store.hello(&n, &h, may_renew)?)).await {
                 Ok(o) => {
                     if o.cloud_restored {
                         tracing::error!(
@@ -270,6 +318,7 @@ async fn connection(conn: quinn::Connection, cloud: Cloud) {
                             "this box holds acknowledgements beyond this database: the cloud \
                              was restored from a backup; took a new incarnation, boxes refill it"
                         );
+                        cloud.renewed();
                         cloud.incarnation.send_replace(o.cloud_incarnation.clone());
                     }
                     if o.rebased {
@@ -281,6 +330,7 @@ async fn connection(conn: quinn::Connection, cloud: Cloud) {
                         );
                         cloud.docs.forget_peer(&node);
                     }
+                    timeline = Some(o.timeline);
                     Ok(Message::WelcomeV2(CloudWelcome {
                         version: PROTOCOL_VERSION,
                         cloud_incarnation: o.cloud_incarnation,
@@ -302,8 +352,16 @@ async fn connection(conn: quinn::Connection, cloud: Cloud) {
         Message::WelcomeV2(w) => w.acked_seq,
         _ => 0,
     };
-    // Subscribed after this box's own answer: only a later change ends it.
-    let mut incarnation = cloud.incarnation.subscribe();
+    let current = incarnation.borrow_and_update().clone();
+    if let Message::WelcomeV2(w) = &welcome
+        && w.cloud_incarnation != current
+    {
+        conn.close(
+            CLOSE_PROTOCOL.into(),
+            b"the cloud's incarnation changed; reconnect",
+        );
+        return;
+    }
     if wire::send(&mut control, &welcome).await.is_err() {
         return;
     }
@@ -316,7 +374,7 @@ async fn connection(conn: quinn::Connection, cloud: Cloud) {
                 Ok((send, recv)) => {
                     let (cloud, node) = (cloud.clone(), node.clone());
                     streams.spawn(async move {
-                        if let Err(e) = stream(send, recv, cloud, node.clone()).await {
+                        if let Err(e) = stream(send, recv, cloud, node.clone(), timeline).await {
                             tracing::debug!(%node, error = %e, "stream ended");
                         }
                     });
@@ -354,6 +412,7 @@ async fn stream(
     recv: quinn::RecvStream,
     cloud: Cloud,
     node: String,
+    timeline: Option<i64>,
 ) -> Result<(), StreamError> {
     let mut inbox = wire::reader(recv);
     match wire::next(&mut inbox).await? {
@@ -371,7 +430,8 @@ async fn stream(
                     continue;
                 }
                 let (store, n) = (cloud.store.clone(), node.clone());
-                let through = blocking(move || Ok(store.ingest(&n, &events)?)).await?;
+                let through =
+                    blocking(move || Ok(store.ingest_for(&n, timeline, &events)?)).await?;
                 wire::send(
                     &mut send,
                     &Message::Ack {

@@ -164,6 +164,8 @@ pub enum StoreError {
     SchemaTooNew { found: i64 },
     #[error("{0}")]
     Restore(String),
+    #[error("the box's history moved on to another timeline; reconnect")]
+    StaleTimeline,
     #[error("event {seq} of {node}: {reason}")]
     BadEvent {
         node: String,
@@ -239,6 +241,8 @@ pub struct HelloOutcome {
     /// The box showed that this database went back (a restore): it took a new
     /// incarnation, and connected boxes must start over.
     pub cloud_restored: bool,
+    /// The box's timeline from now on: its batches are taken for this timeline only.
+    pub timeline: i64,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -329,6 +333,21 @@ fn event_in_chain(
     Ok(None)
 }
 
+/// `VACUUM INTO` a new file: a consistent copy in one read transaction.
+fn backup_into(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    if path.exists() {
+        return Err(StoreError::Restore(format!(
+            "{} already exists; choose a new file name",
+            path.display()
+        )));
+    }
+    let text = path
+        .to_str()
+        .ok_or_else(|| StoreError::Restore("the backup path is not UTF-8".into()))?;
+    conn.execute("VACUUM INTO ?1", [text])?;
+    Ok(())
+}
+
 /// The highest seq stored in the node's timelines other than `timeline`.
 fn others_max_seq(conn: &Connection, node: &str, timeline: i64) -> Result<i64, StoreError> {
     let mut stmt = conn.prepare_cached(
@@ -392,29 +411,28 @@ impl CloudStore {
         })
     }
 
-    /// Writes a consistent copy of the database to `path` (which must not exist) while
-    /// the cloud serves: one read transaction (`VACUUM INTO`).
+    /// Writes a consistent copy of the database `db` to `path` (which must not exist)
+    /// while a cloud serves it: one read-only connection and one read transaction
+    /// (`VACUUM INTO`); no migration runs on the live database.
+    pub fn backup_file(db: &Path, path: &Path) -> Result<(), StoreError> {
+        let conn = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        backup_into(&conn, path)
+    }
+
+    /// Like [`CloudStore::backup_file`], through this store's connection.
     pub fn backup_to(&self, path: &Path) -> Result<(), StoreError> {
-        if path.exists() {
-            return Err(StoreError::Restore(format!(
-                "{} already exists; choose a new file name",
-                path.display()
-            )));
-        }
-        let text = path
-            .to_str()
-            .ok_or_else(|| StoreError::Restore("the backup path is not UTF-8".into()))?;
-        self.lock().execute("VACUUM INTO ?1", [text])?;
-        Ok(())
+        backup_into(&self.lock(), path)
     }
 
     /// Restores `backup` as the database `db` (which must not exist yet): checks it,
     /// migrates it, and gives it a new incarnation, so every box forgets its cursors of
     /// the cloud's streams and re-fills it from its outbox. Returns the incarnation.
     pub fn restore(backup: &Path, db: &Path) -> Result<String, StoreError> {
-        if db.exists() {
+        let mut stale = db.as_os_str().to_owned();
+        stale.push("-wal");
+        if db.exists() || Path::new(&stale).exists() {
             return Err(StoreError::Restore(format!(
-                "{} already holds a database; restore into an empty data directory",
+                "{} already holds a database (or its log); restore into an empty data directory",
                 db.display()
             )));
         }
@@ -473,7 +491,12 @@ impl CloudStore {
     /// `base_seq`, or the cloud's cursor if lower), to be resolved as it resends; a
     /// box that holds an acknowledgement of this cloud incarnation beyond the cloud's
     /// cursor proves this database was restored (a new cloud incarnation).
-    pub fn hello(&self, node: &str, hello: &BoxHello) -> Result<HelloOutcome, StoreError> {
+    pub fn hello(
+        &self,
+        node: &str,
+        hello: &BoxHello,
+        may_renew: bool,
+    ) -> Result<HelloOutcome, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let now = now_text();
@@ -495,7 +518,24 @@ impl CloudStore {
             acked_digest: String::new(),
             rebased: false,
             cloud_restored: false,
+            timeline: 0,
         };
+        // Whatever the box's own history, an acknowledgement from this very cloud
+        // incarnation beyond what the cloud holds of the box (nothing, for a box it
+        // does not know) shows this database went back.
+        let cursor = row.as_ref().map_or(0, |r| r.2 as u64);
+        if hello.cloud_incarnation == cloud_incarnation && hello.acked_seq > cursor {
+            if may_renew {
+                cloud_incarnation = new_incarnation();
+                tx.execute(
+                    "UPDATE meta SET value = ?1 WHERE key = 'incarnation'",
+                    [&cloud_incarnation],
+                )?;
+                outcome.cloud_restored = true;
+            } else {
+                tracing::error!(%node, claimed = hello.acked_seq, cursor, "a box claims acknowledgements beyond this database again; the incarnation was renewed a moment ago and is not renewed again yet");
+            }
+        }
         match row {
             None => {
                 tx.execute(
@@ -522,15 +562,8 @@ impl CloudStore {
                     params![node, hello.incarnation, now],
                 )?;
                 let acked = acked as u64;
-                if hello.cloud_incarnation == cloud_incarnation && hello.acked_seq > acked {
-                    cloud_incarnation = new_incarnation();
-                    tx.execute(
-                        "UPDATE meta SET value = ?1 WHERE key = 'incarnation'",
-                        [&cloud_incarnation],
-                    )?;
-                    outcome.cloud_restored = true;
-                }
                 outcome.acked_seq = acked;
+                outcome.timeline = timeline;
                 if acked > 0 {
                     outcome.acked_digest = event_in_chain(&tx, node, timeline, acked)?
                         .map(|e| event_digest(&e))
@@ -574,11 +607,32 @@ impl CloudStore {
                 tx.execute("DELETE FROM doc_sync_state WHERE node_id = ?1", [node])?;
                 outcome.acked_seq = base;
                 outcome.rebased = true;
+                outcome.timeline = next;
+                // The box checks that its own event at the base is the one the new
+                // timeline takes as shared (the base may come from another history).
+                if base > 0 {
+                    outcome.acked_digest = event_in_chain(&tx, node, next, base)?
+                        .map(|e| event_digest(&e))
+                        .unwrap_or_default();
+                }
             }
         }
         tx.commit()?;
         outcome.cloud_incarnation = cloud_incarnation;
         Ok(outcome)
+    }
+
+    /// The incarnation a box last said it has (empty when it never said).
+    pub fn node_incarnation(&self, node: &str) -> Result<String, StoreError> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT incarnation FROM node WHERE node_id = ?1",
+                [node],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or_default())
     }
 
     /// Every timeline of a box, oldest first.
@@ -631,6 +685,19 @@ impl CloudStore {
     /// the batch (events, projections, cursor, the timeline's resolution) commits
     /// together, or nothing does.
     pub fn ingest(&self, node: &str, events: &[WireEvent]) -> Result<u64, StoreError> {
+        self.ingest_for(node, None, events)
+    }
+
+    /// Like [`CloudStore::ingest`], for a connection that said `Hello` for `timeline`:
+    /// once the box's timeline has moved on (another copy of the box, or a newer
+    /// connection of it, re-based), this connection's batches are refused, so they
+    /// never land in a history that is not theirs.
+    pub fn ingest_for(
+        &self,
+        node: &str,
+        timeline_expected: Option<i64>,
+        events: &[WireEvent],
+    ) -> Result<u64, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         tx.execute("INSERT OR IGNORE INTO node (node_id) VALUES (?1)", [node])?;
@@ -644,6 +711,9 @@ impl CloudStore {
             [node],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
+        if timeline_expected.is_some_and(|t| t != timeline) {
+            return Err(StoreError::StaleTimeline);
+        }
         let fresh = accept_batch(cursor as u64, events)?;
         let Some(last) = fresh.last().map(|e| e.seq) else {
             return Ok(cursor as u64);
@@ -1214,21 +1284,25 @@ mod timeline_tests {
         let dir = tempfile::tempdir().unwrap();
         let store = CloudStore::open(&dir.path().join("cloud.db")).unwrap();
         let cloud = store.incarnation().unwrap();
-        let first = store.hello("box-1", &hello("a", 0, 10, 0, "")).unwrap();
+        let first = store
+            .hello("box-1", &hello("a", 0, 10, 0, ""), true)
+            .unwrap();
         assert_eq!((first.acked_seq, first.rebased), (0, false));
         let old: Vec<_> = (1..=10).map(|s| ev(s, "old")).collect();
         assert_eq!(store.ingest("box-1", &old).unwrap(), 10);
 
         // Same incarnation: the cursor and the digest of the event there.
         let again = store
-            .hello("box-1", &hello("a", 0, 10, 10, &cloud))
+            .hello("box-1", &hello("a", 0, 10, 10, &cloud), true)
             .unwrap();
         assert_eq!(again.acked_seq, 10);
         assert_eq!(again.acked_digest, event_digest(&ev(10, "old")));
         assert!(!again.cloud_restored);
 
         // Restored: a new incarnation, sharing at least 4 events.
-        let re = store.hello("box-1", &hello("b", 4, 12, 4, &cloud)).unwrap();
+        let re = store
+            .hello("box-1", &hello("b", 4, 12, 4, &cloud), true)
+            .unwrap();
         assert!(re.rebased);
         assert_eq!(re.acked_seq, 4);
         let mut new: Vec<_> = (5..=7).map(|s| ev(s, "old")).collect();
@@ -1263,7 +1337,7 @@ mod timeline_tests {
 
         // The new timeline's own cursor and digests from here on.
         let later = store
-            .hello("box-1", &hello("b", 4, 12, 12, &cloud))
+            .hello("box-1", &hello("b", 4, 12, 12, &cloud), true)
             .unwrap();
         assert_eq!(later.acked_seq, 12);
         assert_eq!(later.acked_digest, event_digest(&ev(12, "new")));
@@ -1283,18 +1357,24 @@ mod timeline_tests {
         let dir = tempfile::tempdir().unwrap();
         let store = CloudStore::open(&dir.path().join("cloud.db")).unwrap();
         let cloud = store.incarnation().unwrap();
-        store.hello("box-1", &hello("a", 0, 10, 0, "")).unwrap();
+        store
+            .hello("box-1", &hello("a", 0, 10, 0, ""), true)
+            .unwrap();
         let first: Vec<_> = (1..=10).map(|s| ev(s, "a")).collect();
         store.ingest("box-1", &first).unwrap();
         // Restored to 4 and sold on: timeline 1, events 5–8 of its own.
-        store.hello("box-1", &hello("b", 4, 8, 4, &cloud)).unwrap();
+        store
+            .hello("box-1", &hello("b", 4, 8, 4, &cloud), true)
+            .unwrap();
         store
             .ingest("box-1", &(5..=8).map(|s| ev(s, "b")).collect::<Vec<_>>())
             .unwrap();
         assert_eq!(store.summary("box-1", None).unwrap().events, 14);
         // Restored again, by hand, from the first history at 7 (its incarnation is
         // the first one's, base 0): the events 1–7 are the first timeline's.
-        let o = store.hello("box-1", &hello("a", 0, 9, 4, &cloud)).unwrap();
+        let o = store
+            .hello("box-1", &hello("a", 0, 9, 4, &cloud), true)
+            .unwrap();
         assert!(o.rebased);
         let mut again = first[..7].to_vec();
         again.extend((8..=9).map(|s| ev(s, "c")));
@@ -1312,17 +1392,72 @@ mod timeline_tests {
         );
     }
 
+    /// Batches of a connection whose timeline the box has left (another copy of the
+    /// box, or a stale connection) are refused, not stored in the new history; a
+    /// re-based welcome carries the digest of the event it takes as shared.
+    #[test]
+    fn a_connection_of_a_timeline_left_behind_cannot_add_to_the_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CloudStore::open(&dir.path().join("cloud.db")).unwrap();
+        let old = store
+            .hello("box-1", &hello("a", 0, 5, 0, ""), true)
+            .unwrap();
+        store
+            .ingest_for(
+                "box-1",
+                Some(old.timeline),
+                &(1..=5).map(|s| ev(s, "a")).collect::<Vec<_>>(),
+            )
+            .unwrap();
+        let new = store
+            .hello("box-1", &hello("b", 3, 3, 3, ""), true)
+            .unwrap();
+        assert!(new.rebased);
+        assert_eq!(new.acked_digest, event_digest(&ev(3, "a")));
+        assert!(matches!(
+            store.ingest_for("box-1", Some(old.timeline), &[ev(6, "a")]),
+            Err(StoreError::StaleTimeline)
+        ));
+        store
+            .ingest_for("box-1", Some(new.timeline), &[ev(4, "b")])
+            .unwrap();
+        assert_eq!(store.summary("box-1", None).unwrap().events, 6);
+    }
+
+    /// A box the cloud does not know, holding acknowledgements of this incarnation,
+    /// shows the database went back too; renewals can be held back (rate limit).
+    #[test]
+    fn restore_detection_covers_unknown_boxes_and_can_be_held_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CloudStore::open(&dir.path().join("cloud.db")).unwrap();
+        let cloud = store.incarnation().unwrap();
+        let held = store
+            .hello("box-9", &hello("z", 0, 7, 7, &cloud), false)
+            .unwrap();
+        assert!(!held.cloud_restored);
+        assert_eq!(store.incarnation().unwrap(), cloud);
+        let o = store
+            .hello("box-8", &hello("y", 0, 7, 7, &cloud), true)
+            .unwrap();
+        assert!(o.cloud_restored);
+        assert_ne!(o.cloud_incarnation, cloud);
+    }
+
     /// A box reinstalled with a fresh database (old enrolment files) shares nothing:
     /// the whole old history is the lost timeline's.
     #[test]
     fn a_reinstalled_box_shares_nothing_with_its_old_history() {
         let dir = tempfile::tempdir().unwrap();
         let store = CloudStore::open(&dir.path().join("cloud.db")).unwrap();
-        store.hello("box-1", &hello("a", 0, 3, 0, "")).unwrap();
+        store
+            .hello("box-1", &hello("a", 0, 3, 0, ""), true)
+            .unwrap();
         store
             .ingest("box-1", &(1..=3).map(|s| ev(s, "old")).collect::<Vec<_>>())
             .unwrap();
-        let re = store.hello("box-1", &hello("fresh", 0, 2, 0, "")).unwrap();
+        let re = store
+            .hello("box-1", &hello("fresh", 0, 2, 0, ""), true)
+            .unwrap();
         assert_eq!((re.acked_seq, re.rebased), (0, true));
         store
             .ingest("box-1", &(1..=2).map(|s| ev(s, "new")).collect::<Vec<_>>())
@@ -1339,18 +1474,24 @@ mod timeline_tests {
         let dir = tempfile::tempdir().unwrap();
         let store = CloudStore::open(&dir.path().join("cloud.db")).unwrap();
         let cloud = store.incarnation().unwrap();
-        store.hello("box-1", &hello("a", 0, 3, 0, "")).unwrap();
+        store
+            .hello("box-1", &hello("a", 0, 3, 0, ""), true)
+            .unwrap();
         store
             .ingest("box-1", &(1..=3).map(|s| ev(s, "e")).collect::<Vec<_>>())
             .unwrap();
         // The box had 9 acknowledged by this incarnation: the database lost 4–9.
-        let o = store.hello("box-1", &hello("a", 0, 9, 9, &cloud)).unwrap();
+        let o = store
+            .hello("box-1", &hello("a", 0, 9, 9, &cloud), true)
+            .unwrap();
         assert!(o.cloud_restored);
         assert_eq!(o.acked_seq, 3);
         assert_ne!(o.cloud_incarnation, cloud);
         assert_eq!(store.incarnation().unwrap(), o.cloud_incarnation);
         // An acknowledgement from another incarnation proves nothing.
-        let o2 = store.hello("box-1", &hello("a", 0, 9, 9, &cloud)).unwrap();
+        let o2 = store
+            .hello("box-1", &hello("a", 0, 9, 9, &cloud), true)
+            .unwrap();
         assert!(!o2.cloud_restored);
     }
 
@@ -1361,7 +1502,9 @@ mod timeline_tests {
         let dir = tempfile::tempdir().unwrap();
         let store = CloudStore::open(&dir.path().join("cloud.db")).unwrap();
         let first = store.incarnation().unwrap();
-        store.hello("box-1", &hello("a", 0, 3, 0, "")).unwrap();
+        store
+            .hello("box-1", &hello("a", 0, 3, 0, ""), true)
+            .unwrap();
         store
             .ingest("box-1", &(1..=3).map(|s| ev(s, "e")).collect::<Vec<_>>())
             .unwrap();

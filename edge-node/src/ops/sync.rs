@@ -74,11 +74,19 @@ pub async fn rebase(app: &App, base: u64) -> Result<(), LinkError> {
         .await
 }
 
-/// The cloud is another incarnation: the accounts stream starts over and the
-/// documents' sync states with it are forgotten, in one write.
-pub async fn cloud_changed(app: &App, incarnation: String) -> Result<(), LinkError> {
+/// The cloud is another incarnation: the accounts stream starts over, the documents'
+/// sync states with it are forgotten, and what the box knows the cloud holds is no
+/// more than the cloud says, all in one write (a new incarnation paired with the old,
+/// higher cursor would look like yet another restore of the cloud).
+pub async fn cloud_changed(
+    app: &App,
+    incarnation: String,
+    cloud_acked: u64,
+) -> Result<(), LinkError> {
     app.writer
         .write(move |ctx| {
+            let acked = meta::get_u64(ctx.conn, outbox::ACKED_KEY)?;
+            meta::set_u64(ctx.conn, outbox::ACKED_KEY, acked.min(cloud_acked))?;
             meta::set_text(ctx.conn, meta::CLOUD_INCARNATION_KEY, &incarnation)?;
             meta::set_u64(ctx.conn, ACCOUNTS_KEY, 0)?;
             docs::forget_sync_states(ctx.conn, CLOUD_PEER)?;
