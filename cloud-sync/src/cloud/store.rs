@@ -1264,6 +1264,12 @@ mod timeline_tests {
         }
     }
 
+    fn fresh() -> (tempfile::TempDir, CloudStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CloudStore::open(&dir.path().join("cloud.db")).unwrap();
+        (dir, store)
+    }
+
     fn stored(store: &CloudStore) -> Vec<(i64, i64, String)> {
         let conn = store.lock();
         let mut stmt = conn
@@ -1281,8 +1287,7 @@ mod timeline_tests {
     /// timeline's, and the new 8–12 are stored once.
     #[test]
     fn a_restored_box_starts_a_timeline_resolved_at_the_fork() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = CloudStore::open(&dir.path().join("cloud.db")).unwrap();
+        let (_dir, store) = fresh();
         let cloud = store.incarnation().unwrap();
         let first = store
             .hello("box-1", &hello("a", 0, 10, 0, ""), true)
@@ -1354,8 +1359,7 @@ mod timeline_tests {
     /// counted once, not again.
     #[test]
     fn returning_to_an_older_history_counts_its_events_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = CloudStore::open(&dir.path().join("cloud.db")).unwrap();
+        let (_dir, store) = fresh();
         let cloud = store.incarnation().unwrap();
         store
             .hello("box-1", &hello("a", 0, 10, 0, ""), true)
@@ -1397,8 +1401,7 @@ mod timeline_tests {
     /// re-based welcome carries the digest of the event it takes as shared.
     #[test]
     fn a_connection_of_a_timeline_left_behind_cannot_add_to_the_new_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = CloudStore::open(&dir.path().join("cloud.db")).unwrap();
+        let (_dir, store) = fresh();
         let old = store
             .hello("box-1", &hello("a", 0, 5, 0, ""), true)
             .unwrap();
@@ -1428,8 +1431,7 @@ mod timeline_tests {
     /// shows the database went back too; renewals can be held back (rate limit).
     #[test]
     fn restore_detection_covers_unknown_boxes_and_can_be_held_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = CloudStore::open(&dir.path().join("cloud.db")).unwrap();
+        let (_dir, store) = fresh();
         let cloud = store.incarnation().unwrap();
         let held = store
             .hello("box-9", &hello("z", 0, 7, 7, &cloud), false)
@@ -1447,8 +1449,7 @@ mod timeline_tests {
     /// the whole old history is the lost timeline's.
     #[test]
     fn a_reinstalled_box_shares_nothing_with_its_old_history() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = CloudStore::open(&dir.path().join("cloud.db")).unwrap();
+        let (_dir, store) = fresh();
         store
             .hello("box-1", &hello("a", 0, 3, 0, ""), true)
             .unwrap();
@@ -1471,8 +1472,7 @@ mod timeline_tests {
     /// cursor shows the cloud's database went back: a new cloud incarnation.
     #[test]
     fn a_cloud_behind_its_own_acknowledgements_takes_a_new_incarnation() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = CloudStore::open(&dir.path().join("cloud.db")).unwrap();
+        let (_dir, store) = fresh();
         let cloud = store.incarnation().unwrap();
         store
             .hello("box-1", &hello("a", 0, 3, 0, ""), true)
@@ -1499,8 +1499,7 @@ mod timeline_tests {
     /// its events and a new incarnation.
     #[test]
     fn a_backup_restores_as_a_new_incarnation() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = CloudStore::open(&dir.path().join("cloud.db")).unwrap();
+        let (dir, store) = fresh();
         let first = store.incarnation().unwrap();
         store
             .hello("box-1", &hello("a", 0, 3, 0, ""), true)
