@@ -9,6 +9,7 @@ use crate::proto::{
 use crate::uplink::Uplink;
 use crate::wire::{self, WireError};
 use crdt::DocKind;
+use crdt::sync::Received;
 use rand::Rng;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -42,15 +43,6 @@ pub struct LocalTimeline {
     pub cloud_incarnation: String,
 }
 
-/// What the box made of a document sync message from the cloud.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DocReceived {
-    /// Taken; `changed` when it brought changes the box did not have.
-    Taken { changed: bool },
-    /// Refused, and why: it changed nothing.
-    Refused(String),
-}
-
 /// What the client needs from the box. Implemented by `edge-node`.
 pub trait EdgeLink: Send + Sync + 'static {
     /// The box's history as it stands.
@@ -59,12 +51,8 @@ pub trait EdgeLink: Send + Sync + 'static {
     fn event_digest(&self, seq: u64)
     -> impl Future<Output = anyhow::Result<Option<String>>> + Send;
     /// The box's database went back in time (restored): takes a new incarnation
-    /// whose history is shared with the old one up to `base_seq`, and records why.
-    fn rebase(
-        &self,
-        base_seq: u64,
-        reason: String,
-    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// whose history is shared with the old one up to `base_seq`.
+    fn rebase(&self, base_seq: u64) -> impl Future<Output = anyhow::Result<()>> + Send;
     /// The cloud is another incarnation than the box knew: its cursors of the
     /// cloud's streams (accounts, documents) are void; records the new one, and (in
     /// the same write) that the cloud holds no more than `cloud_acked`.
@@ -97,7 +85,7 @@ pub trait EdgeLink: Send + Sync + 'static {
         &self,
         doc: DocKind,
         data: Vec<u8>,
-    ) -> impl Future<Output = anyhow::Result<DocReceived>> + Send;
+    ) -> impl Future<Output = anyhow::Result<Received>> + Send;
     /// Signalled when a local edit changed a document.
     fn docs_changed(&self) -> Arc<Notify>;
     /// Cursor of the accounts stream already applied.
@@ -133,8 +121,6 @@ pub struct SyncStatus {
     /// Something an operator must know about the link's history (this box was found
     /// restored and re-based; the cloud was restored): kept until the process ends.
     pub alarm: Option<String>,
-    /// Times this box re-based its history with the cloud since it started.
-    pub rebases: u64,
     /// Documents whose changes from the cloud the box refused, with the reason
     /// (cleared when the document's changes are taken again).
     pub refused_documents: Vec<String>,
@@ -150,6 +136,17 @@ impl StatusCell {
 
     fn update(&self, f: impl FnOnce(&mut SyncStatus)) {
         f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// Records (or, with `None`, clears) the box's refusal of a document's changes.
+    fn refusal(&self, doc: DocKind, reason: Option<&str>) {
+        let prefix = format!("{}: ", doc.as_str());
+        self.update(|s| {
+            s.refused_documents.retain(|r| !r.starts_with(&prefix));
+            if let Some(reason) = reason {
+                s.refused_documents.push(format!("{prefix}{reason}"));
+            }
+        });
     }
 
     fn success(&self) {
@@ -197,7 +194,7 @@ pub async fn run<L: EdgeLink>(
     endpoint.set_default_client_config(config.tls.clone());
     let mut backoff = config.backoff_min;
     // A cloud of the previous release does not know `HelloV2`; once it says so, the
-    // box speaks version 1 to it (without incarnations) until this process restarts.
+    // box speaks version 1 to it (without incarnations), until a cloud refuses that.
     let mut legacy = false;
     loop {
         let result = tokio::select! {
@@ -211,10 +208,7 @@ pub async fn run<L: EdgeLink>(
                 // Reconnect with the new incarnation after the usual wait (which keeps
                 // growing if re-basing repeats, as with two copies of one box).
                 tracing::error!(%reason, "this box's database went back in time; re-based its history with the cloud");
-                status.update(|s| {
-                    s.alarm = Some(reason);
-                    s.rebases += 1;
-                });
+                status.update(|s| s.alarm = Some(reason));
             }
             Err(SessionError::Refused {
                 code: RefuseCode::Version,
@@ -293,7 +287,7 @@ async fn welcome_v2<L: EdgeLink>(
             local.acked_seq.min(w.acked_seq).min(local.last_seq)
         };
         let reason = format!("{reason}: restored from a backup? re-based from event {base}");
-        link.rebase(base, reason.clone()).await.map_err(local_err)?;
+        link.rebase(base).await.map_err(local_err)?;
         return Err(SessionError::Rebased(reason));
     }
     if w.cloud_incarnation != local.cloud_incarnation {
@@ -520,7 +514,6 @@ async fn document_stream<L: EdgeLink>(
         .map_err(|e| SessionError::Connect(e.to_string()))?;
     let mut inbox = wire::reader(recv);
     let name = doc.as_str().to_owned();
-    let prefix = format!("{name}: ");
     link.doc_begin(doc)
         .await
         .map_err(|e| SessionError::Local(e.to_string()))?;
@@ -559,20 +552,17 @@ async fn document_stream<L: EdgeLink>(
                         .await
                         .map_err(|e| SessionError::Local(e.to_string()))?;
                     match received {
-                        DocReceived::Taken { changed } => {
+                        Received::Taken { changed } => {
                             // A refusal stands until changes are taken again (a message
                             // with only heads says nothing about them).
                             if changed {
-                                status.update(|s| s.refused_documents.retain(|r| !r.starts_with(&prefix)));
+                                status.refusal(doc, None);
                                 *refused_wait = DOC_REFUSED_WAIT;
                             }
                             status.success();
                         }
-                        DocReceived::Refused(reason) => {
-                            status.update(|s| {
-                                s.refused_documents.retain(|r| !r.starts_with(&prefix));
-                                s.refused_documents.push(format!("{prefix}{reason}"));
-                            });
+                        Received::Refused(reason) => {
+                            status.refusal(doc, Some(&reason));
                             let _ = send.reset(0u32.into());
                             return Ok(reason);
                         }

@@ -247,7 +247,7 @@ impl<'a> Reader<'a> {
 /// three bits of the specification): 0 group, 1 actor, 2 integer, 6 value metadata (run
 /// length of unsigned numbers), 3 delta (of signed numbers), 5 string (of UTF-8
 /// strings), 4 boolean (alternating run lengths), 7 raw values (no rows of their own).
-fn column_rows(spec: u64, data: &[u8]) -> Result<u64, LimitError> {
+fn column_rows(spec: u64, data: &[u8]) -> Result<(), LimitError> {
     let mut r = Reader { bytes: data, at: 0 };
     let mut rows = 0u64;
     let mut add = |n: u64| -> Result<(), LimitError> {
@@ -268,7 +268,7 @@ fn column_rows(spec: u64, data: &[u8]) -> Result<u64, LimitError> {
         }
     };
     match spec & 0b111 {
-        7 => return Ok(0),
+        7 => {}
         4 => {
             while !r.done() {
                 add(r.uleb()?)?;
@@ -292,7 +292,7 @@ fn column_rows(spec: u64, data: &[u8]) -> Result<u64, LimitError> {
             }
         }
     }
-    Ok(rows)
+    Ok(())
 }
 
 /// The body of a change (after its chunk header, inflated if it came compressed): its

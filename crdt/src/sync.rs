@@ -51,6 +51,44 @@ impl SyncPeer {
     /// size limits first, before and after inflation ([`crate::limits`]).
     pub fn receive(&mut self, doc: &mut ReplicatedDoc, message: &[u8]) -> Result<(), DocError> {
         crate::limits::check_sync_message(message)?;
+        self.apply(doc, message)
+    }
+
+    /// Takes a message from the peer only if the document it makes is one a replica
+    /// would load ([`ReplicatedDoc::check_loadable`]: whole, right kind, a schema this
+    /// build knows, within the size limits) and `check` accepts it (the replica's
+    /// projection). The message is tried on a copy first: a refused message changes
+    /// neither `doc` nor this peer, so nothing a peer sends can make a stored document
+    /// one its replica refuses at its next start. An error is a failure of `doc`
+    /// itself, not of the message.
+    pub fn receive_checked(
+        &mut self,
+        doc: &mut ReplicatedDoc,
+        message: &[u8],
+        check: impl FnOnce(&ReplicatedDoc) -> Result<(), String>,
+    ) -> Result<Received, DocError> {
+        if let Err(e) = crate::limits::check_sync_message(message) {
+            return Ok(Received::Refused(e.to_string()));
+        }
+        let mut trial = doc.fork();
+        let mut trial_peer = self.clone();
+        let verdict = trial_peer
+            .apply(&mut trial, message)
+            .and_then(|()| trial.check_loadable())
+            .map_err(|e| e.to_string())
+            .and_then(|()| check(&trial));
+        if let Err(reason) = verdict {
+            return Ok(Received::Refused(reason));
+        }
+        let before = doc.heads();
+        self.apply(doc, message)?;
+        Ok(Received::Taken {
+            changed: doc.heads() != before,
+        })
+    }
+
+    /// Decodes and applies a message already checked against the limits.
+    fn apply(&mut self, doc: &mut ReplicatedDoc, message: &[u8]) -> Result<(), DocError> {
         let message = sync::Message::decode(message).map_err(|e| DocError::Corrupt {
             doc: "sync message",
             reason: e.to_string(),
@@ -60,4 +98,13 @@ impl SyncPeer {
             .receive_sync_message(&mut self.state, message)?;
         Ok(())
     }
+}
+
+/// What became of a sync message from a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// Taken; `changed` when the document gained changes it did not have.
+    Taken { changed: bool },
+    /// Refused, and why: the document and the sync state are as they were.
+    Refused(String),
 }

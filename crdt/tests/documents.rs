@@ -567,3 +567,59 @@ fn replicas_are_made_at_a_peers_schema_version_and_never_beyond_this_build() {
         assert!(loaded.check_loadable().is_ok());
     }
 }
+
+/// A peer's message is taken only if the caller's check accepts the document it
+/// makes; a refused one changes neither the replica nor its sync state.
+#[test]
+fn receive_checked_takes_or_refuses_whole_messages() {
+    use crdt::sync::{Received, SyncPeer};
+    let mut cloud = replica("cloud");
+    menu::apply(
+        &mut cloud,
+        &[MenuEdit::AddItem {
+            item: ItemId::new(),
+            fields: fields("Noodles"),
+        }],
+        1_000,
+    )
+    .unwrap();
+    let mut take = |check_ok: bool| {
+        let mut cloud_peer = SyncPeer::new();
+        let mut local = replica("box");
+        let mut peer = SyncPeer::new();
+        let before = local.heads();
+        let mut verdicts = Vec::new();
+        for _ in 0..6 {
+            if let Some(m) = peer.generate(&mut local) {
+                cloud_peer.receive(&mut cloud, &m).unwrap();
+            }
+            if let Some(m) = cloud_peer.generate(&mut cloud) {
+                verdicts.push(
+                    peer.receive_checked(&mut local, &m, |trial| {
+                        let items = menu::project(trial).unwrap().items.len();
+                        if check_ok {
+                            Ok(())
+                        } else {
+                            Err(format!("{items} items refused"))
+                        }
+                    })
+                    .unwrap(),
+                );
+            }
+        }
+        (before, local, verdicts)
+    };
+    let (before, mut refused, verdicts) = take(false);
+    assert!(
+        verdicts.contains(&Received::Refused("1 items refused".into())),
+        "{verdicts:?}"
+    );
+    assert_eq!(refused.heads(), before);
+    assert!(menu::project(&refused).unwrap().items.is_empty());
+    let (_, taken, verdicts) = take(true);
+    assert!(
+        verdicts.contains(&Received::Taken { changed: true }),
+        "{verdicts:?}"
+    );
+    assert_eq!(menu::project(&taken).unwrap().items.len(), 1);
+}

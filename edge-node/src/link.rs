@@ -6,11 +6,11 @@
 
 use crate::app::App;
 use crate::ops;
-use crate::store::docs::Received;
 use crate::store::{meta, outbox};
-use cloud_sync::client::{DocReceived, EdgeLink, LocalTimeline};
+use cloud_sync::client::{EdgeLink, LocalTimeline};
 use cloud_sync::proto::{Account, WireEvent};
 use crdt::DocKind;
+use crdt::sync::Received;
 use std::sync::Arc;
 use tokio::sync::Notify;
 
@@ -32,10 +32,8 @@ impl EdgeLink for BoxLink {
             .map(cloud_sync::proto::event_digest))
     }
 
-    async fn rebase(&self, base_seq: u64, reason: String) -> anyhow::Result<()> {
-        ops::sync::rebase(&self.app, base_seq).await?;
-        tracing::error!(base_seq, %reason, "took a new incarnation");
-        Ok(())
+    async fn rebase(&self, base_seq: u64) -> anyhow::Result<()> {
+        Ok(ops::sync::rebase(&self.app, base_seq).await?)
     }
 
     async fn cloud_changed(&self, incarnation: String, cloud_acked: u64) -> anyhow::Result<()> {
@@ -89,13 +87,8 @@ impl EdgeLink for BoxLink {
         Ok(ops::sync::doc_message(&self.app, doc).await?)
     }
 
-    async fn doc_receive(&self, doc: DocKind, data: Vec<u8>) -> anyhow::Result<DocReceived> {
-        Ok(
-            match ops::menu::receive_from_cloud(&self.app, doc, data).await? {
-                Received::Taken { changed } => DocReceived::Taken { changed },
-                Received::Refused(reason) => DocReceived::Refused(reason),
-            },
-        )
+    async fn doc_receive(&self, doc: DocKind, data: Vec<u8>) -> anyhow::Result<Received> {
+        Ok(ops::menu::receive_from_cloud(&self.app, doc, data).await?)
     }
 
     fn docs_changed(&self) -> Arc<Notify> {

@@ -182,15 +182,20 @@ async fn push_manager(cloud: &CloudProcess, login: &str, active: bool) {
         .unwrap();
 }
 
-async fn login_status(api: &Api, login: &str) -> u16 {
-    api.post(
-        "/api/staff/login",
-        None,
-        &json!({"username": login, "password": "boss-password-1"}),
-    )
+/// Waits until the cloud-issued manager `login` logging in at the box answers `status`.
+async fn until_login_answers(api: &Api, login: &str, status: u16, what: &str) {
+    eventually(what, Duration::from_secs(60), || async {
+        let (answer, _) = api
+            .post(
+                "/api/staff/login",
+                None,
+                &json!({"username": login, "password": "boss-password-1"}),
+            )
+            .await?;
+        Ok((answer == status).then_some(()))
+    })
     .await
-    .map(|(s, _)| s)
-    .unwrap_or(0)
+    .unwrap();
 }
 
 fn copy_db(from: &Path, to: &Path) {
@@ -218,13 +223,7 @@ async fn a_cloud_restored_from_an_older_backup_is_refilled_and_its_accounts_arri
     let edge = w.edge(addr, node, node);
     let api = Api::new(&edge.base);
     push_manager(&cloud, "boss", true).await;
-    eventually(
-        "the cloud's manager logs in",
-        Duration::from_secs(60),
-        || async { Ok((login_status(&api, "boss").await == 200).then_some(())) },
-    )
-    .await
-    .unwrap();
+    until_login_answers(&api, "boss", 200, "the cloud's manager logs in").await;
     orders(&api, 60).await;
     let staff = api.staff("staff", "staff-pass").await.unwrap();
     let backed_up = caught_up(&api, &staff, &cloud, node).await;
@@ -236,13 +235,7 @@ async fn a_cloud_restored_from_an_older_backup_is_refilled_and_its_accounts_arri
     let cloud = w.cloud(addr);
     orders(&api, 60).await;
     push_manager(&cloud, "temp", true).await;
-    eventually(
-        "the second account arrives",
-        Duration::from_secs(60),
-        || async { Ok((login_status(&api, "temp").await == 200).then_some(())) },
-    )
-    .await
-    .unwrap();
+    until_login_answers(&api, "temp", 200, "the second account arrives").await;
     let last = caught_up(&api, &staff, &cloud, node).await;
     assert!(last > backed_up);
 
@@ -262,13 +255,7 @@ async fn a_cloud_restored_from_an_older_backup_is_refilled_and_its_accounts_arri
         read(&w.log("cloud.log"))
     );
     assert_same_totals(&api, &staff, &cloud, node).await;
-    eventually(
-        "the fired manager is refused",
-        Duration::from_secs(60),
-        || async { Ok((login_status(&api, "boss").await == 401).then_some(())) },
-    )
-    .await
-    .unwrap();
+    until_login_answers(&api, "boss", 401, "the fired manager is refused").await;
     let (_, state) = api.get("/api/staff/sync", Some(&staff)).await.unwrap();
     assert!(
         state["alarm"]

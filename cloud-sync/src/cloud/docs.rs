@@ -5,7 +5,7 @@
 use super::store::CloudStore;
 use crdt::menu::MenuEdit;
 use crdt::settings::SettingsEdit;
-use crdt::sync::SyncPeer;
+use crdt::sync::{Received, SyncPeer};
 use crdt::{DocKind, ReplicatedDoc};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -186,60 +186,48 @@ impl DocHub {
         Ok(message)
     }
 
-    /// Takes a box's sync message. Like the box, the cloud applies it to a trial copy
-    /// first, which must pass the checks of loading (size limits before and after
-    /// inflation, whole, right kind, a schema this build knows) and the projection; a
-    /// refused message changes nothing, is logged, and is kept for admins to see
-    /// ([`DocHub::refusals`]). Returns the refusal, if any.
-    pub fn receive(
-        &self,
-        node: &str,
-        kind: DocKind,
-        data: &[u8],
-    ) -> anyhow::Result<Option<String>> {
+    /// Takes a box's sync message. Like the box, the cloud takes it only if the
+    /// document it makes passes the checks of loading and the projection
+    /// ([`SyncPeer::receive_checked`]); a refused message changes nothing, is logged,
+    /// and is kept for admins to see ([`DocHub::refusals`]) until changes are taken.
+    pub fn receive(&self, node: &str, kind: DocKind, data: &[u8]) -> anyhow::Result<()> {
         let replica = self.replica(node, kind)?;
         let mut r = replica.lock().unwrap_or_else(|e| e.into_inner());
         let r = &mut *r;
-        let mut trial = r.doc.fork();
-        let mut trial_peer = r.peer.clone();
-        let verdict = trial_peer
-            .receive(&mut trial, data)
-            .and_then(|()| trial.check_loadable())
-            .map_err(|e| e.to_string())
-            .and_then(|()| match kind {
-                DocKind::Menu => crdt::menu::project(&trial)
+        let received = r
+            .peer
+            .receive_checked(&mut r.doc, data, |trial| match kind {
+                DocKind::Menu => crdt::menu::project(trial)
                     .map(|_| ())
                     .map_err(|e| e.to_string()),
-                DocKind::Settings => crdt::settings::project(&trial)
+                DocKind::Settings => crdt::settings::project(trial)
                     .map(|_| ())
                     .map_err(|e| e.to_string()),
-            });
+            })?;
         let key = (node.to_owned(), kind);
-        if let Err(reason) = verdict {
-            tracing::warn!(%node, doc = kind.as_str(), %reason, "refused a box's document changes");
-            self.refusals
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(key, reason.clone());
-            return Ok(Some(reason));
+        match received {
+            Received::Refused(reason) => {
+                tracing::warn!(%node, doc = kind.as_str(), %reason, "refused a box's document changes");
+                self.refusals_lock().insert(key, reason);
+            }
+            Received::Taken { .. } => {
+                self.persist(node, kind, r)?;
+                self.store
+                    .save_sync_state(node, kind.as_str(), &r.peer.encode())?;
+                self.refusals_lock().remove(&key);
+            }
         }
-        r.peer.receive(&mut r.doc, data)?;
-        self.persist(node, kind, r)?;
-        self.store
-            .save_sync_state(node, kind.as_str(), &r.peer.encode())?;
-        self.refusals
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key);
-        Ok(None)
+        Ok(())
+    }
+
+    fn refusals_lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, DocKind), String>> {
+        self.refusals.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The standing refusals of a box's documents: (document, reason).
     pub fn refusals(&self, node: &str) -> Vec<(String, String)> {
         let mut out: Vec<_> = self
-            .refusals
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .refusals_lock()
             .iter()
             .filter(|((n, _), _)| n == node)
             .map(|((_, d), reason)| (d.as_str().to_owned(), reason.clone()))

@@ -183,13 +183,18 @@ pub async fn serve(endpoint: quinn::Endpoint, cloud: Cloud, shutdown: Cancellati
     endpoint.wait_idle().await;
 }
 
+/// Sends the refusal, then closes the connection with the close code of `code`.
 async fn refuse(
     conn: &quinn::Connection,
     send: &mut quinn::SendStream,
     code: RefuseCode,
-    close: u32,
     reason: String,
 ) {
+    let close = match code {
+        RefuseCode::Version => CLOSE_REFUSED_VERSION,
+        RefuseCode::Identity => CLOSE_REFUSED_IDENTITY,
+        RefuseCode::Protocol => CLOSE_PROTOCOL,
+    };
     tracing::warn!(remote = %conn.remote_address(), %reason, "refusing a box");
     let _ = wire::send(
         send,
@@ -227,36 +232,15 @@ async fn connection(conn: quinn::Connection, cloud: Cloud) {
         let reason = format!(
             "protocol version {version} is not supported; this cloud speaks versions {PROTOCOL_MIN} to {PROTOCOL_VERSION}"
         );
-        refuse(
-            &conn,
-            &mut control,
-            RefuseCode::Version,
-            CLOSE_REFUSED_VERSION,
-            reason,
-        )
-        .await;
+        refuse(&conn, &mut control, RefuseCode::Version, reason).await;
         return;
     }
     if let Some(reason) = identity_refusal(&conn, &cloud, cert_node, &node).await {
-        refuse(
-            &conn,
-            &mut control,
-            RefuseCode::Identity,
-            CLOSE_REFUSED_IDENTITY,
-            reason,
-        )
-        .await;
+        refuse(&conn, &mut control, RefuseCode::Identity, reason).await;
         return;
     }
     if let Some(reason) = v2.as_ref().and_then(hello_problem) {
-        refuse(
-            &conn,
-            &mut control,
-            RefuseCode::Protocol,
-            CLOSE_PROTOCOL,
-            reason,
-        )
-        .await;
+        refuse(&conn, &mut control, RefuseCode::Protocol, reason).await;
         return;
     }
     let declared = v2
@@ -279,32 +263,28 @@ async fn connection(conn: quinn::Connection, cloud: Cloud) {
         // its outbox after a restore (the loss version 2 prevents).
         None => {
             let (store, n) = (cloud.store.clone(), node.clone());
-            match blocking(move || Ok(store.node_incarnation(&n)?)).await {
-                Ok(known) if !known.is_empty() => {
+            let answer = blocking(move || {
+                if !store.node_incarnation(&n)?.is_empty() {
+                    return Ok(Err(()));
+                }
+                store.set_connected(&n, true)?;
+                Ok(Ok(Message::Welcome {
+                    version: 1,
+                    acked_seq: store.acked(&n)?,
+                }))
+            })
+            .await;
+            match answer {
+                Ok(Err(())) => {
                     let reason = "this box spoke protocol version 2 before; a box of an older \
                                   release cannot re-base after a restore: upgrade it"
                         .to_owned();
-                    refuse(
-                        &conn,
-                        &mut control,
-                        RefuseCode::Version,
-                        CLOSE_REFUSED_VERSION,
-                        reason,
-                    )
-                    .await;
+                    refuse(&conn, &mut control, RefuseCode::Version, reason).await;
                     return;
                 }
-                _ => {}
+                Ok(Ok(welcome)) => Ok(welcome),
+                Err(e) => Err(e),
             }
-            let (store, node) = (cloud.store.clone(), node.clone());
-            blocking(move || {
-                store.set_connected(&node, true)?;
-                Ok(Message::Welcome {
-                    version: 1,
-                    acked_seq: store.acked(&node)?,
-                })
-            })
-            .await
         }
         Some(h) => {
             let (store, n) = (cloud.store.clone(), node.clone());

@@ -333,6 +333,42 @@ fn event_in_chain(
     Ok(None)
 }
 
+fn max_account_cursor(conn: &Connection) -> Result<u64, StoreError> {
+    let max: i64 = conn.query_row("SELECT COALESCE(MAX(cursor), 0) FROM account", [], |r| {
+        r.get(0)
+    })?;
+    Ok(max as u64)
+}
+
+/// The database's incarnation.
+fn read_incarnation(conn: &Connection) -> Result<String, StoreError> {
+    Ok(conn.query_row(
+        "SELECT value FROM meta WHERE key = 'incarnation'",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+/// Gives the database a new incarnation and returns it.
+fn renew_incarnation_in(conn: &Connection) -> Result<String, StoreError> {
+    let fresh = new_incarnation();
+    conn.execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'incarnation'",
+        [&fresh],
+    )?;
+    Ok(fresh)
+}
+
+/// [`event_digest`] of the event at `seq` of `timeline` (empty at 0 or when missing).
+fn digest_at(conn: &Connection, node: &str, timeline: i64, seq: u64) -> Result<String, StoreError> {
+    if seq == 0 {
+        return Ok(String::new());
+    }
+    Ok(event_in_chain(conn, node, timeline, seq)?
+        .map(|e| event_digest(&e))
+        .unwrap_or_default())
+}
+
 /// `VACUUM INTO` a new file: a consistent copy in one read transaction.
 fn backup_into(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     if path.exists() {
@@ -419,11 +455,6 @@ impl CloudStore {
         backup_into(&conn, path)
     }
 
-    /// Like [`CloudStore::backup_file`], through this store's connection.
-    pub fn backup_to(&self, path: &Path) -> Result<(), StoreError> {
-        backup_into(&self.lock(), path)
-    }
-
     /// Restores `backup` as the database `db` (which must not exist yet): checks it,
     /// migrates it, and gives it a new incarnation, so every box forgets its cursors of
     /// the cloud's streams and re-fills it from its outbox. Returns the incarnation.
@@ -468,21 +499,12 @@ impl CloudStore {
 
     /// This database's incarnation.
     pub fn incarnation(&self) -> Result<String, StoreError> {
-        Ok(self.lock().query_row(
-            "SELECT value FROM meta WHERE key = 'incarnation'",
-            [],
-            |r| r.get(0),
-        )?)
+        read_incarnation(&self.lock())
     }
 
-    /// Takes a new incarnation (after a restore; also `cloud-sync restore`).
+    /// Takes a new incarnation (`cloud-sync restore`; detection renews it in `hello`).
     pub fn renew_incarnation(&self) -> Result<String, StoreError> {
-        let fresh = new_incarnation();
-        self.lock().execute(
-            "UPDATE meta SET value = ?1 WHERE key = 'incarnation'",
-            [&fresh],
-        )?;
-        Ok(fresh)
+        renew_incarnation_in(&self.lock())
     }
 
     /// Decides how a version 2 box continues, in one transaction: a box seen for the
@@ -500,11 +522,7 @@ impl CloudStore {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let now = now_text();
-        let mut cloud_incarnation: String = tx.query_row(
-            "SELECT value FROM meta WHERE key = 'incarnation'",
-            [],
-            |r| r.get(0),
-        )?;
+        let mut cloud_incarnation = read_incarnation(&tx)?;
         let row: Option<(String, i64, i64)> = tx
             .query_row(
                 "SELECT incarnation, timeline, acked_seq FROM node WHERE node_id = ?1",
@@ -526,11 +544,7 @@ impl CloudStore {
         let cursor = row.as_ref().map_or(0, |r| r.2 as u64);
         if hello.cloud_incarnation == cloud_incarnation && hello.acked_seq > cursor {
             if may_renew {
-                cloud_incarnation = new_incarnation();
-                tx.execute(
-                    "UPDATE meta SET value = ?1 WHERE key = 'incarnation'",
-                    [&cloud_incarnation],
-                )?;
+                cloud_incarnation = renew_incarnation_in(&tx)?;
                 outcome.cloud_restored = true;
             } else {
                 tracing::error!(%node, claimed = hello.acked_seq, cursor, "a box claims acknowledgements beyond this database again; the incarnation was renewed a moment ago and is not renewed again yet");
@@ -561,14 +575,8 @@ impl CloudStore {
                     "UPDATE node SET incarnation = ?2, connected = 1, last_seen = ?3 WHERE node_id = ?1",
                     params![node, hello.incarnation, now],
                 )?;
-                let acked = acked as u64;
-                outcome.acked_seq = acked;
+                outcome.acked_seq = acked as u64;
                 outcome.timeline = timeline;
-                if acked > 0 {
-                    outcome.acked_digest = event_in_chain(&tx, node, timeline, acked)?
-                        .map(|e| event_digest(&e))
-                        .unwrap_or_default();
-                }
             }
             Some((_, timeline, acked)) => {
                 let next = timeline
@@ -608,15 +616,12 @@ impl CloudStore {
                 outcome.acked_seq = base;
                 outcome.rebased = true;
                 outcome.timeline = next;
-                // The box checks that its own event at the base is the one the new
-                // timeline takes as shared (the base may come from another history).
-                if base > 0 {
-                    outcome.acked_digest = event_in_chain(&tx, node, next, base)?
-                        .map(|e| event_digest(&e))
-                        .unwrap_or_default();
-                }
             }
         }
+        // The box checks that its own event at the cursor is the one the cloud holds
+        // there (after a re-base: the one the new timeline takes as shared, since the
+        // base may come from another history).
+        outcome.acked_digest = digest_at(&tx, node, outcome.timeline, outcome.acked_seq)?;
         tx.commit()?;
         outcome.cloud_incarnation = cloud_incarnation;
         Ok(outcome)
@@ -672,11 +677,20 @@ impl CloudStore {
         Ok(seq.unwrap_or(0) as u64)
     }
 
+    /// Records a box (a version 1 box at `Hello`, any box at disconnect) as connected
+    /// or not; a box seen for the first time starts timeline 0.
     pub fn set_connected(&self, node: &str, connected: bool) -> Result<(), StoreError> {
-        self.lock().execute(
+        let conn = self.lock();
+        let now = now_text();
+        conn.execute(
             "INSERT INTO node (node_id, connected, last_seen) VALUES (?1, ?2, ?3)
              ON CONFLICT (node_id) DO UPDATE SET connected = ?2, last_seen = ?3",
-            params![node, connected, now_text()],
+            params![node, connected, now],
+        )?;
+        conn.execute(
+            "INSERT OR IGNORE INTO timeline (node_id, timeline, incarnation, base_seq, started_at)
+             VALUES (?1, 0, '', 0, ?2)",
+            params![node, now],
         )?;
         Ok(())
     }
@@ -701,11 +715,6 @@ impl CloudStore {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         tx.execute("INSERT OR IGNORE INTO node (node_id) VALUES (?1)", [node])?;
-        tx.execute(
-            "INSERT OR IGNORE INTO timeline (node_id, timeline, incarnation, base_seq, started_at)
-             VALUES (?1, 0, '', 0, ?2)",
-            params![node, now_text()],
-        )?;
         let (cursor, timeline, mut resolve_until): (i64, i64, i64) = tx.query_row(
             "SELECT acked_seq, timeline, resolve_until FROM node WHERE node_id = ?1",
             [node],
@@ -919,22 +928,14 @@ impl CloudStore {
                 params![a.role, a.login, a.name, a.secret_hash, a.active],
             )?;
         }
-        let cursor: i64 =
-            tx.query_row("SELECT COALESCE(MAX(cursor), 0) FROM account", [], |r| {
-                r.get(0)
-            })?;
+        let cursor = max_account_cursor(&tx)?;
         tx.commit()?;
-        Ok(cursor as u64)
+        Ok(cursor)
     }
 
     /// The newest account change's cursor (0 when none).
     pub fn accounts_max_cursor(&self) -> Result<u64, StoreError> {
-        let max: i64 =
-            self.lock()
-                .query_row("SELECT COALESCE(MAX(cursor), 0) FROM account", [], |r| {
-                    r.get(0)
-                })?;
-        Ok(max as u64)
+        max_account_cursor(&self.lock())
     }
 
     /// Account changes after `cursor`, at most `max`, and the cursor they reach.
@@ -1508,8 +1509,12 @@ mod timeline_tests {
             .ingest("box-1", &(1..=3).map(|s| ev(s, "e")).collect::<Vec<_>>())
             .unwrap();
         let backup = dir.path().join("backup.db");
-        store.backup_to(&backup).unwrap();
-        assert!(store.backup_to(&backup).is_err(), "never overwritten");
+        let db = dir.path().join("cloud.db");
+        CloudStore::backup_file(&db, &backup).unwrap();
+        assert!(
+            CloudStore::backup_file(&db, &backup).is_err(),
+            "never overwritten"
+        );
         let restored = dir.path().join("restored").join("cloud.db");
         std::fs::create_dir_all(restored.parent().unwrap()).unwrap();
         let incarnation = CloudStore::restore(&backup, &restored).unwrap();

@@ -5,12 +5,13 @@
 use crate::app::App;
 use crate::core::canteen::Canteen;
 use crate::core::menu::{self, ItemFields, Menu, MenuEdit, MenuItem};
-use crate::store::docs::{MenuError, Received, SettingsError};
+use crate::store::docs::{MenuError, SettingsError};
 use crate::store::{StoreError, WriteCtx, stock};
 use canteen_api::ids::ItemId;
 use chrono::NaiveDate;
 use crdt::DocKind;
 use crdt::settings::SettingsEdit;
+use crdt::sync::Received;
 use std::sync::Arc;
 
 /// Carries quota changes between two menus into `day`'s stock rows (days already

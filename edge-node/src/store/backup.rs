@@ -356,22 +356,19 @@ pub fn restore(
             .and_then(|_| out.sync_all())
             .map_err(io(backup))
     };
-    let checked = copied.and_then(|()| {
-        let conn = Connection::open_with_flags(&partial, OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(|_| BackupError::NotABackup(backup.to_owned()))?;
+    // Checked, then made a new incarnation: its events after `last` will differ from
+    // the ones the cloud may hold under the same numbers (see `meta`).
+    let renewed = copied.and_then(|()| {
+        let not_a_backup = |_| BackupError::NotABackup(backup.to_owned());
+        let conn = Connection::open(&partial).map_err(not_a_backup)?;
         let verdict: String = conn
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .map_err(|_| BackupError::NotABackup(backup.to_owned()))?;
+            .map_err(not_a_backup)?;
         if verdict != "ok" {
             return Err(BackupError::Integrity(verdict));
         }
-        super::outbox::last_seq(&conn).map_err(|_| BackupError::NotABackup(backup.to_owned()))
-    });
-    // A restored database is a new incarnation: its events after `last` will differ
-    // from the ones the cloud may hold under the same numbers (see `meta`).
-    let renewed = checked.and_then(|last| {
-        let conn =
-            Connection::open(&partial).map_err(|_| BackupError::NotABackup(backup.to_owned()))?;
+        let last = super::outbox::last_seq(&conn)
+            .map_err(|_| BackupError::NotABackup(backup.to_owned()))?;
         super::meta::renew_incarnation(&conn, last.max(0) as u64)?;
         conn.close().map_err(|(_, e)| e)?;
         Ok(last)

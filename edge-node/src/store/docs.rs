@@ -18,6 +18,7 @@ use crate::core::canteen::Canteen;
 use crate::core::menu::{Menu, MenuEdit};
 use canteen_api::ids::ItemId;
 use crdt::settings::SettingsEdit;
+use crdt::sync::Received;
 use crdt::{DocKind, ReplicatedDoc};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::sync::{Arc, Mutex};
@@ -499,23 +500,15 @@ impl Documents {
         let mut slot = slot_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         let peer = peers.entry(kind).or_default();
-        let mut trial = slot.doc.fork();
-        let mut trial_peer = peer.clone();
-        let verdict = trial_peer
-            .receive(&mut trial, data)
-            .and_then(|()| trial.check_loadable())
-            .map_err(|e| e.to_string())
-            .and_then(|()| match kind {
-                DocKind::Menu => menu_projection(&trial).map(|_| ()),
-                DocKind::Settings => canteen_projection(&trial).map(|_| ()),
-            });
-        if let Err(reason) = verdict {
+        let received = peer
+            .receive_checked(&mut slot.doc, data, |trial| match kind {
+                DocKind::Menu => menu_projection(trial).map(|_| ()),
+                DocKind::Settings => canteen_projection(trial).map(|_| ()),
+            })
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        if let Received::Refused(reason) = &received {
             tracing::warn!(doc = kind.as_str(), %reason, "refused the cloud's changes");
-            return Ok(Received::Refused(reason));
-        }
-        let heads_before = slot.doc.heads();
-        if let Err(e) = peer.receive(&mut slot.doc, data) {
-            return Err(StoreError::Corrupt(e.to_string()));
+            return Ok(received);
         }
         let result = (|| -> Result<Effect, StoreError> {
             store_changes(ctx.conn, &mut slot)?;
@@ -534,8 +527,7 @@ impl Documents {
         match result {
             Ok(effect) => {
                 ctx.effect(effect);
-                let changed = slot.doc.heads() != heads_before;
-                Ok(Received::Taken { changed })
+                Ok(received)
             }
             Err(e) => {
                 if let Ok(Some(fresh)) = load_slot(ctx.conn, kind, &self.actor) {
@@ -552,15 +544,6 @@ impl Documents {
             DocKind::Settings => &self.settings,
         }
     }
-}
-
-/// What became of a sync message from the cloud.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Received {
-    /// Taken; `changed` when the document gained changes.
-    Taken { changed: bool },
-    /// Refused, and why; nothing changed.
-    Refused(String),
 }
 
 /// Persists the sync state of one document with one peer.

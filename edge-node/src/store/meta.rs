@@ -43,20 +43,13 @@ pub fn set_text(conn: &Connection, key: &str, value: &str) -> Result<(), StoreEr
 
 /// A numeric value, 0 when unset or unreadable.
 pub fn get_u64(conn: &Connection, key: &str) -> Result<u64, StoreError> {
-    let v: Option<String> = conn
-        .query_row("SELECT value FROM box_meta WHERE key = ?1", [key], |r| {
-            r.get(0)
-        })
-        .optional()?;
-    Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+    Ok(get_text(conn, key)?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
 }
 
 pub fn set_u64(conn: &Connection, key: &str, value: u64) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO box_meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2",
-    )?
-    .execute(params![key, value.to_string()])?;
-    Ok(())
+    set_text(conn, key, &value.to_string())
 }
 
 /// Reads a value, creating it with `make` on first start.
@@ -65,19 +58,11 @@ pub fn get_or_init(
     key: &str,
     make: impl FnOnce() -> String,
 ) -> Result<String, StoreError> {
-    let existing: Option<String> = conn
-        .query_row("SELECT value FROM box_meta WHERE key = ?1", [key], |r| {
-            r.get(0)
-        })
-        .optional()?;
-    if let Some(v) = existing {
+    if let Some(v) = get_text(conn, key)? {
         return Ok(v);
     }
     let value = make();
-    conn.execute(
-        "INSERT INTO box_meta (key, value) VALUES (?1, ?2)",
-        [key, &value],
-    )?;
+    set_text(conn, key, &value)?;
     Ok(value)
 }
 
