@@ -497,6 +497,8 @@ mod tests {
             updated_at: Utc::now(),
             can_cancel: true,
             next_events: vec![OrderEvent::Pay, OrderEvent::Cancel],
+            ready_promised_at: None,
+            ready_estimate: None,
         }
         .with_facts()
     }

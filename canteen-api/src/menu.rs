@@ -4,7 +4,7 @@
 
 use crate::ids::ItemId;
 use crate::order::PaymentMode;
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use crdt::Conflict;
@@ -43,9 +43,18 @@ pub struct SlotEntry {
     /// "HH:MM" in the canteen's time zone.
     pub start: String,
     pub end: String,
+    /// Orders the slot takes today: what the kitchen's measured rate makes in its
+    /// length, at most `ceiling`.
     pub capacity: u32,
     pub taken: i64,
     pub full: bool,
+    /// The manager's ceiling (the slot's capacity setting).
+    #[serde(default)]
+    pub ceiling: u32,
+    /// Can the kitchen have an order placed now ready before the slot ends, and does
+    /// the slot have room? Only offered slots are taken.
+    #[serde(default)]
+    pub offered: bool,
 }
 
 /// Today's menu as students see it (`GET /api/menu`).
@@ -67,5 +76,11 @@ pub struct MenuResponse {
     /// Pickup slots of today, when the canteen offers them.
     #[serde(default)]
     pub pickup_slots: Vec<SlotEntry>,
+    /// The first offered slot: the next one the kitchen can meet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_slot: Option<String>,
+    /// When an order placed now would be ready, from the live kitchen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_estimate: Option<DateTime<Utc>>,
     pub items: Vec<MenuEntry>,
 }

@@ -255,6 +255,14 @@ pub struct OrderView {
     /// The events staff may send next, the usual next step first.
     #[serde(default)]
     pub next_events: Vec<OrderEvent>,
+    /// When the box promised, as the order was placed, it would be ready: from the
+    /// queue ahead of it and the kitchen's measured rate, not a fixed number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_promised_at: Option<DateTime<Utc>>,
+    /// When the kitchen now expects it ready; only while it is paid or being prepared
+    /// (or placed and unpaid: as if paid now). Moves as the kitchen works.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_estimate: Option<DateTime<Utc>>,
 }
 
 impl OrderView {
@@ -320,6 +328,7 @@ mod tests {
             "updated_at":"2026-11-23T04:01:00Z","field_from_the_future":true}"#;
         let order: OrderView = serde_json::from_str(old).unwrap();
         assert_eq!(order.state, OrderState::Paid);
+        assert_eq!(order.ready_promised_at, None);
         assert_eq!(order.pickup_slot, None);
         assert!(order.next_events.is_empty());
         let order = order.with_facts();

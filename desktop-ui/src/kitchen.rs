@@ -295,6 +295,8 @@ mod tests {
             updated_at: placed,
             can_cancel: false,
             next_events: vec![],
+            ready_promised_at: None,
+            ready_estimate: None,
         }
         .with_facts()
     }

@@ -4,18 +4,22 @@
 use crate::config::Config;
 use crate::core::canteen::{Canteen, CanteenStore};
 use crate::core::clock::Clock;
+use crate::core::kitchen::Tuning;
 use crate::core::menu::MenuStore;
 use crate::metrics::Metrics;
 use crate::session::{Limiter, Limits, LoginGuard, StreamPool, Tokens};
 use crate::store::accounts::AccountStates;
 use crate::store::db::{self, Readers, StoreError};
 use crate::store::docs::{DocStoreError, Documents};
+use crate::store::kitchen::{EstimateMoved, KitchenView};
 use crate::store::pickup::SlotUsage;
 use crate::store::stock::StockView;
 use crate::store::writer::WriterConfig;
 use crate::store::{Projections, Writer, meta, secrets};
 use canteen_api::events::OutboxEvent;
-use chrono::NaiveDate;
+use canteen_api::order::OrderView;
+use chrono::{DateTime, NaiveDate, Utc};
+use crdt::settings::PickupSlot;
 use std::sync::Arc;
 use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
@@ -32,6 +36,15 @@ pub struct App {
     inner: Arc<AppInner>,
 }
 
+/// A pickup slot as offered now ([`App::slot_offer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotOffer {
+    pub capacity: u32,
+    pub taken: i64,
+    pub full: bool,
+    pub offered: bool,
+}
+
 pub struct AppInner {
     pub config: Config,
     pub clock: Arc<dyn Clock>,
@@ -42,6 +55,10 @@ pub struct AppInner {
     pub canteen: Arc<CanteenStore>,
     pub stock: Arc<StockView>,
     pub slots: Arc<SlotUsage>,
+    /// The live kitchen: promises, estimates, slot capacity.
+    pub kitchen: Arc<KitchenView>,
+    /// Estimates that moved by a minute or more, for the students' event streams.
+    pub estimates: broadcast::Sender<EstimateMoved>,
     pub accounts: Arc<AccountStates>,
     pub events: broadcast::Sender<OutboxEvent>,
     pub tokens: Tokens,
@@ -113,6 +130,14 @@ impl App {
         let canteen = Arc::new(CanteenStore::new(canteen));
         let stock = Arc::new(StockView::load(&conn, today)?);
         let slots = Arc::new(SlotUsage::load(&conn, today)?);
+        let kitchen = Arc::new(KitchenView::load(
+            &conn,
+            Tuning::default(),
+            today,
+            clock.now(),
+            &menu.snapshot(),
+        )?);
+        let (estimates, _) = broadcast::channel(EVENT_BUFFER);
         let accounts = Arc::new(AccountStates::load(&conn)?);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let outbox_changed = Arc::new(tokio::sync::Notify::new());
@@ -125,6 +150,7 @@ impl App {
             canteen: canteen.clone(),
             stock: stock.clone(),
             slots: slots.clone(),
+            kitchen: kitchen.clone(),
             accounts: accounts.clone(),
             events: events.clone(),
         });
@@ -175,6 +201,8 @@ impl App {
                 canteen,
                 stock,
                 slots,
+                kitchen,
+                estimates,
                 accounts,
                 events,
                 limits,
@@ -191,6 +219,57 @@ impl App {
     /// Today's service day in the canteen's time zone.
     pub fn today(&self) -> NaiveDate {
         self.canteen().service_day(self.clock.now())
+    }
+
+    /// What a pickup slot offers now: its capacity from the kitchen's measured rate
+    /// (at most the slot's own capacity, the manager's ceiling), the places taken, and
+    /// whether the kitchen can have an order placed now ready before it ends.
+    pub fn slot_offer(
+        &self,
+        canteen: &Canteen,
+        slot: &PickupSlot,
+        day: NaiveDate,
+        now: DateTime<Utc>,
+    ) -> SlotOffer {
+        let taken = self.slots.get(day, &slot.id);
+        let (start, end) = canteen.slot_span(day, slot);
+        let capacity = self.kitchen.slot_capacity(end - start, slot.capacity, now);
+        let full = taken >= i64::from(capacity);
+        let can_meet = self.kitchen.next_ready(now) <= end;
+        SlotOffer {
+            capacity,
+            taken,
+            full,
+            offered: can_meet && !full,
+        }
+    }
+
+    /// Sends every estimate that moved by a minute or more to its student's event
+    /// streams (the server does this every few seconds).
+    pub fn publish_estimates(&self) {
+        for moved in self.kitchen.moved(self.clock.now()) {
+            // No subscriber is fine: nobody is watching.
+            let _ = self.estimates.send(moved);
+        }
+    }
+
+    /// Fills in the kitchen's promise and current estimate of orders it still has.
+    pub fn with_estimates(&self, orders: &mut [OrderView]) {
+        let now = self.clock.now();
+        if let [one] = orders {
+            if let Some((promised, estimate)) = self.kitchen.of(one.id, now) {
+                one.ready_promised_at = promised;
+                one.ready_estimate = Some(estimate);
+            }
+            return;
+        }
+        let all = self.kitchen.all(now);
+        for o in orders {
+            if let Some((promised, estimate)) = all.get(&o.id) {
+                o.ready_promised_at = *promised;
+                o.ready_estimate = Some(*estimate);
+            }
+        }
     }
 
     /// Stops background work and finishes every queued write.

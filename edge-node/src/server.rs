@@ -26,6 +26,10 @@ pub async fn run(
 }
 
 /// [`run`], also serving the same routes over HTTPS on the staff listener.
+/// How often the kitchen's estimates are re-checked for students whose order's
+/// estimate moved by a minute or more.
+const ESTIMATES_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub async fn run_with_staff(
     listener: tokio::net::TcpListener,
     staff: Option<StaffHttps>,
@@ -40,6 +44,8 @@ pub async fn run_with_staff(
             let mut tick = tokio::time::interval(app.config.housekeeping_interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut prune = tokio::time::interval(std::time::Duration::from_secs(60));
+            let mut estimates = tokio::time::interval(ESTIMATES_EVERY);
+            estimates.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     () = app.shutdown.cancelled() => break,
@@ -52,6 +58,7 @@ pub async fn run_with_staff(
                         }
                     }
                     _ = prune.tick() => app.limits.prune(),
+                    _ = estimates.tick() => app.publish_estimates(),
                 }
             }
         });

@@ -105,6 +105,26 @@ impl Canteen {
         }
     }
 
+    /// A slot's start and end on `day`, in UTC. Slot times were checked as HH:MM when
+    /// the settings were edited; one that does not parse (or falls in a gap of a
+    /// time-zone change) counts as the whole day.
+    pub fn slot_span(&self, day: NaiveDate, slot: &PickupSlot) -> (DateTime<Utc>, DateTime<Utc>) {
+        let at = |t: &str, fallback: NaiveTime| {
+            let time = NaiveTime::parse_from_str(t, "%H:%M").unwrap_or(fallback);
+            day.and_time(time)
+                .and_local_timezone(self.time_zone)
+                .earliest()
+                .map_or_else(|| day.and_time(time).and_utc(), |t| t.with_timezone(&Utc))
+        };
+        (
+            at(&slot.start, NaiveTime::MIN),
+            at(
+                &slot.end,
+                NaiveTime::from_hms_opt(23, 59, 59).unwrap_or(NaiveTime::MIN),
+            ),
+        )
+    }
+
     pub fn slot(&self, id: &str) -> Option<&PickupSlot> {
         self.raw.pickup_slots.iter().find(|s| s.id == id)
     }

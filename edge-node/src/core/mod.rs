@@ -7,11 +7,13 @@
 //! - `stock`: stock arithmetic (reservations, sales, staff actions, quota changes),
 //! - `canteen`: the settings resolved (time zone, opening hours, service day, slots),
 //! - `menu`: the menu projection readers use,
+//! - `kitchen`: ready-time predictions and slot capacity from the live kitchen,
 //! - `pickup`, `payment`: pickup codes and tokens; the campus card's signature,
 //! - `clock`: the injected clock and the one timestamp format.
 
 pub mod canteen;
 pub mod clock;
+pub mod kitchen;
 pub mod lifecycle;
 pub mod menu;
 pub mod payment;

@@ -276,7 +276,9 @@ impl From<OrderError> for ApiError {
             OrderError::Stock(e) => e.into(),
             OrderError::Refused(e) => e.into(),
             OrderError::Handover(e) => e.into(),
-            OrderError::SlotFull(_) => Self::conflict(ErrorCode::PickupSlotFull, message),
+            OrderError::SlotFull(_) | OrderError::SlotUnreachable { .. } => {
+                Self::conflict(ErrorCode::PickupSlotFull, message)
+            }
             OrderError::IdempotencyMismatch => {
                 Self::unprocessable(ErrorCode::IdempotencyKeyReused, message)
             }

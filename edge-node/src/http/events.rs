@@ -111,7 +111,10 @@ fn permit(pool: &StreamPool, account: uuid::Uuid) -> Result<PoolPermit<uuid::Uui
 /// My orders' changes as they happen: a Server-Sent Events stream whose event names
 /// are outbox kinds (`order.placed`, `order.paid`, …, `order.ready`), whose `id` is the
 /// event's sequence number and whose `data` is the event as JSON (`OutboxEvent`). A
-/// `resync` event (data `reload`) means events were missed: reload the orders.
+/// `resync` event (data `reload`) means events were missed: reload the orders. An
+/// `order.estimate` event (no `id`; `data` = `{order_id, ready_estimate,
+/// ready_promised_at}`) says the kitchen's estimate of one of my orders moved by a
+/// minute or more.
 #[utoipa::path(get, path = "/api/student/events", tag = "student",
     responses((status = 200, description = "Server-Sent Events; each `data` is an OutboxEvent", content_type = "text/event-stream", body = String),
         (status = 429, description = "this account has too many event streams open", body = ErrorBody),
@@ -123,14 +126,26 @@ async fn student_events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let permit = permit(&app.student_streams, me.0)?;
     let rx = app.events.subscribe();
-    let over = session_over(app.clone(), me.0, ends, |r| r == Role::Student);
-    let stream = live(over, rx, 0, move |e| {
-        e.payload.order().is_some_and(|(_, student)| student == me)
-    })
-    .map(move |e| {
-        let _held = &permit;
-        e
+    let moved = BroadcastStream::new(app.estimates.subscribe()).filter_map(move |item| {
+        std::future::ready(match item {
+            Ok(m) if m.student_id == me => Some(Ok(Event::default()
+                .event("order.estimate")
+                .json_data(&m)
+                .unwrap_or_else(|_| resync()))),
+            Ok(_) => None,
+            Err(BroadcastStreamRecvError::Lagged(_)) => Some(Ok(resync())),
+        })
     });
+    let over = session_over(app.clone(), me.0, ends, |r| r == Role::Student);
+    let changes = live(std::future::pending(), rx, 0, move |e| {
+        e.payload.order().is_some_and(|(_, student)| student == me)
+    });
+    let stream = stream::select(changes, moved)
+        .take_until(over)
+        .map(move |e| {
+            let _held = &permit;
+            e
+        });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 

@@ -98,11 +98,12 @@ async fn queue(
     };
     let limit = limit_within(q.limit, QUEUE_MAX)?;
     let day = app.today();
-    Ok(Json(
-        app.readers
-            .read(move |c| orders::queue(c, day, &states, limit))
-            .await?,
-    ))
+    let mut orders = app
+        .readers
+        .read(move |c| orders::queue(c, day, &states, limit))
+        .await?;
+    app.with_estimates(&mut orders);
+    Ok(Json(orders))
 }
 
 /// One order.
@@ -113,8 +114,13 @@ async fn one_order(
     _staff: Staff,
     Path(id): Path<OrderId>,
 ) -> Result<Json<OrderView>, ApiError> {
-    let order = app.readers.read(move |c| orders::load(c, id)).await?;
-    Ok(Json(order.ok_or(OrderError::NotFound)?))
+    let mut order = app
+        .readers
+        .read(move |c| orders::load(c, id))
+        .await?
+        .ok_or(OrderError::NotFound)?;
+    app.with_estimates(std::slice::from_mut(&mut order));
+    Ok(Json(order))
 }
 
 /// Move an order along its lifecycle (pay at counter, start preparing, ready, pick up,

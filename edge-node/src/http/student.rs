@@ -184,17 +184,23 @@ async fn menu(State(app): State<App>, IsStaff(is_staff): IsStaff) -> Json<MenuRe
         .pickup_slots
         .iter()
         .map(|s| {
-            let taken = app.slots.get(day, &s.id);
+            let offer = app.slot_offer(&canteen, s, day, now);
             SlotEntry {
                 id: s.id.clone(),
                 start: s.start.clone(),
                 end: s.end.clone(),
-                capacity: s.capacity,
-                taken,
-                full: taken >= i64::from(s.capacity),
+                capacity: offer.capacity,
+                taken: offer.taken,
+                full: offer.full,
+                ceiling: s.capacity,
+                offered: offer.offered,
             }
         })
-        .collect();
+        .collect::<Vec<_>>();
+    let next_slot = pickup_slots
+        .iter()
+        .find(|s| s.offered)
+        .map(|s| s.id.clone());
     Json(MenuResponse {
         service_day: day,
         open: canteen.is_open(now),
@@ -205,6 +211,8 @@ async fn menu(State(app): State<App>, IsStaff(is_staff): IsStaff) -> Json<MenuRe
         announcement: Some(canteen.raw.announcement.clone()).filter(|a| !a.is_empty()),
         payment_modes: canteen.payment_modes.clone(),
         pickup_slots,
+        next_slot,
+        ready_estimate: Some(app.kitchen.next_ready(now)),
         items,
     })
 }
@@ -232,7 +240,8 @@ async fn place_order(
         .orders_per_student
         .check(&student.0)
         .map_err(ApiError::rate_limited)?;
-    let placed = orders::place(&app, student, key, &req).await?;
+    let mut placed = orders::place(&app, student, key, &req).await?;
+    app.with_estimates(std::slice::from_mut(&mut placed.order));
     let status = if placed.replayed {
         StatusCode::OK
     } else {
@@ -248,11 +257,12 @@ async fn my_orders(
     Student(student): Student,
 ) -> Result<Json<Vec<OrderView>>, ApiError> {
     let day = app.today();
-    Ok(Json(
-        app.readers
-            .read(move |c| stored::for_student(c, student, day))
-            .await?,
-    ))
+    let mut orders = app
+        .readers
+        .read(move |c| stored::for_student(c, student, day))
+        .await?;
+    app.with_estimates(&mut orders);
+    Ok(Json(orders))
 }
 
 /// One of my orders.
@@ -280,6 +290,8 @@ pub(super) async fn own_order(
     if order.student_id != student {
         return Err(crate::core::lifecycle::Refusal::NotYours.into());
     }
+    let mut order = order;
+    app.with_estimates(std::slice::from_mut(&mut order));
     Ok(order)
 }
 

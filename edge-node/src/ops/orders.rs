@@ -38,6 +38,10 @@ pub enum OrderError {
     Handover(#[from] HandoverRefusal),
     #[error("the pickup slot {0} is full; choose another")]
     SlotFull(String),
+    #[error(
+        "the kitchen cannot have this order ready before {slot} ends (ready around {ready}); choose a later slot"
+    )]
+    SlotUnreachable { slot: String, ready: String },
     #[error("this Idempotency-Key was already used for a different order")]
     IdempotencyMismatch,
     #[error("transaction_id must be 1 to {} characters", payment::TXN_ID_MAX)]
@@ -96,13 +100,40 @@ pub async fn place(
     }
     let menu = app.menu.snapshot();
     let priced = pricing::price(&menu, request, &canteen, app.config.portions_per_dish)?;
+    let day = canteen.service_day(now);
+    // The promise: when this order, paid now, would be ready at the stations its
+    // dishes come from, behind the queue there and at the rate the kitchen is working.
+    let promise = app
+        .kitchen
+        .promise(&crate::store::kitchen::stations(&menu, &priced.lines), now);
+    // A slot is taken only while the kitchen can meet it; its capacity follows the
+    // kitchen's measured rate (at most the slot's setting).
+    let slot_capacity = match &priced.pickup_slot {
+        None => None,
+        Some(slot) => {
+            let offer = app.slot_offer(&canteen, slot, day, now);
+            let (_, end) = canteen.slot_span(day, slot);
+            if promise > end {
+                return Err(OrderError::SlotUnreachable {
+                    slot: format!("{}–{}", slot.start, slot.end),
+                    ready: promise
+                        .with_timezone(&canteen.time_zone)
+                        .format("%H:%M")
+                        .to_string(),
+                });
+            }
+            Some(offer.capacity)
+        }
+    };
     let params = PlaceParams {
         unpaid_max: app.config.unpaid_orders_per_student,
         student,
         key,
         request_hash: pricing::request_hash(request),
         priced,
-        day: canteen.service_day(now),
+        day,
+        promise,
+        slot_capacity,
         unpaid_timeout: canteen.unpaid_timeout,
     };
     app.writer
@@ -117,6 +148,9 @@ struct PlaceParams {
     request_hash: String,
     priced: PricedOrder,
     day: NaiveDate,
+    promise: chrono::DateTime<chrono::Utc>,
+    /// The chosen slot's capacity now (from the kitchen's rate).
+    slot_capacity: Option<u32>,
     unpaid_timeout: chrono::Duration,
 }
 
@@ -158,7 +192,12 @@ fn place_in(
         stock::reserve(ctx, item, p.day, *qty)??;
     }
     if let Some(slot) = &p.priced.pickup_slot
-        && !crate::store::pickup::take_slot(ctx, p.day, slot)?
+        && !crate::store::pickup::take_slot(
+            ctx,
+            p.day,
+            slot,
+            p.slot_capacity.unwrap_or(slot.capacity),
+        )?
     {
         return Err(OrderError::SlotFull(format!("{}–{}", slot.start, slot.end)));
     }
@@ -180,6 +219,8 @@ fn place_in(
         updated_at: now,
         can_cancel: false,
         next_events: Vec::new(),
+        ready_promised_at: Some(p.promise),
+        ready_estimate: None,
     }
     .with_facts();
     orders::insert(

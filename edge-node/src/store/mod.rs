@@ -10,6 +10,7 @@ pub mod accounts;
 pub mod backup;
 pub mod db;
 pub mod docs;
+pub mod kitchen;
 pub mod meta;
 pub mod orders;
 pub mod outbox;
@@ -56,6 +57,7 @@ pub struct Projections {
     pub canteen: Arc<CanteenStore>,
     pub stock: Arc<StockView>,
     pub slots: Arc<SlotUsage>,
+    pub kitchen: Arc<kitchen::KitchenView>,
     pub accounts: Arc<accounts::AccountStates>,
     pub events: broadcast::Sender<OutboxEvent>,
     pub outbox_changed: Arc<tokio::sync::Notify>,
@@ -76,6 +78,7 @@ impl writer::Publisher<Effect> for Projections {
         for effect in effects {
             match effect {
                 Effect::Event(event) => {
+                    self.kitchen.apply(&event, &self.menu.snapshot());
                     // No subscriber is fine: nobody is watching.
                     let _ = self.events.send(*event);
                 }

@@ -296,6 +296,8 @@ fn read_orders(
                 updated_at: parse_ts(&updated).ok_or_else(|| corrupt("updated_at"))?,
                 can_cancel: false,
                 next_events: Vec::new(),
+                ready_promised_at: None,
+                ready_estimate: None,
             }
             .with_facts(),
         );

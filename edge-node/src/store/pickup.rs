@@ -29,12 +29,17 @@ pub struct SlotTaken {
     pub taken: i64,
 }
 
-/// Takes one place in `slot` on `day`; `Ok(false)` when the slot is full.
+/// Takes one place in `slot` on `day` if fewer than `capacity` are taken; `Ok(false)`
+/// when the slot is full.
 pub fn take_slot(
     ctx: &mut WriteCtx<'_>,
     day: NaiveDate,
     slot: &PickupSlot,
+    capacity: u32,
 ) -> Result<bool, StoreError> {
+    if capacity == 0 {
+        return Ok(false);
+    }
     let taken: Option<i64> = ctx
         .conn
         .prepare_cached(
@@ -43,7 +48,7 @@ pub fn take_slot(
              RETURNING taken",
         )?
         .query_row(
-            params![day.to_string(), slot.id, i64::from(slot.capacity)],
+            params![day.to_string(), slot.id, i64::from(capacity)],
             |r| r.get(0),
         )
         .optional()?;

@@ -1,0 +1,738 @@
+//! Ready-time predictions from the live kitchen. Pure: no clock, no I/O; the box feeds
+//! it the order events it commits (placed, paid, started, ready, gone) with their times
+//! and asks it what to promise.
+//!
+//! A **station** is a menu category (the noodle counter, the rice counter): an order
+//! needs every station its lines come from and is ready when the last of them is done.
+//! Per station the kitchen measures, from the staff's bumps:
+//!
+//! - its **rate**: orders finished per second *while it had a backlog* (an order paid
+//!   and not yet started). Time without a backlog is not counted, so a quiet hour does
+//!   not read as a slow kitchen, and the count is over time rather than between bumps,
+//!   so staff bumping five orders at once after three quiet minutes reads the same as
+//!   five bumps spread over those minutes. Counts and time decay exponentially (a
+//!   memory of about 10 minutes), so a station that slows down mid-service is seen
+//!   within minutes, and both start from a prior worth 90 seconds of evidence (one
+//!   cook taking `prep_prior_s` per order), so the first orders of the day get a sensible
+//!   answer;
+//! - its **preparation time**: a moving average of start bump → ready bump, clipped to
+//!   a quarter..four times the current value so one forgotten bump does not swing it.
+//!
+//! An order waiting at a station with `ahead` orders before it (paid earlier, still
+//! open there) is predicted ready after `max(0, ahead + 1 - c) / rate + prep`, where
+//! `c = rate × prep` is how many orders the station works on at once (its cooks); an
+//! order already started, after what is left of `prep`. The order's estimate is the
+//! latest of its stations, and never sooner than `floor_s` from now: a late order's
+//! estimate moves on with the clock instead of sitting in the past.
+
+use canteen_api::ids::OrderId;
+use chrono::{DateTime, Duration, Utc};
+use std::collections::HashMap;
+
+/// Orders the kitchen tracks at once, at most (a day's open orders are far fewer).
+pub const TICKETS_MAX: usize = 50_000;
+/// Stations tracked, at most (menu categories; more share the last one).
+pub const STATIONS_MAX: usize = 64;
+
+/// Seconds of backlog (decayed) before slot capacity follows the measured rate.
+pub const MEASURED_S: f64 = 120.0;
+
+/// The predictor's constants; [`Tuning::default`] is what the box runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tuning {
+    /// What one order takes at a station before anything is measured, in seconds.
+    pub prep_prior_s: f64,
+    /// How many seconds of evidence the prior counts as.
+    pub prior_s: f64,
+    /// Time constant of the rate's exponential memory, in seconds.
+    pub memory_s: f64,
+    /// Weight of a new preparation time in its moving average.
+    pub prep_alpha: f64,
+    /// An estimate is at least this far after now, in seconds.
+    pub floor_s: f64,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            prep_prior_s: 300.0,
+            prior_s: 90.0,
+            memory_s: 600.0,
+            prep_alpha: 0.2,
+            floor_s: 30.0,
+        }
+    }
+}
+
+/// What a station (or the whole kitchen) has measured.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Rate {
+    /// Orders paid and not yet ready that need it.
+    open: usize,
+    /// Of those, not started yet: the backlog.
+    waiting: usize,
+    /// Orders finished with a backlog behind them, decayed.
+    done: f64,
+    /// Seconds with a backlog, decayed.
+    busy: f64,
+    /// Moving average of preparation seconds.
+    prep: Option<f64>,
+    /// Started and not ready.
+    working: usize,
+    /// The most orders seen in preparation at once, decaying slowly back to one.
+    peak: f64,
+    /// There was a backlog over the last stretch of time: a completion now counts.
+    loaded: bool,
+}
+
+impl Rate {
+    fn decay(&mut self, dt: f64, memory: f64) {
+        let keep = (-dt / memory).exp();
+        self.done *= keep;
+        self.busy *= keep;
+        self.loaded = self.waiting > 0;
+        if self.loaded {
+            self.busy += memory * (1.0 - keep);
+        }
+        let slow = (-dt / (3.0 * memory)).exp();
+        self.peak = (1.0 + (self.peak - 1.0).max(0.0) * slow).max(self.working as f64);
+    }
+
+    fn leave(&mut self, not_started: bool) {
+        self.open = self.open.saturating_sub(1);
+        if not_started {
+            self.waiting = self.waiting.saturating_sub(1);
+        } else {
+            self.working = self.working.saturating_sub(1);
+        }
+    }
+
+    fn start(&mut self) {
+        self.waiting = self.waiting.saturating_sub(1);
+        self.working += 1;
+        self.peak = self.peak.max(self.working as f64);
+    }
+
+    fn prep_s(&self, t: &Tuning) -> f64 {
+        self.prep.unwrap_or(t.prep_prior_s)
+    }
+
+    /// Orders per second, the prior (`prior_per_s`) blended with what was measured.
+    fn per_second_with(&self, t: &Tuning, prior_per_s: f64) -> f64 {
+        (self.done + t.prior_s * prior_per_s) / (self.busy + t.prior_s)
+    }
+
+    /// Orders per second: measured under backlog, with a prior of as many orders at
+    /// once as were last seen in preparation together, each taking the preparation time.
+    fn per_second(&self, t: &Tuning) -> f64 {
+        self.per_second_with(t, self.peak.max(1.0) / self.prep_s(t))
+    }
+
+    fn observe_prep(&mut self, seconds: f64, t: &Tuning) {
+        let now = self.prep_s(t);
+        let seconds = seconds.clamp(now / 4.0, now * 4.0);
+        self.prep = Some(now + t.prep_alpha * (seconds - now));
+    }
+
+    /// Seconds until an order `ahead` places back in the queue is ready; `elapsed` is
+    /// how long ago it was started, if it was.
+    fn remaining(&self, t: &Tuning, ahead: usize, elapsed: Option<f64>) -> f64 {
+        let prep = self.prep_s(t);
+        match elapsed {
+            Some(e) => (prep - e).max(0.0),
+            None => {
+                let rate = self.per_second(t);
+                let cooks = (rate * prep).max(1.0);
+                (ahead as f64 + 1.0 - cooks).max(0.0) / rate + prep
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Ticket {
+    placed_at: DateTime<Utc>,
+    stations: Vec<usize>,
+    /// Paid: in the kitchen's queue.
+    queued: bool,
+    started: Option<DateTime<Utc>>,
+    promised: Option<DateTime<Utc>>,
+}
+
+/// The live kitchen: its open orders and what each station has measured.
+#[derive(Debug, Clone)]
+pub struct Kitchen {
+    tuning: Tuning,
+    at: Option<DateTime<Utc>>,
+    tickets: HashMap<OrderId, Ticket>,
+    names: Vec<String>,
+    stations: Vec<Rate>,
+    all: Rate,
+}
+
+fn secs(d: Duration) -> f64 {
+    d.num_milliseconds() as f64 / 1000.0
+}
+
+fn after(now: DateTime<Utc>, seconds: f64) -> DateTime<Utc> {
+    // Bounded: a day at most, so the arithmetic cannot overflow.
+    let ms = (seconds.clamp(0.0, 86_400.0) * 1000.0).round() as i64;
+    now + Duration::milliseconds(ms)
+}
+
+impl Kitchen {
+    pub fn new(tuning: Tuning) -> Self {
+        Self {
+            tuning,
+            at: None,
+            tickets: HashMap::new(),
+            names: Vec::new(),
+            stations: Vec::new(),
+            all: Rate::default(),
+        }
+    }
+
+    pub fn tuning(&self) -> &Tuning {
+        &self.tuning
+    }
+
+    /// Orders tracked (placed or in the kitchen, not yet ready).
+    pub fn open_orders(&self) -> usize {
+        self.tickets.len()
+    }
+
+    /// Moves the measurements to `at` (events arrive in time order; an earlier time
+    /// counts as the last one seen).
+    fn advance(&mut self, at: DateTime<Utc>) {
+        let dt = self.at.map_or(0.0, |last| secs(at - last).max(0.0));
+        if dt > 0.0 {
+            let memory = self.tuning.memory_s;
+            for r in &mut self.stations {
+                r.decay(dt, memory);
+            }
+            self.all.decay(dt, memory);
+        }
+        if self.at.is_none_or(|last| at > last) {
+            self.at = Some(at);
+        }
+    }
+
+    fn station(&mut self, name: &str) -> usize {
+        if let Some(i) = self.names.iter().position(|n| n == name) {
+            return i;
+        }
+        if self.names.len() >= STATIONS_MAX {
+            return STATIONS_MAX - 1;
+        }
+        self.names.push(name.to_owned());
+        self.stations.push(Rate::default());
+        self.names.len() - 1
+    }
+
+    fn each_rate(&mut self, stations: &[usize], f: impl Fn(&mut Rate)) {
+        for &s in stations {
+            f(&mut self.stations[s]);
+        }
+        f(&mut self.all);
+    }
+
+    /// An order was placed, needing `stations`; `promised` is what it was told.
+    pub fn placed(
+        &mut self,
+        id: OrderId,
+        at: DateTime<Utc>,
+        stations: &[String],
+        promised: Option<DateTime<Utc>>,
+    ) {
+        self.advance(at);
+        if self.tickets.len() >= TICKETS_MAX || self.tickets.contains_key(&id) {
+            return;
+        }
+        let mut idx: Vec<usize> = stations.iter().map(|s| self.station(s)).collect();
+        idx.sort_unstable();
+        idx.dedup();
+        self.tickets.insert(
+            id,
+            Ticket {
+                placed_at: at,
+                stations: idx,
+                queued: false,
+                started: None,
+                promised,
+            },
+        );
+    }
+
+    /// An order was paid: the kitchen will make it.
+    pub fn paid(&mut self, id: OrderId, at: DateTime<Utc>) {
+        self.advance(at);
+        let Some(t) = self.tickets.get_mut(&id) else {
+            return;
+        };
+        if t.queued {
+            return;
+        }
+        t.queued = true;
+        let stations = t.stations.clone();
+        self.each_rate(&stations, |r| {
+            r.open += 1;
+            r.waiting += 1;
+        });
+    }
+
+    /// Staff started an order.
+    pub fn started(&mut self, id: OrderId, at: DateTime<Utc>) {
+        self.paid(id, at);
+        let Some(t) = self.tickets.get_mut(&id) else {
+            return;
+        };
+        if t.started.is_some() {
+            return;
+        }
+        t.started = Some(at);
+        let stations = t.stations.clone();
+        self.each_rate(&stations, Rate::start);
+    }
+
+    /// Staff marked an order ready: a measurement.
+    pub fn ready(&mut self, id: OrderId, at: DateTime<Utc>) {
+        self.advance(at);
+        let Some(t) = self.tickets.remove(&id) else {
+            return;
+        };
+        if !t.queued {
+            return;
+        }
+        let tuning = self.tuning;
+        let prep = t.started.map(|s| secs(at - s).max(0.0));
+        let not_started = t.started.is_none();
+        self.each_rate(&t.stations, |r| r.leave(not_started));
+        for &s in &t.stations {
+            let r = &mut self.stations[s];
+            if r.loaded {
+                r.done += 1.0;
+            }
+            if let Some(p) = prep {
+                r.observe_prep(p, &tuning);
+            }
+        }
+        if self.all.loaded {
+            self.all.done += 1.0;
+        }
+        if let Some(p) = prep {
+            self.all.observe_prep(p, &tuning);
+        }
+    }
+
+    /// An order left the kitchen without being made (cancelled, expired).
+    pub fn gone(&mut self, id: OrderId, at: DateTime<Utc>) {
+        self.advance(at);
+        let Some(t) = self.tickets.remove(&id) else {
+            return;
+        };
+        if !t.queued {
+            return;
+        }
+        let not_started = t.started.is_none();
+        self.each_rate(&t.stations, |r| r.leave(not_started));
+    }
+
+    /// Is the order tracked (placed or in the kitchen, not yet ready)?
+    pub fn contains(&self, id: OrderId) -> bool {
+        self.tickets.contains_key(&id)
+    }
+
+    /// What an order was promised when it was placed.
+    pub fn promised(&self, id: OrderId) -> Option<DateTime<Utc>> {
+        self.tickets.get(&id).and_then(|t| t.promised)
+    }
+
+    fn rates_at(&self, now: DateTime<Utc>) -> (Vec<Rate>, Rate) {
+        let dt = self.at.map_or(0.0, |last| secs(now - last).max(0.0));
+        let mut stations = self.stations.clone();
+        let mut all = self.all.clone();
+        for r in &mut stations {
+            r.decay(dt, self.tuning.memory_s);
+        }
+        all.decay(dt, self.tuning.memory_s);
+        (stations, all)
+    }
+
+    fn finish(&self, now: DateTime<Utc>, seconds: f64) -> DateTime<Utc> {
+        after(now, seconds.max(self.tuning.floor_s))
+    }
+
+    /// The current estimate of every order the kitchen tracks.
+    pub fn estimates(&self, now: DateTime<Utc>) -> Vec<(OrderId, DateTime<Utc>)> {
+        let (rates, _) = self.rates_at(now);
+        let mut queued: Vec<(&OrderId, &Ticket)> =
+            self.tickets.iter().filter(|(_, t)| t.queued).collect();
+        queued.sort_by_key(|(id, t)| (t.placed_at, **id));
+        let mut ahead = vec![0usize; rates.len()];
+        let mut out = Vec::with_capacity(self.tickets.len());
+        for (id, t) in queued {
+            let elapsed = t.started.map(|s| secs(now - s).max(0.0));
+            let worst = t
+                .stations
+                .iter()
+                .map(|&s| rates[s].remaining(&self.tuning, ahead[s], elapsed))
+                .fold(0.0, f64::max);
+            for &s in &t.stations {
+                ahead[s] += 1;
+            }
+            out.push((*id, self.finish(now, worst)));
+        }
+        for (id, t) in self.tickets.iter().filter(|(_, t)| !t.queued) {
+            let worst = t
+                .stations
+                .iter()
+                .map(|&s| rates[s].remaining(&self.tuning, rates[s].open, None))
+                .fold(0.0, f64::max);
+            out.push((*id, self.finish(now, worst)));
+        }
+        out
+    }
+
+    /// One order's current estimate.
+    pub fn estimate(&self, id: OrderId, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.tickets.contains_key(&id).then(|| {
+            self.estimates(now)
+                .into_iter()
+                .find(|(o, _)| *o == id)
+                .map_or(now, |(_, at)| at)
+        })
+    }
+
+    /// When an order needing `stations`, paid now, would be ready: the promise made at
+    /// placement.
+    pub fn estimate_new(&self, stations: &[String], now: DateTime<Utc>) -> DateTime<Utc> {
+        let (rates, all) = self.rates_at(now);
+        let worst = stations
+            .iter()
+            .map(|name| match self.names.iter().position(|n| n == name) {
+                Some(s) => rates[s].remaining(&self.tuning, rates[s].open, None),
+                // A station nothing was ordered from yet: the prior, alone.
+                None => Rate::default().remaining(&self.tuning, 0, None),
+            })
+            .fold(0.0, f64::max);
+        let worst = if stations.is_empty() {
+            all.remaining(&self.tuning, all.open, None)
+        } else {
+            worst
+        };
+        self.finish(now, worst)
+    }
+
+    /// When an order of any dishes, paid now, would be ready (the whole kitchen as one
+    /// station): what the students' page offers before a dish is chosen.
+    pub fn estimate_any(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        self.estimate_new(&[], now)
+    }
+
+    /// How many orders the kitchen can make in a pickup slot of `length`: its rate
+    /// measured under backlog over the slot, at most `ceiling` (the manager's setting).
+    /// Before the kitchen has had a backlog for [`MEASURED_S`] (in its memory), the slot
+    /// takes `ceiling`: a quiet kitchen has not shown what it can do.
+    pub fn slot_capacity(&self, length: Duration, ceiling: u32, now: DateTime<Utc>) -> u32 {
+        let seconds = secs(length);
+        if seconds <= 0.0 || ceiling == 0 {
+            return 0;
+        }
+        let (_, all) = self.rates_at(now);
+        if all.busy < MEASURED_S {
+            return ceiling;
+        }
+        let can = (all.done / all.busy * seconds).floor();
+        if can >= f64::from(ceiling) {
+            ceiling
+        } else {
+            can.max(0.0) as u32
+        }
+    }
+}
+
+/// Is an order running late against its promise: its estimate is a minute or more past
+/// it, or the promise has passed?
+pub fn late(promised: DateTime<Utc>, estimate: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+    now > promised || estimate.is_some_and(|e| e - promised >= Duration::minutes(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t0() -> DateTime<Utc> {
+        "2026-12-07T04:00:00Z".parse().unwrap()
+    }
+
+    fn min(m: f64) -> Duration {
+        Duration::milliseconds((m * 60_000.0) as i64)
+    }
+
+    fn minutes_between(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
+        secs(b - a) / 60.0
+    }
+
+    fn noodles() -> Vec<String> {
+        vec!["noodles".to_owned()]
+    }
+
+    /// Places and pays `n` orders at `at`, returning their ids.
+    fn queue(k: &mut Kitchen, n: usize, at: DateTime<Utc>, stations: &[String]) -> Vec<OrderId> {
+        (0..n)
+            .map(|_| {
+                let id = OrderId::new();
+                k.placed(id, at, stations, None);
+                k.paid(id, at);
+                id
+            })
+            .collect()
+    }
+
+    /// A station of cooks taking `prep` minutes an order, first come first served,
+    /// staff bumping promptly.
+    struct Station {
+        cooks: Vec<DateTime<Utc>>,
+        prep: f64,
+        events: Vec<(DateTime<Utc>, u8, OrderId)>,
+    }
+
+    impl Station {
+        fn new(cooks: usize, prep: f64, start: DateTime<Utc>) -> Self {
+            Self {
+                cooks: vec![start; cooks],
+                prep,
+                events: Vec::new(),
+            }
+        }
+
+        /// An order arrives at `t`; returns when it will be ready.
+        fn arrive(&mut self, t: DateTime<Utc>) -> (OrderId, DateTime<Utc>) {
+            let id = OrderId::new();
+            let c = (0..self.cooks.len())
+                .min_by_key(|&c| self.cooks[c])
+                .unwrap();
+            let begin = self.cooks[c].max(t);
+            self.cooks[c] = begin + min(self.prep);
+            self.events.push((t, 0, id));
+            self.events.push((begin, 1, id));
+            self.events.push((begin + min(self.prep), 2, id));
+            (id, begin + min(self.prep))
+        }
+
+        /// An order every `every` minutes from `start` for `for_min` minutes.
+        fn steady(&mut self, start: DateTime<Utc>, every: f64, for_min: f64) -> DateTime<Utc> {
+            let mut t = start;
+            while t < start + min(for_min) {
+                self.arrive(t);
+                t += min(every);
+            }
+            start + min(for_min)
+        }
+
+        /// Feeds the kitchen what happened up to `until`.
+        fn feed(&mut self, k: &mut Kitchen, until: DateTime<Utc>) {
+            // At one instant: a cook finishes, then takes the next order.
+            self.events
+                .sort_by_key(|(at, kind, _)| (*at, (*kind + 2) % 3));
+            let later = self
+                .events
+                .split_off(self.events.partition_point(|(at, _, _)| *at <= until));
+            for (at, kind, id) in std::mem::replace(&mut self.events, later) {
+                match kind {
+                    0 => {
+                        k.placed(id, at, &noodles(), None);
+                        k.paid(id, at);
+                    }
+                    1 => k.started(id, at),
+                    _ => k.ready(id, at),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_empty_kitchen_promises_the_preparation_time() {
+        let k = Kitchen::new(Tuning::default());
+        let at = k.estimate_new(&noodles(), t0());
+        assert_eq!(minutes_between(t0(), at), 5.0);
+        assert_eq!(k.estimate_any(t0()), at);
+    }
+
+    #[test]
+    fn a_queue_ahead_adds_to_the_promise_and_each_order_sees_its_place() {
+        let mut k = Kitchen::new(Tuning::default());
+        let ids = queue(&mut k, 3, t0(), &noodles());
+        let all: HashMap<_, _> = k.estimates(t0()).into_iter().collect();
+        // Before anything is measured: one cook, 5 minutes an order.
+        let first = minutes_between(t0(), all[&ids[0]]);
+        let third = minutes_between(t0(), all[&ids[2]]);
+        assert!(third > first + 9.0, "first {first}, third {third}");
+        let next = minutes_between(t0(), k.estimate_new(&noodles(), t0()));
+        assert!(
+            next > third,
+            "a new order goes behind the third: {next} vs {third}"
+        );
+        // Another station's queue does not delay a rice order.
+        let rice = minutes_between(t0(), k.estimate_new(&["rice".to_owned()], t0()));
+        assert_eq!(rice, 5.0);
+    }
+
+    #[test]
+    fn a_steady_kitchen_is_measured_and_predicted_within_a_minute() {
+        // Three cooks, 4 minutes an order, an order every 80 seconds: 0.9 load, so a
+        // backlog now and then.
+        let mut k = Kitchen::new(Tuning::default());
+        let mut station = Station::new(3, 4.0, t0());
+        let now = station.steady(t0(), 80.0 / 60.0, 60.0);
+        // Now a rush: 12 orders at once.
+        let rush: Vec<_> = (0..12).map(|_| station.arrive(now)).collect();
+        station.feed(&mut k, now);
+        let estimates: HashMap<_, _> = k.estimates(now).into_iter().collect();
+        for (i, (id, truth)) in rush.iter().enumerate() {
+            let off = minutes_between(*truth, estimates[id]);
+            assert!(off.abs() <= 1.5, "order {i} of the rush: off by {off} min");
+        }
+    }
+
+    #[test]
+    fn a_sudden_slowdown_moves_the_estimates_within_minutes() {
+        let mut k = Kitchen::new(Tuning::default());
+        // Two cooks at 3 minutes, an order a minute and a half: busy, no backlog.
+        let mut station = Station::new(2, 3.0, t0());
+        let now = station.steady(t0(), 1.5, 40.0);
+        station.feed(&mut k, now);
+        let (_, truth) = station.arrive(now);
+        let before = k.estimate_new(&noodles(), now);
+        let off = minutes_between(truth, before);
+        assert!(off.abs() <= 2.0, "off by {off} min before the slowdown");
+        // A cook leaves and the other slows to 4 minutes: the backlog grows. After a
+        // quarter of an hour the estimate has moved at least half the way; after half
+        // an hour it is within a fifth of the truth.
+        station.cooks.truncate(1);
+        station.prep = 4.0;
+        let mut now = now;
+        for (minutes, share) in [(15.0, 0.5), (15.0, 0.6)] {
+            now = station.steady(now, 1.5, minutes);
+            station.feed(&mut k, now);
+            let (_, truth) = station.arrive(now);
+            let estimate = minutes_between(now, k.estimate_new(&noodles(), now));
+            let truth = minutes_between(now, truth);
+            let was = minutes_between(now - min(minutes), before);
+            assert!(
+                estimate - was >= share * (truth - was),
+                "after {minutes} more minutes: estimate {estimate} min, truth {truth} min"
+            );
+        }
+    }
+
+    #[test]
+    fn bumping_in_bursts_reads_the_same_rate_as_bumping_one_by_one() {
+        let mut smooth = Kitchen::new(Tuning::default());
+        let mut bursty = Kitchen::new(Tuning::default());
+        let ids = queue(&mut smooth, 30, t0(), &noodles());
+        for &id in &ids {
+            bursty.placed(id, t0(), &noodles(), None);
+            bursty.paid(id, t0());
+        }
+        // Both finish 10 orders in 10 minutes, one at a time; the bursty staff start
+        // five at once and bump them ready five at once.
+        for (i, &id) in ids.iter().take(10).enumerate() {
+            let done = t0() + min(1.0 + i as f64);
+            smooth.started(id, done - min(1.0));
+            smooth.ready(id, done);
+        }
+        for five in [0, 5] {
+            let start = t0() + min(five as f64);
+            for &id in &ids[five..five + 5] {
+                bursty.started(id, start);
+            }
+            for &id in &ids[five..five + 5] {
+                bursty.ready(id, start + min(5.0));
+            }
+        }
+        let at = t0() + min(10.0);
+        let a = minutes_between(at, smooth.estimate(ids[29], at).unwrap());
+        let b = minutes_between(at, bursty.estimate(ids[29], at).unwrap());
+        // The rate is the same; only the prior (how many orders were seen in
+        // preparation at once) differs a little.
+        assert!((a - b).abs() < 0.25 * a, "smooth {a} min, bursty {b} min");
+    }
+
+    #[test]
+    fn a_station_that_stops_delays_only_its_own_orders_and_its_estimates_move_on() {
+        let mut k = Kitchen::new(Tuning::default());
+        let grill = vec!["grill".to_owned()];
+        let stuck = queue(&mut k, 3, t0(), &grill);
+        let first = k.estimate(stuck[0], t0()).unwrap();
+        // The grill closes: nothing is started or bumped for 20 minutes.
+        let later = t0() + min(20.0);
+        let after = k.estimate(stuck[0], later).unwrap();
+        assert!(after > first, "the estimate moved on");
+        assert!(after >= later + Duration::seconds(30), "never in the past");
+        // Noodles are not held up by the grill.
+        let noodle = minutes_between(later, k.estimate_new(&noodles(), later));
+        assert_eq!(noodle, 5.0);
+        // An order needing both waits for the grill.
+        let both = k.estimate_new(&["grill".to_owned(), "noodles".to_owned()], later);
+        assert!(both > k.estimate_new(&grill, later) - Duration::seconds(1));
+        assert!(minutes_between(later, both) > 10.0);
+    }
+
+    #[test]
+    fn orders_leaving_shorten_the_wait_behind_them() {
+        let mut k = Kitchen::new(Tuning::default());
+        let ids = queue(&mut k, 4, t0(), &noodles());
+        let before = k.estimate(ids[3], t0()).unwrap();
+        k.gone(ids[0], t0());
+        k.gone(ids[1], t0());
+        let after = k.estimate(ids[3], t0()).unwrap();
+        assert!(minutes_between(after, before) >= 9.0);
+        assert_eq!(k.estimate(ids[0], t0()), None);
+        assert_eq!(k.open_orders(), 2);
+    }
+
+    #[test]
+    fn slots_take_what_the_kitchen_makes_and_never_more_than_the_ceiling() {
+        let mut k = Kitchen::new(Tuning::default());
+        let slot = Duration::minutes(15);
+        // Unmeasured: the manager's ceiling.
+        assert_eq!(k.slot_capacity(slot, 40, t0()), 40);
+        // Measured under load at one order a minute: about 15 in a quarter hour.
+        let mut now = t0();
+        let ids = queue(&mut k, 60, now, &noodles());
+        for &id in &ids[..40] {
+            k.started(id, now);
+            now += min(1.0);
+            k.ready(id, now);
+        }
+        let cap = k.slot_capacity(slot, 40, now);
+        assert!((14..=17).contains(&cap), "capacity {cap}");
+        // The ceiling still holds.
+        assert_eq!(k.slot_capacity(slot, 10, now), 10);
+        // The kitchen slows to one order every 3 minutes: the slot shrinks.
+        for &id in &ids[40..] {
+            k.started(id, now);
+            now += min(3.0);
+            k.ready(id, now);
+        }
+        let slower = k.slot_capacity(slot, 40, now);
+        assert!(
+            slower < cap && (4..=8).contains(&slower),
+            "capacity {slower}"
+        );
+    }
+
+    #[test]
+    fn lateness_is_against_the_promise() {
+        let promised = t0() + min(10.0);
+        assert!(!late(promised, Some(promised), t0()));
+        assert!(!late(
+            promised,
+            Some(promised + Duration::seconds(50)),
+            t0()
+        ));
+        assert!(late(promised, Some(promised + min(2.0)), t0()));
+        assert!(late(promised, None, promised + Duration::seconds(1)));
+    }
+}

@@ -1,0 +1,203 @@
+//! Ready times from the live kitchen, through the box's router with a manual clock:
+//! promises follow the queue, estimates move as staff work, the kitchen display's
+//! orders carry promise and estimate, and pickup slots take what the kitchen's
+//! measured rate can make.
+
+mod common;
+
+use axum::http::{Method, StatusCode};
+use chrono::{DateTime, Duration, Utc};
+use common::TestBox;
+use edge_node::core::clock::Clock;
+use serde_json::{Value, json};
+
+fn time(v: &Value) -> DateTime<Utc> {
+    v.as_str()
+        .unwrap_or_else(|| panic!("not a time: {v}"))
+        .parse()
+        .unwrap()
+}
+
+fn minutes(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
+    (b - a).num_seconds() as f64 / 60.0
+}
+
+/// Places a noodle order for student `n` and has staff take the payment: it joins the
+/// kitchen's queue. Returns the paid order and its promise.
+async fn paid_order(b: &TestBox, staff: &str, n: u32) -> (Value, DateTime<Utc>) {
+    let student = b.student(n).await;
+    let placed = b.place(&student, b.noodle_order(1)).await;
+    assert_eq!(placed.status, StatusCode::CREATED, "{:?}", placed.body);
+    let promise = time(&placed.body["ready_promised_at"]);
+    let paid = b.transition(staff, &placed.body, "pay").await;
+    assert_eq!(paid.status, StatusCode::OK, "{:?}", paid.body);
+    (paid.body, promise)
+}
+
+#[tokio::test]
+async fn promises_follow_the_queue_and_estimates_move_as_the_kitchen_works() {
+    let b = TestBox::with(|s| s, 8).await;
+    let staff = b.staff().await;
+    let now = b.clock.now();
+    let mut orders = Vec::new();
+    for n in 1..=6 {
+        orders.push(paid_order(&b, &staff, n).await);
+    }
+    // Nothing measured yet: five minutes an order, one at a time. Each order is
+    // promised later than the one before it.
+    assert_eq!(minutes(now, orders[0].1), 5.0);
+    for pair in orders.windows(2) {
+        assert!(pair[1].1 > pair[0].1, "promises grow with the queue");
+    }
+    assert!(minutes(now, orders[5].1) >= 25.0);
+
+    // The student sees promise and estimate on their order.
+    let sixth = b.student(6).await;
+    let mine = b.get("/api/student/orders", Some(&sixth)).await.body;
+    let estimate = time(&mine[0]["ready_estimate"]);
+    assert_eq!(time(&mine[0]["ready_promised_at"]), orders[5].1);
+    assert!((minutes(orders[5].1, estimate)).abs() < 1.0);
+
+    // Three orders ahead are cancelled: the sixth's estimate moves by more than a
+    // minute, and the box tells its student (and nobody else).
+    let mut moved = b.app.estimates.subscribe();
+    b.app.publish_estimates();
+    while moved.try_recv().is_ok() {}
+    for (order, _) in &orders[..3] {
+        let r = b.transition(&staff, order, "cancel").await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    }
+    b.app.publish_estimates();
+    let mut told = Vec::new();
+    while let Ok(m) = moved.try_recv() {
+        told.push(m);
+    }
+    let sixth_id = orders[5].0["id"].as_str().unwrap();
+    let news = told
+        .iter()
+        .find(|m| m.order_id.to_string() == sixth_id)
+        .expect("the sixth order's student is told");
+    assert!(minutes(news.ready_estimate, estimate) >= 10.0);
+    // Told once: nothing moved since.
+    b.app.publish_estimates();
+    assert!(moved.try_recv().is_err());
+
+    // The kitchen starts the fourth and makes it in three minutes: measured.
+    let started = b
+        .transition(&staff, &orders[3].0, "start_preparing")
+        .await
+        .body;
+    b.clock.advance(Duration::minutes(3));
+    let ready = b.transition(&staff, &started, "mark_ready").await;
+    assert_eq!(ready.status, StatusCode::OK);
+    // A ready order has no estimate any more.
+    let fourth = b
+        .get(
+            &format!("/api/staff/orders/{}", orders[3].0["id"].as_str().unwrap()),
+            Some(&staff),
+        )
+        .await
+        .body;
+    assert!(fourth.get("ready_estimate").is_none(), "{fourth}");
+
+    // Half an hour passes with nothing bumped: the kitchen display sees the fifth
+    // and sixth running late against their promise.
+    b.clock.advance(Duration::minutes(30));
+    let queue = b.get("/api/staff/orders", Some(&staff)).await.body;
+    let late: Vec<_> = queue
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["state"] == "paid")
+        .map(|o| (time(&o["ready_promised_at"]), time(&o["ready_estimate"])))
+        .collect();
+    assert_eq!(late.len(), 2);
+    for (promise, estimate) in late {
+        assert!(estimate > promise && estimate > b.clock.now());
+    }
+}
+
+#[tokio::test]
+async fn slot_capacity_follows_the_kitchen_measured_rate() {
+    let b = TestBox::with(|s| s, 30).await;
+    let manager = b.manager().await;
+    let staff = b.staff().await;
+    let r = b
+        .call(
+            Method::POST,
+            "/api/staff/settings/edits",
+            Some(&manager),
+            Some(json!([
+                {"op": "add_slot", "slot": {"id": "1200", "start": "12:00", "end": "12:15", "capacity": 40}},
+                {"op": "add_slot", "slot": {"id": "1300", "start": "13:00", "end": "13:15", "capacity": 40}}
+            ])),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let slot = |menu: &Value, id: &str| {
+        menu["pickup_slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    // Not measured yet: the manager's ceiling, and both slots can be met.
+    let menu = b.get("/api/menu", None).await.body;
+    assert_eq!(slot(&menu, "1300")["capacity"], 40);
+    assert_eq!(slot(&menu, "1300")["ceiling"], 40);
+    assert_eq!(menu["next_slot"], "1200");
+
+    // A backlog of 30 paid orders; the kitchen makes one a minute for 15 minutes.
+    let mut queue = Vec::new();
+    for n in 1..=30 {
+        queue.push(paid_order(&b, &staff, n).await.0);
+    }
+    let mut rest = queue.into_iter();
+    for order in rest.by_ref().take(15) {
+        let started = b.transition(&staff, &order, "start_preparing").await.body;
+        b.clock.advance(Duration::minutes(1));
+        let r = b.transition(&staff, &started, "mark_ready").await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let menu = b.get("/api/menu", None).await.body;
+    let measured = slot(&menu, "1300")["capacity"].as_u64().unwrap();
+    assert!(
+        (12..=17).contains(&measured),
+        "about 15 in a quarter hour: {measured}"
+    );
+    // It is 12:15 with 15 orders waiting: 12:00–12:15 cannot be met any more.
+    assert_eq!(slot(&menu, "1200")["offered"], false);
+    assert_eq!(menu["next_slot"], "1300");
+    let mut late = b.noodle_order(1);
+    late["pickup_slot"] = json!("1200");
+    let refused = b.place(&b.student(30).await, late).await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (StatusCode::CONFLICT, "pickup_slot_full"),
+        "{:?}",
+        refused.body
+    );
+    assert!(
+        refused.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ready around")
+    );
+
+    // The kitchen slows to one order every three minutes: the slot shrinks.
+    for order in rest.by_ref().take(8) {
+        let started = b.transition(&staff, &order, "start_preparing").await.body;
+        b.clock.advance(Duration::minutes(3));
+        let r = b.transition(&staff, &started, "mark_ready").await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let menu = b.get("/api/menu", None).await.body;
+    let slower = slot(&menu, "1300")["capacity"].as_u64().unwrap();
+    assert!(
+        slower < measured && slower <= 9,
+        "slower kitchen: {slower} (was {measured})"
+    );
+}
