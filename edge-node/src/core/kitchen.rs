@@ -37,6 +37,9 @@ pub const STATIONS_MAX: usize = 64;
 /// Seconds of backlog (decayed) before slot capacity follows the measured rate.
 pub const MEASURED_S: f64 = 120.0;
 
+/// What the start lag is taken to be before any is measured, in seconds.
+const START_LAG_PRIOR_S: f64 = 60.0;
+
 /// The predictor's constants; [`Tuning::default`] is what the box runs.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Tuning {
@@ -50,6 +53,8 @@ pub struct Tuning {
     pub prep_alpha: f64,
     /// An estimate is at least this far after now, in seconds.
     pub floor_s: f64,
+    /// Weight of a new lead time in its moving average.
+    pub lead_alpha: f64,
 }
 
 impl Default for Tuning {
@@ -60,6 +65,7 @@ impl Default for Tuning {
             memory_s: 600.0,
             prep_alpha: 0.2,
             floor_s: 30.0,
+            lead_alpha: 0.15,
         }
     }
 }
@@ -75,14 +81,44 @@ struct Rate {
     done: f64,
     /// Seconds with a backlog, decayed.
     busy: f64,
-    /// Moving average of preparation seconds.
-    prep: Option<f64>,
+    /// Preparation seconds (start bump → ready bump).
+    prep: Average,
     /// Started and not ready.
     working: usize,
     /// The most orders seen in preparation at once, decaying slowly back to one.
     peak: f64,
     /// There was a backlog over the last stretch of time: a completion now counts.
     loaded: bool,
+    /// Lead time: seconds from payment to the ready bump, less the wait for the queue
+    /// ahead that was predicted at payment. What one order takes when nothing is ahead
+    /// of it, including what the bumps add (a cook starting, the ready bump coming at
+    /// the next look at the pass). A moving average.
+    lead: Average,
+    /// Seconds from payment to the start bump for an order nothing was waiting ahead
+    /// of: how long an order sits unstarted when the station is keeping up.
+    start_lag: Average,
+}
+
+/// A moving average that starts as the mean of what it has seen (the prior counting as
+/// one observation), so the first orders of the day replace the prior quickly, and
+/// settles to exponential weights.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Average {
+    value: Option<f64>,
+    seen: u32,
+}
+
+impl Average {
+    fn get(&self, prior: f64) -> f64 {
+        self.value.unwrap_or(prior)
+    }
+
+    fn observe(&mut self, x: f64, prior: f64, alpha: f64) {
+        self.seen = self.seen.saturating_add(1);
+        let now = self.get(prior);
+        let weight = alpha.max(1.0 / (f64::from(self.seen) + 1.0));
+        self.value = Some(now + weight * (x - now));
+    }
 }
 
 impl Rate {
@@ -114,12 +150,14 @@ impl Rate {
     }
 
     fn prep_s(&self, t: &Tuning) -> f64 {
-        self.prep.unwrap_or(t.prep_prior_s)
+        self.prep.get(t.prep_prior_s)
     }
 
     /// Orders per second, the prior (`prior_per_s`) blended with what was measured.
     fn per_second_with(&self, t: &Tuning, prior_per_s: f64) -> f64 {
-        (self.done + t.prior_s * prior_per_s) / (self.busy + t.prior_s)
+        // The prior fades as backlog time fills the memory.
+        let weight = t.prior_s * (1.0 - self.busy / t.memory_s).max(0.05);
+        (self.done + weight * prior_per_s) / (self.busy + weight)
     }
 
     /// Orders per second: measured under backlog, with a prior of as many orders at
@@ -131,20 +169,29 @@ impl Rate {
     fn observe_prep(&mut self, seconds: f64, t: &Tuning) {
         let now = self.prep_s(t);
         let seconds = seconds.clamp(now / 4.0, now * 4.0);
-        self.prep = Some(now + t.prep_alpha * (seconds - now));
+        self.prep.observe(seconds, t.prep_prior_s, t.prep_alpha);
+    }
+
+    fn lag_s(&self) -> f64 {
+        self.start_lag.get(START_LAG_PRIOR_S)
+    }
+
+    fn lead_s(&self, t: &Tuning) -> f64 {
+        self.lead.get(t.prep_prior_s)
+    }
+
+    /// Seconds an order `ahead` places back waits for a cook: the orders ahead beyond
+    /// what the station works on at once, at its rate.
+    fn queue_wait(&self, t: &Tuning, ahead: usize) -> f64 {
+        ahead as f64 / self.per_second(t)
     }
 
     /// Seconds until an order `ahead` places back in the queue is ready; `elapsed` is
     /// how long ago it was started, if it was.
     fn remaining(&self, t: &Tuning, ahead: usize, elapsed: Option<f64>) -> f64 {
-        let prep = self.prep_s(t);
         match elapsed {
-            Some(e) => (prep - e).max(0.0),
-            None => {
-                let rate = self.per_second(t);
-                let cooks = (rate * prep).max(1.0);
-                (ahead as f64 + 1.0 - cooks).max(0.0) / rate + prep
-            }
+            Some(e) => (self.prep_s(t) - e).max(0.0),
+            None => self.queue_wait(t, ahead) + self.lead_s(t),
         }
     }
 }
@@ -156,7 +203,11 @@ struct Ticket {
     /// Paid: in the kitchen's queue.
     queued: bool,
     started: Option<DateTime<Utc>>,
+    paid: Option<DateTime<Utc>>,
     promised: Option<DateTime<Utc>>,
+    /// When it was paid, the station expected to finish last, and the wait for the
+    /// queue ahead there then predicted (seconds).
+    expected: Option<(DateTime<Utc>, usize, f64)>,
 }
 
 /// The live kitchen: its open orders and what each station has measured.
@@ -258,7 +309,9 @@ impl Kitchen {
                 stations: idx,
                 queued: false,
                 started: None,
+                paid: None,
                 promised,
+                expected: None,
             },
         );
     }
@@ -266,14 +319,28 @@ impl Kitchen {
     /// An order was paid: the kitchen will make it.
     pub fn paid(&mut self, id: OrderId, at: DateTime<Utc>) {
         self.advance(at);
-        let Some(t) = self.tickets.get_mut(&id) else {
+        let Some(t) = self.tickets.get(&id) else {
             return;
         };
         if t.queued {
             return;
         }
-        t.queued = true;
         let stations = t.stations.clone();
+        let (backlog, _) = self.backlog(at);
+        let expected = stations
+            .iter()
+            .map(|&s| {
+                let r = &self.stations[s];
+                let wait = r.queue_wait(&self.tuning, backlog[s]);
+                (s, wait, wait + r.lead_s(&self.tuning))
+            })
+            .max_by(|a, b| a.2.total_cmp(&b.2))
+            .map(|(s, wait, _)| (at, s, wait));
+        if let Some(t) = self.tickets.get_mut(&id) {
+            t.queued = true;
+            t.paid = Some(at);
+            t.expected = expected;
+        }
         self.each_rate(&stations, |r| {
             r.open += 1;
             r.waiting += 1;
@@ -291,7 +358,19 @@ impl Kitchen {
         }
         t.started = Some(at);
         let stations = t.stations.clone();
+        let lag = match (t.paid, t.expected) {
+            (Some(paid), Some((_, _, wait))) if wait <= 0.0 => Some(secs(at - paid).max(0.0)),
+            _ => None,
+        };
         self.each_rate(&stations, Rate::start);
+        if let Some(lag) = lag {
+            let alpha = self.tuning.lead_alpha;
+            for &s in &stations {
+                self.stations[s]
+                    .start_lag
+                    .observe(lag, START_LAG_PRIOR_S, alpha);
+            }
+        }
     }
 
     /// Staff marked an order ready: a measurement.
@@ -305,6 +384,7 @@ impl Kitchen {
         }
         let tuning = self.tuning;
         let prep = t.started.map(|s| secs(at - s).max(0.0));
+        let single = t.stations.len() == 1;
         let not_started = t.started.is_none();
         self.each_rate(&t.stations, |r| r.leave(not_started));
         for &s in &t.stations {
@@ -312,7 +392,9 @@ impl Kitchen {
             if r.loaded {
                 r.done += 1.0;
             }
-            if let Some(p) = prep {
+            // An order from several stations is ready when the slowest is: it tells
+            // the others nothing about their own time.
+            if let Some(p) = prep.filter(|_| single) {
                 r.observe_prep(p, &tuning);
             }
         }
@@ -321,6 +403,12 @@ impl Kitchen {
         }
         if let Some(p) = prep {
             self.all.observe_prep(p, &tuning);
+        }
+        if let Some((paid, s, _)) = t.expected.filter(|(_, _, wait)| single && *wait <= 0.0) {
+            let seen = secs(at - paid).clamp(0.0, 3600.0);
+            self.stations[s]
+                .lead
+                .observe(seen, tuning.prep_prior_s, tuning.lead_alpha);
         }
     }
 
@@ -362,9 +450,54 @@ impl Kitchen {
         after(now, seconds.max(self.tuning.floor_s))
     }
 
+    /// The backlog per station and in all: the orders paid and not started, where
+    /// one of them has waited longer than the station's usual start lag. Orders staff
+    /// simply have not bumped yet are not a queue; once one waits too long, they all
+    /// are.
+    fn backlog(&self, now: DateTime<Utc>) -> (Vec<usize>, usize) {
+        let (saturated, _) = self.saturated(now);
+        let mut per = vec![0usize; self.stations.len()];
+        let mut all = 0;
+        for t in self.tickets.values() {
+            if t.paid.is_some() && t.started.is_none() {
+                let mut counted = false;
+                for &s in &t.stations {
+                    if saturated[s] {
+                        per[s] += 1;
+                        counted = true;
+                    }
+                }
+                all += usize::from(counted);
+            }
+        }
+        (per, all)
+    }
+
+    /// Which stations have a queue: an order waiting to start for longer than their
+    /// usual lag, or more orders waiting than they work on at once.
+    fn saturated(&self, now: DateTime<Utc>) -> (Vec<bool>, bool) {
+        let mut per = vec![false; self.stations.len()];
+        for t in self.tickets.values() {
+            if let (Some(paid), None) = (t.paid, t.started) {
+                for &s in &t.stations {
+                    per[s] |= secs(now - paid) > self.stations[s].lag_s();
+                }
+            }
+        }
+        // More waiting than the station was ever seen working on at once: a queue, even
+        // before anyone has waited long.
+        for (s, r) in self.stations.iter().enumerate() {
+            per[s] |= r.waiting as f64 > r.peak.max(1.0);
+        }
+        let any = per.iter().any(|s| *s);
+        (per, any)
+    }
+
     /// The current estimate of every order the kitchen tracks.
     pub fn estimates(&self, now: DateTime<Utc>) -> Vec<(OrderId, DateTime<Utc>)> {
         let (rates, _) = self.rates_at(now);
+        let (backlog, _) = self.backlog(now);
+        let (saturated, _) = self.saturated(now);
         let mut queued: Vec<(&OrderId, &Ticket)> =
             self.tickets.iter().filter(|(_, t)| t.queued).collect();
         queued.sort_by_key(|(id, t)| (t.placed_at, **id));
@@ -377,8 +510,12 @@ impl Kitchen {
                 .iter()
                 .map(|&s| rates[s].remaining(&self.tuning, ahead[s], elapsed))
                 .fold(0.0, f64::max);
-            for &s in &t.stations {
-                ahead[s] += 1;
+            if t.started.is_none() {
+                for &s in &t.stations {
+                    if saturated[s] {
+                        ahead[s] += 1;
+                    }
+                }
             }
             out.push((*id, self.finish(now, worst)));
         }
@@ -386,7 +523,7 @@ impl Kitchen {
             let worst = t
                 .stations
                 .iter()
-                .map(|&s| rates[s].remaining(&self.tuning, rates[s].open, None))
+                .map(|&s| rates[s].remaining(&self.tuning, backlog[s], None))
                 .fold(0.0, f64::max);
             out.push((*id, self.finish(now, worst)));
         }
@@ -407,16 +544,17 @@ impl Kitchen {
     /// placement.
     pub fn estimate_new(&self, stations: &[String], now: DateTime<Utc>) -> DateTime<Utc> {
         let (rates, all) = self.rates_at(now);
+        let (backlog, backlog_all) = self.backlog(now);
         let worst = stations
             .iter()
             .map(|name| match self.names.iter().position(|n| n == name) {
-                Some(s) => rates[s].remaining(&self.tuning, rates[s].open, None),
+                Some(s) => rates[s].remaining(&self.tuning, backlog[s], None),
                 // A station nothing was ordered from yet: the prior, alone.
                 None => Rate::default().remaining(&self.tuning, 0, None),
             })
             .fold(0.0, f64::max);
         let worst = if stations.is_empty() {
-            all.remaining(&self.tuning, all.open, None)
+            all.remaining(&self.tuning, backlog_all, None)
         } else {
             worst
         };
@@ -532,9 +670,9 @@ mod tests {
 
         /// Feeds the kitchen what happened up to `until`.
         fn feed(&mut self, k: &mut Kitchen, until: DateTime<Utc>) {
-            // At one instant: a cook finishes, then takes the next order.
+            // At one instant: a cook finishes, an order arrives, a cook takes it.
             self.events
-                .sort_by_key(|(at, kind, _)| (*at, (*kind + 2) % 3));
+                .sort_by_key(|(at, kind, _)| (*at, (*kind + 1) % 3));
             let later = self
                 .events
                 .split_off(self.events.partition_point(|(at, _, _)| *at <= until));
