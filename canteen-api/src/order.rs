@@ -266,6 +266,22 @@ pub struct OrderView {
 }
 
 impl OrderView {
+    /// How late the order is running against the promise made when it was placed: by
+    /// how much its current estimate (or now, once the promise has passed) is beyond
+    /// it. `None` while it is within a minute of the promise, when there is no promise,
+    /// and once it is no longer being made (ready, handed over, cancelled…).
+    pub fn late_by(&self, now: DateTime<Utc>) -> Option<chrono::Duration> {
+        let promised = self.ready_promised_at?;
+        if !matches!(
+            self.state,
+            OrderState::Placed | OrderState::Paid | OrderState::Preparing
+        ) {
+            return None;
+        }
+        let behind = self.ready_estimate.unwrap_or(now).max(now) - promised;
+        (behind >= chrono::Duration::minutes(1)).then_some(behind)
+    }
+
     /// Sets the lifecycle facts (`can_cancel`, `next_events`) from the state.
     pub fn with_facts(mut self) -> Self {
         self.can_cancel = self.state.student_may_cancel();
@@ -318,6 +334,28 @@ mod tests {
             assert_eq!(serde_json::to_value(e).unwrap(), e.as_str());
         }
         assert_eq!(OrderState::parse("shipped"), None);
+    }
+
+    #[test]
+    fn an_order_is_late_when_its_estimate_or_the_clock_passes_its_promise_by_a_minute() {
+        let old = r#"{"id":"0190a000-0000-7000-8000-000000000001","student_id":"0190a000-0000-7000-8000-000000000002",
+            "service_day":"2026-11-23","pickup_number":3,"pickup_token":"t","state":"paid","version":2,"total_fen":1200,
+            "payment_mode":"counter","lines":[],"placed_at":"2026-11-23T04:00:00Z","expires_at":"2026-11-23T04:15:00Z",
+            "updated_at":"2026-11-23T04:01:00Z"}"#;
+        let mut order: OrderView = serde_json::from_str(old).unwrap();
+        let at = |m: i64| order.placed_at + chrono::Duration::minutes(m);
+        let now = at(2);
+        assert_eq!(order.late_by(now), None, "no promise, never late");
+        order.ready_promised_at = Some(at(10));
+        order.ready_estimate = Some(at(10) + chrono::Duration::seconds(50));
+        assert_eq!(order.late_by(now), None, "within a minute");
+        order.ready_estimate = Some(at(14));
+        assert_eq!(order.late_by(now), Some(chrono::Duration::minutes(4)));
+        // Past the promise, the clock counts even when the estimate lags behind it.
+        order.ready_estimate = None;
+        assert_eq!(order.late_by(at(13)), Some(chrono::Duration::minutes(3)));
+        order.state = OrderState::Ready;
+        assert_eq!(order.late_by(at(13)), None, "made: no longer late");
     }
 
     #[test]

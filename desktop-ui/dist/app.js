@@ -70,11 +70,19 @@ function cardView(card) {
       el("span", { class: "number" }, "#" + card.pickup_number),
       card.unpaid ? el("span", { class: "badge unpaid" }, t("unpaid")) : null,
       card.overdue ? el("span", { class: "badge overdue" }, t("overdue")) : null,
+      card.late_min ? el("span", { class: "badge late", "data-late": card.late_min }, t("late", { min: card.late_min })) : null,
       el("span", { class: "age" }, t("minutes", { min: mins, s: secs }))),
     card.allergens.length ? el("div", { class: "allergens" }, "⚠ " + card.allergens.map(allergenName).join(" · ")) : null,
     card.pickup_slot ? el("div", { class: "slot" }, card.pickup_slot) : null,
+    card.promised_at ? el("div", { class: "promise" }, t("promised", { time: hhmm(card.promised_at) })) : null,
     el("ul", {}, lines),
     action);
+}
+
+// "HH:MM" on this terminal's clock (the canteen's).
+function hhmm(iso) {
+  const d = new Date(iso);
+  return isNaN(d.getTime()) ? String(iso) : d.toLocaleTimeString("en-GB", { hour: "2-digit", minute: "2-digit", hour12: false });
 }
 
 function renderBoard() {

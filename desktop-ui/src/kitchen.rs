@@ -149,6 +149,10 @@ pub struct CardView {
     pub allergens: Vec<String>,
     pub age_s: i64,
     pub overdue: bool,
+    /// When the box promised the student it would be ready.
+    pub promised_at: Option<DateTime<Utc>>,
+    /// Minutes it is running late against that promise (rounded up), when it is.
+    pub late_min: Option<i64>,
     /// What a bump sends now (`None`: no bump from this state).
     pub next_event: Option<OrderEvent>,
     /// Milliseconds left to recall a pending bump.
@@ -165,6 +169,8 @@ pub struct ColumnView {
 pub struct Board {
     pub columns: Vec<ColumnView>,
     pub overdue: usize,
+    /// Orders running late against their promise.
+    pub late: usize,
 }
 
 /// Builds the display from the open orders: three columns, oldest first in each.
@@ -189,6 +195,7 @@ pub fn board(
             .then(a.pickup_number.cmp(&b.pickup_number))
     });
     let mut overdue = 0;
+    let mut late = 0;
     for order in sorted {
         let Some(column) = column_of(order.state) else {
             continue;
@@ -198,6 +205,8 @@ pub fn board(
         if is_overdue {
             overdue += 1;
         }
+        let late_min = order.late_by(now).map(|d| (d.num_seconds() + 59) / 60);
+        late += usize::from(late_min.is_some());
         let mut all_allergens = HashSet::new();
         let lines = order
             .lines
@@ -227,6 +236,8 @@ pub fn board(
             allergens: all_allergens,
             age_s,
             overdue: is_overdue,
+            promised_at: order.ready_promised_at,
+            late_min,
             next_event: bump_event(order),
             recall_ms: pending.get(&order.id).map(|b| {
                 u64::try_from(b.due.saturating_duration_since(now_instant).as_millis())
@@ -237,7 +248,11 @@ pub fn board(
             col.cards.push(card);
         }
     }
-    Board { columns, overdue }
+    Board {
+        columns,
+        overdue,
+        late,
+    }
 }
 
 #[cfg(test)]

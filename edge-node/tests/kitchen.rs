@@ -47,10 +47,17 @@ async fn promises_follow_the_queue_and_estimates_move_as_the_kitchen_works() {
     // wait than the station was seen working on, each waits for those ahead.
     assert_eq!(minutes(now, orders[0].1), 5.0);
     for pair in orders.windows(2) {
-        assert!(pair[1].1 >= pair[0].1, "promises never shrink as the queue grows");
+        assert!(
+            pair[1].1 >= pair[0].1,
+            "promises never shrink as the queue grows"
+        );
     }
     assert!(orders[5].1 > orders[2].1 && orders[2].1 > orders[1].1);
-    assert!(minutes(now, orders[5].1) >= 25.0, "{}", minutes(now, orders[5].1));
+    assert!(
+        minutes(now, orders[5].1) >= 25.0,
+        "{}",
+        minutes(now, orders[5].1)
+    );
 
     // The student sees promise and estimate on their order.
     let sixth = b.student(6).await;

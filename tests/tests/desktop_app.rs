@@ -676,5 +676,81 @@ async fn drive(client: &Client, api: &Api, base: &str, dish: &str) -> anyhow::Re
         status == 403 && refused["error"]["code"] == "account_blocked",
         "a blocked student's order: {status} {refused}"
     );
+
+    // Promises on the kitchen display: an unpaid order's promise slips while three
+    // orders placed after it are paid and go ahead; its card shows the promise and by
+    // how many minutes it is running late.
+    let slipping = place_order(api, 4, dish, "late-1").await?;
+    let slipping_number = slipping["pickup_number"]
+        .as_i64()
+        .context("pickup number")?;
+    let promised = slipping["ready_promised_at"].clone();
+    ensure!(promised.is_string(), "a promise on placing: {slipping}");
+    for student in 5..=7 {
+        let ahead = place_order(api, student, dish, &format!("ahead-{student}")).await?;
+        let (status, paid) = api
+            .post(
+                &format!(
+                    "/api/staff/orders/{}/transitions",
+                    ahead["id"].as_str().unwrap_or_default()
+                ),
+                Some(&staff_token),
+                &json!({"event": "pay", "version": ahead["version"]}),
+            )
+            .await?;
+        ensure!(status == 200, "paying an order ahead: {status} {paid}");
+    }
+    client
+        .find(Locator::Css("#tab-kitchen"))
+        .await?
+        .click()
+        .await?;
+    let card = format!(".card[data-number=\"{slipping_number}\"]");
+    let late: i64 = until("the late badge", || async {
+        let Some(badge) = client
+            .find_all(Locator::Css(&format!("{card} .badge.late")))
+            .await?
+            .into_iter()
+            .next()
+        else {
+            return Ok(None);
+        };
+        Ok(badge
+            .attr("data-late")
+            .await?
+            .and_then(|m| m.parse::<i64>().ok()))
+    })
+    .await?;
+    let (_, queue) = api.get("/api/staff/orders", Some(&staff_token)).await?;
+    let shown = queue
+        .as_array()
+        .and_then(|q| q.iter().find(|o| o["id"] == slipping["id"]))
+        .context("the slipping order in the queue")?;
+    let estimate: chrono::DateTime<chrono::Utc> = shown["ready_estimate"]
+        .as_str()
+        .unwrap_or_default()
+        .parse()?;
+    let promise: chrono::DateTime<chrono::Utc> = promised.as_str().unwrap_or_default().parse()?;
+    let behind = (estimate - promise).num_minutes();
+    ensure!(
+        late >= 5 && (late - behind).abs() <= 1,
+        "the card says {late} min late; the box's estimate is {behind} min past the promise"
+    );
+    let expected_time = client
+        .execute("return hhmm(arguments[0]);", vec![promised])
+        .await?;
+    let text = client
+        .find(Locator::Css(&format!("{card} .promise")))
+        .await?
+        .text()
+        .await?;
+    ensure!(
+        text.contains(expected_time.as_str().unwrap_or("?")),
+        "the card's promise reads {text:?}"
+    );
+    std::fs::write(
+        artifacts()?.join("desktop-late.png"),
+        client.screenshot().await?,
+    )?;
     Ok(order_id)
 }

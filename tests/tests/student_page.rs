@@ -409,6 +409,24 @@ async fn a_student_orders_with_options_and_sees_it_ready_live() {
 async fn order_to_ready(canteen: &Canteen, phone: &Phone) -> anyhow::Result<()> {
     let noodles = canteen.item("Lanzhou beef noodle soup");
     let dumplings = canteen.item("Pork and cabbage dumplings");
+    // Three paid noodle orders are waiting in the kitchen before ours.
+    let staff = canteen.api.staff("staff", "staff-pass").await?;
+    let mut ahead = Vec::new();
+    for student in 2..=4 {
+        let token = canteen.api.student(student).await?;
+        let (status, placed) = canteen
+            .api
+            .post(
+                "/api/student/orders",
+                Some(&token),
+                &json!({"lines": [{"item_id": noodles, "quantity": 1,
+                    "options": [{"group": "size", "choice": "regular"}, {"group": "spice", "choice": "mild"}]}],
+                    "payment_mode": "counter"}),
+            )
+            .await?;
+        ensure!(status == 201, "order ahead: {status} {placed}");
+        ahead.push(canteen.transition(&staff, &placed, "pay").await?);
+    }
     phone.goto("/").await?;
     phone.log_in("2024001").await?;
 
@@ -456,8 +474,53 @@ async fn order_to_ready(canteen: &Canteen, phone: &Phone) -> anyhow::Result<()> 
     let pay = phone.text("#pay-box").await?;
     ensure!(pay.contains("counter") && pay.contains(&number), "{pay}");
 
+    // The kitchen's promise, behind the three orders ahead: shown in the canteen's
+    // time zone as the box sent it.
+    let estimate = order["ready_estimate"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let promised = order["ready_promised_at"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    ensure!(!estimate.is_empty() && !promised.is_empty(), "{order}");
+    let shown = phone
+        .wait(
+            "the ready estimate",
+            "var e = document.getElementById('ready-estimate'); return !e.hidden && e.textContent",
+        )
+        .await?;
+    let local = phone
+        .js(&format!(
+            "return new Date({}).toLocaleTimeString('en-GB', {{hour: '2-digit', minute: '2-digit', hour12: false, timeZone: 'Asia/Shanghai'}})",
+            json!(estimate)
+        ))
+        .await?;
+    let shown = shown.as_str().unwrap_or_default().to_owned();
+    ensure!(
+        shown.starts_with("Ready around") && shown.contains(local.as_str().unwrap_or("?")),
+        "the page shows {shown:?} for {estimate} ({local})"
+    );
+    phone.screenshot("student-estimate.png").await?;
+    // The orders ahead are cancelled: the estimate moves more than a minute earlier
+    // and the page follows over its event stream, without a reload.
+    for order in &ahead {
+        canteen.transition(&staff, order, "cancel").await?;
+    }
+    phone
+        .wait(
+            "the estimate to move",
+            &format!(
+                "var e = document.getElementById('ready-estimate'); return !e.hidden && e.textContent !== {}",
+                json!(shown)
+            ),
+        )
+        .await?;
+    let moved = phone.text("#ready-estimate").await?;
+    ensure!(moved.starts_with("Ready around"), "{moved}");
+
     // Staff work the order through the API; the page follows without a reload.
-    let staff = canteen.api.staff("staff", "staff-pass").await?;
     let paid = canteen.transition(&staff, order, "pay").await?;
     phone
         .wait(
@@ -489,6 +552,13 @@ async fn order_to_ready(canteen: &Canteen, phone: &Phone) -> anyhow::Result<()> 
         .await?;
     let took = marked.elapsed();
     ensure!(took < Duration::from_secs(2), "ready screen after {took:?}");
+    ensure!(
+        phone
+            .js("return document.getElementById('ready-estimate').hidden")
+            .await?
+            == json!(true),
+        "a ready order has no estimate"
+    );
     // The same drawing the box serves to the order's owner.
     let token = canteen.api.student(1).await?;
     let served = canteen

@@ -43,7 +43,9 @@
       remove: '删除', removeLong: '从购物车删除：{name}', qtyOf: '{name} 的数量', place: '下单 · {price}',
       placing: '正在下单…', payCounter: '到柜台付款', payCard: '校园卡',
       slotFull: '已满', slotLeft: '剩 {n} 个名额', allSlotsFull: '所有取餐时间都已约满。',
-      chooseSlot: '请选择取餐时间。',
+      chooseSlot: '请选择取餐时间。', slotTooSoon: '厨房来不及', slotNext: '厨房最早能赶上 {time} 的时段。',
+      etaNow: '现在下单，预计 {time} 左右可以取餐。', readyAround: '预计 {time} 左右做好',
+      readyLate: '预计 {time} 左右做好（原定 {promised}，厨房比较忙）',
       st_placed: '已下单', st_paid: '已付款', st_preparing: '制作中', st_ready: '可以取餐了！',
       st_picked_up: '已取餐', st_cancelled: '已取消', st_expired: '未付款，已过期', st_unclaimed: '未取餐',
       step_placed: '下单', step_paid: '付款', step_preparing: '制作', step_ready: '取餐',
@@ -93,7 +95,9 @@
       remove: 'Remove', removeLong: 'Remove {name} from the cart', qtyOf: 'Quantity of {name}', place: 'Place order · {price}',
       placing: 'Placing your order…', payCounter: 'Pay at the counter', payCard: 'Campus card',
       slotFull: 'full', slotLeft: '{n} left', allSlotsFull: 'Every pickup time is full.',
-      chooseSlot: 'Choose a pickup time.',
+      chooseSlot: 'Choose a pickup time.', slotTooSoon: 'too soon for the kitchen', slotNext: 'The earliest the kitchen can meet starts at {time}.',
+      etaNow: 'Order now and it should be ready around {time}.', readyAround: 'Ready around {time}',
+      readyLate: 'Ready around {time} (promised {promised}; the kitchen is busy)',
       st_placed: 'Placed', st_paid: 'Paid', st_preparing: 'Being prepared', st_ready: 'Ready for pickup!',
       st_picked_up: 'Picked up', st_cancelled: 'Cancelled', st_expired: 'Expired (not paid)', st_unclaimed: 'Not picked up',
       step_placed: 'Placed', step_paid: 'Paid', step_preparing: 'Cooking', step_ready: 'Ready',
@@ -659,6 +663,7 @@
       ]));
     });
     renderSlots();
+    renderEta();
     renderPay();
     const total = cartTotal();
     $('cart-total').textContent = yuan(total);
@@ -685,21 +690,40 @@
     const list = slots(), box = clear($('slot-list'));
     $('slot-field').hidden = list.length === 0;
     if (!list.length) { state.slot = null; return; }
-    const free = list.filter((s) => !s.full);
+    // A slot the kitchen cannot meet is not offered (an older box sends no `offered`).
+    const usable = (s) => !s.full && s.offered !== false;
+    const free = list.filter(usable);
     if (state.slot && !free.some((s) => s.id === state.slot)) state.slot = null;
-    if (!state.slot && free.length) state.slot = free[0].id;
+    const next = state.menu.next_slot && free.find((s) => s.id === state.menu.next_slot);
+    if (!state.slot && free.length) state.slot = (next || free[0]).id;
     list.forEach((s) => {
       const id = `slot-${String(s.id).replace(/[^a-zA-Z0-9_-]/g, '_')}`;
       const left = typeof s.capacity === 'number' && typeof s.taken === 'number' ? s.capacity - s.taken : null;
-      const note = s.full ? t('slotFull') : left !== null ? t('slotLeft', { n: left }) : '';
-      box.appendChild(el('label', { 'for': id, 'class': `choice${s.full ? ' full' : ''}` }, [
-        el('input', { type: 'radio', name: 'slot', id, value: s.id, disabled: !!s.full, checked: s.id === state.slot,
+      const note = s.full ? t('slotFull') : !usable(s) ? t('slotTooSoon') : left !== null ? t('slotLeft', { n: left }) : '';
+      box.appendChild(el('label', { 'for': id, 'class': `choice${usable(s) ? '' : ' full'}` }, [
+        el('input', { type: 'radio', name: 'slot', id, value: s.id, disabled: !usable(s), checked: s.id === state.slot,
           on: { change: () => { state.slot = s.id; } } }),
         el('span', { text: `${slotTime(s.start)}–${slotTime(s.end)}` }),
         note ? el('span', { 'class': 'delta', text: note }) : null
       ]));
     });
     if (!free.length) box.appendChild(el('p', { 'class': 'error', text: t('allSlotsFull') }));
+    const hint = $('slot-next');
+    hint.hidden = !next;
+    if (next) hint.textContent = t('slotNext', { time: slotTime(next.start) });
+  }
+  function renderEta() {
+    const eta = $('cart-eta'), at = state.menu && state.menu.ready_estimate;
+    eta.hidden = !at || !state.menu.open;
+    if (at) eta.textContent = t('etaNow', { time: clock(at) });
+  }
+  // The kitchen's estimate of an order still being made, and whether it has slipped
+  // past what was promised when it was placed.
+  function estimateText(o) {
+    if (!o.ready_estimate || !['placed', 'paid', 'preparing'].includes(o.state)) return '';
+    const time = clock(o.ready_estimate);
+    const late = o.ready_promised_at && new Date(o.ready_estimate) - new Date(o.ready_promised_at) >= 60000;
+    return late ? t('readyLate', { time, promised: clock(o.ready_promised_at) }) : t('readyAround', { time });
   }
   function renderPay() {
     const modes = (state.menu && state.menu.payment_modes) || [], box = clear($('pay-list'));
@@ -899,6 +923,9 @@
       steps.appendChild(li);
     });
     steps.hidden = at < 0;
+    const est = $('ready-estimate'), eta = estimateText(o);
+    est.hidden = !eta;
+    est.textContent = eta;
     const ready = o.state === 'ready';
     $('ready-box').hidden = !ready;
     if (ready) loadQr(o);
@@ -947,7 +974,7 @@
     const ul = clear($('orders-list'));
     $('orders-empty').hidden = state.orders.length > 0;
     state.orders.forEach((o) => {
-      const what = o.lines.map((l) => `${l.quantity}× ${name(l)}`).join(', ');
+      const what = [o.lines.map((l) => `${l.quantity}× ${name(l)}`).join(', '), estimateText(o)].filter(Boolean).join(' · ');
       ul.appendChild(el('li', {}, [el('button', {
         type: 'button', 'class': `order-row ${o.state}`, 'data-testid': 'order-row',
         on: { click: () => { state.current = o.id; show('order'); } }
@@ -995,6 +1022,17 @@
         try { const d = JSON.parse(ev.data); id = d.aggregate_id || (d.payload && d.payload.order_id); } catch (e) { /* ignore */ }
         if (id) refreshOrder(id); else loadOrders();
       });
+    });
+    // The kitchen's estimate moved by a minute or more: no reload needed.
+    es.addEventListener('order.estimate', (ev) => {
+      let d = null;
+      try { d = JSON.parse(ev.data); } catch (e) { return; }
+      const o = d && state.orders.find((x) => x.id === d.order_id);
+      if (!o) return;
+      o.ready_estimate = d.ready_estimate;
+      if (d.ready_promised_at) o.ready_promised_at = d.ready_promised_at;
+      if (state.view === 'order') renderOrder();
+      if (state.view === 'orders') renderOrders();
     });
     es.addEventListener('resync', () => loadOrders());
     es.onerror = () => {

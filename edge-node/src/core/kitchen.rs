@@ -12,18 +12,31 @@
 //!   so staff bumping five orders at once after three quiet minutes reads the same as
 //!   five bumps spread over those minutes. Counts and time decay exponentially (a
 //!   memory of about 10 minutes), so a station that slows down mid-service is seen
-//!   within minutes, and both start from a prior worth 90 seconds of evidence (one
-//!   cook taking `prep_prior_s` per order), so the first orders of the day get a sensible
-//!   answer;
-//! - its **preparation time**: a moving average of start bump → ready bump, clipped to
-//!   a quarter..four times the current value so one forgotten bump does not swing it.
+//!   within minutes. Until backlog time fills that memory a prior counts too: as many
+//!   orders at once as were last seen in preparation together, each taking the
+//!   preparation time;
+//! - its **lead time**: payment → ready bump of orders that found no queue, which is
+//!   what a dish takes plus what the bumps add (a cook picking it up, the ready bump
+//!   coming at the next look at the pass);
+//! - its **start lag**: payment → start bump of those orders;
+//! - its **preparation time**: start bump → ready bump, clipped to a quarter..four
+//!   times the current value so one forgotten bump does not swing it.
 //!
-//! An order waiting at a station with `ahead` orders before it (paid earlier, still
-//! open there) is predicted ready after `max(0, ahead + 1 - c) / rate + prep`, where
-//! `c = rate × prep` is how many orders the station works on at once (its cooks); an
-//! order already started, after what is left of `prep`. The order's estimate is the
-//! latest of its stations, and never sooner than `floor_s` from now: a late order's
-//! estimate moves on with the clock instead of sitting in the past.
+//! All start from `prep_prior_s` and a minute of start lag; the first observations of
+//! the day replace the prior quickly (a running mean, settling to exponential weights).
+//! Only single-station orders teach lead and preparation times: an order from two
+//! stations is ready when the slower is, which says nothing about the faster one.
+//!
+//! A station **has a queue** when an order has waited to start longer than its start
+//! lag, or more orders wait than it was seen working on at once; orders that staff have
+//! simply not bumped yet are not a queue. An order at a station with a queue and
+//! `ahead` unstarted orders before it is predicted ready `ahead / rate + lead` after
+//! now; without a queue, `lead`; once started, after what is left of the preparation
+//! time. The order's estimate is the latest of its stations, and never sooner than
+//! `floor_s` from now: a late order's estimate moves on with the clock instead of
+//! sitting in the past.
+//!
+//! How good this is: `cargo bench -p edge-node --bench kitchensim` (BENCHMARKS.md).
 
 use canteen_api::ids::OrderId;
 use chrono::{DateTime, Duration, Utc};
@@ -589,12 +602,6 @@ impl Kitchen {
     }
 }
 
-/// Is an order running late against its promise: its estimate is a minute or more past
-/// it, or the promise has passed?
-pub fn late(promised: DateTime<Utc>, estimate: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
-    now > promised || estimate.is_some_and(|e| e - promised >= Duration::minutes(1))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -859,18 +866,5 @@ mod tests {
             slower < cap && (4..=8).contains(&slower),
             "capacity {slower}"
         );
-    }
-
-    #[test]
-    fn lateness_is_against_the_promise() {
-        let promised = t0() + min(10.0);
-        assert!(!late(promised, Some(promised), t0()));
-        assert!(!late(
-            promised,
-            Some(promised + Duration::seconds(50)),
-            t0()
-        ));
-        assert!(late(promised, Some(promised + min(2.0)), t0()));
-        assert!(late(promised, None, promised + Duration::seconds(1)));
     }
 }
