@@ -300,18 +300,27 @@ fn main() {
         waits_all.extend(waits);
         if by_period {
             for (from, to) in [(0, 50), (50, 70), (70, 100), (100, 150)] {
-                let e: Vec<f64> = orders
+                let part: Vec<&Order> = orders
                     .iter()
                     .filter(|o| (from * 60..to * 60).contains(&o.placed))
-                    .map(|o| (o.promise_kitchen - o.ready_bumped.unwrap_or(0)) as f64 / 60.0)
                     .collect();
-                let n = e.len().max(1) as f64;
+                let n = part.len().max(1) as f64;
+                let err = |f: &dyn Fn(&Order) -> i64| -> (f64, f64) {
+                    let e: Vec<f64> = part
+                        .iter()
+                        .map(|o| (f(o) - o.ready_bumped.unwrap_or(o.placed)) as f64 / 60.0)
+                        .collect();
+                    (
+                        e.iter().sum::<f64>() / n,
+                        e.iter().map(|x| x.abs()).sum::<f64>() / n,
+                    )
+                };
+                let (bias, mae) = err(&|o| o.promise_kitchen);
+                let (_, reference) = err(&|o| o.promise_oracle);
                 println!(
-                    "service {} 11:00+{from}..{to} min: {} orders, kitchen promise minus actual {:+.2} min on average, MAE {:.2} min",
+                    "service {} 11:00+{from}..{to} min: {} orders; kitchen promise minus actual {bias:+.2} min on average, MAE {mae:.2} min (sees the cooks: {reference:.2})",
                     seed + s,
-                    e.len(),
-                    e.iter().sum::<f64>() / n,
-                    e.iter().map(|x| x.abs()).sum::<f64>() / n
+                    part.len(),
                 );
             }
         }

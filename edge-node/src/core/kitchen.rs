@@ -28,7 +28,7 @@
 //! stations is ready when the slower is, which says nothing about the faster one.
 //!
 //! A station **has a queue** when an order has waited to start longer than its start
-//! lag, or more orders wait than it was seen working on at once; orders that staff have
+//! lag, or more than twice as many orders wait as it was seen working on at once; orders that staff have
 //! simply not bumped yet are not a queue. An order at a station with a queue and
 //! `ahead` unstarted orders before it is predicted ready `ahead / rate + lead` after
 //! now; without a queue, `lead`; once started, after what is left of the preparation
@@ -487,7 +487,7 @@ impl Kitchen {
     }
 
     /// Which stations have a queue: an order waiting to start for longer than their
-    /// usual lag, or more orders waiting than they work on at once.
+    /// usual lag, or more than twice as many orders waiting as they work on at once.
     fn saturated(&self, now: DateTime<Utc>) -> (Vec<bool>, bool) {
         let mut per = vec![false; self.stations.len()];
         for t in self.tickets.values() {
@@ -497,10 +497,10 @@ impl Kitchen {
                 }
             }
         }
-        // More waiting than the station was ever seen working on at once: a queue, even
-        // before anyone has waited long.
+        // More than twice as many waiting as the station was seen working on at once: a
+        // queue, even before anyone has waited long.
         for (s, r) in self.stations.iter().enumerate() {
-            per[s] |= r.waiting as f64 > r.peak.max(1.0);
+            per[s] |= r.waiting as f64 > 2.0 * r.peak.max(1.0);
         }
         let any = per.iter().any(|s| *s);
         (per, any)
