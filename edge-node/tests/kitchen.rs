@@ -210,3 +210,49 @@ async fn slot_capacity_follows_the_kitchen_measured_rate() {
         "slower kitchen: {slower} (was {measured})"
     );
 }
+
+#[tokio::test]
+async fn a_restarted_box_keeps_its_promises_and_what_it_measured() {
+    let b = TestBox::with(|s| s, 12).await;
+    let staff = b.staff().await;
+    let mut queue = Vec::new();
+    for n in 1..=12 {
+        queue.push(paid_order(&b, &staff, n).await);
+    }
+    // The kitchen makes eight, one every 40 seconds.
+    for (order, _) in &queue[..8] {
+        let started = b.transition(&staff, order, "start_preparing").await.body;
+        b.clock.advance(Duration::seconds(40));
+        assert_eq!(
+            b.transition(&staff, &started, "mark_ready").await.status,
+            StatusCode::OK
+        );
+    }
+    let before = b.get("/api/staff/orders?state=paid", Some(&staff)).await.body;
+    let menu_before = b.get("/api/menu", None).await.body;
+
+    b.app.close().await;
+    let app = edge_node::App::open(b.app.config.clone(), b.clock.clone()).unwrap();
+    let reopened = TestBox {
+        router: edge_node::http::router(app.clone()),
+        app,
+        clock: b.clock.clone(),
+        items: b.items.clone(),
+        dir: b.dir,
+    };
+    // Rebuilt from the day's events: the same promises, the same estimates, the same
+    // estimate for a new order.
+    let after = reopened
+        .get("/api/staff/orders?state=paid", Some(&staff))
+        .await
+        .body;
+    assert_eq!(after.as_array().unwrap().len(), 4);
+    assert_eq!(after, before);
+    let menu_after = reopened.get("/api/menu", None).await.body;
+    assert_eq!(menu_after["ready_estimate"], menu_before["ready_estimate"]);
+    // And they were worth keeping: what the kitchen measured is not the prior any more
+    // (five minutes an order, one at a time).
+    let last = &after.as_array().unwrap()[3];
+    let wait = minutes(reopened.clock.now(), time(&last["ready_estimate"]));
+    assert!(wait < 15.0, "four orders ahead at the measured pace: {wait} min");
+}
