@@ -228,7 +228,10 @@ async fn a_restarted_box_keeps_its_promises_and_what_it_measured() {
             StatusCode::OK
         );
     }
-    let before = b.get("/api/staff/orders?state=paid", Some(&staff)).await.body;
+    let before = b
+        .get("/api/staff/orders?state=paid", Some(&staff))
+        .await
+        .body;
     let menu_before = b.get("/api/menu", None).await.body;
 
     b.app.close().await;
@@ -254,5 +257,8 @@ async fn a_restarted_box_keeps_its_promises_and_what_it_measured() {
     // (five minutes an order, one at a time).
     let last = &after.as_array().unwrap()[3];
     let wait = minutes(reopened.clock.now(), time(&last["ready_estimate"]));
-    assert!(wait < 15.0, "four orders ahead at the measured pace: {wait} min");
+    assert!(
+        wait < 15.0,
+        "four orders ahead at the measured pace: {wait} min"
+    );
 }

@@ -826,9 +826,23 @@ async fn slots_campus_card_rate_limits_lost_responses_and_an_unreachable_box() {
 async fn extras_and_failures(canteen: Canteen, phone: &Phone) -> anyhow::Result<()> {
     let soy = canteen.item("Soy milk");
     let plum = canteen.item("Sour plum drink");
-    // The canteen's settings, through the box's real settings API: an announcement
-    // and three pickup slots, the first already full.
+    // The canteen's settings, through the box's real settings API: an announcement,
+    // a time zone where it is now between 12:00 and 13:00 (so the slots below are the
+    // same whenever the test runs), a slot that is over, and three ahead, the first
+    // already full.
     let manager = canteen.api.manager().await?;
+    let utc_hour = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        / 3600
+        % 24;
+    let offset = 12 - i64::try_from(utc_hour)?;
+    // IANA's Etc zones count the other way: Etc/GMT-8 is eight hours ahead of UTC.
+    let zone = match offset {
+        0 => "Etc/GMT".to_owned(),
+        o if o > 0 => format!("Etc/GMT-{o}"),
+        o => format!("Etc/GMT+{}", -o),
+    };
     let (status, body) = canteen
         .api
         .post(
@@ -836,9 +850,11 @@ async fn extras_and_failures(canteen: Canteen, phone: &Phone) -> anyhow::Result<
             Some(&manager),
             &json!([
                 {"op": "set_announcement", "text": "Noodle bar closes at 13:00 today"},
-                {"op": "add_slot", "slot": {"id": "s1", "start": "11:30", "end": "11:45", "capacity": 1}},
-                {"op": "add_slot", "slot": {"id": "s2", "start": "11:45", "end": "12:00", "capacity": 8}},
-                {"op": "add_slot", "slot": {"id": "s3", "start": "12:00", "end": "12:15", "capacity": 20}}
+                {"op": "set_time_zone", "time_zone": zone},
+                {"op": "add_slot", "slot": {"id": "s0", "start": "11:00", "end": "11:30", "capacity": 20}},
+                {"op": "add_slot", "slot": {"id": "s1", "start": "13:10", "end": "13:25", "capacity": 1}},
+                {"op": "add_slot", "slot": {"id": "s2", "start": "13:25", "end": "13:40", "capacity": 8}},
+                {"op": "add_slot", "slot": {"id": "s3", "start": "13:40", "end": "13:55", "capacity": 20}}
             ]),
         )
         .await?;
@@ -872,13 +888,27 @@ async fn extras_and_failures(canteen: Canteen, phone: &Phone) -> anyhow::Result<
     phone
         .wait(
             "the pickup slots",
-            "return !document.getElementById('slot-field').hidden && document.querySelectorAll('#slot-list input').length === 3",
+            "return !document.getElementById('slot-field').hidden && document.querySelectorAll('#slot-list input').length === 4",
         )
         .await?;
     let slots = phone
-        .js("return ['s1','s2','s3'].map(function (id) { var i = document.getElementById('slot-' + id); \
+        .js("return ['s1','s2','s3','s0'].map(function (id) { var i = document.getElementById('slot-' + id); \
              return [i.disabled, i.checked, i.closest('label').textContent]; })")
         .await?;
+    // The slot that is over cannot be met by the kitchen: not offered.
+    ensure!(
+        slots[3][0] == json!(true)
+            && slots[3][2]
+                .as_str()
+                .unwrap_or("")
+                .contains("the kitchen cannot make it"),
+        "{slots}"
+    );
+    let next = phone.text("#slot-next").await?;
+    ensure!(
+        next.contains("13:25"),
+        "the next slot the kitchen can meet: {next:?}"
+    );
     ensure!(
         slots[0][0] == json!(true) && slots[0][2].as_str().unwrap_or("").contains("full"),
         "{slots}"
@@ -889,7 +919,7 @@ async fn extras_and_failures(canteen: Canteen, phone: &Phone) -> anyhow::Result<
         "{slots}"
     );
     ensure!(
-        second.contains("11:45–12:00") && second.contains("8 left"),
+        second.contains("13:25–13:40") && second.contains("8 left"),
         "{slots}"
     );
     ensure!(

@@ -95,7 +95,7 @@
       remove: 'Remove', removeLong: 'Remove {name} from the cart', qtyOf: 'Quantity of {name}', place: 'Place order · {price}',
       placing: 'Placing your order…', payCounter: 'Pay at the counter', payCard: 'Campus card',
       slotFull: 'full', slotLeft: '{n} left', allSlotsFull: 'Every pickup time is full.',
-      chooseSlot: 'Choose a pickup time.', slotTooSoon: 'too soon for the kitchen', slotNext: 'The earliest the kitchen can meet starts at {time}.',
+      chooseSlot: 'Choose a pickup time.', slotTooSoon: 'the kitchen cannot make it', slotNext: 'The earliest the kitchen can meet starts at {time}.',
       etaNow: 'Order now and it should be ready around {time}.', readyAround: 'Ready around {time}',
       readyLate: 'Ready around {time} (promised {promised}; the kitchen is busy)',
       st_placed: 'Placed', st_paid: 'Paid', st_preparing: 'Being prepared', st_ready: 'Ready for pickup!',
