@@ -40,7 +40,7 @@
 
 use canteen_api::ids::OrderId;
 use chrono::{DateTime, Duration, Utc};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 /// Orders the kitchen tracks at once, at most (a day's open orders are far fewer).
 pub const TICKETS_MAX: usize = 50_000;
@@ -211,7 +211,6 @@ impl Rate {
 
 #[derive(Debug, Clone)]
 struct Ticket {
-    placed_at: DateTime<Utc>,
     stations: Vec<usize>,
     /// Paid: in the kitchen's queue.
     queued: bool,
@@ -232,6 +231,10 @@ pub struct Kitchen {
     names: Vec<String>,
     stations: Vec<Rate>,
     all: Rate,
+    /// Per station, the orders paid and not started, in the order they were paid (the
+    /// order the kitchen takes them), and the whole kitchen's.
+    queues: Vec<BTreeSet<(DateTime<Utc>, OrderId)>>,
+    queue_all: BTreeSet<(DateTime<Utc>, OrderId)>,
 }
 
 fn secs(d: Duration) -> f64 {
@@ -253,6 +256,8 @@ impl Kitchen {
             names: Vec::new(),
             stations: Vec::new(),
             all: Rate::default(),
+            queues: Vec::new(),
+            queue_all: BTreeSet::new(),
         }
     }
 
@@ -290,6 +295,7 @@ impl Kitchen {
         }
         self.names.push(name.to_owned());
         self.stations.push(Rate::default());
+        self.queues.push(BTreeSet::new());
         self.names.len() - 1
     }
 
@@ -318,7 +324,6 @@ impl Kitchen {
         self.tickets.insert(
             id,
             Ticket {
-                placed_at: at,
                 stations: idx,
                 queued: false,
                 started: None,
@@ -339,7 +344,7 @@ impl Kitchen {
             return;
         }
         let stations = t.stations.clone();
-        let (backlog, _) = self.backlog(at);
+        let (backlog, _) = self.backlog(&self.saturated(at));
         let expected = stations
             .iter()
             .map(|&s| {
@@ -358,6 +363,20 @@ impl Kitchen {
             r.open += 1;
             r.waiting += 1;
         });
+        for &s in &stations {
+            self.queues[s].insert((at, id));
+        }
+        self.queue_all.insert((at, id));
+    }
+
+    /// Takes a ticket that was paid and not started out of the queues.
+    fn dequeue(&mut self, id: OrderId, t: &Ticket) {
+        if let (Some(paid), None) = (t.paid, t.started) {
+            for &s in &t.stations {
+                self.queues[s].remove(&(paid, id));
+            }
+            self.queue_all.remove(&(paid, id));
+        }
     }
 
     /// Staff started an order.
@@ -369,6 +388,7 @@ impl Kitchen {
         if t.started.is_some() {
             return;
         }
+        let before = t.clone();
         t.started = Some(at);
         let stations = t.stations.clone();
         let lag = match (t.paid, t.expected) {
@@ -376,6 +396,7 @@ impl Kitchen {
             _ => None,
         };
         self.each_rate(&stations, Rate::start);
+        self.dequeue(id, &before);
         if let Some(lag) = lag {
             let alpha = self.tuning.lead_alpha;
             for &s in &stations {
@@ -395,6 +416,7 @@ impl Kitchen {
         if !t.queued {
             return;
         }
+        self.dequeue(id, &t);
         let tuning = self.tuning;
         let prep = t.started.map(|s| secs(at - s).max(0.0));
         let single = t.stations.len() == 1;
@@ -434,6 +456,7 @@ impl Kitchen {
         if !t.queued {
             return;
         }
+        self.dequeue(id, &t);
         let not_started = t.started.is_none();
         self.each_rate(&t.stations, |r| r.leave(not_started));
     }
@@ -463,57 +486,47 @@ impl Kitchen {
         after(now, seconds.max(self.tuning.floor_s))
     }
 
-    /// The backlog per station and in all: the orders paid and not started, where
-    /// one of them has waited longer than the station's usual start lag. Orders staff
-    /// simply have not bumped yet are not a queue; once one waits too long, they all
-    /// are.
-    fn backlog(&self, now: DateTime<Utc>) -> (Vec<usize>, usize) {
-        let (saturated, _) = self.saturated(now);
-        let mut per = vec![0usize; self.stations.len()];
-        let mut all = 0;
-        for t in self.tickets.values() {
-            if t.paid.is_some() && t.started.is_none() {
-                let mut counted = false;
-                for &s in &t.stations {
-                    if saturated[s] {
-                        per[s] += 1;
-                        counted = true;
-                    }
-                }
-                all += usize::from(counted);
-            }
-        }
+    /// The backlog per station and in all: the orders paid and not started, at a
+    /// station with a queue ([`Kitchen::saturated`]). Orders staff simply have not
+    /// bumped yet are not a queue; once one waits too long, they all are.
+    fn backlog(&self, saturated: &[bool]) -> (Vec<usize>, usize) {
+        let per = saturated
+            .iter()
+            .zip(&self.queues)
+            .map(|(&busy, q)| if busy { q.len() } else { 0 })
+            .collect();
+        let all = if saturated.iter().any(|s| *s) {
+            self.queue_all.len()
+        } else {
+            0
+        };
         (per, all)
     }
 
     /// Which stations have a queue: an order waiting to start for longer than their
     /// usual lag, or more than twice as many orders waiting as they work on at once.
-    fn saturated(&self, now: DateTime<Utc>) -> (Vec<bool>, bool) {
-        let mut per = vec![false; self.stations.len()];
-        for t in self.tickets.values() {
-            if let (Some(paid), None) = (t.paid, t.started) {
-                for &s in &t.stations {
-                    per[s] |= secs(now - paid) > self.stations[s].lag_s();
-                }
-            }
-        }
-        // More than twice as many waiting as the station was seen working on at once: a
-        // queue, even before anyone has waited long.
-        for (s, r) in self.stations.iter().enumerate() {
-            per[s] |= r.waiting as f64 > 2.0 * r.peak.max(1.0);
-        }
-        let any = per.iter().any(|s| *s);
-        (per, any)
+    /// Constant work per station: the oldest waiting order is the first of its queue.
+    fn saturated(&self, now: DateTime<Utc>) -> Vec<bool> {
+        self.stations
+            .iter()
+            .zip(&self.queues)
+            .map(|(r, q)| {
+                let waited_long = q
+                    .first()
+                    .is_some_and(|(paid, _)| secs(now - *paid) > r.lag_s());
+                waited_long || r.waiting as f64 > 2.0 * r.peak.max(1.0)
+            })
+            .collect()
     }
 
     /// The current estimate of every order the kitchen tracks.
     pub fn estimates(&self, now: DateTime<Utc>) -> Vec<(OrderId, DateTime<Utc>)> {
         let (rates, _) = self.rates_at(now);
-        let (backlog, _) = self.backlog(now);
-        let (saturated, _) = self.saturated(now);
+        let saturated = self.saturated(now);
+        let (backlog, _) = self.backlog(&saturated);
         let mut queued: Vec<(&OrderId, &Ticket)> =
             self.tickets.iter().filter(|(_, t)| t.queued).collect();
-        queued.sort_by_key(|(id, t)| (t.placed_at, **id));
+        queued.sort_by_key(|(id, t)| (t.paid, **id));
         let mut ahead = vec![0usize; rates.len()];
         let mut out = Vec::with_capacity(self.tickets.len());
         for (id, t) in queued {
@@ -543,21 +556,48 @@ impl Kitchen {
         out
     }
 
-    /// One order's current estimate.
+    /// One order's current estimate: what [`Kitchen::estimates`] says of it, counting
+    /// only the orders paid before it at its stations.
     pub fn estimate(&self, id: OrderId, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.tickets.contains_key(&id).then(|| {
-            self.estimates(now)
-                .into_iter()
-                .find(|(o, _)| *o == id)
-                .map_or(now, |(_, at)| at)
-        })
+        let t = self.tickets.get(&id)?;
+        let (rates, _) = self.rates_at(now);
+        let saturated = self.saturated(now);
+        let worst = t
+            .stations
+            .iter()
+            .map(|&s| {
+                let r = &rates[s];
+                match (t.paid, t.started) {
+                    (_, Some(started)) => {
+                        r.remaining(&self.tuning, 0, Some(secs(now - started).max(0.0)))
+                    }
+                    (Some(paid), None) => {
+                        let ahead = if saturated[s] {
+                            self.queues[s].range(..(paid, id)).count()
+                        } else {
+                            0
+                        };
+                        r.remaining(&self.tuning, ahead, None)
+                    }
+                    (None, None) => {
+                        let ahead = if saturated[s] {
+                            self.queues[s].len()
+                        } else {
+                            0
+                        };
+                        r.remaining(&self.tuning, ahead, None)
+                    }
+                }
+            })
+            .fold(0.0, f64::max);
+        Some(self.finish(now, worst))
     }
 
     /// When an order needing `stations`, paid now, would be ready: the promise made at
     /// placement.
     pub fn estimate_new(&self, stations: &[String], now: DateTime<Utc>) -> DateTime<Utc> {
         let (rates, all) = self.rates_at(now);
-        let (backlog, backlog_all) = self.backlog(now);
+        let (backlog, backlog_all) = self.backlog(&self.saturated(now));
         let worst = stations
             .iter()
             .map(|name| match self.names.iter().position(|n| n == name) {
@@ -738,6 +778,22 @@ mod tests {
             let off = minutes_between(*truth, estimates[id]);
             assert!(off.abs() <= 1.5, "order {i} of the rush: off by {off} min");
         }
+    }
+
+    #[test]
+    fn one_order_s_estimate_is_what_the_whole_list_says_of_it() {
+        let mut k = Kitchen::new(Tuning::default());
+        let mut station = Station::new(2, 3.0, t0());
+        let now = station.steady(t0(), 1.0, 30.0);
+        let unpaid = OrderId::new();
+        station.feed(&mut k, now);
+        k.placed(unpaid, now, &noodles(), None);
+        let all = k.estimates(now);
+        assert!(all.len() > 3, "a queue to look at: {}", all.len());
+        for (id, at) in all {
+            assert_eq!(k.estimate(id, now), Some(at), "order {id}");
+        }
+        assert_eq!(k.estimate(OrderId::new(), now), None);
     }
 
     #[test]
