@@ -48,13 +48,18 @@ pub struct SlotEntry {
     pub capacity: u32,
     pub taken: i64,
     pub full: bool,
-    /// The manager's ceiling (the slot's capacity setting).
+    /// The manager's ceiling (the slot's capacity setting); 0 from an older box.
     #[serde(default)]
     pub ceiling: u32,
     /// Can the kitchen have an order placed now ready before the slot ends, and does
-    /// the slot have room? Only offered slots are taken.
-    #[serde(default)]
+    /// the slot have room? Only offered slots are taken. (A box from before ready-time
+    /// predictions does not send it: read as offered unless `full`.)
+    #[serde(default = "offered_by_default")]
     pub offered: bool,
+}
+
+fn offered_by_default() -> bool {
+    true
 }
 
 /// Today's menu as students see it (`GET /api/menu`).

@@ -269,13 +269,11 @@ impl OrderView {
     /// How late the order is running against the promise made when it was placed: by
     /// how much its current estimate (or now, once the promise has passed) is beyond
     /// it. `None` while it is within a minute of the promise, when there is no promise,
-    /// and once it is no longer being made (ready, handed over, cancelled…).
+    /// while it is not paid (the kitchen does not have it yet), and once it is no
+    /// longer being made (ready, handed over, cancelled…).
     pub fn late_by(&self, now: DateTime<Utc>) -> Option<chrono::Duration> {
         let promised = self.ready_promised_at?;
-        if !matches!(
-            self.state,
-            OrderState::Placed | OrderState::Paid | OrderState::Preparing
-        ) {
+        if !matches!(self.state, OrderState::Paid | OrderState::Preparing) {
             return None;
         }
         let behind = self.ready_estimate.unwrap_or(now).max(now) - promised;
@@ -356,6 +354,8 @@ mod tests {
         assert_eq!(order.late_by(at(13)), Some(chrono::Duration::minutes(3)));
         order.state = OrderState::Ready;
         assert_eq!(order.late_by(at(13)), None, "made: no longer late");
+        order.state = OrderState::Placed;
+        assert_eq!(order.late_by(at(13)), None, "not paid: not the kitchen's");
     }
 
     #[test]

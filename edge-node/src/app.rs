@@ -223,19 +223,21 @@ impl App {
 
     /// What a pickup slot offers now: its capacity from the kitchen's measured rate
     /// (at most the slot's own capacity, the manager's ceiling), the places taken, and
-    /// whether the kitchen can have an order placed now ready before it ends.
+    /// whether the kitchen can have an order placed now ready before it ends
+    /// (`next_ready`, from [`KitchenView::next_ready`], asked once per request).
     pub fn slot_offer(
         &self,
         canteen: &Canteen,
         slot: &PickupSlot,
         day: NaiveDate,
         now: DateTime<Utc>,
+        next_ready: DateTime<Utc>,
     ) -> SlotOffer {
         let taken = self.slots.get(day, &slot.id);
         let (start, end) = canteen.slot_span(day, slot);
         let capacity = self.kitchen.slot_capacity(end - start, slot.capacity, now);
         let full = taken >= i64::from(capacity);
-        let can_meet = self.kitchen.next_ready(now) <= end;
+        let can_meet = next_ready <= end;
         SlotOffer {
             capacity,
             taken,
@@ -247,7 +249,9 @@ impl App {
     /// Sends every estimate that moved by a minute or more to its student's event
     /// streams (the server does this every few seconds).
     pub fn publish_estimates(&self) {
-        for moved in self.kitchen.moved(self.clock.now()) {
+        let now = self.clock.now();
+        let today = self.canteen().service_day(now);
+        for moved in self.kitchen.moved(now, today) {
             // No subscriber is fine: nobody is watching.
             let _ = self.estimates.send(moved);
         }

@@ -677,9 +677,9 @@ async fn drive(client: &Client, api: &Api, base: &str, dish: &str) -> anyhow::Re
         "a blocked student's order: {status} {refused}"
     );
 
-    // Promises on the kitchen display: an unpaid order's promise slips while three
-    // orders placed after it are paid and go ahead; its card shows the promise and by
-    // how many minutes it is running late.
+    // Promises on the kitchen display: a student's promise slips while they take
+    // their time to pay and three orders placed after theirs are paid first; once
+    // paid, the card shows the promise and by how many minutes it is running late.
     let slipping = place_order(api, 4, dish, "late-1").await?;
     let slipping_number = slipping["pickup_number"]
         .as_i64()
@@ -700,6 +700,17 @@ async fn drive(client: &Client, api: &Api, base: &str, dish: &str) -> anyhow::Re
             .await?;
         ensure!(status == 200, "paying an order ahead: {status} {paid}");
     }
+    let (status, paid) = api
+        .post(
+            &format!(
+                "/api/staff/orders/{}/transitions",
+                slipping["id"].as_str().unwrap_or_default()
+            ),
+            Some(&staff_token),
+            &json!({"event": "pay", "version": slipping["version"]}),
+        )
+        .await?;
+    ensure!(status == 200, "paying the slipping order: {status} {paid}");
     client
         .find(Locator::Css("#tab-kitchen"))
         .await?

@@ -722,7 +722,8 @@
   function estimateText(o) {
     if (!o.ready_estimate || !['placed', 'paid', 'preparing'].includes(o.state)) return '';
     const time = clock(o.ready_estimate);
-    const late = o.ready_promised_at && new Date(o.ready_estimate) - new Date(o.ready_promised_at) >= 60000;
+    // Slipped past the promise while the kitchen has it (not while it awaits payment).
+    const late = o.state !== 'placed' && o.ready_promised_at && new Date(o.ready_estimate) - new Date(o.ready_promised_at) >= 60000;
     return late ? t('readyLate', { time, promised: clock(o.ready_promised_at) }) : t('readyAround', { time });
   }
   function renderPay() {

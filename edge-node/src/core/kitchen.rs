@@ -49,6 +49,10 @@ pub const STATIONS_MAX: usize = 64;
 
 /// Seconds of backlog (decayed) before slot capacity follows the measured rate.
 pub const MEASURED_S: f64 = 120.0;
+/// Orders finished under backlog (today) before slot capacity follows the measured
+/// rate: the first minutes of the day's first queue, before anything is ready, say
+/// nothing yet.
+pub const MEASURED_ORDERS: u32 = 5;
 
 /// What the start lag is taken to be before any is measured, in seconds.
 const START_LAG_PRIOR_S: f64 = 60.0;
@@ -94,6 +98,8 @@ struct Rate {
     done: f64,
     /// Seconds with a backlog, decayed.
     busy: f64,
+    /// Orders finished with a backlog behind them, all day.
+    done_all_day: u32,
     /// Preparation seconds (start bump → ready bump).
     prep: Average,
     /// Started and not ready.
@@ -199,12 +205,19 @@ impl Rate {
         ahead as f64 / self.per_second(t)
     }
 
-    /// Seconds until an order `ahead` places back in the queue is ready; `elapsed` is
-    /// how long ago it was started, if it was.
-    fn remaining(&self, t: &Tuning, ahead: usize, elapsed: Option<f64>) -> f64 {
+    /// Seconds from now until an order is ready: `since_paid` seconds after it was
+    /// paid (0 for one not paid yet: as if paid now), with `ahead` orders before it in
+    /// the queue, `elapsed` seconds after it was started if it was: the queue's wait
+    /// plus a lead time, counted from payment for as long as a start usually lags, and
+    /// from now once it has waited longer (its start is overdue).
+    fn remaining(&self, t: &Tuning, since_paid: f64, ahead: usize, elapsed: Option<f64>) -> f64 {
         match elapsed {
             Some(e) => (self.prep_s(t) - e).max(0.0),
-            None => self.queue_wait(t, ahead) + self.lead_s(t),
+            None => {
+                let lead = self.lead_s(t);
+                let waited = since_paid.min(self.lag_s());
+                (lead - since_paid).max(self.queue_wait(t, ahead) + lead - waited)
+            }
         }
     }
 }
@@ -286,12 +299,18 @@ impl Kitchen {
         }
     }
 
+    /// The station of a category already seen; once [`STATIONS_MAX`] are tracked, any
+    /// other category shares the last one.
+    fn station_of(&self, name: &str) -> Option<usize> {
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .or_else(|| (self.names.len() >= STATIONS_MAX).then_some(STATIONS_MAX - 1))
+    }
+
     fn station(&mut self, name: &str) -> usize {
-        if let Some(i) = self.names.iter().position(|n| n == name) {
+        if let Some(i) = self.station_of(name) {
             return i;
-        }
-        if self.names.len() >= STATIONS_MAX {
-            return STATIONS_MAX - 1;
         }
         self.names.push(name.to_owned());
         self.stations.push(Rate::default());
@@ -350,7 +369,7 @@ impl Kitchen {
             .map(|&s| {
                 let r = &self.stations[s];
                 let wait = r.queue_wait(&self.tuning, backlog[s]);
-                (s, wait, wait + r.lead_s(&self.tuning))
+                (s, wait, r.remaining(&self.tuning, 0.0, backlog[s], None))
             })
             .max_by(|a, b| a.2.total_cmp(&b.2))
             .map(|(s, wait, _)| (at, s, wait));
@@ -404,6 +423,7 @@ impl Kitchen {
                     .start_lag
                     .observe(lag, START_LAG_PRIOR_S, alpha);
             }
+            self.all.start_lag.observe(lag, START_LAG_PRIOR_S, alpha);
         }
     }
 
@@ -426,6 +446,7 @@ impl Kitchen {
             let r = &mut self.stations[s];
             if r.loaded {
                 r.done += 1.0;
+                r.done_all_day = r.done_all_day.saturating_add(1);
             }
             // An order from several stations is ready when the slowest is: it tells
             // the others nothing about their own time.
@@ -435,13 +456,21 @@ impl Kitchen {
         }
         if self.all.loaded {
             self.all.done += 1.0;
+            self.all.done_all_day = self.all.done_all_day.saturating_add(1);
         }
         if let Some(p) = prep {
             self.all.observe_prep(p, &tuning);
         }
-        if let Some((paid, s, _)) = t.expected.filter(|(_, _, wait)| single && *wait <= 0.0) {
+        if let Some((paid, s, _)) = t.expected.filter(|(_, _, wait)| *wait <= 0.0) {
             let seen = secs(at - paid).clamp(0.0, 3600.0);
-            self.stations[s]
+            if single {
+                self.stations[s]
+                    .lead
+                    .observe(seen, tuning.prep_prior_s, tuning.lead_alpha);
+            }
+            // The whole kitchen's lead (for an order of dishes not chosen yet) takes
+            // every order that found no queue.
+            self.all
                 .lead
                 .observe(seen, tuning.prep_prior_s, tuning.lead_alpha);
         }
@@ -464,6 +493,25 @@ impl Kitchen {
     /// Is the order tracked (placed or in the kitchen, not yet ready)?
     pub fn contains(&self, id: OrderId) -> bool {
         self.tickets.contains_key(&id)
+    }
+
+    /// Is the order paid and not yet ready: in the kitchen's hands?
+    pub fn in_kitchen(&self, id: OrderId) -> bool {
+        self.tickets.get(&id).is_some_and(|t| t.queued)
+    }
+
+    /// Forgets orders paid more than `after` ago and never started (an order nobody
+    /// bumped): left in, it would read as a queue for the rest of the day.
+    pub fn forget_stale(&mut self, now: DateTime<Utc>, after: Duration) {
+        let stale: Vec<OrderId> = self
+            .queue_all
+            .iter()
+            .take_while(|(paid, _)| now - *paid > after)
+            .map(|(_, id)| *id)
+            .collect();
+        for id in stale {
+            self.gone(id, now);
+        }
     }
 
     /// What an order was promised when it was placed.
@@ -519,6 +567,32 @@ impl Kitchen {
             .collect()
     }
 
+    /// Seconds from now until ticket `t` is ready; `ahead(s)` is how many orders are
+    /// before it in station `s`'s queue.
+    fn ticket_seconds(
+        &self,
+        rates: &[Rate],
+        t: &Ticket,
+        now: DateTime<Utc>,
+        ahead: impl Fn(usize) -> usize,
+    ) -> f64 {
+        t.stations
+            .iter()
+            .map(|&s| {
+                let r = &rates[s];
+                match (t.paid, t.started) {
+                    (_, Some(started)) => {
+                        r.remaining(&self.tuning, 0.0, 0, Some(secs(now - started).max(0.0)))
+                    }
+                    (Some(paid), None) => {
+                        r.remaining(&self.tuning, secs(now - paid).max(0.0), ahead(s), None)
+                    }
+                    (None, None) => r.remaining(&self.tuning, 0.0, ahead(s), None),
+                }
+            })
+            .fold(0.0, f64::max)
+    }
+
     /// The current estimate of every order the kitchen tracks.
     pub fn estimates(&self, now: DateTime<Utc>) -> Vec<(OrderId, DateTime<Utc>)> {
         let (rates, _) = self.rates_at(now);
@@ -530,12 +604,7 @@ impl Kitchen {
         let mut ahead = vec![0usize; rates.len()];
         let mut out = Vec::with_capacity(self.tickets.len());
         for (id, t) in queued {
-            let elapsed = t.started.map(|s| secs(now - s).max(0.0));
-            let worst = t
-                .stations
-                .iter()
-                .map(|&s| rates[s].remaining(&self.tuning, ahead[s], elapsed))
-                .fold(0.0, f64::max);
+            let seconds = self.ticket_seconds(&rates, t, now, |s| ahead[s]);
             if t.started.is_none() {
                 for &s in &t.stations {
                     if saturated[s] {
@@ -543,15 +612,11 @@ impl Kitchen {
                     }
                 }
             }
-            out.push((*id, self.finish(now, worst)));
+            out.push((*id, self.finish(now, seconds)));
         }
         for (id, t) in self.tickets.iter().filter(|(_, t)| !t.queued) {
-            let worst = t
-                .stations
-                .iter()
-                .map(|&s| rates[s].remaining(&self.tuning, backlog[s], None))
-                .fold(0.0, f64::max);
-            out.push((*id, self.finish(now, worst)));
+            let seconds = self.ticket_seconds(&rates, t, now, |s| backlog[s]);
+            out.push((*id, self.finish(now, seconds)));
         }
         out
     }
@@ -562,35 +627,12 @@ impl Kitchen {
         let t = self.tickets.get(&id)?;
         let (rates, _) = self.rates_at(now);
         let saturated = self.saturated(now);
-        let worst = t
-            .stations
-            .iter()
-            .map(|&s| {
-                let r = &rates[s];
-                match (t.paid, t.started) {
-                    (_, Some(started)) => {
-                        r.remaining(&self.tuning, 0, Some(secs(now - started).max(0.0)))
-                    }
-                    (Some(paid), None) => {
-                        let ahead = if saturated[s] {
-                            self.queues[s].range(..(paid, id)).count()
-                        } else {
-                            0
-                        };
-                        r.remaining(&self.tuning, ahead, None)
-                    }
-                    (None, None) => {
-                        let ahead = if saturated[s] {
-                            self.queues[s].len()
-                        } else {
-                            0
-                        };
-                        r.remaining(&self.tuning, ahead, None)
-                    }
-                }
-            })
-            .fold(0.0, f64::max);
-        Some(self.finish(now, worst))
+        let seconds = self.ticket_seconds(&rates, t, now, |s| match (saturated[s], t.paid) {
+            (false, _) => 0,
+            (true, Some(paid)) => self.queues[s].range(..(paid, id)).count(),
+            (true, None) => self.queues[s].len(),
+        });
+        Some(self.finish(now, seconds))
     }
 
     /// When an order needing `stations`, paid now, would be ready: the promise made at
@@ -600,14 +642,14 @@ impl Kitchen {
         let (backlog, backlog_all) = self.backlog(&self.saturated(now));
         let worst = stations
             .iter()
-            .map(|name| match self.names.iter().position(|n| n == name) {
-                Some(s) => rates[s].remaining(&self.tuning, backlog[s], None),
+            .map(|name| match self.station_of(name) {
+                Some(s) => rates[s].remaining(&self.tuning, 0.0, backlog[s], None),
                 // A station nothing was ordered from yet: the prior, alone.
-                None => Rate::default().remaining(&self.tuning, 0, None),
+                None => Rate::default().remaining(&self.tuning, 0.0, 0, None),
             })
             .fold(0.0, f64::max);
         let worst = if stations.is_empty() {
-            all.remaining(&self.tuning, backlog_all, None)
+            all.remaining(&self.tuning, 0.0, backlog_all, None)
         } else {
             worst
         };
@@ -622,15 +664,17 @@ impl Kitchen {
 
     /// How many orders the kitchen can make in a pickup slot of `length`: its rate
     /// measured under backlog over the slot, at most `ceiling` (the manager's setting).
-    /// Before the kitchen has had a backlog for [`MEASURED_S`] (in its memory), the slot
-    /// takes `ceiling`: a quiet kitchen has not shown what it can do.
+    /// Before the kitchen has had a backlog for [`MEASURED_S`] (in its memory) and has
+    /// finished [`MEASURED_ORDERS`] under one today, the slot takes `ceiling`: a quiet
+    /// kitchen, or one whose first queue has only just formed, has not shown what it
+    /// can do.
     pub fn slot_capacity(&self, length: Duration, ceiling: u32, now: DateTime<Utc>) -> u32 {
         let seconds = secs(length);
         if seconds <= 0.0 || ceiling == 0 {
             return 0;
         }
         let (_, all) = self.rates_at(now);
-        if all.busy < MEASURED_S {
+        if all.busy < MEASURED_S || all.done_all_day < MEASURED_ORDERS {
             return ceiling;
         }
         let can = (all.done / all.busy * seconds).floor();
@@ -752,7 +796,7 @@ mod tests {
         // Before anything is measured: one cook, 5 minutes an order.
         let first = minutes_between(t0(), all[&ids[0]]);
         let third = minutes_between(t0(), all[&ids[2]]);
-        assert!(third > first + 9.0, "first {first}, third {third}");
+        assert!(third > first + 8.0, "first {first}, third {third}");
         let next = minutes_between(t0(), k.estimate_new(&noodles(), t0()));
         assert!(
             next > third,
@@ -881,6 +925,20 @@ mod tests {
     }
 
     #[test]
+    fn an_order_nobody_started_for_hours_stops_counting_as_a_queue() {
+        let mut k = Kitchen::new(Tuning::default());
+        let forgotten = queue(&mut k, 3, t0(), &noodles());
+        let later = t0() + Duration::hours(3);
+        assert!(k.estimate_new(&noodles(), later) > later + min(10.0));
+        k.forget_stale(later, Duration::hours(2));
+        assert_eq!(
+            minutes_between(later, k.estimate_new(&noodles(), later)),
+            5.0
+        );
+        assert!(!k.contains(forgotten[0]) && !k.in_kitchen(forgotten[0]));
+    }
+
+    #[test]
     fn orders_leaving_shorten_the_wait_behind_them() {
         let mut k = Kitchen::new(Tuning::default());
         let ids = queue(&mut k, 4, t0(), &noodles());
@@ -899,9 +957,15 @@ mod tests {
         let slot = Duration::minutes(15);
         // Unmeasured: the manager's ceiling.
         assert_eq!(k.slot_capacity(slot, 40, t0()), 40);
-        // Measured under load at one order a minute: about 15 in a quarter hour.
+        // A queue has formed and nothing is ready yet: not measured, still the ceiling.
         let mut now = t0();
         let ids = queue(&mut k, 60, now, &noodles());
+        for &id in &ids[..3] {
+            k.started(id, now);
+        }
+        now += min(4.0);
+        assert_eq!(k.slot_capacity(slot, 40, now), 40);
+        // Measured under load at one order a minute: about 15 in a quarter hour.
         for &id in &ids[..40] {
             k.started(id, now);
             now += min(1.0);

@@ -179,12 +179,13 @@ async fn menu(State(app): State<App>, IsStaff(is_staff): IsStaff) -> Json<MenuRe
         })
         .collect();
     let (open_at, close_at, closed_today) = canteen.hours_on(now);
+    let next_ready = app.kitchen.next_ready(now);
     let pickup_slots = canteen
         .raw
         .pickup_slots
         .iter()
         .map(|s| {
-            let offer = app.slot_offer(&canteen, s, day, now);
+            let offer = app.slot_offer(&canteen, s, day, now, next_ready);
             SlotEntry {
                 id: s.id.clone(),
                 start: s.start.clone(),
@@ -212,7 +213,7 @@ async fn menu(State(app): State<App>, IsStaff(is_staff): IsStaff) -> Json<MenuRe
         payment_modes: canteen.payment_modes.clone(),
         pickup_slots,
         next_slot,
-        ready_estimate: Some(app.kitchen.next_ready(now)),
+        ready_estimate: Some(next_ready),
         items,
     })
 }

@@ -106,25 +106,22 @@ pub async fn place(
     let promise = app
         .kitchen
         .promise(&crate::store::kitchen::stations(&menu, &priced.lines), now);
-    // A slot is taken only while the kitchen can meet it; its capacity follows the
-    // kitchen's measured rate (at most the slot's setting).
-    let slot_capacity = match &priced.pickup_slot {
-        None => None,
-        Some(slot) => {
-            let offer = app.slot_offer(&canteen, slot, day, now);
-            let (_, end) = canteen.slot_span(day, slot);
-            if promise > end {
-                return Err(OrderError::SlotUnreachable {
-                    slot: format!("{}–{}", slot.start, slot.end),
-                    ready: promise
-                        .with_timezone(&canteen.time_zone)
-                        .format("%H:%M")
-                        .to_string(),
-                });
-            }
-            Some(offer.capacity)
+    // A slot is taken only while the kitchen can meet it (checked in the write, after
+    // a replay is answered); its capacity follows the kitchen's measured rate (at most
+    // the slot's setting).
+    let slot = priced.pickup_slot.as_ref().map(|slot| {
+        let next_ready = app.kitchen.next_ready(now);
+        let offer = app.slot_offer(&canteen, slot, day, now, next_ready);
+        let (_, end) = canteen.slot_span(day, slot);
+        SlotTerms {
+            capacity: offer.capacity,
+            end,
+            ready: promise
+                .with_timezone(&canteen.time_zone)
+                .format("%H:%M")
+                .to_string(),
         }
-    };
+    });
     let params = PlaceParams {
         unpaid_max: app.config.unpaid_orders_per_student,
         student,
@@ -133,7 +130,7 @@ pub async fn place(
         priced,
         day,
         promise,
-        slot_capacity,
+        slot,
         unpaid_timeout: canteen.unpaid_timeout,
     };
     app.writer
@@ -149,9 +146,17 @@ struct PlaceParams {
     priced: PricedOrder,
     day: NaiveDate,
     promise: chrono::DateTime<chrono::Utc>,
-    /// The chosen slot's capacity now (from the kitchen's rate).
-    slot_capacity: Option<u32>,
+    slot: Option<SlotTerms>,
     unpaid_timeout: chrono::Duration,
+}
+
+/// What the chosen pickup slot takes now.
+struct SlotTerms {
+    /// Its capacity from the kitchen's rate.
+    capacity: u32,
+    end: chrono::DateTime<chrono::Utc>,
+    /// The promise, as the canteen's clock shows it (for the refusal).
+    ready: String,
 }
 
 fn place_in(
@@ -191,12 +196,20 @@ fn place_in(
             .ok_or(PriceError::UnknownItem(*item_id))?;
         stock::reserve(ctx, item, p.day, *qty)??;
     }
+    if let (Some(slot), Some(terms)) = (&p.priced.pickup_slot, &p.slot)
+        && p.promise > terms.end
+    {
+        return Err(OrderError::SlotUnreachable {
+            slot: format!("{}–{}", slot.start, slot.end),
+            ready: terms.ready.clone(),
+        });
+    }
     if let Some(slot) = &p.priced.pickup_slot
         && !crate::store::pickup::take_slot(
             ctx,
             p.day,
             slot,
-            p.slot_capacity.unwrap_or(slot.capacity),
+            p.slot.as_ref().map_or(slot.capacity, |t| t.capacity),
         )?
     {
         return Err(OrderError::SlotFull(format!("{}–{}", slot.start, slot.end)));

@@ -18,6 +18,9 @@ use rusqlite::{Connection, OptionalExtension};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+/// A paid order nobody started for this long is forgotten by the kitchen.
+pub const STALE_AFTER: Duration = Duration::hours(2);
+
 /// An estimate moves for its student when it shifts by at least this much.
 pub const SHIFT_MIN: Duration = Duration::minutes(1);
 
@@ -186,13 +189,26 @@ impl KitchenView {
         self.lock().kitchen.slot_capacity(length, ceiling, now)
     }
 
-    /// Estimates that moved by [`SHIFT_MIN`] or more since their students were last
-    /// told (or were never told), recorded as told.
-    pub fn moved(&self, now: DateTime<Utc>) -> Vec<EstimateMoved> {
+    /// Estimates of paid orders that moved by [`SHIFT_MIN`] or more since their
+    /// students were last told (or from the promise), recorded as told. An unpaid
+    /// order's estimate ("if paid now") moves with the clock and is not sent. Also where
+    /// the day moves on (a new service day starts an empty kitchen) and orders nobody
+    /// started for [`STALE_AFTER`] are forgotten.
+    pub fn moved(&self, now: DateTime<Utc>, today: NaiveDate) -> Vec<EstimateMoved> {
         let mut s = self.lock();
+        if s.day.is_some_and(|d| d < today) {
+            s.day = Some(today);
+            s.kitchen = Kitchen::new(self.tuning);
+            s.students.clear();
+            s.told.clear();
+        }
+        s.kitchen.forget_stale(now, STALE_AFTER);
         let estimates = s.kitchen.estimates(now);
         let mut out = Vec::new();
         for (id, estimate) in estimates {
+            if !s.kitchen.in_kitchen(id) {
+                continue;
+            }
             let Some(&student) = s.students.get(&id) else {
                 continue;
             };
