@@ -910,17 +910,7 @@ async fn everything_survives_a_restart() {
     let staff = b.staff().await;
     let placed = b.place(&s, b.noodle_order(3)).await.body;
     b.transition(&staff, &placed, "pay").await;
-    b.app.close().await;
-    let config = b.app.config.clone();
-    let app = edge_node::App::open(config, b.clock.clone()).unwrap();
-    let router = edge_node::http::router(app.clone());
-    let reopened = TestBox {
-        app,
-        router,
-        clock: b.clock.clone(),
-        items: b.items.clone(),
-        dir: b.dir,
-    };
+    let reopened = b.reopen().await;
     let s = reopened.student(1).await;
     let mine = reopened.get("/api/student/orders", Some(&s)).await.body;
     assert_eq!(mine[0]["state"], "paid");
@@ -1155,15 +1145,7 @@ async fn service_days_follow_the_canteens_time_zone_across_a_restart() {
         order = r.body;
     }
 
-    b.app.close().await;
-    let app = edge_node::App::open(b.app.config.clone(), b.clock.clone()).unwrap();
-    let reopened = TestBox {
-        router: edge_node::http::router(app.clone()),
-        app,
-        clock: b.clock.clone(),
-        items: b.items.clone(),
-        dir: b.dir,
-    };
+    let reopened = b.reopen().await;
     // 2026-11-24 23:30 UTC = 2026-11-25 07:30 in Shanghai: the 24th closed at 22:00.
     reopened.clock.advance(chrono::Duration::hours(24));
     assert_eq!(

@@ -34,6 +34,25 @@ async fn paid_order(b: &TestBox, staff: &str, n: u32) -> (Value, DateTime<Utc>) 
     (paid.body, promise)
 }
 
+/// A manager adds pickup slots through the settings API.
+async fn add_slots(b: &TestBox, slots: &[Value]) {
+    let manager = b.manager().await;
+    let edits: Vec<Value> = slots
+        .iter()
+        .map(|slot| json!({"op": "add_slot", "slot": slot}))
+        .collect();
+    let r = b
+        .call(
+            Method::POST,
+            "/api/staff/settings/edits",
+            Some(&manager),
+            Some(Value::Array(edits)),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+}
+
 #[tokio::test]
 async fn promises_follow_the_queue_and_estimates_move_as_the_kitchen_works() {
     let b = TestBox::with(|s| s, 8).await;
@@ -139,21 +158,15 @@ async fn promises_follow_the_queue_and_estimates_move_as_the_kitchen_works() {
 #[tokio::test]
 async fn slot_capacity_follows_the_kitchen_measured_rate() {
     let b = TestBox::with(|s| s, 30).await;
-    let manager = b.manager().await;
     let staff = b.staff().await;
-    let r = b
-        .call(
-            Method::POST,
-            "/api/staff/settings/edits",
-            Some(&manager),
-            Some(json!([
-                {"op": "add_slot", "slot": {"id": "1200", "start": "12:00", "end": "12:15", "capacity": 40}},
-                {"op": "add_slot", "slot": {"id": "1300", "start": "13:00", "end": "13:15", "capacity": 40}}
-            ])),
-            &[],
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    add_slots(
+        &b,
+        &[
+            json!({"id": "1200", "start": "12:00", "end": "12:15", "capacity": 40}),
+            json!({"id": "1300", "start": "13:00", "end": "13:15", "capacity": 40}),
+        ],
+    )
+    .await;
     let slot = |menu: &Value, id: &str| {
         menu["pickup_slots"]
             .as_array()
@@ -244,15 +257,7 @@ async fn a_restarted_box_keeps_its_promises_and_what_it_measured() {
         .body;
     let menu_before = b.get("/api/menu", None).await.body;
 
-    b.app.close().await;
-    let app = edge_node::App::open(b.app.config.clone(), b.clock.clone()).unwrap();
-    let reopened = TestBox {
-        router: edge_node::http::router(app.clone()),
-        app,
-        clock: b.clock.clone(),
-        items: b.items.clone(),
-        dir: b.dir,
-    };
+    let reopened = b.reopen().await;
     // Rebuilt from the day's events: the same promises, the same estimates, the same
     // estimate for a new order.
     let after = reopened
@@ -276,20 +281,12 @@ async fn a_restarted_box_keeps_its_promises_and_what_it_measured() {
 #[tokio::test]
 async fn a_retried_order_with_a_slot_gets_its_order_back_even_when_the_slot_is_now_out_of_reach() {
     let b = TestBox::with(|s| s, 12).await;
-    let manager = b.manager().await;
     let staff = b.staff().await;
-    let r = b
-        .call(
-            Method::POST,
-            "/api/staff/settings/edits",
-            Some(&manager),
-            Some(json!([
-                {"op": "add_slot", "slot": {"id": "1210", "start": "12:05", "end": "12:20", "capacity": 40}}
-            ])),
-            &[],
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    add_slots(
+        &b,
+        &[json!({"id": "1210", "start": "12:05", "end": "12:20", "capacity": 40})],
+    )
+    .await;
     let student = b.student(1).await;
     let mut body = b.noodle_order(1);
     body["pickup_slot"] = json!("1210");

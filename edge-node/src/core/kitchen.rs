@@ -427,21 +427,27 @@ impl Kitchen {
         }
     }
 
-    /// Staff marked an order ready: a measurement.
-    pub fn ready(&mut self, id: OrderId, at: DateTime<Utc>) {
+    /// Takes an order out of the kitchen, made or not; `None` unless it was paid.
+    fn take_out(&mut self, id: OrderId, at: DateTime<Utc>) -> Option<Ticket> {
         self.advance(at);
-        let Some(t) = self.tickets.remove(&id) else {
-            return;
-        };
+        let t = self.tickets.remove(&id)?;
         if !t.queued {
-            return;
+            return None;
         }
         self.dequeue(id, &t);
+        let not_started = t.started.is_none();
+        self.each_rate(&t.stations, |r| r.leave(not_started));
+        Some(t)
+    }
+
+    /// Staff marked an order ready: a measurement.
+    pub fn ready(&mut self, id: OrderId, at: DateTime<Utc>) {
+        let Some(t) = self.take_out(id, at) else {
+            return;
+        };
         let tuning = self.tuning;
         let prep = t.started.map(|s| secs(at - s).max(0.0));
         let single = t.stations.len() == 1;
-        let not_started = t.started.is_none();
-        self.each_rate(&t.stations, |r| r.leave(not_started));
         for &s in &t.stations {
             let r = &mut self.stations[s];
             if r.loaded {
@@ -478,16 +484,7 @@ impl Kitchen {
 
     /// An order left the kitchen without being made (cancelled, expired).
     pub fn gone(&mut self, id: OrderId, at: DateTime<Utc>) {
-        self.advance(at);
-        let Some(t) = self.tickets.remove(&id) else {
-            return;
-        };
-        if !t.queued {
-            return;
-        }
-        self.dequeue(id, &t);
-        let not_started = t.started.is_none();
-        self.each_rate(&t.stations, |r| r.leave(not_started));
+        self.take_out(id, at);
     }
 
     /// Is the order tracked (placed or in the kitchen, not yet ready)?

@@ -76,6 +76,20 @@ impl TestBox {
         }
     }
 
+    /// Closes the box and opens it again on the same data directory and clock: a
+    /// restart.
+    pub async fn reopen(self) -> Self {
+        self.app.close().await;
+        let app = App::open(self.app.config.clone(), self.clock.clone()).unwrap();
+        Self {
+            router: edge_node::http::router(app.clone()),
+            app,
+            clock: self.clock,
+            items: self.items,
+            dir: self.dir,
+        }
+    }
+
     pub fn item(&self, name_en: &str) -> &MenuItem {
         self.items
             .iter()
