@@ -290,16 +290,21 @@ async fn a_retried_order_with_a_slot_gets_its_order_back_even_when_the_slot_is_n
     let student = b.student(1).await;
     let mut body = b.noodle_order(1);
     body["pickup_slot"] = json!("1210");
-    let key = [("idempotency-key", "checkout-1")];
-    let first = b
-        .call(
-            Method::POST,
-            "/api/student/orders",
-            Some(&student),
-            Some(body.clone()),
-            &key,
-        )
-        .await;
+    let b = &b;
+    let checkout = |key: &'static str| {
+        let (student, body) = (student.clone(), body.clone());
+        async move {
+            b.call(
+                Method::POST,
+                "/api/student/orders",
+                Some(&student),
+                Some(body),
+                &[("idempotency-key", key)],
+            )
+            .await
+        }
+    };
+    let first = checkout("checkout-1").await;
     assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
     // A queue forms: a new order could not be ready by 12:20 any more.
     for n in 2..=12 {
@@ -308,31 +313,21 @@ async fn a_retried_order_with_a_slot_gets_its_order_back_even_when_the_slot_is_n
     let menu = b.get("/api/menu", None).await.body;
     assert_eq!(menu["pickup_slots"][0]["offered"], false, "{menu}");
     // The student's retry (the answer was lost) gets the order it placed.
-    let retry = b
-        .call(
-            Method::POST,
-            "/api/student/orders",
-            Some(&student),
-            Some(body.clone()),
-            &key,
-        )
-        .await;
+    let retry = checkout("checkout-1").await;
     assert_eq!(retry.status, StatusCode::OK, "{:?}", retry.body);
     assert_eq!(retry.body["id"], first.body["id"]);
     // A new checkout for that slot is refused, saying when the kitchen could do it.
-    let other = b
-        .call(
-            Method::POST,
-            "/api/student/orders",
-            Some(&b.student(1).await),
-            Some(body),
-            &[("idempotency-key", "checkout-2")],
-        )
-        .await;
+    let other = checkout("checkout-2").await;
     assert_eq!(
         (other.status, other.code()),
         (StatusCode::CONFLICT, "pickup_slot_full"),
         "{:?}",
         other.body
+    );
+    assert!(
+        other.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ready around")
     );
 }

@@ -720,15 +720,18 @@ async fn drive(client: &Client, api: &Api, base: &str, dish: &str) -> anyhow::Re
     let late: i64 = until("the late badge", || async {
         let Some(badge) = client
             .find_all(Locator::Css(&format!("{card} .badge.late")))
-            .await?
-            .into_iter()
-            .next()
+            .await
+            .ok()
+            .and_then(|found| found.into_iter().next())
         else {
             return Ok(None);
         };
+        // The board re-renders every second: an element gone stale counts as "not yet".
         Ok(badge
             .attr("data-late")
-            .await?
+            .await
+            .ok()
+            .flatten()
             .and_then(|m| m.parse::<i64>().ok()))
     })
     .await?;
@@ -750,15 +753,26 @@ async fn drive(client: &Client, api: &Api, base: &str, dish: &str) -> anyhow::Re
     let expected_time = client
         .execute("return hhmm(arguments[0]);", vec![promised])
         .await?;
-    let text = client
-        .find(Locator::Css(&format!("{card} .promise")))
-        .await?
-        .text()
-        .await?;
-    ensure!(
-        text.contains(expected_time.as_str().unwrap_or("?")),
-        "the card's promise reads {text:?}"
-    );
+    let expected_time = expected_time.as_str().unwrap_or("?").to_owned();
+    until(
+        &format!("the promise {expected_time} on the card"),
+        || async {
+            let Some(line) = client
+                .find_all(Locator::Css(&format!("{card} .promise")))
+                .await
+                .ok()
+                .and_then(|found| found.into_iter().next())
+            else {
+                return Ok(None);
+            };
+            Ok(line
+                .text()
+                .await
+                .ok()
+                .filter(|text| text.contains(&expected_time)))
+        },
+    )
+    .await?;
     std::fs::write(
         artifacts()?.join("desktop-late.png"),
         client.screenshot().await?,
