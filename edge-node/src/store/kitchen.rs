@@ -189,9 +189,9 @@ impl KitchenView {
         self.lock().kitchen.slot_capacity(length, ceiling, now)
     }
 
-    /// Estimates of paid orders that moved by [`SHIFT_MIN`] or more since their
-    /// students were last told (or from the promise), recorded as told. An unpaid
-    /// order's estimate ("if paid now") moves with the clock and is not sent. Also where
+    /// Estimates that moved by [`SHIFT_MIN`] or more since their students were last
+    /// told (or from the promise), recorded as told (an unpaid order's "if paid now"
+    /// moves with the clock, so its student hears about once a minute). Also where
     /// the day moves on (a new service day starts an empty kitchen) and orders nobody
     /// started for [`STALE_AFTER`] are forgotten.
     pub fn moved(&self, now: DateTime<Utc>, today: NaiveDate) -> Vec<EstimateMoved> {
@@ -206,9 +206,6 @@ impl KitchenView {
         let estimates = s.kitchen.estimates(now);
         let mut out = Vec::new();
         for (id, estimate) in estimates {
-            if !s.kitchen.in_kitchen(id) {
-                continue;
-            }
             let Some(&student) = s.students.get(&id) else {
                 continue;
             };
