@@ -499,6 +499,7 @@ mod tests {
             next_events: vec![OrderEvent::Pay, OrderEvent::Cancel],
             ready_promised_at: None,
             ready_estimate: None,
+            running_late_min: None,
         }
         .with_facts()
     }

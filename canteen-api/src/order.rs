@@ -263,6 +263,27 @@ pub struct OrderView {
     /// (or placed and unpaid: as if paid now). Moves as the kitchen works.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_estimate: Option<DateTime<Utc>>,
+    /// Whole minutes (rounded up) the order is running late against its promise,
+    /// while it is ([`OrderView::late_min`]): the box says so, pages do not work it
+    /// out from states.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_late_min: Option<i64>,
+}
+
+/// How late an order in the kitchen runs against `promised`: by how much its current
+/// estimate (or now, once the promise has passed) is beyond it; `None` within a minute.
+pub fn running_late(
+    promised: DateTime<Utc>,
+    estimate: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<chrono::Duration> {
+    let behind = estimate.unwrap_or(now).max(now) - promised;
+    (behind >= chrono::Duration::minutes(1)).then_some(behind)
+}
+
+/// A lateness in whole minutes, rounded up (59 s late is a minute late).
+pub fn whole_minutes(late: chrono::Duration) -> i64 {
+    (late.num_seconds() + 59) / 60
 }
 
 impl OrderView {
@@ -276,8 +297,12 @@ impl OrderView {
         if !matches!(self.state, OrderState::Paid | OrderState::Preparing) {
             return None;
         }
-        let behind = self.ready_estimate.unwrap_or(now).max(now) - promised;
-        (behind >= chrono::Duration::minutes(1)).then_some(behind)
+        running_late(promised, self.ready_estimate, now)
+    }
+
+    /// [`OrderView::late_by`] in whole minutes, rounded up.
+    pub fn late_min(&self, now: DateTime<Utc>) -> Option<i64> {
+        self.late_by(now).map(whole_minutes)
     }
 
     /// Sets the lifecycle facts (`can_cancel`, `next_events`) from the state.
@@ -349,6 +374,8 @@ mod tests {
         assert_eq!(order.late_by(now), None, "within a minute");
         order.ready_estimate = Some(at(14));
         assert_eq!(order.late_by(now), Some(chrono::Duration::minutes(4)));
+        order.ready_estimate = Some(at(14) + chrono::Duration::seconds(1));
+        assert_eq!(order.late_min(now), Some(5), "whole minutes, rounded up");
         // Past the promise, the clock counts even when the estimate lags behind it.
         order.ready_estimate = None;
         assert_eq!(order.late_by(at(13)), Some(chrono::Duration::minutes(3)));

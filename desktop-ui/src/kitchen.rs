@@ -169,8 +169,6 @@ pub struct ColumnView {
 pub struct Board {
     pub columns: Vec<ColumnView>,
     pub overdue: usize,
-    /// Orders running late against their promise.
-    pub late: usize,
 }
 
 /// Builds the display from the open orders: three columns, oldest first in each.
@@ -195,7 +193,6 @@ pub fn board(
             .then(a.pickup_number.cmp(&b.pickup_number))
     });
     let mut overdue = 0;
-    let mut late = 0;
     for order in sorted {
         let Some(column) = column_of(order.state) else {
             continue;
@@ -205,8 +202,7 @@ pub fn board(
         if is_overdue {
             overdue += 1;
         }
-        let late_min = order.late_by(now).map(|d| (d.num_seconds() + 59) / 60);
-        late += usize::from(late_min.is_some());
+        let late_min = order.late_min(now);
         let mut all_allergens = HashSet::new();
         let lines = order
             .lines
@@ -248,11 +244,7 @@ pub fn board(
             col.cards.push(card);
         }
     }
-    Board {
-        columns,
-        overdue,
-        late,
-    }
+    Board { columns, overdue }
 }
 
 #[cfg(test)]
@@ -312,6 +304,7 @@ mod tests {
             next_events: vec![],
             ready_promised_at: None,
             ready_estimate: None,
+            running_late_min: None,
         }
         .with_facts()
     }

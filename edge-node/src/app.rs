@@ -135,7 +135,7 @@ impl App {
             Tuning::default(),
             today,
             clock.now(),
-            &menu.snapshot(),
+            &menu,
         )?);
         let (estimates, _) = broadcast::channel(EVENT_BUFFER);
         let accounts = Arc::new(AccountStates::load(&conn)?);
@@ -234,8 +234,7 @@ impl App {
         next_ready: DateTime<Utc>,
     ) -> SlotOffer {
         let taken = self.slots.get(day, &slot.id);
-        let (start, end) = canteen.slot_span(day, slot);
-        let capacity = self.kitchen.slot_capacity(end - start, slot.capacity, now);
+        let (capacity, end) = self.slot_capacity(canteen, slot, day, now);
         let full = taken >= i64::from(capacity);
         let can_meet = next_ready <= end;
         SlotOffer {
@@ -244,6 +243,20 @@ impl App {
             full,
             offered: can_meet && !full,
         }
+    }
+
+    /// A pickup slot's capacity now (the kitchen's measured rate over its length, at
+    /// most the slot's own capacity) and when it ends.
+    pub fn slot_capacity(
+        &self,
+        canteen: &Canteen,
+        slot: &PickupSlot,
+        day: NaiveDate,
+        now: DateTime<Utc>,
+    ) -> (u32, DateTime<Utc>) {
+        let (start, end) = canteen.slot_span(day, slot);
+        let capacity = self.kitchen.slot_capacity(end - start, slot.capacity, now);
+        (capacity, end)
     }
 
     /// Sends every estimate that moved by a minute or more to its student's event
@@ -257,21 +270,25 @@ impl App {
         }
     }
 
-    /// Fills in the kitchen's promise and current estimate of orders it still has.
+    /// Fills in the kitchen's promise and current estimate of orders it still has, and
+    /// how late they are running.
     pub fn with_estimates(&self, orders: &mut [OrderView]) {
         let now = self.clock.now();
+        let fill = |o: &mut OrderView, (promised, estimate)| {
+            o.ready_promised_at = promised;
+            o.ready_estimate = Some(estimate);
+            o.running_late_min = o.late_min(now);
+        };
         if let [one] = orders {
-            if let Some((promised, estimate)) = self.kitchen.of(one.id, now) {
-                one.ready_promised_at = promised;
-                one.ready_estimate = Some(estimate);
+            if let Some(known) = self.kitchen.of(one.id, now) {
+                fill(one, known);
             }
             return;
         }
         let all = self.kitchen.all(now);
         for o in orders {
-            if let Some((promised, estimate)) = all.get(&o.id) {
-                o.ready_promised_at = *promised;
-                o.ready_estimate = Some(*estimate);
+            if let Some(known) = all.get(&o.id) {
+                fill(o, *known);
             }
         }
     }

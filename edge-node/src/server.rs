@@ -25,11 +25,11 @@ pub async fn run(
     run_with_staff(listener, None, app, shutdown).await
 }
 
-/// [`run`], also serving the same routes over HTTPS on the staff listener.
 /// How often the kitchen's estimates are re-checked for students whose order's
 /// estimate moved by a minute or more.
 const ESTIMATES_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// [`run`], also serving the same routes over HTTPS on the staff listener.
 pub async fn run_with_staff(
     listener: tokio::net::TcpListener,
     staff: Option<StaffHttps>,

@@ -35,6 +35,18 @@ async fn paid_order(b: &TestBox, staff: &str, n: u32) -> (Value, DateTime<Utc>) 
 }
 
 /// A manager adds pickup slots through the settings API.
+/// A slot the kitchen cannot meet is refused as full, saying when it could be ready.
+fn assert_slot_refused(reply: &common::Reply) {
+    assert_eq!(
+        (reply.status, reply.code()),
+        (StatusCode::CONFLICT, "pickup_slot_full"),
+        "{:?}",
+        reply.body
+    );
+    let message = reply.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("ready around"), "{message}");
+}
+
 async fn add_slots(b: &TestBox, slots: &[Value]) {
     let manager = b.manager().await;
     let edits: Vec<Value> = slots
@@ -85,6 +97,7 @@ async fn promises_follow_the_queue_and_estimates_move_as_the_kitchen_works() {
     let estimate = time(&mine[0]["ready_estimate"]);
     assert_eq!(time(&mine[0]["ready_promised_at"]), orders[5].1);
     assert!((minutes(orders[5].1, estimate)).abs() < 1.0);
+    assert!(mine[0].get("running_late_min").is_none(), "on time: {mine}");
 
     // Three orders ahead are cancelled: the sixth's estimate moves by more than a
     // minute, and the box tells its student (and nobody else).
@@ -147,12 +160,26 @@ async fn promises_follow_the_queue_and_estimates_move_as_the_kitchen_works() {
         .unwrap()
         .iter()
         .filter(|o| o["state"] == "paid")
-        .map(|o| (time(&o["ready_promised_at"]), time(&o["ready_estimate"])))
+        .map(|o| {
+            let (promise, estimate) = (time(&o["ready_promised_at"]), time(&o["ready_estimate"]));
+            // The box says by how many whole minutes (rounded up).
+            let behind = (estimate - promise).num_seconds();
+            assert_eq!(o["running_late_min"], (behind + 59) / 60, "{o}");
+            (promise, estimate)
+        })
         .collect();
     assert_eq!(late.len(), 2);
     for (promise, estimate) in late {
         assert!(estimate > promise && estimate > b.clock.now());
     }
+    // Their students are told, with the lateness.
+    b.app.publish_estimates();
+    let mut late_news = 0;
+    while let Ok(m) = moved.try_recv() {
+        assert!(m.running_late_min.is_some_and(|n| n >= 1), "{m:?}");
+        late_news += 1;
+    }
+    assert_eq!(late_news, 2);
 }
 
 #[tokio::test]
@@ -206,18 +233,7 @@ async fn slot_capacity_follows_the_kitchen_measured_rate() {
     let mut late = b.noodle_order(1);
     late["pickup_slot"] = json!("1200");
     let refused = b.place(&b.student(30).await, late).await;
-    assert_eq!(
-        (refused.status, refused.code()),
-        (StatusCode::CONFLICT, "pickup_slot_full"),
-        "{:?}",
-        refused.body
-    );
-    assert!(
-        refused.body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("ready around")
-    );
+    assert_slot_refused(&refused);
 
     // The kitchen slows to one order every three minutes: the slot shrinks.
     for order in rest.by_ref().take(8) {
@@ -308,7 +324,7 @@ async fn a_retried_order_with_a_slot_gets_its_order_back_even_when_the_slot_is_n
     assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
     // A queue forms: a new order could not be ready by 12:20 any more.
     for n in 2..=12 {
-        paid_order(&b, &staff, n).await;
+        paid_order(b, &staff, n).await;
     }
     let menu = b.get("/api/menu", None).await.body;
     assert_eq!(menu["pickup_slots"][0]["offered"], false, "{menu}");
@@ -318,16 +334,5 @@ async fn a_retried_order_with_a_slot_gets_its_order_back_even_when_the_slot_is_n
     assert_eq!(retry.body["id"], first.body["id"]);
     // A new checkout for that slot is refused, saying when the kitchen could do it.
     let other = checkout("checkout-2").await;
-    assert_eq!(
-        (other.status, other.code()),
-        (StatusCode::CONFLICT, "pickup_slot_full"),
-        "{:?}",
-        other.body
-    );
-    assert!(
-        other.body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("ready around")
-    );
+    assert_slot_refused(&other);
 }

@@ -6,7 +6,7 @@
 
 pub mod world;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -466,6 +466,28 @@ impl Api {
         let res = req.send().await?;
         let status = res.status().as_u16();
         Ok((status, res.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// A staff transition of `order` (a JSON order as the API returns it) at its
+    /// version; anything but 200 fails. The order as it is afterwards.
+    pub async fn transition(
+        &self,
+        staff: &str,
+        order: &Value,
+        event: &str,
+    ) -> anyhow::Result<Value> {
+        let (status, next) = self
+            .post(
+                &format!(
+                    "/api/staff/orders/{}/transitions",
+                    order["id"].as_str().unwrap_or("")
+                ),
+                Some(staff),
+                &json!({"event": event, "version": order["version"]}),
+            )
+            .await?;
+        ensure!(status == 200, "{event}: {status} {next}");
+        Ok(next)
     }
 
     /// Logs demo student `n` in. A login the box answers "busy" (503: other logins

@@ -688,29 +688,13 @@ async fn drive(client: &Client, api: &Api, base: &str, dish: &str) -> anyhow::Re
     ensure!(promised.is_string(), "a promise on placing: {slipping}");
     for student in 5..=7 {
         let ahead = place_order(api, student, dish, &format!("ahead-{student}")).await?;
-        let (status, paid) = api
-            .post(
-                &format!(
-                    "/api/staff/orders/{}/transitions",
-                    ahead["id"].as_str().unwrap_or_default()
-                ),
-                Some(&staff_token),
-                &json!({"event": "pay", "version": ahead["version"]}),
-            )
-            .await?;
-        ensure!(status == 200, "paying an order ahead: {status} {paid}");
+        api.transition(&staff_token, &ahead, "pay")
+            .await
+            .context("paying an order ahead")?;
     }
-    let (status, paid) = api
-        .post(
-            &format!(
-                "/api/staff/orders/{}/transitions",
-                slipping["id"].as_str().unwrap_or_default()
-            ),
-            Some(&staff_token),
-            &json!({"event": "pay", "version": slipping["version"]}),
-        )
-        .await?;
-    ensure!(status == 200, "paying the slipping order: {status} {paid}");
+    api.transition(&staff_token, &slipping, "pay")
+        .await
+        .context("paying the slipping order")?;
     client
         .find(Locator::Css("#tab-kitchen"))
         .await?

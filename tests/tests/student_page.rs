@@ -366,19 +366,7 @@ impl Canteen {
     }
 
     async fn transition(&self, staff: &str, order: &Value, event: &str) -> anyhow::Result<Value> {
-        let (status, next) = self
-            .api
-            .post(
-                &format!(
-                    "/api/staff/orders/{}/transitions",
-                    order["id"].as_str().unwrap_or("")
-                ),
-                Some(staff),
-                &json!({"event": event, "version": order["version"]}),
-            )
-            .await?;
-        ensure!(status == 200, "{event}: {status} {next}");
-        Ok(next)
+        self.api.transition(staff, order, event).await
     }
 }
 

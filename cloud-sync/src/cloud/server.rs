@@ -265,24 +265,24 @@ async fn connection(conn: quinn::Connection, cloud: Cloud) {
             let (store, n) = (cloud.store.clone(), node.clone());
             let answer = blocking(move || {
                 if !store.node_incarnation(&n)?.is_empty() {
-                    return Ok(Err(()));
+                    return Ok(None);
                 }
                 store.set_connected(&n, true)?;
-                Ok(Ok(Message::Welcome {
+                Ok(Some(Message::Welcome {
                     version: 1,
                     acked_seq: store.acked(&n)?,
                 }))
             })
             .await;
             match answer {
-                Ok(Err(())) => {
+                Ok(None) => {
                     let reason = "this box spoke protocol version 2 before; a box of an older \
                                   release cannot re-base after a restore: upgrade it"
                         .to_owned();
                     refuse(&conn, &mut control, RefuseCode::Version, reason).await;
                     return;
                 }
-                Ok(Ok(welcome)) => Ok(welcome),
+                Ok(Some(welcome)) => Ok(welcome),
                 Err(e) => Err(e),
             }
         }

@@ -43,7 +43,7 @@
       remove: '删除', removeLong: '从购物车删除：{name}', qtyOf: '{name} 的数量', place: '下单 · {price}',
       placing: '正在下单…', payCounter: '到柜台付款', payCard: '校园卡',
       slotFull: '已满', slotLeft: '剩 {n} 个名额', allSlotsFull: '所有取餐时间都已约满。',
-      chooseSlot: '请选择取餐时间。', slotTooSoon: '厨房来不及', slotNext: '厨房最早能赶上 {time} 的时段。',
+      chooseSlot: '请选择取餐时间。', slotCannot: '厨房来不及', slotNext: '厨房最早能赶上 {time} 的时段。',
       etaNow: '现在下单，预计 {time} 左右可以取餐。', readyAround: '预计 {time} 左右做好',
       readyLate: '预计 {time} 左右做好（原定 {promised}，厨房比较忙）',
       st_placed: '已下单', st_paid: '已付款', st_preparing: '制作中', st_ready: '可以取餐了！',
@@ -95,7 +95,7 @@
       remove: 'Remove', removeLong: 'Remove {name} from the cart', qtyOf: 'Quantity of {name}', place: 'Place order · {price}',
       placing: 'Placing your order…', payCounter: 'Pay at the counter', payCard: 'Campus card',
       slotFull: 'full', slotLeft: '{n} left', allSlotsFull: 'Every pickup time is full.',
-      chooseSlot: 'Choose a pickup time.', slotTooSoon: 'the kitchen cannot make it', slotNext: 'The earliest the kitchen can meet starts at {time}.',
+      chooseSlot: 'Choose a pickup time.', slotCannot: 'the kitchen cannot make it', slotNext: 'The earliest the kitchen can meet starts at {time}.',
       etaNow: 'Order now and it should be ready around {time}.', readyAround: 'Ready around {time}',
       readyLate: 'Ready around {time} (promised {promised}; the kitchen is busy)',
       st_placed: 'Placed', st_paid: 'Paid', st_preparing: 'Being prepared', st_ready: 'Ready for pickup!',
@@ -699,7 +699,7 @@
     list.forEach((s) => {
       const id = `slot-${String(s.id).replace(/[^a-zA-Z0-9_-]/g, '_')}`;
       const left = typeof s.capacity === 'number' && typeof s.taken === 'number' ? s.capacity - s.taken : null;
-      const note = s.full ? t('slotFull') : !usable(s) ? t('slotTooSoon') : left !== null ? t('slotLeft', { n: left }) : '';
+      const note = s.full ? t('slotFull') : !usable(s) ? t('slotCannot') : left !== null ? t('slotLeft', { n: left }) : '';
       box.appendChild(el('label', { 'for': id, 'class': `choice${usable(s) ? '' : ' full'}` }, [
         el('input', { type: 'radio', name: 'slot', id, value: s.id, disabled: !usable(s), checked: s.id === state.slot,
           on: { change: () => { state.slot = s.id; } } }),
@@ -723,7 +723,7 @@
     if (!o.ready_estimate || !['placed', 'paid', 'preparing'].includes(o.state)) return '';
     const time = clock(o.ready_estimate);
     // Slipped past the promise while the kitchen has it (not while it awaits payment).
-    const late = o.state !== 'placed' && o.ready_promised_at && new Date(o.ready_estimate) - new Date(o.ready_promised_at) >= 60000;
+    const late = o.running_late_min && o.ready_promised_at;
     return late ? t('readyLate', { time, promised: clock(o.ready_promised_at) }) : t('readyAround', { time });
   }
   function renderPay() {
@@ -1032,6 +1032,7 @@
       if (!o) return;
       o.ready_estimate = d.ready_estimate;
       if (d.ready_promised_at) o.ready_promised_at = d.ready_promised_at;
+      o.running_late_min = d.running_late_min;
       if (state.view === 'order') renderOrder();
       if (state.view === 'orders') renderOrders();
     });

@@ -90,10 +90,6 @@ impl Default for Tuning {
 /// What a station (or the whole kitchen) has measured.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Rate {
-    /// Orders paid and not yet ready that need it.
-    open: usize,
-    /// Of those, not started yet: the backlog.
-    waiting: usize,
     /// Orders finished with a backlog behind them, decayed.
     done: f64,
     /// Seconds with a backlog, decayed.
@@ -141,11 +137,13 @@ impl Average {
 }
 
 impl Rate {
-    fn decay(&mut self, dt: f64, memory: f64) {
+    /// Moves the measurements `dt` seconds on, `waiting` orders having waited to start
+    /// all along.
+    fn decay(&mut self, dt: f64, memory: f64, waiting: usize) {
         let keep = (-dt / memory).exp();
         self.done *= keep;
         self.busy *= keep;
-        self.loaded = self.waiting > 0;
+        self.loaded = waiting > 0;
         if self.loaded {
             self.busy += memory * (1.0 - keep);
         }
@@ -153,17 +151,12 @@ impl Rate {
         self.peak = (1.0 + (self.peak - 1.0).max(0.0) * slow).max(self.working as f64);
     }
 
-    fn leave(&mut self, not_started: bool) {
-        self.open = self.open.saturating_sub(1);
-        if not_started {
-            self.waiting = self.waiting.saturating_sub(1);
-        } else {
-            self.working = self.working.saturating_sub(1);
-        }
+    /// A started order left.
+    fn finish(&mut self) {
+        self.working = self.working.saturating_sub(1);
     }
 
     fn start(&mut self) {
-        self.waiting = self.waiting.saturating_sub(1);
         self.working += 1;
         self.peak = self.peak.max(self.working as f64);
     }
@@ -225,14 +218,13 @@ impl Rate {
 #[derive(Debug, Clone)]
 struct Ticket {
     stations: Vec<usize>,
-    /// Paid: in the kitchen's queue.
-    queued: bool,
-    started: Option<DateTime<Utc>>,
+    /// When it was paid: from then on it is in the kitchen's queue.
     paid: Option<DateTime<Utc>>,
+    started: Option<DateTime<Utc>>,
     promised: Option<DateTime<Utc>>,
-    /// When it was paid, the station expected to finish last, and the wait for the
-    /// queue ahead there then predicted (seconds).
-    expected: Option<(DateTime<Utc>, usize, f64)>,
+    /// As it was paid, the station expected to finish last and the wait for the queue
+    /// ahead there then predicted (seconds).
+    expected: Option<(usize, f64)>,
 }
 
 /// The live kitchen: its open orders and what each station has measured.
@@ -244,8 +236,8 @@ pub struct Kitchen {
     names: Vec<String>,
     stations: Vec<Rate>,
     all: Rate,
-    /// Per station, the orders paid and not started, in the order they were paid (the
-    /// order the kitchen takes them), and the whole kitchen's.
+    /// Per station, the orders paid and not started (the backlog), in the order they
+    /// were paid (the order the kitchen takes them), and the whole kitchen's.
     queues: Vec<BTreeSet<(DateTime<Utc>, OrderId)>>,
     queue_all: BTreeSet<(DateTime<Utc>, OrderId)>,
 }
@@ -274,10 +266,6 @@ impl Kitchen {
         }
     }
 
-    pub fn tuning(&self) -> &Tuning {
-        &self.tuning
-    }
-
     /// Orders tracked (placed or in the kitchen, not yet ready).
     pub fn open_orders(&self) -> usize {
         self.tickets.len()
@@ -289,10 +277,10 @@ impl Kitchen {
         let dt = self.at.map_or(0.0, |last| secs(at - last).max(0.0));
         if dt > 0.0 {
             let memory = self.tuning.memory_s;
-            for r in &mut self.stations {
-                r.decay(dt, memory);
+            for (r, q) in self.stations.iter_mut().zip(&self.queues) {
+                r.decay(dt, memory, q.len());
             }
-            self.all.decay(dt, memory);
+            self.all.decay(dt, memory, self.queue_all.len());
         }
         if self.at.is_none_or(|last| at > last) {
             self.at = Some(at);
@@ -344,9 +332,8 @@ impl Kitchen {
             id,
             Ticket {
                 stations: idx,
-                queued: false,
-                started: None,
                 paid: None,
+                started: None,
                 promised,
                 expected: None,
             },
@@ -359,7 +346,7 @@ impl Kitchen {
         let Some(t) = self.tickets.get(&id) else {
             return;
         };
-        if t.queued {
+        if t.paid.is_some() {
             return;
         }
         let stations = t.stations.clone();
@@ -372,30 +359,23 @@ impl Kitchen {
                 (s, wait, r.remaining(&self.tuning, 0.0, backlog[s], None))
             })
             .max_by(|a, b| a.2.total_cmp(&b.2))
-            .map(|(s, wait, _)| (at, s, wait));
+            .map(|(s, wait, _)| (s, wait));
         if let Some(t) = self.tickets.get_mut(&id) {
-            t.queued = true;
             t.paid = Some(at);
             t.expected = expected;
         }
-        self.each_rate(&stations, |r| {
-            r.open += 1;
-            r.waiting += 1;
-        });
         for &s in &stations {
             self.queues[s].insert((at, id));
         }
         self.queue_all.insert((at, id));
     }
 
-    /// Takes a ticket that was paid and not started out of the queues.
-    fn dequeue(&mut self, id: OrderId, t: &Ticket) {
-        if let (Some(paid), None) = (t.paid, t.started) {
-            for &s in &t.stations {
-                self.queues[s].remove(&(paid, id));
-            }
-            self.queue_all.remove(&(paid, id));
+    /// Takes an order paid at `paid` out of the queues (it started, or left).
+    fn dequeue(&mut self, id: OrderId, paid: DateTime<Utc>, stations: &[usize]) {
+        for &s in stations {
+            self.queues[s].remove(&(paid, id));
         }
+        self.queue_all.remove(&(paid, id));
     }
 
     /// Staff started an order.
@@ -404,18 +384,17 @@ impl Kitchen {
         let Some(t) = self.tickets.get_mut(&id) else {
             return;
         };
-        if t.started.is_some() {
+        let Some(paid) = t.paid.filter(|_| t.started.is_none()) else {
             return;
-        }
-        let before = t.clone();
+        };
         t.started = Some(at);
         let stations = t.stations.clone();
-        let lag = match (t.paid, t.expected) {
-            (Some(paid), Some((_, _, wait))) if wait <= 0.0 => Some(secs(at - paid).max(0.0)),
+        let lag = match t.expected {
+            Some((_, wait)) if wait <= 0.0 => Some(secs(at - paid).max(0.0)),
             _ => None,
         };
         self.each_rate(&stations, Rate::start);
-        self.dequeue(id, &before);
+        self.dequeue(id, paid, &stations);
         if let Some(lag) = lag {
             let alpha = self.tuning.lead_alpha;
             for &s in &stations {
@@ -431,12 +410,12 @@ impl Kitchen {
     fn take_out(&mut self, id: OrderId, at: DateTime<Utc>) -> Option<Ticket> {
         self.advance(at);
         let t = self.tickets.remove(&id)?;
-        if !t.queued {
-            return None;
+        let paid = t.paid?;
+        if t.started.is_some() {
+            self.each_rate(&t.stations, Rate::finish);
+        } else {
+            self.dequeue(id, paid, &t.stations);
         }
-        self.dequeue(id, &t);
-        let not_started = t.started.is_none();
-        self.each_rate(&t.stations, |r| r.leave(not_started));
         Some(t)
     }
 
@@ -467,7 +446,9 @@ impl Kitchen {
         if let Some(p) = prep {
             self.all.observe_prep(p, &tuning);
         }
-        if let Some((paid, s, _)) = t.expected.filter(|(_, _, wait)| *wait <= 0.0) {
+        if let (Some(paid), Some((s, wait))) = (t.paid, t.expected)
+            && wait <= 0.0
+        {
             let seen = secs(at - paid).clamp(0.0, 3600.0);
             if single {
                 self.stations[s]
@@ -494,7 +475,7 @@ impl Kitchen {
 
     /// Is the order paid and not yet ready: in the kitchen's hands?
     pub fn in_kitchen(&self, id: OrderId) -> bool {
-        self.tickets.get(&id).is_some_and(|t| t.queued)
+        self.tickets.get(&id).is_some_and(|t| t.paid.is_some())
     }
 
     /// Forgets orders paid more than `after` ago and never started (an order nobody
@@ -518,12 +499,13 @@ impl Kitchen {
 
     fn rates_at(&self, now: DateTime<Utc>) -> (Vec<Rate>, Rate) {
         let dt = self.at.map_or(0.0, |last| secs(now - last).max(0.0));
+        let memory = self.tuning.memory_s;
         let mut stations = self.stations.clone();
         let mut all = self.all.clone();
-        for r in &mut stations {
-            r.decay(dt, self.tuning.memory_s);
+        for (r, q) in stations.iter_mut().zip(&self.queues) {
+            r.decay(dt, memory, q.len());
         }
-        all.decay(dt, self.tuning.memory_s);
+        all.decay(dt, memory, self.queue_all.len());
         (stations, all)
     }
 
@@ -559,7 +541,7 @@ impl Kitchen {
                 let waited_long = q
                     .first()
                     .is_some_and(|(paid, _)| secs(now - *paid) > r.lag_s());
-                waited_long || r.waiting as f64 > 2.0 * r.peak.max(1.0)
+                waited_long || q.len() as f64 > 2.0 * r.peak.max(1.0)
             })
             .collect()
     }
@@ -595,8 +577,11 @@ impl Kitchen {
         let (rates, _) = self.rates_at(now);
         let saturated = self.saturated(now);
         let (backlog, _) = self.backlog(&saturated);
-        let mut queued: Vec<(&OrderId, &Ticket)> =
-            self.tickets.iter().filter(|(_, t)| t.queued).collect();
+        let mut queued: Vec<(&OrderId, &Ticket)> = self
+            .tickets
+            .iter()
+            .filter(|(_, t)| t.paid.is_some())
+            .collect();
         queued.sort_by_key(|(id, t)| (t.paid, **id));
         let mut ahead = vec![0usize; rates.len()];
         let mut out = Vec::with_capacity(self.tickets.len());
@@ -611,7 +596,7 @@ impl Kitchen {
             }
             out.push((*id, self.finish(now, seconds)));
         }
-        for (id, t) in self.tickets.iter().filter(|(_, t)| !t.queued) {
+        for (id, t) in self.tickets.iter().filter(|(_, t)| t.paid.is_none()) {
             let seconds = self.ticket_seconds(&rates, t, now, |s| backlog[s]);
             out.push((*id, self.finish(now, seconds)));
         }

@@ -113,8 +113,8 @@ fn permit(pool: &StreamPool, account: uuid::Uuid) -> Result<PoolPermit<uuid::Uui
 /// event's sequence number and whose `data` is the event as JSON (`OutboxEvent`). A
 /// `resync` event (data `reload`) means events were missed: reload the orders. An
 /// `order.estimate` event (no `id`; `data` = `{order_id, ready_estimate,
-/// ready_promised_at}`) says the kitchen's estimate of one of my orders moved by a
-/// minute or more.
+/// ready_promised_at, running_late_min}`) says the kitchen's estimate of one of my
+/// orders moved by a minute or more (`running_late_min` only while it runs late).
 #[utoipa::path(get, path = "/api/student/events", tag = "student",
     responses((status = 200, description = "Server-Sent Events; each `data` is an OutboxEvent", content_type = "text/event-stream", body = String),
         (status = 429, description = "this account has too many event streams open", body = ErrorBody),

@@ -283,7 +283,7 @@ pub(super) async fn own_order(
     student: canteen_api::ids::StudentId,
     id: OrderId,
 ) -> Result<OrderView, ApiError> {
-    let order = app
+    let mut order = app
         .readers
         .read(move |c| stored::load(c, id))
         .await?
@@ -291,7 +291,6 @@ pub(super) async fn own_order(
     if order.student_id != student {
         return Err(crate::core::lifecycle::Refusal::NotYours.into());
     }
-    let mut order = order;
     app.with_estimates(std::slice::from_mut(&mut order));
     Ok(order)
 }

@@ -110,11 +110,9 @@ pub async fn place(
     // a replay is answered); its capacity follows the kitchen's measured rate (at most
     // the slot's setting).
     let slot = priced.pickup_slot.as_ref().map(|slot| {
-        let next_ready = app.kitchen.next_ready(now);
-        let offer = app.slot_offer(&canteen, slot, day, now, next_ready);
-        let (_, end) = canteen.slot_span(day, slot);
+        let (capacity, end) = app.slot_capacity(&canteen, slot, day, now);
         SlotTerms {
-            capacity: offer.capacity,
+            capacity,
             end,
             ready: promise
                 .with_timezone(&canteen.time_zone)
@@ -234,6 +232,7 @@ fn place_in(
         next_events: Vec::new(),
         ready_promised_at: Some(p.promise),
         ready_estimate: None,
+        running_late_min: None,
     }
     .with_facts();
     orders::insert(

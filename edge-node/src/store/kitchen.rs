@@ -9,10 +9,10 @@ use super::db::StoreError;
 use super::outbox;
 use crate::core::clock::ts;
 use crate::core::kitchen::{Kitchen, Tuning};
-use crate::core::menu::Menu;
+use crate::core::menu::{Menu, MenuStore};
 use canteen_api::events::{EventPayload, OutboxEvent};
 use canteen_api::ids::{OrderId, StudentId};
-use canteen_api::order::{OrderLine, OrderState};
+use canteen_api::order::{OrderLine, OrderState, running_late, whole_minutes};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rusqlite::{Connection, OptionalExtension};
 use std::collections::HashMap;
@@ -32,6 +32,10 @@ pub struct EstimateMoved {
     pub student_id: StudentId,
     pub ready_estimate: DateTime<Utc>,
     pub ready_promised_at: Option<DateTime<Utc>>,
+    /// Whole minutes it is running late against the promise, while it is (only an
+    /// order the kitchen has, paid, can be).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub running_late_min: Option<i64>,
 }
 
 struct State {
@@ -40,6 +44,16 @@ struct State {
     students: HashMap<OrderId, StudentId>,
     /// What each student was last told.
     told: HashMap<OrderId, DateTime<Utc>>,
+}
+
+impl State {
+    /// A new service day: an empty kitchen, nobody to tell anything.
+    fn start_day(&mut self, day: NaiveDate, tuning: Tuning) {
+        self.day = Some(day);
+        self.kitchen = Kitchen::new(tuning);
+        self.students.clear();
+        self.told.clear();
+    }
 }
 
 /// The kitchen view the box reads.
@@ -89,7 +103,7 @@ impl KitchenView {
         tuning: Tuning,
         day: NaiveDate,
         now: DateTime<Utc>,
-        menu: &Menu,
+        menu: &MenuStore,
     ) -> Result<Self, StoreError> {
         let view = Self::new(tuning);
         let mut cursor = first_seq_since(conn, now - Duration::hours(36))?.saturating_sub(1);
@@ -106,26 +120,22 @@ impl KitchenView {
         Ok(view)
     }
 
-    /// Takes a committed event into the kitchen.
-    pub fn apply(&self, event: &OutboxEvent, menu: &Menu) {
+    /// Takes a committed event into the kitchen (the menu is read for a placed order's
+    /// stations only).
+    pub fn apply(&self, event: &OutboxEvent, menu: &MenuStore) {
         let Some(day) = event_day(event) else { return };
         let mut s = self.lock();
         match s.day {
             Some(d) if d > day => return,
             Some(d) if d == day => {}
-            _ => {
-                s.day = Some(day);
-                s.kitchen = Kitchen::new(self.tuning);
-                s.students.clear();
-                s.told.clear();
-            }
+            _ => s.start_day(day, self.tuning),
         }
         let at = event.at;
         match &event.payload {
             EventPayload::OrderPlaced(p) => {
                 let o = &p.order;
-                s.kitchen
-                    .placed(o.id, at, &stations(menu, &o.lines), o.ready_promised_at);
+                let stations = stations(&menu.snapshot(), &o.lines);
+                s.kitchen.placed(o.id, at, &stations, o.ready_promised_at);
                 if s.kitchen.contains(o.id) {
                     s.students.insert(o.id, o.student_id);
                 }
@@ -197,10 +207,7 @@ impl KitchenView {
     pub fn moved(&self, now: DateTime<Utc>, today: NaiveDate) -> Vec<EstimateMoved> {
         let mut s = self.lock();
         if s.day.is_some_and(|d| d < today) {
-            s.day = Some(today);
-            s.kitchen = Kitchen::new(self.tuning);
-            s.students.clear();
-            s.told.clear();
+            s.start_day(today, self.tuning);
         }
         s.kitchen.forget_stale(now, STALE_AFTER);
         let estimates = s.kitchen.estimates(now);
@@ -213,11 +220,17 @@ impl KitchenView {
             let shifted = reference.is_none_or(|r| (estimate - r).abs() >= SHIFT_MIN);
             if shifted {
                 s.told.insert(id, estimate);
+                let promised = s.kitchen.promised(id);
+                let running_late_min = promised
+                    .filter(|_| s.kitchen.in_kitchen(id))
+                    .and_then(|p| running_late(p, Some(estimate), now))
+                    .map(whole_minutes);
                 out.push(EstimateMoved {
                     order_id: id,
                     student_id: student,
                     ready_estimate: estimate,
-                    ready_promised_at: s.kitchen.promised(id),
+                    ready_promised_at: promised,
+                    running_late_min,
                 });
             }
         }

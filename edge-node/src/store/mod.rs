@@ -78,7 +78,7 @@ impl writer::Publisher<Effect> for Projections {
         for effect in effects {
             match effect {
                 Effect::Event(event) => {
-                    self.kitchen.apply(&event, &self.menu.snapshot());
+                    self.kitchen.apply(&event, &self.menu);
                     // No subscriber is fine: nobody is watching.
                     let _ = self.events.send(*event);
                 }

@@ -298,6 +298,7 @@ fn read_orders(
                 next_events: Vec::new(),
                 ready_promised_at: None,
                 ready_estimate: None,
+                running_late_min: None,
             }
             .with_facts(),
         );
