@@ -14,8 +14,18 @@ use tokio_util::sync::CancellationToken;
     about = "The campus cloud: enrols canteen boxes and aggregates their sync."
 )]
 struct Cli {
+    /// Log format on stderr: text (colour only on a terminal) or json (one object a
+    /// line, for the journal and log shippers).
+    #[arg(long, env = "CLOUD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -132,16 +142,21 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _ = tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CLOUD_LOG")
                 .unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    let _ = match cli.log_format {
         // Colour only for a person at a terminal: log files and the journal get text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
-    match Cli::parse().command {
+        LogFormat::Text => fmt
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => fmt.json().try_init(),
+    };
+    match cli.command {
         Command::Ca {
             command: CaCommand::Init { dir, cloud_name },
         } => {

@@ -1,5 +1,10 @@
-//! The command line: `serve`, `demo`, `roster import`, `staff add`, `backup`,
-//! `backup-key`, `restore`, `tls init`.
+//! The command line: `serve`, `demo`, `status`, `migrate`, `roster import`,
+//! `staff add`, `backup`, `backup-key`, `restore`, `tls init`. Each subcommand takes
+//! only the options it uses; the others come from the config file.
+//!
+//! Exit codes: 0 success; 1 an error (the message is on stderr); 2 a usage error
+//! (clap's); 3 `status` found the box not running (what it read from the database is
+//! printed); 4 `migrate --check` found migrations to run.
 
 use crate::app::App;
 use crate::config::{Config, Settings};
@@ -24,9 +29,64 @@ pub struct Cli {
     /// (e.g. unpaid_timeout_s = 600). Flags and environment variables override it.
     #[arg(long, short, env = "EDGE_CONFIG", global = true)]
     pub config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(
+        long,
+        env = "EDGE_LOG_FORMAT",
+        value_enum,
+        default_value_t,
+        global = true
+    )]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// The options of a command that works on the box's database only.
+#[derive(clap::Args, Debug, Default)]
+pub struct DataArgs {
+    /// Directory holding the database (canteen.db).
+    #[arg(long, env = "EDGE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl From<DataArgs> for Settings {
+    /// `--data-dir`, over every other setting from the environment (`EDGE_*`): a
+    /// command that does not show a setting as a flag still honours its variable.
+    fn from(args: DataArgs) -> Self {
+        /// Reads every setting from its environment variable, none from arguments.
+        #[derive(Parser)]
+        struct FromEnv {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        // An invalid variable is a usage error, reported as `serve` would.
+        let from_env = FromEnv::try_parse_from(["edge-node"])
+            .unwrap_or_else(|e| e.exit())
+            .settings;
+        Settings {
+            data_dir: args.data_dir,
+            ..Default::default()
+        }
+        .or(from_env)
+    }
+}
+
+/// How log lines are written.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One line of text per event; colour only when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line (for the journal and log shippers), with the
+    /// request's span (method, path, request id).
+    Json,
+}
+
+/// Exit code of `status` when the box is not serving.
+pub const EXIT_NOT_RUNNING: u8 = 3;
+/// Exit code of `migrate --check` when migrations would run.
+pub const EXIT_MIGRATIONS_PENDING: u8 = 4;
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
@@ -44,6 +104,30 @@ pub enum Command {
         /// Create the data but do not serve.
         #[arg(long)]
         no_serve: bool,
+    },
+    /// What the box is doing: version, schema, data directory and its size, orders
+    /// today by state, the writer's queue, the cloud link and its last error. Asks
+    /// the serving box (on its listen address, from this machine); a stopped box is
+    /// read from its database (exit code 3).
+    Status {
+        #[command(flatten)]
+        data: DataArgs,
+        /// The serving box's address, if not the configured `listen`.
+        #[arg(long)]
+        url: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The database's schema: with --check, what this release would migrate when it
+    /// opens the database (nothing is changed; exit code 4 when migrations are due);
+    /// without, run them now.
+    Migrate {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Only say what would be done.
+        #[arg(long)]
+        check: bool,
     },
     /// The student roster.
     Roster {
@@ -65,7 +149,7 @@ pub enum Command {
         #[arg(long)]
         encrypt_with: Option<PathBuf>,
         #[command(flatten)]
-        settings: Settings,
+        data: DataArgs,
     },
     /// The staff HTTPS certificate of a box without a campus cloud.
     Tls {
@@ -86,7 +170,7 @@ pub enum Command {
         #[arg(long)]
         key: Option<PathBuf>,
         #[command(flatten)]
-        settings: Settings,
+        data: DataArgs,
     },
 }
 
@@ -114,7 +198,7 @@ pub enum RosterCommand {
     Import {
         csv: PathBuf,
         #[command(flatten)]
-        settings: Settings,
+        data: DataArgs,
     },
 }
 
@@ -133,7 +217,7 @@ pub enum StaffCommand {
         #[arg(long, env = "EDGE_STAFF_PASSWORD", hide_env_values = true)]
         password: String,
         #[command(flatten)]
-        settings: Settings,
+        data: DataArgs,
     },
 }
 
@@ -145,15 +229,19 @@ fn resolve(file: &Option<PathBuf>, settings: Settings, preset: Settings) -> anyh
     Ok(Config::resolve(settings.or(from_file).or(preset))?)
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("EDGE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn"));
-    let _ = tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    let _ = match format {
         // Colour only for a person at a terminal: log files and the journal get text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        LogFormat::Text => fmt
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => fmt.json().with_current_span(true).try_init(),
+    };
 }
 
 async fn shutdown_signal() {
@@ -209,11 +297,97 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    init_logging();
+/// Runs a command; `Ok` carries the exit code of a command that ended as planned
+/// (0, or [`EXIT_NOT_RUNNING`] / [`EXIT_MIGRATIONS_PENDING`]).
+pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    init_logging(cli.log_format);
     match cli.command {
+        Command::Status { data, url, json } => status(&cli.config, data, url, json).await,
+        Command::Migrate { data, check } => {
+            let config = resolve(&cli.config, data.into(), Settings::default())?;
+            let path = config.db_path();
+            let plan = crate::store::db::migration_plan(&path)?;
+            if plan.pending.is_empty() {
+                println!(
+                    "{}: schema {} is this release's; nothing to migrate",
+                    path.display(),
+                    plan.found
+                );
+                return Ok(0);
+            }
+            let what = format!(
+                "schema {} → {}: {}",
+                plan.found,
+                plan.target,
+                plan.pending.join(", ")
+            );
+            if check {
+                println!("{}: would migrate {what}", path.display());
+                return Ok(EXIT_MIGRATIONS_PENDING);
+            }
+            if !path.exists() {
+                bail!("no database at {}: is --data-dir right?", path.display());
+            }
+            crate::store::db::open_writer(&path)?;
+            println!("{}: migrated {what}", path.display());
+            Ok(0)
+        }
+        command => run_other(&cli.config, command).await.map(|()| 0),
+    }
+}
+
+/// `edge-node status`: the serving box's own answer, else the database's.
+async fn status(
+    file: &Option<PathBuf>,
+    data: DataArgs,
+    url: Option<String>,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let config = resolve(file, data.into(), Settings::default())?;
+    let url = url.unwrap_or_else(|| {
+        // A box listening on every address answers on loopback too.
+        let mut addr = config.listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("http://{addr}")
+    });
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()?;
+    let answer = client
+        .get(format!("{}/status", url.trim_end_matches('/')))
+        .send()
+        .await;
+    let (found, code) = match answer {
+        Ok(res) if res.status().is_success() => {
+            (res.json::<crate::ops::status::BoxStatus>().await?, 0)
+        }
+        Ok(res) => bail!("the box at {url} answered {}", res.status()),
+        // Nothing listening: the box is stopped; its database says the rest.
+        Err(e) if e.is_connect() => {
+            let (dir, db) = (config.data_dir.clone(), config.db_path());
+            let found =
+                tokio::task::spawn_blocking(move || crate::ops::status::from_disk(&dir, &db))
+                    .await??;
+            (found, EXIT_NOT_RUNNING)
+        }
+        Err(e) => bail!("asking the box at {url}: {e}"),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&found)?);
+    } else {
+        print!("{found}");
+    }
+    Ok(code)
+}
+
+async fn run_other(file: &Option<PathBuf>, command: Command) -> anyhow::Result<()> {
+    let cli_config = file;
+    match command {
+        Command::Status { .. } | Command::Migrate { .. } => unreachable!("handled in run"),
         Command::Serve { settings } => {
-            serve(resolve(&cli.config, settings, Settings::default())?).await
+            serve(resolve(cli_config, settings, Settings::default())?).await
         }
         Command::Demo { settings, no_serve } => {
             let preset = Settings {
@@ -223,7 +397,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 campus_card_secret: Some(demo::DEMO_CAMPUS_CARD_SECRET.into()),
                 ..Default::default()
             };
-            let config = resolve(&cli.config, settings, preset)?;
+            let config = resolve(cli_config, settings, preset)?;
             prepare_demo_dir(&config.data_dir)?;
             let app = App::open(config.clone(), Arc::new(SystemClock))?;
             let items = demo::seed(&app, demo::DEMO_STUDENTS).await?;
@@ -261,9 +435,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             serve(config).await
         }
         Command::Roster {
-            command: RosterCommand::Import { csv, settings },
+            command: RosterCommand::Import { csv, data },
         } => {
-            let config = resolve(&cli.config, settings, Settings::default())?;
+            let config = resolve(cli_config, data.into(), Settings::default())?;
             let file = std::fs::File::open(&csv)
                 .with_context(|| format!("cannot open {}", csv.display()))?;
             let cost = config.hash_cost;
@@ -282,10 +456,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     name,
                     role,
                     password,
-                    settings,
+                    data,
                 },
         } => {
-            let config = resolve(&cli.config, settings, Settings::default())?;
+            let config = resolve(cli_config, data.into(), Settings::default())?;
             let role = match Role::parse(&role) {
                 Some(r @ (Role::Staff | Role::Manager)) => r,
                 _ => bail!("--role must be staff or manager"),
@@ -303,9 +477,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backup {
             path,
             encrypt_with,
-            settings,
+            data,
         } => {
-            let config = resolve(&cli.config, settings, Settings::default())?;
+            let config = resolve(cli_config, data.into(), Settings::default())?;
             let db = config.db_path();
             let out = path.clone();
             let report = tokio::task::spawn_blocking(move || {
@@ -352,9 +526,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Restore {
             backup: file,
             key,
-            settings,
+            data,
         } => {
-            let config = resolve(&cli.config, settings, Settings::default())?;
+            let config = resolve(cli_config, data.into(), Settings::default())?;
             let dir = config.data_dir.clone();
             let last = tokio::task::spawn_blocking(move || {
                 backup::restore(&file, &dir, crate::config::DB_FILE, key.as_deref())

@@ -64,6 +64,17 @@ fn command(args: &[&str]) -> Command {
     cmd
 }
 
+/// Runs an `edge-node` command to completion, whatever its exit code: (code, stdout,
+/// stderr).
+pub fn edge_run(args: &[&str]) -> anyhow::Result<(i32, String, String)> {
+    let out = command(args).output().context("running edge-node")?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
 /// Runs an `edge-node` command to completion; fails with its output if it fails.
 pub fn edge_command(args: &[&str]) -> anyhow::Result<String> {
     let out = command(args).output().context("running edge-node")?;

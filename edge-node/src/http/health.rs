@@ -21,6 +21,24 @@ pub(super) fn ops_routes() -> axum::Router<App> {
     axum::Router::new()
         .route("/readyz", axum::routing::get(readyz))
         .route("/metrics", axum::routing::get(metrics))
+        .route("/status", axum::routing::get(status))
+}
+
+/// `edge-node status` of a serving box: for the operator at the box's shell only (it
+/// names the data directory and the link's last error), so loopback clients only.
+async fn status(
+    State(app): State<App>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+) -> Result<impl IntoResponse, ApiError> {
+    let loopback = peer.is_some_and(|p| p.0.0.ip().to_canonical().is_loopback());
+    if !loopback {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            super::error::ErrorCode::Forbidden,
+            "the box's status answers only on the box itself (run `edge-node status` there)",
+        ));
+    }
+    Ok(axum::Json(crate::ops::status::live(&app).await?))
 }
 
 /// The process is up. Cheap: also the load generator's no-op baseline.

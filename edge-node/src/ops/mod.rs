@@ -7,5 +7,6 @@
 pub mod accounts;
 pub mod menu;
 pub mod orders;
+pub mod status;
 pub mod stock;
 pub mod sync;

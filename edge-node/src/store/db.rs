@@ -8,10 +8,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 
-/// Schema migrations, applied in order; `PRAGMA user_version` is the number applied.
-const MIGRATIONS: &[&str] = &[
-    include_str!("migrations/0001_init.sql"),
-    include_str!("migrations/0002_accounts.sql"),
+/// Schema migrations (name, SQL), applied in order; `PRAGMA user_version` is the number
+/// applied. Every schema change adds one here and a fixture database of the release
+/// before it (`edge-node/tests/fixtures/`).
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init", include_str!("migrations/0001_init.sql")),
+    (
+        "0002_accounts",
+        include_str!("migrations/0002_accounts.sql"),
+    ),
 ];
 
 /// The schema version this build writes.
@@ -93,12 +98,51 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         return Ok(());
     }
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    for migration in &MIGRATIONS[found as usize..] {
+    for (_, migration) in &MIGRATIONS[found as usize..] {
         tx.execute_batch(migration)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
     Ok(())
+}
+
+/// What opening a database with this build would do to its schema, found without
+/// changing anything (`edge-node migrate --check`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationPlan {
+    /// The schema version the database has (0: no database yet).
+    pub found: i64,
+    /// The version this build writes.
+    pub target: i64,
+    /// The migrations that would run, in order.
+    pub pending: Vec<&'static str>,
+}
+
+/// The [`MigrationPlan`] for the database at `path` (read-only; a database that does
+/// not exist yet would get every migration). A schema newer than this build is
+/// refused, as opening it would be.
+pub fn migration_plan(path: &Path) -> Result<MigrationPlan, StoreError> {
+    let found = if path.exists() {
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        conn.pragma_query_value(None, "user_version", |r| r.get(0))?
+    } else {
+        0
+    };
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            path: path.to_owned(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(MigrationPlan {
+        found,
+        target: SCHEMA_VERSION,
+        pending: MIGRATIONS[found.max(0) as usize..]
+            .iter()
+            .map(|(name, _)| *name)
+            .collect(),
+    })
 }
 
 /// Opens a read-only connection (the schema must already exist).

@@ -383,6 +383,13 @@ pub fn queue(
 }
 
 /// How many orders of a day are in each state.
+/// The last service day with an order, if any.
+pub fn last_service_day(conn: &Connection) -> Result<Option<NaiveDate>, StoreError> {
+    let day: Option<String> =
+        conn.query_row("SELECT MAX(service_day) FROM orders", [], |r| r.get(0))?;
+    Ok(day.and_then(|d| d.parse().ok()))
+}
+
 pub fn count_by_state(
     conn: &Connection,
     day: NaiveDate,

@@ -123,6 +123,12 @@ impl<E: Send + 'static> Writer<E> {
             .map_err(|_| Er::from(WriteError::Commit("the write was abandoned".into())))?
     }
 
+    /// Writes waiting in the queue now, and how many it holds at most.
+    pub fn queued(&self) -> (usize, usize) {
+        let max = self.tx.max_capacity();
+        (max - self.tx.capacity(), max)
+    }
+
     /// Blocking form of [`Writer::write`] for CLI commands that run outside a runtime.
     pub fn write_blocking<R, Er, F>(&self, f: F) -> Result<R, Er>
     where

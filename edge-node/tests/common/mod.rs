@@ -76,6 +76,23 @@ impl TestBox {
         }
     }
 
+    /// A box on a copy of an existing database (`db`), its clock at `now`: what a new
+    /// release does with a database an older one made.
+    pub fn on_copy_of(db: &std::path::Path, now: DateTime<Utc>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::resolve(test_settings(dir.path())).unwrap();
+        std::fs::copy(db, config.db_path()).unwrap();
+        let clock = Arc::new(ManualClock::new(now));
+        let app = App::open(config, clock.clone()).unwrap();
+        Self {
+            router: edge_node::http::router(app.clone()),
+            app,
+            clock,
+            items: Vec::new(),
+            dir,
+        }
+    }
+
     /// Closes the box and opens it again on the same data directory and clock: a
     /// restart.
     pub async fn reopen(self) -> Self {
