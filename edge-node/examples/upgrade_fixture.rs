@@ -8,7 +8,6 @@
 //!     cargo run -p edge-node --example upgrade_fixture -- edge-node/tests/fixtures
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use common::TestBox;
