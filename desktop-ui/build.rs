@@ -4,6 +4,7 @@
 const COMMANDS: &[&str] = &[
     "remembered",
     "set_language",
+    "set_notifications",
     "login",
     "logout",
     "board",

@@ -359,6 +359,12 @@ document.querySelectorAll("[data-lang-toggle]").forEach((b) => b.addEventListene
   if (session && tab !== "kitchen" && tab !== "handover") show(tab);
 }));
 
+// Desktop notifications (new orders, a lost link) are raised by the app itself; this
+// switch turns them off for this terminal.
+$("#notify-toggle").addEventListener("change", (ev) => {
+  invoke("set_notifications", { enabled: ev.target.checked }).catch((e) => toast(errorText(e), "error"));
+});
+
 listen("board-changed", () => refreshBoard(false));
 listen("status-changed", () => refreshStatus());
 listen("toast", (ev) => toast(errorText(ev.payload), "error"));
@@ -373,6 +379,7 @@ setInterval(() => {
 (async () => {
   const r = await invoke("remembered");
   LANG = r.language === "en" ? "en" : "zh";
+  $("#notify-toggle").checked = r.notifications !== false;
   applyTexts();
   $("#address").value = r.box_url || "";
   $("#username").value = r.username || "";

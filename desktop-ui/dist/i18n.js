@@ -4,7 +4,7 @@
 const TEXTS = {
   zh: {
     app_title: "食堂员工端", box_address: "食堂终端地址", username: "用户名", password: "密码",
-    log_in: "登录", log_out: "退出", tab_kitchen: "后厨看板", tab_handover: "取餐核销",
+    log_in: "登录", log_out: "退出", desktop_notifications: "桌面通知", tab_kitchen: "后厨看板", tab_handover: "取餐核销",
     tab_stock: "库存", tab_summary: "今日汇总", tab_menu: "菜单管理",
     col_new: "新订单 / 已付款", col_preparing: "制作中", col_ready: "待取餐",
     keys_hint: "方向键选择订单，回车推进，Esc 撤回（4 秒内）；1/2/3 跳到列",
@@ -40,7 +40,7 @@ const TEXTS = {
   },
   en: {
     app_title: "Canteen Staff", box_address: "Box address", username: "User name", password: "Password",
-    log_in: "Log in", log_out: "Log out", tab_kitchen: "Kitchen", tab_handover: "Hand-over",
+    log_in: "Log in", log_out: "Log out", desktop_notifications: "Desktop notifications", tab_kitchen: "Kitchen", tab_handover: "Hand-over",
     tab_stock: "Stock", tab_summary: "Day summary", tab_menu: "Menu",
     col_new: "New / paid", col_preparing: "Preparing", col_ready: "Ready",
     keys_hint: "Arrows select an order, Enter bumps it, Esc recalls (within 4 s); 1/2/3 jump to a column",

@@ -6,6 +6,7 @@ use crate::client::BoxClient;
 use crate::error::UiError;
 use crate::events::{self, StreamNews};
 use crate::kitchen::Board;
+use crate::notify::{self, Announcement};
 use crate::pickup::PickupInput;
 use crate::session::{Shared, Status};
 use crate::settings::{self, Remembered};
@@ -48,6 +49,26 @@ fn manager_client(shared: &Shared) -> Result<BoxClient, UiError> {
 #[tauri::command]
 pub fn remembered(shared: State<'_, Shared>) -> Remembered {
     shared.remembered().clone()
+}
+
+/// Switches this terminal's desktop notifications on or off (remembered).
+#[tauri::command]
+pub fn set_notifications(shared: State<'_, Shared>, enabled: bool) -> Result<(), UiError> {
+    let mut r = shared.remembered();
+    r.notifications = enabled;
+    settings::save(&shared.config_dir, &r)
+}
+
+/// Raises the announcement `what` makes in the terminal's language, if this terminal
+/// has notifications on.
+fn announce(app: &AppHandle, shared: &Shared, what: impl FnOnce(&str) -> Option<Announcement>) {
+    let (on, language) = {
+        let r = shared.remembered();
+        (r.notifications, r.language.clone())
+    };
+    if on && let Some(a) = what(&language) {
+        notify::raise(app, &a);
+    }
 }
 
 #[tauri::command]
@@ -355,19 +376,34 @@ async fn follow_stream(app: AppHandle, client: BoxClient, stop: CancellationToke
             let shared = app.state::<Shared>();
             match news {
                 StreamNews::Connected => {
-                    let mut s = shared.lock();
-                    s.lan_connected = true;
-                    s.lan_error = None;
+                    let was_lost = {
+                        let mut s = shared.lock();
+                        s.lan_connected = true;
+                        s.lan_error = None;
+                        std::mem::take(&mut s.link_loss_announced)
+                    };
+                    if was_lost {
+                        announce(&app, &shared, |l| Some(notify::link_back(l)));
+                    }
                 }
                 StreamNews::Disconnected(why) => {
-                    let mut s = shared.lock();
-                    s.lan_connected = false;
-                    s.lan_error = Some(why);
+                    let newly_lost = {
+                        let mut s = shared.lock();
+                        let newly = s.lan_connected;
+                        s.lan_connected = false;
+                        s.lan_error = Some(why.clone());
+                        s.link_loss_announced |= newly;
+                        newly
+                    };
+                    if newly_lost {
+                        announce(&app, &shared, |l| Some(notify::link_lost(l, &why)));
+                    }
                 }
                 StreamNews::Changed { new_order } => match reload_board(&shared).await {
                     Ok(fresh) => {
                         let _ = app.emit("board-changed", ());
                         if new_order && !fresh.is_empty() {
+                            announce(&app, &shared, |l| notify::new_orders(l, &fresh));
                             let _ = app.emit("new-order", fresh);
                         }
                     }

@@ -1,7 +1,7 @@
 //! The staff desktop app: a Tauri v2 client of the box's staff HTTP API for counter and
 //! kitchen terminals. The Rust side owns the API client (`client`), the event stream
 //! (`events`), the kitchen display's state (`kitchen`), hand-over input (`pickup`) and
-//! the remembered box (`settings`); the web view in `dist/` only renders what the
+//! the remembered box (`settings`) and desktop notifications (`notify`); the web view in `dist/` only renders what the
 //! `commands` return.
 
 pub mod client;
@@ -9,6 +9,7 @@ pub mod commands;
 pub mod error;
 pub mod events;
 pub mod kitchen;
+pub mod notify;
 pub mod pickup;
 pub mod session;
 pub mod settings;
@@ -19,6 +20,7 @@ use tauri::Manager;
 /// Starts the app; returns when its window is closed.
 pub fn run() {
     let app = tauri::Builder::default()
+        .plugin(tauri_plugin_notification::init())
         .setup(|app| {
             let config_dir = app.path().app_config_dir()?;
             let remembered = settings::load(&config_dir);
@@ -31,6 +33,7 @@ pub fn run() {
         .invoke_handler(tauri::generate_handler![
             commands::remembered,
             commands::set_language,
+            commands::set_notifications,
             commands::login,
             commands::logout,
             commands::board,

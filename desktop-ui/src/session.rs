@@ -26,6 +26,8 @@ pub struct Session {
     pub pending: PendingBumps,
     pub lan_connected: bool,
     pub lan_error: Option<String>,
+    /// A lost link was announced and its return not yet.
+    pub link_loss_announced: bool,
     pub sync: Option<SyncState>,
     /// Stops the event-stream reader of the current login.
     pub stream_stop: Option<CancellationToken>,

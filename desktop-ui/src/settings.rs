@@ -7,7 +7,7 @@ use std::path::Path;
 
 pub const FILE_NAME: &str = "box.json";
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Remembered {
     /// `http://host:port` of the box.
     pub box_url: Option<String>,
@@ -20,6 +20,26 @@ pub struct Remembered {
     /// file, or with `CANTEEN_STAFF_INSECURE_HTTP=1`; never by the app.
     #[serde(default)]
     pub allow_plain_http: bool,
+    /// Desktop notifications for new orders and a lost link (on unless switched off
+    /// in the app).
+    #[serde(default = "on")]
+    pub notifications: bool,
+}
+
+impl Default for Remembered {
+    fn default() -> Self {
+        Self {
+            box_url: None,
+            username: None,
+            language: default_language(),
+            allow_plain_http: false,
+            notifications: true,
+        }
+    }
+}
+
+fn on() -> bool {
+    true
 }
 
 /// The campus CA certificate the terminal was given at set-up: `ca.pem` in the app's
@@ -57,10 +77,7 @@ pub fn load(dir: &Path) -> Remembered {
     std::fs::read(dir.join(FILE_NAME))
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .unwrap_or(Remembered {
-            language: default_language(),
-            ..Remembered::default()
-        })
+        .unwrap_or_default()
 }
 
 /// Writes the file atomically (temporary file, then rename).
@@ -87,15 +104,20 @@ mod tests {
         let first = load(dir.path());
         assert_eq!(first.box_url, None);
         assert_eq!(first.language, "zh");
+        assert!(first.notifications);
         let r = Remembered {
             box_url: Some("http://127.0.0.1:8080".into()),
             username: Some("staff".into()),
             language: "en".into(),
             allow_plain_http: false,
+            notifications: false,
         };
         save(&dir.path().join("nested"), &r).unwrap();
         assert_eq!(load(&dir.path().join("nested")), r);
         std::fs::write(dir.path().join(FILE_NAME), b"{not json").unwrap();
         assert_eq!(load(dir.path()).box_url, None);
+        // A file from before notifications were switchable has them on.
+        std::fs::write(dir.path().join(FILE_NAME), br#"{"language":"en"}"#).unwrap();
+        assert!(load(dir.path()).notifications);
     }
 }

@@ -509,7 +509,7 @@ mod tests {
     /// The unit gives the box more files than its default connection cap needs.
     #[test]
     fn the_unit_raises_the_file_limit_above_the_connection_cap() {
-        let unit = include_str!("../../deploy/edge-node.service");
+        let unit = include_str!("../../deploy/debian/edge-node.service");
         let limit: usize = unit
             .lines()
             .find_map(|l| l.strip_prefix("LimitNOFILE="))

@@ -3,8 +3,13 @@
 //! through the student API appears on the kitchen display, is bumped (once recalled)
 //! to ready and handed over by its pickup number; the box confirms it was picked up.
 //! A screenshot of the kitchen display goes to `artifacts/desktop-kitchen.png`.
+//! New orders and the lost link to the box are raised as desktop notifications: the app
+//! runs on a private D-Bus session bus whose notification server is dunst, and the test
+//! reads back what dunst was given (`dunstctl history`), in the terminal's language;
+//! switched off in the app, an order is not notified.
 //!
-//! Needs `xvfb`, `webkit2gtk-driver` and `tauri-driver` (scripts/test installs them).
+//! Needs `xvfb`, `webkit2gtk-driver`, `dunst` and `tauri-driver` (scripts/test installs
+//! them).
 
 use anyhow::{Context, bail, ensure};
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -143,6 +148,86 @@ fn start_xvfb() -> anyhow::Result<(Owned, String)> {
         xvfb.stop();
     }
     bail!("no free X display between :90 and :139")
+}
+
+/// A private D-Bus session bus for the app, on a socket in `dir`. Its notification
+/// service is dunst, started by the bus on the first notification (D-Bus activation,
+/// as on a desktop) and shown on `display`. Returns the bus and its address.
+fn start_session_bus(dir: &Path, display: &str) -> anyhow::Result<(Owned, String)> {
+    let socket = dir.join("bus");
+    let address = format!("unix:path={}", socket.display());
+    let mut cmd = Command::new("dbus-daemon");
+    cmd.args(["--session", "--nofork", &format!("--address={address}")])
+        .env("DISPLAY", display);
+    let bus = Owned::spawn(cmd, "dbus-daemon (apt-get install dbus)")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        ensure!(Instant::now() < deadline, "the session bus did not start");
+        std::thread::sleep(POLL);
+    }
+    Ok((bus, address))
+}
+
+/// Every notification the notification server was given so far, as (title, body):
+/// displayed ones are closed first, so that all are in dunst's history.
+fn notifications(bus: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let dunstctl = |args: &[&str]| -> anyhow::Result<Vec<u8>> {
+        let out = Command::new("dunstctl")
+            .args(args)
+            .env("DBUS_SESSION_BUS_ADDRESS", bus)
+            .output()
+            .context("running dunstctl (apt-get install dunst)")?;
+        ensure!(
+            out.status.success(),
+            "dunstctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(out.stdout)
+    };
+    dunstctl(&["close-all"])?;
+    let history: Value = serde_json::from_slice(&dunstctl(&["history"])?)?;
+    let text = |n: &Value, key: &str| n[key]["data"].as_str().unwrap_or_default().to_owned();
+    Ok(history["data"][0]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .map(|n| (text(n, "summary"), text(n, "body")))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// Waits for a notification whose title or body contains `needle`.
+async fn notified(bus: &str, needle: &str) -> anyhow::Result<(String, String)> {
+    until(
+        &format!("a desktop notification with {needle:?}"),
+        || async {
+            Ok(notifications(bus)?
+                .into_iter()
+                .find(|(title, body)| title.contains(needle) || body.contains(needle)))
+        },
+    )
+    .await
+}
+
+/// Switches the app's desktop notifications with its checkbox and waits until the app
+/// has stored the choice.
+async fn switch_notifications(client: &Client, on: bool) -> anyhow::Result<()> {
+    let toggle = client.find(Locator::Css("#notify-toggle")).await?;
+    if toggle.prop("checked").await?.as_deref() != Some(if on { "true" } else { "false" }) {
+        toggle.click().await?;
+    }
+    until("the notification switch to be stored", || async {
+        let remembered = client
+            .execute_async(
+                "const done = arguments[arguments.length - 1];\n\
+                 window.__TAURI__.core.invoke('remembered').then((r) => done(r.notifications));",
+                vec![],
+            )
+            .await?;
+        Ok((remembered == json!(on)).then_some(()))
+    })
+    .await
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -293,6 +378,7 @@ async fn staff_bump_an_order_to_ready_and_hand_it_over() -> anyhow::Result<()> {
     let dish = simple_dish(&api, &staff_token).await?;
 
     let (xvfb, display) = start_xvfb()?;
+    let (bus, bus_address) = start_session_bus(dir.path(), &display)?;
     let port = free_port()?;
     let native_port = free_port()?;
     let home = dir.path().join("home");
@@ -307,6 +393,7 @@ async fn staff_bump_an_order_to_ready_and_hand_it_over() -> anyhow::Result<()> {
         WEBKIT_DRIVER,
     ])
     .env("DISPLAY", &display)
+    .env("DBUS_SESSION_BUS_ADDRESS", &bus_address)
     // The app keeps its remembered box under the XDG config dir: a fresh one per run.
     .env("XDG_CONFIG_HOME", home.join("config"))
     .env("XDG_DATA_HOME", home.join("data"))
@@ -333,7 +420,20 @@ async fn staff_bump_an_order_to_ready_and_hand_it_over() -> anyhow::Result<()> {
     .context("opening the app timed out")?
     .context("opening the app")?;
 
-    let outcome = drive(&client, &api, &edge.base, &dish).await;
+    let mut outcome = drive(&client, &api, &edge.base, &dish, &bus_address).await;
+    if let Ok(order_id) = &outcome {
+        // The box itself says the order was picked up.
+        let (status, order) = api
+            .get(&format!("/api/staff/orders/{order_id}"), Some(&staff_token))
+            .await?;
+        ensure!(status == 200, "reading the order: {status} {order}");
+        assert_eq!(order["state"], "picked_up");
+        // The box goes away: the terminal says so on the desktop, and why.
+        edge.kill_9();
+        outcome = notified(&bus_address, "连接中断")
+            .await
+            .map(|(_, body)| body);
+    }
     if outcome.is_err() {
         if let Ok(png) = client.screenshot().await {
             let _ = std::fs::write(artifacts()?.join("desktop-failure.png"), png);
@@ -341,20 +441,24 @@ async fn staff_bump_an_order_to_ready_and_hand_it_over() -> anyhow::Result<()> {
     }
     let _ = tokio::time::timeout(PATIENCE, client.close()).await;
     drop(driver);
+    drop(bus);
     drop(xvfb);
-    let order_id = outcome?;
-
-    // The box itself says the order was picked up.
-    let (status, order) = api
-        .get(&format!("/api/staff/orders/{order_id}"), Some(&staff_token))
-        .await?;
-    ensure!(status == 200, "reading the order: {status} {order}");
-    assert_eq!(order["state"], "picked_up");
+    let lost = outcome?;
+    ensure!(
+        lost.contains("新订单"),
+        "the lost-link notification: {lost:?}"
+    );
     Ok(())
 }
 
 /// The user's path through the app; returns the handed-over order's id.
-async fn drive(client: &Client, api: &Api, base: &str, dish: &str) -> anyhow::Result<String> {
+async fn drive(
+    client: &Client,
+    api: &Api,
+    base: &str,
+    dish: &str,
+    bus: &str,
+) -> anyhow::Result<String> {
     // First start: no remembered box.
     let address = until("the login form", || async {
         Ok(client
@@ -413,9 +517,43 @@ async fn drive(client: &Client, api: &Api, base: &str, dish: &str) -> anyhow::Re
         "status bar: {:?}",
         lan.text().await?
     );
+    // It was also raised on the desktop, in the terminal's language (Chinese at first
+    // start).
+    let (title, _) = notified(bus, &format!("#{number}")).await?;
+    ensure!(
+        title == "新订单",
+        "the new-order notification's title: {title:?}"
+    );
+
+    // Switched off, the next order is toasted and chimed but not notified.
+    switch_notifications(client, false).await?;
     let second = place_order(api, 2, dish, "desktop-e2e-2").await?;
     let second_number = second["pickup_number"].as_i64().context("pickup number")?;
     wait_state(client, second_number, "placed").await?;
+    until("the second order's toast", || async {
+        for toast in client.find_all(Locator::Css(".toast.new")).await? {
+            if toast
+                .text()
+                .await
+                .unwrap_or_default()
+                .contains(&format!("#{second_number}"))
+            {
+                return Ok(Some(()));
+            }
+        }
+        Ok(None)
+    })
+    .await?;
+    // The notification would have been raised before the toast; give it a second.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let raised = notifications(bus)?;
+    ensure!(
+        !raised
+            .iter()
+            .any(|(_, body)| body.contains(&format!("#{second_number}"))),
+        "notified while switched off: {raised:?}"
+    );
+    switch_notifications(client, true).await?;
 
     // The card lists the dish's allergens, in the display language.
     let staff_token = api.staff("staff", "staff-pass").await?;
@@ -620,6 +758,8 @@ async fn drive(client: &Client, api: &Api, base: &str, dish: &str) -> anyhow::Re
     // A student holding unpaid orders: blocked at the counter with a reason, which
     // cancels those orders; the box then refuses the student's next order.
     let hoard = place_order(api, 3, dish, "hoard-1").await?;
+    // Notifications are on again (and stay so across logins).
+    notified(bus, &format!("#{}", hoard["pickup_number"])).await?;
     client
         .find(Locator::Css("#tab-handover"))
         .await?

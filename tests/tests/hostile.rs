@@ -1,9 +1,10 @@
 //! Peers on the sync link that are hostile or simply newer, against real processes:
 //! a cloud that sends a document schema the box does not know, a DEFLATE bomb and an
 //! account with huge argon2 costs (a stand-in cloud speaking the real protocol), and
-//! a box that sends the cloud a DEFLATE bomb.
+//! a box that sends the cloud a DEFLATE bomb. Releases apart: a box upgraded before its
+//! cloud, and a box of the previous release (protocol version 1) against this cloud.
 
-use cloud_sync::proto::{Account, CloudWelcome, Message};
+use cloud_sync::proto::{Account, BATCH_MAX, CloudWelcome, Message, WireEvent};
 use cloud_sync::{identity, wire};
 use crdt::settings::SettingsEdit;
 use crdt::{DocKind, ReplicatedDoc};
@@ -12,8 +13,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tests::world::{World, caught_up, orders, read};
-use tests::{Api, EdgeProcess, cloud_command, cloud_env, eventually, path_str};
+use tests::world::{World, assert_same_totals, caught_up, orders, read};
+use tests::{Api, EdgeProcess, FAST_ENV, cloud_command, cloud_env, eventually, path_str};
 
 /// The menu as a newer cloud would hold it: the genesis every replica shares, then a
 /// change to a schema version 2 with a field this build does not know.
@@ -513,4 +514,104 @@ async fn a_box_upgraded_before_its_cloud_keeps_syncing_in_version_1() {
         "the box says why it speaks the old version"
     );
     endpoint.close(0u32.into(), b"done");
+}
+
+/// A cloud upgraded before its boxes: a box of the previous release says a version 1
+/// `Hello` (no incarnation, no digests) and sends its outbox on an events stream, as
+/// that release did. This cloud welcomes it in version 1, acknowledges every batch, and
+/// its totals for the box equal the box's own exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_of_the_previous_release_syncs_with_this_cloud_in_version_1() {
+    let w = World::new("canteen-old");
+    let cloud = w.cloud("127.0.0.1:0".parse().unwrap());
+    // The box's day, taken while it had no link: its outbox is what the old release
+    // would send.
+    let edge = EdgeProcess::serve(&w.box_data, FAST_ENV).unwrap();
+    let api = Api::new(&edge.base);
+    orders(&api, 24).await;
+    let staff = api.staff("staff", "staff-pass").await.unwrap();
+    let events: Vec<WireEvent> = api
+        .outbox(&staff)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| WireEvent {
+            seq: e["seq"].as_u64().unwrap(),
+            kind: e["kind"].as_str().unwrap().into(),
+            aggregate_id: e["aggregate_id"].as_str().unwrap().into(),
+            payload: e["payload"].to_string(),
+            at: e["at"].as_str().unwrap().into(),
+        })
+        .collect();
+    let last = events.last().unwrap().seq;
+
+    let config = identity::client_config(
+        &w.enrol.join("ca.pem"),
+        &w.enrol.join("canteen-old.pem"),
+        &w.enrol.join("canteen-old.key"),
+    )
+    .unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(config);
+    let conn = endpoint
+        .connect(cloud.quic, identity::DEFAULT_CLOUD_NAME)
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut control, control_rx) = conn.open_bi().await.unwrap();
+    let mut control_rx = wire::reader(control_rx);
+    wire::send(
+        &mut control,
+        &Message::Hello {
+            version: 1,
+            node_id: "canteen-old".into(),
+        },
+    )
+    .await
+    .unwrap();
+    match wire::next(&mut control_rx).await.unwrap() {
+        Message::Welcome { version, acked_seq } => {
+            assert_eq!((version, acked_seq), (1, 0), "welcomed in version 1");
+        }
+        other => panic!("a version 1 box was answered {other:?}"),
+    }
+    let (mut send, recv) = conn.open_bi().await.unwrap();
+    let mut acks = wire::reader(recv);
+    wire::send(&mut send, &Message::Events { events: Vec::new() })
+        .await
+        .unwrap();
+    // Batches of the size that release sent; each acknowledged through its last event.
+    let half = events.len() / 2;
+    for batch in [&events[..half], &events[half..]] {
+        assert!(batch.len() <= BATCH_MAX);
+        wire::send(
+            &mut send,
+            &Message::Events {
+                events: batch.to_vec(),
+            },
+        )
+        .await
+        .unwrap();
+        let through = batch.last().unwrap().seq;
+        loop {
+            match wire::next(&mut acks).await.unwrap() {
+                Message::Ack { through_seq } if through_seq == through => break,
+                Message::Ack { through_seq } if through_seq < through => {}
+                other => panic!("expected the ack through {through}, got {other:?}"),
+            }
+        }
+    }
+    conn.close(0u32.into(), b"done");
+    endpoint.wait_idle().await;
+
+    let nodes = cloud.get("/nodes").await.unwrap();
+    let node = nodes
+        .as_array()
+        .and_then(|n| n.iter().find(|x| x["node_id"] == "canteen-old"))
+        .cloned()
+        .unwrap();
+    assert_eq!(node["acked_seq"].as_u64(), Some(last), "{node}");
+    let summary = cloud.get("/nodes/canteen-old/summary").await.unwrap();
+    assert_eq!(summary["events"].as_u64(), Some(last), "{summary}");
+    assert_same_totals(&api, &staff, &cloud, "canteen-old").await;
 }
