@@ -5,6 +5,7 @@
 use crate::{
     Api, CloudProcess, EdgeProcess, cloud_command, cloud_env, eventually, path_str, seed_demo,
 };
+use cloud_sync::proto::Message;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -245,35 +246,75 @@ pub async fn caught_up(api: &Api, staff: &str, cloud: &CloudProcess, node: &str)
     last
 }
 
+/// A box's end of a sync connection, opened by hand: the control stream after its
+/// hello, and the cloud's first answer.
+pub struct RawBox {
+    pub endpoint: quinn::Endpoint,
+    pub conn: quinn::Connection,
+    pub control: quinn::SendStream,
+    pub control_rx: tokio::sync::mpsc::Receiver<Result<Message, cloud_sync::wire::WireError>>,
+    pub answer: Message,
+}
+
+impl RawBox {
+    /// Connects to the cloud with the certificate of `node` in `enrol` and says
+    /// `hello` on the control stream.
+    pub async fn connect(
+        cloud: std::net::SocketAddr,
+        enrol: &Path,
+        node: &str,
+        hello: &Message,
+    ) -> anyhow::Result<Self> {
+        let config = cloud_sync::identity::client_config(
+            &enrol.join("ca.pem"),
+            &enrol.join(format!("{node}.pem")),
+            &enrol.join(format!("{node}.key")),
+        )?;
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+        endpoint.set_default_client_config(config);
+        let conn = endpoint
+            .connect(cloud, cloud_sync::identity::DEFAULT_CLOUD_NAME)?
+            .await?;
+        let (mut control, recv) = conn.open_bi().await?;
+        let mut control_rx = cloud_sync::wire::reader(recv);
+        cloud_sync::wire::send(&mut control, hello).await?;
+        let answer = cloud_sync::wire::next(&mut control_rx).await?;
+        Ok(Self {
+            endpoint,
+            conn,
+            control,
+            control_rx,
+            answer,
+        })
+    }
+
+    pub async fn close(self) {
+        self.conn.close(0u32.into(), b"done");
+        self.endpoint.wait_idle().await;
+    }
+}
+
+/// A version 1 `Hello` (the previous release's, without an incarnation).
+pub fn hello_v1(node: &str) -> Message {
+    Message::Hello {
+        version: 1,
+        node_id: node.into(),
+    }
+}
+
 /// Connects to the cloud as `node` with the certificate in `enrol` and says `Hello`:
 /// the cloud's first answer, or the handshake's error.
 pub async fn hello(
     cloud: std::net::SocketAddr,
     enrol: &Path,
     node: &str,
-) -> anyhow::Result<cloud_sync::proto::Message> {
-    let config = cloud_sync::identity::client_config(
-        &enrol.join("ca.pem"),
-        &enrol.join(format!("{node}.pem")),
-        &enrol.join(format!("{node}.key")),
-    )?;
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
-    endpoint.set_default_client_config(config);
-    let conn = endpoint
-        .connect(cloud, cloud_sync::identity::DEFAULT_CLOUD_NAME)?
-        .await?;
-    let (mut send, recv) = conn.open_bi().await?;
-    let mut inbox = cloud_sync::wire::reader(recv);
-    cloud_sync::wire::send(
-        &mut send,
-        &cloud_sync::proto::Message::Hello {
-            version: cloud_sync::proto::PROTOCOL_VERSION,
-            node_id: node.into(),
-        },
-    )
-    .await?;
-    let answer = cloud_sync::wire::next(&mut inbox).await?;
-    conn.close(0u32.into(), b"done");
-    endpoint.wait_idle().await;
+) -> anyhow::Result<Message> {
+    let hello = Message::Hello {
+        version: cloud_sync::proto::PROTOCOL_VERSION,
+        node_id: node.into(),
+    };
+    let raw = RawBox::connect(cloud, enrol, node, &hello).await?;
+    let answer = raw.answer.clone();
+    raw.close().await;
     Ok(answer)
 }

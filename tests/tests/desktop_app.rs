@@ -210,6 +210,24 @@ async fn notified(bus: &str, needle: &str) -> anyhow::Result<(String, String)> {
     .await
 }
 
+/// Waits for the in-app toast announcing order `number`.
+async fn new_order_toast(client: &Client, number: i64) -> anyhow::Result<()> {
+    until(&format!("the toast of new order #{number}"), || async {
+        for toast in client.find_all(Locator::Css(".toast.new")).await? {
+            if toast
+                .text()
+                .await
+                .unwrap_or_default()
+                .contains(&format!("#{number}"))
+            {
+                return Ok(Some(()));
+            }
+        }
+        Ok(None)
+    })
+    .await
+}
+
 /// Switches the app's desktop notifications with its checkbox and waits until the app
 /// has stored the choice.
 async fn switch_notifications(client: &Client, on: bool) -> anyhow::Result<()> {
@@ -497,20 +515,7 @@ async fn drive(
     wait_state(client, number, "placed").await?;
     // It was announced (in-app toast; the chime is not observable here), and the
     // status bar shows the live link to the box.
-    until("the new-order toast", || async {
-        for toast in client.find_all(Locator::Css(".toast.new")).await? {
-            if toast
-                .text()
-                .await
-                .unwrap_or_default()
-                .contains(&format!("#{number}"))
-            {
-                return Ok(Some(()));
-            }
-        }
-        Ok(None)
-    })
-    .await?;
+    new_order_toast(client, number).await?;
     let lan = client.find(Locator::Css("#lan-status")).await?;
     ensure!(
         lan.attr("class").await?.as_deref() == Some("ok"),
@@ -530,20 +535,7 @@ async fn drive(
     let second = place_order(api, 2, dish, "desktop-e2e-2").await?;
     let second_number = second["pickup_number"].as_i64().context("pickup number")?;
     wait_state(client, second_number, "placed").await?;
-    until("the second order's toast", || async {
-        for toast in client.find_all(Locator::Css(".toast.new")).await? {
-            if toast
-                .text()
-                .await
-                .unwrap_or_default()
-                .contains(&format!("#{second_number}"))
-            {
-                return Ok(Some(()));
-            }
-        }
-        Ok(None)
-    })
-    .await?;
+    new_order_toast(client, second_number).await?;
     // The notification would have been raised before the toast; give it a second.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let raised = notifications(bus)?;

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tests::world::{World, assert_same_totals, caught_up, orders, read};
+use tests::world::{RawBox, World, assert_same_totals, caught_up, hello_v1, orders, read};
 use tests::{Api, EdgeProcess, FAST_ENV, cloud_command, cloud_env, eventually, path_str};
 
 /// The menu as a newer cloud would hold it: the genesis every replica shares, then a
@@ -375,34 +375,11 @@ async fn a_deflate_bomb_from_a_box_is_refused_and_other_boxes_sync_on() {
     let api = Api::new(&edge.base);
 
     // The hostile box: a version 1 hello, then a menu stream opened with the bomb.
-    let config = identity::client_config(
-        &evil.join("ca.pem"),
-        &evil.join("canteen-evil.pem"),
-        &evil.join("canteen-evil.key"),
-    )
-    .unwrap();
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(config);
-    let conn = endpoint
-        .connect(cloud.quic, identity::DEFAULT_CLOUD_NAME)
-        .unwrap()
+    let raw = RawBox::connect(cloud.quic, &evil, "canteen-evil", &hello_v1("canteen-evil"))
         .await
         .unwrap();
-    let (mut control, recv) = conn.open_bi().await.unwrap();
-    let mut control_rx = wire::reader(recv);
-    wire::send(
-        &mut control,
-        &Message::Hello {
-            version: 1,
-            node_id: "canteen-evil".into(),
-        },
-    )
-    .await
-    .unwrap();
-    assert!(matches!(
-        wire::next(&mut control_rx).await.unwrap(),
-        Message::Welcome { .. }
-    ));
+    assert!(matches!(raw.answer, Message::Welcome { .. }));
+    let conn = raw.conn.clone();
     let bomb = tests::deflate_bomb_message(1024);
     assert!(bomb.len() < 2 * 1024 * 1024);
     let (mut send, _recv) = conn.open_bi().await.unwrap();
@@ -545,36 +522,21 @@ async fn a_box_of_the_previous_release_syncs_with_this_cloud_in_version_1() {
         .collect();
     let last = events.last().unwrap().seq;
 
-    let config = identity::client_config(
-        &w.enrol.join("ca.pem"),
-        &w.enrol.join("canteen-old.pem"),
-        &w.enrol.join("canteen-old.key"),
-    )
-    .unwrap();
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(config);
-    let conn = endpoint
-        .connect(cloud.quic, identity::DEFAULT_CLOUD_NAME)
-        .unwrap()
-        .await
-        .unwrap();
-    let (mut control, control_rx) = conn.open_bi().await.unwrap();
-    let mut control_rx = wire::reader(control_rx);
-    wire::send(
-        &mut control,
-        &Message::Hello {
-            version: 1,
-            node_id: "canteen-old".into(),
-        },
+    let raw = RawBox::connect(
+        cloud.quic,
+        &w.enrol,
+        "canteen-old",
+        &hello_v1("canteen-old"),
     )
     .await
     .unwrap();
-    match wire::next(&mut control_rx).await.unwrap() {
+    match &raw.answer {
         Message::Welcome { version, acked_seq } => {
-            assert_eq!((version, acked_seq), (1, 0), "welcomed in version 1");
+            assert_eq!((*version, *acked_seq), (1, 0), "welcomed in version 1");
         }
         other => panic!("a version 1 box was answered {other:?}"),
     }
+    let conn = raw.conn.clone();
     let (mut send, recv) = conn.open_bi().await.unwrap();
     let mut acks = wire::reader(recv);
     wire::send(&mut send, &Message::Events { events: Vec::new() })
@@ -601,8 +563,7 @@ async fn a_box_of_the_previous_release_syncs_with_this_cloud_in_version_1() {
             }
         }
     }
-    conn.close(0u32.into(), b"done");
-    endpoint.wait_idle().await;
+    raw.close().await;
 
     let nodes = cloud.get("/nodes").await.unwrap();
     let node = nodes

@@ -3,7 +3,7 @@
 //! a log shipper can read (JSON, each request's id, no terminal colours in files).
 
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tests::{Api, EdgeProcess, edge_run, path_str, seed_demo};
 
 fn help(args: &[&str]) -> String {
@@ -64,13 +64,19 @@ fn status_json(data: &Path, url: Option<&str>) -> (i32, Value) {
     (code, parsed)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_tells_a_serving_box_from_a_stopped_one() {
+/// A demo box serving from a fresh directory, its log in `box.log` beside its data.
+fn demo_box(env: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf, PathBuf, EdgeProcess) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("box");
     seed_demo(&data).unwrap();
     let log = dir.path().join("box.log");
-    let edge = EdgeProcess::serve_logged(&data, &[], Some(&log)).unwrap();
+    let edge = EdgeProcess::serve_logged(&data, env, Some(&log)).unwrap();
+    (dir, data, log, edge)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_tells_a_serving_box_from_a_stopped_one() {
+    let (_dir, data, log, edge) = demo_box(&[]);
     let api = Api::new(&edge.base);
     let manager = api.manager().await.unwrap();
     let menu = api.unlimited_menu(&manager).await.unwrap();
@@ -174,19 +180,10 @@ fn migrate_check_says_what_an_upgrade_would_do_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_carry_each_requests_id() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("box");
-    seed_demo(&data).unwrap();
-    let log = dir.path().join("box.log");
-    let edge = EdgeProcess::serve_logged(
-        &data,
-        &[
-            ("EDGE_LOG_FORMAT", "json"),
-            ("EDGE_LOG", "info,edge_node=debug"),
-        ],
-        Some(&log),
-    )
-    .unwrap();
+    let (_dir, _data, log, edge) = demo_box(&[
+        ("EDGE_LOG_FORMAT", "json"),
+        ("EDGE_LOG", "info,edge_node=debug"),
+    ]);
     // A refused request is logged once, inside its request's span.
     let res = reqwest::Client::new()
         .get(format!("{}/api/student/orders", edge.base))
