@@ -1,6 +1,8 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use cloud_sync::cloud::{admin, server, store::CloudStore};
+use cloud_sync::cloud::admins::{self, Role};
+use cloud_sync::cloud::auth::AdminOptions;
+use cloud_sync::cloud::{admin, listener, server, store::CloudStore};
 use cloud_sync::identity;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,6 +32,11 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The campus admins who use the console and the admin API.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// The campus certificate authority.
     Ca {
         #[command(subcommand)]
@@ -107,10 +114,169 @@ enum Command {
         /// UDP address for QUIC.
         #[arg(long, env = "CLOUD_LISTEN", default_value = "0.0.0.0:4433")]
         listen: SocketAddr,
-        /// TCP address of the admin HTTP API (keep it on loopback or a private network).
+        /// TCP address of the console and the admin API. Anything but loopback needs
+        /// --admin-tls-cert and --admin-tls-key.
         #[arg(long, env = "CLOUD_ADMIN_LISTEN", default_value = "127.0.0.1:8480")]
         admin_listen: SocketAddr,
+        /// Certificate (PEM chain) of the admin listener, e.g. from `cloud-sync enroll
+        /// --https-name <the console's host name>`.
+        #[arg(long, env = "CLOUD_ADMIN_TLS_CERT", requires = "admin_tls_key")]
+        admin_tls_cert: Option<PathBuf>,
+        /// Its private key (PEM).
+        #[arg(long, env = "CLOUD_ADMIN_TLS_KEY", requires = "admin_tls_cert")]
+        admin_tls_key: Option<PathBuf>,
+        /// Minutes an admin's login lasts.
+        #[arg(long, env = "CLOUD_ADMIN_SESSION_MINUTES", default_value_t = 480,
+              value_parser = clap::value_parser!(u64).range(1..=10_080))]
+        admin_session_minutes: u64,
     },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Creates an admin account, or sets an existing one's role, canteens and password
+    /// (reactivating it). The password comes from --password, CLOUD_ADMIN_PASSWORD, or
+    /// the first line of standard input.
+    Add {
+        #[arg(long)]
+        username: String,
+        #[arg(long, value_enum)]
+        role: Role,
+        /// A canteen (node id) a canteen_manager runs; repeat for several.
+        #[arg(long = "canteen")]
+        canteens: Vec<String>,
+        #[arg(long, env = "CLOUD_ADMIN_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        #[arg(long, env = "CLOUD_DATA_DIR", default_value = "cloud-data")]
+        data_dir: PathBuf,
+    },
+    /// Deactivates an admin account: its sessions end at once.
+    Deactivate {
+        #[arg(long)]
+        username: String,
+        #[arg(long, env = "CLOUD_DATA_DIR", default_value = "cloud-data")]
+        data_dir: PathBuf,
+    },
+    /// Lists the admin accounts.
+    List {
+        #[arg(long, env = "CLOUD_DATA_DIR", default_value = "cloud-data")]
+        data_dir: PathBuf,
+    },
+    /// Prints a bearer token of an admin for scripts (like a login; audited).
+    Token {
+        #[arg(long)]
+        username: String,
+        /// Hours the token lasts.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=720))]
+        hours: u64,
+        #[arg(long, env = "CLOUD_DATA_DIR", default_value = "cloud-data")]
+        data_dir: PathBuf,
+    },
+}
+
+/// Opens the cloud's database in `data_dir` (creating both if needed).
+fn open_store(data_dir: &std::path::Path) -> anyhow::Result<CloudStore> {
+    std::fs::create_dir_all(data_dir)?;
+    Ok(CloudStore::open(&data_dir.join("cloud.db"))?)
+}
+
+fn admin_command(command: AdminCommand) -> anyhow::Result<()> {
+    let now = cloud_sync::cloud::auth::now_ms();
+    match command {
+        AdminCommand::Add {
+            username,
+            role,
+            canteens,
+            password,
+            data_dir,
+        } => {
+            admins::check_username(&username).map_err(anyhow::Error::msg)?;
+            for c in &canteens {
+                identity::check_node_id(c)?;
+            }
+            if role == Role::CanteenManager && canteens.is_empty() {
+                anyhow::bail!("a canteen_manager needs at least one --canteen");
+            }
+            if role != Role::CanteenManager && !canteens.is_empty() {
+                anyhow::bail!(
+                    "--canteen is for canteen_manager accounts; {} sees every canteen",
+                    role.as_str()
+                );
+            }
+            let password = match password {
+                Some(p) => p,
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            let hash = admins::hash_password(&password).map_err(anyhow::Error::msg)?;
+            let store = open_store(&data_dir)?;
+            store.admin_upsert(&username, role, &canteens, &hash, now)?;
+            store.audit_append(
+                now,
+                "(shell)",
+                "admin.add",
+                &canteens,
+                "ok",
+                &format!("{username} as {}", role.as_str()),
+            )?;
+            println!("admin {username} ({}) saved", role.as_str());
+        }
+        AdminCommand::Deactivate { username, data_dir } => {
+            let store = open_store(&data_dir)?;
+            if !store.admin_set_active(&username, false)? {
+                anyhow::bail!("no admin named {username}");
+            }
+            store.audit_append(now, "(shell)", "admin.deactivate", &[], "ok", &username)?;
+            println!("admin {username} deactivated; their sessions have ended");
+        }
+        AdminCommand::List { data_dir } => {
+            for a in open_store(&data_dir)?.admins()? {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    a.username,
+                    a.role.as_str(),
+                    if a.active { "active" } else { "inactive" },
+                    a.canteens.join(",")
+                );
+            }
+        }
+        AdminCommand::Token {
+            username,
+            hours,
+            data_dir,
+        } => {
+            let store = open_store(&data_dir)?;
+            if !store
+                .admins()?
+                .iter()
+                .any(|a| a.username == username && a.active)
+            {
+                anyhow::bail!("no active admin named {username}");
+            }
+            let (token, digest) = admins::new_token();
+            let (csrf, _) = admins::new_token();
+            store.session_create(
+                &digest,
+                &username,
+                &csrf,
+                now,
+                now + (hours * 3_600_000) as i64,
+            )?;
+            store.audit_append(
+                now,
+                &username,
+                "token",
+                &[],
+                "ok",
+                &format!("from the shell, {hours} h"),
+            )?;
+            println!("{token}");
+        }
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -236,12 +402,23 @@ async fn main() -> anyhow::Result<()> {
             store.revoke(&node_id, now)?;
             println!("every certificate of {node_id} issued until now is revoked");
         }
+        Command::Admin { command } => admin_command(command)?,
         Command::Serve {
             data_dir,
             ca_dir,
             listen,
             admin_listen,
+            admin_tls_cert,
+            admin_tls_key,
+            admin_session_minutes,
         } => {
+            let admin_tls = match (&admin_tls_cert, &admin_tls_key) {
+                (Some(cert), Some(key)) => {
+                    Some(Arc::new(identity::https_server_config(cert, key)?))
+                }
+                _ => None,
+            };
+            listener::check_address(admin_listen, admin_tls.is_some())?;
             std::fs::create_dir_all(&data_dir)?;
             let store = Arc::new(CloudStore::open(&data_dir.join("cloud.db"))?);
             let config = identity::server_config(
@@ -254,14 +431,24 @@ async fn main() -> anyhow::Result<()> {
             let cloud = server::Cloud::new(store)?;
             let admin = tokio::net::TcpListener::bind(admin_listen).await?;
             println!("quic listening on {}", endpoint.local_addr()?);
-            println!("admin listening on http://{}", admin.local_addr()?);
+            println!(
+                "admin listening on {}://{}",
+                if admin_tls.is_some() { "https" } else { "http" },
+                admin.local_addr()?
+            );
+            let options = AdminOptions {
+                session_ttl: std::time::Duration::from_secs(admin_session_minutes * 60),
+                tls: admin_tls.is_some(),
+                ..AdminOptions::default()
+            };
             let stop = CancellationToken::new();
             let quic = tokio::spawn(server::serve(endpoint, cloud.clone(), stop.clone()));
-            let http = axum::serve(admin, admin::router(cloud)).with_graceful_shutdown({
-                let stop = stop.clone();
-                async move { stop.cancelled().await }
-            });
-            let http = tokio::spawn(async move { http.await });
+            let http = tokio::spawn(listener::serve(
+                admin,
+                admin::router(cloud, options),
+                admin_tls,
+                stop.clone(),
+            ));
             shutdown_signal().await;
             stop.cancel();
             let _ = quic.await;

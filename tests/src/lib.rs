@@ -248,11 +248,47 @@ pub fn cloud_command(args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// A running `cloud-sync serve`. Killed (and reaped) on drop.
+/// The campus admin every test cloud has (`CloudProcess::serve` creates it).
+pub const CLOUD_ADMIN: (&str, &str) = ("campus-admin", "campus-admin-pass");
+
+/// Creates (or resets) admin `username` of the cloud in `data_dir` with `role`
+/// (and `canteens` for a canteen_manager) and returns a bearer token of theirs.
+pub fn cloud_admin(
+    data_dir: &Path,
+    username: &str,
+    password: &str,
+    role: &str,
+    canteens: &[&str],
+) -> anyhow::Result<String> {
+    let data = path_str(data_dir);
+    let mut args = vec![
+        "admin",
+        "add",
+        "--username",
+        username,
+        "--role",
+        role,
+        "--password",
+        password,
+        "--data-dir",
+        data,
+    ];
+    for c in canteens {
+        args.extend(["--canteen", c]);
+    }
+    cloud_command(&args)?;
+    let token = cloud_command(&["admin", "token", "--username", username, "--data-dir", data])?;
+    Ok(token.trim().to_owned())
+}
+
+/// A running `cloud-sync serve`. Killed (and reaped) on drop. `get` and `post` call
+/// its admin API as [`CLOUD_ADMIN`].
 pub struct CloudProcess {
     child: Child,
     pub quic: std::net::SocketAddr,
     pub admin: String,
+    /// A bearer token of [`CLOUD_ADMIN`].
+    pub token: String,
 }
 
 impl CloudProcess {
@@ -263,6 +299,7 @@ impl CloudProcess {
         quic: std::net::SocketAddr,
         log: &Path,
     ) -> anyhow::Result<Self> {
+        let token = cloud_admin(data_dir, CLOUD_ADMIN.0, CLOUD_ADMIN.1, "admin", &[])?;
         let mut cmd = Command::new(cloud_binary());
         cmd.args([
             "serve",
@@ -284,6 +321,7 @@ impl CloudProcess {
             child,
             quic: found[0].parse()?,
             admin: found[1].clone(),
+            token,
         })
     }
 
@@ -293,7 +331,11 @@ impl CloudProcess {
     }
 
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        let res = reqwest::get(format!("{}{path}", self.admin)).await?;
+        let res = reqwest::Client::new()
+            .get(format!("{}{path}", self.admin))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
         if !res.status().is_success() {
             bail!("cloud {path}: {}", res.status());
         }
@@ -303,6 +345,7 @@ impl CloudProcess {
     pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         let res = reqwest::Client::new()
             .post(format!("{}{path}", self.admin))
+            .bearer_auth(&self.token)
             .json(body)
             .send()
             .await?;

@@ -62,6 +62,7 @@ async fn a_cloud_killed_mid_batch_applies_everything_exactly_once() {
     let acked = loop {
         let nodes: Value = admin
             .get(format!("{}/nodes", cloud.admin))
+            .bearer_auth(&cloud.token)
             .send()
             .await
             .unwrap()

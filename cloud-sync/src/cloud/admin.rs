@@ -1,20 +1,42 @@
-//! The cloud's admin HTTP API (loopback by default): nodes and their sync state, a
-//! canteen's summary, its menu replica and edits, and accounts for the boxes.
+//! The cloud's admin HTTP side (loopback by default; TLS required anywhere else): the
+//! JSON admin API (nodes and their sync state, a canteen's summary, its menu replica and
+//! edits, accounts for the boxes, the audit log) and the console's pages
+//! (`console`). Nothing answers without a login (`auth`): the API says 401, the console
+//! sends the browser to its login page. Every change is written to the audit log with
+//! who made it, the canteens it touched and how it ended.
 
+use super::admins::{AdminAccount, AuditEntry};
+use super::auth::{AdminError, AdminOptions, AdminState, ApiCaller, Auth, now_ms};
 use super::server::Cloud;
+use super::store::NodeRow;
 use crate::proto::Account;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use crdt::menu::MenuEdit;
 use crdt::settings::SettingsEdit;
 use serde::Deserialize;
 use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::Arc;
 
-pub fn router(cloud: Cloud) -> Router {
+/// Request bodies above this are refused (a menu push to every canteen fits).
+const BODY_MAX: usize = 4 * 1024 * 1024;
+/// Audit entries one request returns.
+pub const AUDIT_PAGE: usize = 1000;
+
+pub fn router(cloud: Cloud, options: AdminOptions) -> Router {
+    let state = AdminState {
+        cloud,
+        auth: Arc::new(Auth::new(options)),
+    };
     Router::new()
+        .route("/api/login", post(login))
+        .route("/api/logout", post(logout))
+        .route("/api/me", get(me))
+        .route("/api/audit", get(audit_log))
         .route("/nodes", get(nodes))
         .route("/nodes/{node}/summary", get(summary))
         .route("/nodes/{node}/sync", get(node_sync))
@@ -22,26 +44,9 @@ pub fn router(cloud: Cloud) -> Router {
         .route("/nodes/{node}/menu/edits", post(menu_edits))
         .route("/nodes/{node}/settings/edits", post(settings_edits))
         .route("/accounts", post(accounts))
-        .layer(axum::extract::DefaultBodyLimit::max(4 * 1024 * 1024))
-        .with_state(cloud)
-}
-
-struct AdminError(StatusCode, String);
-
-impl IntoResponse for AdminError {
-    fn into_response(self) -> Response {
-        (
-            self.0,
-            Json(json!({"error": {"code": "admin_error", "message": self.1}})),
-        )
-            .into_response()
-    }
-}
-
-impl From<anyhow::Error> for AdminError {
-    fn from(e: anyhow::Error) -> Self {
-        Self(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
-    }
+        .merge(super::console::routes())
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_MAX))
+        .with_state(state)
 }
 
 async fn blocking<T: Send + 'static>(
@@ -49,21 +54,203 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, AdminError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| AdminError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
         .map_err(AdminError::from)
 }
 
-async fn nodes(State(cloud): State<Cloud>) -> Result<impl IntoResponse, AdminError> {
+/// Appends to the audit log: `who` did `action` to `canteens`, ending in `result`.
+pub async fn audit<T>(
+    cloud: &Cloud,
+    who: &str,
+    action: &str,
+    canteens: &[String],
+    result: &Result<T, AdminError>,
+    detail: String,
+) {
+    let outcome = match result {
+        Ok(_) => "ok".to_owned(),
+        Err(e) => format!("{}: {}", e.code, e.message),
+    };
+    let (store, who, action, canteens) = (
+        cloud.store.clone(),
+        who.to_owned(),
+        action.to_owned(),
+        canteens.to_vec(),
+    );
+    let written = tokio::task::spawn_blocking(move || {
+        store.audit_append(now_ms(), &who, &action, &canteens, &outcome, &detail)
+    })
+    .await;
+    if !matches!(written, Ok(Ok(()))) {
+        tracing::error!("the audit log could not be written: {written:?}");
+    }
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    username: String,
+    password: String,
+}
+
+/// Logs in and starts a session whose token is the bearer of the JSON API.
+pub async fn start_session(
+    state: &AdminState,
+    from: std::net::IpAddr,
+    username: &str,
+    password: &str,
+) -> Result<(String, String, AdminAccount, i64), AdminError> {
+    state.auth.login_attempt(from, username)?;
+    let store = state.cloud.store.clone();
+    let (u, p) = (username.to_owned(), password.to_owned());
+    let found = blocking(move || Ok(store.admin_check_password(&u, &p)?)).await;
+    let result = match found {
+        Ok(Some(account)) => Ok(account),
+        Ok(None) => Err(AdminError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_credentials",
+            "unknown user name or wrong password",
+        )),
+        Err(e) => Err(e),
+    };
+    let name = if super::admins::check_username(username).is_ok() {
+        username
+    } else {
+        "(invalid user name)"
+    };
+    audit(
+        &state.cloud,
+        name,
+        "login",
+        &[],
+        &result,
+        format!("from {from}"),
+    )
+    .await;
+    let account = result?;
+    let (token, digest) = super::admins::new_token();
+    let (csrf, _) = super::admins::new_token();
+    let now = now_ms();
+    let expires = now + state.auth.options.session_ttl.as_millis() as i64;
+    let store = state.cloud.store.clone();
+    let (who, c) = (account.username.clone(), csrf.clone());
+    blocking(move || Ok(store.session_create(&digest, &who, &c, now, expires)?)).await?;
+    Ok((token, csrf, account, expires))
+}
+
+async fn login(
+    State(state): State<AdminState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Json(body): Json<LoginBody>,
+) -> Result<impl IntoResponse, AdminError> {
+    let (token, _, account, expires) =
+        start_session(&state, peer.ip(), &body.username, &body.password).await?;
+    Ok(Json(json!({
+        "token": token,
+        "expires_at_ms": expires,
+        "account": account,
+    })))
+}
+
+async fn logout(
+    State(cloud): State<Cloud>,
+    caller: ApiCaller,
+) -> Result<impl IntoResponse, AdminError> {
     let store = cloud.store.clone();
-    Ok(Json(blocking(move || Ok(store.nodes()?)).await?))
+    let digest = caller.token_digest.clone();
+    let result = blocking(move || Ok(store.session_delete(&digest)?)).await;
+    audit(
+        &cloud,
+        &caller.account.username,
+        "logout",
+        &[],
+        &result,
+        String::new(),
+    )
+    .await;
+    result?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn me(caller: ApiCaller) -> impl IntoResponse {
+    Json(caller.account)
+}
+
+/// The audit log is for campus admins and viewers.
+pub fn may_read_audit(account: &AdminAccount) -> Result<(), AdminError> {
+    if account.may_read_campus() {
+        Ok(())
+    } else {
+        Err(AdminError::forbidden(
+            "the audit log is for campus admins and viewers",
+        ))
+    }
+}
+
+pub async fn audit_entries(cloud: &Cloud) -> Result<Vec<AuditEntry>, AdminError> {
+    let store = cloud.store.clone();
+    blocking(move || Ok(store.audit(AUDIT_PAGE)?)).await
+}
+
+async fn audit_log(
+    State(cloud): State<Cloud>,
+    caller: ApiCaller,
+) -> Result<impl IntoResponse, AdminError> {
+    may_read_audit(&caller.account)?;
+    Ok(Json(audit_entries(&cloud).await?))
+}
+
+fn readable(caller: &ApiCaller, node: &str) -> Result<(), AdminError> {
+    if caller.account.may_read(node) {
+        Ok(())
+    } else {
+        Err(AdminError::forbidden(format!(
+            "{} may not see canteen {node}",
+            caller.account.username
+        )))
+    }
+}
+
+fn changeable(caller: &ApiCaller, node: Option<&str>) -> Result<(), AdminError> {
+    if caller.account.may_change(node) {
+        Ok(())
+    } else {
+        Err(AdminError::forbidden(format!(
+            "{} ({}) may not change {}",
+            caller.account.username,
+            caller.account.role.as_str(),
+            node.map_or("campus-wide data".to_owned(), |n| format!("canteen {n}"))
+        )))
+    }
+}
+
+/// The canteens `account` may see, with their sync state.
+pub async fn visible_nodes(
+    cloud: &Cloud,
+    account: &AdminAccount,
+) -> Result<Vec<NodeRow>, AdminError> {
+    let store = cloud.store.clone();
+    let all = blocking(move || Ok(store.nodes()?)).await?;
+    Ok(all
+        .into_iter()
+        .filter(|n| account.may_read(&n.node_id))
+        .collect())
+}
+
+async fn nodes(
+    State(cloud): State<Cloud>,
+    caller: ApiCaller,
+) -> Result<impl IntoResponse, AdminError> {
+    Ok(Json(visible_nodes(&cloud, &caller.account).await?))
 }
 
 /// A box's sync history: its timelines (a re-base after a restore starts a new one;
 /// the events it lost stay counted and are marked) and refused document changes.
 async fn node_sync(
     State(cloud): State<Cloud>,
+    caller: ApiCaller,
     Path(node): Path<String>,
 ) -> Result<impl IntoResponse, AdminError> {
+    readable(&caller, &node)?;
     let store = cloud.store.clone();
     let n = node.clone();
     let timelines = blocking(move || Ok(store.timelines(&n)?)).await?;
@@ -87,9 +274,11 @@ struct DayQuery {
 
 async fn summary(
     State(cloud): State<Cloud>,
+    caller: ApiCaller,
     Path(node): Path<String>,
     Query(q): Query<DayQuery>,
 ) -> Result<impl IntoResponse, AdminError> {
+    readable(&caller, &node)?;
     let store = cloud.store.clone();
     Ok(Json(
         blocking(move || Ok(store.summary(&node, q.day.as_deref())?)).await?,
@@ -98,58 +287,106 @@ async fn summary(
 
 async fn menu(
     State(cloud): State<Cloud>,
+    caller: ApiCaller,
     Path(node): Path<String>,
 ) -> Result<impl IntoResponse, AdminError> {
+    readable(&caller, &node)?;
     let docs = cloud.docs.clone();
     let (view, conflicts) = blocking(move || docs.menu(&node)).await?;
     Ok(Json(json!({"items": view.items, "conflicts": conflicts})))
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 async fn menu_edits(
     State(cloud): State<Cloud>,
+    caller: ApiCaller,
     Path(node): Path<String>,
     Json(edits): Json<Vec<MenuEdit>>,
 ) -> Result<impl IntoResponse, AdminError> {
-    let docs = cloud.docs.clone();
-    let view = blocking(move || docs.edit_menu(&node, &edits, now_ms())).await?;
-    Ok(Json(json!({"items": view.items})))
+    let count = edits.len();
+    let result = match changeable(&caller, Some(&node)) {
+        Ok(()) => {
+            let (docs, n) = (cloud.docs.clone(), node.clone());
+            blocking(move || docs.edit_menu(&n, &edits, now_ms())).await
+        }
+        Err(e) => Err(e),
+    };
+    audit(
+        &cloud,
+        &caller.account.username,
+        "menu.edit",
+        std::slice::from_ref(&node),
+        &result,
+        format!("{count} edit(s)"),
+    )
+    .await;
+    Ok(Json(json!({"items": result?.items})))
 }
 
 async fn settings_edits(
     State(cloud): State<Cloud>,
+    caller: ApiCaller,
     Path(node): Path<String>,
     Json(edits): Json<Vec<SettingsEdit>>,
 ) -> Result<impl IntoResponse, AdminError> {
-    let docs = cloud.docs.clone();
-    Ok(Json(
-        blocking(move || docs.edit_settings(&node, &edits, now_ms())).await?,
-    ))
+    let count = edits.len();
+    let result = match changeable(&caller, Some(&node)) {
+        Ok(()) => {
+            let (docs, n) = (cloud.docs.clone(), node.clone());
+            blocking(move || docs.edit_settings(&n, &edits, now_ms())).await
+        }
+        Err(e) => Err(e),
+    };
+    audit(
+        &cloud,
+        &caller.account.username,
+        "settings.edit",
+        std::slice::from_ref(&node),
+        &result,
+        format!("{count} edit(s)"),
+    )
+    .await;
+    Ok(Json(result?))
 }
 
-/// Account changes for every box; `secret_hash` is an argon2id PHC string.
+/// Account changes for every box (campus-wide: admins only); `secret_hash` is an
+/// argon2id PHC string.
 async fn accounts(
     State(cloud): State<Cloud>,
+    caller: ApiCaller,
     Json(accounts): Json<Vec<Account>>,
 ) -> Result<impl IntoResponse, AdminError> {
-    for a in &accounts {
-        if !["student", "staff", "manager"].contains(&a.role.as_str())
-            || !a.secret_hash.starts_with("$argon2")
-        {
-            return Err(AdminError(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("account {:?}: bad role or hash", a.login),
-            ));
+    let count = accounts.len();
+    let checked = changeable(&caller, None).and_then(|()| {
+        for a in &accounts {
+            if !["student", "staff", "manager"].contains(&a.role.as_str())
+                || !a.secret_hash.starts_with("$argon2")
+            {
+                return Err(AdminError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "bad_account",
+                    format!("account {:?}: bad role or hash", a.login),
+                ));
+            }
         }
-    }
-    let store = cloud.store.clone();
-    let cursor = blocking(move || Ok(store.add_accounts(&accounts)?)).await?;
+        Ok(())
+    });
+    let result = match checked {
+        Ok(()) => {
+            let store = cloud.store.clone();
+            blocking(move || Ok(store.add_accounts(&accounts)?)).await
+        }
+        Err(e) => Err(e),
+    };
+    audit(
+        &cloud,
+        &caller.account.username,
+        "accounts.push",
+        &[],
+        &result,
+        format!("{count} account(s)"),
+    )
+    .await;
+    let cursor = result?;
     cloud.accounts_changed.notify_waiters();
     Ok(Json(json!({"cursor": cursor})))
 }

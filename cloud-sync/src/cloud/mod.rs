@@ -1,7 +1,11 @@
 //! The cloud aggregator's receiving side: QUIC server, store, document replicas, and
-//! the admin API.
+//! the admin side (JSON API and console) with its accounts, sessions and audit log.
 
 pub mod admin;
+pub mod admins;
+pub mod auth;
+pub mod console;
 pub mod docs;
+pub mod listener;
 pub mod server;
 pub mod store;

@@ -91,8 +91,37 @@ CREATE TABLE IF NOT EXISTS account (
 ) STRICT;
 ";
 
+/// Version 3: the campus admins, their sessions (token digests) and the audit log of
+/// their actions.
+const MIGRATION_3: &str = "
+CREATE TABLE admin_account (
+    username      TEXT PRIMARY KEY,
+    role          TEXT NOT NULL CHECK (role IN ('admin', 'viewer', 'canteen_manager')),
+    canteens      TEXT NOT NULL DEFAULT '[]',
+    password_hash TEXT NOT NULL,
+    active        INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL
+) STRICT;
+CREATE TABLE admin_session (
+    token_digest  TEXT PRIMARY KEY,
+    username      TEXT NOT NULL REFERENCES admin_account (username),
+    csrf          TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL
+) STRICT;
+CREATE TABLE audit (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms    INTEGER NOT NULL,
+    username TEXT NOT NULL,
+    action   TEXT NOT NULL,
+    canteens TEXT NOT NULL,
+    result   TEXT NOT NULL,
+    detail   TEXT NOT NULL
+) STRICT;
+";
+
 /// The schema version this build writes; a newer database is refused.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Version 2: timelines and incarnations. Rebuilds the tables whose keys gain the
 /// timeline (SQLite cannot change a primary key in place).
@@ -296,6 +325,9 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     if found < 2 {
         tx.execute_batch(MIGRATION_2)?;
+    }
+    if found < 3 {
+        tx.execute_batch(MIGRATION_3)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
@@ -661,7 +693,7 @@ impl CloudStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 

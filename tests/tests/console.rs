@@ -1,0 +1,614 @@
+//! Who may do what on the cloud's admin side, against a real cloud process: nothing
+//! answers without a login (the JSON API says 401, the console sends the browser to its
+//! login page), bearer tokens and session cookies are not interchangeable, a viewer
+//! changes nothing, a canteen manager sees and changes only their canteens, console
+//! forms without their CSRF token are refused, logins are rate limited, a deactivated
+//! admin's sessions end, every action is in the audit log (also as CSV), and the admin
+//! listener will not serve beyond loopback without TLS (and serves HTTPS with it).
+
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_SECURITY_POLICY, LOCATION, SET_COOKIE, WWW_AUTHENTICATE};
+use serde_json::{Value, json};
+use std::process::Command;
+use std::time::Duration;
+use tests::world::{RawBox, World, hello_v1, menu_reaches_the_cloud};
+use tests::{CLOUD_ADMIN, CloudProcess, cloud_admin, cloud_binary, cloud_command, path_str};
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Status and JSON body of an admin API call with `token` (if any).
+async fn call(
+    cloud: &CloudProcess,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let url = format!("{}{path}", cloud.admin);
+    let mut req = match method {
+        "GET" => no_redirects().get(url),
+        _ => no_redirects().post(url),
+    };
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+const API_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/nodes"),
+    ("GET", "/nodes/canteen-a/summary"),
+    ("GET", "/nodes/canteen-a/sync"),
+    ("GET", "/nodes/canteen-a/menu"),
+    ("POST", "/nodes/canteen-a/menu/edits"),
+    ("POST", "/nodes/canteen-a/settings/edits"),
+    ("POST", "/accounts"),
+    ("GET", "/api/me"),
+    ("GET", "/api/audit"),
+    ("POST", "/api/logout"),
+];
+const CONSOLE_PAGES: &[&str] = &["/", "/fleet.csv", "/audit-log", "/audit.csv"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_answers_without_a_login() {
+    let w = World::new("canteen-a");
+    let cloud = w.cloud("127.0.0.1:0".parse().unwrap());
+    for (method, path) in API_ROUTES {
+        for token in [None, Some("not-a-token"), Some(&*"f".repeat(64))] {
+            let res = {
+                let url = format!("{}{path}", cloud.admin);
+                let req = if *method == "GET" {
+                    no_redirects().get(url)
+                } else {
+                    no_redirects().post(url).json(&json!([]))
+                };
+                let req = match token {
+                    Some(t) => req.bearer_auth(t),
+                    None => req,
+                };
+                req.send().await.unwrap()
+            };
+            assert_eq!(res.status(), 401, "{method} {path} with {token:?}");
+            assert!(res.headers().contains_key(WWW_AUTHENTICATE), "{path}");
+            let body: Value = res.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "login_required", "{path}");
+        }
+        // A valid session as a cookie does not open the JSON API.
+        let url = format!("{}{path}", cloud.admin);
+        let req = if *method == "GET" {
+            no_redirects().get(url)
+        } else {
+            no_redirects().post(url).json(&json!([]))
+        };
+        let res = req
+            .header("cookie", format!("canteen_admin={}", cloud.token))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401, "{method} {path} with a cookie");
+    }
+    for page in CONSOLE_PAGES {
+        let res = no_redirects()
+            .get(format!("{}{page}", cloud.admin))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 303, "{page}");
+        assert_eq!(res.headers()[LOCATION], "/login", "{page}");
+        // A bearer token is no console login either.
+        let res = no_redirects()
+            .get(format!("{}{page}", cloud.admin))
+            .bearer_auth(&cloud.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 303, "{page} with a bearer token");
+    }
+    let res = no_redirects()
+        .post(format!("{}/logout", cloud.admin))
+        .form(&[("csrf", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    // And the admin who is logged in gets answers.
+    let (status, me) = call(&cloud, "GET", "/api/me", Some(&cloud.token), None).await;
+    assert_eq!((status.as_u16(), me["role"].as_str()), (200, Some("admin")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_change_nothing_and_canteen_managers_only_their_canteens() {
+    let w = World::new("canteen-a");
+    cloud_command(&[
+        "enroll",
+        "--node-id",
+        "canteen-b",
+        "--ca-dir",
+        path_str(&w.ca),
+        "--out",
+        path_str(&w.enrol),
+    ])
+    .unwrap();
+    let cloud = w.cloud("127.0.0.1:0".parse().unwrap());
+    // canteen-a is a real box with a menu; canteen-b has said hello.
+    let edge = w.edge(cloud.quic, "canteen-a", "canteen-a");
+    RawBox::connect(cloud.quic, &w.enrol, "canteen-b", &hello_v1("canteen-b"))
+        .await
+        .unwrap()
+        .close()
+        .await;
+    let api = tests::Api::new(&edge.base);
+    let manager = api.manager().await.unwrap();
+    let item = api.staff_menu(&manager).await.unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    menu_reaches_the_cloud(&cloud, "canteen-a", &item).await;
+
+    let viewer = cloud_admin(&w.cloud_data, "vera", "vera-password", "viewer", &[]).unwrap();
+    let north = cloud_admin(
+        &w.cloud_data,
+        "mo",
+        "mo-password-1",
+        "canteen_manager",
+        &["canteen-a"],
+    )
+    .unwrap();
+    let rename = json!([{"op": "set_name_en", "item": item, "name": "Noodles (campus)"}]);
+    let accounts = json!([]);
+
+    // The viewer reads everything and changes nothing.
+    let (status, nodes) = call(&cloud, "GET", "/nodes", Some(&viewer), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(nodes.as_array().unwrap().len(), 2, "{nodes}");
+    for (path, body) in [
+        ("/nodes/canteen-a/menu/edits", &rename),
+        ("/nodes/canteen-a/settings/edits", &accounts),
+        ("/accounts", &accounts),
+    ] {
+        let (status, refused) = call(&cloud, "POST", path, Some(&viewer), Some(body.clone())).await;
+        assert_eq!(status, 403, "viewer {path}: {refused}");
+        assert_eq!(refused["error"]["code"], "forbidden");
+    }
+    let (status, _) = call(&cloud, "GET", "/api/audit", Some(&viewer), None).await;
+    assert_eq!(status, 200);
+
+    // The manager of canteen-a sees only it, and changes only it.
+    let (_, nodes) = call(&cloud, "GET", "/nodes", Some(&north), None).await;
+    let ids: Vec<&str> = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["node_id"].as_str())
+        .collect();
+    assert_eq!(ids, ["canteen-a"]);
+    for path in [
+        "/nodes/canteen-b/summary",
+        "/nodes/canteen-b/menu",
+        "/nodes/canteen-b/sync",
+    ] {
+        let (status, _) = call(&cloud, "GET", path, Some(&north), None).await;
+        assert_eq!(status, 403, "{path}");
+    }
+    let (status, _) = call(
+        &cloud,
+        "GET",
+        "/nodes/canteen-a/summary",
+        Some(&north),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = call(
+        &cloud,
+        "POST",
+        "/nodes/canteen-b/menu/edits",
+        Some(&north),
+        Some(rename.clone()),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = call(&cloud, "POST", "/accounts", Some(&north), Some(accounts)).await;
+    assert_eq!(status, 403, "accounts are campus-wide");
+    let (status, _) = call(&cloud, "GET", "/api/audit", Some(&north), None).await;
+    assert_eq!(status, 403);
+    let (status, menu) = call(
+        &cloud,
+        "POST",
+        "/nodes/canteen-a/menu/edits",
+        Some(&north),
+        Some(rename),
+    )
+    .await;
+    assert_eq!(status, 200, "{menu}");
+    assert!(
+        menu["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["name_en"] == "Noodles (campus)"),
+        "{menu}"
+    );
+
+    // The audit log has who did what to which canteen, refusals included.
+    let (_, log) = call(&cloud, "GET", "/api/audit", Some(&cloud.token), None).await;
+    let has = |who: &str, action: &str, canteen: Option<&str>, ok: bool| {
+        log.as_array().unwrap().iter().any(|e| {
+            e["username"] == who
+                && e["action"] == action
+                && canteen.is_none_or(|c| e["canteens"][0] == c)
+                && (e["result"] == "ok") == ok
+        })
+    };
+    assert!(has("mo", "menu.edit", Some("canteen-a"), true), "{log}");
+    assert!(has("mo", "menu.edit", Some("canteen-b"), false), "{log}");
+    assert!(has("vera", "accounts.push", None, false), "{log}");
+    assert!(
+        has("(shell)", "admin.add", Some("canteen-a"), true),
+        "{log}"
+    );
+
+    // A deactivated admin's tokens stop working at once.
+    cloud_command(&[
+        "admin",
+        "deactivate",
+        "--username",
+        "mo",
+        "--data-dir",
+        path_str(&w.cloud_data),
+    ])
+    .unwrap();
+    let (status, _) = call(&cloud, "GET", "/nodes", Some(&north), None).await;
+    assert_eq!(status, 401);
+    drop(edge);
+}
+
+/// The hidden `csrf` field of the first form on `html`.
+fn csrf_of(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+    html[at..].split('"').next().unwrap().to_owned()
+}
+
+/// `name=value` of the `Set-Cookie` named `name`, with its attributes.
+fn set_cookie(res: &reqwest::Response, name: &str) -> Option<String> {
+    res.headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(str::to_owned)
+}
+
+fn cookie_pair(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_logins_forms_and_csv() {
+    let w = World::new("canteen-a");
+    let cloud = w.cloud("127.0.0.1:0".parse().unwrap());
+    RawBox::connect(cloud.quic, &w.enrol, "canteen-a", &hello_v1("canteen-a"))
+        .await
+        .unwrap()
+        .close()
+        .await;
+    let http = no_redirects();
+    let base = &cloud.admin;
+
+    let page = http.get(format!("{base}/login")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let login_cookie = cookie_pair(&set_cookie(&page, "canteen_login_csrf").unwrap());
+    let html = page.text().await.unwrap();
+    let login_csrf = csrf_of(&html);
+    let (user, password) = CLOUD_ADMIN;
+
+    // The login form without its token (a form posted from elsewhere) is refused.
+    let res = http
+        .post(format!("{base}/login"))
+        .form(&[("username", user), ("password", password)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    assert!(set_cookie(&res, "canteen_admin").is_none());
+    // A wrong password says so and logs nobody in.
+    let res = http
+        .post(format!("{base}/login"))
+        .header("cookie", &login_cookie)
+        .form(&[
+            ("csrf", &*login_csrf),
+            ("username", user),
+            ("password", "wrong-password"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert!(set_cookie(&res, "canteen_admin").is_none());
+    let res = http
+        .post(format!("{base}/login"))
+        .header("cookie", &login_cookie)
+        .form(&[
+            ("csrf", &*login_csrf),
+            ("username", user),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()[LOCATION], "/");
+    let session = set_cookie(&res, "canteen_admin").unwrap();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(session.contains(attribute), "{session}");
+    }
+    assert!(
+        !session.contains("Secure"),
+        "plain HTTP on loopback: {session}"
+    );
+    let session = cookie_pair(&session);
+
+    let fleet = http
+        .get(format!("{base}/"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fleet.status(), 200);
+    let csp = fleet.headers()[CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.starts_with("default-src 'self'"), "{csp}");
+    let html = fleet.text().await.unwrap();
+    assert!(html.contains("canteen-a"), "{html}");
+    let csrf = csrf_of(&html);
+
+    let csv_text = http
+        .get(format!("{base}/fleet.csv"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut rows = csv::Reader::from_reader(csv_text.as_bytes());
+    assert_eq!(&rows.headers().unwrap()[0], "canteen");
+    let rows: Vec<csv::StringRecord> = rows.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(&rows[0][0], "canteen-a");
+
+    // Logging out needs the session's token; without it nothing happens.
+    for bad in ["", "0123", &*login_csrf] {
+        let res = http
+            .post(format!("{base}/logout"))
+            .header("cookie", &session)
+            .form(&[("csrf", bad)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 403, "csrf {bad:?}");
+    }
+    let still = http
+        .get(format!("{base}/audit-log"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(still.status(), 200);
+    let res = http
+        .post(format!("{base}/logout"))
+        .header("cookie", &session)
+        .form(&[("csrf", &*csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let gone = http
+        .get(format!("{base}/"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 303, "the session ended");
+
+    // The audit log, as CSV: the failed and the good login, and the logout.
+    let csv_text = reqwest::Client::new()
+        .get(format!("{base}/api/audit"))
+        .bearer_auth(&cloud.token)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let actions: Vec<(String, String)> = csv_text
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_owned(),
+                e["result"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        actions.contains(&("logout".into(), "ok".into())),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&("login".into(), "ok".into())),
+        "{actions:?}"
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|(a, r)| a == "login" && r.starts_with("bad_credentials")),
+        "{actions:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_are_rate_limited_per_user() {
+    let w = World::new("canteen-a");
+    let cloud = w.cloud("127.0.0.1:0".parse().unwrap());
+    let login = |password: &'static str| {
+        let url = format!("{}/api/login", cloud.admin);
+        async move {
+            let res = reqwest::Client::new()
+                .post(url)
+                .json(&json!({"username": CLOUD_ADMIN.0, "password": password}))
+                .send()
+                .await
+                .unwrap();
+            let status = res.status();
+            (status, res.json::<Value>().await.unwrap())
+        }
+    };
+    for _ in 0..5 {
+        let (status, body) = login("guessing-wrong").await;
+        assert_eq!(status, 401, "{body}");
+        assert_eq!(body["error"]["code"], "bad_credentials");
+    }
+    // The sixth attempt within the minute is refused before the password is checked,
+    // even the right one.
+    let (status, body) = login(CLOUD_ADMIN.1).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "too_many_logins");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("try again in"),
+        "{body}"
+    );
+    assert!(body.get("token").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_needs_tls_beyond_loopback() {
+    let w = World::new("canteen-a");
+    // Refused before it listens: nothing is bound beyond loopback.
+    let out = Command::new(cloud_binary())
+        .args([
+            "serve",
+            "--data-dir",
+            path_str(&w.cloud_data),
+            "--ca-dir",
+            path_str(&w.ca),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "0.0.0.0:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not on loopback") && err.contains("--admin-tls-cert"),
+        "{err}"
+    );
+
+    // With a certificate from the campus CA it serves HTTPS, and its cookies are
+    // Secure.
+    cloud_admin(&w.cloud_data, CLOUD_ADMIN.0, CLOUD_ADMIN.1, "admin", &[]).unwrap();
+    let tls = w.dir.path().join("console-tls");
+    cloud_command(&[
+        "enroll",
+        "--node-id",
+        "console",
+        "--ca-dir",
+        path_str(&w.ca),
+        "--out",
+        path_str(&tls),
+        "--https-name",
+        "127.0.0.1",
+    ])
+    .unwrap();
+    let mut child = Command::new(cloud_binary())
+        .args([
+            "serve",
+            "--data-dir",
+            path_str(&w.cloud_data),
+            "--ca-dir",
+            path_str(&w.ca),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--admin-tls-cert",
+            path_str(&tls.join("console-https.pem")),
+            "--admin-tls-key",
+            path_str(&tls.join("console-https.key")),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let base = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| l.strip_prefix("admin listening on ").map(str::to_owned))
+    })
+    .await
+    .unwrap()
+    .expect("the admin address");
+    assert!(base.starts_with("https://127.0.0.1:"), "{base}");
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(tls.join("ca.pem")).unwrap()).unwrap();
+    let https = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let page = https.get(format!("{base}/login")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let login_cookie = set_cookie(&page, "canteen_login_csrf").unwrap();
+    assert!(login_cookie.contains("; Secure"), "{login_cookie}");
+    let csrf = csrf_of(&page.text().await.unwrap());
+    let res = https
+        .post(format!("{base}/login"))
+        .header("cookie", cookie_pair(&login_cookie))
+        .form(&[
+            ("csrf", &*csrf),
+            ("username", CLOUD_ADMIN.0),
+            ("password", CLOUD_ADMIN.1),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let session = set_cookie(&res, "canteen_admin").unwrap();
+    assert!(
+        session.contains("; Secure") && session.contains("HttpOnly"),
+        "{session}"
+    );
+    // Plain HTTP to the TLS port gets no page.
+    let plain = base.replace("https://", "http://");
+    assert!(
+        reqwest::Client::new()
+            .get(format!("{plain}/login"))
+            .timeout(Duration::from_secs(15))
+            .send()
+            .await
+            .is_err()
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
