@@ -11,7 +11,7 @@ use reqwest::header::{CONTENT_SECURITY_POLICY, LOCATION, SET_COOKIE, WWW_AUTHENT
 use serde_json::{Value, json};
 use std::process::Command;
 use std::time::Duration;
-use tests::world::{RawBox, World, hello_v1, menu_reaches_the_cloud};
+use tests::world::{RawBox, World, converged, hello_v1, menu_reaches_the_cloud, orders};
 use tests::{CLOUD_ADMIN, CloudProcess, cloud_admin, cloud_binary, cloud_command, path_str};
 
 fn no_redirects() -> reqwest::Client {
@@ -611,4 +611,93 @@ async fn the_admin_listener_needs_tls_beyond_loopback() {
     );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Fen as the console writes money.
+fn yuan(fen: i64) -> String {
+    format!(
+        "{}¥{}.{:02}",
+        if fen < 0 { "-" } else { "" },
+        fen.abs() / 100,
+        fen.abs() % 100
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_days_sales_equal_the_boxs_own_totals() {
+    let w = World::new("canteen-a");
+    let cloud = w.cloud("127.0.0.1:0".parse().unwrap());
+    let edge = w.edge(cloud.quic, "canteen-a", "canteen-a");
+    let api = tests::Api::new(&edge.base);
+    orders(&api, 24).await;
+    let staff = api.staff("staff", "staff-pass").await.unwrap();
+    converged(&api, &staff, &cloud, "canteen-a").await;
+    let (_, mine) = api.get("/api/staff/summary", Some(&staff)).await.unwrap();
+    let day = mine["service_day"].as_str().unwrap().to_owned();
+
+    let (status, sales) = call(
+        &cloud,
+        "GET",
+        &format!("/api/sales?day={day}"),
+        Some(&cloud.token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{sales}");
+    let row = &sales["canteens"][0];
+    assert_eq!(row["canteen"], "canteen-a");
+    assert_eq!(row["orders"], mine["orders"]);
+    assert_eq!(row["revenue_fen"], mine["revenue_fen"]);
+    assert_eq!(row["refunds_fen"], mine["refunds_fen"]);
+    let state = |s: &str| mine["by_state"][s].as_i64().unwrap_or(0);
+    assert_eq!(row["cancelled"].as_i64(), Some(state("cancelled")));
+    let tickets: i64 = ["paid", "preparing", "ready", "picked_up", "unclaimed"]
+        .iter()
+        .map(|s| state(s))
+        .sum();
+    assert_eq!(row["tickets"].as_i64(), Some(tickets));
+    let revenue = mine["revenue_fen"].as_i64().unwrap();
+    assert!(revenue > 0 && tickets > 0);
+    assert_eq!(row["average_ticket_fen"].as_i64(), Some(revenue / tickets));
+    assert_eq!(sales["campus"]["revenue_fen"], mine["revenue_fen"]);
+    // Without a day: the latest day with orders.
+    let (_, latest) = call(&cloud, "GET", "/api/sales", Some(&cloud.token), None).await;
+    assert_eq!(latest["day"], day.as_str());
+    // A day that is not one is refused (it would match every day).
+    let (status, refused) = call(
+        &cloud,
+        "GET",
+        "/api/sales?day=%25",
+        Some(&cloud.token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(refused["error"]["code"], "bad_day");
+
+    // The console's CSV has the same figures, money in yuan.
+    let csv_text = no_redirects()
+        .get(format!("{}/sales.csv?day={day}", cloud.admin))
+        .header("cookie", format!("canteen_admin={}", cloud.token))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
+    let header: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 2, "canteen-a and the campus: {csv_text}");
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    assert_eq!(&rows[0][col("canteen")], "canteen-a");
+    assert_eq!(&rows[0][col("revenue")], yuan(revenue));
+    assert_eq!(&rows[1][col("canteen")], "campus");
+    assert_eq!(&rows[1][col("orders")], mine["orders"].to_string());
+    drop(edge);
 }

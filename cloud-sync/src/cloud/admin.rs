@@ -37,6 +37,7 @@ pub fn router(cloud: Cloud, options: AdminOptions) -> Router {
         .route("/api/logout", post(logout))
         .route("/api/me", get(me))
         .route("/api/audit", get(audit_log))
+        .route("/api/sales", get(sales))
         .route("/nodes", get(nodes))
         .route("/nodes/{node}/summary", get(summary))
         .route("/nodes/{node}/sync", get(node_sync))
@@ -268,8 +269,19 @@ async fn node_sync(
 }
 
 #[derive(Deserialize)]
-struct DayQuery {
-    day: Option<String>,
+pub struct DayQuery {
+    pub day: Option<String>,
+}
+
+/// A business day's sales per canteen the caller may see, and for the campus.
+async fn sales(
+    State(cloud): State<Cloud>,
+    caller: ApiCaller,
+    Query(q): Query<DayQuery>,
+) -> Result<impl IntoResponse, AdminError> {
+    Ok(Json(
+        super::sales::sales(&cloud, &caller.account, q.day).await?,
+    ))
 }
 
 async fn summary(

@@ -1,16 +1,17 @@
 //! The campus console: server-rendered pages (maud), no script, nothing from the
 //! internet (`Content-Security-Policy: default-src 'self'`). Today: the login page,
-//! the fleet (every canteen the admin may see, with its link state) and the audit log,
-//! each table also as CSV. Every form carries a CSRF token: the login form a
+//! the fleet (every canteen the admin may see, with its link state), a business day's
+//! sales per canteen side by side, and the audit log, each table also as CSV. Every form carries a CSRF token: the login form a
 //! double-submit cookie, the others the session's token.
 
-use super::admin::{audit, audit_entries, may_read_audit, start_session, visible_nodes};
+use super::admin::{DayQuery, audit, audit_entries, may_read_audit, start_session, visible_nodes};
 use super::admins::AdminAccount;
 use super::auth::{AdminError, AdminState, ConsoleCaller, LOGIN_CSRF_COOKIE, cookie, cookie_value};
+use super::sales::{Sales, SalesRow, yuan};
 use super::server::Cloud;
 use axum::Form;
 use axum::Router;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -24,6 +25,8 @@ pub fn routes() -> Router<AdminState> {
         .route("/login", get(login_page).post(login))
         .route("/logout", axum::routing::post(logout))
         .route("/fleet.csv", get(fleet_csv))
+        .route("/sales", get(sales_page))
+        .route("/sales.csv", get(sales_csv))
         .route("/audit-log", get(audit_page))
         .route("/audit.csv", get(audit_csv))
         .route("/console.css", get(stylesheet))
@@ -52,6 +55,7 @@ fn page(
                     header {
                         nav {
                             a href="/" { "Fleet" }
+                            a href="/sales" { "Sales" }
                             @if account.may_read_campus() { a href="/audit-log" { "Audit log" } }
                         }
                         form method="post" action="/logout" class="logout" {
@@ -272,6 +276,77 @@ async fn fleet_csv(
     caller: ConsoleCaller,
 ) -> Result<Response, AdminError> {
     fleet_table(&cloud, &caller.account).await?.csv("fleet.csv")
+}
+
+fn sales_table(sales: &Sales) -> Table {
+    let row = |r: &SalesRow| {
+        vec![
+            r.canteen.clone(),
+            r.orders.to_string(),
+            yuan(r.revenue_fen),
+            r.tickets.to_string(),
+            yuan(r.average_ticket_fen),
+            yuan(r.refunds_fen),
+            r.cancelled.to_string(),
+            r.expired.to_string(),
+            r.unclaimed.to_string(),
+        ]
+    };
+    Table {
+        header: vec![
+            "canteen",
+            "orders",
+            "revenue",
+            "tickets",
+            "average ticket",
+            "refunds",
+            "cancelled",
+            "expired",
+            "unclaimed",
+        ],
+        rows: sales
+            .canteens
+            .iter()
+            .chain(std::iter::once(&sales.campus))
+            .map(row)
+            .collect(),
+    }
+}
+
+async fn sales_page(
+    State(cloud): State<Cloud>,
+    caller: ConsoleCaller,
+    Query(q): Query<DayQuery>,
+) -> Result<Response, AdminError> {
+    let sales = super::sales::sales(&cloud, &caller.account, q.day).await?;
+    let table = sales_table(&sales);
+    let day = sales.day.clone().unwrap_or_default();
+    Ok(page(
+        StatusCode::OK,
+        "Sales",
+        Some((&caller.account, &caller.csrf)),
+        html! {
+            form method="get" action="/sales" class="day" {
+                label { "Business day " input type="date" name="day" value=(day); }
+                button type="submit" { "Show" }
+            }
+            @if sales.day.is_none() { p { "No canteen has sold anything yet." } }
+            @else {
+                p { a href={ "/sales.csv?day=" (day) } download { "Download as CSV" } }
+                (table.html())
+            }
+        },
+    ))
+}
+
+async fn sales_csv(
+    State(cloud): State<Cloud>,
+    caller: ConsoleCaller,
+    Query(q): Query<DayQuery>,
+) -> Result<Response, AdminError> {
+    let sales = super::sales::sales(&cloud, &caller.account, q.day).await?;
+    let file = format!("sales-{}.csv", sales.day.as_deref().unwrap_or("none"));
+    sales_table(&sales).csv(&file)
 }
 
 async fn audit_table(cloud: &Cloud, account: &AdminAccount) -> Result<Table, AdminError> {

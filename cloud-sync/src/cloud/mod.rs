@@ -7,5 +7,6 @@ pub mod auth;
 pub mod console;
 pub mod docs;
 pub mod listener;
+pub mod sales;
 pub mod server;
 pub mod store;

@@ -895,6 +895,13 @@ impl CloudStore {
         })
     }
 
+    /// The latest business day with an order at any canteen, as the boxes named it.
+    pub fn latest_service_day(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .lock()
+            .query_row("SELECT MAX(service_day) FROM cloud_order", [], |r| r.get(0))?)
+    }
+
     pub fn doc_chunks(&self, node: &str, doc: &str) -> Result<Vec<Vec<u8>>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
