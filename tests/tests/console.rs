@@ -674,6 +674,15 @@ async fn a_days_sales_equal_the_boxs_own_totals() {
     .await;
     assert_eq!(status, 400);
     assert_eq!(refused["error"]["code"], "bad_day");
+    let (status, _) = call(
+        &cloud,
+        "GET",
+        "/nodes/canteen-a/summary?day=2026-__-__",
+        Some(&cloud.token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 400);
 
     // The console's CSV has the same figures, money in yuan.
     let csv_text = no_redirects()

@@ -291,6 +291,9 @@ async fn summary(
     Query(q): Query<DayQuery>,
 ) -> Result<impl IntoResponse, AdminError> {
     readable(&caller, &node)?;
+    if let Some(day) = &q.day {
+        super::sales::check_day(day)?;
+    }
     let store = cloud.store.clone();
     Ok(Json(
         blocking(move || Ok(store.summary(&node, q.day.as_deref())?)).await?,
