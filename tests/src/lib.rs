@@ -4,6 +4,7 @@
 //! The binary is looked up next to the test executable's target directory (build it
 //! first: `cargo build -p edge-node`), or at `$EDGE_NODE_BIN`.
 
+pub mod browser;
 pub mod world;
 
 use anyhow::{Context, bail, ensure};

@@ -5,6 +5,9 @@
 //! forms without their CSRF token are refused, logins are rate limited, a deactivated
 //! admin's sessions end, every action is in the audit log (also as CSV), and the admin
 //! listener will not serve beyond loopback without TLS (and serves HTTPS with it).
+//! And the console in a real headless Chromium: log in, the fleet, a day's sales (its
+//! CSV fetched with the browser's session and parsed), the audit log, log out, with
+//! screenshots at 1280×800 in `artifacts/`.
 
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_SECURITY_POLICY, LOCATION, SET_COOKIE, WWW_AUTHENTICATE};
@@ -709,4 +712,89 @@ async fn a_days_sales_equal_the_boxs_own_totals() {
     assert_eq!(&rows[1][col("canteen")], "campus");
     assert_eq!(&rows[1][col("orders")], mine["orders"].to_string());
     drop(edge);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_uses_the_console_in_a_browser() -> anyhow::Result<()> {
+    use tests::browser::Browser;
+    let w = World::new("canteen-a");
+    let cloud = w.cloud("127.0.0.1:0".parse().unwrap());
+    let edge = w.edge(cloud.quic, "canteen-a", "canteen-a");
+    let api = tests::Api::new(&edge.base);
+    orders(&api, 12).await;
+    let staff = api.staff("staff", "staff-pass").await?;
+    converged(&api, &staff, &cloud, "canteen-a").await;
+    let (_, mine) = api.get("/api/staff/summary", Some(&staff)).await?;
+    let revenue = mine["revenue_fen"].as_i64().unwrap_or_default();
+
+    let browser = Browser::open(&cloud.admin, (1280, 800)).await?;
+    let outcome = async {
+        // Any page sends a browser without a session to the login page.
+        browser.goto("/sales").await?;
+        browser
+            .wait("the login page", "return location.pathname === '/login'")
+            .await?;
+        browser.type_into("input[name=username]", CLOUD_ADMIN.0).await?;
+        browser.type_into("input[name=password]", CLOUD_ADMIN.1).await?;
+        browser.screenshot("console-login.png").await?;
+        browser.click("button[type=submit]").await?;
+        browser
+            .wait(
+                "the fleet",
+                "return location.pathname === '/' && document.querySelector('tbody td')?.textContent",
+            )
+            .await?;
+        anyhow::ensure!(browser.text("tbody td").await? == "canteen-a");
+        browser.screenshot("console-fleet.png").await?;
+
+        browser.click("nav a[href='/sales']").await?;
+        let campus = browser
+            .wait(
+                "the sales table",
+                "const rows = document.querySelectorAll('tbody tr'); \
+                 return rows.length === 2 && rows[1].cells[2].textContent",
+            )
+            .await?;
+        anyhow::ensure!(campus == json!(yuan(revenue)), "campus revenue {campus}");
+        browser.screenshot("console-sales.png").await?;
+        // The CSV link works with the browser's own session.
+        let csv_text = browser
+            .client
+            .execute_async(
+                "const done = arguments[arguments.length - 1]; \
+                 fetch(document.querySelector('a[download]').href).then((r) => r.text()).then(done);",
+                vec![],
+            )
+            .await?;
+        let csv_text = csv_text.as_str().unwrap_or_default().to_owned();
+        let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
+        let rows: Vec<csv::StringRecord> = reader.records().collect::<Result<_, _>>()?;
+        anyhow::ensure!(
+            rows.len() == 2 && &rows[0][0] == "canteen-a" && rows[1][2] == yuan(revenue),
+            "the CSV: {csv_text}"
+        );
+
+        browser.click("nav a[href='/audit-log']").await?;
+        browser
+            .wait(
+                "the audit log",
+                "return [...document.querySelectorAll('tbody td')].some((td) => td.textContent === 'login')",
+            )
+            .await?;
+        browser.screenshot("console-audit.png").await?;
+
+        browser.click("form.logout button").await?;
+        browser
+            .wait("the login page again", "return location.pathname === '/login'")
+            .await?;
+        browser.goto("/").await?;
+        browser
+            .wait("no way back in", "return location.pathname === '/login'")
+            .await?;
+        Ok(())
+    }
+    .await;
+    browser.close().await;
+    drop(edge);
+    outcome
 }
