@@ -663,6 +663,15 @@ async fn a_days_sales_equal_the_boxs_own_totals() {
     assert!(revenue > 0 && tickets > 0);
     assert_eq!(row["average_ticket_fen"].as_i64(), Some(revenue / tickets));
     assert_eq!(sales["campus"]["revenue_fen"], mine["revenue_fen"]);
+    let hourly: Vec<i64> = sales["hourly"][0]["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_i64().unwrap())
+        .collect();
+    assert_eq!(hourly.len(), 24);
+    assert_eq!(Some(hourly.iter().sum::<i64>()), mine["orders"].as_i64());
+    assert_eq!(sales["hourly"][0]["time_zone"], "Asia/Shanghai");
     // Without a day: the latest day with orders.
     let (_, latest) = call(&cloud, "GET", "/api/sales", Some(&cloud.token), None).await;
     assert_eq!(latest["day"], day.as_str());
@@ -741,21 +750,29 @@ async fn an_admin_uses_the_console_in_a_browser() -> anyhow::Result<()> {
         browser
             .wait(
                 "the fleet",
-                "return location.pathname === '/' && document.querySelector('tbody td')?.textContent",
+                "return location.pathname === '/' && document.querySelector('table.data tbody td')?.textContent",
             )
             .await?;
-        anyhow::ensure!(browser.text("tbody td").await? == "canteen-a");
+        anyhow::ensure!(browser.text("table.data tbody td").await? == "canteen-a");
         browser.screenshot("console-fleet.png").await?;
 
         browser.click("nav a[href='/sales']").await?;
         let campus = browser
             .wait(
                 "the sales table",
-                "const rows = document.querySelectorAll('tbody tr'); \
+                "const rows = document.querySelectorAll('table.data tbody tr'); \
                  return rows.length === 2 && rows[1].cells[2].textContent",
             )
             .await?;
         anyhow::ensure!(campus == json!(yuan(revenue)), "campus revenue {campus}");
+        // The orders-per-hour chart is drawn, from every order of the day.
+        browser
+            .wait("the chart", "return document.querySelector('#orders-chart canvas')?.width > 0")
+            .await?;
+        let charted = browser
+            .js("return JSON.parse(document.getElementById('orders-per-hour').textContent)[0].orders.reduce((a, b) => a + b, 0)")
+            .await?;
+        anyhow::ensure!(charted == mine["orders"], "charted {charted} orders");
         browser.screenshot("console-sales.png").await?;
         // The CSV link works with the browser's own session.
         let csv_text = browser
@@ -778,7 +795,7 @@ async fn an_admin_uses_the_console_in_a_browser() -> anyhow::Result<()> {
         browser
             .wait(
                 "the audit log",
-                "return [...document.querySelectorAll('tbody td')].some((td) => td.textContent === 'login')",
+                "return [...document.querySelectorAll('table.data tbody td')].some((td) => td.textContent === 'login')",
             )
             .await?;
         browser.screenshot("console-audit.png").await?;

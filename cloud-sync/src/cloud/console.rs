@@ -30,6 +30,9 @@ pub fn routes() -> Router<AdminState> {
         .route("/audit-log", get(audit_page))
         .route("/audit.csv", get(audit_csv))
         .route("/console.css", get(stylesheet))
+        .route("/console.js", get(script))
+        .route("/vendor/uplot.js", get(uplot_js))
+        .route("/vendor/uplot.css", get(uplot_css))
 }
 
 const CSP: &str = "default-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -48,7 +51,10 @@ fn page(
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · canteen cloud" }
+                link rel="stylesheet" href="/vendor/uplot.css";
                 link rel="stylesheet" href="/console.css";
+                script src="/vendor/uplot.js" defer {}
+                script src="/console.js" defer {}
             }
             body {
                 @if let Some((account, csrf)) = who {
@@ -200,7 +206,7 @@ struct Table {
 impl Table {
     fn html(&self) -> Markup {
         html! {
-            table {
+            table .data {
                 thead { tr { @for h in &self.header { th { (h) } } } }
                 tbody {
                     @for row in &self.rows { tr { @for cell in row { td { (cell) } } } }
@@ -334,6 +340,9 @@ async fn sales_page(
             @else {
                 p { a href={ "/sales.csv?day=" (day) } download { "Download as CSV" } }
                 (table.html())
+                h2 { "Orders per hour (each canteen's local time)" }
+                div #orders-chart .chart data-chart="orders-per-hour" {}
+                script #orders-per-hour type="application/json" { (json_block(&sales.hourly)) }
             }
         },
     ))
@@ -413,11 +422,42 @@ async fn audit_csv(
     audit_table(&cloud, &caller.account).await?.csv("audit.csv")
 }
 
-async fn stylesheet() -> Response {
-    let mut res = include_str!("console.css").into_response();
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/css; charset=utf-8"),
+/// JSON for a `<script type="application/json">` block: never closes the element.
+fn json_block(value: &impl serde::Serialize) -> maud::PreEscaped<String> {
+    let json = serde_json::to_string(value).unwrap_or_else(|_| "null".into());
+    maud::PreEscaped(json.replace('<', "\\u003c"))
+}
+
+/// A static file of the console, cached for an hour.
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    let mut res = body.into_response();
+    let headers = res.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=3600"),
     );
     res
+}
+
+async fn stylesheet() -> Response {
+    asset(include_str!("console.css"), "text/css; charset=utf-8")
+}
+
+async fn script() -> Response {
+    asset(include_str!("console.js"), "text/javascript; charset=utf-8")
+}
+
+async fn uplot_js() -> Response {
+    asset(
+        include_str!("vendor/uplot/uPlot.iife.min.js"),
+        "text/javascript; charset=utf-8",
+    )
+}
+
+async fn uplot_css() -> Response {
+    asset(
+        include_str!("vendor/uplot/uPlot.min.css"),
+        "text/css; charset=utf-8",
+    )
 }

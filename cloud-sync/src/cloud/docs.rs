@@ -270,6 +270,13 @@ impl DocHub {
         Ok(view)
     }
 
+    /// The canteen's time zone (IANA name) from its settings replica.
+    pub fn time_zone(&self, node: &str) -> anyhow::Result<String> {
+        let replica = self.replica(node, DocKind::Settings)?;
+        let r = replica.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(crdt::settings::project(&r.doc)?.time_zone)
+    }
+
     pub fn menu(&self, node: &str) -> anyhow::Result<(crdt::menu::MenuView, Vec<crdt::Conflict>)> {
         let replica = self.replica(node, DocKind::Menu)?;
         let r = replica.lock().unwrap_or_else(|e| e.into_inner());

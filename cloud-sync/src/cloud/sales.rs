@@ -29,12 +29,36 @@ pub struct SalesRow {
     pub unclaimed: i64,
 }
 
+/// Orders placed in each hour of the day, in the canteen's own time zone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Hourly {
+    pub canteen: String,
+    pub time_zone: String,
+    /// Index 0 is 00:00–00:59 local time.
+    pub orders: [u32; 24],
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Sales {
     /// The business day (`YYYY-MM-DD`), or `None` while no canteen has sold anything.
     pub day: Option<String>,
     pub canteens: Vec<SalesRow>,
     pub campus: SalesRow,
+    /// Orders per hour, per canteen (the same canteens as `canteens`).
+    pub hourly: Vec<Hourly>,
+}
+
+/// Counts placement times (RFC 3339) per local hour of `time_zone` (UTC if unknown).
+pub fn per_hour(placed: &[String], time_zone: &str) -> [u32; 24] {
+    use chrono::Timelike;
+    let tz: chrono_tz::Tz = time_zone.parse().unwrap_or(chrono_tz::UTC);
+    let mut out = [0u32; 24];
+    for at in placed {
+        if let Ok(t) = chrono::DateTime::parse_from_rfc3339(at) {
+            out[t.with_timezone(&tz).hour() as usize] += 1;
+        }
+    }
+    out
 }
 
 /// A business day as the boxes write it: `YYYY-MM-DD`.
@@ -88,6 +112,7 @@ pub async fn sales(
         check_day(d)?;
     }
     let store = cloud.store.clone();
+    let docs = cloud.docs.clone();
     let account = account.clone();
     tokio::task::spawn_blocking(move || -> anyhow::Result<Sales> {
         let day = match day {
@@ -95,6 +120,7 @@ pub async fn sales(
             None => store.latest_service_day()?,
         };
         let mut canteens = Vec::new();
+        let mut hourly = Vec::new();
         let mut campus = SalesRow {
             canteen: "campus".into(),
             ..SalesRow::default()
@@ -106,6 +132,12 @@ pub async fn sales(
                 }
                 let s = store.summary(&node.node_id, Some(day))?;
                 let count = |state: &str| s.by_state.get(state).copied().unwrap_or(0);
+                let time_zone = docs.time_zone(&node.node_id)?;
+                hourly.push(Hourly {
+                    canteen: node.node_id.clone(),
+                    orders: per_hour(&store.placed_times(&node.node_id, day)?, &time_zone),
+                    time_zone,
+                });
                 let tickets = SOLD.iter().map(|st| count(st)).sum();
                 let row = SalesRow {
                     canteen: node.node_id,
@@ -126,6 +158,7 @@ pub async fn sales(
             day,
             canteens,
             campus,
+            hourly,
         })
     })
     .await
@@ -159,5 +192,23 @@ mod tests {
             ..SalesRow::default()
         });
         assert_eq!(campus.average_ticket_fen, 333);
+    }
+
+    #[test]
+    fn orders_fall_into_the_canteens_local_hours() {
+        let placed = [
+            "2026-12-06T03:59:59Z".to_owned(), // 11:59 in Shanghai
+            "2026-12-06T04:00:00Z".to_owned(), // 12:00
+            "2026-12-06T04:30:00+00:00".to_owned(),
+            "not a time".to_owned(),
+        ];
+        let hours = per_hour(&placed, "Asia/Shanghai");
+        assert_eq!((hours[11], hours[12]), (1, 2));
+        assert_eq!(hours.iter().sum::<u32>(), 3);
+        assert_eq!(
+            per_hour(&placed, "Mars/Olympus")[4],
+            2,
+            "unknown zones count in UTC"
+        );
     }
 }

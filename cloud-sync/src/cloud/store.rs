@@ -895,6 +895,20 @@ impl CloudStore {
         })
     }
 
+    /// When each order of `node`'s business `day` was placed (RFC 3339, UTC, as the box
+    /// stamped its `order.placed`).
+    pub fn placed_times(&self, node: &str, day: &str) -> Result<Vec<String>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT e.at FROM cloud_order o
+             JOIN event e ON e.node_id = o.node_id AND e.timeline = o.placed_timeline
+                 AND e.seq = o.placed_seq
+             WHERE o.node_id = ?1 AND o.service_day = ?2",
+        )?;
+        let rows = stmt.query_map(params![node, day], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The latest business day with an order at any canteen, as the boxes named it.
     pub fn latest_service_day(&self) -> Result<Option<String>, StoreError> {
         Ok(self
