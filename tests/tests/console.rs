@@ -376,6 +376,50 @@ async fn console_logins_forms_and_csv() {
     let html = fleet.text().await.unwrap();
     assert!(html.contains("canteen-a"), "{html}");
     let csrf = csrf_of(&html);
+    assert!(
+        html.contains("<h1>Fleet</h1>"),
+        "English by default: {html}"
+    );
+
+    // 简体中文: chosen with ?lang=zh (and remembered), or asked for by the browser.
+    let zh = http
+        .get(format!("{base}/?lang=zh"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    let remembered = cookie_pair(&set_cookie(&zh, "canteen_console_lang").unwrap());
+    let html = zh.text().await.unwrap();
+    assert!(
+        html.contains("lang=\"zh-CN\"")
+            && html.contains("<h1>食堂概览</h1>")
+            && html.contains("<th>食堂</th>"),
+        "{html}"
+    );
+    let again = http
+        .get(format!("{base}/"))
+        .header("cookie", format!("{session}; {remembered}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(again.contains("<h1>食堂概览</h1>"), "remembered: {again}");
+    let asked = http
+        .get(format!("{base}/"))
+        .header("cookie", &session)
+        .header("accept-language", "zh-CN,zh;q=0.9,en;q=0.5")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        asked.contains("<h1>食堂概览</h1>"),
+        "Accept-Language: {asked}"
+    );
 
     let csv_text = http
         .get(format!("{base}/fleet.csv"))
@@ -391,6 +435,11 @@ async fn console_logins_forms_and_csv() {
     let rows: Vec<csv::StringRecord> = rows.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), 1);
     assert_eq!(&rows[0][0], "canteen-a");
+    assert!(
+        rows[0][2].starts_with("20") && rows[0][2].len() == 19,
+        "last contact as a UTC time: {:?}",
+        &rows[0][2]
+    );
 
     // Logging out needs the session's token; without it nothing happens.
     for bad in ["", "0123", &*login_csrf] {
@@ -755,6 +804,12 @@ async fn an_admin_uses_the_console_in_a_browser() -> anyhow::Result<()> {
             .await?;
         anyhow::ensure!(browser.text("table.data tbody td").await? == "canteen-a");
         browser.screenshot("console-fleet.png").await?;
+        browser.goto("/?lang=zh").await?;
+        browser
+            .wait("the fleet in Chinese", "return document.querySelector('h1').textContent === '食堂概览'")
+            .await?;
+        browser.screenshot("console-fleet-zh.png").await?;
+        browser.goto("/?lang=en").await?;
 
         browser.click("nav a[href='/sales']").await?;
         let campus = browser

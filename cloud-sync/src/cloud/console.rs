@@ -35,22 +35,116 @@ pub fn routes() -> Router<AdminState> {
         .route("/vendor/uplot.css", get(uplot_css))
 }
 
+/// The console's language: `?lang=zh|en` (remembered in a cookie), else the cookie,
+/// else the browser's `Accept-Language`. CSV files keep English headers, for scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lang {
+    zh: bool,
+    /// Chosen by `?lang=` on this request: remember it.
+    chosen: bool,
+}
+
+const LANG_COOKIE: &str = "canteen_console_lang";
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Lang {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let asked = parts.uri.query().and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix("lang="))
+                .map(|v| v.starts_with("zh"))
+        });
+        let remembered = cookie_value(&parts.headers, LANG_COOKIE).map(|v| v == "zh");
+        let accepted = parts
+            .headers
+            .get(header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().starts_with("zh"));
+        Ok(Self {
+            zh: asked.or(remembered).unwrap_or(accepted),
+            chosen: asked.is_some(),
+        })
+    }
+}
+
+/// The console's texts in 简体中文; anything not listed shows in English.
+const ZH: &[(&str, &str)] = &[
+    ("canteen cloud", "食堂云端"),
+    ("Fleet", "食堂概览"),
+    ("Sales", "销售"),
+    ("Audit log", "操作日志"),
+    ("Log in", "登录"),
+    ("Log out", "退出"),
+    ("User name", "用户名"),
+    ("Password", "密码"),
+    ("Download as CSV", "下载 CSV"),
+    ("Business day", "营业日"),
+    ("Show", "查看"),
+    ("No canteen has connected yet.", "还没有食堂连接过。"),
+    ("No canteen has sold anything yet.", "还没有任何销售。"),
+    (
+        "Orders per hour (each canteen's local time)",
+        "每小时订单数（各食堂当地时间）",
+    ),
+    (
+        "The form expired or did not come from this console: try again.",
+        "表单已过期或并非来自本控制台，请重试。",
+    ),
+    ("canteen", "食堂"),
+    ("connected", "在线"),
+    ("last contact (UTC)", "最后联系（UTC）"),
+    ("events acknowledged", "已确认事件"),
+    ("timeline", "时间线"),
+    ("orders", "订单"),
+    ("revenue", "营业额"),
+    ("tickets", "成交单数"),
+    ("average ticket", "客单价"),
+    ("refunds", "退款"),
+    ("cancelled", "已取消"),
+    ("expired", "已过期"),
+    ("unclaimed", "未取餐"),
+    ("when (UTC)", "时间（UTC）"),
+    ("who", "操作人"),
+    ("action", "操作"),
+    ("canteens", "食堂"),
+    ("result", "结果"),
+    ("detail", "详情"),
+    ("yes", "是"),
+    ("no", "否"),
+    ("never", "从未"),
+    ("campus", "全校"),
+];
+
+/// `en` in the console's language.
+pub fn tr(lang: Lang, en: &'static str) -> &'static str {
+    if lang.zh {
+        ZH.iter().find(|(e, _)| *e == en).map_or(en, |(_, z)| z)
+    } else {
+        en
+    }
+}
+
 const CSP: &str = "default-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// A page with the console's headers.
 fn page(
     status: StatusCode,
-    title: &str,
+    lang: Lang,
+    title: &'static str,
     who: Option<(&AdminAccount, &str)>,
     body: Markup,
 ) -> Response {
     let markup = html! {
         (DOCTYPE)
-        html lang="en" {
+        html lang=(if lang.zh { "zh-CN" } else { "en" }) {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · canteen cloud" }
+                title { (tr(lang, title)) " · " (tr(lang, "canteen cloud")) }
                 link rel="stylesheet" href="/vendor/uplot.css";
                 link rel="stylesheet" href="/console.css";
                 script src="/vendor/uplot.js" defer {}
@@ -60,19 +154,20 @@ fn page(
                 @if let Some((account, csrf)) = who {
                     header {
                         nav {
-                            a href="/" { "Fleet" }
-                            a href="/sales" { "Sales" }
-                            @if account.may_read_campus() { a href="/audit-log" { "Audit log" } }
+                            a href="/" { (tr(lang, "Fleet")) }
+                            a href="/sales" { (tr(lang, "Sales")) }
+                            @if account.may_read_campus() { a href="/audit-log" { (tr(lang, "Audit log")) } }
                         }
                         form method="post" action="/logout" class="logout" {
                             span { (account.username) " (" (account.role.as_str()) ")" }
                             input type="hidden" name="csrf" value=(csrf);
-                            button type="submit" { "Log out" }
+                            button type="submit" { (tr(lang, "Log out")) }
                         }
                     }
                 }
                 main {
-                    h1 { (title) }
+                    p.languages { a href="?lang=zh" lang="zh-CN" { "中文" } " | " a href="?lang=en" lang="en" { "English" } }
+                    h1 { (tr(lang, title)) }
                     (body)
                 }
             }
@@ -89,22 +184,31 @@ fn page(
         HeaderValue::from_static(CSP),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if lang.chosen {
+        let value = if lang.zh { "zh" } else { "en" };
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "{LANG_COOKIE}={value}; Path=/; SameSite=Strict; Max-Age=31536000"
+        )) {
+            headers.append(header::SET_COOKIE, v);
+        }
+    }
     res
 }
 
-fn login_form(status: StatusCode, error: Option<&str>, secure: bool) -> Response {
+fn login_form(status: StatusCode, lang: Lang, error: Option<&str>, secure: bool) -> Response {
     let (csrf, _) = super::admins::new_token();
     let mut res = page(
         status,
+        lang,
         "Log in",
         None,
         html! {
             @if let Some(e) = error { p.error role="alert" { (e) } }
             form method="post" action="/login" {
                 input type="hidden" name="csrf" value=(csrf);
-                label { "User name " input name="username" autocomplete="username" required; }
-                label { "Password " input type="password" name="password" autocomplete="current-password" required; }
-                button type="submit" { "Log in" }
+                label { (tr(lang, "User name")) " " input name="username" autocomplete="username" required; }
+                label { (tr(lang, "Password")) " " input type="password" name="password" autocomplete="current-password" required; }
+                button type="submit" { (tr(lang, "Log in")) }
             }
         },
     );
@@ -114,8 +218,8 @@ fn login_form(status: StatusCode, error: Option<&str>, secure: bool) -> Response
     res
 }
 
-async fn login_page(State(state): State<AdminState>) -> Response {
-    login_form(StatusCode::OK, None, state.auth.options.tls)
+async fn login_page(State(state): State<AdminState>, lang: Lang) -> Response {
+    login_form(StatusCode::OK, lang, None, state.auth.options.tls)
 }
 
 #[derive(Deserialize)]
@@ -128,6 +232,7 @@ struct LoginForm {
 
 async fn login(
     State(state): State<AdminState>,
+    lang: Lang,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
@@ -137,7 +242,11 @@ async fn login(
     if form.csrf.is_empty() || form.csrf != expected {
         return login_form(
             StatusCode::FORBIDDEN,
-            Some("The form expired or did not come from this console: try again."),
+            lang,
+            Some(tr(
+                lang,
+                "The form expired or did not come from this console: try again.",
+            )),
             secure,
         );
     }
@@ -154,7 +263,7 @@ async fn login(
             }
             res
         }
-        Err(e) => login_form(e.status, Some(&e.message), secure),
+        Err(e) => login_form(e.status, lang, Some(&e.message), secure),
     }
 }
 
@@ -197,19 +306,41 @@ async fn logout(
     Ok(res)
 }
 
+/// A table cell: data as it is, or a word of the console's language.
+enum Cell {
+    Data(String),
+    Word(&'static str),
+}
+
+impl Cell {
+    fn text(&self, lang: Option<Lang>) -> &str {
+        match (self, lang) {
+            (Cell::Data(s), _) => s,
+            (Cell::Word(w), Some(lang)) => tr(lang, w),
+            (Cell::Word(w), None) => w,
+        }
+    }
+}
+
+impl From<String> for Cell {
+    fn from(s: String) -> Self {
+        Cell::Data(s)
+    }
+}
+
 /// Rows of a table: its header and its cells, for the page and the CSV alike.
 struct Table {
     header: Vec<&'static str>,
-    rows: Vec<Vec<String>>,
+    rows: Vec<Vec<Cell>>,
 }
 
 impl Table {
-    fn html(&self) -> Markup {
+    fn html(&self, lang: Lang) -> Markup {
         html! {
             table .data {
-                thead { tr { @for h in &self.header { th { (h) } } } }
+                thead { tr { @for h in &self.header { th { (tr(lang, h)) } } } }
                 tbody {
-                    @for row in &self.rows { tr { @for cell in row { td { (cell) } } } }
+                    @for row in &self.rows { tr { @for cell in row { td { (cell.text(Some(lang))) } } } }
                 }
             }
         }
@@ -222,7 +353,8 @@ impl Table {
         out.write_record(&self.header)
             .map_err(|e| internal(e.to_string()))?;
         for row in &self.rows {
-            out.write_record(row).map_err(|e| internal(e.to_string()))?;
+            out.write_record(row.iter().map(|c| c.text(None)))
+                .map_err(|e| internal(e.to_string()))?;
         }
         let bytes = out.into_inner().map_err(|e| internal(e.to_string()))?;
         let mut res = bytes.into_response();
@@ -252,27 +384,37 @@ async fn fleet_table(cloud: &Cloud, account: &AdminAccount) -> Result<Table, Adm
             .into_iter()
             .map(|n| {
                 vec![
-                    n.node_id,
-                    if n.connected { "yes" } else { "no" }.into(),
-                    n.last_seen.unwrap_or_else(|| "never".into()),
-                    n.acked_seq.to_string(),
-                    n.timeline.to_string(),
+                    n.node_id.into(),
+                    Cell::Word(if n.connected { "yes" } else { "no" }),
+                    // Stored as Unix seconds.
+                    n.last_seen
+                        .and_then(|secs| secs.parse::<i64>().ok())
+                        .map_or(Cell::Word("never"), |secs| {
+                            Cell::Data(utc_text(secs.saturating_mul(1000)))
+                        }),
+                    n.acked_seq.to_string().into(),
+                    n.timeline.to_string().into(),
                 ]
             })
             .collect(),
     })
 }
 
-async fn fleet(State(cloud): State<Cloud>, caller: ConsoleCaller) -> Result<Response, AdminError> {
+async fn fleet(
+    State(cloud): State<Cloud>,
+    lang: Lang,
+    caller: ConsoleCaller,
+) -> Result<Response, AdminError> {
     let table = fleet_table(&cloud, &caller.account).await?;
     Ok(page(
         StatusCode::OK,
+        lang,
         "Fleet",
         Some((&caller.account, &caller.csrf)),
         html! {
-            p { a href="/fleet.csv" download { "Download as CSV" } }
-            @if table.rows.is_empty() { p { "No canteen has connected yet." } }
-            @else { (table.html()) }
+            p { a href="/fleet.csv" download { (tr(lang, "Download as CSV")) } }
+            @if table.rows.is_empty() { p { (tr(lang, "No canteen has connected yet.")) } }
+            @else { (table.html(lang)) }
         },
     ))
 }
@@ -287,15 +429,19 @@ async fn fleet_csv(
 fn sales_table(sales: &Sales) -> Table {
     let row = |r: &SalesRow| {
         vec![
-            r.canteen.clone(),
-            r.orders.to_string(),
-            yuan(r.revenue_fen),
-            r.tickets.to_string(),
-            yuan(r.average_ticket_fen),
-            yuan(r.refunds_fen),
-            r.cancelled.to_string(),
-            r.expired.to_string(),
-            r.unclaimed.to_string(),
+            if r.canteen == "campus" {
+                Cell::Word("campus")
+            } else {
+                Cell::Data(r.canteen.clone())
+            },
+            r.orders.to_string().into(),
+            yuan(r.revenue_fen).into(),
+            r.tickets.to_string().into(),
+            yuan(r.average_ticket_fen).into(),
+            yuan(r.refunds_fen).into(),
+            r.cancelled.to_string().into(),
+            r.expired.to_string().into(),
+            r.unclaimed.to_string().into(),
         ]
     };
     Table {
@@ -321,6 +467,7 @@ fn sales_table(sales: &Sales) -> Table {
 
 async fn sales_page(
     State(cloud): State<Cloud>,
+    lang: Lang,
     caller: ConsoleCaller,
     Query(q): Query<DayQuery>,
 ) -> Result<Response, AdminError> {
@@ -329,18 +476,19 @@ async fn sales_page(
     let day = sales.day.clone().unwrap_or_default();
     Ok(page(
         StatusCode::OK,
+        lang,
         "Sales",
         Some((&caller.account, &caller.csrf)),
         html! {
             form method="get" action="/sales" class="day" {
-                label { "Business day " input type="date" name="day" value=(day); }
-                button type="submit" { "Show" }
+                label { (tr(lang, "Business day")) " " input type="date" name="day" value=(day); }
+                button type="submit" { (tr(lang, "Show")) }
             }
-            @if sales.day.is_none() { p { "No canteen has sold anything yet." } }
+            @if sales.day.is_none() { p { (tr(lang, "No canteen has sold anything yet.")) } }
             @else {
-                p { a href={ "/sales.csv?day=" (day) } download { "Download as CSV" } }
-                (table.html())
-                h2 { "Orders per hour (each canteen's local time)" }
+                p { a href={ "/sales.csv?day=" (day) } download { (tr(lang, "Download as CSV")) } }
+                (table.html(lang))
+                h2 { (tr(lang, "Orders per hour (each canteen's local time)")) }
                 div #orders-chart .chart data-chart="orders-per-hour" {}
                 script #orders-per-hour type="application/json" { (json_block(&sales.hourly)) }
             }
@@ -374,12 +522,12 @@ async fn audit_table(cloud: &Cloud, account: &AdminAccount) -> Result<Table, Adm
             .into_iter()
             .map(|e| {
                 vec![
-                    utc_text(e.at_ms),
-                    e.username,
-                    e.action,
-                    e.canteens.join(" "),
-                    e.result,
-                    e.detail,
+                    utc_text(e.at_ms).into(),
+                    e.username.into(),
+                    e.action.into(),
+                    e.canteens.join(" ").into(),
+                    e.result.into(),
+                    e.detail.into(),
                 ]
             })
             .collect(),
@@ -401,16 +549,18 @@ fn utc_text(ms: i64) -> String {
 
 async fn audit_page(
     State(cloud): State<Cloud>,
+    lang: Lang,
     caller: ConsoleCaller,
 ) -> Result<Response, AdminError> {
     let table = audit_table(&cloud, &caller.account).await?;
     Ok(page(
         StatusCode::OK,
+        lang,
         "Audit log",
         Some((&caller.account, &caller.csrf)),
         html! {
-            p { a href="/audit.csv" download { "Download as CSV" } }
-            (table.html())
+            p { a href="/audit.csv" download { (tr(lang, "Download as CSV")) } }
+            (table.html(lang))
         },
     ))
 }
