@@ -129,6 +129,11 @@ enum Command {
         #[arg(long, env = "CLOUD_ADMIN_SESSION_MINUTES", default_value_t = 480,
               value_parser = clap::value_parser!(u64).range(1..=10_080))]
         admin_session_minutes: u64,
+        /// A box not seen for this many seconds during its opening hours raises an
+        /// alert on the fleet page.
+        #[arg(long, env = "CLOUD_ALERT_SILENT_SECONDS", default_value_t = 600,
+              value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        alert_silent_seconds: u64,
     },
 }
 
@@ -411,6 +416,7 @@ async fn main() -> anyhow::Result<()> {
             admin_tls_cert,
             admin_tls_key,
             admin_session_minutes,
+            alert_silent_seconds,
         } => {
             let admin_tls = match (&admin_tls_cert, &admin_tls_key) {
                 (Some(cert), Some(key)) => {
@@ -439,6 +445,7 @@ async fn main() -> anyhow::Result<()> {
             let options = AdminOptions {
                 session_ttl: std::time::Duration::from_secs(admin_session_minutes * 60),
                 tls: admin_tls.is_some(),
+                silent_alert: std::time::Duration::from_secs(alert_silent_seconds),
                 ..AdminOptions::default()
             };
             let stop = CancellationToken::new();

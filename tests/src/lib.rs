@@ -300,8 +300,20 @@ impl CloudProcess {
         quic: std::net::SocketAddr,
         log: &Path,
     ) -> anyhow::Result<Self> {
+        Self::serve_with(data_dir, ca_dir, quic, log, &[])
+    }
+
+    /// `serve`, with extra environment (`CLOUD_*` settings).
+    pub fn serve_with(
+        data_dir: &Path,
+        ca_dir: &Path,
+        quic: std::net::SocketAddr,
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let token = cloud_admin(data_dir, CLOUD_ADMIN.0, CLOUD_ADMIN.1, "admin", &[])?;
         let mut cmd = Command::new(cloud_binary());
+        cmd.envs(env.iter().copied());
         cmd.args([
             "serve",
             "--data-dir",

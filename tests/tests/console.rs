@@ -870,3 +870,86 @@ async fn an_admin_uses_the_console_in_a_browser() -> anyhow::Result<()> {
     drop(edge);
     outcome
 }
+
+/// The fleet's alerts for `node`, by code.
+async fn alert_codes(cloud: &CloudProcess, node: &str) -> Vec<String> {
+    let (_, fleet) = call(cloud, "GET", "/api/fleet", Some(&cloud.token), None).await;
+    fleet
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["node_id"] == node))
+        .and_then(|r| r["alerts"].as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x["code"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_cut_off_during_opening_hours_raises_an_alert_that_clears() {
+    let w = World::new("canteen-a");
+    let cloud = CloudProcess::serve_with(
+        &w.cloud_data,
+        &w.ca,
+        "127.0.0.1:0".parse().unwrap(),
+        &w.log("cloud.log"),
+        &[("CLOUD_ALERT_SILENT_SECONDS", "1")],
+    )
+    .unwrap();
+    let edge = w.edge(cloud.quic, "canteen-a", "canteen-a");
+    // Open around the clock, so that the test's hour is within opening hours.
+    let all_day: Vec<Value> = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+        .iter()
+        .map(|d| json!({"op": "set_hours", "day": d, "open": "00:00", "close": "23:59", "closed": false}))
+        .collect();
+    let (status, body) = call(
+        &cloud,
+        "POST",
+        "/nodes/canteen-a/settings/edits",
+        Some(&cloud.token),
+        Some(Value::Array(all_day)),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    tests::eventually("the box connected", Duration::from_secs(60), || async {
+        let (_, fleet) = call(&cloud, "GET", "/api/fleet", Some(&cloud.token), None).await;
+        Ok((fleet[0]["connected"] == true).then_some(()))
+    })
+    .await
+    .unwrap();
+    assert!(alert_codes(&cloud, "canteen-a").await.is_empty());
+
+    // Cut off: once the cloud notices, the silence raises the alert, on the page too.
+    edge.kill_9();
+    tests::eventually("the silent alert", Duration::from_secs(90), || async {
+        Ok(alert_codes(&cloud, "canteen-a")
+            .await
+            .contains(&"silent".to_owned())
+            .then_some(()))
+    })
+    .await
+    .unwrap();
+    let page = no_redirects()
+        .get(format!("{}/", cloud.admin))
+        .header("cookie", format!("canteen_admin={}", cloud.token))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("during opening hours"), "{page}");
+
+    // Back: the alert clears.
+    let edge = w.edge(cloud.quic, "canteen-a", "canteen-a");
+    tests::eventually("the alert to clear", Duration::from_secs(60), || async {
+        Ok(alert_codes(&cloud, "canteen-a")
+            .await
+            .is_empty()
+            .then_some(()))
+    })
+    .await
+    .unwrap();
+    drop(edge);
+}

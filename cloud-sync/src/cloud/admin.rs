@@ -38,6 +38,7 @@ pub fn router(cloud: Cloud, options: AdminOptions) -> Router {
         .route("/api/me", get(me))
         .route("/api/audit", get(audit_log))
         .route("/api/sales", get(sales))
+        .route("/api/fleet", get(fleet))
         .route("/nodes", get(nodes))
         .route("/nodes/{node}/summary", get(summary))
         .route("/nodes/{node}/sync", get(node_sync))
@@ -271,6 +272,17 @@ async fn node_sync(
 #[derive(Deserialize)]
 pub struct DayQuery {
     pub day: Option<String>,
+}
+
+/// Every canteen the caller may see, with its link state and alerts.
+async fn fleet(
+    State(state): State<AdminState>,
+    caller: ApiCaller,
+) -> Result<impl IntoResponse, AdminError> {
+    let silent = state.auth.options.silent_alert;
+    Ok(Json(
+        super::fleet::fleet(&state.cloud, &caller.account, silent).await?,
+    ))
 }
 
 /// A business day's sales per canteen the caller may see, and for the campus.

@@ -4,7 +4,7 @@
 //! sales per canteen side by side, and the audit log, each table also as CSV. Every form carries a CSRF token: the login form a
 //! double-submit cookie, the others the session's token.
 
-use super::admin::{DayQuery, audit, audit_entries, may_read_audit, start_session, visible_nodes};
+use super::admin::{DayQuery, audit, audit_entries, may_read_audit, start_session};
 use super::admins::AdminAccount;
 use super::auth::{AdminError, AdminState, ConsoleCaller, LOGIN_CSRF_COOKIE, cookie, cookie_value};
 use super::sales::{Sales, SalesRow, yuan};
@@ -99,6 +99,7 @@ const ZH: &[(&str, &str)] = &[
     ("last contact (UTC)", "最后联系（UTC）"),
     ("events acknowledged", "已确认事件"),
     ("timeline", "时间线"),
+    ("alerts", "警报"),
     ("orders", "订单"),
     ("revenue", "营业额"),
     ("tickets", "成交单数"),
@@ -370,8 +371,14 @@ impl Table {
     }
 }
 
-async fn fleet_table(cloud: &Cloud, account: &AdminAccount) -> Result<Table, AdminError> {
-    let nodes = visible_nodes(cloud, account).await?;
+/// The fleet with its alerts, in `lang` (`None`: English, for CSV).
+async fn fleet_table(
+    state: &AdminState,
+    account: &AdminAccount,
+    lang: Option<Lang>,
+) -> Result<Table, AdminError> {
+    let rows = super::fleet::fleet(&state.cloud, account, state.auth.options.silent_alert).await?;
+    let zh = lang.is_some_and(|l| l.zh);
     Ok(Table {
         header: vec![
             "canteen",
@@ -379,10 +386,13 @@ async fn fleet_table(cloud: &Cloud, account: &AdminAccount) -> Result<Table, Adm
             "last contact (UTC)",
             "events acknowledged",
             "timeline",
+            "alerts",
         ],
-        rows: nodes
+        rows: rows
             .into_iter()
-            .map(|n| {
+            .map(|row| {
+                let alerts: Vec<String> = row.alerts.iter().map(|a| a.text(zh)).collect();
+                let n = row.node;
                 vec![
                     n.node_id.into(),
                     Cell::Word(if n.connected { "yes" } else { "no" }),
@@ -394,6 +404,7 @@ async fn fleet_table(cloud: &Cloud, account: &AdminAccount) -> Result<Table, Adm
                         }),
                     n.acked_seq.to_string().into(),
                     n.timeline.to_string().into(),
+                    alerts.join("; ").into(),
                 ]
             })
             .collect(),
@@ -401,11 +412,11 @@ async fn fleet_table(cloud: &Cloud, account: &AdminAccount) -> Result<Table, Adm
 }
 
 async fn fleet(
-    State(cloud): State<Cloud>,
+    State(state): State<AdminState>,
     lang: Lang,
     caller: ConsoleCaller,
 ) -> Result<Response, AdminError> {
-    let table = fleet_table(&cloud, &caller.account).await?;
+    let table = fleet_table(&state, &caller.account, Some(lang)).await?;
     Ok(page(
         StatusCode::OK,
         lang,
@@ -420,10 +431,12 @@ async fn fleet(
 }
 
 async fn fleet_csv(
-    State(cloud): State<Cloud>,
+    State(state): State<AdminState>,
     caller: ConsoleCaller,
 ) -> Result<Response, AdminError> {
-    fleet_table(&cloud, &caller.account).await?.csv("fleet.csv")
+    fleet_table(&state, &caller.account, None)
+        .await?
+        .csv("fleet.csv")
 }
 
 fn sales_table(sales: &Sales) -> Table {

@@ -270,11 +270,16 @@ impl DocHub {
         Ok(view)
     }
 
-    /// The canteen's time zone (IANA name) from its settings replica.
-    pub fn time_zone(&self, node: &str) -> anyhow::Result<String> {
+    /// The canteen's settings (hours, time zone, …) from its replica.
+    pub fn settings(&self, node: &str) -> anyhow::Result<crdt::settings::CanteenSettings> {
         let replica = self.replica(node, DocKind::Settings)?;
         let r = replica.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(crdt::settings::project(&r.doc)?.time_zone)
+        Ok(crdt::settings::project(&r.doc)?)
+    }
+
+    /// The canteen's time zone (IANA name) from its settings replica.
+    pub fn time_zone(&self, node: &str) -> anyhow::Result<String> {
+        Ok(self.settings(node)?.time_zone)
     }
 
     pub fn menu(&self, node: &str) -> anyhow::Result<(crdt::menu::MenuView, Vec<crdt::Conflict>)> {

@@ -6,6 +6,7 @@ pub mod admins;
 pub mod auth;
 pub mod console;
 pub mod docs;
+pub mod fleet;
 pub mod listener;
 pub mod sales;
 pub mod server;
