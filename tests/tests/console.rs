@@ -769,6 +769,64 @@ async fn a_days_sales_equal_the_boxs_own_totals() {
     assert_eq!(&rows[0][col("revenue")], yuan(revenue));
     assert_eq!(&rows[1][col("canteen")], "campus");
     assert_eq!(&rows[1][col("orders")], mine["orders"].to_string());
+
+    // Dishes: the ranking holds the box's own item totals, most sold first, by name;
+    // the sold-out board what staff marked sold out, and when it came back.
+    let manager = api.manager().await.unwrap();
+    let menu = api.staff_menu(&manager).await.unwrap();
+    let id = |i: usize| menu[i]["id"].as_str().unwrap().to_owned();
+    for (item, action) in [(id(1), "sold_out"), (id(1), "back"), (id(2), "sold_out")] {
+        let (status, body) = api
+            .post(
+                &format!("/api/staff/stock/{item}"),
+                Some(&staff),
+                &json!({ "action": action }),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{action}: {body}");
+    }
+    converged(&api, &staff, &cloud, "canteen-a").await;
+    let (status, items) = call(
+        &cloud,
+        "GET",
+        &format!("/api/items?day={day}"),
+        Some(&cloud.token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{items}");
+    let ranking = items["ranking"].as_array().unwrap();
+    let box_items = mine["items"].as_array().unwrap();
+    assert_eq!(ranking.len(), box_items.len(), "{items}");
+    for it in box_items {
+        let ranked = ranking
+            .iter()
+            .find(|r| r["item_id"] == it["item_id"])
+            .unwrap_or_else(|| panic!("{it} not ranked"));
+        assert_eq!(ranked["quantity"], it["quantity"]);
+        assert_eq!(ranked["revenue_fen"], it["revenue_fen"]);
+        let named = menu.iter().find(|m| m["id"] == it["item_id"]).unwrap();
+        assert_eq!(ranked["name_en"], named["name_en"]);
+    }
+    let quantities: Vec<i64> = ranking
+        .iter()
+        .map(|r| r["quantity"].as_i64().unwrap())
+        .collect();
+    assert!(
+        quantities.windows(2).all(|w| w[0] >= w[1]),
+        "{quantities:?}"
+    );
+    let board = items["sold_out"].as_array().unwrap();
+    let entry = |item: &str| board.iter().find(|e| e["item_id"] == item).cloned();
+    let came_back = entry(&id(1)).expect("the first dish on the board");
+    assert!(came_back["back_at"].is_string(), "{came_back}");
+    let still = entry(&id(2)).expect("the second dish on the board");
+    assert!(
+        still["back_at"].is_null() && still["since"].is_string(),
+        "{still}"
+    );
+    assert_eq!(still["name_en"], menu[2]["name_en"]);
     drop(edge);
 }
 
@@ -845,6 +903,15 @@ async fn an_admin_uses_the_console_in_a_browser() -> anyhow::Result<()> {
             rows.len() == 2 && &rows[0][0] == "canteen-a" && rows[1][2] == yuan(revenue),
             "the CSV: {csv_text}"
         );
+
+        browser.click("nav a[href='/items']").await?;
+        browser
+            .wait(
+                "the dish ranking",
+                "return location.pathname === '/items' && document.querySelectorAll('table.data tbody tr').length > 0",
+            )
+            .await?;
+        browser.screenshot("console-dishes.png").await?;
 
         browser.click("nav a[href='/audit-log']").await?;
         browser

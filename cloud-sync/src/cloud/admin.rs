@@ -39,6 +39,7 @@ pub fn router(cloud: Cloud, options: AdminOptions) -> Router {
         .route("/api/audit", get(audit_log))
         .route("/api/sales", get(sales))
         .route("/api/fleet", get(fleet))
+        .route("/api/items", get(items))
         .route("/nodes", get(nodes))
         .route("/nodes/{node}/summary", get(summary))
         .route("/nodes/{node}/sync", get(node_sync))
@@ -282,6 +283,17 @@ async fn fleet(
     let silent = state.auth.options.silent_alert;
     Ok(Json(
         super::fleet::fleet(&state.cloud, &caller.account, silent).await?,
+    ))
+}
+
+/// A business day's dish ranking and sold-out board across the caller's canteens.
+async fn items(
+    State(cloud): State<Cloud>,
+    caller: ApiCaller,
+    Query(q): Query<DayQuery>,
+) -> Result<impl IntoResponse, AdminError> {
+    Ok(Json(
+        super::items::items(&cloud, &caller.account, q.day).await?,
     ))
 }
 

@@ -27,6 +27,8 @@ pub fn routes() -> Router<AdminState> {
         .route("/fleet.csv", get(fleet_csv))
         .route("/sales", get(sales_page))
         .route("/sales.csv", get(sales_csv))
+        .route("/items", get(items_page))
+        .route("/items.csv", get(items_csv))
         .route("/audit-log", get(audit_page))
         .route("/audit.csv", get(audit_csv))
         .route("/console.css", get(stylesheet))
@@ -100,6 +102,15 @@ const ZH: &[(&str, &str)] = &[
     ("events acknowledged", "已确认事件"),
     ("timeline", "时间线"),
     ("alerts", "警报"),
+    ("Dishes", "菜品"),
+    ("Ranking", "销量排行"),
+    ("Sold out", "售罄"),
+    ("Nothing sold out that day.", "当天没有售罄的菜品。"),
+    ("dish", "菜品"),
+    ("quantity", "数量"),
+    ("sold out since (UTC)", "售罄时间（UTC）"),
+    ("back at (UTC)", "恢复时间（UTC）"),
+    ("still sold out", "仍售罄"),
     ("orders", "订单"),
     ("revenue", "营业额"),
     ("tickets", "成交单数"),
@@ -157,6 +168,7 @@ fn page(
                         nav {
                             a href="/" { (tr(lang, "Fleet")) }
                             a href="/sales" { (tr(lang, "Sales")) }
+                            a href="/items" { (tr(lang, "Dishes")) }
                             @if account.may_read_campus() { a href="/audit-log" { (tr(lang, "Audit log")) } }
                         }
                         form method="post" action="/logout" class="logout" {
@@ -517,6 +529,96 @@ async fn sales_csv(
     let sales = super::sales::sales(&cloud, &caller.account, q.day).await?;
     let file = format!("sales-{}.csv", sales.day.as_deref().unwrap_or("none"));
     sales_table(&sales).csv(&file)
+}
+
+/// A dish's name in the console's language.
+fn dish(lang: Option<Lang>, zh: &str, en: &str) -> String {
+    if lang.is_some_and(|l| l.zh) { zh } else { en }.to_owned()
+}
+
+/// `2026-12-06 12:00:00` from an RFC 3339 time (as given if it is not one).
+fn rfc3339_utc(at: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(at)
+        .map_or_else(|_| at.to_owned(), |t| utc_text(t.timestamp_millis()))
+}
+
+fn items_tables(items: &super::items::Items, lang: Option<Lang>) -> (Table, Table) {
+    let ranking = Table {
+        header: vec!["dish", "canteen", "quantity", "revenue"],
+        rows: items
+            .ranking
+            .iter()
+            .map(|r| {
+                vec![
+                    dish(lang, &r.name_zh, &r.name_en).into(),
+                    r.canteen.clone().into(),
+                    r.quantity.to_string().into(),
+                    yuan(r.revenue_fen).into(),
+                ]
+            })
+            .collect(),
+    };
+    let sold_out = Table {
+        header: vec!["dish", "canteen", "sold out since (UTC)", "back at (UTC)"],
+        rows: items
+            .sold_out
+            .iter()
+            .map(|s| {
+                vec![
+                    dish(lang, &s.name_zh, &s.name_en).into(),
+                    s.canteen.clone().into(),
+                    rfc3339_utc(&s.since).into(),
+                    s.back_at
+                        .as_deref()
+                        .map_or(Cell::Word("still sold out"), |t| Cell::Data(rfc3339_utc(t))),
+                ]
+            })
+            .collect(),
+    };
+    (ranking, sold_out)
+}
+
+async fn items_page(
+    State(cloud): State<Cloud>,
+    lang: Lang,
+    caller: ConsoleCaller,
+    Query(q): Query<DayQuery>,
+) -> Result<Response, AdminError> {
+    let items = super::items::items(&cloud, &caller.account, q.day).await?;
+    let (ranking, sold_out) = items_tables(&items, Some(lang));
+    let day = items.day.clone().unwrap_or_default();
+    Ok(page(
+        StatusCode::OK,
+        lang,
+        "Dishes",
+        Some((&caller.account, &caller.csrf)),
+        html! {
+            form method="get" action="/items" class="day" {
+                label { (tr(lang, "Business day")) " " input type="date" name="day" value=(day); }
+                button type="submit" { (tr(lang, "Show")) }
+            }
+            @if items.day.is_none() { p { (tr(lang, "No canteen has sold anything yet.")) } }
+            @else {
+                p { a href={ "/items.csv?day=" (day) } download { (tr(lang, "Download as CSV")) } }
+                h2 { (tr(lang, "Ranking")) }
+                (ranking.html(lang))
+                h2 { (tr(lang, "Sold out")) }
+                @if sold_out.rows.is_empty() { p { (tr(lang, "Nothing sold out that day.")) } }
+                @else { div #sold-out { (sold_out.html(lang)) } }
+            }
+        },
+    ))
+}
+
+/// The ranking as CSV (the sold-out board is on the page and in `/api/items`).
+async fn items_csv(
+    State(cloud): State<Cloud>,
+    caller: ConsoleCaller,
+    Query(q): Query<DayQuery>,
+) -> Result<Response, AdminError> {
+    let items = super::items::items(&cloud, &caller.account, q.day).await?;
+    let file = format!("dishes-{}.csv", items.day.as_deref().unwrap_or("none"));
+    items_tables(&items, None).0.csv(&file)
 }
 
 async fn audit_table(cloud: &Cloud, account: &AdminAccount) -> Result<Table, AdminError> {

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod console;
 pub mod docs;
 pub mod fleet;
+pub mod items;
 pub mod listener;
 pub mod sales;
 pub mod server;

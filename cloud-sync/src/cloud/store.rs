@@ -909,6 +909,18 @@ impl CloudStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// `node`'s stock events (kind, payload, time) in order.
+    pub fn stock_events(&self, node: &str) -> Result<Vec<(String, String, String)>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT kind, payload, at FROM event
+             WHERE node_id = ?1 AND kind LIKE 'stock.%' AND counted = 1
+             ORDER BY timeline, seq",
+        )?;
+        let rows = stmt.query_map([node], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The latest business day with an order at any canteen, as the boxes named it.
     pub fn latest_service_day(&self) -> Result<Option<String>, StoreError> {
         Ok(self
