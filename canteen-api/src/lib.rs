@@ -23,6 +23,7 @@
 //! The menu and settings bodies are the documents' own typed values, re-exported from
 //! `crdt` ([`menu`]), so they too are declared once.
 
+pub mod accounts;
 pub mod error;
 pub mod events;
 pub mod ids;

@@ -1020,3 +1020,182 @@ async fn a_box_cut_off_during_opening_hours_raises_an_alert_that_clears() {
     .unwrap();
     drop(edge);
 }
+
+/// Posts `csv` as a roster with `token`.
+async fn post_roster(cloud: &CloudProcess, token: &str, csv: &str) -> (StatusCode, Value) {
+    let res = reqwest::Client::new()
+        .post(format!("{}/api/accounts/roster", cloud.admin))
+        .bearer_auth(token)
+        .header("content-type", "text/csv")
+        .body(csv.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+/// The box's answer to a student login.
+async fn student_login(api: &tests::Api, number: &str, pin: &str) -> (u16, Value) {
+    api.post(
+        "/api/student/login",
+        None,
+        &json!({"student_number": number, "pin": pin}),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_issued_at_the_console_reach_the_box_and_deactivation_ends_sessions() {
+    let w = World::new("canteen-a");
+    let cloud = w.cloud("127.0.0.1:0".parse().unwrap());
+    let edge = w.edge(cloud.quic, "canteen-a", "canteen-a");
+    let api = tests::Api::new(&edge.base);
+    let viewer = cloud_admin(&w.cloud_data, "vera", "vera-password", "viewer", &[]).unwrap();
+
+    // A roster with one bad row stores nothing, and says which line.
+    let bad = "student_number,name,pin\n2099001,Zhao Lei,246810\n2099002,Qian Yu,12\n";
+    let (status, refused) = post_roster(&cloud, &cloud.token, bad).await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(refused["error"]["code"], "bad_roster");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("line 3"),
+        "{refused}"
+    );
+    let (status, _) = post_roster(&cloud, &viewer, bad).await;
+    assert_eq!(status, 403, "a viewer issues nothing");
+
+    let good = "student_number,name,pin\n2099001,Zhao Lei,246810\n2099002, Qian Yu ,135246\n";
+    let (status, issued) = post_roster(&cloud, &cloud.token, good).await;
+    assert_eq!(status, 200, "{issued}");
+    assert_eq!(issued["accounts"], 2);
+    let (status, staff) = call(
+        &cloud,
+        "POST",
+        "/api/accounts/staff",
+        Some(&cloud.token),
+        Some(json!({"username": "counter-9", "name": "Sun Mei", "role": "staff", "password": "counter-pass-9"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{staff}");
+    let (status, weak) = call(
+        &cloud,
+        "POST",
+        "/api/accounts/staff",
+        Some(&cloud.token),
+        Some(json!({"username": "counter-10", "name": "Li", "role": "staff", "password": "short"})),
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), weak["error"]["code"].as_str()),
+        (422, Some("bad_account"))
+    );
+
+    // The box takes them on its next sync: the PIN and password typed at the cloud work.
+    let token = tests::eventually("the roster at the box", Duration::from_secs(60), || async {
+        let (status, body) = student_login(&api, "2099001", "246810").await;
+        Ok((status == 200).then(|| body["token"].as_str().unwrap_or_default().to_owned()))
+    })
+    .await
+    .unwrap();
+    api.staff("counter-9", "counter-pass-9").await.unwrap();
+    let (status, _) = student_login(&api, "2099002", "135246").await;
+    assert_eq!(status, 200);
+
+    // Deactivated at the cloud: the box refuses the login and the open session.
+    let (status, body) = call(
+        &cloud,
+        "POST",
+        "/api/accounts/deactivate",
+        Some(&cloud.token),
+        Some(json!({"role": "student", "login": "2099001"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    tests::eventually(
+        "the deactivation at the box",
+        Duration::from_secs(60),
+        || async {
+            let (status, _) = api.get("/api/student/orders", Some(&token)).await?;
+            Ok((status == 401).then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+    let (status, _) = student_login(&api, "2099001", "246810").await;
+    assert_ne!(status, 200);
+    let (status, _) = student_login(&api, "2099002", "135246").await;
+    assert_eq!(status, 200, "the other student is untouched");
+    let (status, missing) = call(
+        &cloud,
+        "POST",
+        "/api/accounts/deactivate",
+        Some(&cloud.token),
+        Some(json!({"role": "student", "login": "2099999"})),
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), missing["error"]["code"].as_str()),
+        (404, Some("no_such_account"))
+    );
+
+    // The console's roster form needs its CSRF token, and then imports.
+    let session = format!("canteen_admin={}", cloud.token);
+    let http = no_redirects();
+    let res = http
+        .post(format!("{}/accounts/roster", cloud.admin))
+        .header("cookie", &session)
+        .form(&[("csv", "student_number,name,pin\n2099003,Sun Li,864202\n")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    let page = http
+        .get(format!("{}/accounts", cloud.admin))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = csrf_of(&page[page.find("/accounts/roster").unwrap()..]);
+    let res = http
+        .post(format!("{}/accounts/roster", cloud.admin))
+        .header("cookie", &session)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("csv", "student_number,name,pin\n2099003,Sun Li,864202\n"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.text().await.unwrap().contains("1 account"),
+        "the page says what it saved"
+    );
+    tests::eventually(
+        "the form's student at the box",
+        Duration::from_secs(60),
+        || async { Ok((student_login(&api, "2099003", "864202").await.0 == 200).then_some(())) },
+    )
+    .await
+    .unwrap();
+    // Every issue is in the audit log.
+    let (_, log) = call(&cloud, "GET", "/api/audit", Some(&cloud.token), None).await;
+    let actions: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    for action in ["roster.import", "staff.save", "account.deactivate"] {
+        assert!(actions.contains(&action), "{action}: {actions:?}");
+    }
+    drop(edge);
+}

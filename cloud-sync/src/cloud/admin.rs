@@ -47,6 +47,9 @@ pub fn router(cloud: Cloud, options: AdminOptions) -> Router {
         .route("/nodes/{node}/menu/edits", post(menu_edits))
         .route("/nodes/{node}/settings/edits", post(settings_edits))
         .route("/accounts", post(accounts))
+        .route("/api/accounts/roster", post(roster))
+        .route("/api/accounts/staff", post(staff_account))
+        .route("/api/accounts/deactivate", post(deactivate))
         .merge(super::console::routes())
         .layer(axum::extract::DefaultBodyLimit::max(BODY_MAX))
         .with_state(state)
@@ -385,6 +388,39 @@ async fn settings_edits(
     )
     .await;
     Ok(Json(result?))
+}
+
+/// A student roster (CSV `student_number,name,pin`) for every canteen.
+async fn roster(
+    State(cloud): State<Cloud>,
+    caller: ApiCaller,
+    csv: String,
+) -> Result<impl IntoResponse, AdminError> {
+    Ok(Json(
+        super::accounts::import_roster(&cloud, &caller.account, &csv).await?,
+    ))
+}
+
+/// A staff account for every canteen, its password hashed here.
+async fn staff_account(
+    State(cloud): State<Cloud>,
+    caller: ApiCaller,
+    Json(staff): Json<super::accounts::StaffAccount>,
+) -> Result<impl IntoResponse, AdminError> {
+    Ok(Json(
+        super::accounts::staff_account(&cloud, &caller.account, staff).await?,
+    ))
+}
+
+/// Deactivates an account the cloud issued, at every canteen.
+async fn deactivate(
+    State(cloud): State<Cloud>,
+    caller: ApiCaller,
+    Json(d): Json<super::accounts::Deactivation>,
+) -> Result<impl IntoResponse, AdminError> {
+    Ok(Json(
+        super::accounts::deactivate(&cloud, &caller.account, d).await?,
+    ))
 }
 
 /// Account changes for every box (campus-wide: admins only); `secret_hash` is an

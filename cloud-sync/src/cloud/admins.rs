@@ -126,6 +126,20 @@ fn argon() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
+/// An argon2id PHC string of a box account's PIN or password (checked by the caller),
+/// with the box's own default costs.
+pub fn hash_account_secret(secret: &str) -> String {
+    let mut bytes = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    let Ok(salt) = SaltString::encode_b64(&bytes) else {
+        return String::new();
+    };
+    argon()
+        .hash_password(secret.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .unwrap_or_default()
+}
+
 /// An argon2id PHC string of `password`, after checking its length.
 pub fn hash_password(password: &str) -> Result<String, String> {
     if password.chars().count() < PASSWORD_MIN || password.len() > PASSWORD_MAX {

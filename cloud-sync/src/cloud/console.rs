@@ -28,6 +28,13 @@ pub fn routes() -> Router<AdminState> {
         .route("/sales", get(sales_page))
         .route("/sales.csv", get(sales_csv))
         .route("/items", get(items_page))
+        .route("/accounts", get(accounts_get))
+        .route("/accounts/roster", axum::routing::post(accounts_roster))
+        .route("/accounts/staff", axum::routing::post(accounts_staff))
+        .route(
+            "/accounts/deactivate",
+            axum::routing::post(accounts_deactivate),
+        )
         .route("/items.csv", get(items_csv))
         .route("/audit-log", get(audit_page))
         .route("/audit.csv", get(audit_csv))
@@ -103,6 +110,24 @@ const ZH: &[(&str, &str)] = &[
     ("timeline", "时间线"),
     ("alerts", "警报"),
     ("Dishes", "菜品"),
+    ("Accounts", "账户"),
+    (
+        "Only campus admins issue accounts.",
+        "只有全校管理员可以发放账户。",
+    ),
+    ("Import a student roster", "导入学生名单"),
+    (
+        "CSV with the header student_number,name,pin (checked whole before anything is stored)",
+        "CSV，表头为 student_number,name,pin（全部检查通过后才保存）",
+    ),
+    ("Import", "导入"),
+    ("Staff account (every canteen)", "员工账户（所有食堂）"),
+    ("Name", "姓名"),
+    ("Role", "角色"),
+    ("Save", "保存"),
+    ("Deactivate an account", "停用账户"),
+    ("Student number or user name", "学号或用户名"),
+    ("Deactivate", "停用"),
     ("Ranking", "销量排行"),
     ("Sold out", "售罄"),
     ("Nothing sold out that day.", "当天没有售罄的菜品。"),
@@ -169,6 +194,7 @@ fn page(
                             a href="/" { (tr(lang, "Fleet")) }
                             a href="/sales" { (tr(lang, "Sales")) }
                             a href="/items" { (tr(lang, "Dishes")) }
+                            a href="/accounts" { (tr(lang, "Accounts")) }
                             @if account.may_read_campus() { a href="/audit-log" { (tr(lang, "Audit log")) } }
                         }
                         form method="post" action="/logout" class="logout" {
@@ -725,4 +751,136 @@ async fn uplot_css() -> Response {
         include_str!("vendor/uplot/uPlot.min.css"),
         "text/css; charset=utf-8",
     )
+}
+
+#[derive(Deserialize)]
+struct RosterForm {
+    #[serde(default)]
+    csrf: String,
+    csv: String,
+}
+
+#[derive(Deserialize)]
+struct StaffForm {
+    #[serde(default)]
+    csrf: String,
+    username: String,
+    name: String,
+    role: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+struct DeactivateForm {
+    #[serde(default)]
+    csrf: String,
+    role: String,
+    login: String,
+}
+
+/// The accounts page, with the outcome of the form just sent (if any).
+fn accounts_page(
+    lang: Lang,
+    caller: &ConsoleCaller,
+    outcome: Option<Result<super::accounts::Issued, AdminError>>,
+) -> Response {
+    let status = match &outcome {
+        Some(Err(e)) => e.status,
+        _ => StatusCode::OK,
+    };
+    let zh = lang.zh;
+    page(
+        status,
+        lang,
+        "Accounts",
+        Some((&caller.account, &caller.csrf)),
+        html! {
+            @match &outcome {
+                Some(Ok(issued)) => p.ok role="status" {
+                    @if zh { "已保存 " (issued.accounts) " 个账户；各食堂终端在下次同步时收到。" }
+                    @else { "Saved " (issued.accounts) " account(s); every canteen's box receives them on its next sync." }
+                },
+                Some(Err(e)) => p.error role="alert" { (e.message) },
+                None => {},
+            }
+            @if !caller.account.may_change(None) {
+                p { (tr(lang, "Only campus admins issue accounts.")) }
+            } @else {
+                h2 { (tr(lang, "Import a student roster")) }
+                form method="post" action="/accounts/roster" {
+                    input type="hidden" name="csrf" value=(caller.csrf);
+                    label { (tr(lang, "CSV with the header student_number,name,pin (checked whole before anything is stored)")) }
+                    textarea name="csv" rows="8" cols="60" required {}
+                    button type="submit" { (tr(lang, "Import")) }
+                }
+                h2 { (tr(lang, "Staff account (every canteen)")) }
+                form method="post" action="/accounts/staff" {
+                    input type="hidden" name="csrf" value=(caller.csrf);
+                    label { (tr(lang, "User name")) " " input name="username" required; }
+                    label { (tr(lang, "Name")) " " input name="name" required; }
+                    label { (tr(lang, "Role")) " "
+                        select name="role" { option value="staff" { "staff" } option value="manager" { "manager" } }
+                    }
+                    label { (tr(lang, "Password")) " " input type="password" name="password" autocomplete="new-password" required; }
+                    button type="submit" { (tr(lang, "Save")) }
+                }
+                h2 { (tr(lang, "Deactivate an account")) }
+                form method="post" action="/accounts/deactivate" {
+                    input type="hidden" name="csrf" value=(caller.csrf);
+                    label { (tr(lang, "Role")) " "
+                        select name="role" { option value="student" { "student" } option value="staff" { "staff" } }
+                    }
+                    label { (tr(lang, "Student number or user name")) " " input name="login" required; }
+                    button type="submit" { (tr(lang, "Deactivate")) }
+                }
+            }
+        },
+    )
+}
+
+async fn accounts_get(lang: Lang, caller: ConsoleCaller) -> Response {
+    accounts_page(lang, &caller, None)
+}
+
+async fn accounts_roster(
+    State(cloud): State<Cloud>,
+    lang: Lang,
+    caller: ConsoleCaller,
+    Form(form): Form<RosterForm>,
+) -> Result<Response, AdminError> {
+    caller.check_csrf(&form.csrf)?;
+    let outcome = super::accounts::import_roster(&cloud, &caller.account, &form.csv).await;
+    Ok(accounts_page(lang, &caller, Some(outcome)))
+}
+
+async fn accounts_staff(
+    State(cloud): State<Cloud>,
+    lang: Lang,
+    caller: ConsoleCaller,
+    Form(form): Form<StaffForm>,
+) -> Result<Response, AdminError> {
+    caller.check_csrf(&form.csrf)?;
+    let staff = super::accounts::StaffAccount {
+        username: form.username,
+        name: form.name,
+        role: form.role,
+        password: form.password,
+    };
+    let outcome = super::accounts::staff_account(&cloud, &caller.account, staff).await;
+    Ok(accounts_page(lang, &caller, Some(outcome)))
+}
+
+async fn accounts_deactivate(
+    State(cloud): State<Cloud>,
+    lang: Lang,
+    caller: ConsoleCaller,
+    Form(form): Form<DeactivateForm>,
+) -> Result<Response, AdminError> {
+    caller.check_csrf(&form.csrf)?;
+    let d = super::accounts::Deactivation {
+        role: form.role,
+        login: form.login,
+    };
+    let outcome = super::accounts::deactivate(&cloud, &caller.account, d).await;
+    Ok(accounts_page(lang, &caller, Some(outcome)))
 }

@@ -1,6 +1,7 @@
 //! The cloud aggregator's receiving side: QUIC server, store, document replicas, and
 //! the admin side (JSON API and console) with its accounts, sessions and audit log.
 
+pub mod accounts;
 pub mod admin;
 pub mod admins;
 pub mod auth;

@@ -998,6 +998,32 @@ impl CloudStore {
         Ok(cursor)
     }
 
+    /// The newest record the cloud issued for `login` (a student's, or a staff
+    /// member's of either staff role).
+    pub fn latest_account(
+        &self,
+        login: &str,
+        student: bool,
+    ) -> Result<Option<Account>, StoreError> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT role, login, name, secret_hash, active FROM account
+                 WHERE login = ?1 AND (role = 'student') = ?2 ORDER BY cursor DESC LIMIT 1",
+                params![login, student],
+                |r| {
+                    Ok(Account {
+                        role: r.get(0)?,
+                        login: r.get(1)?,
+                        name: r.get(2)?,
+                        secret_hash: r.get(3)?,
+                        active: r.get(4)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
     /// The newest account change's cursor (0 when none).
     pub fn accounts_max_cursor(&self) -> Result<u64, StoreError> {
         max_account_cursor(&self.lock())

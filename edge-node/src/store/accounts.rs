@@ -27,56 +27,9 @@ impl From<rusqlite::Error> for AccountError {
     }
 }
 
-/// A student number: 1 to 32 letters, digits or dashes.
-pub fn check_student_number(text: &str) -> Result<(), String> {
-    if text.is_empty()
-        || text.len() > 32
-        || !text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    {
-        return Err("student number must be 1 to 32 letters, digits or dashes".into());
-    }
-    Ok(())
-}
-
-/// Shortest PIN accepted for a new or changed account. Logins are rate limited with
-/// back-off, but a 4-digit PIN falls to a patient guesser within days; 6 digits take
-/// years at the back-off's pace.
-pub const PIN_MIN_DIGITS: usize = 6;
-
-/// A PIN: 6 to 12 digits.
-pub fn check_pin(text: &str) -> Result<(), String> {
-    if !text.bytes().all(|b| b.is_ascii_digit()) || text.len() > 12 {
-        return Err("PIN must be 6 to 12 digits".into());
-    }
-    if text.len() < PIN_MIN_DIGITS {
-        return Err(format!(
-            "PIN has {} digits; PINs must have at least {PIN_MIN_DIGITS} digits (issue the student a longer one)",
-            text.len()
-        ));
-    }
-    Ok(())
-}
-
-/// A staff username: 1 to 32 letters, digits, '-', '_' or '.'.
-pub fn check_username(username: &str) -> Result<(), String> {
-    if username.is_empty()
-        || username.len() > 32
-        || !username
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    {
-        return Err("username must be 1 to 32 letters, digits, '-', '_' or '.'".into());
-    }
-    Ok(())
-}
-
-fn check_name(text: &str) -> Result<(), String> {
-    let n = text.trim().chars().count();
-    if n == 0 || n > 80 {
-        return Err("name must be 1 to 80 characters".into());
-    }
-    Ok(())
-}
+pub use canteen_api::accounts::{
+    PIN_MIN_DIGITS, check_name, check_pin, check_student_number, check_username,
+};
 
 /// One roster row, with the PIN already hashed.
 #[derive(Debug, Clone)]
@@ -92,34 +45,16 @@ pub fn read_roster_csv(
     input: impl std::io::Read,
     cost: HashCost,
 ) -> Result<Vec<StudentRecord>, AccountError> {
-    #[derive(serde::Deserialize)]
-    struct Row {
-        student_number: String,
-        name: String,
-        pin: String,
-    }
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_reader(input);
-    let mut rows = Vec::new();
-    for (i, row) in reader.deserialize::<Row>().enumerate() {
-        let line = i as u64 + 2;
-        let row = row.map_err(|e| AccountError::BadRow {
-            line,
-            message: e.to_string(),
-        })?;
-        let check = check_student_number(&row.student_number)
-            .and_then(|()| check_name(&row.name))
-            .and_then(|()| check_pin(&row.pin));
-        check.map_err(|message| AccountError::BadRow { line, message })?;
-        rows.push(row);
-    }
+    let rows = canteen_api::accounts::read_roster(input).map_err(|bad| AccountError::BadRow {
+        line: bad.line,
+        message: bad.message,
+    })?;
     Ok(rows
         .into_iter()
         .map(|r| StudentRecord {
             pin_hash: hash_secret(&r.pin, cost),
             student_number: r.student_number,
-            name: r.name.trim().to_owned(),
+            name: r.name,
         })
         .collect())
 }
