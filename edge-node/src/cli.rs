@@ -464,9 +464,7 @@ async fn run_other(file: &Option<PathBuf>, command: Command) -> anyhow::Result<(
                 Some(r @ (Role::Staff | Role::Manager)) => r,
                 _ => bail!("--role must be staff or manager"),
             };
-            if password.len() < 8 {
-                bail!("the password needs at least 8 characters");
-            }
+            canteen_api::accounts::check_staff_password(&password).map_err(anyhow::Error::msg)?;
             let hash = hash_secret(&password, config.hash_cost);
             let app = App::open(config, Arc::new(SystemClock))?;
             let id = crate::ops::accounts::add_staff(&app, username, name, role, hash).await;
