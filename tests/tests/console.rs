@@ -315,40 +315,36 @@ async fn console_logins_forms_and_csv() {
     let login_csrf = csrf_of(&html);
     let (user, password) = CLOUD_ADMIN;
 
+    let post_login = |cookie: Option<&str>, form: Vec<(&'static str, String)>| {
+        let mut req = http.post(format!("{base}/login")).form(&form);
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        async move { req.send().await.unwrap() }
+    };
+    let with_token = |password: &str| {
+        vec![
+            ("csrf", login_csrf.clone()),
+            ("username", user.to_owned()),
+            ("password", password.to_owned()),
+        ]
+    };
     // The login form without its token (a form posted from elsewhere) is refused.
-    let res = http
-        .post(format!("{base}/login"))
-        .form(&[("username", user), ("password", password)])
-        .send()
-        .await
-        .unwrap();
+    let res = post_login(
+        None,
+        vec![
+            ("username", user.to_owned()),
+            ("password", password.to_owned()),
+        ],
+    )
+    .await;
     assert_eq!(res.status(), 403);
     assert!(set_cookie(&res, "canteen_admin").is_none());
     // A wrong password says so and logs nobody in.
-    let res = http
-        .post(format!("{base}/login"))
-        .header("cookie", &login_cookie)
-        .form(&[
-            ("csrf", &*login_csrf),
-            ("username", user),
-            ("password", "wrong-password"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let res = post_login(Some(&login_cookie), with_token("wrong-password")).await;
     assert_eq!(res.status(), 401);
     assert!(set_cookie(&res, "canteen_admin").is_none());
-    let res = http
-        .post(format!("{base}/login"))
-        .header("cookie", &login_cookie)
-        .form(&[
-            ("csrf", &*login_csrf),
-            ("username", user),
-            ("password", password),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let res = post_login(Some(&login_cookie), with_token(password)).await;
     assert_eq!(res.status(), 303);
     assert_eq!(res.headers()[LOCATION], "/");
     let session = set_cookie(&res, "canteen_admin").unwrap();

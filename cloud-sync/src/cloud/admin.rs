@@ -157,23 +157,20 @@ async fn login(
     })))
 }
 
+/// Ends the session with this token digest, audited as `who`'s logout.
+pub async fn end_session(cloud: &Cloud, who: &str, token_digest: &str) -> Result<(), AdminError> {
+    let store = cloud.store.clone();
+    let digest = token_digest.to_owned();
+    let result = blocking(move || Ok(store.session_delete(&digest)?)).await;
+    audit(cloud, who, "logout", &[], &result, String::new()).await;
+    result
+}
+
 async fn logout(
     State(cloud): State<Cloud>,
     caller: ApiCaller,
 ) -> Result<impl IntoResponse, AdminError> {
-    let store = cloud.store.clone();
-    let digest = caller.token_digest.clone();
-    let result = blocking(move || Ok(store.session_delete(&digest)?)).await;
-    audit(
-        &cloud,
-        &caller.account.username,
-        "logout",
-        &[],
-        &result,
-        String::new(),
-    )
-    .await;
-    result?;
+    end_session(&cloud, &caller.account.username, &caller.token_digest).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

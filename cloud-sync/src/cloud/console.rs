@@ -4,7 +4,7 @@
 //! sales per canteen side by side, and the audit log, each table also as CSV. Every form carries a CSRF token: the login form a
 //! double-submit cookie, the others the session's token.
 
-use super::admin::{DayQuery, audit, audit_entries, may_read_audit, start_session};
+use super::admin::{DayQuery, audit_entries, end_session, may_read_audit, start_session};
 use super::admins::AdminAccount;
 use super::auth::{AdminError, AdminState, ConsoleCaller, LOGIN_CSRF_COOKIE, cookie, cookie_value};
 use super::sales::{Sales, SalesRow, yuan};
@@ -318,26 +318,7 @@ async fn logout(
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, AdminError> {
     caller.check_csrf(&form.csrf)?;
-    let store = state.cloud.store.clone();
-    let digest = caller.token_digest.clone();
-    let result = tokio::task::spawn_blocking(move || store.session_delete(&digest))
-        .await
-        .map_err(|e| AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
-        .and_then(|r| {
-            r.map_err(|e| {
-                AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-            })
-        });
-    audit(
-        &state.cloud,
-        &caller.account.username,
-        "logout",
-        &[],
-        &result,
-        String::new(),
-    )
-    .await;
-    result?;
+    end_session(&state.cloud, &caller.account.username, &caller.token_digest).await?;
     let mut res = Redirect::to("/login").into_response();
     if let Ok(v) = HeaderValue::from_str(&state.auth.session_cookie("")) {
         res.headers_mut().append(header::SET_COOKIE, v);
@@ -365,6 +346,21 @@ impl From<String> for Cell {
     fn from(s: String) -> Self {
         Cell::Data(s)
     }
+}
+
+/// The business-day picker of a page at `action`.
+fn day_picker(lang: Lang, action: &str, day: &str) -> Markup {
+    html! {
+        form method="get" action=(action) class="day" {
+            label { (tr(lang, "Business day")) " " input type="date" name="day" value=(day); }
+            button type="submit" { (tr(lang, "Show")) }
+        }
+    }
+}
+
+/// The link to a table's CSV.
+fn csv_link(lang: Lang, href: &str) -> Markup {
+    html! { p { a href=(href) download { (tr(lang, "Download as CSV")) } } }
 }
 
 /// Rows of a table: its header and its cells, for the page and the CSV alike.
@@ -461,7 +457,7 @@ async fn fleet(
         "Fleet",
         Some((&caller.account, &caller.csrf)),
         html! {
-            p { a href="/fleet.csv" download { (tr(lang, "Download as CSV")) } }
+            (csv_link(lang, "/fleet.csv"))
             @if table.rows.is_empty() { p { (tr(lang, "No canteen has connected yet.")) } }
             @else { (table.html(lang)) }
         },
@@ -531,13 +527,10 @@ async fn sales_page(
         "Sales",
         Some((&caller.account, &caller.csrf)),
         html! {
-            form method="get" action="/sales" class="day" {
-                label { (tr(lang, "Business day")) " " input type="date" name="day" value=(day); }
-                button type="submit" { (tr(lang, "Show")) }
-            }
+            (day_picker(lang, "/sales", &day))
             @if sales.day.is_none() { p { (tr(lang, "No canteen has sold anything yet.")) } }
             @else {
-                p { a href={ "/sales.csv?day=" (day) } download { (tr(lang, "Download as CSV")) } }
+                (csv_link(lang, &format!("/sales.csv?day={day}")))
                 (table.html(lang))
                 h2 { (tr(lang, "Orders per hour (each canteen's local time)")) }
                 div #orders-chart .chart data-chart="orders-per-hour" {}
@@ -619,13 +612,10 @@ async fn items_page(
         "Dishes",
         Some((&caller.account, &caller.csrf)),
         html! {
-            form method="get" action="/items" class="day" {
-                label { (tr(lang, "Business day")) " " input type="date" name="day" value=(day); }
-                button type="submit" { (tr(lang, "Show")) }
-            }
+            (day_picker(lang, "/items", &day))
             @if items.day.is_none() { p { (tr(lang, "No canteen has sold anything yet.")) } }
             @else {
-                p { a href={ "/items.csv?day=" (day) } download { (tr(lang, "Download as CSV")) } }
+                (csv_link(lang, &format!("/items.csv?day={day}")))
                 h2 { (tr(lang, "Ranking")) }
                 (ranking.html(lang))
                 h2 { (tr(lang, "Sold out")) }
@@ -700,7 +690,7 @@ async fn audit_page(
         "Audit log",
         Some((&caller.account, &caller.csrf)),
         html! {
-            p { a href="/audit.csv" download { (tr(lang, "Download as CSV")) } }
+            (csv_link(lang, "/audit.csv"))
             (table.html(lang))
         },
     ))
