@@ -276,6 +276,16 @@ async fn viewers_change_nothing_and_canteen_managers_only_their_canteens() {
     drop(edge);
 }
 
+/// A console page (no redirects followed) with the cookies `cookie`.
+async fn console_get(url: String, cookie: impl AsRef<str>) -> reqwest::Response {
+    no_redirects()
+        .get(url)
+        .header("cookie", cookie.as_ref())
+        .send()
+        .await
+        .unwrap()
+}
+
 /// The hidden `csrf` field of the first form on `html`.
 fn csrf_of(html: &str) -> String {
     let at = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
@@ -357,12 +367,7 @@ async fn console_logins_forms_and_csv() {
     );
     let session = cookie_pair(&session);
 
-    let fleet = http
-        .get(format!("{base}/"))
-        .header("cookie", &session)
-        .send()
-        .await
-        .unwrap();
+    let fleet = console_get(format!("{base}/"), &session).await;
     assert_eq!(fleet.status(), 200);
     let csp = fleet.headers()[CONTENT_SECURITY_POLICY]
         .to_str()
@@ -378,12 +383,7 @@ async fn console_logins_forms_and_csv() {
     );
 
     // 简体中文: chosen with ?lang=zh (and remembered), or asked for by the browser.
-    let zh = http
-        .get(format!("{base}/?lang=zh"))
-        .header("cookie", &session)
-        .send()
-        .await
-        .unwrap();
+    let zh = console_get(format!("{base}/?lang=zh"), &session).await;
     let remembered = cookie_pair(&set_cookie(&zh, "canteen_console_lang").unwrap());
     let html = zh.text().await.unwrap();
     assert!(
@@ -417,12 +417,8 @@ async fn console_logins_forms_and_csv() {
         "Accept-Language: {asked}"
     );
 
-    let csv_text = http
-        .get(format!("{base}/fleet.csv"))
-        .header("cookie", &session)
-        .send()
+    let csv_text = console_get(format!("{base}/fleet.csv"), &session)
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
@@ -448,12 +444,7 @@ async fn console_logins_forms_and_csv() {
             .unwrap();
         assert_eq!(res.status(), 403, "csrf {bad:?}");
     }
-    let still = http
-        .get(format!("{base}/audit-log"))
-        .header("cookie", &session)
-        .send()
-        .await
-        .unwrap();
+    let still = console_get(format!("{base}/audit-log"), &session).await;
     assert_eq!(still.status(), 200);
     let res = http
         .post(format!("{base}/logout"))
@@ -463,12 +454,7 @@ async fn console_logins_forms_and_csv() {
         .await
         .unwrap();
     assert_eq!(res.status(), 303);
-    let gone = http
-        .get(format!("{base}/"))
-        .header("cookie", &session)
-        .send()
-        .await
-        .unwrap();
+    let gone = console_get(format!("{base}/"), &session).await;
     assert_eq!(gone.status(), 303, "the session ended");
 
     // The audit log, as CSV: the failed and the good login, and the logout.
@@ -1150,12 +1136,8 @@ async fn accounts_issued_at_the_console_reach_the_box_and_deactivation_ends_sess
         .await
         .unwrap();
     assert_eq!(res.status(), 403);
-    let page = http
-        .get(format!("{}/accounts", cloud.admin))
-        .header("cookie", &session)
-        .send()
+    let page = console_get(format!("{}/accounts", cloud.admin), &session)
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
