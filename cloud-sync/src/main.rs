@@ -261,15 +261,7 @@ fn admin_command(command: AdminCommand) -> anyhow::Result<()> {
             {
                 anyhow::bail!("no active admin named {username}");
             }
-            let (token, digest) = admins::new_token();
-            let (csrf, _) = admins::new_token();
-            store.session_create(
-                &digest,
-                &username,
-                &csrf,
-                now,
-                now + (hours * 3_600_000) as i64,
-            )?;
+            let token = store.session_open(&username, now, (hours * 3_600_000) as i64)?;
             store.audit_append(
                 now,
                 &username,

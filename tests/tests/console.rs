@@ -920,19 +920,21 @@ async fn an_admin_uses_the_console_in_a_browser() -> anyhow::Result<()> {
     outcome
 }
 
-/// The fleet's alerts for `node`, by code.
+/// The fleet's alerts for `node`, by code (the fleet must list `node`: an empty answer
+/// is not "no alerts").
 async fn alert_codes(cloud: &CloudProcess, node: &str) -> Vec<String> {
-    let (_, fleet) = call(cloud, "GET", "/api/fleet", Some(&cloud.token), None).await;
-    fleet
+    let (status, fleet) = call(cloud, "GET", "/api/fleet", Some(&cloud.token), None).await;
+    assert_eq!(status, 200, "{fleet}");
+    let row = fleet
         .as_array()
         .and_then(|rows| rows.iter().find(|r| r["node_id"] == node))
-        .and_then(|r| r["alerts"].as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x["code"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
+        .unwrap_or_else(|| panic!("{node} not in the fleet: {fleet}"));
+    row["alerts"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no alerts list: {row}"))
+        .iter()
+        .filter_map(|x| x["code"].as_str().map(str::to_owned))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

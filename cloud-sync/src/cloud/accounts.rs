@@ -5,7 +5,7 @@
 //! deactivation reaches each box on its next sync, and ends the account's sessions
 //! there.
 
-use super::admin::audit;
+use super::admin::{audit, on_blocking_pool};
 use super::admins::{AdminAccount, hash_account_secret};
 use super::auth::AdminError;
 use super::server::Cloud;
@@ -65,12 +65,9 @@ fn may_issue(account: &AdminAccount) -> Result<(), AdminError> {
 async fn issue(cloud: &Cloud, accounts: Vec<Account>) -> Result<Issued, AdminError> {
     let store = cloud.store.clone();
     let n = accounts.len();
-    let cursor = tokio::task::spawn_blocking(move || store.add_accounts(&accounts))
-        .await
-        .map_err(|e| AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map_err(|e| {
-            AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-        })?;
+    let cursor = on_blocking_pool(move || store.add_accounts(&accounts))
+        .await?
+        .map_err(AdminError::internal)?;
     cloud.accounts_changed.notify_waiters();
     Ok(Issued {
         accounts: n,
@@ -79,9 +76,7 @@ async fn issue(cloud: &Cloud, accounts: Vec<Account>) -> Result<Issued, AdminErr
 }
 
 async fn hashed(secrets: Vec<String>) -> Result<Vec<String>, AdminError> {
-    tokio::task::spawn_blocking(move || secrets.iter().map(|s| hash_account_secret(s)).collect())
-        .await
-        .map_err(|e| AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+    on_blocking_pool(move || secrets.iter().map(|s| hash_account_secret(s)).collect()).await
 }
 
 /// Imports a roster CSV (`student_number,name,pin`) for every canteen.
@@ -179,14 +174,9 @@ pub async fn deactivate(
         };
         let store = cloud.store.clone();
         let login = d.login.clone();
-        let latest = tokio::task::spawn_blocking(move || store.latest_account(&login, student))
-            .await
-            .map_err(|e| {
-                AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-            })?
-            .map_err(|e| {
-                AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-            })?;
+        let latest = on_blocking_pool(move || store.latest_account(&login, student))
+            .await?
+            .map_err(AdminError::internal)?;
         let Some(mut account) = latest else {
             return Err(AdminError::new(
                 StatusCode::NOT_FOUND,

@@ -55,13 +55,20 @@ pub fn router(cloud: Cloud, options: AdminOptions) -> Router {
         .with_state(state)
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+/// Runs `f` on the blocking pool (the store and argon2 never run on tokio's workers).
+pub async fn on_blocking_pool<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, AdminError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map_err(AdminError::from)
+        .map_err(AdminError::internal)
+}
+
+/// `on_blocking_pool` for work whose errors are the caller's input (422).
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> Result<T, AdminError> {
+    on_blocking_pool(f).await?.map_err(AdminError::from)
 }
 
 /// Appends to the audit log: `who` did `action` to `canteens`, ending in `result`.
@@ -104,7 +111,7 @@ pub async fn start_session(
     from: std::net::IpAddr,
     username: &str,
     password: &str,
-) -> Result<(String, String, AdminAccount, i64), AdminError> {
+) -> Result<(String, AdminAccount, i64), AdminError> {
     state.auth.login_attempt(from, username)?;
     let store = state.cloud.store.clone();
     let (u, p) = (username.to_owned(), password.to_owned());
@@ -133,14 +140,12 @@ pub async fn start_session(
     )
     .await;
     let account = result?;
-    let (token, digest) = super::admins::new_token();
-    let (csrf, _) = super::admins::new_token();
     let now = now_ms();
-    let expires = now + state.auth.options.session_ttl.as_millis() as i64;
+    let ttl = state.auth.options.session_ttl.as_millis() as i64;
     let store = state.cloud.store.clone();
-    let (who, c) = (account.username.clone(), csrf.clone());
-    blocking(move || Ok(store.session_create(&digest, &who, &c, now, expires)?)).await?;
-    Ok((token, csrf, account, expires))
+    let who = account.username.clone();
+    let token = blocking(move || Ok(store.session_open(&who, now, ttl)?)).await?;
+    Ok((token, account, now + ttl))
 }
 
 async fn login(
@@ -148,7 +153,7 @@ async fn login(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Json(body): Json<LoginBody>,
 ) -> Result<impl IntoResponse, AdminError> {
-    let (token, _, account, expires) =
+    let (token, account, expires) =
         start_session(&state, peer.ip(), &body.username, &body.password).await?;
     Ok(Json(json!({
         "token": token,
@@ -335,6 +340,37 @@ async fn menu(
     Ok(Json(json!({"items": view.items, "conflicts": conflicts})))
 }
 
+/// Applies `count` edits to a document of canteen `node` if the caller may change it,
+/// and audits the attempt as `action`.
+async fn edit_document<T: Send + 'static>(
+    cloud: &Cloud,
+    caller: &ApiCaller,
+    node: String,
+    action: &str,
+    count: usize,
+    edit: impl FnOnce(&super::docs::DocHub, &str) -> anyhow::Result<T> + Send + 'static,
+) -> Result<T, AdminError> {
+    let result = match changeable(caller, Some(&node)) {
+        Ok(()) => {
+            let (docs, n) = (cloud.docs.clone(), node.clone());
+            blocking(move || edit(&docs, &n)).await
+        }
+        Err(e) => Err(e),
+    };
+    let canteens = [node];
+    let detail = format!("{count} edit(s)");
+    audit(
+        cloud,
+        &caller.account.username,
+        action,
+        &canteens,
+        &result,
+        detail,
+    )
+    .await;
+    result
+}
+
 async fn menu_edits(
     State(cloud): State<Cloud>,
     caller: ApiCaller,
@@ -342,23 +378,11 @@ async fn menu_edits(
     Json(edits): Json<Vec<MenuEdit>>,
 ) -> Result<impl IntoResponse, AdminError> {
     let count = edits.len();
-    let result = match changeable(&caller, Some(&node)) {
-        Ok(()) => {
-            let (docs, n) = (cloud.docs.clone(), node.clone());
-            blocking(move || docs.edit_menu(&n, &edits, now_ms())).await
-        }
-        Err(e) => Err(e),
-    };
-    audit(
-        &cloud,
-        &caller.account.username,
-        "menu.edit",
-        std::slice::from_ref(&node),
-        &result,
-        format!("{count} edit(s)"),
-    )
-    .await;
-    Ok(Json(json!({"items": result?.items})))
+    let view = edit_document(&cloud, &caller, node, "menu.edit", count, move |docs, n| {
+        docs.edit_menu(n, &edits, now_ms())
+    })
+    .await?;
+    Ok(Json(json!({"items": view.items})))
 }
 
 async fn settings_edits(
@@ -368,23 +392,16 @@ async fn settings_edits(
     Json(edits): Json<Vec<SettingsEdit>>,
 ) -> Result<impl IntoResponse, AdminError> {
     let count = edits.len();
-    let result = match changeable(&caller, Some(&node)) {
-        Ok(()) => {
-            let (docs, n) = (cloud.docs.clone(), node.clone());
-            blocking(move || docs.edit_settings(&n, &edits, now_ms())).await
-        }
-        Err(e) => Err(e),
-    };
-    audit(
+    let view = edit_document(
         &cloud,
-        &caller.account.username,
+        &caller,
+        node,
         "settings.edit",
-        std::slice::from_ref(&node),
-        &result,
-        format!("{count} edit(s)"),
+        count,
+        move |docs, n| docs.edit_settings(n, &edits, now_ms()),
     )
-    .await;
-    Ok(Json(result?))
+    .await?;
+    Ok(Json(view))
 }
 
 /// A student roster (CSV `student_number,name,pin`) for every canteen.

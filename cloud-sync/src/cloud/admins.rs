@@ -129,15 +129,18 @@ fn argon() -> Argon2<'static> {
 /// An argon2id PHC string of a box account's PIN or password (checked by the caller),
 /// with the box's own default costs.
 pub fn hash_account_secret(secret: &str) -> String {
+    phc(secret).unwrap_or_default()
+}
+
+/// An argon2id PHC string of `secret` with a fresh random salt.
+fn phc(secret: &str) -> Result<String, String> {
     let mut bytes = [0u8; 16];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
-    let Ok(salt) = SaltString::encode_b64(&bytes) else {
-        return String::new();
-    };
+    let salt = SaltString::encode_b64(&bytes).map_err(|e| e.to_string())?;
     argon()
         .hash_password(secret.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .unwrap_or_default()
+        .map_err(|e| e.to_string())
 }
 
 /// An argon2id PHC string of `password`, after checking its length.
@@ -147,13 +150,7 @@ pub fn hash_password(password: &str) -> Result<String, String> {
             "a password has {PASSWORD_MIN} to {PASSWORD_MAX} characters"
         ));
     }
-    let mut bytes = [0u8; 16];
-    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
-    let salt = SaltString::encode_b64(&bytes).map_err(|e| e.to_string())?;
-    argon()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
+    phc(password)
 }
 
 fn verify(password: &str, phc: &str) -> bool {
@@ -307,6 +304,20 @@ impl CloudStore {
                 },
             )
             .optional()?)
+    }
+
+    /// Opens a session of `username` lasting `ttl_ms`: its bearer token (stored only as
+    /// a digest, with a fresh CSRF token for the console's forms).
+    pub fn session_open(
+        &self,
+        username: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<String, StoreError> {
+        let (token, digest) = new_token();
+        let (csrf, _) = new_token();
+        self.session_create(&digest, username, &csrf, now_ms, now_ms + ttl_ms)?;
+        Ok(token)
     }
 
     pub fn session_delete(&self, token_digest: &str) -> Result<(), StoreError> {

@@ -290,7 +290,7 @@ async fn login(
         );
     }
     match start_session(&state, peer.ip(), &form.username, &form.password).await {
-        Ok((token, _, _, _)) => {
+        Ok((token, _, _)) => {
             let mut res = Redirect::to("/").into_response();
             for c in [
                 state.auth.session_cookie(&token),

@@ -6,7 +6,6 @@ use super::admins::AdminAccount;
 use super::auth::AdminError;
 use super::server::Cloud;
 use super::store::NodeRow;
-use axum::http::StatusCode;
 use chrono::{Datelike, Timelike};
 use crdt::settings::CanteenSettings;
 use serde::Serialize;
@@ -102,7 +101,7 @@ pub async fn fleet(
 ) -> Result<Vec<FleetRow>, AdminError> {
     let nodes = super::admin::visible_nodes(cloud, account).await?;
     let docs = cloud.docs.clone();
-    tokio::task::spawn_blocking(move || {
+    super::admin::on_blocking_pool(move || {
         let now = chrono::Utc::now();
         nodes
             .into_iter()
@@ -115,7 +114,6 @@ pub async fn fleet(
             .collect()
     })
     .await
-    .map_err(|e| AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
 }
 
 #[cfg(test)]

@@ -2,10 +2,10 @@
 //! every dish at every canteen an admin may see, and the sold-out board: which dish
 //! sold out where and when, and when it came back, from the boxes' stock events.
 
+use super::admin::blocking;
 use super::admins::AdminAccount;
 use super::auth::AdminError;
 use super::server::Cloud;
-use axum::http::StatusCode;
 use canteen_api::events::EventPayload;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -52,7 +52,7 @@ pub async fn items(
         super::sales::check_day(d)?;
     }
     let (store, docs, account) = (cloud.store.clone(), cloud.docs.clone(), account.clone());
-    tokio::task::spawn_blocking(move || -> anyhow::Result<Items> {
+    blocking(move || -> anyhow::Result<Items> {
         let day = match day {
             Some(d) => Some(d),
             None => store.latest_service_day()?,
@@ -90,14 +90,11 @@ pub async fn items(
                         revenue_fen: t.revenue_fen,
                     });
                 }
-                for (kind, payload, at) in store.stock_events(&node.node_id)? {
+                for (kind, payload, at) in store.stock_events(&node.node_id, day)? {
                     let Ok(EventPayload::StockChanged(s)) = EventPayload::parse(&kind, &payload)
                     else {
                         continue;
                     };
-                    if s.service_day.to_string() != *day {
-                        continue;
-                    }
                     let item = s.item_id.to_string();
                     let open = sold_out.iter_mut().rev().find(|o| {
                         o.canteen == node.node_id && o.item_id == item && o.back_at.is_none()
@@ -134,6 +131,4 @@ pub async fn items(
         })
     })
     .await
-    .map_err(|e| AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-    .map_err(AdminError::from)
 }

@@ -3,6 +3,7 @@
 //! cancellations, expired and unclaimed orders. Read from the cloud's projections of
 //! the boxes' events.
 
+use super::admin::blocking;
 use super::admins::AdminAccount;
 use super::auth::AdminError;
 use super::server::Cloud;
@@ -114,7 +115,7 @@ pub async fn sales(
     let store = cloud.store.clone();
     let docs = cloud.docs.clone();
     let account = account.clone();
-    tokio::task::spawn_blocking(move || -> anyhow::Result<Sales> {
+    blocking(move || -> anyhow::Result<Sales> {
         let day = match day {
             Some(d) => Some(d),
             None => store.latest_service_day()?,
@@ -162,8 +163,6 @@ pub async fn sales(
         })
     })
     .await
-    .map_err(|e| AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-    .map_err(AdminError::from)
 }
 
 /// `¥12.34` from fen, in integer arithmetic.

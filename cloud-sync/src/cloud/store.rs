@@ -909,15 +909,22 @@ impl CloudStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// `node`'s stock events (kind, payload, time) in order.
-    pub fn stock_events(&self, node: &str) -> Result<Vec<(String, String, String)>, StoreError> {
+    /// `node`'s stock events of business `day` (kind, payload, time) in order.
+    pub fn stock_events(
+        &self,
+        node: &str,
+        day: &str,
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn.prepare(
             "SELECT kind, payload, at FROM event
              WHERE node_id = ?1 AND kind LIKE 'stock.%' AND counted = 1
+               AND payload ->> 'service_day' = ?2
              ORDER BY timeline, seq",
         )?;
-        let rows = stmt.query_map([node], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let rows = stmt.query_map(params![node, day], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
