@@ -4,7 +4,8 @@
 //! own cursors.
 
 use crate::proto::{
-    Account, BATCH_MAX, BoxHello, CloudWelcome, Message, PROTOCOL_VERSION, RefuseCode, WireEvent,
+    Account, BATCH_MAX, BoxHello, BoxStatus, CloudWelcome, Message, PROTOCOL_VERSION, RefuseCode,
+    STATUS_VERSION, WireEvent,
 };
 use crate::uplink::Uplink;
 use crate::wire::{self, WireError};
@@ -96,6 +97,9 @@ pub trait EdgeLink: Send + Sync + 'static {
         cursor: u64,
         accounts: Vec<Account>,
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// The box's status as it stands (protocol version 3; `sent_at_ms` is stamped by
+    /// the client as it sends).
+    fn status(&self) -> impl Future<Output = anyhow::Result<BoxStatus>> + Send;
 }
 
 #[derive(Clone)]
@@ -107,6 +111,8 @@ pub struct ClientConfig {
     pub tls: quinn::ClientConfig,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// How often the box sends its status (protocol version 3).
+    pub status_every: Duration,
 }
 
 /// The link's state, for metrics and the staff API.
@@ -193,13 +199,16 @@ pub async fn run<L: EdgeLink>(
     };
     endpoint.set_default_client_config(config.tls.clone());
     let mut backoff = config.backoff_min;
-    // A cloud of the previous release does not know `HelloV2`; once it says so, the
-    // box speaks version 1 to it (without incarnations), until a cloud refuses that.
-    let mut legacy = false;
+    // The version this box says in its hello. A cloud of an older release refuses
+    // version 3 (the box then speaks 2, without status messages) or cannot read
+    // `HelloV2` at all (the box then speaks 1, without incarnations); a cloud that
+    // refuses the lower version gets the newest again.
+    let mut speak = PROTOCOL_VERSION;
     loop {
+        let legacy = speak == 1;
         let result = tokio::select! {
             () = shutdown.cancelled() => break,
-            r = session(&endpoint, &link, &config, &status, legacy) => r,
+            r = session(&endpoint, &link, &config, &status, speak) => r,
         };
         status.update(|s| s.connected = false);
         match result {
@@ -213,15 +222,27 @@ pub async fn run<L: EdgeLink>(
             Err(SessionError::Refused {
                 code: RefuseCode::Version,
                 ..
-            }) if legacy => {
-                tracing::warn!("the cloud refuses protocol version 1: speaking version 2 again");
-                legacy = false;
+            }) if speak < PROTOCOL_VERSION => {
+                tracing::warn!(
+                    "the cloud refuses protocol version {speak}: speaking version {PROTOCOL_VERSION} again"
+                );
+                speak = PROTOCOL_VERSION;
+            }
+            Err(SessionError::Refused {
+                code: RefuseCode::Version,
+                ..
+            }) if speak > 2 => {
+                tracing::warn!(
+                    "the cloud speaks protocol version 2 at most: the box's status is not reported until it is upgraded"
+                );
+                speak = 2;
+                backoff = config.backoff_min;
             }
             Err(SessionError::Legacy) if !legacy => {
                 tracing::warn!(
                     "the cloud speaks protocol version 1 only: restores are not detected until it is upgraded"
                 );
-                legacy = true;
+                speak = 1;
                 backoff = config.backoff_min;
             }
             Err(e) => {
@@ -315,8 +336,9 @@ async fn session<L: EdgeLink>(
     link: &Arc<L>,
     config: &ClientConfig,
     status: &Arc<StatusCell>,
-    legacy: bool,
+    speak: u16,
 ) -> Result<(), SessionError> {
+    let legacy = speak == 1;
     let connecting = endpoint
         .connect(config.cloud_addr, &config.cloud_name)
         .map_err(|e| SessionError::Connect(e.to_string()))?;
@@ -340,7 +362,7 @@ async fn session<L: EdgeLink>(
         }
     } else {
         Message::HelloV2(BoxHello {
-            version: PROTOCOL_VERSION,
+            version: speak,
             node_id: config.node_id.clone(),
             incarnation: local.incarnation.clone(),
             base_seq: local.base_seq,
@@ -357,8 +379,12 @@ async fn session<L: EdgeLink>(
     let welcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, wire::next(&mut control_rx))
         .await
         .map_err(|_| SessionError::Protocol("no answer to hello".into()))?;
+    let mut welcomed_in = 1;
     let cloud_acked = match welcome {
-        Ok(Message::WelcomeV2(w)) => welcome_v2(link, &local, w, status).await?,
+        Ok(Message::WelcomeV2(w)) => {
+            welcomed_in = w.version.min(speak);
+            welcome_v2(link, &local, w, status).await?
+        }
         Ok(Message::Welcome { acked_seq, .. }) => {
             // A version 1 cloud: no incarnations; still never a cursor beyond the outbox.
             if acked_seq > local.last_seq {
@@ -413,6 +439,14 @@ async fn session<L: EdgeLink>(
         tasks.spawn(documents(conn.clone(), link.clone(), status.clone(), doc));
     }
     tasks.spawn(accounts(conn.clone(), link.clone()));
+    // The control stream stays open for the session (a version 3 session carries the
+    // status on it).
+    let mut control = Some(control);
+    if welcomed_in >= STATUS_VERSION
+        && let Some(control) = control.take()
+    {
+        tasks.spawn(report_status(control, link.clone(), config.status_every));
+    }
     let result = tokio::select! {
         Some(done) = tasks.join_next() => match done {
             Ok(r) => r,
@@ -421,6 +455,7 @@ async fn session<L: EdgeLink>(
         reason = conn.closed() => Err(SessionError::Connect(reason.to_string())),
     };
     tasks.abort_all();
+    drop(control);
     conn.close(0u32.into(), b"reconnecting");
     result
 }
@@ -573,6 +608,30 @@ async fn document_stream<L: EdgeLink>(
             () = changed.notified() => {}
             () = tokio::time::sleep(DOC_RESYNC) => {}
         }
+    }
+}
+
+/// Sends the box's status on the control stream now and then every `every`. The
+/// clock is read last, just before the send, so the cloud's offset estimate is not
+/// skewed by the time spent gathering the rest.
+async fn report_status<L: EdgeLink>(
+    mut control: quinn::SendStream,
+    link: Arc<L>,
+    every: Duration,
+) -> Result<(), SessionError> {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let mut report = link
+            .status()
+            .await
+            .map_err(|e| SessionError::Local(e.to_string()))?;
+        report.sent_at_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        wire::send(&mut control, &Message::Status(report)).await?;
     }
 }
 

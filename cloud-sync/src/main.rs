@@ -134,6 +134,15 @@ enum Command {
         #[arg(long, env = "CLOUD_ALERT_SILENT_SECONDS", default_value_t = 600,
               value_parser = clap::value_parser!(u64).range(1..=86_400))]
         alert_silent_seconds: u64,
+        /// A box whose oldest event waiting to be sent is this many seconds old raises
+        /// an "outbox not draining" alert.
+        #[arg(long, env = "CLOUD_ALERT_OUTBOX_SECONDS", default_value_t = 300,
+              value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        alert_outbox_seconds: u64,
+        /// A box whose clock is off the cloud's by this many seconds raises an alert.
+        #[arg(long, env = "CLOUD_ALERT_CLOCK_SECONDS", default_value_t = 120,
+              value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        alert_clock_seconds: u64,
     },
 }
 
@@ -409,6 +418,8 @@ async fn main() -> anyhow::Result<()> {
             admin_tls_key,
             admin_session_minutes,
             alert_silent_seconds,
+            alert_outbox_seconds,
+            alert_clock_seconds,
         } => {
             let admin_tls = match (&admin_tls_cert, &admin_tls_key) {
                 (Some(cert), Some(key)) => {
@@ -437,7 +448,11 @@ async fn main() -> anyhow::Result<()> {
             let options = AdminOptions {
                 session_ttl: std::time::Duration::from_secs(admin_session_minutes * 60),
                 tls: admin_tls.is_some(),
-                silent_alert: std::time::Duration::from_secs(alert_silent_seconds),
+                alerts: cloud_sync::cloud::fleet::AlertLimits {
+                    silent: std::time::Duration::from_secs(alert_silent_seconds),
+                    outbox: std::time::Duration::from_secs(alert_outbox_seconds),
+                    clock: std::time::Duration::from_secs(alert_clock_seconds),
+                },
                 ..AdminOptions::default()
             };
             let stop = CancellationToken::new();

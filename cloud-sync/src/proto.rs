@@ -10,8 +10,12 @@ use serde::{Deserialize, Serialize};
 /// ALPN of the protocol family; the exact version travels in `Hello`.
 pub const ALPN: &[u8] = b"canteen-sync";
 /// The protocol version this build speaks. Version 2 adds incarnations (`HelloV2`,
-/// `WelcomeV2`); a cloud of this build still serves a version 1 box.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// `WelcomeV2`); version 3 the box's periodic `Status` on the control stream. A cloud
+/// of this build still serves a version 1 or 2 box (it welcomes a box in the lower of
+/// both versions), and a box of this build speaks version 2 to a cloud that refuses 3.
+pub const PROTOCOL_VERSION: u16 = 3;
+/// The first version with the box's `Status` message.
+pub const STATUS_VERSION: u16 = 3;
 /// The oldest protocol version this build still serves.
 pub const PROTOCOL_MIN: u16 = 1;
 /// Largest frame accepted, in bytes.
@@ -91,6 +95,104 @@ pub struct CloudWelcome {
     pub rebased: bool,
 }
 
+/// One business day as the box itself counts it, for reconciliation with the cloud's
+/// totals of the same day.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayTotals {
+    /// `YYYY-MM-DD`, the canteen's own business day.
+    pub day: String,
+    /// The box's last outbox event when it counted: the totals cover every event up to
+    /// here.
+    pub through_seq: u64,
+    pub orders: i64,
+    /// Payments less refunds.
+    pub revenue_fen: i64,
+    pub refunds_fen: i64,
+    pub cancelled: i64,
+    pub expired: i64,
+    pub unclaimed: i64,
+}
+
+/// A document's heads at the box (hex change hashes).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocHeads {
+    pub doc: String,
+    pub heads: Vec<String>,
+}
+
+/// Box → cloud on the control stream, every status interval (version 3): what admins
+/// need to see about a box that the events do not say.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoxStatus {
+    /// The box's clock when it sent this, in milliseconds since the epoch (the cloud
+    /// compares it with its own, less half the round trip).
+    pub sent_at_ms: i64,
+    /// The box's software version and database schema version.
+    pub software: String,
+    pub schema: u32,
+    /// The last event in the box's outbox, and what the cloud acknowledged as the box
+    /// knows it.
+    pub last_seq: u64,
+    pub acked_seq: u64,
+    /// When the oldest event not yet acknowledged was written (RFC 3339), if any.
+    pub oldest_waiting_at: Option<String>,
+    /// The documents' heads as the box holds them.
+    pub docs: Vec<DocHeads>,
+    /// The box's own totals of its recent business days (newest first).
+    pub days: Vec<DayTotals>,
+}
+
+/// Limits on what a status may carry.
+pub const STATUS_DOCS_MAX: usize = 4;
+pub const STATUS_HEADS_MAX: usize = 64;
+pub const STATUS_DAYS_MAX: usize = 8;
+
+impl BoxStatus {
+    /// What is wrong with a status from a box, if anything: every field is the peer's.
+    pub fn problem(&self) -> Option<String> {
+        let short = |s: &str, max: usize| s.len() <= max && s.bytes().all(|b| b.is_ascii_graphic());
+        if !short(&self.software, 64) {
+            return Some("the software version is 1 to 64 visible characters".into());
+        }
+        if self.acked_seq > self.last_seq {
+            return Some("acknowledged beyond the last event".into());
+        }
+        if self
+            .oldest_waiting_at
+            .as_deref()
+            .is_some_and(|t| t.len() > 40 || chrono::DateTime::parse_from_rfc3339(t).is_err())
+        {
+            return Some("the oldest waiting event's time is not RFC 3339".into());
+        }
+        if self.docs.len() > STATUS_DOCS_MAX
+            || self.docs.iter().any(|d| {
+                !short(&d.doc, 32)
+                    || d.heads.len() > STATUS_HEADS_MAX
+                    || d.heads
+                        .iter()
+                        .any(|h| h.len() != 64 || hex::decode(h).is_err())
+            })
+        {
+            return Some("document heads are at most 4 documents of 64 hex hashes".into());
+        }
+        if self.days.len() > STATUS_DAYS_MAX
+            || self.days.iter().any(|d| {
+                chrono::NaiveDate::parse_from_str(&d.day, "%Y-%m-%d").is_err()
+                    || d.through_seq > self.last_seq
+                    || [d.orders, d.refunds_fen, d.cancelled, d.expired, d.unclaimed]
+                        .iter()
+                        .any(|n| *n < 0)
+            })
+        {
+            return Some(
+                "day totals are at most 8 days (YYYY-MM-DD), counted through an event the box has, none negative"
+                    .into(),
+            );
+        }
+        None
+    }
+}
+
 /// A digest of one event's content (kind, aggregate, payload, time): two timelines
 /// that reuse a sequence number hold different events there.
 pub fn event_digest(e: &WireEvent) -> String {
@@ -132,6 +234,9 @@ pub enum Message {
     HelloV2(BoxHello),
     /// Cloud → box: accepted (version 2).
     WelcomeV2(CloudWelcome),
+    // Version 3.
+    /// Box → cloud on the control stream, after the welcome, periodically.
+    Status(BoxStatus),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

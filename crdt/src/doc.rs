@@ -220,6 +220,42 @@ impl ReplicatedDoc {
         self.doc.get_heads()
     }
 
+    /// The heads as hex strings (as they travel in a box's status).
+    pub fn heads_hex(&mut self) -> Vec<String> {
+        self.heads().iter().map(|h| h.to_string()).collect()
+    }
+
+    /// Whether every change up to the heads `target` is in the history of the heads
+    /// `have` (hex hashes, e.g. a peer's): has the peer applied `target`? Hashes of
+    /// `have` this replica does not know are left out (they are the peer's newer
+    /// changes); a `target` this replica does not know, or an unreadable hash, is not
+    /// contained.
+    pub fn history_contains(&mut self, have: &[String], target: &[String]) -> bool {
+        let parse = |v: &[String]| -> Option<Vec<automerge::ChangeHash>> {
+            v.iter().map(|h| h.parse().ok()).collect()
+        };
+        let (Some(have), Some(target)) = (parse(have), parse(target)) else {
+            return false;
+        };
+        let have: Vec<_> = have
+            .into_iter()
+            .filter(|h| self.doc.get_change_by_hash(h).is_some())
+            .collect();
+        if target
+            .iter()
+            .any(|h| self.doc.get_change_by_hash(h).is_none())
+        {
+            return false;
+        }
+        let missing: std::collections::HashSet<automerge::ChangeHash> = self
+            .doc
+            .get_changes(&have)
+            .iter()
+            .map(|c| c.hash())
+            .collect();
+        target.iter().all(|t| !missing.contains(t))
+    }
+
     /// Checks that this document, saved, is one a replica would load: the checks of
     /// [`ReplicatedDoc::load`] (whole, right kind, a schema this build knows) and the
     /// size limit. A replica runs it on a trial copy holding a peer's changes before

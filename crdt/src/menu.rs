@@ -879,6 +879,58 @@ pub fn project(doc: &ReplicatedDoc) -> Result<MenuView, InvalidValue> {
     Ok(MenuView { items: out })
 }
 
+/// The edit that settles a conflicted field of an item (a path from
+/// [`crate::conflicts`], e.g. `["items", "<id>", "price_fen"]`) on one of its values:
+/// a new write of that value supersedes every concurrent one. `None` for a field that
+/// is not an item's scalar, or a value that does not fit the field.
+pub fn keep_value(path: &[String], value: &str) -> Option<MenuEdit> {
+    let [items, id, field] = path else {
+        return None;
+    };
+    if items != "items" {
+        return None;
+    }
+    let item: ItemId = id.parse().ok()?;
+    Some(match field.as_str() {
+        "name_zh" => MenuEdit::SetNameZh {
+            item,
+            name: value.to_owned(),
+        },
+        "name_en" => MenuEdit::SetNameEn {
+            item,
+            name: value.to_owned(),
+        },
+        "category" => MenuEdit::SetCategory {
+            item,
+            category: value.to_owned(),
+        },
+        "price_fen" => MenuEdit::SetPrice {
+            item,
+            price_fen: value.parse().ok()?,
+        },
+        "daily_quota" => MenuEdit::SetQuota {
+            item,
+            daily_quota: match value {
+                "null" => None,
+                v => Some(v.parse().ok()?),
+            },
+        },
+        "available" => MenuEdit::SetAvailable {
+            item,
+            available: value.parse().ok()?,
+        },
+        "archived" => MenuEdit::SetArchived {
+            item,
+            archived: value.parse().ok()?,
+        },
+        "sort_key" => MenuEdit::SetSortKey {
+            item,
+            sort_key: value.parse().ok()?,
+        },
+        _ => return None,
+    })
+}
+
 /// The single-field edits that turn `old` into `new` (e.g. from a form that sends a
 /// whole item): only what changed is written, so a concurrent edit of another field
 /// by someone else survives. Groups or choices missing from `new` are archived.

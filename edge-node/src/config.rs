@@ -164,6 +164,10 @@ pub struct Settings {
     /// This box's private key (<node id>.key).
     #[arg(long, env = "EDGE_CLOUD_KEY")]
     pub cloud_key: Option<PathBuf>,
+    /// How often the box reports its status to the cloud (events waiting, clock,
+    /// versions, document heads, its own day totals), in seconds.
+    #[arg(long, env = "EDGE_CLOUD_STATUS_S")]
+    pub cloud_status_s: Option<u64>,
     /// How often expiry and closing are checked, in seconds.
     #[arg(long, env = "EDGE_HOUSEKEEPING_INTERVAL_S")]
     pub housekeeping_interval_s: Option<u64>,
@@ -219,6 +223,7 @@ impl Settings {
             cloud_ca,
             cloud_cert,
             cloud_key,
+            cloud_status_s,
             housekeeping_interval_s
         )
     }
@@ -304,6 +309,8 @@ pub struct CloudConfig {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// How often the box sends its status.
+    pub status_every: std::time::Duration,
 }
 
 impl Config {
@@ -378,6 +385,11 @@ impl Config {
                     ca: need("cloud_ca", s.cloud_ca.clone())?,
                     cert: need("cloud_cert", s.cloud_cert.clone())?,
                     key: need("cloud_key", s.cloud_key.clone())?,
+                    status_every: std::time::Duration::from_secs(positive(
+                        "cloud_status_s",
+                        s.cloud_status_s,
+                        30,
+                    )?),
                 })
             }
         };

@@ -8,7 +8,7 @@ use crate::app::App;
 use crate::ops;
 use crate::store::{meta, outbox};
 use cloud_sync::client::{EdgeLink, LocalTimeline};
-use cloud_sync::proto::{Account, WireEvent};
+use cloud_sync::proto::{Account, BoxStatus, WireEvent};
 use crdt::DocKind;
 use crdt::sync::Received;
 use std::sync::Arc;
@@ -106,6 +106,10 @@ impl EdgeLink for BoxLink {
     async fn apply_accounts(&self, cursor: u64, accounts: Vec<Account>) -> anyhow::Result<()> {
         Ok(ops::sync::apply_accounts(&self.app, cursor, accounts).await?)
     }
+
+    async fn status(&self) -> anyhow::Result<BoxStatus> {
+        Ok(ops::sync::box_status(&self.app).await?)
+    }
 }
 
 /// Builds the client's configuration from the box's, if a cloud is configured.
@@ -119,5 +123,6 @@ pub(crate) fn client_config(
         tls: cloud_sync::identity::client_config(&cloud.ca, &cloud.cert, &cloud.key)?,
         backoff_min: std::time::Duration::from_millis(200),
         backoff_max: std::time::Duration::from_secs(30),
+        status_every: cloud.status_every,
     })
 }

@@ -1,5 +1,7 @@
-//! Accounts for the boxes, issued once for the campus: a student roster imported from
-//! CSV (every row checked before any is stored), staff accounts, and deactivations.
+//! Accounts for the boxes: a student roster imported once for the campus from CSV
+//! (every row checked before any is stored), staff accounts of named canteens (a staff
+//! login of one canteen does not work at another: the other boxes receive the account
+//! inactive, without its hash), and deactivations.
 //! PINs and passwords reach the cloud in the clear over the admin listener (loopback or
 //! TLS) and are hashed here (argon2id) before they are stored or sent to any box. A
 //! deactivation reaches each box on its next sync, and ends the account's sessions
@@ -33,7 +35,12 @@ pub struct StaffAccount {
     /// `staff` or `manager`.
     pub role: String,
     pub password: String,
+    /// The canteens (node ids) where the account works: at least one.
+    pub canteens: Vec<String>,
 }
+
+/// Canteens one staff account may name, at most.
+pub const STAFF_CANTEENS_MAX: usize = 64;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -61,11 +68,16 @@ fn may_issue(account: &AdminAccount) -> Result<(), AdminError> {
     }
 }
 
-/// Hashes in the blocking pool, stores, and wakes the boxes' account streams.
-async fn issue(cloud: &Cloud, accounts: Vec<Account>) -> Result<Issued, AdminError> {
+/// Stores accounts valid at `canteens` (every canteen when empty) and wakes the boxes'
+/// account streams.
+async fn issue(
+    cloud: &Cloud,
+    accounts: Vec<Account>,
+    canteens: Vec<String>,
+) -> Result<Issued, AdminError> {
     let store = cloud.store.clone();
     let n = accounts.len();
-    let cursor = on_blocking_pool(move || store.add_accounts(&accounts))
+    let cursor = on_blocking_pool(move || store.add_accounts_for(&accounts, &canteens))
         .await?
         .map_err(AdminError::internal)?;
     cloud.accounts_changed.notify_waiters();
@@ -113,7 +125,7 @@ pub async fn import_roster(
                 active: true,
             })
             .collect();
-        issue(cloud, accounts).await
+        issue(cloud, accounts, Vec::new()).await
     }
     .await;
     let detail = match &result {
@@ -124,15 +136,40 @@ pub async fn import_roster(
     result
 }
 
-/// Creates a staff account (or resets its name, role and password) at every canteen.
+/// Creates a staff account of named canteens (or resets its name, role, password and
+/// canteens). A canteen manager issues accounts of their own canteens only.
 pub async fn staff_account(
     cloud: &Cloud,
     who: &AdminAccount,
-    staff: StaffAccount,
+    mut staff: StaffAccount,
 ) -> Result<Issued, AdminError> {
     let username = staff.username.clone();
+    staff.canteens.sort();
+    staff.canteens.dedup();
+    let canteens = staff.canteens.clone();
     let result = async {
-        may_issue(who)?;
+        if who.role == super::admins::Role::Viewer {
+            return Err(AdminError::forbidden("a viewer cannot issue accounts"));
+        }
+        if staff.canteens.is_empty() || staff.canteens.len() > STAFF_CANTEENS_MAX {
+            return Err(refused(
+                "bad_account",
+                format!("name the canteens where the account works (1 to {STAFF_CANTEENS_MAX})"),
+            ));
+        }
+        let known = super::admin::visible_nodes(cloud, who).await?;
+        for c in &staff.canteens {
+            if !who.may_change(Some(c)) {
+                return Err(AdminError::forbidden(format!(
+                    "{} ({}) may not issue accounts of {c:?}",
+                    who.username,
+                    who.role.as_str()
+                )));
+            }
+            if !known.iter().any(|n| &n.node_id == c) {
+                return Err(refused("bad_account", format!("no canteen {c:?}")));
+            }
+        }
         if !["staff", "manager"].contains(&staff.role.as_str()) {
             return Err(refused("bad_account", "role must be staff or manager"));
         }
@@ -150,11 +187,20 @@ pub async fn staff_account(
                 secret_hash: hash,
                 active: true,
             }],
+            staff.canteens,
         )
         .await
     }
     .await;
-    audit(cloud, &who.username, "staff.save", &[], &result, username).await;
+    audit(
+        cloud,
+        &who.username,
+        "staff.save",
+        &canteens,
+        &result,
+        username,
+    )
+    .await;
     result
 }
 
@@ -174,9 +220,14 @@ pub async fn deactivate(
         };
         let store = cloud.store.clone();
         let login = d.login.clone();
-        let latest = on_blocking_pool(move || store.latest_account(&login, student))
-            .await?
-            .map_err(AdminError::internal)?;
+        let (latest, canteens) = on_blocking_pool(move || {
+            Ok::<_, super::store::StoreError>((
+                store.latest_account(&login, student)?,
+                store.account_canteens(&login, student)?,
+            ))
+        })
+        .await?
+        .map_err(AdminError::internal)?;
         let Some(mut account) = latest else {
             return Err(AdminError::new(
                 StatusCode::NOT_FOUND,
@@ -186,7 +237,7 @@ pub async fn deactivate(
         };
         // Name, role and hash stay as issued; an inactive account cannot log in.
         account.active = false;
-        issue(cloud, vec![account]).await
+        issue(cloud, vec![account], canteens).await
     }
     .await;
     audit(

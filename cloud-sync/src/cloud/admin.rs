@@ -40,6 +40,9 @@ pub fn router(cloud: Cloud, options: AdminOptions) -> Router {
         .route("/api/sales", get(sales))
         .route("/api/fleet", get(fleet))
         .route("/api/items", get(items))
+        .route("/api/reconciliation", get(reconciliation))
+        .route("/api/menu/pushes", get(menu_pushes).post(menu_push))
+        .route("/api/menu/resolve", post(menu_resolve))
         .route("/nodes", get(nodes))
         .route("/nodes/{node}/summary", get(summary))
         .route("/nodes/{node}/sync", get(node_sync))
@@ -275,9 +278,11 @@ async fn node_sync(
     })))
 }
 
+/// A business day (`?day=`), or a range of them (`?day=…&to=…`).
 #[derive(Deserialize)]
 pub struct DayQuery {
     pub day: Option<String>,
+    pub to: Option<String>,
 }
 
 /// Every canteen the caller may see, with its link state and alerts.
@@ -285,7 +290,7 @@ async fn fleet(
     State(state): State<AdminState>,
     caller: ApiCaller,
 ) -> Result<impl IntoResponse, AdminError> {
-    let silent = state.auth.options.silent_alert;
+    let silent = state.auth.options.alerts;
     Ok(Json(
         super::fleet::fleet(&state.cloud, &caller.account, silent).await?,
     ))
@@ -298,8 +303,54 @@ async fn items(
     Query(q): Query<DayQuery>,
 ) -> Result<impl IntoResponse, AdminError> {
     Ok(Json(
-        super::items::items(&cloud, &caller.account, q.day).await?,
+        super::items::items(&cloud, &caller.account, q.day, q.to).await?,
     ))
+}
+
+/// Each canteen's business days: the box's totals against the cloud's.
+async fn reconciliation(
+    State(cloud): State<Cloud>,
+    caller: ApiCaller,
+    Query(q): Query<DayQuery>,
+) -> Result<impl IntoResponse, AdminError> {
+    Ok(Json(
+        super::reconciliation::reconciliation(&cloud, &caller.account, q.day, q.to).await?,
+    ))
+}
+
+/// The newest menu pushes with each canteen's state.
+async fn menu_pushes(
+    State(cloud): State<Cloud>,
+    caller: ApiCaller,
+) -> Result<impl IntoResponse, AdminError> {
+    Ok(Json(super::menus::pushes(&cloud, &caller.account).await?))
+}
+
+/// Pushes a dish change to several canteens.
+async fn menu_push(
+    State(cloud): State<Cloud>,
+    caller: ApiCaller,
+    Json(change): Json<super::menus::DishChange>,
+) -> Result<impl IntoResponse, AdminError> {
+    let outcome = super::menus::push(&cloud, &caller.account, change).await?;
+    Ok((StatusCode::CREATED, Json(outcome)))
+}
+
+#[derive(Deserialize)]
+struct ResolveBody {
+    canteen: String,
+    path: Vec<String>,
+    value: String,
+}
+
+/// Settles a conflicted menu field at a canteen on one of its values.
+async fn menu_resolve(
+    State(cloud): State<Cloud>,
+    caller: ApiCaller,
+    Json(body): Json<ResolveBody>,
+) -> Result<impl IntoResponse, AdminError> {
+    super::menus::resolve(&cloud, &caller.account, body.canteen, body.path, body.value).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A business day's sales per canteen the caller may see, and for the campus.
@@ -309,7 +360,7 @@ async fn sales(
     Query(q): Query<DayQuery>,
 ) -> Result<impl IntoResponse, AdminError> {
     Ok(Json(
-        super::sales::sales(&cloud, &caller.account, q.day).await?,
+        super::sales::sales(&cloud, &caller.account, q.day, q.to).await?,
     ))
 }
 

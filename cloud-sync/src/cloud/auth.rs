@@ -37,8 +37,8 @@ pub struct AdminOptions {
     /// Login attempts per minute per client address, and per user name.
     pub logins_per_minute_per_address: u32,
     pub logins_per_minute_per_user: u32,
-    /// A box silent this long during its opening hours raises an alert.
-    pub silent_alert: Duration,
+    /// When the fleet page raises alerts.
+    pub alerts: super::fleet::AlertLimits,
 }
 
 impl Default for AdminOptions {
@@ -48,7 +48,7 @@ impl Default for AdminOptions {
             tls: false,
             logins_per_minute_per_address: 20,
             logins_per_minute_per_user: 5,
-            silent_alert: Duration::from_secs(600),
+            alerts: super::fleet::AlertLimits::default(),
         }
     }
 }

@@ -36,6 +36,11 @@ pub fn routes() -> Router<AdminState> {
             axum::routing::post(accounts_deactivate),
         )
         .route("/items.csv", get(items_csv))
+        .route("/reconciliation", get(reconciliation_page))
+        .route("/reconciliation.csv", get(reconciliation_csv))
+        .route("/menu", get(menu_page))
+        .route("/menu/push", axum::routing::post(menu_push))
+        .route("/menu/resolve", axum::routing::post(menu_resolve))
         .route("/audit-log", get(audit_page))
         .route("/audit.csv", get(audit_csv))
         .route("/console.css", get(stylesheet))
@@ -92,6 +97,77 @@ const ZH: &[(&str, &str)] = &[
     ("Password", "密码"),
     ("Download as CSV", "下载 CSV"),
     ("Business day", "营业日"),
+    ("Reconciliation", "对账"),
+    ("Menu", "菜单"),
+    ("business day", "营业日"),
+    ("state", "状态"),
+    (
+        "box: orders / revenue / refunds / cancelled / expired / unclaimed",
+        "终端：订单 / 收入 / 退款 / 取消 / 过期 / 未取",
+    ),
+    (
+        "cloud: orders / revenue / refunds / cancelled / expired / unclaimed",
+        "云端：订单 / 收入 / 退款 / 取消 / 过期 / 未取",
+    ),
+    ("box counted through event", "终端统计至事件"),
+    ("cloud holds through event", "云端已收至事件"),
+    ("complete up to event", "完整至事件"),
+    ("late events", "迟到事件"),
+    (
+        "Each box reports its own totals of its recent business days; a day the box has moved past is closed when the cloud's totals match with every event it counted received. Events of a closed day that arrive later are counted as late.",
+        "各终端上报最近营业日的自有合计；终端已进入下一营业日、且云端已收到其统计的全部事件并与之一致时，该日即对账完成。之后才到达的该日事件记为迟到。",
+    ),
+    ("applied", "已应用"),
+    ("conflicting", "有冲突"),
+    ("sent", "已发送"),
+    (
+        "Create or change a dish at chosen canteens",
+        "在选定食堂新建或修改菜品",
+    ),
+    (
+        "Leave a field empty to keep it as it is at each canteen. A canteen without the dish gets it added (both names, category and price needed). A price alone is a campus-wide price change.",
+        "留空的字段在各食堂保持不变。没有该菜品的食堂会新增它（需要中英文名称、类别和价格）。只填价格即为全校统一调价。",
+    ),
+    ("Dish id (empty: a new dish)", "菜品编号（留空：新菜品）"),
+    ("Chinese name", "中文名"),
+    ("English name", "英文名"),
+    ("Category", "类别"),
+    ("Price (fen)", "价格（分）"),
+    (
+        "Daily quota (empty: keep; 0 or more; \"none\": unlimited)",
+        "每日限量（留空：不变；0 或以上；\"none\"：不限）",
+    ),
+    ("Available", "供应"),
+    (
+        "Canteens (none checked: every canteen you may change):",
+        "食堂（不勾选：您可修改的所有食堂）：",
+    ),
+    ("Push", "推送"),
+    ("Pushes", "推送记录"),
+    ("No pushes yet.", "还没有推送。"),
+    ("dish", "菜品"),
+    ("conflicts", "冲突"),
+    ("Keep", "保留"),
+    (
+        "Kept; the box receives it on its next sync.",
+        "已保留；终端在下次同步时收到。",
+    ),
+    ("Staff account of chosen canteens", "指定食堂的员工账户"),
+    (
+        "Works at (a login of one canteen does not work at another):",
+        "所属食堂（一个食堂的账户不能在其他食堂登录）：",
+    ),
+    (
+        "Only campus admins import rosters and deactivate accounts.",
+        "只有全校管理员可以导入学生名单和停用账户。",
+    ),
+    ("events waiting at the box", "待上传事件"),
+    ("oldest waiting (s)", "最早待传（秒）"),
+    ("clock offset (s)", "时钟偏差（秒）"),
+    ("software / schema / protocol", "软件 / 数据库 / 协议版本"),
+    ("documents applied", "文档应用情况"),
+    ("not reported", "未上报"),
+    ("to (optional)", "至（可选）"),
     ("Show", "查看"),
     ("No canteen has connected yet.", "还没有食堂连接过。"),
     ("No canteen has sold anything yet.", "还没有任何销售。"),
@@ -111,17 +187,12 @@ const ZH: &[(&str, &str)] = &[
     ("alerts", "警报"),
     ("Dishes", "菜品"),
     ("Accounts", "账户"),
-    (
-        "Only campus admins issue accounts.",
-        "只有全校管理员可以发放账户。",
-    ),
     ("Import a student roster", "导入学生名单"),
     (
         "CSV with the header student_number,name,pin (checked whole before anything is stored)",
         "CSV，表头为 student_number,name,pin（全部检查通过后才保存）",
     ),
     ("Import", "导入"),
-    ("Staff account (every canteen)", "员工账户（所有食堂）"),
     ("Name", "姓名"),
     ("Role", "角色"),
     ("Save", "保存"),
@@ -194,6 +265,8 @@ fn page(
                             a href="/" { (tr(lang, "Fleet")) }
                             a href="/sales" { (tr(lang, "Sales")) }
                             a href="/items" { (tr(lang, "Dishes")) }
+                            a href="/reconciliation" { (tr(lang, "Reconciliation")) }
+                            a href="/menu" { (tr(lang, "Menu")) }
                             a href="/accounts" { (tr(lang, "Accounts")) }
                             @if account.may_read_campus() { a href="/audit-log" { (tr(lang, "Audit log")) } }
                         }
@@ -348,13 +421,33 @@ impl From<String> for Cell {
     }
 }
 
-/// The business-day picker of a page at `action`.
-fn day_picker(lang: Lang, action: &str, day: &str) -> Markup {
+/// The business-day picker of a page at `action`: one day, or a range with `to`.
+fn day_picker(lang: Lang, action: &str, day: &str, to: &str) -> Markup {
     html! {
         form method="get" action=(action) class="day" {
             label { (tr(lang, "Business day")) " " input type="date" name="day" value=(day); }
+            " "
+            label { (tr(lang, "to (optional)")) " " input type="date" name="to" value=(to); }
             button type="submit" { (tr(lang, "Show")) }
         }
+    }
+}
+
+/// The query string of the days a page shows (`day=…` or `day=…&to=…`).
+fn days_query(day: &Option<String>, to: &Option<String>) -> String {
+    match (day, to) {
+        (Some(d), Some(t)) if d != t => format!("day={d}&to={t}"),
+        (Some(d), _) => format!("day={d}"),
+        _ => String::new(),
+    }
+}
+
+/// A CSV file's name for the days shown.
+fn days_file(what: &str, day: &Option<String>, to: &Option<String>) -> String {
+    match (day, to) {
+        (Some(d), Some(t)) if d != t => format!("{what}-{d}-to-{t}.csv"),
+        (Some(d), _) => format!("{what}-{d}.csv"),
+        _ => format!("{what}-none.csv"),
     }
 }
 
@@ -411,7 +504,7 @@ async fn fleet_table(
     account: &AdminAccount,
     lang: Option<Lang>,
 ) -> Result<Table, AdminError> {
-    let rows = super::fleet::fleet(&state.cloud, account, state.auth.options.silent_alert).await?;
+    let rows = super::fleet::fleet(&state.cloud, account, state.auth.options.alerts).await?;
     let zh = lang.is_some_and(|l| l.zh);
     Ok(Table {
         header: vec![
@@ -419,6 +512,11 @@ async fn fleet_table(
             "connected",
             "last contact (UTC)",
             "events acknowledged",
+            "events waiting at the box",
+            "oldest waiting (s)",
+            "clock offset (s)",
+            "software / schema / protocol",
+            "documents applied",
             "timeline",
             "alerts",
         ],
@@ -426,6 +524,21 @@ async fn fleet_table(
             .into_iter()
             .map(|row| {
                 let alerts: Vec<String> = row.alerts.iter().map(|a| a.text(zh)).collect();
+                let unknown = || Cell::Word("not reported");
+                let documents: Vec<String> = row
+                    .documents
+                    .iter()
+                    .map(|d| {
+                        let state = match (d.applied, zh) {
+                            (true, false) => "applied",
+                            (true, true) => "已应用",
+                            (false, false) => "pending",
+                            (false, true) => "待应用",
+                        };
+                        format!("{}: {state}", d.doc)
+                    })
+                    .collect();
+                let status = row.status.as_ref();
                 let n = row.node;
                 vec![
                     n.node_id.into(),
@@ -437,6 +550,28 @@ async fn fleet_table(
                             Cell::Data(utc_text(secs.saturating_mul(1000)))
                         }),
                     n.acked_seq.to_string().into(),
+                    row.waiting_events
+                        .map_or_else(unknown, |w| w.to_string().into()),
+                    match (status, row.oldest_waiting_s) {
+                        (None, _) => unknown(),
+                        (Some(_), None) => Cell::Data("0".into()),
+                        (Some(_), Some(s)) => s.to_string().into(),
+                    },
+                    status.map_or_else(unknown, |s| {
+                        format!("{:+.1}", s.clock_offset_ms as f64 / 1000.0).into()
+                    }),
+                    match status {
+                        Some(s) => {
+                            format!("{} / {} / {}", s.software, s.schema, row.protocol).into()
+                        }
+                        None if row.protocol > 0 => format!("protocol {}", row.protocol).into(),
+                        None => unknown(),
+                    },
+                    if documents.is_empty() {
+                        unknown()
+                    } else {
+                        documents.join("; ").into()
+                    },
                     n.timeline.to_string().into(),
                     alerts.join("; ").into(),
                 ]
@@ -518,19 +653,20 @@ async fn sales_page(
     caller: ConsoleCaller,
     Query(q): Query<DayQuery>,
 ) -> Result<Response, AdminError> {
-    let sales = super::sales::sales(&cloud, &caller.account, q.day).await?;
+    let sales = super::sales::sales(&cloud, &caller.account, q.day, q.to).await?;
     let table = sales_table(&sales);
     let day = sales.day.clone().unwrap_or_default();
+    let to = sales.to.clone().filter(|t| *t != day).unwrap_or_default();
     Ok(page(
         StatusCode::OK,
         lang,
         "Sales",
         Some((&caller.account, &caller.csrf)),
         html! {
-            (day_picker(lang, "/sales", &day))
+            (day_picker(lang, "/sales", &day, &to))
             @if sales.day.is_none() { p { (tr(lang, "No canteen has sold anything yet.")) } }
             @else {
-                (csv_link(lang, &format!("/sales.csv?day={day}")))
+                (csv_link(lang, &format!("/sales.csv?{}", days_query(&sales.day, &sales.to))))
                 (table.html(lang))
                 h2 { (tr(lang, "Orders per hour (each canteen's local time)")) }
                 div #orders-chart .chart data-chart="orders-per-hour" {}
@@ -545,8 +681,8 @@ async fn sales_csv(
     caller: ConsoleCaller,
     Query(q): Query<DayQuery>,
 ) -> Result<Response, AdminError> {
-    let sales = super::sales::sales(&cloud, &caller.account, q.day).await?;
-    let file = format!("sales-{}.csv", sales.day.as_deref().unwrap_or("none"));
+    let sales = super::sales::sales(&cloud, &caller.account, q.day, q.to).await?;
+    let file = days_file("sales", &sales.day, &sales.to);
     sales_table(&sales).csv(&file)
 }
 
@@ -603,19 +739,20 @@ async fn items_page(
     caller: ConsoleCaller,
     Query(q): Query<DayQuery>,
 ) -> Result<Response, AdminError> {
-    let items = super::items::items(&cloud, &caller.account, q.day).await?;
+    let items = super::items::items(&cloud, &caller.account, q.day, q.to).await?;
     let (ranking, sold_out) = items_tables(&items, Some(lang));
     let day = items.day.clone().unwrap_or_default();
+    let to = items.to.clone().filter(|t| *t != day).unwrap_or_default();
     Ok(page(
         StatusCode::OK,
         lang,
         "Dishes",
         Some((&caller.account, &caller.csrf)),
         html! {
-            (day_picker(lang, "/items", &day))
+            (day_picker(lang, "/items", &day, &to))
             @if items.day.is_none() { p { (tr(lang, "No canteen has sold anything yet.")) } }
             @else {
-                (csv_link(lang, &format!("/items.csv?day={day}")))
+                (csv_link(lang, &format!("/items.csv?{}", days_query(&items.day, &items.to))))
                 h2 { (tr(lang, "Ranking")) }
                 (ranking.html(lang))
                 h2 { (tr(lang, "Sold out")) }
@@ -632,8 +769,8 @@ async fn items_csv(
     caller: ConsoleCaller,
     Query(q): Query<DayQuery>,
 ) -> Result<Response, AdminError> {
-    let items = super::items::items(&cloud, &caller.account, q.day).await?;
-    let file = format!("dishes-{}.csv", items.day.as_deref().unwrap_or("none"));
+    let items = super::items::items(&cloud, &caller.account, q.day, q.to).await?;
+    let file = days_file("dishes", &items.day, &items.to);
     items_tables(&items, None).0.csv(&file)
 }
 
@@ -676,6 +813,306 @@ fn utc_text(ms: i64) -> String {
             .ok()
         })
         .unwrap_or_else(|| ms.to_string())
+}
+
+fn recon_table(rows: &[super::store::ReconRow], lang: Option<Lang>) -> Table {
+    let zh = lang.is_some_and(|l| l.zh);
+    let totals = |t: &crate::proto::DayTotals| {
+        format!(
+            "{} / {} / {} / {} / {} / {}",
+            t.orders,
+            yuan(t.revenue_fen),
+            yuan(t.refunds_fen),
+            t.cancelled,
+            t.expired,
+            t.unclaimed
+        )
+    };
+    Table {
+        header: vec![
+            "business day",
+            "canteen",
+            "state",
+            "box: orders / revenue / refunds / cancelled / expired / unclaimed",
+            "cloud: orders / revenue / refunds / cancelled / expired / unclaimed",
+            "box counted through event",
+            "cloud holds through event",
+            "complete up to event",
+            "late events",
+        ],
+        rows: rows
+            .iter()
+            .map(|r| {
+                let state = match (r.state, zh) {
+                    ("closed", false) => "closed: complete",
+                    ("closed", true) => "已对账：完整",
+                    ("matches", false) => "matches (day not over)",
+                    ("matches", true) => "一致（营业日未结束）",
+                    ("in_transit", false) => "events still on the way",
+                    ("in_transit", true) => "事件仍在上传",
+                    ("differs", false) => "DIFFERS",
+                    ("differs", true) => "不一致",
+                    (_, false) => "no report from the box",
+                    (_, true) => "终端未上报",
+                };
+                vec![
+                    r.day.clone().into(),
+                    r.canteen.clone().into(),
+                    Cell::Data(state.to_owned()),
+                    r.box_totals
+                        .as_ref()
+                        .map_or(Cell::Word("not reported"), |t| totals(t).into()),
+                    totals(&r.cloud_totals).into(),
+                    r.box_totals
+                        .as_ref()
+                        .map_or(Cell::Word("not reported"), |t| {
+                            t.through_seq.to_string().into()
+                        }),
+                    r.cloud_acked_seq.to_string().into(),
+                    r.complete_through
+                        .map_or(Cell::Data(String::new()), |n| n.to_string().into()),
+                    r.late_events.to_string().into(),
+                ]
+            })
+            .collect(),
+    }
+}
+
+async fn reconciliation_page(
+    State(cloud): State<Cloud>,
+    lang: Lang,
+    caller: ConsoleCaller,
+    Query(q): Query<DayQuery>,
+) -> Result<Response, AdminError> {
+    let query = days_query(&q.day, &q.to);
+    let (day, to) = (
+        q.day.clone().unwrap_or_default(),
+        q.to.clone().unwrap_or_default(),
+    );
+    let rows = super::reconciliation::reconciliation(&cloud, &caller.account, q.day, q.to).await?;
+    let table = recon_table(&rows, Some(lang));
+    Ok(page(
+        StatusCode::OK,
+        lang,
+        "Reconciliation",
+        Some((&caller.account, &caller.csrf)),
+        html! {
+            p { (tr(lang, "Each box reports its own totals of its recent business days; a day the box has moved past is closed when the cloud's totals match with every event it counted received. Events of a closed day that arrive later are counted as late.")) }
+            (day_picker(lang, "/reconciliation", &day, &to))
+            @if rows.is_empty() { p { (tr(lang, "No canteen has sold anything yet.")) } }
+            @else {
+                (csv_link(lang, &format!("/reconciliation.csv?{query}")))
+                div #reconciliation { (table.html(lang)) }
+            }
+        },
+    ))
+}
+
+async fn reconciliation_csv(
+    State(cloud): State<Cloud>,
+    caller: ConsoleCaller,
+    Query(q): Query<DayQuery>,
+) -> Result<Response, AdminError> {
+    let file = days_file("reconciliation", &q.day, &q.to);
+    let rows = super::reconciliation::reconciliation(&cloud, &caller.account, q.day, q.to).await?;
+    recon_table(&rows, None).csv(&file)
+}
+
+/// The menu page: a dish change pushed to chosen canteens, and the newest pushes with
+/// each canteen's state and conflicts (each value can be kept).
+async fn menu_page_with(
+    cloud: &Cloud,
+    lang: Lang,
+    caller: &ConsoleCaller,
+    outcome: Option<Result<String, AdminError>>,
+) -> Result<Response, AdminError> {
+    let pushes = super::menus::pushes(cloud, &caller.account).await?;
+    let canteens = changeable_canteens(cloud, caller).await?;
+    let status = match &outcome {
+        Some(Err(e)) => e.status,
+        _ => StatusCode::OK,
+    };
+    let state_word = |s: &str| match s {
+        "applied" => tr(lang, "applied"),
+        "conflicting" => tr(lang, "conflicting"),
+        _ => tr(lang, "sent"),
+    };
+    Ok(page(
+        status,
+        lang,
+        "Menu",
+        Some((&caller.account, &caller.csrf)),
+        html! {
+            @match &outcome {
+                Some(Ok(message)) => p.ok role="status" { (message) },
+                Some(Err(e)) => p.error role="alert" { (e.message) },
+                None => {},
+            }
+            @if !canteens.is_empty() {
+                h2 { (tr(lang, "Create or change a dish at chosen canteens")) }
+                p { (tr(lang, "Leave a field empty to keep it as it is at each canteen. A canteen without the dish gets it added (both names, category and price needed). A price alone is a campus-wide price change.")) }
+                form method="post" action="/menu/push" #menu-push {
+                    input type="hidden" name="csrf" value=(caller.csrf);
+                    label { (tr(lang, "Dish id (empty: a new dish)")) " " input name="item" size="38"; }
+                    label { (tr(lang, "Chinese name")) " " input name="name_zh"; }
+                    label { (tr(lang, "English name")) " " input name="name_en"; }
+                    label { (tr(lang, "Category")) " " input name="category"; }
+                    label { (tr(lang, "Price (fen)")) " " input name="price_fen" type="number" min="0"; }
+                    label { (tr(lang, "Daily quota (empty: keep; 0 or more; \"none\": unlimited)")) " " input name="daily_quota"; }
+                    label { (tr(lang, "Available")) " "
+                        select name="available" { option value="" { "–" } option value="true" { (tr(lang, "yes")) } option value="false" { (tr(lang, "no")) } }
+                    }
+                    p { (tr(lang, "Canteens (none checked: every canteen you may change):")) }
+                    (canteen_boxes("canteen", &canteens))
+                    button type="submit" { (tr(lang, "Push")) }
+                }
+            }
+            h2 { (tr(lang, "Pushes")) }
+            @if pushes.is_empty() { p { (tr(lang, "No pushes yet.")) } }
+            @for p in &pushes {
+                section.push data-push=(p.push.push_id) {
+                    h3 { (utc_text(p.push.at_ms)) " UTC · " (p.push.username) " · " (tr(lang, "dish")) " " code { (p.push.item_id) } }
+                    p { code { (p.push.change) } }
+                    table.data {
+                        thead { tr { th { (tr(lang, "canteen")) } th { (tr(lang, "state")) } th { (tr(lang, "conflicts")) } } }
+                        tbody {
+                            @for t in &p.targets {
+                                tr data-canteen=(t.canteen) data-state=(t.state) {
+                                    td { (t.canteen) }
+                                    td { (state_word(t.state)) }
+                                    td {
+                                        @for c in &t.conflicts {
+                                            div.conflict {
+                                                span { (c.path.last().map(String::as_str).unwrap_or("")) ": " }
+                                                @for v in &c.values {
+                                                    form method="post" action="/menu/resolve" class="inline" {
+                                                        input type="hidden" name="csrf" value=(caller.csrf);
+                                                        input type="hidden" name="canteen" value=(t.canteen);
+                                                        input type="hidden" name="path" value=(c.path.join("/"));
+                                                        input type="hidden" name="value" value=(v);
+                                                        button type="submit" { (tr(lang, "Keep")) " " (v) }
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+async fn menu_page(
+    State(cloud): State<Cloud>,
+    lang: Lang,
+    caller: ConsoleCaller,
+) -> Result<Response, AdminError> {
+    menu_page_with(&cloud, lang, &caller, None).await
+}
+
+/// The push form's fields as a dish change (a field left empty is unchanged).
+fn dish_change(form: &Fields) -> Result<super::menus::DishChange, AdminError> {
+    let bad = |m: String| AdminError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad_change", m);
+    let item = form
+        .given("item")
+        .map(|i| {
+            i.parse()
+                .map_err(|_| bad(format!("dish id {i:?} is not a UUID")))
+        })
+        .transpose()?;
+    let price_fen = form
+        .given("price_fen")
+        .map(|p| {
+            p.parse()
+                .map_err(|_| bad(format!("price {p:?} is not a whole number of fen")))
+        })
+        .transpose()?;
+    let daily_quota = match form.given("daily_quota").as_deref() {
+        None => None,
+        Some("none") => Some(None),
+        Some(q) => Some(Some(q.parse().map_err(|_| {
+            bad(format!("quota {q:?}: a whole number, or \"none\""))
+        })?)),
+    };
+    let available = match form.given("available").as_deref() {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(other) => return Err(bad(format!("available {other:?}"))),
+    };
+    Ok(super::menus::DishChange {
+        item,
+        canteens: form.all("canteen"),
+        name_zh: form.given("name_zh"),
+        name_en: form.given("name_en"),
+        category: form.given("category"),
+        price_fen,
+        daily_quota,
+        available,
+    })
+}
+
+async fn menu_push(
+    State(cloud): State<Cloud>,
+    lang: Lang,
+    caller: ConsoleCaller,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Result<Response, AdminError> {
+    let form = Fields(form);
+    caller.check_csrf(&form.one("csrf"))?;
+    let outcome = match dish_change(&form) {
+        Ok(change) => super::menus::push(&cloud, &caller.account, change)
+            .await
+            .map(|o| {
+                let refused: Vec<String> = o
+                    .refused
+                    .iter()
+                    .map(|(c, why)| format!("{c}: {why}"))
+                    .collect();
+                if lang.zh {
+                    format!(
+                        "菜品 {} 已推送到 {}。{}",
+                        o.item,
+                        o.sent.join("、"),
+                        refused.join("；")
+                    )
+                } else {
+                    format!(
+                        "Dish {} pushed to {}. {}",
+                        o.item,
+                        o.sent.join(", "),
+                        refused.join("; ")
+                    )
+                }
+            }),
+        Err(e) => Err(e),
+    };
+    menu_page_with(&cloud, lang, &caller, Some(outcome)).await
+}
+
+async fn menu_resolve(
+    State(cloud): State<Cloud>,
+    lang: Lang,
+    caller: ConsoleCaller,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Result<Response, AdminError> {
+    let form = Fields(form);
+    caller.check_csrf(&form.one("csrf"))?;
+    let path: Vec<String> = form.one("path").split('/').map(str::to_owned).collect();
+    let outcome = super::menus::resolve(
+        &cloud,
+        &caller.account,
+        form.one("canteen"),
+        path,
+        form.one("value"),
+    )
+    .await
+    .map(|()| tr(lang, "Kept; the box receives it on its next sync.").to_owned());
+    menu_page_with(&cloud, lang, &caller, Some(outcome)).await
 }
 
 async fn audit_page(
@@ -750,14 +1187,30 @@ struct RosterForm {
     csv: String,
 }
 
-#[derive(Deserialize)]
-struct StaffForm {
-    #[serde(default)]
-    csrf: String,
-    username: String,
-    name: String,
-    role: String,
-    password: String,
+/// A form's fields in order, repeated names (checkboxes) included.
+struct Fields(Vec<(String, String)>);
+
+impl Fields {
+    fn one(&self, name: &str) -> String {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    }
+
+    fn all(&self, name: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// A field left empty is `None`.
+    fn given(&self, name: &str) -> Option<String> {
+        Some(self.one(name).trim().to_owned()).filter(|v| !v.is_empty())
+    }
 }
 
 #[derive(Deserialize)]
@@ -768,10 +1221,35 @@ struct DeactivateForm {
     login: String,
 }
 
+/// Checkboxes for the canteens a form may name.
+fn canteen_boxes(name: &str, canteens: &[String]) -> Markup {
+    html! {
+        fieldset.canteens {
+            @for c in canteens {
+                label { input type="checkbox" name=(name) value=(c); " " (c) }
+            }
+        }
+    }
+}
+
+/// The canteens `caller` may change, for the forms.
+async fn changeable_canteens(
+    cloud: &Cloud,
+    caller: &ConsoleCaller,
+) -> Result<Vec<String>, AdminError> {
+    Ok(super::admin::visible_nodes(cloud, &caller.account)
+        .await?
+        .into_iter()
+        .map(|n| n.node_id)
+        .filter(|n| caller.account.may_change(Some(n)))
+        .collect())
+}
+
 /// The accounts page, with the outcome of the form just sent (if any).
 fn accounts_page(
     lang: Lang,
     caller: &ConsoleCaller,
+    canteens: &[String],
     outcome: Option<Result<super::accounts::Issued, AdminError>>,
 ) -> Response {
     let status = match &outcome {
@@ -793,17 +1271,8 @@ fn accounts_page(
                 Some(Err(e)) => p.error role="alert" { (e.message) },
                 None => {},
             }
-            @if !caller.account.may_change(None) {
-                p { (tr(lang, "Only campus admins issue accounts.")) }
-            } @else {
-                h2 { (tr(lang, "Import a student roster")) }
-                form method="post" action="/accounts/roster" {
-                    input type="hidden" name="csrf" value=(caller.csrf);
-                    label { (tr(lang, "CSV with the header student_number,name,pin (checked whole before anything is stored)")) }
-                    textarea name="csv" rows="8" cols="60" required {}
-                    button type="submit" { (tr(lang, "Import")) }
-                }
-                h2 { (tr(lang, "Staff account (every canteen)")) }
+            @if !canteens.is_empty() {
+                h2 { (tr(lang, "Staff account of chosen canteens")) }
                 form method="post" action="/accounts/staff" {
                     input type="hidden" name="csrf" value=(caller.csrf);
                     label { (tr(lang, "User name")) " " input name="username" required; }
@@ -812,7 +1281,20 @@ fn accounts_page(
                         select name="role" { option value="staff" { "staff" } option value="manager" { "manager" } }
                     }
                     label { (tr(lang, "Password")) " " input type="password" name="password" autocomplete="new-password" required; }
+                    p { (tr(lang, "Works at (a login of one canteen does not work at another):")) }
+                    (canteen_boxes("canteen", canteens))
                     button type="submit" { (tr(lang, "Save")) }
+                }
+            }
+            @if !caller.account.may_change(None) {
+                p { (tr(lang, "Only campus admins import rosters and deactivate accounts.")) }
+            } @else {
+                h2 { (tr(lang, "Import a student roster")) }
+                form method="post" action="/accounts/roster" {
+                    input type="hidden" name="csrf" value=(caller.csrf);
+                    label { (tr(lang, "CSV with the header student_number,name,pin (checked whole before anything is stored)")) }
+                    textarea name="csv" rows="8" cols="60" required {}
+                    button type="submit" { (tr(lang, "Import")) }
                 }
                 h2 { (tr(lang, "Deactivate an account")) }
                 form method="post" action="/accounts/deactivate" {
@@ -828,8 +1310,13 @@ fn accounts_page(
     )
 }
 
-async fn accounts_get(lang: Lang, caller: ConsoleCaller) -> Response {
-    accounts_page(lang, &caller, None)
+async fn accounts_get(
+    State(cloud): State<Cloud>,
+    lang: Lang,
+    caller: ConsoleCaller,
+) -> Result<Response, AdminError> {
+    let canteens = changeable_canteens(&cloud, &caller).await?;
+    Ok(accounts_page(lang, &caller, &canteens, None))
 }
 
 async fn accounts_roster(
@@ -840,24 +1327,28 @@ async fn accounts_roster(
 ) -> Result<Response, AdminError> {
     caller.check_csrf(&form.csrf)?;
     let outcome = super::accounts::import_roster(&cloud, &caller.account, &form.csv).await;
-    Ok(accounts_page(lang, &caller, Some(outcome)))
+    let canteens = changeable_canteens(&cloud, &caller).await?;
+    Ok(accounts_page(lang, &caller, &canteens, Some(outcome)))
 }
 
 async fn accounts_staff(
     State(cloud): State<Cloud>,
     lang: Lang,
     caller: ConsoleCaller,
-    Form(form): Form<StaffForm>,
+    Form(form): Form<Vec<(String, String)>>,
 ) -> Result<Response, AdminError> {
-    caller.check_csrf(&form.csrf)?;
+    let form = Fields(form);
+    caller.check_csrf(&form.one("csrf"))?;
     let staff = super::accounts::StaffAccount {
-        username: form.username,
-        name: form.name,
-        role: form.role,
-        password: form.password,
+        username: form.one("username"),
+        name: form.one("name"),
+        role: form.one("role"),
+        password: form.one("password"),
+        canteens: form.all("canteen"),
     };
     let outcome = super::accounts::staff_account(&cloud, &caller.account, staff).await;
-    Ok(accounts_page(lang, &caller, Some(outcome)))
+    let canteens = changeable_canteens(&cloud, &caller).await?;
+    Ok(accounts_page(lang, &caller, &canteens, Some(outcome)))
 }
 
 async fn accounts_deactivate(
@@ -872,5 +1363,6 @@ async fn accounts_deactivate(
         login: form.login,
     };
     let outcome = super::accounts::deactivate(&cloud, &caller.account, d).await;
-    Ok(accounts_page(lang, &caller, Some(outcome)))
+    let canteens = changeable_canteens(&cloud, &caller).await?;
+    Ok(accounts_page(lang, &caller, &canteens, Some(outcome)))
 }

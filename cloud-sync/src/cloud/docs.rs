@@ -287,4 +287,43 @@ impl DocHub {
         let r = replica.lock().unwrap_or_else(|e| e.into_inner());
         Ok((crdt::menu::project(&r.doc)?, crdt::conflicts(&r.doc)))
     }
+
+    /// The cloud's heads of a box's document (hex).
+    pub fn heads(&self, node: &str, kind: DocKind) -> anyhow::Result<Vec<String>> {
+        let replica = self.replica(node, kind)?;
+        let mut r = replica.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(r.doc.heads_hex())
+    }
+
+    /// Has the box applied everything of its document up to `target` (hex heads),
+    /// given the heads it reported (`have`)?
+    pub fn applied(
+        &self,
+        node: &str,
+        kind: DocKind,
+        have: &[String],
+        target: &[String],
+    ) -> anyhow::Result<bool> {
+        let replica = self.replica(node, kind)?;
+        let mut r = replica.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(r.doc.history_contains(have, target))
+    }
+
+    /// Applies the same menu edits to a box's menu and returns the heads after them.
+    pub fn push_menu(
+        &self,
+        node: &str,
+        edits: &[MenuEdit],
+        time_ms: i64,
+    ) -> anyhow::Result<Vec<String>> {
+        let replica = self.replica(node, DocKind::Menu)?;
+        let heads = {
+            let mut r = replica.lock().unwrap_or_else(|e| e.into_inner());
+            crdt::menu::apply(&mut r.doc, edits, time_ms)?;
+            self.persist(node, DocKind::Menu, &mut r)?;
+            r.doc.heads_hex()
+        };
+        self.waker(node).notify_waiters();
+        Ok(heads)
+    }
 }

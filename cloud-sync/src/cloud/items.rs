@@ -1,12 +1,12 @@
-//! Dishes across canteens for one business day: a ranking by quantity (and revenue) of
-//! every dish at every canteen an admin may see, and the sold-out board: which dish
-//! sold out where and when, and when it came back, from the boxes' stock events.
+//! Dishes across canteens for a business day or a range: a ranking by quantity (and
+//! revenue) of every dish at every canteen an admin may see, and the sold-out board:
+//! which dish sold out where and when, and when it came back (kept at ingest from the
+//! boxes' stock events).
 
 use super::admin::blocking;
 use super::admins::AdminAccount;
 use super::auth::AdminError;
 use super::server::Cloud;
-use canteen_api::events::EventPayload;
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -35,6 +35,7 @@ pub struct SoldOut {
 #[derive(Debug, Clone, Serialize)]
 pub struct Items {
     pub day: Option<String>,
+    pub to: Option<String>,
     /// Most sold first.
     pub ranking: Vec<ItemRank>,
     /// In the order they sold out.
@@ -47,19 +48,15 @@ pub async fn items(
     cloud: &Cloud,
     account: &AdminAccount,
     day: Option<String>,
+    to: Option<String>,
 ) -> Result<Items, AdminError> {
-    if let Some(d) = &day {
-        super::sales::check_day(d)?;
-    }
+    super::sales::check_days(day.as_deref(), to.as_deref())?;
     let (store, docs, account) = (cloud.store.clone(), cloud.docs.clone(), account.clone());
     blocking(move || -> anyhow::Result<Items> {
-        let day = match day {
-            Some(d) => Some(d),
-            None => store.latest_service_day()?,
-        };
+        let days = super::sales::Days::resolve(&store, day, to)?;
         let mut ranking = Vec::new();
         let mut sold_out: Vec<SoldOut> = Vec::new();
-        if let Some(day) = &day {
+        if let Some(days) = &days {
             for node in store.nodes()? {
                 if !account.may_read(&node.node_id) {
                     continue;
@@ -79,7 +76,7 @@ pub async fn items(
                         .cloned()
                         .unwrap_or_else(|| (id.into(), id.into()))
                 };
-                for t in store.summary(&node.node_id, Some(day))?.items {
+                for t in store.summary_range(&node.node_id, days.bounds())?.items {
                     let (name_zh, name_en) = name(&t.item_id);
                     ranking.push(ItemRank {
                         canteen: node.node_id.clone(),
@@ -90,30 +87,16 @@ pub async fn items(
                         revenue_fen: t.revenue_fen,
                     });
                 }
-                for (kind, payload, at) in store.stock_events(&node.node_id, day)? {
-                    let Ok(EventPayload::StockChanged(s)) = EventPayload::parse(&kind, &payload)
-                    else {
-                        continue;
-                    };
-                    let item = s.item_id.to_string();
-                    let open = sold_out.iter_mut().rev().find(|o| {
-                        o.canteen == node.node_id && o.item_id == item && o.back_at.is_none()
+                for (item_id, since, back_at) in store.sold_out(&node.node_id, days.bounds())? {
+                    let (name_zh, name_en) = name(&item_id);
+                    sold_out.push(SoldOut {
+                        canteen: node.node_id.clone(),
+                        item_id,
+                        name_zh,
+                        name_en,
+                        since,
+                        back_at,
                     });
-                    match (s.sold_out || s.remaining == 0, open) {
-                        (true, None) => {
-                            let (name_zh, name_en) = name(&item);
-                            sold_out.push(SoldOut {
-                                canteen: node.node_id.clone(),
-                                item_id: item,
-                                name_zh,
-                                name_en,
-                                since: at,
-                                back_at: None,
-                            });
-                        }
-                        (false, Some(o)) => o.back_at = Some(at),
-                        _ => {}
-                    }
                 }
             }
         }
@@ -124,8 +107,10 @@ pub async fn items(
                 .then(a.canteen.cmp(&b.canteen))
                 .then(a.name_en.cmp(&b.name_en))
         });
+        sold_out.sort_by(|a, b| a.since.cmp(&b.since).then(a.canteen.cmp(&b.canteen)));
         Ok(Items {
-            day,
+            day: days.as_ref().map(|d| d.from.clone()),
+            to: days.map(|d| d.to),
             ranking,
             sold_out,
         })

@@ -10,6 +10,8 @@ pub mod docs;
 pub mod fleet;
 pub mod items;
 pub mod listener;
+pub mod menus;
+pub mod reconciliation;
 pub mod sales;
 pub mod server;
 pub mod store;

@@ -1,7 +1,7 @@
-//! Sales across canteens for one business day (each canteen's own, as its box named
-//! it): per canteen and for the campus, orders, revenue, average ticket, refunds,
-//! cancellations, expired and unclaimed orders. Read from the cloud's projections of
-//! the boxes' events.
+//! Sales across canteens for a business day or a range of them (each canteen's own
+//! business days, as its box named them): per canteen and for the campus, orders,
+//! revenue, average ticket, refunds, cancellations, expired and unclaimed orders, and
+//! orders per local hour. Read from the rollups kept at ingest, never the events.
 
 use super::admin::blocking;
 use super::admins::AdminAccount;
@@ -10,8 +10,93 @@ use super::server::Cloud;
 use axum::http::StatusCode;
 use serde::Serialize;
 
-/// Order states whose money was taken and kept (the day's tickets).
-const SOLD: &[&str] = &["paid", "preparing", "ready", "picked_up", "unclaimed"];
+use super::store::{CloudStore, SOLD};
+
+/// The longest range of business days a page sums.
+pub const RANGE_DAYS_MAX: i64 = 366;
+
+/// Business days `from..=to` (`YYYY-MM-DD`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Days {
+    pub from: String,
+    pub to: String,
+}
+
+impl Days {
+    /// The days a request names: `day` (or the latest day with orders) through `to`
+    /// (or `day` alone). `None` while no canteen has sold anything.
+    pub fn resolve(
+        store: &CloudStore,
+        day: Option<String>,
+        to: Option<String>,
+    ) -> anyhow::Result<Option<Days>> {
+        let from = match day {
+            Some(d) => d,
+            None => match store.latest_service_day()? {
+                Some(d) => d,
+                None => return Ok(None),
+            },
+        };
+        let to = to.unwrap_or_else(|| from.clone());
+        Ok(Some(Days { from, to }))
+    }
+
+    pub fn bounds(&self) -> (&str, &str) {
+        (&self.from, &self.to)
+    }
+
+    /// `2026-12-06` or `2026-12-01 – 2026-12-06`.
+    pub fn label(&self) -> String {
+        if self.from == self.to {
+            self.from.clone()
+        } else {
+            format!("{} – {}", self.from, self.to)
+        }
+    }
+
+    /// The query string naming these days.
+    pub fn query(&self) -> String {
+        if self.from == self.to {
+            format!("day={}", self.from)
+        } else {
+            format!("day={}&to={}", self.from, self.to)
+        }
+    }
+}
+
+/// Checks the days of a request: each `YYYY-MM-DD`, `to` not before `day`, at most
+/// [`RANGE_DAYS_MAX`] days.
+pub fn check_days(day: Option<&str>, to: Option<&str>) -> Result<(), AdminError> {
+    for d in day.iter().chain(to.iter()) {
+        check_day(d)?;
+    }
+    if let Some(to) = to {
+        let Some(day) = day else {
+            return Err(AdminError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_day",
+                "a range needs its first day: ?day=…&to=…",
+            ));
+        };
+        let parse = |d: &str| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d");
+        let (Ok(a), Ok(b)) = (parse(day), parse(to)) else {
+            return Err(AdminError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_day",
+                format!("{day} or {to} is not a calendar day"),
+            ));
+        };
+        let span = (b - a).num_days();
+        if !(0..RANGE_DAYS_MAX).contains(&span) {
+            return Err(AdminError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_range",
+                format!("the range must run forward and span at most {RANGE_DAYS_MAX} days"),
+            ));
+        }
+    }
+    Ok(())
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SalesRow {
@@ -41,22 +126,28 @@ pub struct Hourly {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Sales {
-    /// The business day (`YYYY-MM-DD`), or `None` while no canteen has sold anything.
+    /// The first business day (`YYYY-MM-DD`), or `None` while no canteen has sold
+    /// anything.
     pub day: Option<String>,
+    /// The last business day of the range (the same as `day` for one day).
+    pub to: Option<String>,
     pub canteens: Vec<SalesRow>,
     pub campus: SalesRow,
     /// Orders per hour, per canteen (the same canteens as `canteens`).
     pub hourly: Vec<Hourly>,
 }
 
-/// Counts placement times (RFC 3339) per local hour of `time_zone` (UTC if unknown).
-pub fn per_hour(placed: &[String], time_zone: &str) -> [u32; 24] {
+/// Sums orders per hour (Unix time / 3600, as the rollup keeps them) into the local
+/// hours of `time_zone` (UTC if unknown). A zone whose offset is not whole hours counts
+/// each UTC hour at the local hour it starts in.
+pub fn per_hour(hours: &[(i64, i64)], time_zone: &str) -> [u32; 24] {
     use chrono::Timelike;
     let tz: chrono_tz::Tz = time_zone.parse().unwrap_or(chrono_tz::UTC);
     let mut out = [0u32; 24];
-    for at in placed {
-        if let Ok(t) = chrono::DateTime::parse_from_rfc3339(at) {
-            out[t.with_timezone(&tz).hour() as usize] += 1;
+    for (hour, n) in hours {
+        if let Some(t) = chrono::DateTime::from_timestamp(hour.saturating_mul(3600), 0) {
+            let slot = &mut out[t.with_timezone(&tz).hour() as usize];
+            *slot = slot.saturating_add(u32::try_from(*n).unwrap_or(0));
         }
     }
     out
@@ -102,41 +193,40 @@ fn average(revenue_fen: i64, tickets: i64) -> i64 {
     }
 }
 
-/// The day's sales of every canteen `account` may see (`day` `None`: the latest day
-/// with orders).
+/// The sales of every canteen `account` may see over business days `day..=to` (`day`
+/// `None`: the latest day with orders; `to` `None`: that day alone).
 pub async fn sales(
     cloud: &Cloud,
     account: &AdminAccount,
     day: Option<String>,
+    to: Option<String>,
 ) -> Result<Sales, AdminError> {
-    if let Some(d) = &day {
-        check_day(d)?;
-    }
+    check_days(day.as_deref(), to.as_deref())?;
     let store = cloud.store.clone();
     let docs = cloud.docs.clone();
     let account = account.clone();
     blocking(move || -> anyhow::Result<Sales> {
-        let day = match day {
-            Some(d) => Some(d),
-            None => store.latest_service_day()?,
-        };
+        let days = Days::resolve(&store, day, to)?;
         let mut canteens = Vec::new();
         let mut hourly = Vec::new();
         let mut campus = SalesRow {
             canteen: "campus".into(),
             ..SalesRow::default()
         };
-        if let Some(day) = &day {
+        if let Some(days) = &days {
             for node in store.nodes()? {
                 if !account.may_read(&node.node_id) {
                     continue;
                 }
-                let s = store.summary(&node.node_id, Some(day))?;
+                let s = store.summary_range(&node.node_id, days.bounds())?;
                 let count = |state: &str| s.by_state.get(state).copied().unwrap_or(0);
                 let time_zone = docs.time_zone(&node.node_id)?;
                 hourly.push(Hourly {
                     canteen: node.node_id.clone(),
-                    orders: per_hour(&store.placed_times(&node.node_id, day)?, &time_zone),
+                    orders: per_hour(
+                        &store.placed_hours(&node.node_id, days.bounds())?,
+                        &time_zone,
+                    ),
                     time_zone,
                 });
                 let tickets = SOLD.iter().map(|st| count(st)).sum();
@@ -156,7 +246,8 @@ pub async fn sales(
             }
         }
         Ok(Sales {
-            day,
+            day: days.as_ref().map(|d| d.from.clone()),
+            to: days.map(|d| d.to),
             canteens,
             campus,
             hourly,
@@ -195,19 +286,43 @@ mod tests {
 
     #[test]
     fn orders_fall_into_the_canteens_local_hours() {
+        let hour = |at: &str| {
+            chrono::DateTime::parse_from_rfc3339(at)
+                .unwrap()
+                .timestamp()
+                .div_euclid(3600)
+        };
         let placed = [
-            "2026-12-06T03:59:59Z".to_owned(), // 11:59 in Shanghai
-            "2026-12-06T04:00:00Z".to_owned(), // 12:00
-            "2026-12-06T04:30:00+00:00".to_owned(),
-            "not a time".to_owned(),
+            (hour("2026-12-06T03:59:59Z"), 1), // 11:59 in Shanghai
+            (hour("2026-12-06T04:00:00Z"), 2), // 12:00
+            (hour("2026-12-07T04:10:00Z"), 5), // 12:10 the next day (a range)
+            (i64::MAX, 7),                     // not a time: left out
         ];
         let hours = per_hour(&placed, "Asia/Shanghai");
-        assert_eq!((hours[11], hours[12]), (1, 2));
-        assert_eq!(hours.iter().sum::<u32>(), 3);
+        assert_eq!((hours[11], hours[12]), (1, 7));
+        assert_eq!(hours.iter().sum::<u32>(), 8);
         assert_eq!(
             per_hour(&placed, "Mars/Olympus")[4],
-            2,
+            7,
             "unknown zones count in UTC"
         );
+    }
+
+    #[test]
+    fn ranges_run_forward_and_are_bounded() {
+        assert!(check_days(Some("2026-12-01"), Some("2026-12-06")).is_ok());
+        assert!(check_days(None, None).is_ok());
+        for (day, to, code) in [
+            (Some("2026-12-06"), Some("2026-12-01"), "bad_range"),
+            (Some("2025-01-01"), Some("2026-12-06"), "bad_range"),
+            (None, Some("2026-12-06"), "bad_day"),
+            (Some("2026-02-30"), Some("2026-03-01"), "bad_day"),
+        ] {
+            assert_eq!(
+                check_days(day, to).unwrap_err().code,
+                code,
+                "{day:?} {to:?}"
+            );
+        }
     }
 }

@@ -4,7 +4,10 @@
 use super::docs::DocHub;
 use super::store::CloudStore;
 use crate::identity;
-use crate::proto::{BoxHello, CloudWelcome, Message, PROTOCOL_MIN, PROTOCOL_VERSION, RefuseCode};
+use crate::proto::{
+    BoxHello, BoxStatus, CloudWelcome, Message, PROTOCOL_MIN, PROTOCOL_VERSION, RefuseCode,
+    STATUS_VERSION,
+};
 use crate::wire::{self, WireError};
 use crdt::DocKind;
 use std::sync::Arc;
@@ -287,6 +290,7 @@ async fn connection(conn: quinn::Connection, cloud: Cloud) {
             }
         }
         Some(h) => {
+            let speak = h.version.min(PROTOCOL_VERSION);
             let (store, n) = (cloud.store.clone(), node.clone());
             let may_renew = cloud.may_renew();
             match blocking(move || Ok(store.hello(&n, &h, may_renew)?)).await {
@@ -312,7 +316,7 @@ async fn connection(conn: quinn::Connection, cloud: Cloud) {
                     }
                     timeline = Some(o.timeline);
                     Ok(Message::WelcomeV2(CloudWelcome {
-                        version: PROTOCOL_VERSION,
+                        version: speak,
                         cloud_incarnation: o.cloud_incarnation,
                         acked_seq: o.acked_seq,
                         acked_digest: o.acked_digest,
@@ -346,8 +350,25 @@ async fn connection(conn: quinn::Connection, cloud: Cloud) {
         return;
     }
     tracing::info!(%node, acked_seq, remote = %conn.remote_address(), "box connected");
+    let protocol = match &welcome {
+        Message::WelcomeV2(w) => w.version,
+        _ => 1,
+    };
+    {
+        let (store, n) = (cloud.store.clone(), node.clone());
+        let _ = blocking(move || Ok(store.set_protocol(&n, protocol)?)).await;
+    }
 
     let mut streams = tokio::task::JoinSet::new();
+    if protocol >= STATUS_VERSION {
+        let (conn, cloud, node) = (conn.clone(), cloud.clone(), node.clone());
+        streams.spawn(async move {
+            if let Err(reason) = statuses(&conn, control_rx, &cloud, &node).await {
+                tracing::warn!(%node, %reason, "closing the link: bad status");
+                conn.close(CLOSE_PROTOCOL.into(), reason.as_bytes());
+            }
+        });
+    }
     loop {
         tokio::select! {
             accepted = conn.accept_bi() => match accepted {
@@ -371,6 +392,48 @@ async fn connection(conn: quinn::Connection, cloud: Cloud) {
     streams.abort_all();
     let store = cloud.store.clone();
     let _ = blocking(move || Ok(store.set_connected(&node, false)?)).await;
+}
+
+/// Statuses arriving faster than this are dropped (a box sends one per interval).
+const STATUS_MIN_GAP: Duration = Duration::from_millis(500);
+
+/// Reads the box's status messages on the control stream and records each (with the
+/// box's clock offset: its clock less the cloud's, less half the round trip). A
+/// malformed status, or any other message, ends the link with the reason.
+async fn statuses(
+    conn: &quinn::Connection,
+    mut control_rx: tokio::sync::mpsc::Receiver<Result<Message, WireError>>,
+    cloud: &Cloud,
+    node: &str,
+) -> Result<(), String> {
+    let mut last: Option<std::time::Instant> = None;
+    loop {
+        let status: BoxStatus = match wire::next(&mut control_rx).await {
+            Ok(Message::Status(s)) => s,
+            Ok(other) => return Err(format!("unexpected {other:?} on the control stream")),
+            Err(WireError::Closed) => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        };
+        if let Some(problem) = status.problem() {
+            return Err(format!("status refused: {problem}"));
+        }
+        if last.is_some_and(|t| t.elapsed() < STATUS_MIN_GAP) {
+            continue;
+        }
+        last = Some(std::time::Instant::now());
+        let now_ms = super::auth::now_ms();
+        let half_rtt = (conn.rtt().as_millis() / 2) as i64;
+        let offset_ms = status
+            .sent_at_ms
+            .saturating_add(half_rtt)
+            .saturating_sub(now_ms);
+        let (store, n) = (cloud.store.clone(), node.to_owned());
+        if let Err(e) =
+            blocking(move || Ok(store.record_status(&n, &status, now_ms, offset_ms)?)).await
+        {
+            tracing::error!(%node, error = %e, "cannot record the box's status");
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -474,9 +537,9 @@ async fn stream(
                 cursor = 0;
             }
             loop {
-                let store = cloud.store.clone();
+                let (store, n) = (cloud.store.clone(), node.clone());
                 let (next, accounts) =
-                    blocking(move || Ok(store.accounts_after(cursor, ACCOUNTS_PAGE)?)).await?;
+                    blocking(move || Ok(store.accounts_after(&n, cursor, ACCOUNTS_PAGE)?)).await?;
                 if !accounts.is_empty() {
                     wire::send(
                         &mut send,

@@ -20,7 +20,7 @@
 //! the database went back (a restore): the cloud takes a new incarnation, so every
 //! box forgets its cursors of the cloud's streams and fetches them again.
 
-use crate::proto::{Account, BoxHello, WireEvent, event_digest};
+use crate::proto::{Account, BoxHello, BoxStatus, DayTotals, WireEvent, event_digest};
 use crate::uplink::{BatchError, accept_batch};
 use canteen_api::events::{EventPayload, OrderMoved, OrderPlacedHead};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -120,8 +120,144 @@ CREATE TABLE audit (
 ) STRICT;
 ";
 
+/// Version 4: what boxes report of themselves (status, their own day totals), the
+/// reconciliation of business days, rollups maintained at ingest (so the console's
+/// pages never scan the event table), staff accounts scoped to canteens, and menu
+/// pushes across canteens. The rollups are filled from the projections here, once.
+const MIGRATION_4: &str = "
+ALTER TABLE node ADD COLUMN protocol INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE node ADD COLUMN counted_events INTEGER NOT NULL DEFAULT 0;
+UPDATE node SET counted_events =
+    (SELECT COUNT(*) FROM event e WHERE e.node_id = node.node_id AND e.counted = 1);
+-- The latest status a box sent (protocol version 3).
+CREATE TABLE node_status (
+    node_id           TEXT PRIMARY KEY,
+    received_at_ms    INTEGER NOT NULL,
+    clock_offset_ms   INTEGER NOT NULL,
+    software          TEXT NOT NULL,
+    schema            INTEGER NOT NULL,
+    last_seq          INTEGER NOT NULL,
+    acked_seq         INTEGER NOT NULL,
+    oldest_waiting_at TEXT,
+    docs              TEXT NOT NULL
+) STRICT;
+-- A box's own totals of a business day, as it last reported them.
+CREATE TABLE day_report (
+    node_id        TEXT NOT NULL,
+    service_day    TEXT NOT NULL,
+    through_seq    INTEGER NOT NULL,
+    orders         INTEGER NOT NULL,
+    revenue_fen    INTEGER NOT NULL,
+    refunds_fen    INTEGER NOT NULL,
+    cancelled      INTEGER NOT NULL,
+    expired        INTEGER NOT NULL,
+    unclaimed      INTEGER NOT NULL,
+    reported_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (node_id, service_day)
+) STRICT, WITHOUT ROWID;
+-- A business day whose totals matched the box's after it ended: complete up to
+-- through_seq. Events of the day that arrive later are late.
+CREATE TABLE day_close (
+    node_id      TEXT NOT NULL,
+    service_day  TEXT NOT NULL,
+    through_seq  INTEGER NOT NULL,
+    closed_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (node_id, service_day)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE late_event (
+    node_id        TEXT NOT NULL,
+    service_day    TEXT NOT NULL,
+    timeline       INTEGER NOT NULL,
+    seq            INTEGER NOT NULL,
+    kind           TEXT NOT NULL,
+    received_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (node_id, service_day, timeline, seq)
+) STRICT, WITHOUT ROWID;
+-- Rollups, kept in the ingesting transaction.
+ALTER TABLE cloud_order ADD COLUMN placed_hour INTEGER NOT NULL DEFAULT 0;
+UPDATE cloud_order SET placed_hour = COALESCE((SELECT unixepoch(e.at) / 3600 FROM event e
+    WHERE e.node_id = cloud_order.node_id AND e.timeline = cloud_order.placed_timeline
+      AND e.seq = cloud_order.placed_seq), 0);
+CREATE TABLE rollup_state (
+    node_id     TEXT NOT NULL,
+    service_day TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    orders      INTEGER NOT NULL,
+    PRIMARY KEY (node_id, service_day, state)
+) STRICT, WITHOUT ROWID;
+INSERT INTO rollup_state SELECT node_id, service_day, state, COUNT(*) FROM cloud_order
+    GROUP BY 1, 2, 3;
+CREATE TABLE rollup_money (
+    node_id      TEXT NOT NULL,
+    service_day  TEXT NOT NULL,
+    paid_fen     INTEGER NOT NULL,
+    refunded_fen INTEGER NOT NULL,
+    PRIMARY KEY (node_id, service_day)
+) STRICT, WITHOUT ROWID;
+INSERT INTO rollup_money SELECT node_id, service_day,
+    COALESCE(SUM(CASE WHEN kind = 'payment' THEN amount_fen END), 0),
+    COALESCE(SUM(CASE WHEN kind = 'refund' THEN amount_fen END), 0)
+    FROM cloud_payment GROUP BY 1, 2;
+-- Orders placed per hour (Unix time / 3600, UTC): pages map hours to the canteen's
+-- local time.
+CREATE TABLE rollup_hour (
+    node_id     TEXT NOT NULL,
+    service_day TEXT NOT NULL,
+    hour        INTEGER NOT NULL,
+    orders      INTEGER NOT NULL,
+    PRIMARY KEY (node_id, service_day, hour)
+) STRICT, WITHOUT ROWID;
+INSERT INTO rollup_hour SELECT node_id, service_day, placed_hour, COUNT(*) FROM cloud_order
+    GROUP BY 1, 2, 3;
+-- Dishes of the orders whose money was taken and kept.
+CREATE TABLE rollup_item (
+    node_id     TEXT NOT NULL,
+    service_day TEXT NOT NULL,
+    item_id     TEXT NOT NULL,
+    quantity    INTEGER NOT NULL,
+    revenue_fen INTEGER NOT NULL,
+    PRIMARY KEY (node_id, service_day, item_id)
+) STRICT, WITHOUT ROWID;
+INSERT INTO rollup_item
+    SELECT o.node_id, o.service_day, l.value ->> 'item_id', SUM(l.value ->> 'quantity'),
+           SUM(l.value ->> 'line_total_fen')
+    FROM cloud_order o
+    JOIN event e ON e.node_id = o.node_id AND e.timeline = o.placed_timeline
+        AND e.seq = o.placed_seq,
+    json_each(e.payload, '$.lines') l
+    WHERE o.state IN ('paid', 'preparing', 'ready', 'picked_up', 'unclaimed')
+    GROUP BY 1, 2, 3;
+-- Dishes that sold out: since when, and when they came back.
+CREATE TABLE sold_out (
+    node_id     TEXT NOT NULL,
+    service_day TEXT NOT NULL,
+    item_id     TEXT NOT NULL,
+    since       TEXT NOT NULL,
+    back_at     TEXT,
+    PRIMARY KEY (node_id, service_day, item_id, since)
+) STRICT, WITHOUT ROWID;
+-- Staff accounts of named canteens only (JSON list of node ids; empty: every canteen).
+ALTER TABLE account ADD COLUMN canteens TEXT NOT NULL DEFAULT '[]';
+-- Menu changes pushed to several canteens at once, and each canteen's state.
+CREATE TABLE menu_push (
+    push_id  TEXT PRIMARY KEY,
+    at_ms    INTEGER NOT NULL,
+    username TEXT NOT NULL,
+    item_id  TEXT NOT NULL,
+    -- The change as the admin gave it (JSON).
+    change   TEXT NOT NULL
+) STRICT;
+CREATE TABLE menu_push_target (
+    node_id TEXT NOT NULL,
+    push_id TEXT NOT NULL REFERENCES menu_push (push_id),
+    -- The cloud's heads of the canteen's menu right after the push (hex, JSON list).
+    heads   TEXT NOT NULL,
+    PRIMARY KEY (node_id, push_id)
+) STRICT, WITHOUT ROWID;
+";
+
 /// The schema version this build writes; a newer database is refused.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Version 2: timelines and incarnations. Rebuilds the tables whose keys gain the
 /// timeline (SQLite cannot change a primary key in place).
@@ -293,6 +429,120 @@ pub struct Summary {
     pub events: i64,
 }
 
+/// The latest status a box reported.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub received_at_ms: i64,
+    /// The box's clock less the cloud's, in milliseconds.
+    pub clock_offset_ms: i64,
+    pub software: String,
+    pub schema: u32,
+    pub last_seq: u64,
+    pub acked_seq: u64,
+    pub oldest_waiting_at: Option<String>,
+    pub docs: Vec<crate::proto::DocHeads>,
+    /// The protocol version of the box's latest connection.
+    pub protocol: u16,
+}
+
+/// One canteen's business day as the box counts it and as the cloud does.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ReconRow {
+    pub canteen: String,
+    pub day: String,
+    /// `closed` (matched after the day ended: complete), `matches`, `in_transit` (the
+    /// box counted events the cloud has not received yet), `differs`, `no_report`
+    /// (a box without status messages).
+    pub state: &'static str,
+    pub cloud_acked_seq: u64,
+    pub reported_at_ms: Option<i64>,
+    pub box_totals: Option<DayTotals>,
+    pub cloud_totals: DayTotals,
+    /// The day is complete up to this event of the box.
+    pub complete_through: Option<u64>,
+    pub closed_at_ms: Option<i64>,
+    /// Events of the day that arrived after it was closed.
+    pub late_events: i64,
+}
+
+/// A menu change pushed to several canteens.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MenuPush {
+    pub push_id: String,
+    pub at_ms: i64,
+    pub username: String,
+    /// The dish pushed.
+    pub item_id: String,
+    /// The change as the admin gave it (JSON).
+    pub change: String,
+    /// Each canteen with the cloud's heads of its menu right after the push.
+    pub targets: Vec<(String, Vec<String>)>,
+}
+
+/// The totals compared in reconciliation: everything but the event they run to.
+fn same_totals(a: &DayTotals, b: &DayTotals) -> bool {
+    (
+        a.orders,
+        a.revenue_fen,
+        a.refunds_fen,
+        a.cancelled,
+        a.expired,
+        a.unclaimed,
+    ) == (
+        b.orders,
+        b.revenue_fen,
+        b.refunds_fen,
+        b.cancelled,
+        b.expired,
+        b.unclaimed,
+    )
+}
+
+/// The cloud's totals of one canteen's business day, from the rollups.
+fn cloud_day(conn: &Connection, node: &str, day: &str) -> Result<DayTotals, StoreError> {
+    let mut t = DayTotals {
+        day: day.to_owned(),
+        ..DayTotals::default()
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT state, orders FROM rollup_state WHERE node_id = ?1 AND service_day = ?2",
+    )?;
+    for row in stmt.query_map(params![node, day], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+    })? {
+        let (state, n) = row?;
+        t.orders += n;
+        match state.as_str() {
+            "cancelled" => t.cancelled += n,
+            "expired" => t.expired += n,
+            "unclaimed" => t.unclaimed += n,
+            _ => {}
+        }
+    }
+    let money: Option<(i64, i64)> = conn
+        .prepare_cached(
+            "SELECT paid_fen, refunded_fen FROM rollup_money WHERE node_id = ?1 AND service_day = ?2",
+        )?
+        .query_row(params![node, day], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    if let Some((paid, refunded)) = money {
+        t.revenue_fen = paid - refunded;
+        t.refunds_fen = refunded;
+    }
+    Ok(t)
+}
+
+/// An argon2id hash of a random secret made once per process: what a box receives for
+/// an account that is not valid there.
+fn locked_secret() -> &'static str {
+    static LOCKED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    LOCKED.get_or_init(|| {
+        let mut secret = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut secret);
+        super::admins::hash_account_secret(&hex::encode(secret))
+    })
+}
+
 fn now_text() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -328,6 +578,9 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     if found < 3 {
         tx.execute_batch(MIGRATION_3)?;
+    }
+    if found < 4 {
+        tx.execute_batch(MIGRATION_4)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
@@ -772,6 +1025,7 @@ impl CloudStore {
             } else {
                 0
             };
+            let mut counted = 0i64;
             for e in fresh {
                 if resolve_until > 0 {
                     if e.seq as i64 <= resolve_until {
@@ -808,8 +1062,13 @@ impl CloudStore {
                 ])?;
                 if !counted_before {
                     project(&tx, node, timeline, e)?;
+                    counted += 1;
                 }
             }
+            tx.execute(
+                "UPDATE node SET counted_events = counted_events + ?2 WHERE node_id = ?1",
+                params![node, counted],
+            )?;
         }
         tx.execute(
             "UPDATE node SET acked_seq = ?2, last_seen = ?3, resolve_until = ?4 WHERE node_id = ?1",
@@ -839,39 +1098,53 @@ impl CloudStore {
     }
 
     pub fn summary(&self, node: &str, day: Option<&str>) -> Result<Summary, StoreError> {
+        let day = day.unwrap_or("");
+        self.summary_range(
+            node,
+            if day.is_empty() {
+                ("", "9")
+            } else {
+                (day, day)
+            },
+        )
+    }
+
+    /// One canteen's totals over the business days `from..=to` (`YYYY-MM-DD`), read
+    /// from the rollups.
+    pub fn summary_range(
+        &self,
+        node: &str,
+        (from, to): (&str, &str),
+    ) -> Result<Summary, StoreError> {
         let conn = self.lock();
-        let day = day.unwrap_or("%");
         let mut by_state = std::collections::BTreeMap::new();
         {
-            let mut stmt = conn.prepare(
-                "SELECT state, COUNT(*) FROM cloud_order WHERE node_id = ?1 AND service_day LIKE ?2 GROUP BY state",
+            let mut stmt = conn.prepare_cached(
+                "SELECT state, SUM(orders) FROM rollup_state
+                 WHERE node_id = ?1 AND service_day BETWEEN ?2 AND ?3 GROUP BY state",
             )?;
-            for row in stmt.query_map(params![node, day], |r| {
+            for row in stmt.query_map(params![node, from, to], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
             })? {
                 let (s, n) = row?;
-                by_state.insert(s, n);
+                if n != 0 {
+                    by_state.insert(s, n);
+                }
             }
         }
         let (paid, refunded): (i64, i64) = conn.query_row(
-            "SELECT COALESCE(SUM(CASE WHEN kind = 'payment' THEN amount_fen END), 0),
-                    COALESCE(SUM(CASE WHEN kind = 'refund' THEN amount_fen END), 0)
-             FROM cloud_payment WHERE node_id = ?1 AND service_day LIKE ?2",
-            params![node, day],
+            "SELECT COALESCE(SUM(paid_fen), 0), COALESCE(SUM(refunded_fen), 0) FROM rollup_money
+             WHERE node_id = ?1 AND service_day BETWEEN ?2 AND ?3",
+            params![node, from, to],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-        let mut stmt = conn.prepare(
-            "SELECT l.value ->> 'item_id', SUM(l.value ->> 'quantity'), SUM(l.value ->> 'line_total_fen')
-             FROM cloud_order o
-             JOIN event e ON e.node_id = o.node_id AND e.timeline = o.placed_timeline
-                 AND e.seq = o.placed_seq,
-             json_each(e.payload, '$.lines') l
-             WHERE o.node_id = ?1 AND o.service_day LIKE ?2
-               AND o.state IN ('paid', 'preparing', 'ready', 'picked_up', 'unclaimed')
-             GROUP BY 1 ORDER BY 1",
+        let mut stmt = conn.prepare_cached(
+            "SELECT item_id, SUM(quantity), SUM(revenue_fen) FROM rollup_item
+             WHERE node_id = ?1 AND service_day BETWEEN ?2 AND ?3
+             GROUP BY 1 HAVING SUM(quantity) <> 0 OR SUM(revenue_fen) <> 0 ORDER BY 1",
         )?;
         let items = stmt
-            .query_map(params![node, day], |r| {
+            .query_map(params![node, from, to], |r| {
                 Ok(ItemTotal {
                     item_id: r.get(0)?,
                     quantity: r.get(1)?,
@@ -879,11 +1152,14 @@ impl CloudStore {
                 })
             })?
             .collect::<Result<_, _>>()?;
-        let events: i64 = conn.query_row(
-            "SELECT COUNT(*) FROM event WHERE node_id = ?1 AND counted = 1",
-            [node],
-            |r| r.get(0),
-        )?;
+        let events: i64 = conn
+            .query_row(
+                "SELECT counted_events FROM node WHERE node_id = ?1",
+                [node],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
         Ok(Summary {
             node_id: node.to_owned(),
             orders: by_state.values().sum(),
@@ -895,34 +1171,34 @@ impl CloudStore {
         })
     }
 
-    /// When each order of `node`'s business `day` was placed (RFC 3339, UTC, as the box
-    /// stamped its `order.placed`).
-    pub fn placed_times(&self, node: &str, day: &str) -> Result<Vec<String>, StoreError> {
+    /// Orders placed per hour (Unix time / 3600) over `node`'s business days
+    /// `from..=to`.
+    pub fn placed_hours(
+        &self,
+        node: &str,
+        (from, to): (&str, &str),
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
         let conn = self.lock();
-        let mut stmt = conn.prepare(
-            "SELECT e.at FROM cloud_order o
-             JOIN event e ON e.node_id = o.node_id AND e.timeline = o.placed_timeline
-                 AND e.seq = o.placed_seq
-             WHERE o.node_id = ?1 AND o.service_day = ?2",
+        let mut stmt = conn.prepare_cached(
+            "SELECT hour, SUM(orders) FROM rollup_hour
+             WHERE node_id = ?1 AND service_day BETWEEN ?2 AND ?3 GROUP BY hour",
         )?;
-        let rows = stmt.query_map(params![node, day], |r| r.get(0))?;
+        let rows = stmt.query_map(params![node, from, to], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// `node`'s stock events of business `day` (kind, payload, time) in order.
-    pub fn stock_events(
+    /// `node`'s dishes that sold out over `from..=to`: (item, since, back at).
+    pub fn sold_out(
         &self,
         node: &str,
-        day: &str,
-    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        (from, to): (&str, &str),
+    ) -> Result<Vec<(String, String, Option<String>)>, StoreError> {
         let conn = self.lock();
-        let mut stmt = conn.prepare(
-            "SELECT kind, payload, at FROM event
-             WHERE node_id = ?1 AND kind LIKE 'stock.%' AND counted = 1
-               AND payload ->> 'service_day' = ?2
-             ORDER BY timeline, seq",
+        let mut stmt = conn.prepare_cached(
+            "SELECT item_id, since, back_at FROM sold_out
+             WHERE node_id = ?1 AND service_day BETWEEN ?2 AND ?3 ORDER BY since, item_id",
         )?;
-        let rows = stmt.query_map(params![node, day], |r| {
+        let rows = stmt.query_map(params![node, from, to], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -930,9 +1206,246 @@ impl CloudStore {
 
     /// The latest business day with an order at any canteen, as the boxes named it.
     pub fn latest_service_day(&self) -> Result<Option<String>, StoreError> {
+        Ok(self.lock().query_row(
+            "SELECT MAX(service_day) FROM rollup_state WHERE orders > 0",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// The latest business day any box reported or sold on.
+    pub fn latest_report_day(&self) -> Result<Option<String>, StoreError> {
+        Ok(self.lock().query_row(
+            "SELECT MAX(d) FROM (SELECT MAX(service_day) AS d FROM day_report
+                                 UNION ALL SELECT MAX(service_day) FROM rollup_state)",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// The protocol version a box was welcomed in, at its latest connection.
+    pub fn set_protocol(&self, node: &str, protocol: u16) -> Result<(), StoreError> {
+        self.lock().execute(
+            "UPDATE node SET protocol = ?2 WHERE node_id = ?1",
+            params![node, protocol],
+        )?;
+        Ok(())
+    }
+
+    /// Records a box's status and its own day totals; closes (reconciles) each day the
+    /// box has moved past whose totals the cloud now matches, with every event the box
+    /// counted acknowledged. Returns the days closed now.
+    pub fn record_status(
+        &self,
+        node: &str,
+        status: &BoxStatus,
+        now_ms: i64,
+        clock_offset_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let docs =
+            serde_json::to_string(&status.docs).map_err(|e| StoreError::Restore(e.to_string()))?;
+        tx.execute(
+            "INSERT OR REPLACE INTO node_status (node_id, received_at_ms, clock_offset_ms, software,
+                 schema, last_seq, acked_seq, oldest_waiting_at, docs)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                node,
+                now_ms,
+                clock_offset_ms,
+                status.software,
+                status.schema,
+                status.last_seq as i64,
+                status.acked_seq as i64,
+                status.oldest_waiting_at,
+                docs
+            ],
+        )?;
+        let acked: i64 = tx
+            .query_row(
+                "SELECT acked_seq FROM node WHERE node_id = ?1",
+                [node],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
+        let current = status.days.iter().map(|d| d.day.as_str()).max();
+        let mut closed = Vec::new();
+        for d in &status.days {
+            tx.execute(
+                "INSERT OR REPLACE INTO day_report (node_id, service_day, through_seq, orders,
+                     revenue_fen, refunds_fen, cancelled, expired, unclaimed, reported_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    node,
+                    d.day,
+                    d.through_seq as i64,
+                    d.orders,
+                    d.revenue_fen,
+                    d.refunds_fen,
+                    d.cancelled,
+                    d.expired,
+                    d.unclaimed,
+                    now_ms
+                ],
+            )?;
+            let over = current.is_some_and(|c| d.day.as_str() < c);
+            if over
+                && acked >= d.through_seq as i64
+                && same_totals(d, &cloud_day(&tx, node, &d.day)?)
+            {
+                let n = tx.execute(
+                    "INSERT OR IGNORE INTO day_close (node_id, service_day, through_seq, closed_at_ms)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![node, d.day, d.through_seq as i64, now_ms],
+                )?;
+                if n > 0 {
+                    closed.push(d.day.clone());
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(closed)
+    }
+
+    /// The latest status a box sent, if it ever sent one.
+    pub fn node_status(&self, node: &str) -> Result<Option<NodeStatus>, StoreError> {
+        let conn = self.lock();
+        let row = conn
+            .query_row(
+                "SELECT s.received_at_ms, s.clock_offset_ms, s.software, s.schema, s.last_seq,
+                        s.acked_seq, s.oldest_waiting_at, s.docs, n.protocol
+                 FROM node_status s JOIN node n USING (node_id) WHERE s.node_id = ?1",
+                [node],
+                |r| {
+                    Ok((
+                        NodeStatus {
+                            received_at_ms: r.get(0)?,
+                            clock_offset_ms: r.get(1)?,
+                            software: r.get(2)?,
+                            schema: r.get(3)?,
+                            last_seq: r.get::<_, i64>(4)? as u64,
+                            acked_seq: r.get::<_, i64>(5)? as u64,
+                            oldest_waiting_at: r.get(6)?,
+                            docs: Vec::new(),
+                            protocol: r.get(8)?,
+                        },
+                        r.get::<_, String>(7)?,
+                    ))
+                },
+            )
+            .optional()?;
+        Ok(row.map(|(mut s, docs)| {
+            s.docs = serde_json::from_str(&docs).unwrap_or_default();
+            s
+        }))
+    }
+
+    /// The protocol version a box was last welcomed in (0: never connected).
+    pub fn protocol(&self, node: &str) -> Result<u16, StoreError> {
         Ok(self
             .lock()
-            .query_row("SELECT MAX(service_day) FROM cloud_order", [], |r| r.get(0))?)
+            .query_row(
+                "SELECT protocol FROM node WHERE node_id = ?1",
+                [node],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0))
+    }
+
+    /// Each business day of `node` in `from..=to` (newest first): the box's totals as
+    /// it last reported them, the cloud's, and the day's reconciliation.
+    pub fn reconciliation(
+        &self,
+        node: &str,
+        (from, to): (&str, &str),
+    ) -> Result<Vec<ReconRow>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let acked: i64 = tx
+            .query_row(
+                "SELECT acked_seq FROM node WHERE node_id = ?1",
+                [node],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
+        let days: Vec<String> = tx
+            .prepare(
+                "SELECT service_day FROM day_report WHERE node_id = ?1 AND service_day BETWEEN ?2 AND ?3
+                 UNION SELECT service_day FROM rollup_state
+                     WHERE node_id = ?1 AND service_day BETWEEN ?2 AND ?3
+                 ORDER BY 1 DESC LIMIT 400",
+            )?
+            .query_map(params![node, from, to], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::with_capacity(days.len());
+        for day in days {
+            let reported = tx
+                .query_row(
+                    "SELECT through_seq, orders, revenue_fen, refunds_fen, cancelled, expired,
+                            unclaimed, reported_at_ms
+                     FROM day_report WHERE node_id = ?1 AND service_day = ?2",
+                    params![node, day],
+                    |r| {
+                        Ok((
+                            DayTotals {
+                                day: day.clone(),
+                                through_seq: r.get::<_, i64>(0)? as u64,
+                                orders: r.get(1)?,
+                                revenue_fen: r.get(2)?,
+                                refunds_fen: r.get(3)?,
+                                cancelled: r.get(4)?,
+                                expired: r.get(5)?,
+                                unclaimed: r.get(6)?,
+                            },
+                            r.get::<_, i64>(7)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            let closed = tx
+                .query_row(
+                    "SELECT through_seq, closed_at_ms FROM day_close
+                     WHERE node_id = ?1 AND service_day = ?2",
+                    params![node, day],
+                    |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)?)),
+                )
+                .optional()?;
+            let late_events: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM late_event WHERE node_id = ?1 AND service_day = ?2",
+                params![node, day],
+                |r| r.get(0),
+            )?;
+            let cloud = cloud_day(&tx, node, &day)?;
+            let state = match &reported {
+                None => "no_report",
+                Some((b, _)) if (b.through_seq as i64) > acked => "in_transit",
+                Some((b, _)) if same_totals(b, &cloud) => {
+                    if closed.is_some() {
+                        "closed"
+                    } else {
+                        "matches"
+                    }
+                }
+                Some(_) => "differs",
+            };
+            out.push(ReconRow {
+                canteen: node.to_owned(),
+                day,
+                state,
+                cloud_acked_seq: acked as u64,
+                reported_at_ms: reported.as_ref().map(|r| r.1),
+                box_totals: reported.map(|r| r.0),
+                cloud_totals: cloud,
+                complete_through: closed.map(|c| c.0),
+                closed_at_ms: closed.map(|c| c.1),
+                late_events,
+            });
+        }
+        Ok(out)
     }
 
     pub fn doc_chunks(&self, node: &str, doc: &str) -> Result<Vec<Vec<u8>>, StoreError> {
@@ -992,12 +1505,25 @@ impl CloudStore {
 
     /// Records account changes (the newest row per login wins at the boxes).
     pub fn add_accounts(&self, accounts: &[Account]) -> Result<u64, StoreError> {
+        self.add_accounts_for(accounts, &[])
+    }
+
+    /// Records account changes valid at the named canteens only (every canteen when
+    /// `canteens` is empty): the other canteens' boxes receive them as inactive.
+    pub fn add_accounts_for(
+        &self,
+        accounts: &[Account],
+        canteens: &[String],
+    ) -> Result<u64, StoreError> {
+        let scope =
+            serde_json::to_string(canteens).map_err(|e| StoreError::Restore(e.to_string()))?;
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         for a in accounts {
             tx.execute(
-                "INSERT INTO account (role, login, name, secret_hash, active) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![a.role, a.login, a.name, a.secret_hash, a.active],
+                "INSERT INTO account (role, login, name, secret_hash, active, canteens)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![a.role, a.login, a.name, a.secret_hash, a.active, scope],
             )?;
         }
         let cursor = max_account_cursor(&tx)?;
@@ -1036,19 +1562,25 @@ impl CloudStore {
         max_account_cursor(&self.lock())
     }
 
-    /// Account changes after `cursor`, at most `max`, and the cursor they reach.
+    /// Account changes after `cursor` as `node`'s box is to see them, at most `max`,
+    /// and the cursor they reach. An account scoped to other canteens reaches this box
+    /// inactive, with a secret nobody knows instead of its own: a staff login of one
+    /// canteen does not work at another (and one moved away stops working here).
     pub fn accounts_after(
         &self,
+        node: &str,
         cursor: u64,
         max: usize,
     ) -> Result<(u64, Vec<Account>), StoreError> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
-            "SELECT cursor, role, login, name, secret_hash, active FROM account WHERE cursor > ?1 ORDER BY cursor LIMIT ?2",
+            "SELECT cursor, role, login, name, secret_hash, active,
+                    canteens = '[]' OR EXISTS (SELECT 1 FROM json_each(canteens) WHERE value = ?3)
+             FROM account WHERE cursor > ?1 ORDER BY cursor LIMIT ?2",
         )?;
         let mut last = cursor;
         let mut out = Vec::new();
-        for row in stmt.query_map(params![cursor as i64, max as i64], |r| {
+        for row in stmt.query_map(params![cursor as i64, max as i64, node], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 Account {
@@ -1058,22 +1590,208 @@ impl CloudStore {
                     secret_hash: r.get(4)?,
                     active: r.get(5)?,
                 },
+                r.get::<_, bool>(6)?,
             ))
         })? {
-            let (c, a) = row?;
+            let (c, mut a, here) = row?;
+            if !here {
+                a.active = false;
+                a.secret_hash = locked_secret().to_owned();
+            }
             last = c as u64;
             out.push(a);
         }
         Ok((last, out))
     }
+
+    /// The canteens an account's newest record is scoped to (empty: every canteen).
+    pub fn account_canteens(&self, login: &str, student: bool) -> Result<Vec<String>, StoreError> {
+        let scope: Option<String> = self
+            .lock()
+            .query_row(
+                "SELECT canteens FROM account WHERE login = ?1 AND (role = 'student') = ?2
+                 ORDER BY cursor DESC LIMIT 1",
+                params![login, student],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(scope
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default())
+    }
+
+    /// Records a menu push and, per canteen, the cloud's heads of its menu right after.
+    pub fn add_menu_push(&self, push: &MenuPush) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO menu_push (push_id, at_ms, username, item_id, change) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![push.push_id, push.at_ms, push.username, push.item_id, push.change],
+        )?;
+        for (node, heads) in &push.targets {
+            tx.execute(
+                "INSERT INTO menu_push_target (node_id, push_id, heads) VALUES (?1, ?2, ?3)",
+                params![
+                    node,
+                    push.push_id,
+                    serde_json::to_string(heads).map_err(|e| StoreError::Restore(e.to_string()))?
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The newest menu pushes, at most `max`, with their targets.
+    pub fn menu_pushes(&self, max: usize) -> Result<Vec<MenuPush>, StoreError> {
+        let conn = self.lock();
+        let mut pushes: Vec<MenuPush> = conn
+            .prepare(
+                "SELECT push_id, at_ms, username, item_id, change FROM menu_push
+                 ORDER BY at_ms DESC, push_id DESC LIMIT ?1",
+            )?
+            .query_map([max as i64], |r| {
+                Ok(MenuPush {
+                    push_id: r.get(0)?,
+                    at_ms: r.get(1)?,
+                    username: r.get(2)?,
+                    item_id: r.get(3)?,
+                    change: r.get(4)?,
+                    targets: Vec::new(),
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT node_id, heads FROM menu_push_target WHERE push_id = ?1 ORDER BY node_id",
+        )?;
+        for p in &mut pushes {
+            p.targets = stmt
+                .query_map([&p.push_id], |r| {
+                    let heads: String = r.get(1)?;
+                    Ok((r.get(0)?, serde_json::from_str(&heads).unwrap_or_default()))
+                })?
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(pushes)
+    }
 }
 
-/// Projects one event into the aggregate tables. Events are the box's own records, read
-/// as the typed, versioned payloads of `canteen_api::events`: `order.placed` through
-/// [`OrderPlacedHead`] (only the fields used, borrowed: it carries the whole order and
-/// runs for every order of a catch-up), `order.<state>` as a whole [`OrderMoved`]. A
-/// payload newer than this cloud knows, or malformed, is refused (`BadEvent`) rather
-/// than guessed at. Stock events are stored, not projected.
+/// Order states whose money was taken and kept (the day's tickets).
+pub const SOLD: &[&str] = &["paid", "preparing", "ready", "picked_up", "unclaimed"];
+
+fn sold(state: &str) -> bool {
+    SOLD.contains(&state)
+}
+
+/// The hour an event was stamped in (Unix time / 3600).
+fn unix_hour(at: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(at)
+        .ok()
+        .map(|t| t.timestamp().div_euclid(3600))
+}
+
+fn bump_state(
+    tx: &rusqlite::Transaction<'_>,
+    node: &str,
+    day: &str,
+    state: &str,
+    by: i64,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO rollup_state (node_id, service_day, state, orders) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (node_id, service_day, state) DO UPDATE SET orders = orders + ?4",
+    )?
+    .execute(params![node, day, state, by])?;
+    Ok(())
+}
+
+fn bump_hour(
+    tx: &rusqlite::Transaction<'_>,
+    node: &str,
+    day: &str,
+    hour: i64,
+    by: i64,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO rollup_hour (node_id, service_day, hour, orders) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (node_id, service_day, hour) DO UPDATE SET orders = orders + ?4",
+    )?
+    .execute(params![node, day, hour, by])?;
+    Ok(())
+}
+
+/// Adds (`sign` 1) or takes back (-1) the dishes of an order's `order.placed` event.
+fn bump_items(
+    tx: &rusqlite::Transaction<'_>,
+    node: &str,
+    day: &str,
+    placed: (i64, i64),
+    sign: i64,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO rollup_item (node_id, service_day, item_id, quantity, revenue_fen)
+         SELECT ?1, ?2, l.value ->> 'item_id', ?5 * (l.value ->> 'quantity'),
+                ?5 * (l.value ->> 'line_total_fen')
+         FROM event e, json_each(e.payload, '$.lines') l
+         WHERE e.node_id = ?1 AND e.timeline = ?3 AND e.seq = ?4 AND true
+         ON CONFLICT (node_id, service_day, item_id) DO UPDATE SET
+             quantity = quantity + excluded.quantity,
+             revenue_fen = revenue_fen + excluded.revenue_fen",
+    )?
+    .execute(params![node, day, placed.0, placed.1, sign])?;
+    Ok(())
+}
+
+/// An order as the projection holds it: (business day, state, placed hour, placed
+/// event's timeline and seq).
+type OrderRow = (String, String, i64, (i64, i64));
+
+fn order_row(
+    tx: &rusqlite::Transaction<'_>,
+    node: &str,
+    order_id: &str,
+) -> rusqlite::Result<Option<OrderRow>> {
+    tx.prepare_cached(
+        "SELECT service_day, state, placed_hour, placed_timeline, placed_seq FROM cloud_order
+         WHERE node_id = ?1 AND order_id = ?2",
+    )?
+    .query_row(params![node, order_id], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, (r.get(3)?, r.get(4)?)))
+    })
+    .optional()
+}
+
+/// A late event: of a business day already reconciled, after the event it was
+/// complete up to. Recorded for the reconciliation page.
+fn note_if_late(
+    tx: &rusqlite::Transaction<'_>,
+    node: &str,
+    timeline: i64,
+    e: &WireEvent,
+    day: &str,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO late_event (node_id, service_day, timeline, seq, kind, received_at_ms)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6 FROM day_close
+         WHERE node_id = ?1 AND service_day = ?2 AND through_seq < ?4",
+    )?
+    .execute(params![
+        node,
+        day,
+        timeline,
+        e.seq as i64,
+        e.kind,
+        super::auth::now_ms()
+    ])?;
+    Ok(())
+}
+
+/// Projects one event into the aggregate tables and the rollups. Events are the box's
+/// own records, read as the typed, versioned payloads of `canteen_api::events`:
+/// `order.placed` through [`OrderPlacedHead`] (only the fields used, borrowed: it
+/// carries the whole order and runs for every order of a catch-up), `order.<state>` as
+/// a whole [`OrderMoved`], stock changes for the sold-out board. A payload newer than
+/// this cloud knows, or malformed, is refused (`BadEvent`) rather than guessed at.
 fn project(
     tx: &rusqlite::Transaction<'_>,
     node: &str,
@@ -1085,15 +1803,47 @@ fn project(
         seq: e.seq,
         reason,
     };
+    if e.kind.starts_with("stock.") {
+        if let Ok(EventPayload::StockChanged(st)) = EventPayload::parse(&e.kind, &e.payload) {
+            let (day, item) = (st.service_day.to_string(), st.item_id.to_string());
+            if st.sold_out || st.remaining == 0 {
+                tx.prepare_cached(
+                    "INSERT INTO sold_out (node_id, service_day, item_id, since)
+                     SELECT ?1, ?2, ?3, ?4 WHERE NOT EXISTS (SELECT 1 FROM sold_out
+                         WHERE node_id = ?1 AND service_day = ?2 AND item_id = ?3
+                           AND back_at IS NULL)",
+                )?
+                .execute(params![node, day, item, e.at])?;
+            } else {
+                tx.prepare_cached(
+                    "UPDATE sold_out SET back_at = ?4
+                     WHERE node_id = ?1 AND service_day = ?2 AND item_id = ?3 AND back_at IS NULL",
+                )?
+                .execute(params![node, day, item, e.at])?;
+            }
+            note_if_late(tx, node, timeline, e, &day)?;
+        }
+        return Ok(());
+    }
     if !e.kind.starts_with("order.") {
         return Ok(());
     }
     if e.kind == "order.placed" {
         let p = OrderPlacedHead::parse(&e.payload).map_err(|err| bad(err.to_string()))?;
+        let hour = unix_hour(&e.at).ok_or_else(|| bad(format!("time {:?}", e.at)))?;
+        // The same order placed again (another timeline's copy): its old counts go.
+        if let Some((day, state, old_hour, placed)) = order_row(tx, node, &p.id)? {
+            bump_state(tx, node, &day, &state, -1)?;
+            bump_hour(tx, node, &day, old_hour, -1)?;
+            if sold(&state) {
+                bump_items(tx, node, &day, placed, -1)?;
+            }
+        }
         tx.prepare_cached(
             "INSERT OR REPLACE INTO cloud_order
-                 (node_id, order_id, service_day, state, total_fen, placed_seq, placed_timeline)
-             VALUES (?1, ?2, ?3, 'placed', ?4, ?5, ?6)",
+                 (node_id, order_id, service_day, state, total_fen, placed_seq, placed_timeline,
+                  placed_hour)
+             VALUES (?1, ?2, ?3, 'placed', ?4, ?5, ?6, ?7)",
         )?
         .execute(params![
             node,
@@ -1101,8 +1851,12 @@ fn project(
             p.service_day,
             p.total_fen,
             e.seq as i64,
-            timeline
+            timeline,
+            hour
         ])?;
+        bump_state(tx, node, &p.service_day, "placed", 1)?;
+        bump_hour(tx, node, &p.service_day, hour, 1)?;
+        note_if_late(tx, node, timeline, e, &p.service_day)?;
         return Ok(());
     }
     let m: OrderMoved = match EventPayload::parse(&e.kind, &e.payload) {
@@ -1111,8 +1865,21 @@ fn project(
         Err(err) => return Err(bad(err.to_string())),
     };
     let order_id = m.order_id.to_string();
-    tx.prepare_cached("UPDATE cloud_order SET state = ?3 WHERE node_id = ?1 AND order_id = ?2")?
-        .execute(params![node, order_id, m.to.as_str()])?;
+    let to = m.to.as_str();
+    if let Some((day, from, _, placed)) = order_row(tx, node, &order_id)? {
+        tx.prepare_cached(
+            "UPDATE cloud_order SET state = ?3 WHERE node_id = ?1 AND order_id = ?2",
+        )?
+        .execute(params![node, order_id, to])?;
+        bump_state(tx, node, &day, &from, -1)?;
+        bump_state(tx, node, &day, to, 1)?;
+        match (sold(&from), sold(to)) {
+            (false, true) => bump_items(tx, node, &day, placed, 1)?,
+            (true, false) => bump_items(tx, node, &day, placed, -1)?,
+            _ => {}
+        }
+    }
+    let money_day = m.service_day.to_string();
     if let Some(money) = m.payment {
         tx.prepare_cached(
             "INSERT INTO cloud_payment (node_id, timeline, seq, order_id, service_day, kind, amount_fen)
@@ -1123,12 +1890,192 @@ fn project(
             timeline,
             e.seq as i64,
             order_id,
-            m.service_day.to_string(),
+            money_day,
             money.kind.as_str(),
             money.amount_fen
         ])?;
+        let (paid, refunded) = match money.kind.as_str() {
+            "refund" => (0, money.amount_fen),
+            _ => (money.amount_fen, 0),
+        };
+        tx.prepare_cached(
+            "INSERT INTO rollup_money (node_id, service_day, paid_fen, refunded_fen)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (node_id, service_day) DO UPDATE SET
+                 paid_fen = paid_fen + ?3, refunded_fen = refunded_fen + ?4",
+        )?
+        .execute(params![node, money_day, paid, refunded])?;
     }
+    note_if_late(tx, node, timeline, e, &money_day)?;
     Ok(())
+}
+
+/// The rollups kept at ingest against a model of the same orders.
+#[cfg(test)]
+mod rollup_tests {
+    use super::*;
+    use canteen_api::{ItemId, OrderId, PaymentId, StudentId};
+    use proptest::prelude::*;
+
+    /// How an order's day goes.
+    #[derive(Debug, Clone, Copy)]
+    enum Path {
+        Expired,
+        Refunded,
+        PickedUp,
+        Unclaimed,
+        Unpaid,
+    }
+
+    const DAYS: [&str; 2] = ["2026-11-23", "2026-11-24"];
+
+    fn moved(
+        seq: u64,
+        day: &str,
+        order: OrderId,
+        from: &str,
+        to: &str,
+        event: &str,
+        money: Option<(&str, i64)>,
+        at: &str,
+    ) -> WireEvent {
+        let payment = match money {
+            None => "null".to_owned(),
+            Some(("payment", fen)) => format!(
+                r#"{{"kind":"payment","payment_id":"{}","method":"counter","amount_fen":{fen}}}"#,
+                PaymentId::new()
+            ),
+            Some((_, fen)) => format!(
+                r#"{{"kind":"refund","refund_id":"{}","method":"counter","amount_fen":{fen}}}"#,
+                PaymentId::new()
+            ),
+        };
+        WireEvent {
+            seq,
+            kind: format!("order.{to}"),
+            aggregate_id: order.to_string(),
+            payload: format!(
+                r#"{{"v":2,"order_id":"{order}","student_id":"{}","service_day":"{day}","from":"{from}","to":"{to}","event":"{event}","version":2,"actor":"system","payment":{payment}}}"#,
+                StudentId::new()
+            ),
+            at: at.into(),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
+
+        /// Whatever the orders and however the events are batched, the rollups give
+        /// the totals, hours and dishes a model of the same orders gives.
+        #[test]
+        fn rollups_equal_a_model_of_the_orders(
+            orders in prop::collection::vec(
+                (0usize..2, 0u32..24, prop::collection::vec((0usize..3, 1i64..4), 1..3),
+                 prop::sample::select(vec![Path::Expired, Path::Refunded, Path::PickedUp, Path::Unclaimed, Path::Unpaid])),
+                1..40),
+            batch in 1usize..30,
+        ) {
+            let items = [ItemId::new(), ItemId::new(), ItemId::new()];
+            let mut per_order: Vec<Vec<WireEvent>> = Vec::new();
+            // The model: per day (orders, by state, paid, refunded, hours, dishes).
+            let mut model: std::collections::BTreeMap<&str, (i64, std::collections::BTreeMap<&str, i64>, i64, i64, std::collections::BTreeMap<i64, i64>, std::collections::BTreeMap<String, (i64, i64)>)> = Default::default();
+            for (day_i, hour, lines, path) in &orders {
+                let day = DAYS[*day_i];
+                let order = OrderId::new();
+                let at = format!("{day}T{hour:02}:15:00Z");
+                let unix_hour = unix_hour(&at).unwrap();
+                let lines_json: Vec<String> = lines.iter().map(|(i, q)| format!(r#"{{"item_id":"{}","quantity":{q},"line_total_fen":{}}}"#, items[*i], q * 700)).collect();
+                let total: i64 = lines.iter().map(|(_, q)| q * 700).sum();
+                let mut evs = vec![WireEvent {
+                    seq: 0,
+                    kind: "order.placed".into(),
+                    aggregate_id: order.to_string(),
+                    payload: format!(r#"{{"v":2,"id":"{order}","student_id":"{}","service_day":"{day}","total_fen":{total},"lines":[{}]}}"#, StudentId::new(), lines_json.join(",")),
+                    at: at.clone(),
+                }];
+                let m = model.entry(day).or_default();
+                m.0 += 1;
+                *m.4.entry(unix_hour).or_default() += 1;
+                let paid = || Some(("payment", total));
+                let end = match path {
+                    Path::Unpaid => "placed",
+                    Path::Expired => {
+                        evs.push(moved(0, day, order, "placed", "expired", "expire", None, &at));
+                        "expired"
+                    }
+                    _ => {
+                        evs.push(moved(0, day, order, "placed", "paid", "pay", paid(), &at));
+                        m.2 += total;
+                        match path {
+                            Path::Refunded => {
+                                evs.push(moved(0, day, order, "paid", "cancelled", "cancel", Some(("refund", total)), &at));
+                                m.3 += total;
+                                "cancelled"
+                            }
+                            Path::PickedUp => {
+                                evs.push(moved(0, day, order, "paid", "preparing", "start_preparing", None, &at));
+                                evs.push(moved(0, day, order, "preparing", "ready", "mark_ready", None, &at));
+                                evs.push(moved(0, day, order, "ready", "picked_up", "pick_up", None, &at));
+                                "picked_up"
+                            }
+                            _ => {
+                                evs.push(moved(0, day, order, "paid", "ready", "mark_ready", None, &at));
+                                evs.push(moved(0, day, order, "ready", "unclaimed", "mark_unclaimed", None, &at));
+                                "unclaimed"
+                            }
+                        }
+                    }
+                };
+                *m.1.entry(end).or_default() += 1;
+                if SOLD.contains(&end) {
+                    for (i, q) in lines {
+                        let d = m.5.entry(items[*i].to_string()).or_default();
+                        d.0 += q;
+                        d.1 += q * 700;
+                    }
+                }
+                per_order.push(evs);
+            }
+            // Interleave the orders' events round by round (each order's own stay in
+            // order), as a busy box writes them.
+            let mut stream = Vec::new();
+            let rounds = per_order.iter().map(Vec::len).max().unwrap_or(0);
+            for round in 0..rounds {
+                for evs in &per_order {
+                    if let Some(e) = evs.get(round) {
+                        let mut e = e.clone();
+                        e.seq = stream.len() as u64 + 1;
+                        stream.push(e);
+                    }
+                }
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let store = CloudStore::open(&dir.path().join("cloud.db")).unwrap();
+            for chunk in stream.chunks(batch) {
+                store.ingest("box", chunk).unwrap();
+            }
+            for day in DAYS {
+                let want = model.get(day).cloned().unwrap_or_default();
+                let got = store.summary(Some(day).map(|_| "box").unwrap(), Some(day)).unwrap();
+                prop_assert_eq!(got.orders, want.0, "orders of {}", day);
+                let by_state: std::collections::BTreeMap<String, i64> = want.1.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect();
+                prop_assert_eq!(&got.by_state, &by_state);
+                prop_assert_eq!(got.revenue_fen, want.2 - want.3);
+                prop_assert_eq!(got.refunds_fen, want.3);
+                let hours: std::collections::BTreeMap<i64, i64> = store.placed_hours("box", (day, day)).unwrap().into_iter().filter(|(_, n)| *n != 0).collect();
+                prop_assert_eq!(hours, want.4.clone());
+                let dishes: std::collections::BTreeMap<String, (i64, i64)> = got.items.iter().map(|t| (t.item_id.clone(), (t.quantity, t.revenue_fen))).collect();
+                prop_assert_eq!(dishes, want.5.clone());
+                let cloud = cloud_day(&store.lock(), "box", day).unwrap();
+                prop_assert_eq!(cloud.orders, want.0);
+                prop_assert_eq!(cloud.cancelled, *want.1.get("cancelled").unwrap_or(&0));
+            }
+            // Both days together: the range sums them.
+            let both = store.summary_range("box", (DAYS[0], DAYS[1])).unwrap();
+            prop_assert_eq!(both.orders, orders.len() as i64);
+            prop_assert_eq!(both.events, stream.len() as i64);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use crate::app::App;
 use crate::core::clock::parse_ts;
 use crate::store::docs::{self, CLOUD_PEER};
-use crate::store::{StoreError, WriteError, accounts, meta, outbox};
+use crate::store::{StoreError, WriteError, accounts, meta, orders, outbox};
 use canteen_api::staff::SyncState;
 use cloud_sync::client::LocalTimeline;
 use cloud_sync::proto::Account;
@@ -110,6 +110,54 @@ pub async fn apply_accounts(app: &App, cursor: u64, batch: Vec<Account>) -> Resu
             accounts::apply_from_cloud(ctx, &batch)?;
             meta::set_u64(ctx.conn, ACCOUNTS_KEY, cursor)?;
             Ok(())
+        })
+        .await
+}
+
+/// Business days a status reports: today's and the days before it with orders.
+const STATUS_DAYS: usize = 7;
+
+/// The box's status for the cloud: outbox, versions, document heads, and its own
+/// totals of today and its recent business days (for reconciliation). Today's day is
+/// always first, even without orders: the cloud takes every older day as over.
+pub async fn box_status(app: &App) -> Result<cloud_sync::proto::BoxStatus, StoreError> {
+    let today = app.today();
+    let heads: Vec<cloud_sync::proto::DocHeads> = [DocKind::Menu, DocKind::Settings]
+        .into_iter()
+        .map(|kind| cloud_sync::proto::DocHeads {
+            doc: kind.as_str().to_owned(),
+            heads: app.docs.heads_hex(kind),
+        })
+        .collect();
+    app.readers
+        .read(move |conn| {
+            // One read transaction: the totals and the event they run to agree.
+            let tx = conn.unchecked_transaction()?;
+            let c: &rusqlite::Connection = &tx;
+            let last = outbox::last_seq(c)?;
+            let acked = meta::get_u64(c, outbox::ACKED_KEY)? as i64;
+            let mut days = vec![today];
+            days.extend(
+                orders::recent_service_days(c, STATUS_DAYS)?
+                    .into_iter()
+                    .filter(|d| *d < today),
+            );
+            days.truncate(STATUS_DAYS);
+            let status = cloud_sync::proto::BoxStatus {
+                sent_at_ms: 0,
+                software: env!("CARGO_PKG_VERSION").to_owned(),
+                schema: crate::store::db::SCHEMA_VERSION as u32,
+                last_seq: last as u64,
+                acked_seq: acked.min(last) as u64,
+                oldest_waiting_at: outbox::oldest_after(c, acked)?,
+                docs: heads,
+                days: days
+                    .into_iter()
+                    .map(|d| orders::day_totals(c, d, last as u64))
+                    .collect::<Result<_, _>>()?,
+            };
+            tx.finish()?;
+            Ok(status)
         })
         .await
 }

@@ -455,6 +455,15 @@ impl Documents {
             .clone()
     }
 
+    /// The document's heads (hex), as the box's status reports them.
+    pub fn heads_hex(&self, kind: DocKind) -> Vec<String> {
+        self.slot(kind)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .doc
+            .heads_hex()
+    }
+
     /// Starts a sync exchange with the cloud from the persisted state (what the cloud
     /// is known to have); messages in flight on an earlier connection are forgotten.
     pub fn sync_begin(&self, conn: &Connection, kind: DocKind) -> Result<(), StoreError> {

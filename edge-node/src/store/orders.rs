@@ -411,15 +411,58 @@ pub fn count_by_state(
     Ok(counts)
 }
 
-pub fn summary(conn: &Connection, day: NaiveDate) -> Result<DaySummary, StoreError> {
-    let counts = count_by_state(conn, day)?;
-    let (paid, refunded): (i64, i64) = conn.query_row(
+/// Payments and refunds of a service day, in fen.
+fn money(conn: &Connection, day: NaiveDate) -> Result<(i64, i64), StoreError> {
+    Ok(conn.query_row(
         "SELECT COALESCE(SUM(CASE WHEN kind = 'payment' THEN amount_fen END), 0),
                 COALESCE(SUM(CASE WHEN kind = 'refund' THEN amount_fen END), 0)
          FROM payment WHERE service_day = ?1",
         [day.to_string()],
         |r| Ok((r.get(0)?, r.get(1)?)),
+    )?)
+}
+
+/// The service days with orders, newest first, at most `max` (each at most once).
+pub fn recent_service_days(conn: &Connection, max: usize) -> Result<Vec<NaiveDate>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT service_day FROM orders ORDER BY service_day DESC LIMIT ?1",
     )?;
+    let rows = stmt.query_map([max as i64], |r| r.get::<_, String>(0))?;
+    let mut out = Vec::new();
+    for day in rows {
+        let day = day?;
+        out.push(
+            day.parse()
+                .map_err(|_| StoreError::Corrupt(format!("service day {day}")))?,
+        );
+    }
+    Ok(out)
+}
+
+/// A day's totals as the box reports them to the cloud for reconciliation (no dish
+/// breakdown: cheap enough to run every status interval).
+pub fn day_totals(
+    conn: &Connection,
+    day: NaiveDate,
+    through_seq: u64,
+) -> Result<cloud_sync::proto::DayTotals, StoreError> {
+    let counts = count_by_state(conn, day)?;
+    let (paid, refunded) = money(conn, day)?;
+    Ok(cloud_sync::proto::DayTotals {
+        day: day.to_string(),
+        through_seq,
+        orders: counts.values().sum(),
+        revenue_fen: paid - refunded,
+        refunds_fen: refunded,
+        cancelled: counts[&OrderState::Cancelled],
+        expired: counts[&OrderState::Expired],
+        unclaimed: counts[&OrderState::Unclaimed],
+    })
+}
+
+pub fn summary(conn: &Connection, day: NaiveDate) -> Result<DaySummary, StoreError> {
+    let counts = count_by_state(conn, day)?;
+    let (paid, refunded) = money(conn, day)?;
     let mut stmt = conn.prepare_cached(
         "SELECT l.value ->> 'item_id', MAX(l.value ->> 'name_zh'), MAX(l.value ->> 'name_en'),
                 SUM(l.value ->> 'quantity'), SUM(l.value ->> 'line_total_fen')
