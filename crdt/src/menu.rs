@@ -931,6 +931,39 @@ pub fn keep_value(path: &[String], value: &str) -> Option<MenuEdit> {
     })
 }
 
+/// Settles a conflicted field of an item on `value` (one of its values, see
+/// [`keep_value`]): written again even when it is the value the projection shows, so
+/// the new write supersedes every concurrent one and the conflict is gone everywhere
+/// once it syncs. The value is checked as an edit of the field would be.
+pub fn settle(
+    doc: &mut ReplicatedDoc,
+    path: &[String],
+    value: &str,
+    time_ms: i64,
+) -> Result<(), EditError> {
+    let unfit = || InvalidValue::new(path.join("/"), "not an item field this value fits");
+    let edit = keep_value(path, value).ok_or_else(unfit)?;
+    apply(&mut doc.fork(), std::slice::from_ref(&edit), time_ms)?;
+    let scalar: automerge::ScalarValue = match &edit {
+        MenuEdit::SetNameZh { name, .. } | MenuEdit::SetNameEn { name, .. } => name.trim().into(),
+        MenuEdit::SetCategory { category, .. } => category.trim().into(),
+        MenuEdit::SetPrice { price_fen, .. } => (*price_fen).into(),
+        MenuEdit::SetQuota { daily_quota, .. } => {
+            daily_quota.map_or(automerge::ScalarValue::Null, |q| i64::from(q).into())
+        }
+        MenuEdit::SetAvailable { available, .. } => (*available).into(),
+        MenuEdit::SetArchived { archived, .. } => (*archived).into(),
+        MenuEdit::SetSortKey { sort_key, .. } => (*sort_key).into(),
+        _ => return Err(unfit().into()),
+    };
+    let (item, key) = (edit.item(), path[2].clone());
+    doc.change(time_ms, |am| {
+        let obj = item_obj(am, item)?;
+        am.put(&obj, key.as_str(), scalar)?;
+        Ok(())
+    })
+}
+
 /// The single-field edits that turn `old` into `new` (e.g. from a form that sends a
 /// whole item): only what changed is written, so a concurrent edit of another field
 /// by someone else survives. Groups or choices missing from `new` are archived.

@@ -212,6 +212,61 @@ fn the_same_field_set_concurrently_is_a_visible_conflict_with_one_winner() {
     assert!(conflicts(&a).is_empty());
 }
 
+/// Either value of a conflict can be kept, the one the projection shows included (an
+/// edit that writes only changed values would leave that conflict standing), and
+/// what is kept holds at both replicas once they sync.
+#[test]
+fn a_conflict_is_settled_on_either_value_at_both_replicas() {
+    for keep_winner in [true, false] {
+        let mut a = replica("box");
+        let id = ItemId::new();
+        menu::apply(
+            &mut a,
+            &[MenuEdit::AddItem {
+                item: id,
+                fields: fields("Rice"),
+            }],
+            1,
+        )
+        .unwrap();
+        let mut b = ReplicatedDoc::load(DocKind::Menu, [a.save().as_slice()], b"cloud").unwrap();
+        menu::apply(
+            &mut a,
+            &[MenuEdit::SetPrice {
+                item: id,
+                price_fen: 1500,
+            }],
+            2,
+        )
+        .unwrap();
+        menu::apply(
+            &mut b,
+            &[MenuEdit::SetPrice {
+                item: id,
+                price_fen: 1700,
+            }],
+            2,
+        )
+        .unwrap();
+        sync_all(&mut a, &mut b);
+        let conflict = conflicts(&b).remove(0);
+        let keep = if keep_winner {
+            conflict.values[0].clone()
+        } else {
+            conflict.values[1].clone()
+        };
+        assert!(menu::settle(&mut b, &conflict.path, "not a price", 3).is_err());
+        assert!(conflicts(&b).len() == 1, "a refused value changes nothing");
+        menu::settle(&mut b, &conflict.path, &keep, 3).unwrap();
+        sync_all(&mut a, &mut b);
+        for doc in [&a, &b] {
+            assert!(conflicts(doc).is_empty(), "keep_winner {keep_winner}");
+            let price = menu::project(doc).unwrap().items[0].fields.price_fen;
+            assert_eq!(price.to_string(), keep);
+        }
+    }
+}
+
 #[test]
 fn edits_are_all_or_nothing_and_validated() {
     let mut a = replica("box");

@@ -57,6 +57,44 @@ impl World {
         EdgeProcess::serve_logged(&self.box_data, &env, Some(&self.log("box.log"))).unwrap()
     }
 
+    /// Enrols another canteen's box with the same CA and seeds its data directory;
+    /// returns the directory.
+    pub fn add_box(&self, node: &str) -> PathBuf {
+        cloud_command(&[
+            "enroll",
+            "--node-id",
+            node,
+            "--ca-dir",
+            path_str(&self.ca),
+            "--out",
+            path_str(&self.enrol),
+        ])
+        .unwrap();
+        let data = self.dir.path().join(format!("box-{node}"));
+        seed_demo(&data).unwrap();
+        data
+    }
+
+    /// Serves the box of `node` from `data` with `extra` environment, linked to the
+    /// cloud; its log is `box-<node>.log`.
+    pub fn edge_of(
+        &self,
+        cloud: std::net::SocketAddr,
+        node: &str,
+        data: &Path,
+        extra: &[(&str, &str)],
+    ) -> EdgeProcess {
+        let mut env = cloud_env(cloud, node, node, &self.enrol);
+        env.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let log = self.log(&format!("box-{node}.log"));
+        EdgeProcess::serve_logged(data, &env, Some(&log)).unwrap()
+    }
+
     pub fn cloud(&self, addr: std::net::SocketAddr) -> CloudProcess {
         CloudProcess::serve(&self.cloud_data, &self.ca, addr, &self.log("cloud.log")).unwrap()
     }

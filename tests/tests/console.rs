@@ -1062,7 +1062,7 @@ async fn accounts_issued_at_the_console_reach_the_box_and_deactivation_ends_sess
         "POST",
         "/api/accounts/staff",
         Some(&cloud.token),
-        Some(json!({"username": "counter-9", "name": "Sun Mei", "role": "staff", "password": "counter-pass-9"})),
+        Some(json!({"username": "counter-9", "name": "Sun Mei", "role": "staff", "password": "counter-pass-9", "canteens": ["canteen-a"]})),
     )
     .await;
     assert_eq!(status, 200, "{staff}");
@@ -1071,7 +1071,7 @@ async fn accounts_issued_at_the_console_reach_the_box_and_deactivation_ends_sess
         "POST",
         "/api/accounts/staff",
         Some(&cloud.token),
-        Some(json!({"username": "counter-10", "name": "Li", "role": "staff", "password": "short"})),
+        Some(json!({"username": "counter-10", "name": "Li", "role": "staff", "password": "short", "canteens": ["canteen-a"]})),
     )
     .await;
     assert_eq!(

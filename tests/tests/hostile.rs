@@ -493,6 +493,121 @@ async fn a_box_upgraded_before_its_cloud_keeps_syncing_in_version_1() {
     endpoint.close(0u32.into(), b"done");
 }
 
+/// A cloud of the release before status messages (protocol version 2): it refuses a
+/// version 3 hello as that release did, and otherwise welcomes in version 2 and
+/// acknowledges events. Counts what reaches its control stream after the welcome.
+async fn version_2_cloud(
+    ca: &Path,
+    after_welcome: Arc<AtomicUsize>,
+) -> (std::net::SocketAddr, quinn::Endpoint) {
+    stand_in_cloud(ca, move |conn| {
+        let after_welcome = after_welcome.clone();
+        async move {
+            let Ok((mut control, recv)) = conn.accept_bi().await else {
+                return;
+            };
+            let mut inbox = wire::reader(recv);
+            let hello = match wire::next(&mut inbox).await {
+                Ok(Message::HelloV2(h)) if h.version == 2 => h,
+                Ok(Message::HelloV2(h)) => {
+                    let reason = format!(
+                        "protocol version {} is not supported; this cloud speaks versions 1 to 2",
+                        h.version
+                    );
+                    let _ = wire::send(
+                        &mut control,
+                        &Message::Refused {
+                            code: cloud_sync::proto::RefuseCode::Version,
+                            reason: reason.clone(),
+                        },
+                    )
+                    .await;
+                    let _ = control.finish();
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    conn.close(1u32.into(), reason.as_bytes());
+                    return;
+                }
+                _ => {
+                    conn.close(3u32.into(), b"expected hello");
+                    return;
+                }
+            };
+            let welcome = Message::WelcomeV2(CloudWelcome {
+                version: 2,
+                cloud_incarnation: "old-cloud".into(),
+                acked_seq: hello.acked_seq,
+                acked_digest: String::new(),
+                rebased: false,
+            });
+            if wire::send(&mut control, &welcome).await.is_err() {
+                return;
+            }
+            let counter = after_welcome.clone();
+            tokio::spawn(async move {
+                while wire::next(&mut inbox).await.is_ok() {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+            while let Ok((mut send, recv)) = conn.accept_bi().await {
+                tokio::spawn(async move {
+                    let mut inbox = wire::reader(recv);
+                    while let Ok(message) = wire::next(&mut inbox).await {
+                        if let Message::Events { events } = message
+                            && let Some(last) = events.last()
+                        {
+                            let ack = Message::Ack {
+                                through_seq: last.seq,
+                            };
+                            if wire::send(&mut send, &ack).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        }
+    })
+}
+
+/// A box upgraded before its cloud, once more: the cloud of the release before status
+/// messages refuses version 3, so the box speaks version 2 to it, syncs its events, and
+/// sends no status (the old cloud would not read it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_upgraded_before_its_cloud_speaks_version_2_without_status() {
+    let w = World::new("canteen-v2");
+    let after_welcome = Arc::new(AtomicUsize::new(0));
+    let (addr, endpoint) = version_2_cloud(&w.ca, after_welcome.clone()).await;
+    let mut env = cloud_env(addr, "canteen-v2", "canteen-v2", &w.enrol);
+    env.push(("EDGE_CLOUD_STATUS_S".into(), "1".into()));
+    let env: Vec<(&str, &str)> = env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain(FAST_ENV.iter().copied())
+        .collect();
+    let edge = EdgeProcess::serve_logged(&w.box_data, &env, Some(&w.log("box.log"))).unwrap();
+    let api = Api::new(&edge.base);
+    orders(&api, 12).await;
+    let staff = api.staff("staff", "staff-pass").await.unwrap();
+    eventually(
+        "the old cloud to acknowledge every event",
+        Duration::from_secs(60),
+        || async {
+            let (_, s) = api.get("/api/staff/sync", Some(&staff)).await?;
+            Ok((s["connected"] == true && s["unacked_events"] == 0).then_some(()))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", read(&w.log("box.log"))));
+    assert!(
+        read(&w.log("box.log")).contains("speaks protocol version 2 at most"),
+        "the box says why it speaks the older version"
+    );
+    // Several status intervals later, nothing reached the old cloud's control stream.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(after_welcome.load(Ordering::SeqCst), 0);
+    endpoint.close(0u32.into(), b"done");
+}
+
 /// A cloud upgraded before its boxes: a box of the previous release says a version 1
 /// `Hello` (no incarnation, no digests) and sends its outbox on an events stream, as
 /// that release did. This cloud welcomes it in version 1, acknowledges every batch, and

@@ -288,6 +288,24 @@ impl DocHub {
         Ok((crdt::menu::project(&r.doc)?, crdt::conflicts(&r.doc)))
     }
 
+    /// Settles a conflicted field of a box's menu on one of its values.
+    pub fn settle_menu(
+        &self,
+        node: &str,
+        path: &[String],
+        value: &str,
+        time_ms: i64,
+    ) -> anyhow::Result<()> {
+        let replica = self.replica(node, DocKind::Menu)?;
+        {
+            let mut r = replica.lock().unwrap_or_else(|e| e.into_inner());
+            crdt::menu::settle(&mut r.doc, path, value, time_ms)?;
+            self.persist(node, DocKind::Menu, &mut r)?;
+        }
+        self.waker(node).notify_waiters();
+        Ok(())
+    }
+
     /// The cloud's heads of a box's document (hex).
     pub fn heads(&self, node: &str, kind: DocKind) -> anyhow::Result<Vec<String>> {
         let replica = self.replica(node, kind)?;

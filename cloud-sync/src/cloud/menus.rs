@@ -400,10 +400,8 @@ async fn resolve_unaudited(
         if !conflict.values.iter().any(|v| *v == value) {
             return Err(bad("not_a_value", "keep one of the conflicting values"));
         }
-        let edit = crdt::menu::keep_value(&path, &value)
-            .ok_or_else(|| bad("not_resolvable", "this field cannot be settled here"))?;
-        docs.push_menu(&canteen, &[edit], now_ms())
-            .map_err(|e| bad("edit_refused", e.to_string()))?;
+        docs.settle_menu(&canteen, &path, &value, now_ms())
+            .map_err(|e| bad("not_resolvable", e.to_string()))?;
         Ok(())
     })
     .await?
