@@ -59,8 +59,31 @@ const API_ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/me"),
     ("GET", "/api/audit"),
     ("POST", "/api/logout"),
+    ("GET", "/api/fleet"),
+    ("GET", "/api/sales"),
+    ("GET", "/api/items"),
+    ("GET", "/api/reconciliation"),
+    ("GET", "/api/menu/pushes"),
+    ("POST", "/api/menu/pushes"),
+    ("POST", "/api/menu/resolve"),
+    ("POST", "/api/accounts/roster"),
+    ("POST", "/api/accounts/staff"),
+    ("POST", "/api/accounts/deactivate"),
 ];
-const CONSOLE_PAGES: &[&str] = &["/", "/fleet.csv", "/audit-log", "/audit.csv"];
+const CONSOLE_PAGES: &[&str] = &[
+    "/",
+    "/fleet.csv",
+    "/audit-log",
+    "/audit.csv",
+    "/sales",
+    "/sales.csv",
+    "/items",
+    "/items.csv",
+    "/reconciliation",
+    "/reconciliation.csv",
+    "/menu",
+    "/accounts",
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_answers_without_a_login() {
@@ -185,6 +208,24 @@ async fn viewers_change_nothing_and_canteen_managers_only_their_canteens() {
     }
     let (status, _) = call(&cloud, "GET", "/api/audit", Some(&viewer), None).await;
     assert_eq!(status, 200);
+    let push = json!({"item": item, "price_fen": 999});
+    let staff = json!({"username": "cook-1", "name": "Cook", "role": "staff",
+                       "password": "cook-password-1", "canteens": ["canteen-a"]});
+    for (path, body) in [("/api/menu/pushes", &push), ("/api/accounts/staff", &staff)] {
+        let (status, refused) = call(&cloud, "POST", path, Some(&viewer), Some(body.clone())).await;
+        assert_eq!(status, 403, "viewer {path}: {refused}");
+    }
+    let resolve =
+        json!({"canteen": "canteen-a", "path": ["items", item, "price_fen"], "value": "999"});
+    let (status, _) = call(
+        &cloud,
+        "POST",
+        "/api/menu/resolve",
+        Some(&viewer),
+        Some(resolve),
+    )
+    .await;
+    assert_eq!(status, 403, "viewer settles nothing");
 
     // The manager of canteen-a sees only it, and changes only it.
     let (_, nodes) = call(&cloud, "GET", "/nodes", Some(&north), None).await;
@@ -223,6 +264,39 @@ async fn viewers_change_nothing_and_canteen_managers_only_their_canteens() {
     assert_eq!(status, 403);
     let (status, _) = call(&cloud, "POST", "/accounts", Some(&north), Some(accounts)).await;
     assert_eq!(status, 403, "accounts are campus-wide");
+    // Pushes and staff accounts: only their canteen, and no campus-wide push in
+    // their name reaches another canteen.
+    let to_b = json!({"item": item, "price_fen": 999, "canteens": ["canteen-b"]});
+    let (status, _) = call(&cloud, "POST", "/api/menu/pushes", Some(&north), Some(to_b)).await;
+    assert_eq!(status, 404, "canteen-b is not theirs to see");
+    let cook_b = json!({"username": "cook-b", "name": "Cook", "role": "staff",
+                        "password": "cook-password-1", "canteens": ["canteen-b"]});
+    let (status, _) = call(
+        &cloud,
+        "POST",
+        "/api/accounts/staff",
+        Some(&north),
+        Some(cook_b),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let everywhere = json!({"item": item, "price_fen": 990});
+    let (status, pushed) = call(
+        &cloud,
+        "POST",
+        "/api/menu/pushes",
+        Some(&north),
+        Some(everywhere),
+    )
+    .await;
+    assert_eq!(status, 201, "{pushed}");
+    assert_eq!(pushed["sent"], json!(["canteen-a"]), "{pushed}");
+    let (_, pushes) = call(&cloud, "GET", "/api/menu/pushes", Some(&viewer), None).await;
+    assert_eq!(
+        pushes[0]["targets"].as_array().unwrap().len(),
+        1,
+        "{pushes}"
+    );
     let (status, _) = call(&cloud, "GET", "/api/audit", Some(&north), None).await;
     assert_eq!(status, 403);
     let (status, menu) = call(
@@ -825,6 +899,14 @@ async fn an_admin_uses_the_console_in_a_browser() -> anyhow::Result<()> {
     let (_, mine) = api.get("/api/staff/summary", Some(&staff)).await?;
     let revenue = mine["revenue_fen"].as_i64().unwrap_or_default();
 
+    // A student the browser deactivates later.
+    let (status, _) = post_roster(
+        &cloud,
+        &cloud.token,
+        "student_number,name,pin\n2099501,Feng Lan,246810\n",
+    )
+    .await;
+    assert_eq!(status, 200);
     let browser = Browser::open(&cloud.admin, (1280, 800)).await?;
     let outcome = async {
         // Any page sends a browser without a session to the login page.
@@ -895,11 +977,55 @@ async fn an_admin_uses_the_console_in_a_browser() -> anyhow::Result<()> {
             .await?;
         browser.screenshot("console-dishes.png").await?;
 
+        // Reconciliation: the box's own totals of the day beside the cloud's.
+        browser.click("nav a[href='/reconciliation']").await?;
+        browser
+            .wait(
+                "the reconciliation",
+                "return location.pathname === '/reconciliation' && [...document.querySelectorAll('#reconciliation tbody td')].some((td) => td.textContent === 'canteen-a')",
+            )
+            .await?;
+        browser.screenshot("console-reconciliation.png").await?;
+
+        // A dish pushed to the canteen from the menu page.
+        browser.click("nav a[href='/menu']").await?;
+        browser.wait("the menu page", "return !!document.querySelector('#menu-push')").await?;
+        browser.type_into("#menu-push input[name=name_zh]", "清炒时蔬").await?;
+        browser.type_into("#menu-push input[name=name_en]", "Greens").await?;
+        browser.type_into("#menu-push input[name=category]", "Sides").await?;
+        browser.type_into("#menu-push input[name=price_fen]", "600").await?;
+        browser.click("#menu-push input[name=canteen][value=canteen-a]").await?;
+        browser.click("#menu-push button[type=submit]").await?;
+        browser
+            .wait(
+                "the push listed",
+                "return document.querySelector('p.ok')?.textContent.includes('canteen-a') && document.querySelector('tr[data-canteen=canteen-a]')?.dataset.state",
+            )
+            .await?;
+        browser.screenshot("console-menu.png").await?;
+
+        // An account deactivated from the accounts page.
+        browser.click("nav a[href='/accounts']").await?;
+        browser
+            .wait("the accounts page", "return !!document.querySelector('form[action=\"/accounts/deactivate\"]')")
+            .await?;
+        browser
+            .js("document.querySelector('form[action=\"/accounts/deactivate\"] select[name=role]').value = 'student'; return true")
+            .await?;
+        browser
+            .type_into("form[action=\"/accounts/deactivate\"] input[name=login]", "2099501")
+            .await?;
+        browser.click("form[action=\"/accounts/deactivate\"] button[type=submit]").await?;
+        browser
+            .wait("the deactivation saved", "return document.querySelector('p.ok')?.textContent.includes('1')")
+            .await?;
+
         browser.click("nav a[href='/audit-log']").await?;
         browser
             .wait(
                 "the audit log",
-                "return [...document.querySelectorAll('table.data tbody td')].some((td) => td.textContent === 'login')",
+                "const cells = [...document.querySelectorAll('table.data tbody td')].map((td) => td.textContent); \
+                 return ['login', 'menu.push', 'account.deactivate'].every((a) => cells.includes(a))",
             )
             .await?;
         browser.screenshot("console-audit.png").await?;
