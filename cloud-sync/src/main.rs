@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+mod demo;
+
 #[derive(Parser)]
 #[command(
     name = "cloud-sync",
@@ -32,6 +34,24 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// A campus on this machine for a first look: a cloud and three canteen boxes on
+    /// loopback, each with a generated day of orders (yesterday), syncing over QUIC;
+    /// the console at --admin-listen. A second run serves the same campus again.
+    Demo {
+        /// Where the campus lives (created on the first run).
+        #[arg(long, default_value = "campus-demo")]
+        dir: PathBuf,
+        /// The console's address (loopback only).
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        admin_listen: SocketAddr,
+        /// The `edge-node` binary (default: next to this one, then on the PATH).
+        #[arg(long, env = "EDGE_NODE_BIN")]
+        edge_node: Option<PathBuf>,
+        /// The third canteen's box starts unlinked and links after this many seconds
+        /// (0: at once).
+        #[arg(long, default_value_t = 90)]
+        offline_seconds: u64,
+    },
     /// The campus admins who use the console and the admin API.
     Admin {
         #[command(subcommand)]
@@ -409,6 +429,23 @@ async fn main() -> anyhow::Result<()> {
             println!("every certificate of {node_id} issued until now is revoked");
         }
         Command::Admin { command } => admin_command(command)?,
+        Command::Demo {
+            dir,
+            admin_listen,
+            edge_node,
+            offline_seconds,
+        } => {
+            demo::run(
+                demo::DemoArgs {
+                    dir,
+                    admin_listen,
+                    edge_node,
+                    offline: std::time::Duration::from_secs(offline_seconds),
+                },
+                shutdown_signal(),
+            )
+            .await?
+        }
         Command::Serve {
             data_dir,
             ca_dir,

@@ -104,6 +104,14 @@ pub enum Command {
         /// Create the data but do not serve.
         #[arg(long)]
         no_serve: bool,
+        /// Also play a generated business day of orders on this date (YYYY-MM-DD, e.g.
+        /// yesterday) on a simulated clock: lunch and dinner peaks, sold-out dishes, a
+        /// refund, expired and unclaimed orders. Its events sync like any others.
+        #[arg(long)]
+        play_day: Option<chrono::NaiveDate>,
+        /// How busy the played day is (1.0: about 450 orders).
+        #[arg(long, default_value_t = 1.0)]
+        demand: f64,
     },
     /// What the box is doing: version, schema, data directory and its size, orders
     /// today by state, the writer's queue, the cloud link and its last error. Asks
@@ -389,7 +397,12 @@ async fn run_other(file: &Option<PathBuf>, command: Command) -> anyhow::Result<(
         Command::Serve { settings } => {
             serve(resolve(cli_config, settings, Settings::default())?).await
         }
-        Command::Demo { settings, no_serve } => {
+        Command::Demo {
+            settings,
+            no_serve,
+            play_day,
+            demand,
+        } => {
             let preset = Settings {
                 data_dir: Some("demo-data".into()),
                 listen: Some("127.0.0.1:8080".parse()?),
@@ -402,6 +415,17 @@ async fn run_other(file: &Option<PathBuf>, command: Command) -> anyhow::Result<(
             let app = App::open(config.clone(), Arc::new(SystemClock))?;
             let items = demo::seed(&app, demo::DEMO_STUDENTS).await?;
             app.close().await;
+            if let Some(day) = play_day {
+                let played = demo::play_day(config.clone(), day, demand.clamp(0.0, 20.0)).await?;
+                println!(
+                    "Played {day}: {} orders ({} picked up, {} refunded, {} expired; {} refused for sold-out dishes).",
+                    played.orders,
+                    played.picked_up,
+                    played.refunded,
+                    played.expired,
+                    played.sold_out_refusals
+                );
+            }
             let base = format!("http://{}", config.listen);
             println!(
                 "Demo canteen created in {} with {} dishes.",

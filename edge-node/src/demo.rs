@@ -298,3 +298,211 @@ pub async fn seed(app: &App, students: u32) -> Result<Vec<MenuItem>, SeedError> 
     }
     Ok(items)
 }
+
+/// What [`play_day`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PlayedDay {
+    pub orders: usize,
+    pub picked_up: usize,
+    pub refunded: usize,
+    pub expired: usize,
+    /// Orders refused because a dish had sold out.
+    pub sold_out_refusals: usize,
+}
+
+/// Orders expected in the minute starting at `minute` (local minutes since midnight):
+/// a lunch peak at 12:00 and a smaller dinner peak at 17:45, on top of a trickle while
+/// the canteen is open (10:30 to 19:30).
+fn demand(minute: u32, scale: f64) -> f64 {
+    let peak = |centre: f64, width: f64, height: f64| {
+        let d = (f64::from(minute) - centre) / width;
+        height * (-d * d / 2.0).exp()
+    };
+    let rate = 0.3 + peak(720.0, 25.0, 5.5) + peak(1065.0, 30.0, 2.5);
+    rate * scale
+}
+
+/// Plays one business day of the demo canteen on a simulated clock, through the same
+/// use cases the HTTP API calls: students order in lunch and dinner peaks (dishes with a
+/// quota sell out; staff declare one dish sold out at the height of lunch and put it
+/// back after), staff take payment and hand orders over, a few orders are never paid and expire, one paid order is refunded, and ready
+/// orders nobody collected become unclaimed at closing. Everything lands in the box's
+/// outbox with the times of that day, and syncs like any other events. The data
+/// directory must hold a seeded demo canteen (see [`seed`]).
+pub async fn play_day(
+    config: crate::config::Config,
+    day: chrono::NaiveDate,
+    scale: f64,
+) -> anyhow::Result<PlayedDay> {
+    use crate::core::clock::Clock;
+    use canteen_api::order::{ChosenOption, LineRequest, OrderEvent, OrderRequest, PaymentMode};
+    use canteen_api::stock::StaffStockAction;
+    use chrono::TimeZone;
+    use rand::{Rng, SeedableRng};
+
+    let tz = config.time_zone;
+    let local = |minute: u32| {
+        tz.from_local_datetime(
+            &day.and_hms_opt(minute / 60, minute % 60, 0)
+                .unwrap_or_default(),
+        )
+        .earliest()
+        .map(|t| t.with_timezone(&chrono::Utc))
+    };
+    let start = local(10 * 60 + 30)
+        .ok_or_else(|| anyhow::anyhow!("10:30 on {day} does not exist in {tz}"))?;
+    let clock = std::sync::Arc::new(crate::core::clock::ManualClock::new(start));
+    let app = App::open(config, clock.clone())?;
+    let staff: canteen_api::ids::StaffId = app
+        .readers
+        .read(|c| {
+            let id: String = c.query_row(
+                "SELECT id FROM staff WHERE username = ?1",
+                [DEMO_STAFF.0],
+                |r| r.get(0),
+            )?;
+            id.parse()
+                .map(canteen_api::ids::StaffId)
+                .map_err(|_| crate::store::StoreError::Corrupt(format!("staff id {id}")))
+        })
+        .await?;
+    let mut students = Vec::new();
+    for n in 1..=DEMO_STUDENTS {
+        let number = format!("2024{n:03}");
+        let found = app
+            .readers
+            .read(move |c| crate::store::accounts::student_by_number(c, &number))
+            .await?;
+        if let Some((id, _)) = found {
+            students.push(id);
+        }
+    }
+    anyhow::ensure!(
+        !students.is_empty(),
+        "the demo roster is missing: seed the canteen first"
+    );
+    let mut rng = rand::rngs::StdRng::seed_from_u64(day.to_string().bytes().map(u64::from).sum());
+    let mut played = PlayedDay::default();
+    let mut restocked = false;
+    let mut refunded = false;
+    for minute in (10 * 60 + 30)..(19 * 60 + 30) {
+        let Some(now) = local(minute) else { continue };
+        let behind = now - clock.now();
+        if behind > chrono::Duration::zero() {
+            clock.advance(behind);
+        }
+        let expected = demand(minute, scale);
+        let orders =
+            expected.floor() as usize + usize::from(rng.random::<f64>() < expected.fract());
+        for _ in 0..orders {
+            let menu = app.menu.snapshot();
+            let items: Vec<_> = menu
+                .items()
+                .iter()
+                .filter(|i| i.fields.available && !i.fields.archived)
+                .collect();
+            if items.is_empty() {
+                break;
+            }
+            let lines: Vec<LineRequest> = (0..rng.random_range(1..=2))
+                .map(|_| {
+                    let item = items[rng.random_range(0..items.len())];
+                    let options =
+                        item.fields
+                            .option_groups
+                            .iter()
+                            .filter(|g| g.min_choices > 0)
+                            .flat_map(|g| {
+                                g.choices.iter().take(g.min_choices as usize).map(|c| {
+                                    ChosenOption {
+                                        group: g.id.clone(),
+                                        choice: c.id.clone(),
+                                    }
+                                })
+                            })
+                            .collect();
+                    LineRequest {
+                        item_id: item.id,
+                        quantity: 1,
+                        options,
+                    }
+                })
+                .collect();
+            let request = OrderRequest {
+                lines,
+                payment_mode: PaymentMode::Counter,
+                pickup_slot: None,
+            };
+            let student = students[rng.random_range(0..students.len())];
+            let placed = match crate::ops::orders::place(&app, student, None, &request).await {
+                Ok(p) => p.order,
+                Err(crate::ops::orders::OrderError::Stock(_)) => {
+                    played.sold_out_refusals += 1;
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            played.orders += 1;
+            let roll = rng.random_range(0..100);
+            if roll < 4 {
+                // Never paid: expires after the unpaid timeout.
+                continue;
+            }
+            let mut path = vec![OrderEvent::Pay];
+            if !refunded && minute >= 12 * 60 {
+                refunded = true;
+                path.push(OrderEvent::Cancel);
+            } else if roll < 97 {
+                path.extend([
+                    OrderEvent::StartPreparing,
+                    OrderEvent::MarkReady,
+                    OrderEvent::PickUp,
+                ]);
+            } else {
+                // Ready, never collected: unclaimed at closing.
+                path.extend([OrderEvent::StartPreparing, OrderEvent::MarkReady]);
+            }
+            let mut version = placed.version;
+            for event in path {
+                match crate::ops::orders::staff_transition(&app, staff, placed.id, event, version)
+                    .await
+                {
+                    Ok(view) => version = view.version,
+                    Err(e) => anyhow::bail!("demo order {}: {event:?}: {e}", placed.id),
+                }
+                match event {
+                    OrderEvent::PickUp => played.picked_up += 1,
+                    OrderEvent::Cancel => played.refunded += 1,
+                    _ => {}
+                }
+            }
+        }
+        // At the height of lunch the kitchen runs out of the first dish on the menu and
+        // says so at the counter; after lunch it makes more and puts it back.
+        let first = app.menu.snapshot().items().first().map(|i| i.id);
+        if let Some(item) = first {
+            let action = match minute {
+                m if m == 12 * 60 + 20 => Some(StaffStockAction::SoldOut {}),
+                m if m == 14 * 60 && !restocked => Some(StaffStockAction::Back {}),
+                _ => None,
+            };
+            if let Some(action) = action {
+                restocked |= matches!(action, StaffStockAction::Back {});
+                crate::ops::stock::staff_action(&app, staff, item, action).await?;
+            }
+        }
+        if minute % 5 == 0 {
+            played.expired += crate::ops::orders::housekeeping(&app).await?.0;
+        }
+    }
+    // Closing: unpaid orders expire, ready orders nobody collected become unclaimed.
+    if let Some(close) = local(23 * 60 + 59) {
+        let behind = close - clock.now();
+        if behind > chrono::Duration::zero() {
+            clock.advance(behind);
+        }
+    }
+    played.expired += crate::ops::orders::housekeeping(&app).await?.0;
+    app.close().await;
+    Ok(played)
+}

@@ -724,3 +724,113 @@ async fn a_day_closes_when_the_box_moved_past_it_and_later_events_are_flagged_la
     }
     raw.close().await;
 }
+
+/// A GET of the admin API with a bearer token, as JSON.
+async fn get_json(base: &str, token: &str, path: &str) -> anyhow::Result<Value> {
+    Ok(reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await?
+        .json()
+        .await?)
+}
+
+/// `cloud-sync demo`: a new user's first command gives a campus whose console shows
+/// three canteens with yesterday's orders, reconciled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_campus_demo_serves_a_living_console() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let campus = dir.path().join("campus");
+    let mut child = std::process::Command::new(tests::cloud_binary())
+        .args(["demo", "--dir"])
+        .arg(&campus)
+        .args(["--admin-listen", "127.0.0.1:0", "--offline-seconds", "0"])
+        .env("EDGE_NODE_BIN", tests::edge_binary())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(dir.path().join("demo.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(rest) = line.trim().strip_prefix("console:") {
+                let url = rest.split_whitespace().next().unwrap_or_default();
+                let _ = tx.send(url.trim_end_matches('/').to_owned());
+            }
+        }
+    });
+    let console = rx
+        .recv_timeout(Duration::from_secs(240))
+        .unwrap_or_else(|_| {
+            panic!(
+                "no console: {}",
+                tests::world::read(&dir.path().join("demo.log"))
+            )
+        });
+    let http = reqwest::Client::new();
+    let login: Value = http
+        .post(format!("{console}/api/login"))
+        .json(&json!({"username": "admin", "password": "campus-demo-pass"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["token"].as_str().unwrap().to_owned();
+    let sales = eventually(
+        "the played day in the console",
+        Duration::from_secs(120),
+        || async {
+            let sales = get_json(&console, &token, "/api/sales").await?;
+            let rows = sales["canteens"].as_array().cloned().unwrap_or_default();
+            Ok(
+                (rows.len() == 3 && rows.iter().all(|r| r["orders"].as_i64().unwrap_or(0) > 100))
+                    .then_some(sales),
+            )
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        sales["campus"]["refunds_fen"].as_i64().unwrap() > 0,
+        "{sales}"
+    );
+    let hourly: i64 = sales["hourly"][0]["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_i64().unwrap())
+        .sum();
+    assert_eq!(hourly, sales["canteens"][0]["orders"].as_i64().unwrap());
+    let day = sales["day"].as_str().unwrap().to_owned();
+    let closed = eventually(
+        "the played day reconciled",
+        Duration::from_secs(120),
+        || async {
+            let rows =
+                get_json(&console, &token, &format!("/api/reconciliation?day={day}")).await?;
+            let rows = rows.as_array().cloned().unwrap_or_default();
+            Ok((rows.len() == 3 && rows.iter().all(|r| r["state"] == "closed")).then_some(rows))
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        closed
+            .iter()
+            .all(|r| r["box_totals"]["orders"] == r["cloud_totals"]["orders"])
+    );
+    let items = get_json(&console, &token, &format!("/api/items?day={day}"))
+        .await
+        .unwrap();
+    assert!(!items["sold_out"].as_array().unwrap().is_empty(), "{items}");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -116,6 +116,15 @@ pub fn oldest_waiting_s(status: &NodeStatus, now: chrono::DateTime<chrono::Utc>)
     Some(((now.timestamp_millis() - at_cloud_ms) / 1000).max(0))
 }
 
+/// Events waiting at the box: what its last status said, less what the cloud has
+/// received since (a box that just reconnected reports its whole backlog, then sends
+/// it within seconds).
+pub fn waiting(status: &NodeStatus, cloud_acked: u64) -> u64 {
+    status
+        .last_seq
+        .saturating_sub(status.acked_seq.max(cloud_acked))
+}
+
 /// The alerts of one canteen at `now`.
 pub fn alerts(
     node: &NodeRow,
@@ -144,7 +153,8 @@ pub fn alerts(
         }
     }
     if let Some(status) = status {
-        if let Some(age) = oldest_waiting_s(status, now)
+        if waiting(status, node.acked_seq) > 0
+            && let Some(age) = oldest_waiting_s(status, now)
             && age >= limits.outbox.as_secs() as i64
         {
             out.push(Alert {
@@ -210,8 +220,11 @@ pub async fn fleet(
                     limits,
                 );
                 Ok(FleetRow {
-                    waiting_events: status.as_ref().map(|s| s.last_seq - s.acked_seq),
-                    oldest_waiting_s: status.as_ref().and_then(|s| oldest_waiting_s(s, now)),
+                    waiting_events: status.as_ref().map(|s| waiting(s, node.acked_seq)),
+                    oldest_waiting_s: status
+                        .as_ref()
+                        .filter(|s| waiting(s, node.acked_seq) > 0)
+                        .and_then(|s| oldest_waiting_s(s, now)),
                     node,
                     protocol,
                     status,
@@ -278,6 +291,16 @@ mod tests {
         let codes: Vec<_> = raised.iter().map(|a| a.code).collect();
         assert_eq!(codes, ["outbox_stuck", "clock_off"]);
         assert_eq!(raised[1].text(false), "clock off by 600 s");
+        // The cloud has received them since the status was sent: nothing is stuck.
+        let mut received = node(true, now.timestamp());
+        received.acked_seq = 50;
+        let raised = alerts(&received, Some(&status), None, &[], now, limits);
+        assert!(
+            raised.iter().all(|a| a.code != "outbox_stuck"),
+            "{raised:?}"
+        );
+        assert_eq!(waiting(&status, 50), 0);
+        assert_eq!(waiting(&status, 30), 20);
         let drained = NodeStatus {
             acked_seq: 50,
             clock_offset_ms: -1_000,
