@@ -397,7 +397,7 @@ async fn resolve_unaudited(
                 "that field has no conflict (any more)",
             ));
         };
-        if !conflict.values.iter().any(|v| *v == value) {
+        if !conflict.values.contains(&value) {
             return Err(bad("not_a_value", "keep one of the conflicting values"));
         }
         docs.settle_menu(&canteen, &path, &value, now_ms())

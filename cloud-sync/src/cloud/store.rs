@@ -1929,6 +1929,18 @@ mod rollup_tests {
 
     const DAYS: [&str; 2] = ["2026-11-23", "2026-11-24"];
 
+    /// What one business day should hold.
+    #[derive(Debug, Clone, Default)]
+    struct DayModel {
+        orders: i64,
+        by_state: std::collections::BTreeMap<&'static str, i64>,
+        paid: i64,
+        refunded: i64,
+        hours: std::collections::BTreeMap<i64, i64>,
+        dishes: std::collections::BTreeMap<String, (i64, i64)>,
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn moved(
         seq: u64,
         day: &str,
@@ -1978,7 +1990,7 @@ mod rollup_tests {
             let items = [ItemId::new(), ItemId::new(), ItemId::new()];
             let mut per_order: Vec<Vec<WireEvent>> = Vec::new();
             // The model: per day (orders, by state, paid, refunded, hours, dishes).
-            let mut model: std::collections::BTreeMap<&str, (i64, std::collections::BTreeMap<&str, i64>, i64, i64, std::collections::BTreeMap<i64, i64>, std::collections::BTreeMap<String, (i64, i64)>)> = Default::default();
+            let mut model: std::collections::BTreeMap<&str, DayModel> = Default::default();
             for (day_i, hour, lines, path) in &orders {
                 let day = DAYS[*day_i];
                 let order = OrderId::new();
@@ -1994,8 +2006,8 @@ mod rollup_tests {
                     at: at.clone(),
                 }];
                 let m = model.entry(day).or_default();
-                m.0 += 1;
-                *m.4.entry(unix_hour).or_default() += 1;
+                m.orders += 1;
+                *m.hours.entry(unix_hour).or_default() += 1;
                 let paid = || Some(("payment", total));
                 let end = match path {
                     Path::Unpaid => "placed",
@@ -2005,11 +2017,11 @@ mod rollup_tests {
                     }
                     _ => {
                         evs.push(moved(0, day, order, "placed", "paid", "pay", paid(), &at));
-                        m.2 += total;
+                        m.paid += total;
                         match path {
                             Path::Refunded => {
                                 evs.push(moved(0, day, order, "paid", "cancelled", "cancel", Some(("refund", total)), &at));
-                                m.3 += total;
+                                m.refunded += total;
                                 "cancelled"
                             }
                             Path::PickedUp => {
@@ -2026,10 +2038,10 @@ mod rollup_tests {
                         }
                     }
                 };
-                *m.1.entry(end).or_default() += 1;
+                *m.by_state.entry(end).or_default() += 1;
                 if SOLD.contains(&end) {
                     for (i, q) in lines {
-                        let d = m.5.entry(items[*i].to_string()).or_default();
+                        let d = m.dishes.entry(items[*i].to_string()).or_default();
                         d.0 += q;
                         d.1 += q * 700;
                     }
@@ -2057,18 +2069,18 @@ mod rollup_tests {
             for day in DAYS {
                 let want = model.get(day).cloned().unwrap_or_default();
                 let got = store.summary(Some(day).map(|_| "box").unwrap(), Some(day)).unwrap();
-                prop_assert_eq!(got.orders, want.0, "orders of {}", day);
-                let by_state: std::collections::BTreeMap<String, i64> = want.1.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect();
+                prop_assert_eq!(got.orders, want.orders, "orders of {}", day);
+                let by_state: std::collections::BTreeMap<String, i64> = want.by_state.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect();
                 prop_assert_eq!(&got.by_state, &by_state);
-                prop_assert_eq!(got.revenue_fen, want.2 - want.3);
-                prop_assert_eq!(got.refunds_fen, want.3);
+                prop_assert_eq!(got.revenue_fen, want.paid - want.refunded);
+                prop_assert_eq!(got.refunds_fen, want.refunded);
                 let hours: std::collections::BTreeMap<i64, i64> = store.placed_hours("box", (day, day)).unwrap().into_iter().filter(|(_, n)| *n != 0).collect();
-                prop_assert_eq!(hours, want.4.clone());
+                prop_assert_eq!(hours, want.hours.clone());
                 let dishes: std::collections::BTreeMap<String, (i64, i64)> = got.items.iter().map(|t| (t.item_id.clone(), (t.quantity, t.revenue_fen))).collect();
-                prop_assert_eq!(dishes, want.5.clone());
+                prop_assert_eq!(dishes, want.dishes.clone());
                 let cloud = cloud_day(&store.lock(), "box", day).unwrap();
-                prop_assert_eq!(cloud.orders, want.0);
-                prop_assert_eq!(cloud.cancelled, *want.1.get("cancelled").unwrap_or(&0));
+                prop_assert_eq!(cloud.orders, want.orders);
+                prop_assert_eq!(cloud.cancelled, *want.by_state.get("cancelled").unwrap_or(&0));
             }
             // Both days together: the range sums them.
             let both = store.summary_range("box", (DAYS[0], DAYS[1])).unwrap();
