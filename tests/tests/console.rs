@@ -926,6 +926,25 @@ async fn an_admin_uses_the_console_in_a_browser() -> anyhow::Result<()> {
             .await?;
         anyhow::ensure!(browser.text("table.data tbody td").await? == "canteen-a");
         browser.screenshot("console-fleet.png").await?;
+        // The fleet refreshes itself in place (the vendored htmx, under the console's
+        // CSP), showing what the box reported.
+        let first = browser.js("return document.getElementById('fleet').dataset.at").await?;
+        let first = first.as_str().unwrap_or_default().to_owned();
+        browser
+            .wait("htmx", "return typeof htmx !== 'undefined' && htmx.version === '2.0.4'")
+            .await?;
+        browser
+            .wait(
+                "the fleet refreshed in place",
+                &format!("return document.getElementById('fleet').dataset.at !== '{first}'"),
+            )
+            .await?;
+        browser
+            .wait(
+                "the box's status on the fleet",
+                "return [...document.querySelectorAll('#fleet td')].some((td) => td.textContent.includes('menu: '))",
+            )
+            .await?;
         browser.goto("/?lang=zh").await?;
         browser
             .wait("the fleet in Chinese", "return document.querySelector('h1').textContent === '食堂概览'")

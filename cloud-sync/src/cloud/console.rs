@@ -46,6 +46,7 @@ pub fn routes() -> Router<AdminState> {
         .route("/console.css", get(stylesheet))
         .route("/console.js", get(script))
         .route("/vendor/uplot.js", get(uplot_js))
+        .route("/vendor/htmx.js", get(htmx_js))
         .route("/vendor/uplot.css", get(uplot_css))
 }
 
@@ -255,6 +256,9 @@ fn page(
                 title { (tr(lang, title)) " · " (tr(lang, "canteen cloud")) }
                 link rel="stylesheet" href="/vendor/uplot.css";
                 link rel="stylesheet" href="/console.css";
+                // htmx without its injected styles and without eval: the CSP holds.
+                meta name="htmx-config" content=r#"{"includeIndicatorStyles":false,"allowEval":false,"allowScriptTags":false}"#;
+                script src="/vendor/htmx.js" defer {}
                 script src="/vendor/uplot.js" defer {}
                 script src="/console.js" defer {}
             }
@@ -593,8 +597,12 @@ async fn fleet(
         Some((&caller.account, &caller.csrf)),
         html! {
             (csv_link(lang, "/fleet.csv"))
-            @if table.rows.is_empty() { p { (tr(lang, "No canteen has connected yet.")) } }
-            @else { (table.html(lang)) }
+            // Refreshed in place (htmx) every few seconds: the fleet is live.
+            div #fleet hx-get="/" hx-select="#fleet" hx-trigger="every 5s" hx-swap="outerHTML"
+                data-at=(super::auth::now_ms()) {
+                @if table.rows.is_empty() { p { (tr(lang, "No canteen has connected yet.")) } }
+                @else { (table.html(lang)) }
+            }
         },
     ))
 }
@@ -968,6 +976,8 @@ async fn menu_page_with(
                 }
             }
             h2 { (tr(lang, "Pushes")) }
+            // Each canteen's state refreshes in place as boxes apply the pushes.
+            div #pushes hx-get="/menu" hx-select="#pushes" hx-trigger="every 5s" hx-swap="outerHTML" {
             @if pushes.is_empty() { p { (tr(lang, "No pushes yet.")) } }
             @for p in &pushes {
                 section.push data-push=(p.push.push_id) {
@@ -1001,6 +1011,7 @@ async fn menu_page_with(
                         }
                     }
                 }
+            }
             }
         },
     ))
@@ -1164,6 +1175,13 @@ async fn stylesheet() -> Response {
 
 async fn script() -> Response {
     asset(include_str!("console.js"), "text/javascript; charset=utf-8")
+}
+
+async fn htmx_js() -> Response {
+    asset(
+        include_str!("vendor/htmx/htmx.min.js"),
+        "text/javascript; charset=utf-8",
+    )
 }
 
 async fn uplot_js() -> Response {
