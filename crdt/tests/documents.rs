@@ -154,8 +154,9 @@ fn concurrent_edits_of_different_fields_both_survive() {
     assert!(conflicts(&a).is_empty());
 }
 
-#[test]
-fn the_same_field_set_concurrently_is_a_visible_conflict_with_one_winner() {
+/// A box and the cloud that set an item's price concurrently, synced: `(box, cloud,
+/// item)`.
+fn concurrent_prices(at_box: i64, at_cloud: i64) -> (ReplicatedDoc, ReplicatedDoc, ItemId) {
     let mut a = replica("box");
     let id = ItemId::new();
     menu::apply(
@@ -172,7 +173,7 @@ fn the_same_field_set_concurrently_is_a_visible_conflict_with_one_winner() {
         &mut a,
         &[MenuEdit::SetPrice {
             item: id,
-            price_fen: 1500,
+            price_fen: at_box,
         }],
         2,
     )
@@ -181,12 +182,18 @@ fn the_same_field_set_concurrently_is_a_visible_conflict_with_one_winner() {
         &mut b,
         &[MenuEdit::SetPrice {
             item: id,
-            price_fen: 1700,
+            price_fen: at_cloud,
         }],
         2,
     )
     .unwrap();
     sync_all(&mut a, &mut b);
+    (a, b, id)
+}
+
+#[test]
+fn the_same_field_set_concurrently_is_a_visible_conflict_with_one_winner() {
+    let (mut a, b, id) = concurrent_prices(1500, 1700);
     let (ca, cb) = (conflicts(&a), conflicts(&b));
     assert_eq!(ca, cb);
     assert_eq!(ca.len(), 1);
@@ -218,37 +225,7 @@ fn the_same_field_set_concurrently_is_a_visible_conflict_with_one_winner() {
 #[test]
 fn a_conflict_is_settled_on_either_value_at_both_replicas() {
     for keep_winner in [true, false] {
-        let mut a = replica("box");
-        let id = ItemId::new();
-        menu::apply(
-            &mut a,
-            &[MenuEdit::AddItem {
-                item: id,
-                fields: fields("Rice"),
-            }],
-            1,
-        )
-        .unwrap();
-        let mut b = ReplicatedDoc::load(DocKind::Menu, [a.save().as_slice()], b"cloud").unwrap();
-        menu::apply(
-            &mut a,
-            &[MenuEdit::SetPrice {
-                item: id,
-                price_fen: 1500,
-            }],
-            2,
-        )
-        .unwrap();
-        menu::apply(
-            &mut b,
-            &[MenuEdit::SetPrice {
-                item: id,
-                price_fen: 1700,
-            }],
-            2,
-        )
-        .unwrap();
-        sync_all(&mut a, &mut b);
+        let (mut a, mut b, _) = concurrent_prices(1500, 1700);
         let conflict = conflicts(&b).remove(0);
         let keep = if keep_winner {
             conflict.values[0].clone()

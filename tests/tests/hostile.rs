@@ -423,6 +423,28 @@ async fn a_deflate_bomb_from_a_box_is_refused_and_other_boxes_sync_on() {
     conn.close(0u32.into(), b"done");
 }
 
+/// What an older stand-in cloud does with a box's streams: acknowledges every batch of
+/// events through its last one, until the connection ends.
+async fn acknowledge_events(conn: quinn::Connection) {
+    while let Ok((mut send, recv)) = conn.accept_bi().await {
+        tokio::spawn(async move {
+            let mut inbox = wire::reader(recv);
+            while let Ok(message) = wire::next(&mut inbox).await {
+                if let Message::Events { events } = message
+                    && let Some(last) = events.last()
+                {
+                    let ack = Message::Ack {
+                        through_seq: last.seq,
+                    };
+                    if wire::send(&mut send, &ack).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+}
+
 /// A cloud of the previous release, speaking protocol version 1 only: it closes a
 /// connection whose first message it cannot read with "expected hello", as it did.
 async fn version_1_cloud(ca: &Path) -> (std::net::SocketAddr, quinn::Endpoint) {
@@ -445,23 +467,7 @@ async fn version_1_cloud(ca: &Path) -> (std::net::SocketAddr, quinn::Endpoint) {
         if wire::send(&mut control, &welcome).await.is_err() {
             return;
         }
-        while let Ok((mut send, recv)) = conn.accept_bi().await {
-            tokio::spawn(async move {
-                let mut inbox = wire::reader(recv);
-                while let Ok(message) = wire::next(&mut inbox).await {
-                    if let Message::Events { events } = message
-                        && let Some(last) = events.last()
-                    {
-                        let ack = Message::Ack {
-                            through_seq: last.seq,
-                        };
-                        if wire::send(&mut send, &ack).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
+        acknowledge_events(conn).await;
     })
 }
 
@@ -548,23 +554,7 @@ async fn version_2_cloud(
                     counter.fetch_add(1, Ordering::SeqCst);
                 }
             });
-            while let Ok((mut send, recv)) = conn.accept_bi().await {
-                tokio::spawn(async move {
-                    let mut inbox = wire::reader(recv);
-                    while let Ok(message) = wire::next(&mut inbox).await {
-                        if let Message::Events { events } = message
-                            && let Some(last) = events.last()
-                        {
-                            let ack = Message::Ack {
-                                through_seq: last.seq,
-                            };
-                            if wire::send(&mut send, &ack).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                });
-            }
+            acknowledge_events(conn).await;
         }
     })
 }

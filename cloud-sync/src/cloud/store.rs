@@ -1690,33 +1690,26 @@ fn unix_hour(at: &str) -> Option<i64> {
         .map(|t| t.timestamp().div_euclid(3600))
 }
 
-fn bump_state(
-    tx: &rusqlite::Transaction<'_>,
-    node: &str,
-    day: &str,
-    state: &str,
-    by: i64,
-) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO rollup_state (node_id, service_day, state, orders) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (node_id, service_day, state) DO UPDATE SET orders = orders + ?4",
-    )?
-    .execute(params![node, day, state, by])?;
-    Ok(())
-}
+/// Orders per (canteen, business day, state).
+const BUMP_STATE: &str =
+    "INSERT INTO rollup_state (node_id, service_day, state, orders) VALUES (?1, ?2, ?3, ?4)
+     ON CONFLICT (node_id, service_day, state) DO UPDATE SET orders = orders + ?4";
+/// Orders placed per (canteen, business day, UTC hour).
+const BUMP_HOUR: &str =
+    "INSERT INTO rollup_hour (node_id, service_day, hour, orders) VALUES (?1, ?2, ?3, ?4)
+     ON CONFLICT (node_id, service_day, hour) DO UPDATE SET orders = orders + ?4";
 
-fn bump_hour(
+/// Adds `by` orders to a rollup counted by (canteen, business day, `key`).
+fn bump(
     tx: &rusqlite::Transaction<'_>,
+    rollup: &str,
     node: &str,
     day: &str,
-    hour: i64,
+    key: impl rusqlite::ToSql,
     by: i64,
 ) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO rollup_hour (node_id, service_day, hour, orders) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (node_id, service_day, hour) DO UPDATE SET orders = orders + ?4",
-    )?
-    .execute(params![node, day, hour, by])?;
+    tx.prepare_cached(rollup)?
+        .execute(params![node, day, key, by])?;
     Ok(())
 }
 
@@ -1833,8 +1826,8 @@ fn project(
         let hour = unix_hour(&e.at).ok_or_else(|| bad(format!("time {:?}", e.at)))?;
         // The same order placed again (another timeline's copy): its old counts go.
         if let Some((day, state, old_hour, placed)) = order_row(tx, node, &p.id)? {
-            bump_state(tx, node, &day, &state, -1)?;
-            bump_hour(tx, node, &day, old_hour, -1)?;
+            bump(tx, BUMP_STATE, node, &day, &state, -1)?;
+            bump(tx, BUMP_HOUR, node, &day, old_hour, -1)?;
             if sold(&state) {
                 bump_items(tx, node, &day, placed, -1)?;
             }
@@ -1854,8 +1847,8 @@ fn project(
             timeline,
             hour
         ])?;
-        bump_state(tx, node, &p.service_day, "placed", 1)?;
-        bump_hour(tx, node, &p.service_day, hour, 1)?;
+        bump(tx, BUMP_STATE, node, &p.service_day, "placed", 1)?;
+        bump(tx, BUMP_HOUR, node, &p.service_day, hour, 1)?;
         note_if_late(tx, node, timeline, e, &p.service_day)?;
         return Ok(());
     }
@@ -1871,8 +1864,8 @@ fn project(
             "UPDATE cloud_order SET state = ?3 WHERE node_id = ?1 AND order_id = ?2",
         )?
         .execute(params![node, order_id, to])?;
-        bump_state(tx, node, &day, &from, -1)?;
-        bump_state(tx, node, &day, to, 1)?;
+        bump(tx, BUMP_STATE, node, &day, &from, -1)?;
+        bump(tx, BUMP_STATE, node, &day, to, 1)?;
         match (sold(&from), sold(to)) {
             (false, true) => bump_items(tx, node, &day, placed, 1)?,
             (true, false) => bump_items(tx, node, &day, placed, -1)?,
