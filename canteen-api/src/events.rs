@@ -244,6 +244,22 @@ pub struct QuotaSet {
     pub remaining: i64,
 }
 
+/// `stock.ran_out` / `stock.available`: orders took a dish's last portion of the day
+/// (or released portions of a dish that had none left), so it sold out (or can be
+/// ordered again) without anyone at the counter saying so. What the campus's sold-out
+/// board shows beside the staff's own `stock.sold_out` and `stock.back`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StockAvailability {
+    #[serde(default = "v1")]
+    pub v: u16,
+    pub item_id: ItemId,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Date))]
+    pub service_day: NaiveDate,
+    pub remaining: i64,
+    pub sold_out: bool,
+}
+
 /// One event's payload, by kind.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -254,6 +270,7 @@ pub enum EventPayload {
     StockChanged(StockChanged),
     QuotaSet(QuotaSet),
     AccountBlock(AccountBlock),
+    StockAvailability(StockAvailability),
 }
 
 /// `account.blocked` / `account.unblocked`: staff stopped (or allowed again) a student
@@ -311,6 +328,11 @@ impl EventPayload {
                 Cow::Borrowed(s.change.map_or("stock.changed", StockChange::kind))
             }
             Self::QuotaSet(_) => Cow::Borrowed("stock.quota_set"),
+            Self::StockAvailability(a) => Cow::Borrowed(if a.sold_out {
+                "stock.ran_out"
+            } else {
+                "stock.available"
+            }),
             Self::AccountBlock(b) => Cow::Borrowed(if b.blocked {
                 "account.blocked"
             } else {
@@ -324,7 +346,10 @@ impl EventPayload {
         match self {
             Self::OrderPlaced(p) => Some((p.order.id, p.order.student_id)),
             Self::OrderMoved(m) => Some((m.order_id, m.student_id)),
-            Self::StockChanged(_) | Self::QuotaSet(_) | Self::AccountBlock(_) => None,
+            Self::StockChanged(_)
+            | Self::QuotaSet(_)
+            | Self::AccountBlock(_)
+            | Self::StockAvailability(_) => None,
         }
     }
 
@@ -335,6 +360,7 @@ impl EventPayload {
             Self::OrderMoved(m) => m.order_id.to_string(),
             Self::StockChanged(s) => s.item_id.to_string(),
             Self::QuotaSet(q) => q.item_id.to_string(),
+            Self::StockAvailability(a) => a.item_id.to_string(),
             Self::AccountBlock(b) => b.student_id.to_string(),
         }
     }
@@ -367,6 +393,7 @@ impl EventPayload {
             Self::OrderMoved(m) => m.v,
             Self::StockChanged(s) => s.v,
             Self::QuotaSet(q) => q.v,
+            Self::StockAvailability(a) => a.v,
             Self::AccountBlock(b) => b.v,
         }
     }
@@ -379,6 +406,16 @@ impl EventPayload {
         let parsed = match kind {
             "order.placed" => Self::OrderPlaced(serde_json::from_str(payload).map_err(malformed)?),
             "stock.quota_set" => Self::QuotaSet(serde_json::from_str(payload).map_err(malformed)?),
+            "stock.ran_out" | "stock.available" => {
+                let a: StockAvailability = serde_json::from_str(payload).map_err(malformed)?;
+                if a.sold_out != (kind == "stock.ran_out") {
+                    return Err(EventError::Malformed {
+                        kind: kind.to_owned(),
+                        reason: format!("the payload says sold_out = {}", a.sold_out),
+                    });
+                }
+                Self::StockAvailability(a)
+            }
             "account.blocked" | "account.unblocked" => {
                 let b: AccountBlock = serde_json::from_str(payload).map_err(malformed)?;
                 if b.blocked != (kind == "account.blocked") {
@@ -542,7 +579,26 @@ mod tests {
                 quota: 40,
                 remaining: 12,
             }),
+            EventPayload::StockAvailability(StockAvailability {
+                v: EVENT_VERSION,
+                item_id: ItemId::new(),
+                service_day: o.service_day,
+                remaining: 0,
+                sold_out: true,
+            }),
+            EventPayload::StockAvailability(StockAvailability {
+                v: EVENT_VERSION,
+                item_id: ItemId::new(),
+                service_day: o.service_day,
+                remaining: 2,
+                sold_out: false,
+            }),
         ];
+        let available = payloads.last().unwrap().to_json();
+        assert!(matches!(
+            EventPayload::parse("stock.ran_out", &available),
+            Err(EventError::Malformed { .. })
+        ));
         for p in payloads {
             let kind = p.kind();
             let back = EventPayload::parse(&kind, &p.to_json()).unwrap();

@@ -734,6 +734,63 @@ async fn staff_stock_actions_reach_the_menu_and_placement() {
     );
 }
 
+/// An order that takes a dish's last portion says so in the outbox (the campus's
+/// sold-out board reads it), and a cancellation that gives it back says that too; orders
+/// that change nothing for availability add no stock event.
+#[tokio::test]
+async fn orders_that_take_the_last_portion_or_give_it_back_are_stock_events() {
+    let b = TestBox::new().await;
+    let s = b.student(1).await;
+    let staff = b.staff().await;
+    let plum = b.item("Sour plum drink").id;
+    let order = json!({"lines": [{"item_id": plum, "quantity": 1}], "payment_mode": "counter"});
+    let left = b.remaining("Sour plum drink").await.unwrap();
+    let r = b
+        .post(
+            &format!("/api/staff/stock/{plum}"),
+            Some(&staff),
+            json!({"action": "adjust", "delta": 2 - left, "reason": "two left"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let first = b.place(&s, order.clone()).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let last = b.place(&s, order.clone()).await;
+    assert_eq!(last.status, StatusCode::CREATED);
+    let other = b.student(2).await;
+    let r = b.place(&other, order.clone()).await;
+    assert_eq!((r.status, r.code()), (StatusCode::CONFLICT, "sold_out"));
+    let id = last.body["id"].as_str().unwrap();
+    let r = b
+        .post(
+            &format!("/api/student/orders/{id}/cancel"),
+            Some(&s),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let events = b.outbox(&staff).await;
+    let stock: Vec<(Value, Value, Value)> = events
+        .iter()
+        .filter(|e| e["kind"].as_str().unwrap().starts_with("stock."))
+        .map(|e| {
+            (
+                e["kind"].clone(),
+                e["payload"]["remaining"].clone(),
+                e["payload"]["sold_out"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        stock,
+        [
+            (json!("stock.adjusted"), json!(2), json!(false)),
+            (json!("stock.ran_out"), json!(0), json!(true)),
+            (json!("stock.available"), json!(1), json!(false)),
+        ]
+    );
+}
+
 #[tokio::test]
 async fn menu_edits_need_a_manager_and_are_validated() {
     let b = TestBox::new().await;

@@ -581,6 +581,29 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     if found < 4 {
         tx.execute_batch(MIGRATION_4)?;
+        // The sold-out board from the stock events already stored.
+        let stock: Vec<(String, i64, WireEvent)> = tx
+            .prepare(
+                "SELECT node_id, timeline, seq, kind, aggregate_id, payload, at FROM event
+                 WHERE kind LIKE 'stock.%' AND counted = 1 ORDER BY node_id, timeline, seq",
+            )?
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    WireEvent {
+                        seq: r.get::<_, i64>(2)? as u64,
+                        kind: r.get(3)?,
+                        aggregate_id: r.get(4)?,
+                        payload: r.get(5)?,
+                        at: r.get(6)?,
+                    },
+                ))
+            })?
+            .collect::<Result<_, _>>()?;
+        for (node, timeline, e) in &stock {
+            project_stock(&tx, node, *timeline, e)?;
+        }
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
@@ -1779,6 +1802,44 @@ fn note_if_late(
     Ok(())
 }
 
+/// The sold-out board from a stock event: the staff's sold-out marks and stock actions,
+/// and the box's own word that orders took a dish's last portion (or gave portions
+/// back).
+fn project_stock(
+    tx: &rusqlite::Transaction<'_>,
+    node: &str,
+    timeline: i64,
+    e: &WireEvent,
+) -> Result<(), StoreError> {
+    let availability = match EventPayload::parse(&e.kind, &e.payload) {
+        Ok(EventPayload::StockChanged(st)) => {
+            Some((st.service_day, st.item_id, st.sold_out || st.remaining <= 0))
+        }
+        Ok(EventPayload::StockAvailability(a)) => Some((a.service_day, a.item_id, a.sold_out)),
+        _ => None,
+    };
+    if let Some((day, item, out)) = availability {
+        let (day, item) = (day.to_string(), item.to_string());
+        if out {
+            tx.prepare_cached(
+                "INSERT INTO sold_out (node_id, service_day, item_id, since)
+                 SELECT ?1, ?2, ?3, ?4 WHERE NOT EXISTS (SELECT 1 FROM sold_out
+                     WHERE node_id = ?1 AND service_day = ?2 AND item_id = ?3
+                       AND back_at IS NULL)",
+            )?
+            .execute(params![node, day, item, e.at])?;
+        } else {
+            tx.prepare_cached(
+                "UPDATE sold_out SET back_at = ?4
+                 WHERE node_id = ?1 AND service_day = ?2 AND item_id = ?3 AND back_at IS NULL",
+            )?
+            .execute(params![node, day, item, e.at])?;
+        }
+        note_if_late(tx, node, timeline, e, &day)?;
+    }
+    Ok(())
+}
+
 /// Projects one event into the aggregate tables and the rollups. Events are the box's
 /// own records, read as the typed, versioned payloads of `canteen_api::events`:
 /// `order.placed` through [`OrderPlacedHead`] (only the fields used, borrowed: it
@@ -1797,26 +1858,7 @@ fn project(
         reason,
     };
     if e.kind.starts_with("stock.") {
-        if let Ok(EventPayload::StockChanged(st)) = EventPayload::parse(&e.kind, &e.payload) {
-            let (day, item) = (st.service_day.to_string(), st.item_id.to_string());
-            if st.sold_out || st.remaining == 0 {
-                tx.prepare_cached(
-                    "INSERT INTO sold_out (node_id, service_day, item_id, since)
-                     SELECT ?1, ?2, ?3, ?4 WHERE NOT EXISTS (SELECT 1 FROM sold_out
-                         WHERE node_id = ?1 AND service_day = ?2 AND item_id = ?3
-                           AND back_at IS NULL)",
-                )?
-                .execute(params![node, day, item, e.at])?;
-            } else {
-                tx.prepare_cached(
-                    "UPDATE sold_out SET back_at = ?4
-                     WHERE node_id = ?1 AND service_day = ?2 AND item_id = ?3 AND back_at IS NULL",
-                )?
-                .execute(params![node, day, item, e.at])?;
-            }
-            note_if_late(tx, node, timeline, e, &day)?;
-        }
-        return Ok(());
+        return project_stock(tx, node, timeline, e);
     }
     if !e.kind.starts_with("order.") {
         return Ok(());
@@ -2594,18 +2636,34 @@ mod timeline_tests {
             let conn = Connection::open(&path).unwrap();
             conn.execute_batch(SCHEMA).unwrap();
             conn.execute_batch(
-                "INSERT INTO node (node_id, acked_seq) VALUES ('box-1', 2);
+                "INSERT INTO node (node_id, acked_seq) VALUES ('box-1', 3);
                  INSERT INTO event VALUES ('box-1', 1, 'order.placed', 'o', '{}', 't'),
                                           ('box-1', 2, 'order.paid', 'o', '{}', 't');
                  INSERT INTO cloud_order VALUES ('box-1', 'o', '2026-11-23', 'paid', 900, 1);
                  INSERT INTO cloud_payment VALUES ('box-1', 2, 'o', '2026-11-23', 'payment', 900);",
             )
             .unwrap();
+            // A staff sold-out mark: the migration puts it on the sold-out board.
+            let sold_out = format!(
+                r#"{{"item_id":"{}","service_day":"2026-11-23","staff_id":"{}","remaining":3,"sold_out":true}}"#,
+                canteen_api::ItemId::new(),
+                canteen_api::StaffId::new()
+            );
+            conn.execute(
+                "INSERT INTO event VALUES ('box-1', 3, 'stock.sold_out', 'i', ?1, '2026-11-23T04:00:00Z')",
+                [sold_out],
+            )
+            .unwrap();
         }
         let store = CloudStore::open(&path).unwrap();
-        assert_eq!(store.acked("box-1").unwrap(), 2);
+        assert_eq!(store.acked("box-1").unwrap(), 3);
         let s = store.summary("box-1", Some("2026-11-23")).unwrap();
-        assert_eq!((s.events, s.orders, s.revenue_fen), (2, 1, 900));
+        assert_eq!((s.events, s.orders, s.revenue_fen), (3, 1, 900));
+        let board = store
+            .sold_out("box-1", ("2026-11-23", "2026-11-23"))
+            .unwrap();
+        assert_eq!(board.len(), 1, "{board:?}");
+        assert_eq!(board[0].2, None, "still sold out");
         assert_eq!(store.timelines("box-1").unwrap().len(), 1);
         drop(store);
         Connection::open(&path)

@@ -11,7 +11,7 @@ use super::{Effect, WriteCtx, outbox};
 use crate::core::lifecycle::StockMove;
 use crate::core::menu::MenuItem;
 use crate::core::stock::{self as core_stock, StockRefusal};
-use canteen_api::events::{EventPayload, QuotaSet, StockChanged};
+use canteen_api::events::{EventPayload, QuotaSet, StockAvailability, StockChanged};
 use canteen_api::ids::{ItemId, StaffId};
 use canteen_api::stock::{StaffStockAction, StockLevel};
 use chrono::NaiveDate;
@@ -191,13 +191,43 @@ pub fn reserve(
         .optional()?;
     if let Some(level) = reserved {
         ctx.effect(Effect::Stock(level.clone()));
+        note_availability(ctx, &level, level.remaining() + qty)?;
         return Ok(Ok(level));
     }
     let level = ensure_row(ctx, item, day)?;
     if let Err(refusal) = core_stock::check_reserve(&level, item, qty) {
         return Ok(Err(refusal));
     }
-    update(ctx, item.id, day, "reserved = reserved + ?3", qty).map(Ok)
+    let level = update(ctx, item.id, day, "reserved = reserved + ?3", qty)?;
+    note_availability(ctx, &level, level.remaining() + qty)?;
+    Ok(Ok(level))
+}
+
+/// Records in the outbox when orders (not staff) took a dish's last portion of the day,
+/// or gave portions back to a dish that had none left: `before` is what remained before
+/// the change. A dish staff marked sold out stays theirs to call (their own events say
+/// it). Only crossings are written, so an order adds an event at most once a day per
+/// dish, and only then.
+fn note_availability(
+    ctx: &mut WriteCtx<'_>,
+    level: &StockLevel,
+    before: i64,
+) -> Result<(), StoreError> {
+    let (was_out, is_out) = (before <= 0, level.remaining() <= 0);
+    if level.sold_out || was_out == is_out {
+        return Ok(());
+    }
+    outbox::append(
+        ctx,
+        EventPayload::StockAvailability(StockAvailability {
+            v: canteen_api::events::EVENT_VERSION,
+            item_id: level.item_id,
+            service_day: level.service_day,
+            remaining: level.remaining(),
+            sold_out: is_out,
+        }),
+    )?;
+    Ok(())
 }
 
 /// Applies one of a transition's stock moves.
@@ -213,7 +243,11 @@ pub fn apply_move(
         StockMove::ReleaseReserved => "reserved = reserved - ?3",
         StockMove::ReleaseSold => "sold = sold - ?3",
     };
-    update(ctx, item, day, set, qty)
+    let level = update(ctx, item, day, set, qty)?;
+    if !matches!(how, StockMove::Sell) {
+        note_availability(ctx, &level, level.remaining() - qty)?;
+    }
+    Ok(level)
 }
 
 /// Applies a staff stock action the core allows, with its ledger entry and outbox event.
