@@ -141,16 +141,22 @@ async fn a_thousand_students_race_for_a_hundred_portions() {
         .json()
         .await
         .unwrap();
+    // Every accepted order, and once the word that orders took the last portion.
     let events = outbox["events"].as_array().unwrap();
-    assert_eq!(events.len(), UNITS as usize);
+    assert_eq!(events.len(), UNITS as usize + 1);
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e["seq"].as_i64(), Some(i as i64 + 1));
+    }
+    let ran_out: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "stock.ran_out")
+        .collect();
+    assert_eq!(ran_out.len(), 1, "{ran_out:?}");
+    assert_eq!(ran_out[0]["aggregate_id"], json!(pork.id));
     let in_outbox: HashSet<String> = events
         .iter()
-        .enumerate()
-        .map(|(i, e)| {
-            assert_eq!(e["seq"].as_i64(), Some(i as i64 + 1));
-            assert_eq!(e["kind"], "order.placed");
-            e["aggregate_id"].as_str().unwrap().to_owned()
-        })
+        .filter(|e| e["kind"] == "order.placed")
+        .map(|e| e["aggregate_id"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(in_outbox, accepted);
 

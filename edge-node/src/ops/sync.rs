@@ -129,37 +129,20 @@ pub async fn box_status(app: &App) -> Result<cloud_sync::proto::BoxStatus, Store
             heads: app.docs.heads_hex(kind),
         })
         .collect();
-    app.readers
-        .read(move |conn| {
-            // One read transaction: the totals and the event they run to agree.
-            let tx = conn.unchecked_transaction()?;
-            let c: &rusqlite::Connection = &tx;
-            let last = outbox::last_seq(c)?;
-            let acked = meta::get_u64(c, outbox::ACKED_KEY)? as i64;
-            let mut days = vec![today];
-            days.extend(
-                orders::recent_service_days(c, STATUS_DAYS)?
-                    .into_iter()
-                    .filter(|d| *d < today),
-            );
-            days.truncate(STATUS_DAYS);
-            let status = cloud_sync::proto::BoxStatus {
-                sent_at_ms: 0,
-                software: env!("CARGO_PKG_VERSION").to_owned(),
-                schema: crate::store::db::SCHEMA_VERSION as u32,
-                last_seq: last as u64,
-                acked_seq: acked.min(last) as u64,
-                oldest_waiting_at: outbox::oldest_after(c, acked)?,
-                docs: heads,
-                days: days
-                    .into_iter()
-                    .map(|d| orders::day_totals(c, d, last as u64))
-                    .collect::<Result<_, _>>()?,
-            };
-            tx.finish()?;
-            Ok(status)
-        })
-        .await
+    let (outbox, days) = app
+        .readers
+        .read(move |c| orders::status_snapshot(c, today, STATUS_DAYS))
+        .await?;
+    Ok(cloud_sync::proto::BoxStatus {
+        sent_at_ms: 0,
+        software: env!("CARGO_PKG_VERSION").to_owned(),
+        schema: crate::store::db::SCHEMA_VERSION as u32,
+        last_seq: outbox.last_seq,
+        acked_seq: outbox.acked_seq,
+        oldest_waiting_at: outbox.oldest_waiting_at,
+        docs: heads,
+        days,
+    })
 }
 
 /// The link as staff and metrics see it.

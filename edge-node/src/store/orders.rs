@@ -460,6 +460,45 @@ pub fn day_totals(
     })
 }
 
+/// Where the outbox stands, for the box's status.
+pub struct OutboxPosition {
+    pub last_seq: u64,
+    pub acked_seq: u64,
+    /// When the oldest event not acknowledged was written.
+    pub oldest_waiting_at: Option<String>,
+}
+
+/// The outbox's position and the box's own totals of `today` and its recent days with
+/// orders (at most `max` days, newest first), read in one transaction so the totals and
+/// the event they run to agree.
+pub fn status_snapshot(
+    conn: &Connection,
+    today: NaiveDate,
+    max: usize,
+) -> Result<(OutboxPosition, Vec<cloud_sync::proto::DayTotals>), StoreError> {
+    let tx = conn.unchecked_transaction()?;
+    let last = outbox::last_seq(&tx)?;
+    let acked = super::meta::get_u64(&tx, outbox::ACKED_KEY)? as i64;
+    let mut days = vec![today];
+    days.extend(
+        recent_service_days(&tx, max)?
+            .into_iter()
+            .filter(|d| *d < today),
+    );
+    days.truncate(max);
+    let totals = days
+        .into_iter()
+        .map(|d| day_totals(&tx, d, last as u64))
+        .collect::<Result<_, _>>()?;
+    let position = OutboxPosition {
+        last_seq: last as u64,
+        acked_seq: acked.min(last) as u64,
+        oldest_waiting_at: outbox::oldest_after(&tx, acked)?,
+    };
+    tx.finish()?;
+    Ok((position, totals))
+}
+
 pub fn summary(conn: &Connection, day: NaiveDate) -> Result<DaySummary, StoreError> {
     let counts = count_by_state(conn, day)?;
     let (paid, refunded) = money(conn, day)?;
