@@ -115,8 +115,8 @@ const ZH: &[(&str, &str)] = &[
     ("complete up to event", "完整至事件"),
     ("late events", "迟到事件"),
     (
-        "Each box reports its own totals of its recent business days; a day the box has moved past is closed when the cloud's totals match with every event it counted received. Events of a closed day that arrive later are counted as late.",
-        "各终端上报最近营业日的自有合计；终端已进入下一营业日、且云端已收到其统计的全部事件并与之一致时，该日即对账完成。之后才到达的该日事件记为迟到。",
+        "Each box reports its own totals of its recent business days; a day the box has moved past is closed when the cloud's totals match it. Events of a closed day that arrive later are counted as late.",
+        "各终端上报最近营业日的自有合计；终端已进入下一营业日、且云端合计与之一致时，该日即对账完成。之后才到达的该日事件记为迟到。",
     ),
     ("applied", "已应用"),
     ("conflicting", "有冲突"),
@@ -905,7 +905,7 @@ async fn reconciliation_page(
         "Reconciliation",
         Some((&caller.account, &caller.csrf)),
         html! {
-            p { (tr(lang, "Each box reports its own totals of its recent business days; a day the box has moved past is closed when the cloud's totals match with every event it counted received. Events of a closed day that arrive later are counted as late.")) }
+            p { (tr(lang, "Each box reports its own totals of its recent business days; a day the box has moved past is closed when the cloud's totals match it. Events of a closed day that arrive later are counted as late.")) }
             (day_picker(lang, "/reconciliation", &day, &to))
             @if rows.is_empty() { p { (tr(lang, "No canteen has sold anything yet.")) } }
             @else {

@@ -1,7 +1,8 @@
 //! Reconciliation: per canteen and business day, the box's own totals (from its status
-//! messages) against the cloud's (from the rollups). A day the box has moved past,
-//! whose totals match with every event the box counted received, is closed: complete
-//! up to that event. Events of a closed day that arrive later are flagged as late.
+//! messages) against the cloud's (from the rollups). A day the box has moved past whose
+//! totals match is closed: complete up to the box's last event when it counted (or the
+//! cloud's cursor, if lower). Events of a closed day that arrive later are flagged as
+//! late.
 
 use super::admin::on_blocking_pool;
 use super::admins::AdminAccount;

@@ -1256,8 +1256,9 @@ impl CloudStore {
     }
 
     /// Records a box's status and its own day totals; closes (reconciles) each day the
-    /// box has moved past whose totals the cloud now matches, with every event the box
-    /// counted acknowledged. Returns the days closed now.
+    /// box has moved past whose totals the cloud now matches: complete up to the events
+    /// the box had counted, or the cloud's cursor if that is lower. Returns the days
+    /// closed now.
     pub fn record_status(
         &self,
         node: &str,
@@ -1313,15 +1314,16 @@ impl CloudStore {
                     now_ms
                 ],
             )?;
+            // A day the box has moved past whose totals the cloud matches: every event
+            // of it is here (the box keeps counting later events into the newer days,
+            // so a busy box need not be caught up for an older day to close).
             let over = current.is_some_and(|c| d.day.as_str() < c);
-            if over
-                && acked >= d.through_seq as i64
-                && same_totals(d, &cloud_day(&tx, node, &d.day)?)
-            {
+            if over && same_totals(d, &cloud_day(&tx, node, &d.day)?) {
+                let complete = (d.through_seq as i64).min(acked);
                 let n = tx.execute(
                     "INSERT OR IGNORE INTO day_close (node_id, service_day, through_seq, closed_at_ms)
                      VALUES (?1, ?2, ?3, ?4)",
-                    params![node, d.day, d.through_seq as i64, now_ms],
+                    params![node, d.day, complete, now_ms],
                 )?;
                 if n > 0 {
                     closed.push(d.day.clone());
@@ -1445,7 +1447,6 @@ impl CloudStore {
             let cloud = cloud_day(&tx, node, &day)?;
             let state = match &reported {
                 None => "no_report",
-                Some((b, _)) if (b.through_seq as i64) > acked => "in_transit",
                 Some((b, _)) if same_totals(b, &cloud) => {
                     if closed.is_some() {
                         "closed"
@@ -1453,6 +1454,7 @@ impl CloudStore {
                         "matches"
                     }
                 }
+                Some((b, _)) if (b.through_seq as i64) > acked => "in_transit",
                 Some(_) => "differs",
             };
             out.push(ReconRow {
