@@ -25,6 +25,7 @@ use crate::uplink::{BatchError, accept_batch};
 use canteen_api::events::{EventPayload, OrderMoved, OrderPlacedHead};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -602,7 +603,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             })?
             .collect::<Result<_, _>>()?;
         for (node, timeline, e) in &stock {
-            project_stock(&tx, node, *timeline, e)?;
+            project_stock(&tx, &mut Batch::default(), node, *timeline, e)?;
         }
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -1049,6 +1050,7 @@ impl CloudStore {
                 0
             };
             let mut counted = 0i64;
+            let mut batch = Batch::default();
             for e in fresh {
                 if resolve_until > 0 {
                     if e.seq as i64 <= resolve_until {
@@ -1084,10 +1086,11 @@ impl CloudStore {
                     !counted_before
                 ])?;
                 if !counted_before {
-                    project(&tx, node, timeline, e)?;
+                    project(&tx, &mut batch, node, timeline, e)?;
                     counted += 1;
                 }
             }
+            batch.flush(&tx, node)?;
             tx.execute(
                 "UPDATE node SET counted_events = counted_events + ?2 WHERE node_id = ?1",
                 params![node, counted],
@@ -1715,27 +1718,83 @@ fn unix_hour(at: &str) -> Option<i64> {
         .map(|t| t.timestamp().div_euclid(3600))
 }
 
-/// Orders per (canteen, business day, state).
-const BUMP_STATE: &str =
-    "INSERT INTO rollup_state (node_id, service_day, state, orders) VALUES (?1, ?2, ?3, ?4)
-     ON CONFLICT (node_id, service_day, state) DO UPDATE SET orders = orders + ?4";
-/// Orders placed per (canteen, business day, UTC hour).
-const BUMP_HOUR: &str =
-    "INSERT INTO rollup_hour (node_id, service_day, hour, orders) VALUES (?1, ?2, ?3, ?4)
-     ON CONFLICT (node_id, service_day, hour) DO UPDATE SET orders = orders + ?4";
+/// What one ingested batch adds to the counting rollups, summed per key and written
+/// once per key at the end of the batch (a catch-up of 2,000 orders of one day touches
+/// a handful of rows, not 4,000); and the canteen's closed days, read once per batch.
+#[derive(Default)]
+struct Batch {
+    /// (business day, state) → orders.
+    states: HashMap<(String, String), i64>,
+    /// (business day, UTC hour) → orders placed.
+    hours: HashMap<(String, i64), i64>,
+    /// business day → (paid, refunded) fen.
+    money: HashMap<String, (i64, i64)>,
+    /// business day → the event it was complete up to, for the days closed.
+    closed: Option<HashMap<String, i64>>,
+}
 
-/// Adds `by` orders to a rollup counted by (canteen, business day, `key`).
-fn bump(
-    tx: &rusqlite::Transaction<'_>,
-    rollup: &str,
-    node: &str,
-    day: &str,
-    key: impl rusqlite::ToSql,
-    by: i64,
-) -> rusqlite::Result<()> {
-    tx.prepare_cached(rollup)?
-        .execute(params![node, day, key, by])?;
-    Ok(())
+impl Batch {
+    fn state(&mut self, day: &str, state: &str, by: i64) {
+        *self
+            .states
+            .entry((day.to_owned(), state.to_owned()))
+            .or_default() += by;
+    }
+
+    fn hour(&mut self, day: &str, hour: i64, by: i64) {
+        *self.hours.entry((day.to_owned(), hour)).or_default() += by;
+    }
+
+    fn money(&mut self, day: &str, paid: i64, refunded: i64) {
+        let m = self.money.entry(day.to_owned()).or_default();
+        m.0 += paid;
+        m.1 += refunded;
+    }
+
+    /// The event a closed day was complete up to, if the day is closed.
+    fn closed_through(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        node: &str,
+        day: &str,
+    ) -> rusqlite::Result<Option<i64>> {
+        if self.closed.is_none() {
+            let closed = tx
+                .prepare_cached("SELECT service_day, through_seq FROM day_close WHERE node_id = ?1")?
+                .query_map([node], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            self.closed = Some(closed);
+        }
+        Ok(self.closed.as_ref().and_then(|c| c.get(day).copied()))
+    }
+
+    /// Writes the sums into the rollups.
+    fn flush(self, tx: &rusqlite::Transaction<'_>, node: &str) -> rusqlite::Result<()> {
+        let mut state = tx.prepare_cached(
+            "INSERT INTO rollup_state (node_id, service_day, state, orders) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (node_id, service_day, state) DO UPDATE SET orders = orders + ?4",
+        )?;
+        for ((day, s), n) in self.states.into_iter().filter(|(_, n)| *n != 0) {
+            state.execute(params![node, day, s, n])?;
+        }
+        let mut hour = tx.prepare_cached(
+            "INSERT INTO rollup_hour (node_id, service_day, hour, orders) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (node_id, service_day, hour) DO UPDATE SET orders = orders + ?4",
+        )?;
+        for ((day, h), n) in self.hours.into_iter().filter(|(_, n)| *n != 0) {
+            hour.execute(params![node, day, h, n])?;
+        }
+        let mut money = tx.prepare_cached(
+            "INSERT INTO rollup_money (node_id, service_day, paid_fen, refunded_fen)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (node_id, service_day) DO UPDATE SET
+                 paid_fen = paid_fen + ?3, refunded_fen = refunded_fen + ?4",
+        )?;
+        for (day, (paid, refunded)) in self.money {
+            money.execute(params![node, day, paid, refunded])?;
+        }
+        Ok(())
+    }
 }
 
 /// Adds (`sign` 1) or takes back (-1) the dishes of an order's `order.placed` event.
@@ -1783,15 +1842,21 @@ fn order_row(
 /// complete up to. Recorded for the reconciliation page.
 fn note_if_late(
     tx: &rusqlite::Transaction<'_>,
+    batch: &mut Batch,
     node: &str,
     timeline: i64,
     e: &WireEvent,
     day: &str,
 ) -> rusqlite::Result<()> {
+    if batch
+        .closed_through(tx, node, day)?
+        .is_none_or(|through| e.seq as i64 <= through)
+    {
+        return Ok(());
+    }
     tx.prepare_cached(
         "INSERT OR IGNORE INTO late_event (node_id, service_day, timeline, seq, kind, received_at_ms)
-         SELECT ?1, ?2, ?3, ?4, ?5, ?6 FROM day_close
-         WHERE node_id = ?1 AND service_day = ?2 AND through_seq < ?4",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![
         node,
@@ -1809,6 +1874,7 @@ fn note_if_late(
 /// back).
 fn project_stock(
     tx: &rusqlite::Transaction<'_>,
+    batch: &mut Batch,
     node: &str,
     timeline: i64,
     e: &WireEvent,
@@ -1837,7 +1903,7 @@ fn project_stock(
             )?
             .execute(params![node, day, item, e.at])?;
         }
-        note_if_late(tx, node, timeline, e, &day)?;
+        note_if_late(tx, batch, node, timeline, e, &day)?;
     }
     Ok(())
 }
@@ -1850,6 +1916,7 @@ fn project_stock(
 /// this cloud knows, or malformed, is refused (`BadEvent`) rather than guessed at.
 fn project(
     tx: &rusqlite::Transaction<'_>,
+    batch: &mut Batch,
     node: &str,
     timeline: i64,
     e: &WireEvent,
@@ -1860,7 +1927,7 @@ fn project(
         reason,
     };
     if e.kind.starts_with("stock.") {
-        return project_stock(tx, node, timeline, e);
+        return project_stock(tx, batch, node, timeline, e);
     }
     if !e.kind.starts_with("order.") {
         return Ok(());
@@ -1868,21 +1935,7 @@ fn project(
     if e.kind == "order.placed" {
         let p = OrderPlacedHead::parse(&e.payload).map_err(|err| bad(err.to_string()))?;
         let hour = unix_hour(&e.at).ok_or_else(|| bad(format!("time {:?}", e.at)))?;
-        // The same order placed again (another timeline's copy): its old counts go.
-        if let Some((day, state, old_hour, placed)) = order_row(tx, node, &p.id)? {
-            bump(tx, BUMP_STATE, node, &day, &state, -1)?;
-            bump(tx, BUMP_HOUR, node, &day, old_hour, -1)?;
-            if sold(&state) {
-                bump_items(tx, node, &day, placed, -1)?;
-            }
-        }
-        tx.prepare_cached(
-            "INSERT OR REPLACE INTO cloud_order
-                 (node_id, order_id, service_day, state, total_fen, placed_seq, placed_timeline,
-                  placed_hour)
-             VALUES (?1, ?2, ?3, 'placed', ?4, ?5, ?6, ?7)",
-        )?
-        .execute(params![
+        let row = params![
             node,
             p.id,
             p.service_day,
@@ -1890,10 +1943,37 @@ fn project(
             e.seq as i64,
             timeline,
             hour
-        ])?;
-        bump(tx, BUMP_STATE, node, &p.service_day, "placed", 1)?;
-        bump(tx, BUMP_HOUR, node, &p.service_day, hour, 1)?;
-        note_if_late(tx, node, timeline, e, &p.service_day)?;
+        ];
+        let inserted = tx
+            .prepare_cached(
+                "INSERT INTO cloud_order
+                     (node_id, order_id, service_day, state, total_fen, placed_seq, placed_timeline,
+                      placed_hour)
+                 VALUES (?1, ?2, ?3, 'placed', ?4, ?5, ?6, ?7)
+                 ON CONFLICT (node_id, order_id) DO NOTHING",
+            )?
+            .execute(row)?;
+        if inserted == 0 {
+            // The same order placed again (another timeline's copy): its old counts
+            // go, and the row starts over.
+            if let Some((day, state, old_hour, placed)) = order_row(tx, node, &p.id)? {
+                batch.state(&day, &state, -1);
+                batch.hour(&day, old_hour, -1);
+                if sold(&state) {
+                    bump_items(tx, node, &day, placed, -1)?;
+                }
+            }
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO cloud_order
+                     (node_id, order_id, service_day, state, total_fen, placed_seq, placed_timeline,
+                      placed_hour)
+                 VALUES (?1, ?2, ?3, 'placed', ?4, ?5, ?6, ?7)",
+            )?
+            .execute(row)?;
+        }
+        batch.state(&p.service_day, "placed", 1);
+        batch.hour(&p.service_day, hour, 1);
+        note_if_late(tx, batch, node, timeline, e, &p.service_day)?;
         return Ok(());
     }
     let m: OrderMoved = match EventPayload::parse(&e.kind, &e.payload) {
@@ -1908,8 +1988,8 @@ fn project(
             "UPDATE cloud_order SET state = ?3 WHERE node_id = ?1 AND order_id = ?2",
         )?
         .execute(params![node, order_id, to])?;
-        bump(tx, BUMP_STATE, node, &day, &from, -1)?;
-        bump(tx, BUMP_STATE, node, &day, to, 1)?;
+        batch.state(&day, &from, -1);
+        batch.state(&day, to, 1);
         match (sold(&from), sold(to)) {
             (false, true) => bump_items(tx, node, &day, placed, 1)?,
             (true, false) => bump_items(tx, node, &day, placed, -1)?,
@@ -1931,19 +2011,12 @@ fn project(
             money.kind.as_str(),
             money.amount_fen
         ])?;
-        let (paid, refunded) = match money.kind.as_str() {
-            "refund" => (0, money.amount_fen),
-            _ => (money.amount_fen, 0),
-        };
-        tx.prepare_cached(
-            "INSERT INTO rollup_money (node_id, service_day, paid_fen, refunded_fen)
-             VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (node_id, service_day) DO UPDATE SET
-                 paid_fen = paid_fen + ?3, refunded_fen = refunded_fen + ?4",
-        )?
-        .execute(params![node, money_day, paid, refunded])?;
+        match money.kind.as_str() {
+            "refund" => batch.money(&money_day, 0, money.amount_fen),
+            _ => batch.money(&money_day, money.amount_fen, 0),
+        }
     }
-    note_if_late(tx, node, timeline, e, &money_day)?;
+    note_if_late(tx, batch, node, timeline, e, &money_day)?;
     Ok(())
 }
 
