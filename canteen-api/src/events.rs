@@ -248,8 +248,12 @@ pub struct QuotaSet {
 /// (or released portions of a dish that had none left), so it sold out (or can be
 /// ordered again) without anyone at the counter saying so. What the campus's sold-out
 /// board shows beside the staff's own `stock.sold_out` and `stock.back`.
+///
+/// No other field is allowed (`additionalProperties: false` in the schema): its fields
+/// are a subset of `StockChanged`'s, and the event stream's `oneOf` must tell them apart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct StockAvailability {
     #[serde(default = "v1")]
     pub v: u16,
