@@ -480,6 +480,18 @@ pub struct MenuPush {
     pub targets: Vec<(String, Vec<String>)>,
 }
 
+/// The node's cursor: every event up to it is stored (0 for a node never seen).
+fn acked_in(conn: &Connection, node: &str) -> Result<u64, StoreError> {
+    let seq: Option<i64> = conn
+        .query_row(
+            "SELECT acked_seq FROM node WHERE node_id = ?1",
+            [node],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(seq.unwrap_or(0) as u64)
+}
+
 /// The totals compared in reconciliation: everything but the event they run to.
 fn same_totals(a: &DayTotals, b: &DayTotals) -> bool {
     (
@@ -975,15 +987,7 @@ impl CloudStore {
     }
 
     pub fn acked(&self, node: &str) -> Result<u64, StoreError> {
-        let seq: Option<i64> = self
-            .lock()
-            .query_row(
-                "SELECT acked_seq FROM node WHERE node_id = ?1",
-                [node],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(seq.unwrap_or(0) as u64)
+        acked_in(&self.lock(), node)
     }
 
     /// Records a box (a version 1 box at `Hello`, any box at disconnect) as connected
@@ -1289,14 +1293,7 @@ impl CloudStore {
                 docs
             ],
         )?;
-        let acked: i64 = tx
-            .query_row(
-                "SELECT acked_seq FROM node WHERE node_id = ?1",
-                [node],
-                |r| r.get(0),
-            )
-            .optional()?
-            .unwrap_or(0);
+        let acked = acked_in(&tx, node)? as i64;
         let current = status.days.iter().map(|d| d.day.as_str()).max();
         let mut closed = Vec::new();
         for d in &status.days {
@@ -1392,14 +1389,7 @@ impl CloudStore {
     ) -> Result<Vec<ReconRow>, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let acked: i64 = tx
-            .query_row(
-                "SELECT acked_seq FROM node WHERE node_id = ?1",
-                [node],
-                |r| r.get(0),
-            )
-            .optional()?
-            .unwrap_or(0);
+        let acked = acked_in(&tx, node)? as i64;
         let days: Vec<String> = tx
             .prepare(
                 "SELECT service_day FROM day_report WHERE node_id = ?1 AND service_day BETWEEN ?2 AND ?3
@@ -1760,7 +1750,9 @@ impl Batch {
     ) -> rusqlite::Result<Option<i64>> {
         if self.closed.is_none() {
             let closed = tx
-                .prepare_cached("SELECT service_day, through_seq FROM day_close WHERE node_id = ?1")?
+                .prepare_cached(
+                    "SELECT service_day, through_seq FROM day_close WHERE node_id = ?1",
+                )?
                 .query_map([node], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?;
             self.closed = Some(closed);
