@@ -559,13 +559,20 @@ async fn drive(
         .cloned()
         .unwrap_or_default();
     ensure!(!tags.is_empty(), "the demo dish shown has allergens");
-    let shown = client
-        .find(Locator::Css(&format!(
-            ".card[data-number=\"{number}\"] .allergens"
-        )))
-        .await?
-        .text()
-        .await?;
+    // The board re-renders every second: a card found a moment ago may be gone.
+    let allergens = format!(".card[data-number=\"{number}\"] .allergens");
+    let shown = until("the card's allergens", || async {
+        let Some(el) = client
+            .find_all(Locator::Css(&allergens))
+            .await
+            .ok()
+            .and_then(|found| found.into_iter().next())
+        else {
+            return Ok(None);
+        };
+        Ok(el.text().await.ok())
+    })
+    .await?;
     for tag in &tags {
         let label = client
             .execute("return allergenName(arguments[0]);", vec![tag.clone()])
@@ -629,9 +636,13 @@ async fn drive(
             .click()
             .await?;
         let text = until("the hand-over result", || async {
-            let out = client.find(Locator::Css("#pickup-result")).await?;
-            let class = out.attr("class").await?.unwrap_or_default();
-            let text = out.text().await?;
+            let Ok(out) = client.find(Locator::Css("#pickup-result")).await else {
+                return Ok(None);
+            };
+            let (Ok(class), Ok(text)) = (out.attr("class").await, out.text().await) else {
+                return Ok(None);
+            };
+            let class = class.unwrap_or_default();
             Ok((class == expected && !text.is_empty()).then_some(text))
         })
         .await?;
