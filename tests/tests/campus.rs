@@ -835,6 +835,21 @@ async fn the_campus_demo_serves_a_living_console() {
         .await
         .unwrap();
     assert!(!items["sold_out"].as_array().unwrap().is_empty(), "{items}");
-    let _ = child.kill();
-    let _ = child.wait();
+    // Stopped as a user stops it (Ctrl-C / SIGTERM): it stops its boxes with it.
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let mut stopped = false;
+    for _ in 0..300 {
+        if child.try_wait().unwrap().is_some() {
+            stopped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !stopped {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(stopped, "the demo did not stop within 30 s of SIGTERM");
 }
