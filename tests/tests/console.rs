@@ -891,7 +891,10 @@ async fn an_admin_uses_the_console_in_a_browser() -> anyhow::Result<()> {
     use tests::browser::Browser;
     let w = World::new("canteen-a");
     let cloud = w.cloud("127.0.0.1:0".parse().unwrap());
-    let edge = w.edge(cloud.quic, "canteen-a", "canteen-a");
+    // Its status every second, so the fleet shows it current.
+    let mut env = tests::FAST_ENV.to_vec();
+    env.push(("EDGE_CLOUD_STATUS_S", "1"));
+    let edge = w.edge_of(cloud.quic, "canteen-a", &w.box_data, &env);
     let api = tests::Api::new(&edge.base);
     orders(&api, 12).await;
     let staff = api.staff("staff", "staff-pass").await?;
@@ -942,7 +945,7 @@ async fn an_admin_uses_the_console_in_a_browser() -> anyhow::Result<()> {
         browser
             .wait(
                 "the box's status on the fleet",
-                "return [...document.querySelectorAll('#fleet td')].some((td) => td.textContent.includes('menu: '))",
+                "return [...document.querySelectorAll('#fleet td')].some((td) => td.textContent.includes('menu: applied'))",
             )
             .await?;
         browser.goto("/?lang=zh").await?;

@@ -44,24 +44,6 @@ impl Days {
     pub fn bounds(&self) -> (&str, &str) {
         (&self.from, &self.to)
     }
-
-    /// `2026-12-06` or `2026-12-01 – 2026-12-06`.
-    pub fn label(&self) -> String {
-        if self.from == self.to {
-            self.from.clone()
-        } else {
-            format!("{} – {}", self.from, self.to)
-        }
-    }
-
-    /// The query string naming these days.
-    pub fn query(&self) -> String {
-        if self.from == self.to {
-            format!("day={}", self.from)
-        } else {
-            format!("day={}&to={}", self.from, self.to)
-        }
-    }
 }
 
 /// Checks the days of a request: each `YYYY-MM-DD`, `to` not before `day`, at most
