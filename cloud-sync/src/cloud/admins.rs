@@ -6,7 +6,7 @@
 use super::store::{CloudStore, StoreError};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use rusqlite::{OptionalExtension, params};
+use super::db::{AsDb, DbResult, OptionalExtension, Row, params};
 use serde::Serialize;
 use sha2::Digest;
 
@@ -177,7 +177,7 @@ pub fn token_digest(token: &str) -> String {
     hex::encode(sha2::Sha256::digest(token.as_bytes()))
 }
 
-fn account_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AdminAccount> {
+fn account_from_row(r: &Row) -> DbResult<AdminAccount> {
     let role: String = r.get(1)?;
     let canteens: String = r.get(2)?;
     Ok(AdminAccount {
@@ -204,7 +204,7 @@ impl CloudStore {
         } else {
             "[]".into()
         };
-        self.lock().execute(
+        self.lock()?.execute(
             "INSERT INTO admin_account (username, role, canteens, password_hash, active, created_at_ms)
              VALUES (?1, ?2, ?3, ?4, 1, ?5)
              ON CONFLICT (username) DO UPDATE SET role = excluded.role,
@@ -217,7 +217,7 @@ impl CloudStore {
     /// Deactivates (or reactivates) an admin; a deactivated admin's sessions end at
     /// once. False when there is no such admin.
     pub fn admin_set_active(&self, username: &str, active: bool) -> Result<bool, StoreError> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let n = conn.execute(
             "UPDATE admin_account SET active = ?2 WHERE username = ?1",
             params![username, active as i64],
@@ -229,11 +229,11 @@ impl CloudStore {
     }
 
     pub fn admins(&self) -> Result<Vec<AdminAccount>, StoreError> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn.prepare(
             "SELECT username, role, canteens, active FROM admin_account ORDER BY username",
         )?;
-        let rows = stmt.query_map([], account_from_row)?;
+        let rows = stmt.query_map((), account_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -245,7 +245,7 @@ impl CloudStore {
         password: &str,
     ) -> Result<Option<AdminAccount>, StoreError> {
         let found = self
-            .lock()
+            .lock()?
             .query_row(
                 "SELECT username, role, canteens, active, password_hash FROM admin_account
                  WHERE username = ?1",
@@ -271,7 +271,7 @@ impl CloudStore {
         now_ms: i64,
         expires_at_ms: i64,
     ) -> Result<(), StoreError> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         // Expired sessions go when new ones come.
         conn.execute(
             "DELETE FROM admin_session WHERE expires_at_ms <= ?1",
@@ -289,7 +289,7 @@ impl CloudStore {
     /// account.
     pub fn session(&self, token_digest: &str, now_ms: i64) -> Result<Option<Session>, StoreError> {
         Ok(self
-            .lock()
+            .lock()?
             .query_row(
                 "SELECT a.username, a.role, a.canteens, a.active, s.csrf, s.expires_at_ms
                  FROM admin_session s JOIN admin_account a ON a.username = s.username
@@ -321,7 +321,7 @@ impl CloudStore {
     }
 
     pub fn session_delete(&self, token_digest: &str) -> Result<(), StoreError> {
-        self.lock().execute(
+        self.lock()?.execute(
             "DELETE FROM admin_session WHERE token_digest = ?1",
             [token_digest],
         )?;
@@ -337,7 +337,7 @@ impl CloudStore {
         result: &str,
         detail: &str,
     ) -> Result<(), StoreError> {
-        self.lock().execute(
+        self.lock()?.execute(
             "INSERT INTO audit (at_ms, username, action, canteens, result, detail)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
@@ -354,7 +354,7 @@ impl CloudStore {
 
     /// The newest `limit` audit entries, newest first.
     pub fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn.prepare(
             "SELECT id, at_ms, username, action, canteens, result, detail FROM audit
              ORDER BY id DESC LIMIT ?1",

@@ -23,7 +23,8 @@
 use crate::proto::{Account, BoxHello, BoxStatus, DayTotals, WireEvent, event_digest};
 use crate::uplink::{BatchError, accept_batch};
 use canteen_api::events::{EventPayload, OrderMoved, OrderPlacedHead};
-use rusqlite::{Connection, OptionalExtension, params};
+use super::db::{AsDb, Conn, Db, DbError, DbResult, Dialect, OptionalExtension, params};
+use rusqlite::Connection;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::Path;
@@ -322,6 +323,8 @@ ALTER TABLE cloud_payment_v2 RENAME TO cloud_payment;
 pub enum StoreError {
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("database: {0}")]
+    Db(#[from] DbError),
     #[error("batch refused: {0}")]
     Batch(#[from] BatchError),
     #[error(
@@ -340,17 +343,25 @@ pub enum StoreError {
     },
 }
 
+/// The cloud's store: SQLite (one connection behind a mutex, the embedded default) or
+/// PostgreSQL (a pool, shared by several replicas of the cloud).
 pub struct CloudStore {
-    conn: Mutex<Connection>,
+    backend: Backend,
+}
+
+enum Backend {
+    Lite(Mutex<Connection>),
+    Pg(super::pg::PgBackend),
 }
 
 impl CloudStore {
     /// Revokes every certificate of `node` issued up to now (a stolen or retired box);
     /// a certificate enrolled afterwards is accepted.
     pub fn revoke(&self, node: &str, now_unix: i64) -> Result<(), StoreError> {
-        self.lock().execute(
+        self.lock()?.execute(
             "INSERT INTO revocation (node_id, issued_before) VALUES (?1, ?2)
-             ON CONFLICT (node_id) DO UPDATE SET issued_before = max(issued_before, ?2)",
+             ON CONFLICT (node_id) DO UPDATE SET
+                 issued_before = CASE WHEN revocation.issued_before > ?2 THEN revocation.issued_before ELSE ?2 END",
             params![node, now_unix],
         )?;
         Ok(())
@@ -359,7 +370,7 @@ impl CloudStore {
     /// Whether a certificate of `node` issued at `issued_at` is revoked.
     pub fn is_revoked(&self, node: &str, issued_at: i64) -> Result<bool, StoreError> {
         let before: Option<i64> = self
-            .lock()
+            .lock()?
             .query_row(
                 "SELECT issued_before FROM revocation WHERE node_id = ?1",
                 [node],
@@ -481,7 +492,7 @@ pub struct MenuPush {
 }
 
 /// The node's cursor: every event up to it is stored (0 for a node never seen).
-fn acked_in(conn: &Connection, node: &str) -> Result<u64, StoreError> {
+fn acked_in(conn: &impl AsDb, node: &str) -> Result<u64, StoreError> {
     let seq: Option<i64> = conn
         .query_row(
             "SELECT acked_seq FROM node WHERE node_id = ?1",
@@ -512,7 +523,7 @@ fn same_totals(a: &DayTotals, b: &DayTotals) -> bool {
 }
 
 /// The cloud's totals of one canteen's business day, from the rollups.
-fn cloud_day(conn: &Connection, node: &str, day: &str) -> Result<DayTotals, StoreError> {
+fn cloud_day(conn: &impl AsDb, node: &str, day: &str) -> Result<DayTotals, StoreError> {
     let mut t = DayTotals {
         day: day.to_owned(),
         ..DayTotals::default()
@@ -615,7 +626,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             })?
             .collect::<Result<_, _>>()?;
         for (node, timeline, e) in &stock {
-            project_stock(&tx, &mut Batch::default(), node, *timeline, e)?;
+            project_stock(&Db::Lite(&tx), &mut Batch::default(), node, *timeline, e)?;
         }
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -626,7 +637,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 /// The event at `seq` of `timeline` as the cloud holds it: the timeline's own row, or
 /// (at or below its base) an ancestor's. Chains are short (one timeline per restore).
 fn event_in_chain(
-    conn: &Connection,
+    conn: &impl AsDb,
     node: &str,
     timeline: i64,
     seq: u64,
@@ -654,24 +665,24 @@ fn event_in_chain(
     Ok(None)
 }
 
-fn max_account_cursor(conn: &Connection) -> Result<u64, StoreError> {
-    let max: i64 = conn.query_row("SELECT COALESCE(MAX(cursor), 0) FROM account", [], |r| {
+fn max_account_cursor(conn: &impl AsDb) -> Result<u64, StoreError> {
+    let max: i64 = conn.query_row("SELECT COALESCE(MAX(cursor), 0) FROM account", (), |r| {
         r.get(0)
     })?;
     Ok(max as u64)
 }
 
 /// The database's incarnation.
-fn read_incarnation(conn: &Connection) -> Result<String, StoreError> {
+fn read_incarnation(conn: &impl AsDb) -> Result<String, StoreError> {
     Ok(conn.query_row(
         "SELECT value FROM meta WHERE key = 'incarnation'",
-        [],
+        (),
         |r| r.get(0),
     )?)
 }
 
 /// Gives the database a new incarnation and returns it.
-fn renew_incarnation_in(conn: &Connection) -> Result<String, StoreError> {
+fn renew_incarnation_in(conn: &impl AsDb) -> Result<String, StoreError> {
     let fresh = new_incarnation();
     conn.execute(
         "UPDATE meta SET value = ?1 WHERE key = 'incarnation'",
@@ -681,7 +692,7 @@ fn renew_incarnation_in(conn: &Connection) -> Result<String, StoreError> {
 }
 
 /// [`event_digest`] of the event at `seq` of `timeline` (empty at 0 or when missing).
-fn digest_at(conn: &Connection, node: &str, timeline: i64, seq: u64) -> Result<String, StoreError> {
+fn digest_at(conn: &impl AsDb, node: &str, timeline: i64, seq: u64) -> Result<String, StoreError> {
     if seq == 0 {
         return Ok(String::new());
     }
@@ -706,7 +717,7 @@ fn backup_into(conn: &Connection, path: &Path) -> Result<(), StoreError> {
 }
 
 /// The highest seq stored in the node's timelines other than `timeline`.
-fn others_max_seq(conn: &Connection, node: &str, timeline: i64) -> Result<i64, StoreError> {
+fn others_max_seq(conn: &impl AsDb, node: &str, timeline: i64) -> Result<i64, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT COALESCE(MAX(seq), 0) FROM event WHERE node_id = ?1 AND timeline = ?2",
     )?;
@@ -719,7 +730,7 @@ fn others_max_seq(conn: &Connection, node: &str, timeline: i64) -> Result<i64, S
 
 /// Whether the same event (seq and content) is stored, counted, in another timeline.
 fn stored_elsewhere(
-    conn: &Connection,
+    conn: &impl AsDb,
     node: &str,
     timeline: i64,
     e: &WireEvent,
@@ -764,8 +775,53 @@ impl CloudStore {
             [new_incarnation()],
         )?;
         Ok(Self {
-            conn: Mutex::new(conn),
+            backend: Backend::Lite(Mutex::new(conn)),
         })
+    }
+
+    /// Opens the store on PostgreSQL (`postgres://…`): connects, migrates (once, whichever
+    /// replica comes first) and listens for other replicas' changes.
+    pub fn open_postgres(url: &str) -> Result<Self, StoreError> {
+        Ok(Self {
+            backend: Backend::Pg(super::pg::PgBackend::connect(url)?),
+        })
+    }
+
+    /// Opens the store named by `database_url` (`postgres://…`), or the SQLite file
+    /// `sqlite_path` when there is none.
+    pub fn open_url(database_url: Option<&str>, sqlite_path: &Path) -> Result<Self, StoreError> {
+        match database_url {
+            Some(url) => Self::open_postgres(url),
+            None => Self::open(sqlite_path),
+        }
+    }
+
+    /// Which engine holds this store.
+    pub fn dialect(&self) -> Dialect {
+        match self.backend {
+            Backend::Lite(_) => Dialect::Sqlite,
+            Backend::Pg(_) => Dialect::Postgres,
+        }
+    }
+
+    /// Changes other replicas made (PostgreSQL); `None` for a store only this process
+    /// writes.
+    pub fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<super::pg::Change>> {
+        match &self.backend {
+            Backend::Lite(_) => None,
+            Backend::Pg(pg) => Some(pg.changes.subscribe()),
+        }
+    }
+
+    /// Tells the other replicas (PostgreSQL) what changed, when `tx` commits.
+    pub(super) fn announce(tx: &impl AsDb, change: &super::pg::Change) -> Result<(), StoreError> {
+        if tx.dialect() == Dialect::Postgres {
+            tx.execute(
+                "SELECT pg_notify(?1, ?2)",
+                params![super::pg::CHANNEL, change.encode()],
+            )?;
+        }
+        Ok(())
     }
 
     /// Writes a consistent copy of the database `db` to `path` (which must not exist)
@@ -820,12 +876,12 @@ impl CloudStore {
 
     /// This database's incarnation.
     pub fn incarnation(&self) -> Result<String, StoreError> {
-        read_incarnation(&self.lock())
+        read_incarnation(&self.lock()?)
     }
 
     /// Takes a new incarnation (`cloud-sync restore`; detection renews it in `hello`).
     pub fn renew_incarnation(&self) -> Result<String, StoreError> {
-        renew_incarnation_in(&self.lock())
+        renew_incarnation_in(&self.lock()?)
     }
 
     /// Decides how a version 2 box continues, in one transaction: a box seen for the
@@ -840,7 +896,7 @@ impl CloudStore {
         hello: &BoxHello,
         may_renew: bool,
     ) -> Result<HelloOutcome, StoreError> {
-        let mut conn = self.lock();
+        let mut conn = self.lock()?;
         let tx = conn.transaction()?;
         let now = now_text();
         let mut cloud_incarnation = read_incarnation(&tx)?;
@@ -951,7 +1007,7 @@ impl CloudStore {
     /// The incarnation a box last said it has (empty when it never said).
     pub fn node_incarnation(&self, node: &str) -> Result<String, StoreError> {
         Ok(self
-            .lock()
+            .lock()?
             .query_row(
                 "SELECT incarnation FROM node WHERE node_id = ?1",
                 [node],
@@ -963,7 +1019,7 @@ impl CloudStore {
 
     /// Every timeline of a box, oldest first.
     pub fn timelines(&self, node: &str) -> Result<Vec<TimelineRow>, StoreError> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn.prepare(
             "SELECT timeline, incarnation, base_seq, started_at, ended_at, lost_from, lost_to
              FROM timeline WHERE node_id = ?1 ORDER BY timeline",
@@ -982,18 +1038,22 @@ impl CloudStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    /// A connection for one call: SQLite's, or one of the pool's.
+    pub(super) fn lock(&self) -> Result<Conn<'_>, StoreError> {
+        Ok(match &self.backend {
+            Backend::Lite(conn) => Conn::Lite(conn.lock().unwrap_or_else(|e| e.into_inner())),
+            Backend::Pg(pg) => Conn::Pg(pg.client()?, &pg.handle),
+        })
     }
 
     pub fn acked(&self, node: &str) -> Result<u64, StoreError> {
-        acked_in(&self.lock(), node)
+        acked_in(&self.lock()?, node)
     }
 
     /// Records a box (a version 1 box at `Hello`, any box at disconnect) as connected
     /// or not; a box seen for the first time starts timeline 0.
     pub fn set_connected(&self, node: &str, connected: bool) -> Result<(), StoreError> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let now = now_text();
         conn.execute(
             "INSERT INTO node (node_id, connected, last_seen) VALUES (?1, ?2, ?3)
@@ -1025,7 +1085,7 @@ impl CloudStore {
         timeline_expected: Option<i64>,
         events: &[WireEvent],
     ) -> Result<u64, StoreError> {
-        let mut conn = self.lock();
+        let mut conn = self.lock()?;
         let tx = conn.transaction()?;
         tx.execute("INSERT OR IGNORE INTO node (node_id) VALUES (?1)", [node])?;
         let (cursor, timeline, mut resolve_until): (i64, i64, i64) = tx.query_row(
@@ -1109,12 +1169,12 @@ impl CloudStore {
     }
 
     pub fn nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn.prepare(
             "SELECT node_id, acked_seq, connected, last_seen, incarnation, timeline
              FROM node ORDER BY node_id",
         )?;
-        let rows = stmt.query_map([], |r| {
+        let rows = stmt.query_map((), |r| {
             Ok(NodeRow {
                 node_id: r.get(0)?,
                 acked_seq: r.get::<_, i64>(1)? as u64,
@@ -1146,11 +1206,11 @@ impl CloudStore {
         node: &str,
         (from, to): (&str, &str),
     ) -> Result<Summary, StoreError> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut by_state = std::collections::BTreeMap::new();
         {
             let mut stmt = conn.prepare_cached(
-                "SELECT state, SUM(orders) FROM rollup_state
+                "SELECT state, CAST(SUM(orders) AS BIGINT) FROM rollup_state
                  WHERE node_id = ?1 AND service_day BETWEEN ?2 AND ?3 GROUP BY state",
             )?;
             for row in stmt.query_map(params![node, from, to], |r| {
@@ -1163,13 +1223,14 @@ impl CloudStore {
             }
         }
         let (paid, refunded): (i64, i64) = conn.query_row(
-            "SELECT COALESCE(SUM(paid_fen), 0), COALESCE(SUM(refunded_fen), 0) FROM rollup_money
+            "SELECT CAST(COALESCE(SUM(paid_fen), 0) AS BIGINT), CAST(COALESCE(SUM(refunded_fen), 0) AS BIGINT)
+             FROM rollup_money
              WHERE node_id = ?1 AND service_day BETWEEN ?2 AND ?3",
             params![node, from, to],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         let mut stmt = conn.prepare_cached(
-            "SELECT item_id, SUM(quantity), SUM(revenue_fen) FROM rollup_item
+            "SELECT item_id, CAST(SUM(quantity) AS BIGINT), CAST(SUM(revenue_fen) AS BIGINT) FROM rollup_item
              WHERE node_id = ?1 AND service_day BETWEEN ?2 AND ?3
              GROUP BY 1 HAVING SUM(quantity) <> 0 OR SUM(revenue_fen) <> 0 ORDER BY 1",
         )?;
@@ -1208,9 +1269,9 @@ impl CloudStore {
         node: &str,
         (from, to): (&str, &str),
     ) -> Result<Vec<(i64, i64)>, StoreError> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn.prepare_cached(
-            "SELECT hour, SUM(orders) FROM rollup_hour
+            "SELECT hour, CAST(SUM(orders) AS BIGINT) FROM rollup_hour
              WHERE node_id = ?1 AND service_day BETWEEN ?2 AND ?3 GROUP BY hour",
         )?;
         let rows = stmt.query_map(params![node, from, to], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -1223,7 +1284,7 @@ impl CloudStore {
         node: &str,
         (from, to): (&str, &str),
     ) -> Result<Vec<(String, String, Option<String>)>, StoreError> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn.prepare_cached(
             "SELECT item_id, since, back_at FROM sold_out
              WHERE node_id = ?1 AND service_day BETWEEN ?2 AND ?3 ORDER BY since, item_id",
@@ -1236,26 +1297,26 @@ impl CloudStore {
 
     /// The latest business day with an order at any canteen, as the boxes named it.
     pub fn latest_service_day(&self) -> Result<Option<String>, StoreError> {
-        Ok(self.lock().query_row(
+        Ok(self.lock()?.query_row(
             "SELECT MAX(service_day) FROM rollup_state WHERE orders > 0",
-            [],
+            (),
             |r| r.get(0),
         )?)
     }
 
     /// The latest business day any box reported or sold on.
     pub fn latest_report_day(&self) -> Result<Option<String>, StoreError> {
-        Ok(self.lock().query_row(
+        Ok(self.lock()?.query_row(
             "SELECT MAX(d) FROM (SELECT MAX(service_day) AS d FROM day_report
-                                 UNION ALL SELECT MAX(service_day) FROM rollup_state)",
-            [],
+                                 UNION ALL SELECT MAX(service_day) FROM rollup_state) AS days",
+            (),
             |r| r.get(0),
         )?)
     }
 
     /// The protocol version a box was welcomed in, at its latest connection.
     pub fn set_protocol(&self, node: &str, protocol: u16) -> Result<(), StoreError> {
-        self.lock().execute(
+        self.lock()?.execute(
             "UPDATE node SET protocol = ?2 WHERE node_id = ?1",
             params![node, protocol],
         )?;
@@ -1273,14 +1334,19 @@ impl CloudStore {
         now_ms: i64,
         clock_offset_ms: i64,
     ) -> Result<Vec<String>, StoreError> {
-        let mut conn = self.lock();
+        let mut conn = self.lock()?;
         let tx = conn.transaction()?;
         let docs =
             serde_json::to_string(&status.docs).map_err(|e| StoreError::Restore(e.to_string()))?;
         tx.execute(
-            "INSERT OR REPLACE INTO node_status (node_id, received_at_ms, clock_offset_ms, software,
+            "INSERT INTO node_status (node_id, received_at_ms, clock_offset_ms, software,
                  schema, last_seq, acked_seq, oldest_waiting_at, docs)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (node_id) DO UPDATE SET received_at_ms = excluded.received_at_ms,
+                 clock_offset_ms = excluded.clock_offset_ms, software = excluded.software,
+                 schema = excluded.schema, last_seq = excluded.last_seq,
+                 acked_seq = excluded.acked_seq, oldest_waiting_at = excluded.oldest_waiting_at,
+                 docs = excluded.docs",
             params![
                 node,
                 now_ms,
@@ -1298,9 +1364,14 @@ impl CloudStore {
         let mut closed = Vec::new();
         for d in &status.days {
             tx.execute(
-                "INSERT OR REPLACE INTO day_report (node_id, service_day, through_seq, orders,
+                "INSERT INTO day_report (node_id, service_day, through_seq, orders,
                      revenue_fen, refunds_fen, cancelled, expired, unclaimed, reported_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT (node_id, service_day) DO UPDATE SET
+                     through_seq = excluded.through_seq, orders = excluded.orders,
+                     revenue_fen = excluded.revenue_fen, refunds_fen = excluded.refunds_fen,
+                     cancelled = excluded.cancelled, expired = excluded.expired,
+                     unclaimed = excluded.unclaimed, reported_at_ms = excluded.reported_at_ms",
                 params![
                     node,
                     d.day,
@@ -1336,7 +1407,7 @@ impl CloudStore {
 
     /// The latest status a box sent, if it ever sent one.
     pub fn node_status(&self, node: &str) -> Result<Option<NodeStatus>, StoreError> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let row = conn
             .query_row(
                 "SELECT s.received_at_ms, s.clock_offset_ms, s.software, s.schema, s.last_seq,
@@ -1370,7 +1441,7 @@ impl CloudStore {
     /// The protocol version a box was last welcomed in (0: never connected).
     pub fn protocol(&self, node: &str) -> Result<u16, StoreError> {
         Ok(self
-            .lock()
+            .lock()?
             .query_row(
                 "SELECT protocol FROM node WHERE node_id = ?1",
                 [node],
@@ -1387,7 +1458,7 @@ impl CloudStore {
         node: &str,
         (from, to): (&str, &str),
     ) -> Result<Vec<ReconRow>, StoreError> {
-        let mut conn = self.lock();
+        let mut conn = self.lock()?;
         let tx = conn.transaction()?;
         let acked = acked_in(&tx, node)? as i64;
         let days: Vec<String> = tx
@@ -1467,7 +1538,7 @@ impl CloudStore {
     }
 
     pub fn doc_chunks(&self, node: &str, doc: &str) -> Result<Vec<Vec<u8>>, StoreError> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn.prepare_cached(
             "SELECT data FROM doc_chunk WHERE node_id = ?1 AND doc = ?2 ORDER BY seq",
         )?;
@@ -1484,7 +1555,7 @@ impl CloudStore {
         data: &[u8],
         replace_all: bool,
     ) -> Result<(), StoreError> {
-        let mut conn = self.lock();
+        let mut conn = self.lock()?;
         let tx = conn.transaction()?;
         if replace_all {
             tx.execute(
@@ -1503,7 +1574,7 @@ impl CloudStore {
 
     pub fn sync_state(&self, node: &str, doc: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
-            .lock()
+            .lock()?
             .query_row(
                 "SELECT state FROM doc_sync_state WHERE node_id = ?1 AND doc = ?2",
                 params![node, doc],
@@ -1513,7 +1584,7 @@ impl CloudStore {
     }
 
     pub fn save_sync_state(&self, node: &str, doc: &str, state: &[u8]) -> Result<(), StoreError> {
-        self.lock().execute(
+        self.lock()?.execute(
             "INSERT INTO doc_sync_state (node_id, doc, state) VALUES (?1, ?2, ?3)
              ON CONFLICT (node_id, doc) DO UPDATE SET state = ?3",
             params![node, doc, state],
@@ -1535,7 +1606,7 @@ impl CloudStore {
     ) -> Result<u64, StoreError> {
         let scope =
             serde_json::to_string(canteens).map_err(|e| StoreError::Restore(e.to_string()))?;
-        let mut conn = self.lock();
+        let mut conn = self.lock()?;
         let tx = conn.transaction()?;
         for a in accounts {
             tx.execute(
@@ -1557,7 +1628,7 @@ impl CloudStore {
         student: bool,
     ) -> Result<Option<Account>, StoreError> {
         Ok(self
-            .lock()
+            .lock()?
             .query_row(
                 "SELECT role, login, name, secret_hash, active FROM account
                  WHERE login = ?1 AND (role = 'student') = ?2 ORDER BY cursor DESC LIMIT 1",
@@ -1577,7 +1648,7 @@ impl CloudStore {
 
     /// The newest account change's cursor (0 when none).
     pub fn accounts_max_cursor(&self) -> Result<u64, StoreError> {
-        max_account_cursor(&self.lock())
+        max_account_cursor(&self.lock()?)
     }
 
     /// Account changes after `cursor` as `node`'s box is to see them, at most `max`,
@@ -1590,11 +1661,17 @@ impl CloudStore {
         cursor: u64,
         max: usize,
     ) -> Result<(u64, Vec<Account>), StoreError> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn.prepare_cached(
-            "SELECT cursor, role, login, name, secret_hash, active,
-                    canteens = '[]' OR EXISTS (SELECT 1 FROM json_each(canteens) WHERE value = ?3)
-             FROM account WHERE cursor > ?1 ORDER BY cursor LIMIT ?2",
+            &format!(
+                "SELECT cursor, role, login, name, secret_hash, active, canteens = '[]' OR {}
+                 FROM account WHERE cursor > ?1 ORDER BY cursor LIMIT ?2",
+                match conn.dialect() {
+                    Dialect::Sqlite =>
+                        "EXISTS (SELECT 1 FROM json_each(canteens) WHERE value = ?3)",
+                    Dialect::Postgres => "canteens::jsonb @> jsonb_build_array(?3::text)",
+                }
+            ),
         )?;
         let mut last = cursor;
         let mut out = Vec::new();
@@ -1625,7 +1702,7 @@ impl CloudStore {
     /// The canteens an account's newest record is scoped to (empty: every canteen).
     pub fn account_canteens(&self, login: &str, student: bool) -> Result<Vec<String>, StoreError> {
         let scope: Option<String> = self
-            .lock()
+            .lock()?
             .query_row(
                 "SELECT canteens FROM account WHERE login = ?1 AND (role = 'student') = ?2
                  ORDER BY cursor DESC LIMIT 1",
@@ -1640,7 +1717,7 @@ impl CloudStore {
 
     /// Records a menu push and, per canteen, the cloud's heads of its menu right after.
     pub fn add_menu_push(&self, push: &MenuPush) -> Result<(), StoreError> {
-        let mut conn = self.lock();
+        let mut conn = self.lock()?;
         let tx = conn.transaction()?;
         tx.execute(
             "INSERT INTO menu_push (push_id, at_ms, username, item_id, change) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -1662,7 +1739,7 @@ impl CloudStore {
 
     /// The newest menu pushes, at most `max`, with their targets.
     pub fn menu_pushes(&self, max: usize) -> Result<Vec<MenuPush>, StoreError> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut pushes: Vec<MenuPush> = conn
             .prepare(
                 "SELECT push_id, at_ms, username, item_id, change FROM menu_push
@@ -1744,10 +1821,10 @@ impl Batch {
     /// The event a closed day was complete up to, if the day is closed.
     fn closed_through(
         &mut self,
-        tx: &rusqlite::Transaction<'_>,
+        tx: &impl AsDb,
         node: &str,
         day: &str,
-    ) -> rusqlite::Result<Option<i64>> {
+    ) -> DbResult<Option<i64>> {
         if self.closed.is_none() {
             let closed = tx
                 .prepare_cached(
@@ -1761,7 +1838,7 @@ impl Batch {
     }
 
     /// Writes the sums into the rollups.
-    fn flush(self, tx: &rusqlite::Transaction<'_>, node: &str) -> rusqlite::Result<()> {
+    fn flush(self, tx: &impl AsDb, node: &str) -> DbResult<()> {
         let mut state = tx.prepare_cached(
             "INSERT INTO rollup_state (node_id, service_day, state, orders) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (node_id, service_day, state) DO UPDATE SET orders = orders + ?4",
@@ -1791,22 +1868,32 @@ impl Batch {
 
 /// Adds (`sign` 1) or takes back (-1) the dishes of an order's `order.placed` event.
 fn bump_items(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &impl AsDb,
     node: &str,
     day: &str,
     placed: (i64, i64),
     sign: i64,
-) -> rusqlite::Result<()> {
-    tx.prepare_cached(
+) -> DbResult<()> {
+    let lines = match tx.dialect() {
+        Dialect::Sqlite => {
+            "SELECT ?1, ?2, l.value ->> 'item_id', ?5 * (l.value ->> 'quantity'),
+                    ?5 * (l.value ->> 'line_total_fen')
+             FROM event e, json_each(e.payload, '$.lines') l"
+        }
+        Dialect::Postgres => {
+            "SELECT ?1::text, ?2::text, l ->> 'item_id', ?5 * (l ->> 'quantity')::bigint,
+                    ?5 * (l ->> 'line_total_fen')::bigint
+             FROM event e, jsonb_array_elements(e.payload::jsonb -> 'lines') l"
+        }
+    };
+    tx.prepare_cached(&format!(
         "INSERT INTO rollup_item (node_id, service_day, item_id, quantity, revenue_fen)
-         SELECT ?1, ?2, l.value ->> 'item_id', ?5 * (l.value ->> 'quantity'),
-                ?5 * (l.value ->> 'line_total_fen')
-         FROM event e, json_each(e.payload, '$.lines') l
+         {lines}
          WHERE e.node_id = ?1 AND e.timeline = ?3 AND e.seq = ?4 AND true
          ON CONFLICT (node_id, service_day, item_id) DO UPDATE SET
-             quantity = quantity + excluded.quantity,
-             revenue_fen = revenue_fen + excluded.revenue_fen",
-    )?
+             quantity = rollup_item.quantity + excluded.quantity,
+             revenue_fen = rollup_item.revenue_fen + excluded.revenue_fen",
+    ))?
     .execute(params![node, day, placed.0, placed.1, sign])?;
     Ok(())
 }
@@ -1816,10 +1903,10 @@ fn bump_items(
 type OrderRow = (String, String, i64, (i64, i64));
 
 fn order_row(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &impl AsDb,
     node: &str,
     order_id: &str,
-) -> rusqlite::Result<Option<OrderRow>> {
+) -> DbResult<Option<OrderRow>> {
     tx.prepare_cached(
         "SELECT service_day, state, placed_hour, placed_timeline, placed_seq FROM cloud_order
          WHERE node_id = ?1 AND order_id = ?2",
@@ -1833,13 +1920,13 @@ fn order_row(
 /// A late event: of a business day already reconciled, after the event it was
 /// complete up to. Recorded for the reconciliation page.
 fn note_if_late(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &impl AsDb,
     batch: &mut Batch,
     node: &str,
     timeline: i64,
     e: &WireEvent,
     day: &str,
-) -> rusqlite::Result<()> {
+) -> DbResult<()> {
     if batch
         .closed_through(tx, node, day)?
         .is_none_or(|through| e.seq as i64 <= through)
@@ -1865,7 +1952,7 @@ fn note_if_late(
 /// and the box's own word that orders took a dish's last portion (or gave portions
 /// back).
 fn project_stock(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &impl AsDb,
     batch: &mut Batch,
     node: &str,
     timeline: i64,
@@ -1907,7 +1994,7 @@ fn project_stock(
 /// a whole [`OrderMoved`], stock changes for the sold-out board. A payload newer than
 /// this cloud knows, or malformed, is refused (`BadEvent`) rather than guessed at.
 fn project(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &impl AsDb,
     batch: &mut Batch,
     node: &str,
     timeline: i64,
@@ -1956,10 +2043,9 @@ fn project(
                 }
             }
             tx.prepare_cached(
-                "INSERT OR REPLACE INTO cloud_order
-                     (node_id, order_id, service_day, state, total_fen, placed_seq, placed_timeline,
-                      placed_hour)
-                 VALUES (?1, ?2, ?3, 'placed', ?4, ?5, ?6, ?7)",
+                "UPDATE cloud_order SET service_day = ?3, state = 'placed', total_fen = ?4,
+                     placed_seq = ?5, placed_timeline = ?6, placed_hour = ?7
+                 WHERE node_id = ?1 AND order_id = ?2",
             )?
             .execute(row)?;
         }
@@ -2180,7 +2266,7 @@ mod rollup_tests {
                 prop_assert_eq!(hours, want.hours.clone());
                 let dishes: std::collections::BTreeMap<String, (i64, i64)> = got.items.iter().map(|t| (t.item_id.clone(), (t.quantity, t.revenue_fen))).collect();
                 prop_assert_eq!(dishes, want.dishes.clone());
-                let cloud = cloud_day(&store.lock(), "box", day).unwrap();
+                let cloud = cloud_day(&store.lock().unwrap(), "box", day).unwrap();
                 prop_assert_eq!(cloud.orders, want.orders);
                 prop_assert_eq!(cloud.cancelled, *want.by_state.get("cancelled").unwrap_or(&0));
             }
@@ -2228,11 +2314,11 @@ mod tests {
     }
 
     fn payments(store: &CloudStore) -> Vec<(i64, String, String, i64)> {
-        let conn = store.lock();
+        let conn = store.lock().unwrap();
         let mut stmt = conn
             .prepare("SELECT seq, order_id, kind, amount_fen FROM cloud_payment ORDER BY seq")
             .unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        stmt.query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap()
@@ -2240,8 +2326,8 @@ mod tests {
 
     fn count(store: &CloudStore, table: &str) -> i64 {
         store
-            .lock()
-            .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+            .lock().unwrap()
+            .query_row(&format!("SELECT COUNT(*) FROM {table}"), (), |r| r.get(0))
             .unwrap()
     }
 
@@ -2431,11 +2517,11 @@ mod timeline_tests {
     }
 
     fn stored(store: &CloudStore) -> Vec<(i64, i64, String)> {
-        let conn = store.lock();
+        let conn = store.lock().unwrap();
         let mut stmt = conn
             .prepare("SELECT timeline, seq, aggregate_id FROM event ORDER BY timeline, seq")
             .unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        stmt.query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap()
@@ -2507,7 +2593,7 @@ mod timeline_tests {
         assert_eq!(later.acked_seq, 12);
         assert_eq!(later.acked_digest, event_digest(&ev(12, "new")));
         // At the base, the digest is the shared (parent's) event.
-        let conn = store.lock();
+        let conn = store.lock().unwrap();
         assert_eq!(
             event_in_chain(&conn, "box-1", 1, 6).unwrap(),
             Some(ev(6, "old"))
@@ -2549,7 +2635,7 @@ mod timeline_tests {
         assert_eq!(t.len(), 3);
         assert_eq!((t[1].lost_from, t[1].lost_to), (Some(5), Some(8)));
         // The new timeline reads whole: its event 6 is the first history's.
-        let conn = store.lock();
+        let conn = store.lock().unwrap();
         assert_eq!(
             event_in_chain(&conn, "box-1", 2, 6).unwrap(),
             Some(ev(6, "a"))

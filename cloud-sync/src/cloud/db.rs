@@ -1,0 +1,602 @@
+//! One SQL interface over the cloud's two databases: SQLite (rusqlite, the embedded
+//! default: one connection behind a mutex) and PostgreSQL (tokio-postgres, pooled by
+//! deadpool-postgres). The store's queries are written once, in the SQL both engines
+//! speak; this module binds their parameters, reads their rows and runs their
+//! transactions on either engine.
+//!
+//! The store is synchronous (its callers run it on tokio's blocking pool), so the
+//! PostgreSQL side drives its futures with [`tokio::runtime::Handle::block_on`] on the
+//! store's own runtime, whose threads also run the connections' I/O.
+//!
+//! **Written once, for both.** Parameters are `?1`, `?2`… (turned into `$1`, `$2`… for
+//! PostgreSQL); `INSERT OR IGNORE` becomes `ON CONFLICT DO NOTHING`; every integer
+//! column is 64-bit (`BIGINT` on PostgreSQL), and a `SUM` is cast to `BIGINT` (it
+//! would be `NUMERIC` there). Where the engines differ (JSON functions, locking a row,
+//! the schema itself) the store asks [`Db::dialect`].
+
+use bytes::BytesMut;
+use postgres_types::{IsNull, Type};
+use std::sync::MutexGuard;
+
+/// Which engine a statement runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("{0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("connection pool: {0}")]
+    Pool(String),
+    #[error("column {index}: {reason}")]
+    Column { index: usize, reason: String },
+    #[error("no row")]
+    NoRows,
+}
+
+impl DbError {
+    /// Whether the other engine's retry would do (PostgreSQL: a serialization failure
+    /// or a deadlock between two replicas).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            DbError::Postgres(e) => e.code().is_some_and(|c| {
+                *c == tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+                    || *c == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+                    || *c == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
+            }),
+            _ => false,
+        }
+    }
+}
+
+pub type DbResult<T> = Result<T, DbError>;
+
+/// One value, bound or read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Null,
+    Int(i64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+pub trait ToCell {
+    fn to_cell(&self) -> Cell;
+}
+
+impl<T: ToCell + ?Sized> ToCell for &T {
+    fn to_cell(&self) -> Cell {
+        (**self).to_cell()
+    }
+}
+
+macro_rules! int_cell {
+    ($($t:ty),*) => {$(
+        impl ToCell for $t {
+            fn to_cell(&self) -> Cell {
+                Cell::Int(*self as i64)
+            }
+        }
+    )*};
+}
+int_cell!(i64, i32, u16, u32);
+
+impl ToCell for bool {
+    fn to_cell(&self) -> Cell {
+        Cell::Int(i64::from(*self))
+    }
+}
+
+impl ToCell for str {
+    fn to_cell(&self) -> Cell {
+        Cell::Text(self.to_owned())
+    }
+}
+
+impl ToCell for std::borrow::Cow<'_, str> {
+    fn to_cell(&self) -> Cell {
+        Cell::Text(self.to_string())
+    }
+}
+
+impl ToCell for String {
+    fn to_cell(&self) -> Cell {
+        Cell::Text(self.clone())
+    }
+}
+
+impl ToCell for [u8] {
+    fn to_cell(&self) -> Cell {
+        Cell::Blob(self.to_vec())
+    }
+}
+
+impl ToCell for Vec<u8> {
+    fn to_cell(&self) -> Cell {
+        Cell::Blob(self.clone())
+    }
+}
+
+impl<T: ToCell> ToCell for Option<T> {
+    fn to_cell(&self) -> Cell {
+        self.as_ref().map_or(Cell::Null, ToCell::to_cell)
+    }
+}
+
+/// A statement's parameters: `params![…]`, an array of one type, or `()`.
+pub trait Params {
+    fn cells(self) -> Vec<Cell>;
+}
+
+impl Params for () {
+    fn cells(self) -> Vec<Cell> {
+        Vec::new()
+    }
+}
+
+impl Params for &[&dyn ToCell] {
+    fn cells(self) -> Vec<Cell> {
+        self.iter().map(|p| p.to_cell()).collect()
+    }
+}
+
+impl<T: ToCell, const N: usize> Params for [T; N] {
+    fn cells(self) -> Vec<Cell> {
+        self.iter().map(ToCell::to_cell).collect()
+    }
+}
+
+/// Parameters of mixed types, like rusqlite's `params!`.
+#[macro_export]
+macro_rules! db_params {
+    ($($p:expr),* $(,)?) => {
+        &[$(&$p as &dyn $crate::cloud::db::ToCell),*] as &[&dyn $crate::cloud::db::ToCell]
+    };
+}
+pub use db_params as params;
+
+pub trait FromCell: Sized {
+    fn from_cell(c: &Cell) -> Result<Self, String>;
+}
+
+impl FromCell for i64 {
+    fn from_cell(c: &Cell) -> Result<Self, String> {
+        match c {
+            Cell::Int(v) => Ok(*v),
+            other => Err(format!("expected an integer, found {other:?}")),
+        }
+    }
+}
+
+macro_rules! narrow_cell {
+    ($($t:ty),*) => {$(
+        impl FromCell for $t {
+            fn from_cell(c: &Cell) -> Result<Self, String> {
+                let v = i64::from_cell(c)?;
+                <$t>::try_from(v).map_err(|_| format!("{v} is out of range"))
+            }
+        }
+    )*};
+}
+narrow_cell!(u16, u32);
+
+impl FromCell for bool {
+    fn from_cell(c: &Cell) -> Result<Self, String> {
+        Ok(i64::from_cell(c)? != 0)
+    }
+}
+
+impl FromCell for String {
+    fn from_cell(c: &Cell) -> Result<Self, String> {
+        match c {
+            Cell::Text(s) => Ok(s.clone()),
+            other => Err(format!("expected text, found {other:?}")),
+        }
+    }
+}
+
+impl FromCell for Vec<u8> {
+    fn from_cell(c: &Cell) -> Result<Self, String> {
+        match c {
+            Cell::Blob(b) => Ok(b.clone()),
+            other => Err(format!("expected bytes, found {other:?}")),
+        }
+    }
+}
+
+impl<T: FromCell> FromCell for Option<T> {
+    fn from_cell(c: &Cell) -> Result<Self, String> {
+        match c {
+            Cell::Null => Ok(None),
+            other => T::from_cell(other).map(Some),
+        }
+    }
+}
+
+/// One row of a result.
+pub struct Row {
+    cells: Vec<Cell>,
+}
+
+/// A column by position (as rusqlite's rows take it).
+pub trait RowIndex {
+    fn index(self) -> usize;
+}
+
+impl RowIndex for usize {
+    fn index(self) -> usize {
+        self
+    }
+}
+
+impl Row {
+    pub fn get<I: RowIndex, T: FromCell>(&self, index: I) -> DbResult<T> {
+        let index = index.index();
+        let cell = self.cells.get(index).ok_or_else(|| DbError::Column {
+            index,
+            reason: "no such column".into(),
+        })?;
+        T::from_cell(cell).map_err(|reason| DbError::Column { index, reason })
+    }
+}
+
+/// `.optional()` on a single-row read: no row is `None`.
+pub trait OptionalExtension<T> {
+    fn optional(self) -> DbResult<Option<T>>;
+}
+
+impl<T> OptionalExtension<T> for DbResult<T> {
+    fn optional(self) -> DbResult<Option<T>> {
+        match self {
+            Ok(v) => Ok(Some(v)),
+            Err(DbError::NoRows) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A connection (or an open transaction) of either engine.
+#[derive(Clone, Copy)]
+pub enum Db<'a> {
+    Lite(&'a rusqlite::Connection),
+    Pg(&'a deadpool_postgres::ClientWrapper, &'a tokio::runtime::Handle),
+}
+
+/// `?N` → `$N`, `INSERT OR IGNORE` → `… ON CONFLICT DO NOTHING`.
+pub fn postgres_sql(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 24);
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '?' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('$');
+        } else {
+            out.push(c);
+        }
+    }
+    if let Some(rest) = out.trim_start().strip_prefix("INSERT OR IGNORE ") {
+        out = format!("INSERT {} ON CONFLICT DO NOTHING", rest.trim_end());
+    }
+    out
+}
+
+/// How a parameter is written for PostgreSQL: as the type the statement expects.
+impl postgres_types::ToSql for Cell {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Cell::Null => Ok(IsNull::Yes),
+            Cell::Int(v) => match *ty {
+                Type::INT8 => v.to_sql(ty, out),
+                Type::INT4 => i32::try_from(*v)?.to_sql(ty, out),
+                Type::INT2 => i16::try_from(*v)?.to_sql(ty, out),
+                Type::BOOL => (*v != 0).to_sql(ty, out),
+                Type::TEXT | Type::VARCHAR => v.to_string().to_sql(ty, out),
+                ref other => Err(format!("an integer for a {other} parameter").into()),
+            },
+            Cell::Text(s) => s.as_str().to_sql(ty, out),
+            Cell::Blob(b) => b.as_slice().to_sql(ty, out),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    postgres_types::to_sql_checked!();
+}
+
+fn pg_row(row: &tokio_postgres::Row) -> DbResult<Row> {
+    let mut cells = Vec::with_capacity(row.len());
+    for (i, col) in row.columns().iter().enumerate() {
+        let bad = |e: tokio_postgres::Error| DbError::Column {
+            index: i,
+            reason: e.to_string(),
+        };
+        let cell = match *col.type_() {
+            Type::INT8 => row.try_get::<_, Option<i64>>(i).map_err(bad)?.map(Cell::Int),
+            Type::INT4 => row
+                .try_get::<_, Option<i32>>(i)
+                .map_err(bad)?
+                .map(|v| Cell::Int(v.into())),
+            Type::INT2 => row
+                .try_get::<_, Option<i16>>(i)
+                .map_err(bad)?
+                .map(|v| Cell::Int(v.into())),
+            Type::BOOL => row
+                .try_get::<_, Option<bool>>(i)
+                .map_err(bad)?
+                .map(|v| Cell::Int(v.into())),
+            Type::BYTEA => row
+                .try_get::<_, Option<Vec<u8>>>(i)
+                .map_err(bad)?
+                .map(Cell::Blob),
+            Type::TEXT | Type::VARCHAR | Type::NAME | Type::BPCHAR => row
+                .try_get::<_, Option<String>>(i)
+                .map_err(bad)?
+                .map(Cell::Text),
+            ref other => {
+                return Err(DbError::Column {
+                    index: i,
+                    reason: format!("type {other} is not read by the store (cast it)"),
+                });
+            }
+        };
+        cells.push(cell.unwrap_or(Cell::Null));
+    }
+    Ok(Row { cells })
+}
+
+fn lite_row(row: &rusqlite::Row<'_>, n: usize) -> rusqlite::Result<Row> {
+    use rusqlite::types::ValueRef;
+    let mut cells = Vec::with_capacity(n);
+    for i in 0..n {
+        cells.push(match row.get_ref(i)? {
+            ValueRef::Null => Cell::Null,
+            ValueRef::Integer(v) => Cell::Int(v),
+            // The schema holds no reals; one read is taken as its integer part.
+            ValueRef::Real(v) => Cell::Int(v as i64),
+            ValueRef::Text(t) => Cell::Text(String::from_utf8_lossy(t).into_owned()),
+            ValueRef::Blob(b) => Cell::Blob(b.to_vec()),
+        });
+    }
+    Ok(Row { cells })
+}
+
+fn lite_value(c: &Cell) -> rusqlite::types::Value {
+    use rusqlite::types::Value;
+    match c {
+        Cell::Null => Value::Null,
+        Cell::Int(v) => Value::Integer(*v),
+        Cell::Text(s) => Value::Text(s.clone()),
+        Cell::Blob(b) => Value::Blob(b.clone()),
+    }
+}
+
+impl<'a> Db<'a> {
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Db::Lite(_) => Dialect::Sqlite,
+            Db::Pg(..) => Dialect::Postgres,
+        }
+    }
+
+    fn run_rows(&self, sql: &str, cells: &[Cell]) -> DbResult<Vec<Row>> {
+        match self {
+            Db::Lite(conn) => {
+                let mut stmt = conn.prepare_cached(sql)?;
+                let n = stmt.column_count();
+                let values: Vec<_> = cells.iter().map(lite_value).collect();
+                let rows = stmt
+                    .query_map(rusqlite::params_from_iter(values), |r| lite_row(r, n))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(rows)
+            }
+            Db::Pg(client, rt) => {
+                let sql = postgres_sql(sql);
+                let refs: Vec<&(dyn postgres_types::ToSql + Sync)> =
+                    cells.iter().map(|c| c as _).collect();
+                let rows = rt.block_on(async {
+                    let stmt = client.prepare_cached(&sql).await?;
+                    client.query(&stmt, &refs).await
+                })?;
+                rows.iter().map(pg_row).collect()
+            }
+        }
+    }
+
+    fn run_execute(&self, sql: &str, cells: &[Cell]) -> DbResult<usize> {
+        match self {
+            Db::Lite(conn) => {
+                let values: Vec<_> = cells.iter().map(lite_value).collect();
+                Ok(conn
+                    .prepare_cached(sql)?
+                    .execute(rusqlite::params_from_iter(values))?)
+            }
+            Db::Pg(client, rt) => {
+                let sql = postgres_sql(sql);
+                let refs: Vec<&(dyn postgres_types::ToSql + Sync)> =
+                    cells.iter().map(|c| c as _).collect();
+                let n = rt.block_on(async {
+                    let stmt = client.prepare_cached(&sql).await?;
+                    client.execute(&stmt, &refs).await
+                })?;
+                Ok(n as usize)
+            }
+        }
+    }
+
+    /// Statements without parameters, separated by `;` (a schema).
+    pub fn execute_batch(&self, sql: &str) -> DbResult<()> {
+        match self {
+            Db::Lite(conn) => Ok(conn.execute_batch(sql)?),
+            Db::Pg(client, rt) => Ok(rt.block_on(client.batch_execute(sql))?),
+        }
+    }
+}
+
+/// The statement methods, on anything that holds a [`Db`].
+pub trait AsDb {
+    fn db(&self) -> Db<'_>;
+
+    fn dialect(&self) -> Dialect {
+        self.db().dialect()
+    }
+
+    fn execute<P: Params>(&self, sql: &str, params: P) -> DbResult<usize> {
+        self.db().run_execute(sql, &params.cells())
+    }
+
+    fn query_row<T, P: Params, F: FnOnce(&Row) -> DbResult<T>>(
+        &self,
+        sql: &str,
+        params: P,
+        f: F,
+    ) -> DbResult<T> {
+        let rows = self.db().run_rows(sql, &params.cells())?;
+        rows.first().map_or(Err(DbError::NoRows), f)
+    }
+
+    fn prepare(&self, sql: &str) -> DbResult<Stmt<'_>> {
+        Ok(Stmt {
+            db: self.db(),
+            sql: sql.to_owned(),
+        })
+    }
+
+    fn prepare_cached(&self, sql: &str) -> DbResult<Stmt<'_>> {
+        self.prepare(sql)
+    }
+
+    fn execute_batch(&self, sql: &str) -> DbResult<()> {
+        self.db().execute_batch(sql)
+    }
+}
+
+impl AsDb for Db<'_> {
+    fn db(&self) -> Db<'_> {
+        *self
+    }
+}
+
+/// A statement (prepared and cached by the engine's connection on first use).
+pub struct Stmt<'a> {
+    db: Db<'a>,
+    sql: String,
+}
+
+impl Stmt<'_> {
+    pub fn execute<P: Params>(&mut self, params: P) -> DbResult<usize> {
+        self.db.run_execute(&self.sql, &params.cells())
+    }
+
+    pub fn query_row<T, P: Params, F: FnOnce(&Row) -> DbResult<T>>(
+        &mut self,
+        params: P,
+        f: F,
+    ) -> DbResult<T> {
+        let rows = self.db.run_rows(&self.sql, &params.cells())?;
+        rows.first().map_or(Err(DbError::NoRows), f)
+    }
+
+    pub fn query_map<T, P: Params, F: FnMut(&Row) -> DbResult<T>>(
+        &mut self,
+        params: P,
+        f: F,
+    ) -> DbResult<std::vec::IntoIter<DbResult<T>>> {
+        let rows = self.db.run_rows(&self.sql, &params.cells())?;
+        Ok(rows.iter().map(f).collect::<Vec<_>>().into_iter())
+    }
+}
+
+/// A connection taken for one store call: the SQLite connection's lock, or a pooled
+/// PostgreSQL connection.
+pub enum Conn<'a> {
+    Lite(MutexGuard<'a, rusqlite::Connection>),
+    Pg(deadpool_postgres::Object, &'a tokio::runtime::Handle),
+}
+
+impl AsDb for Conn<'_> {
+    fn db(&self) -> Db<'_> {
+        match self {
+            Conn::Lite(c) => Db::Lite(c),
+            Conn::Pg(c, rt) => Db::Pg(c, rt),
+        }
+    }
+}
+
+impl Conn<'_> {
+    /// Opens a transaction; it rolls back unless committed.
+    pub fn transaction(&mut self) -> DbResult<Tx<'_>> {
+        match self {
+            Conn::Lite(c) => Ok(Tx::Lite(Some(c.transaction()?))),
+            Conn::Pg(c, rt) => {
+                rt.block_on(c.batch_execute("BEGIN"))?;
+                Ok(Tx::Pg {
+                    client: c,
+                    rt,
+                    open: true,
+                })
+            }
+        }
+    }
+}
+
+pub enum Tx<'a> {
+    /// `None` once committed.
+    Lite(Option<rusqlite::Transaction<'a>>),
+    Pg {
+        client: &'a deadpool_postgres::ClientWrapper,
+        rt: &'a tokio::runtime::Handle,
+        open: bool,
+    },
+}
+
+impl AsDb for Tx<'_> {
+    fn db(&self) -> Db<'_> {
+        match self {
+            Tx::Lite(Some(t)) => Db::Lite(t),
+            Tx::Lite(None) => unreachable!("a committed transaction is consumed"),
+            Tx::Pg { client, rt, .. } => Db::Pg(client, rt),
+        }
+    }
+}
+
+impl Tx<'_> {
+    pub fn commit(mut self) -> DbResult<()> {
+        match &mut self {
+            Tx::Lite(t) => match t.take() {
+                Some(t) => Ok(t.commit()?),
+                None => Ok(()),
+            },
+            Tx::Pg { client, rt, open } => {
+                rt.block_on(client.batch_execute("COMMIT"))?;
+                *open = false;
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Drop for Tx<'_> {
+    fn drop(&mut self) {
+        if let Tx::Pg {
+            client,
+            rt,
+            open: true,
+        } = self
+        {
+            // A failed statement or an early return: nothing of it stays.
+            if let Err(e) = rt.block_on(client.batch_execute("ROLLBACK")) {
+                tracing::warn!(error = %e, "rolling back a transaction failed");
+            }
+        }
+    }
+}
