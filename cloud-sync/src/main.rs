@@ -22,6 +22,10 @@ struct Cli {
     /// line, for the journal and log shippers).
     #[arg(long, env = "CLOUD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
+    /// The cloud's database on PostgreSQL (`postgres://user:password@host:port/db`),
+    /// shared by every replica; without it, SQLite in the data directory.
+    #[arg(long, env = "CLOUD_DATABASE_URL", global = true, hide_env_values = true)]
+    database_url: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -208,13 +212,28 @@ enum AdminCommand {
     },
 }
 
-/// Opens the cloud's database in `data_dir` (creating both if needed).
-fn open_store(data_dir: &std::path::Path) -> anyhow::Result<CloudStore> {
+/// Opens the cloud's database: PostgreSQL at `database_url`, else SQLite in
+/// `data_dir` (creating both if needed).
+fn open_store(database_url: Option<&str>, data_dir: &std::path::Path) -> anyhow::Result<CloudStore> {
+    if let Some(url) = database_url {
+        return Ok(CloudStore::open_postgres(url)?);
+    }
     std::fs::create_dir_all(data_dir)?;
     Ok(CloudStore::open(&data_dir.join("cloud.db"))?)
 }
 
-fn admin_command(command: AdminCommand) -> anyhow::Result<()> {
+/// Backups and restores of a PostgreSQL store are PostgreSQL's own.
+fn sqlite_only(database_url: Option<&str>, what: &str) -> anyhow::Result<()> {
+    if database_url.is_some() {
+        anyhow::bail!(
+            "{what} works on the SQLite store; on PostgreSQL use pg_dump / pg_restore or the \
+             service's point-in-time recovery; see deploy/OPERATIONS.md"
+        );
+    }
+    Ok(())
+}
+
+fn admin_command(url: Option<&str>, command: AdminCommand) -> anyhow::Result<()> {
     let now = cloud_sync::cloud::auth::now_ms();
     match command {
         AdminCommand::Add {
@@ -246,7 +265,7 @@ fn admin_command(command: AdminCommand) -> anyhow::Result<()> {
                 }
             };
             let hash = admins::hash_password(&password).map_err(anyhow::Error::msg)?;
-            let store = open_store(&data_dir)?;
+            let store = open_store(url, &data_dir)?;
             store.admin_upsert(&username, role, &canteens, &hash, now)?;
             store.audit_append(
                 now,
@@ -259,7 +278,7 @@ fn admin_command(command: AdminCommand) -> anyhow::Result<()> {
             println!("admin {username} ({}) saved", role.as_str());
         }
         AdminCommand::Deactivate { username, data_dir } => {
-            let store = open_store(&data_dir)?;
+            let store = open_store(url, &data_dir)?;
             if !store.admin_set_active(&username, false)? {
                 anyhow::bail!("no admin named {username}");
             }
@@ -267,7 +286,7 @@ fn admin_command(command: AdminCommand) -> anyhow::Result<()> {
             println!("admin {username} deactivated; their sessions have ended");
         }
         AdminCommand::List { data_dir } => {
-            for a in open_store(&data_dir)?.admins()? {
+            for a in open_store(url, &data_dir)?.admins()? {
                 println!(
                     "{}\t{}\t{}\t{}",
                     a.username,
@@ -282,7 +301,7 @@ fn admin_command(command: AdminCommand) -> anyhow::Result<()> {
             hours,
             data_dir,
         } => {
-            let store = open_store(&data_dir)?;
+            let store = open_store(url, &data_dir)?;
             if !store
                 .admins()?
                 .iter()
@@ -348,6 +367,7 @@ async fn main() -> anyhow::Result<()> {
             .try_init(),
         LogFormat::Json => fmt.json().try_init(),
     };
+    let url = cli.database_url.as_deref();
     match cli.command {
         Command::Ca {
             command: CaCommand::Init { dir, cloud_name },
@@ -403,6 +423,7 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         Command::Backup { path, data_dir } => {
+            sqlite_only(url, "backup")?;
             let db = data_dir.join("cloud.db");
             if !db.exists() {
                 anyhow::bail!("no cloud database at {}", db.display());
@@ -411,6 +432,7 @@ async fn main() -> anyhow::Result<()> {
             println!("backup written to {}", path.display());
         }
         Command::Restore { backup, data_dir } => {
+            sqlite_only(url, "restore")?;
             std::fs::create_dir_all(&data_dir)?;
             let incarnation = CloudStore::restore(&backup, &data_dir.join("cloud.db"))?;
             println!(
@@ -420,15 +442,14 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Revoke { node_id, data_dir } => {
             identity::check_node_id(&node_id)?;
-            std::fs::create_dir_all(&data_dir)?;
-            let store = CloudStore::open(&data_dir.join("cloud.db"))?;
+            let store = open_store(url, &data_dir)?;
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as i64);
             store.revoke(&node_id, now)?;
             println!("every certificate of {node_id} issued until now is revoked");
         }
-        Command::Admin { command } => admin_command(command)?,
+        Command::Admin { command } => admin_command(url, command)?,
         Command::Demo {
             dir,
             admin_listen,
@@ -465,8 +486,7 @@ async fn main() -> anyhow::Result<()> {
                 _ => None,
             };
             listener::check_address(admin_listen, admin_tls.is_some())?;
-            std::fs::create_dir_all(&data_dir)?;
-            let store = Arc::new(CloudStore::open(&data_dir.join("cloud.db"))?);
+            let store = Arc::new(open_store(url, &data_dir)?);
             let config = identity::server_config(
                 &ca_dir.join(identity::CA_CERT),
                 &ca_dir.join(identity::CLOUD_CERT),

@@ -381,7 +381,7 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, CloudStore) {
         let dir = tempfile::tempdir().unwrap();
-        let store = CloudStore::open(&dir.path().join("cloud.db")).unwrap();
+        let store = super::super::store::test_store(dir.path());
         (dir, store)
     }
 

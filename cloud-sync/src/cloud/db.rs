@@ -18,6 +18,18 @@ use bytes::BytesMut;
 use postgres_types::{IsNull, Type};
 use std::sync::MutexGuard;
 
+/// Runs a PostgreSQL future to its end on the store's runtime `rt`, from any caller:
+/// tokio's blocking pool (the store's usual callers), a plain thread, or a worker of a
+/// multi-threaded runtime (then as `block_in_place`).
+pub fn wait<F: std::future::Future>(rt: &tokio::runtime::Handle, fut: F) -> F::Output {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| rt.block_on(fut))
+        }
+        _ => rt.block_on(fut),
+    }
+}
+
 /// Which engine a statement runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -403,7 +415,7 @@ impl<'a> Db<'a> {
                 let sql = postgres_sql(sql);
                 let refs: Vec<&(dyn postgres_types::ToSql + Sync)> =
                     cells.iter().map(|c| c as _).collect();
-                let rows = rt.block_on(async {
+                let rows = wait(rt, async {
                     let stmt = client.prepare_cached(&sql).await?;
                     client.query(&stmt, &refs).await
                 })?;
@@ -424,7 +436,7 @@ impl<'a> Db<'a> {
                 let sql = postgres_sql(sql);
                 let refs: Vec<&(dyn postgres_types::ToSql + Sync)> =
                     cells.iter().map(|c| c as _).collect();
-                let n = rt.block_on(async {
+                let n = wait(rt, async {
                     let stmt = client.prepare_cached(&sql).await?;
                     client.execute(&stmt, &refs).await
                 })?;
@@ -437,7 +449,7 @@ impl<'a> Db<'a> {
     pub fn execute_batch(&self, sql: &str) -> DbResult<()> {
         match self {
             Db::Lite(conn) => Ok(conn.execute_batch(sql)?),
-            Db::Pg(client, rt) => Ok(rt.block_on(client.batch_execute(sql))?),
+            Db::Pg(client, rt) => Ok(wait(rt, client.batch_execute(sql))?),
         }
     }
 }
@@ -538,7 +550,7 @@ impl Conn<'_> {
         match self {
             Conn::Lite(c) => Ok(Tx::Lite(Some(c.transaction()?))),
             Conn::Pg(c, rt) => {
-                rt.block_on(c.batch_execute("BEGIN"))?;
+                wait(rt, c.batch_execute("BEGIN"))?;
                 Ok(Tx::Pg {
                     client: c,
                     rt,
@@ -577,7 +589,7 @@ impl Tx<'_> {
                 None => Ok(()),
             },
             Tx::Pg { client, rt, open } => {
-                rt.block_on(client.batch_execute("COMMIT"))?;
+                wait(rt, client.batch_execute("COMMIT"))?;
                 *open = false;
                 Ok(())
             }
@@ -594,7 +606,7 @@ impl Drop for Tx<'_> {
         } = self
         {
             // A failed statement or an early return: nothing of it stays.
-            if let Err(e) = rt.block_on(client.batch_execute("ROLLBACK")) {
+            if let Err(e) = wait(rt, client.batch_execute("ROLLBACK")) {
                 tracing::warn!(error = %e, "rolling back a transaction failed");
             }
         }

@@ -114,15 +114,29 @@ impl DocHub {
         {
             return Ok(r.clone());
         }
-        let chunks = self.store.doc_chunks(node, kind.as_str())?;
         let version = self.box_schema(node, kind);
-        let doc = if chunks.is_empty() {
-            let mut doc = ReplicatedDoc::create_at(kind, version, &self.actor)?;
-            self.store
-                .put_chunk(node, kind.as_str(), &doc.save(), true)?;
-            doc
-        } else {
-            ReplicatedDoc::load_at(kind, chunks.iter().map(Vec::as_slice), &self.actor, version)?
+        let mut created = None;
+        let chunks = self.store.doc_chunks_or(node, kind.as_str(), || {
+            match ReplicatedDoc::create_at(kind, version, &self.actor) {
+                Ok(mut doc) => {
+                    let bytes = doc.save();
+                    created = Some(Ok(doc));
+                    bytes
+                }
+                Err(e) => {
+                    created = Some(Err(e));
+                    Vec::new()
+                }
+            }
+        })?;
+        let doc = match created {
+            Some(doc) => doc?,
+            None => ReplicatedDoc::load_at(
+                kind,
+                chunks.iter().map(Vec::as_slice),
+                &self.actor,
+                version,
+            )?,
         };
         let peer = match self.store.sync_state(node, kind.as_str())? {
             Some(bytes) => SyncPeer::decode(&bytes)?,
@@ -147,11 +161,54 @@ impl DocHub {
         if !chunk.is_empty() {
             r.chunk_bytes += chunk.len();
             if r.chunk_bytes > COMPACT_BYTES {
-                self.store
-                    .put_chunk(node, kind.as_str(), &r.doc.save(), true)?;
+                // Another replica's chunks are merged first: the snapshot replaces
+                // every chunk stored.
+                let version = self.box_schema(node, kind);
+                self.store.compact_chunks(node, kind.as_str(), |stored| {
+                    let mut theirs =
+                        ReplicatedDoc::load_at(kind, stored.iter().map(Vec::as_slice), &self.actor, version)?;
+                    r.doc.merge(&mut theirs)?;
+                    Ok(r.doc.save())
+                })?;
                 r.chunk_bytes = 0;
             } else {
-                self.store.put_chunk(node, kind.as_str(), &chunk, false)?;
+                self.store.put_chunk(node, kind.as_str(), &chunk)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes what another replica stored of a box's document (`None`: of every
+    /// document this replica holds) and wakes the box's connection to offer it.
+    pub fn reload(&self, node: Option<&str>, kind: Option<DocKind>) -> anyhow::Result<()> {
+        let loaded: Vec<((String, DocKind), Arc<Mutex<Replica>>)> = self
+            .replicas
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|((n, k), _)| {
+                node.is_none_or(|node| node == n) && kind.is_none_or(|kind| kind == *k)
+            })
+            .map(|(key, r)| (key.clone(), r.clone()))
+            .collect();
+        for ((n, k), replica) in loaded {
+            let chunks = self.store.doc_chunks(&n, k.as_str())?;
+            if chunks.is_empty() {
+                continue;
+            }
+            let version = self.box_schema(&n, k);
+            let mut theirs =
+                ReplicatedDoc::load_at(k, chunks.iter().map(Vec::as_slice), &self.actor, version)?;
+            let before = {
+                let mut r = replica.lock().unwrap_or_else(|e| e.into_inner());
+                let before = r.doc.heads_hex();
+                r.doc.merge(&mut theirs)?;
+                // What came from the store is stored: the next chunk starts after it.
+                let _ = r.doc.save_incremental();
+                before != r.doc.heads_hex()
+            };
+            if before {
+                self.waker(&n).notify_waiters();
             }
         }
         Ok(())

@@ -277,6 +277,8 @@ pub struct PgBackend {
     runtime: Option<tokio::runtime::Runtime>,
     pub handle: tokio::runtime::Handle,
     pub changes: broadcast::Sender<Change>,
+    /// This replica's name in its notices (it skips its own).
+    pub replica: String,
 }
 
 impl Drop for PgBackend {
@@ -326,19 +328,25 @@ impl PgBackend {
             runtime: Some(runtime),
             handle,
             changes,
+            replica: super::store::new_incarnation(),
         };
         backend.migrate()?;
         backend.listen(config);
         Ok(backend)
     }
 
+    /// The payload of a notice of `change` from this replica.
+    pub fn notice(&self, change: &Change) -> String {
+        format!("{} {}", self.replica, change.encode())
+    }
+
     pub fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.handle.block_on(self.pool.get()).map_err(pool_error)
+        super::db::wait(&self.handle, self.pool.get()).map_err(pool_error)
     }
 
     fn migrate(&self) -> Result<(), StoreError> {
         let client = self.client()?;
-        self.handle.block_on(async {
+        super::db::wait(&self.handle, async {
             client.batch_execute("BEGIN").await?;
             // One replica migrates at a time; the others then find the work done.
             client
@@ -390,6 +398,7 @@ impl PgBackend {
     /// announced as changed (a notice may have been missed in between).
     fn listen(&self, config: tokio_postgres::Config) {
         let changes = self.changes.clone();
+        let own = format!("{} ", self.replica);
         self.handle.spawn(async move {
             let mut first = true;
             loop {
@@ -421,7 +430,13 @@ impl PgBackend {
                             }
                             first = false;
                             while let Some(n) = rx.recv().await {
-                                if let Some(change) = Change::decode(&n) {
+                                if n.starts_with(&own) {
+                                    continue;
+                                }
+                                if let Some(change) = n
+                                    .split_once(' ')
+                                    .and_then(|(_, change)| Change::decode(change))
+                                {
                                     let _ = changes.send(change);
                                 }
                             }

@@ -49,13 +49,20 @@ const RENEWAL_INTERVAL: Duration = Duration::from_secs(600);
 impl Cloud {
     pub fn new(store: Arc<CloudStore>) -> Result<Self, super::store::StoreError> {
         let incarnation = store.incarnation()?;
-        Ok(Self {
+        let cloud = Self {
             docs: Arc::new(DocHub::new(store.clone())),
             store,
             accounts_changed: Arc::new(Notify::new()),
             incarnation: Arc::new(tokio::sync::watch::Sender::new(incarnation)),
             renewed_at: Arc::default(),
-        })
+        };
+        if let (Some(changes), Ok(rt)) = (
+            cloud.store.changes(),
+            tokio::runtime::Handle::try_current(),
+        ) {
+            rt.spawn(follow_replicas(cloud.clone(), changes));
+        }
+        Ok(cloud)
     }
 
     fn may_renew(&self) -> bool {
@@ -68,6 +75,56 @@ impl Cloud {
     fn renewed(&self) {
         *self.renewed_at.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(std::time::Instant::now());
+    }
+}
+
+/// Takes what other replicas of the cloud changed (PostgreSQL's notifications): a box's
+/// documents (the box's connection here offers them), new accounts, a renewed
+/// incarnation (every box here starts over).
+async fn follow_replicas(
+    cloud: Cloud,
+    mut changes: tokio::sync::broadcast::Receiver<super::pg::Change>,
+) {
+    use super::pg::Change;
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let change = match changes.recv().await {
+            Ok(change) => change,
+            // Notices were missed: everything may have changed.
+            Err(RecvError::Lagged(_)) => Change::Doc {
+                node: "*".into(),
+                doc: "*".into(),
+            },
+            Err(RecvError::Closed) => return,
+        };
+        match change {
+            Change::Doc { node, doc } => {
+                let docs = cloud.docs.clone();
+                let node = (node != "*").then_some(node);
+                let kind = DocKind::parse(&doc);
+                let result = blocking(move || docs.reload(node.as_deref(), kind)).await;
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "taking another replica's document changes");
+                }
+                if doc == "*" {
+                    cloud.accounts_changed.notify_waiters();
+                }
+            }
+            Change::Accounts => cloud.accounts_changed.notify_waiters(),
+            Change::Incarnation => {
+                let store = cloud.store.clone();
+                match blocking(move || Ok(store.incarnation()?)).await {
+                    Ok(fresh) => {
+                        cloud.incarnation.send_if_modified(|known| {
+                            let changed = *known != fresh;
+                            *known = fresh;
+                            changed
+                        });
+                    }
+                    Err(e) => tracing::warn!(error = %e, "reading the cloud's incarnation"),
+                }
+            }
+        }
     }
 }
 

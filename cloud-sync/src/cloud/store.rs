@@ -491,6 +491,34 @@ pub struct MenuPush {
     pub targets: Vec<(String, Vec<String>)>,
 }
 
+/// Holds a box's document for this transaction (PostgreSQL: other replicas wait;
+/// SQLite has one writer).
+fn lock_doc(tx: &impl AsDb, node: &str, doc: &str) -> Result<(), StoreError> {
+    if tx.dialect() == Dialect::Postgres {
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(?1::text || '/' || ?2::text))",
+            params![node, doc],
+        )?;
+    }
+    Ok(())
+}
+
+fn doc_change(node: &str, doc: &str) -> super::pg::Change {
+    super::pg::Change::Doc {
+        node: node.to_owned(),
+        doc: doc.to_owned(),
+    }
+}
+
+/// ` FOR UPDATE` on PostgreSQL: the row stays this transaction's until it ends, so
+/// two replicas serving the same box take turns (SQLite has one writer).
+fn for_update(tx: &impl AsDb) -> &'static str {
+    match tx.dialect() {
+        Dialect::Sqlite => "",
+        Dialect::Postgres => " FOR UPDATE",
+    }
+}
+
 /// The node's cursor: every event up to it is stored (0 for a node never seen).
 fn acked_in(conn: &impl AsDb, node: &str) -> Result<u64, StoreError> {
     let seq: Option<i64> = conn
@@ -814,11 +842,15 @@ impl CloudStore {
     }
 
     /// Tells the other replicas (PostgreSQL) what changed, when `tx` commits.
-    pub(super) fn announce(tx: &impl AsDb, change: &super::pg::Change) -> Result<(), StoreError> {
-        if tx.dialect() == Dialect::Postgres {
+    pub(super) fn announce(
+        &self,
+        tx: &impl AsDb,
+        change: &super::pg::Change,
+    ) -> Result<(), StoreError> {
+        if let Backend::Pg(pg) = &self.backend {
             tx.execute(
                 "SELECT pg_notify(?1, ?2)",
-                params![super::pg::CHANNEL, change.encode()],
+                params![super::pg::CHANNEL, pg.notice(change)],
             )?;
         }
         Ok(())
@@ -902,7 +934,10 @@ impl CloudStore {
         let mut cloud_incarnation = read_incarnation(&tx)?;
         let row: Option<(String, i64, i64)> = tx
             .query_row(
-                "SELECT incarnation, timeline, acked_seq FROM node WHERE node_id = ?1",
+                &format!(
+                    "SELECT incarnation, timeline, acked_seq FROM node WHERE node_id = ?1{}",
+                    for_update(&tx)
+                ),
                 [node],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
@@ -922,6 +957,7 @@ impl CloudStore {
         if hello.cloud_incarnation == cloud_incarnation && hello.acked_seq > cursor {
             if may_renew {
                 cloud_incarnation = renew_incarnation_in(&tx)?;
+                self.announce(&tx, &super::pg::Change::Incarnation)?;
                 outcome.cloud_restored = true;
             } else {
                 tracing::error!(%node, claimed = hello.acked_seq, cursor, "a box claims acknowledgements beyond this database again; the incarnation was renewed a moment ago and is not renewed again yet");
@@ -1088,8 +1124,14 @@ impl CloudStore {
         let mut conn = self.lock()?;
         let tx = conn.transaction()?;
         tx.execute("INSERT OR IGNORE INTO node (node_id) VALUES (?1)", [node])?;
+        // The box's cursor row is this batch's until it commits: a second replica
+        // receiving the same box (a reconnect mid-batch) waits, then finds these
+        // events stored and takes none of them again.
         let (cursor, timeline, mut resolve_until): (i64, i64, i64) = tx.query_row(
-            "SELECT acked_seq, timeline, resolve_until FROM node WHERE node_id = ?1",
+            &format!(
+                "SELECT acked_seq, timeline, resolve_until FROM node WHERE node_id = ?1{}",
+                for_update(&tx)
+            ),
             [node],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
@@ -1546,27 +1588,72 @@ impl CloudStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Appends a chunk; with `replace_all`, first removes every earlier chunk (a
-    /// compacted snapshot), in one transaction.
-    pub fn put_chunk(
-        &self,
-        node: &str,
-        doc: &str,
-        data: &[u8],
-        replace_all: bool,
-    ) -> Result<(), StoreError> {
+    /// Appends a chunk of a box's document and tells the other replicas.
+    pub fn put_chunk(&self, node: &str, doc: &str, data: &[u8]) -> Result<(), StoreError> {
         let mut conn = self.lock()?;
         let tx = conn.transaction()?;
-        if replace_all {
-            tx.execute(
-                "DELETE FROM doc_chunk WHERE node_id = ?1 AND doc = ?2",
-                params![node, doc],
-            )?;
-        }
+        lock_doc(&tx, node, doc)?;
         tx.execute(
             "INSERT INTO doc_chunk (node_id, doc, seq, data)
              VALUES (?1, ?2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM doc_chunk WHERE node_id = ?1 AND doc = ?2), ?3)",
             params![node, doc, data],
+        )?;
+        self.announce(&tx, &doc_change(node, doc))?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The chunks of a box's document; when there are none, stores `first()` as its
+    /// first chunk. Replicas creating the same document at once end with one of them.
+    pub fn doc_chunks_or(
+        &self,
+        node: &str,
+        doc: &str,
+        first: impl FnOnce() -> Vec<u8>,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut conn = self.lock()?;
+        let tx = conn.transaction()?;
+        lock_doc(&tx, node, doc)?;
+        let mut chunks: Vec<Vec<u8>> = tx
+            .prepare("SELECT data FROM doc_chunk WHERE node_id = ?1 AND doc = ?2 ORDER BY seq")?
+            .query_map(params![node, doc], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        if chunks.is_empty() {
+            let data = first();
+            tx.execute(
+                "INSERT INTO doc_chunk (node_id, doc, seq, data) VALUES (?1, ?2, 1, ?3)",
+                params![node, doc, data],
+            )?;
+            chunks.push(data);
+        }
+        tx.commit()?;
+        Ok(chunks)
+    }
+
+    /// Compacts a box's document: `snapshot` gets every chunk stored (another
+    /// replica's too) and returns the whole document, which replaces them, in one
+    /// transaction that no other writer of the document interleaves.
+    pub fn compact_chunks(
+        &self,
+        node: &str,
+        doc: &str,
+        snapshot: impl FnOnce(Vec<Vec<u8>>) -> anyhow::Result<Vec<u8>>,
+    ) -> anyhow::Result<()> {
+        let mut conn = self.lock()?;
+        let tx = conn.transaction()?;
+        lock_doc(&tx, node, doc)?;
+        let chunks: Vec<Vec<u8>> = tx
+            .prepare("SELECT data FROM doc_chunk WHERE node_id = ?1 AND doc = ?2 ORDER BY seq")?
+            .query_map(params![node, doc], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let whole = snapshot(chunks)?;
+        tx.execute(
+            "DELETE FROM doc_chunk WHERE node_id = ?1 AND doc = ?2",
+            params![node, doc],
+        )?;
+        tx.execute(
+            "INSERT INTO doc_chunk (node_id, doc, seq, data) VALUES (?1, ?2, 1, ?3)",
+            params![node, doc, whole],
         )?;
         tx.commit()?;
         Ok(())
@@ -1608,6 +1695,11 @@ impl CloudStore {
             serde_json::to_string(canteens).map_err(|e| StoreError::Restore(e.to_string()))?;
         let mut conn = self.lock()?;
         let tx = conn.transaction()?;
+        if tx.dialect() == Dialect::Postgres {
+            // Cursors become visible in their order: boxes read accounts after a
+            // cursor, and a lower one committing later would be skipped.
+            tx.execute_batch("LOCK TABLE account IN EXCLUSIVE MODE")?;
+        }
         for a in accounts {
             tx.execute(
                 "INSERT INTO account (role, login, name, secret_hash, active, canteens)
@@ -1616,6 +1708,7 @@ impl CloudStore {
             )?;
         }
         let cursor = max_account_cursor(&tx)?;
+        self.announce(&tx, &super::pg::Change::Accounts)?;
         tx.commit()?;
         Ok(cursor)
     }
@@ -1841,14 +1934,14 @@ impl Batch {
     fn flush(self, tx: &impl AsDb, node: &str) -> DbResult<()> {
         let mut state = tx.prepare_cached(
             "INSERT INTO rollup_state (node_id, service_day, state, orders) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (node_id, service_day, state) DO UPDATE SET orders = orders + ?4",
+             ON CONFLICT (node_id, service_day, state) DO UPDATE SET orders = rollup_state.orders + ?4",
         )?;
         for ((day, s), n) in self.states.into_iter().filter(|(_, n)| *n != 0) {
             state.execute(params![node, day, s, n])?;
         }
         let mut hour = tx.prepare_cached(
             "INSERT INTO rollup_hour (node_id, service_day, hour, orders) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (node_id, service_day, hour) DO UPDATE SET orders = orders + ?4",
+             ON CONFLICT (node_id, service_day, hour) DO UPDATE SET orders = rollup_hour.orders + ?4",
         )?;
         for ((day, h), n) in self.hours.into_iter().filter(|(_, n)| *n != 0) {
             hour.execute(params![node, day, h, n])?;
@@ -1857,7 +1950,8 @@ impl Batch {
             "INSERT INTO rollup_money (node_id, service_day, paid_fen, refunded_fen)
              VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (node_id, service_day) DO UPDATE SET
-                 paid_fen = paid_fen + ?3, refunded_fen = refunded_fen + ?4",
+                 paid_fen = rollup_money.paid_fen + ?3,
+                 refunded_fen = rollup_money.refunded_fen + ?4",
         )?;
         for (day, (paid, refunded)) in self.money {
             money.execute(params![node, day, paid, refunded])?;
@@ -1874,22 +1968,27 @@ fn bump_items(
     placed: (i64, i64),
     sign: i64,
 ) -> DbResult<()> {
+    // PostgreSQL takes each key once per statement: an order's lines of one dish are
+    // summed first (SQLite's upsert takes the rows one by one).
     let lines = match tx.dialect() {
         Dialect::Sqlite => {
             "SELECT ?1, ?2, l.value ->> 'item_id', ?5 * (l.value ->> 'quantity'),
                     ?5 * (l.value ->> 'line_total_fen')
-             FROM event e, json_each(e.payload, '$.lines') l"
+             FROM event e, json_each(e.payload, '$.lines') l
+             WHERE e.node_id = ?1 AND e.timeline = ?3 AND e.seq = ?4 AND true"
         }
         Dialect::Postgres => {
-            "SELECT ?1::text, ?2::text, l ->> 'item_id', ?5 * (l ->> 'quantity')::bigint,
-                    ?5 * (l ->> 'line_total_fen')::bigint
-             FROM event e, jsonb_array_elements(e.payload::jsonb -> 'lines') l"
+            "SELECT ?1::text, ?2::text, l ->> 'item_id',
+                    ?5::bigint * CAST(SUM((l ->> 'quantity')::bigint) AS BIGINT),
+                    ?5::bigint * CAST(SUM((l ->> 'line_total_fen')::bigint) AS BIGINT)
+             FROM event e, jsonb_array_elements(e.payload::jsonb -> 'lines') l
+             WHERE e.node_id = ?1 AND e.timeline = ?3 AND e.seq = ?4
+             GROUP BY l ->> 'item_id'"
         }
     };
     tx.prepare_cached(&format!(
         "INSERT INTO rollup_item (node_id, service_day, item_id, quantity, revenue_fen)
          {lines}
-         WHERE e.node_id = ?1 AND e.timeline = ?3 AND e.seq = ?4 AND true
          ON CONFLICT (node_id, service_day, item_id) DO UPDATE SET
              quantity = rollup_item.quantity + excluded.quantity,
              revenue_fen = rollup_item.revenue_fen + excluded.revenue_fen",
@@ -2098,6 +2197,23 @@ fn project(
     Ok(())
 }
 
+/// The store a unit test runs on: SQLite in `dir`, or, with
+/// `CLOUD_TEST_STORE=postgres`, a fresh database on a throwaway PostgreSQL server (the
+/// test command runs the suite both ways).
+#[cfg(test)]
+pub(crate) fn test_store(dir: &Path) -> CloudStore {
+    match std::env::var("CLOUD_TEST_STORE").as_deref() {
+        Ok("postgres") => {
+            let url = crate::pgtest::shared()
+                .fresh_database()
+                .expect("a fresh PostgreSQL database");
+            CloudStore::open_postgres(&url).expect("the store on PostgreSQL")
+        }
+        Ok("sqlite") | Err(_) => CloudStore::open(&dir.join("cloud.db")).expect("the store"),
+        Ok(other) => panic!("CLOUD_TEST_STORE={other}: sqlite or postgres"),
+    }
+}
+
 /// The rollups kept at ingest against a model of the same orders.
 #[cfg(test)]
 mod rollup_tests {
@@ -2250,7 +2366,7 @@ mod rollup_tests {
                 }
             }
             let dir = tempfile::tempdir().unwrap();
-            let store = CloudStore::open(&dir.path().join("cloud.db")).unwrap();
+            let store = test_store(dir.path());
             for chunk in stream.chunks(batch) {
                 store.ingest("box", chunk).unwrap();
             }
@@ -2334,7 +2450,7 @@ mod tests {
     #[test]
     fn refunds_of_both_payload_versions_are_projected_and_newer_versions_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let store = CloudStore::open(&dir.path().join("cloud.db")).unwrap();
+        let store = test_store(dir.path());
         let (old, new) = (OrderId::new(), OrderId::new());
         let stock = format!(
             r#"{{"item_id":"{}","service_day":"2026-11-23","staff_id":"{}","remaining":0,"sold_out":true}}"#,
@@ -2469,7 +2585,7 @@ mod revocation_tests {
     #[test]
     fn a_revocation_covers_certificates_issued_before_it_only() {
         let dir = tempfile::tempdir().unwrap();
-        let store = CloudStore::open(&dir.path().join("cloud.db")).unwrap();
+        let store = test_store(dir.path());
         assert!(!store.is_revoked("canteen-a", 1_000).unwrap());
         store.revoke("canteen-a", 2_000).unwrap();
         assert!(store.is_revoked("canteen-a", 1_000).unwrap());
@@ -2512,7 +2628,7 @@ mod timeline_tests {
 
     fn fresh() -> (tempfile::TempDir, CloudStore) {
         let dir = tempfile::tempdir().unwrap();
-        let store = CloudStore::open(&dir.path().join("cloud.db")).unwrap();
+        let store = test_store(dir.path());
         (dir, store)
     }
 
@@ -2745,7 +2861,9 @@ mod timeline_tests {
     /// its events and a new incarnation.
     #[test]
     fn a_backup_restores_as_a_new_incarnation() {
-        let (dir, store) = fresh();
+        // A backup of the SQLite file (PostgreSQL's are pg_dump's).
+        let dir = tempfile::tempdir().unwrap();
+        let store = CloudStore::open(&dir.path().join("cloud.db")).unwrap();
         let first = store.incarnation().unwrap();
         store
             .hello("box-1", &hello("a", 0, 3, 0, ""), true)
