@@ -176,20 +176,25 @@ impl PgServer {
     /// Creates a new, empty database and returns its URL.
     pub fn fresh_database(&self) -> anyhow::Result<String> {
         let name = format!("t_{}", crate::cloud::store::new_incarnation());
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
         let url = self.url("postgres");
-        rt.block_on(async {
-            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
-            let driver = tokio::spawn(connection);
-            client
-                .batch_execute(&format!("CREATE DATABASE {name}"))
-                .await?;
-            drop(client);
-            let _ = driver.await;
-            Ok::<_, anyhow::Error>(())
-        })?;
+        let sql = format!("CREATE DATABASE {name}");
+        // On a thread of its own: callers may be inside a runtime already.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let (client, connection) =
+                    tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+                let driver = tokio::spawn(connection);
+                client.batch_execute(&sql).await?;
+                drop(client);
+                let _ = driver.await;
+                Ok::<_, anyhow::Error>(())
+            })
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("creating a database panicked"))??;
         Ok(self.url(&name))
     }
 

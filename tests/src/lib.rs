@@ -261,7 +261,24 @@ pub fn cloud_admin(
     role: &str,
     canteens: &[&str],
 ) -> anyhow::Result<String> {
-    let data = path_str(data_dir);
+    cloud_admin_in(
+        &["--data-dir", path_str(data_dir)],
+        username,
+        password,
+        role,
+        canteens,
+    )
+}
+
+/// [`cloud_admin`] on the store that `store` names (`--data-dir DIR` or
+/// `--database-url URL`).
+pub fn cloud_admin_in(
+    store: &[&str],
+    username: &str,
+    password: &str,
+    role: &str,
+    canteens: &[&str],
+) -> anyhow::Result<String> {
     let mut args = vec![
         "admin",
         "add",
@@ -271,14 +288,15 @@ pub fn cloud_admin(
         role,
         "--password",
         password,
-        "--data-dir",
-        data,
     ];
+    args.extend(store);
     for c in canteens {
         args.extend(["--canteen", c]);
     }
     cloud_command(&args)?;
-    let token = cloud_command(&["admin", "token", "--username", username, "--data-dir", data])?;
+    let mut args = vec!["admin", "token", "--username", username];
+    args.extend(store);
+    let token = cloud_command(&args)?;
     Ok(token.trim().to_owned())
 }
 
@@ -312,6 +330,39 @@ impl CloudProcess {
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
         let token = cloud_admin(data_dir, CLOUD_ADMIN.0, CLOUD_ADMIN.1, "admin", &[])?;
+        Self::spawn(data_dir, ca_dir, quic, log, env, token)
+    }
+
+    /// One replica of a cloud on PostgreSQL (`database_url`): every replica serves
+    /// the same campus.
+    pub fn serve_replica(
+        database_url: &str,
+        data_dir: &Path,
+        ca_dir: &Path,
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let token = cloud_admin_in(
+            &["--database-url", database_url],
+            CLOUD_ADMIN.0,
+            CLOUD_ADMIN.1,
+            "admin",
+            &[],
+        )?;
+        let mut env = env.to_vec();
+        env.push(("CLOUD_DATABASE_URL", database_url));
+        let quic = "127.0.0.1:0".parse()?;
+        Self::spawn(data_dir, ca_dir, quic, log, &env, token)
+    }
+
+    fn spawn(
+        data_dir: &Path,
+        ca_dir: &Path,
+        quic: std::net::SocketAddr,
+        log: &Path,
+        env: &[(&str, &str)],
+        token: String,
+    ) -> anyhow::Result<Self> {
         let mut cmd = Command::new(cloud_binary());
         cmd.envs(env.iter().copied());
         cmd.args([
@@ -430,10 +481,13 @@ where
 }
 
 /// A UDP relay between a box and the cloud that the test can cut: while `blackhole`
-/// is set, every datagram in either direction is dropped. Stops with the runtime.
+/// is set, every datagram in either direction is dropped. It can also be pointed at
+/// another upstream (a load balancer that took a dead replica out). Stops with the
+/// runtime.
 pub struct Relay {
     pub addr: std::net::SocketAddr,
     pub blackhole: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    upstream: std::sync::Arc<std::sync::Mutex<std::net::SocketAddr>>,
 }
 
 impl Relay {
@@ -441,40 +495,44 @@ impl Relay {
         use std::sync::atomic::Ordering;
         let front = std::sync::Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await?);
         let back = std::sync::Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await?);
-        back.connect(upstream).await?;
         let addr = front.local_addr()?;
         let blackhole = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let upstream = std::sync::Arc::new(std::sync::Mutex::new(upstream));
         let client: std::sync::Arc<std::sync::Mutex<Option<std::net::SocketAddr>>> =
             Default::default();
         {
-            let (front, back, hole, client) = (
+            let (front, back, hole, client, upstream) = (
                 front.clone(),
                 back.clone(),
                 blackhole.clone(),
                 client.clone(),
+                upstream.clone(),
             );
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 65536];
                 while let Ok((n, from)) = front.recv_from(&mut buf).await {
                     *client.lock().unwrap() = Some(from);
+                    let to = *upstream.lock().unwrap();
                     if !hole.load(Ordering::SeqCst) {
-                        let _ = back.send(&buf[..n]).await;
+                        let _ = back.send_to(&buf[..n], to).await;
                     }
                 }
             });
         }
         {
-            let (front, back, hole, client) = (
+            let (front, back, hole, client, upstream) = (
                 front.clone(),
                 back.clone(),
                 blackhole.clone(),
                 client.clone(),
+                upstream.clone(),
             );
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 65536];
-                while let Ok(n) = back.recv(&mut buf).await {
+                while let Ok((n, from)) = back.recv_from(&mut buf).await {
                     let to = *client.lock().unwrap();
                     if let Some(to) = to
+                        && from == *upstream.lock().unwrap()
                         && !hole.load(Ordering::SeqCst)
                     {
                         let _ = front.send_to(&buf[..n], to).await;
@@ -482,12 +540,21 @@ impl Relay {
                 }
             });
         }
-        Ok(Self { addr, blackhole })
+        Ok(Self {
+            addr,
+            blackhole,
+            upstream,
+        })
     }
 
     pub fn cut(&self, cut: bool) {
         self.blackhole
             .store(cut, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Sends what comes from the box to `upstream` from now on.
+    pub fn retarget(&self, upstream: std::net::SocketAddr) {
+        *self.upstream.lock().unwrap() = upstream;
     }
 }
 
