@@ -1145,7 +1145,8 @@ impl CloudStore {
         {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO event (node_id, timeline, seq, kind, aggregate_id, payload, at, counted)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (node_id, timeline, seq) DO NOTHING",
             )?;
             // A history may return to events the cloud holds in a timeline it left (a
             // box restored from a backup older than its last restore): up to the
@@ -1181,7 +1182,9 @@ impl CloudStore {
                 }
                 let counted_before =
                     e.seq as i64 <= others_max && stored_elsewhere(&tx, node, timeline, e)?;
-                insert.execute(params![
+                // The cursor row's lock keeps a second replica out of this box's
+                // batch; an event stored all the same is never projected twice.
+                let inserted = insert.execute(params![
                     node,
                     timeline,
                     e.seq as i64,
@@ -1191,7 +1194,7 @@ impl CloudStore {
                     e.at,
                     !counted_before
                 ])?;
-                if !counted_before {
+                if inserted == 1 && !counted_before {
                     project(&tx, &mut batch, node, timeline, e)?;
                     counted += 1;
                 }
@@ -2943,6 +2946,90 @@ mod timeline_tests {
             .unwrap();
         assert!(matches!(
             CloudStore::open(&path),
+            Err(StoreError::SchemaTooNew { .. })
+        ));
+    }
+}
+
+/// Two replicas on one PostgreSQL database: what one box's batches do when both
+/// receive them at once, and what a replica does with a newer schema. These need
+/// PostgreSQL whatever `CLOUD_TEST_STORE` says (and fail when it cannot start).
+#[cfg(test)]
+mod replica_tests {
+    use super::*;
+    use canteen_api::{OrderId, StudentId};
+
+    fn placed(seq: u64) -> WireEvent {
+        WireEvent {
+            seq,
+            kind: "order.placed".into(),
+            aggregate_id: String::new(),
+            payload: format!(
+                r#"{{"v":2,"id":"{}","student_id":"{}","service_day":"2026-11-23","total_fen":100,"lines":[]}}"#,
+                OrderId::new(),
+                StudentId::new()
+            ),
+            at: "2026-11-23T04:00:00Z".into(),
+        }
+    }
+
+    /// Two defences hold this: the box's cursor row locked per batch, and events
+    /// inserted `ON CONFLICT DO NOTHING` and projected only when inserted (without
+    /// both, the second replica's batch fails on the event's key: checked).
+    #[test]
+    fn the_same_batch_at_two_replicas_at_once_is_counted_once() {
+        let url = crate::pgtest::shared().fresh_database().unwrap();
+        let a = std::sync::Arc::new(CloudStore::open_postgres(&url).unwrap());
+        let b = std::sync::Arc::new(CloudStore::open_postgres(&url).unwrap());
+        let mut seq = 0u64;
+        for _ in 0..25 {
+            let batch: Vec<WireEvent> = (seq + 1..=seq + 40).map(placed).collect();
+            seq += 40;
+            let both: Vec<_> = [a.clone(), b.clone()]
+                .into_iter()
+                .map(|store| {
+                    let batch = batch.clone();
+                    std::thread::spawn(move || store.ingest("box-1", &batch))
+                })
+                .collect();
+            for replica in both {
+                // Both acknowledge the batch: one stored it, the other waited for the
+                // box's cursor row and found every event stored.
+                assert_eq!(replica.join().unwrap().unwrap(), seq);
+            }
+        }
+        for store in [&a, &b] {
+            let s = store.summary("box-1", None).unwrap();
+            assert_eq!((s.events, s.orders), (1000, 1000));
+        }
+        let conn = a.lock().unwrap();
+        let stored: i64 = conn
+            .query_row("SELECT COUNT(*) FROM event", (), |r| r.get(0))
+            .unwrap();
+        assert_eq!(stored, 1000);
+    }
+
+    #[test]
+    fn a_replica_refuses_a_newer_schema_and_replicas_starting_together_migrate_once() {
+        let url = crate::pgtest::shared().fresh_database().unwrap();
+        let starting: Vec<_> = (0..3)
+            .map(|_| {
+                let url = url.clone();
+                std::thread::spawn(move || CloudStore::open_postgres(&url).map(|_| ()))
+            })
+            .collect();
+        for s in starting {
+            s.join().unwrap().unwrap();
+        }
+        let store = CloudStore::open_postgres(&url).unwrap();
+        store
+            .lock()
+            .unwrap()
+            .execute("UPDATE schema_version SET version = version + 1", ())
+            .unwrap();
+        drop(store);
+        assert!(matches!(
+            CloudStore::open_postgres(&url),
             Err(StoreError::SchemaTooNew { .. })
         ));
     }
