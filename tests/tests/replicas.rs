@@ -148,8 +148,22 @@ async fn two_replicas_share_the_campus_and_survive_a_sigkill() {
     let sales: Value = b.get("/api/sales").await.unwrap();
     assert_eq!(sales["canteens"].as_array().unwrap().len(), 3, "{sales}");
     drop(boxes);
-    drop(b);
+
+    // The probes a load balancer or Kubernetes asks, without a login: alive, and ready
+    // while the database answers.
+    let probe = |path: &'static str| {
+        let url = format!("{}{path}", b.admin);
+        async move { reqwest::get(url).await.unwrap().status().as_u16() }
+    };
+    assert_eq!(probe("/healthz").await, 200);
+    assert_eq!(probe("/readyz").await, 200);
     drop(pg);
+    eventually("not ready without its database", Duration::from_secs(30), || async {
+        Ok((probe("/readyz").await == 503).then_some(()))
+    })
+    .await
+    .unwrap();
+    assert_eq!(probe("/healthz").await, 200);
 }
 
 /// The cursor a replica shows for `node` (0 when it cannot say).

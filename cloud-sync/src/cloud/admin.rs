@@ -33,6 +33,8 @@ pub fn router(cloud: Cloud, options: AdminOptions) -> Router {
         auth: Arc::new(Auth::new(options)),
     };
     Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/api/login", post(login))
         .route("/api/logout", post(logout))
         .route("/api/me", get(me))
@@ -99,6 +101,21 @@ pub async fn audit<T>(
     .await;
     if !matches!(written, Ok(Ok(()))) {
         tracing::error!("the audit log could not be written: {written:?}");
+    }
+}
+
+/// Liveness: the process answers HTTP (no login; says nothing else).
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Readiness: the store answers (a replica whose database is out of reach takes no
+/// traffic); 503 otherwise. No login; says nothing else.
+async fn readyz(State(cloud): State<Cloud>) -> (StatusCode, &'static str) {
+    let store = cloud.store.clone();
+    match tokio::task::spawn_blocking(move || store.ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready\n"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "the database does not answer\n"),
     }
 }
 

@@ -824,6 +824,12 @@ impl CloudStore {
         }
     }
 
+    /// Whether the database answers (a readiness probe).
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.lock()?.query_row("SELECT 1", (), |r| r.get::<_, i64>(0))?;
+        Ok(())
+    }
+
     /// Which engine holds this store.
     pub fn dialect(&self) -> Dialect {
         match self.backend {
