@@ -127,6 +127,13 @@ enum Command {
         #[arg(long, env = "CLOUD_DATA_DIR", default_value = "cloud-data")]
         data_dir: PathBuf,
     },
+    /// Health check of a serving cloud on this machine (a container's HEALTHCHECK):
+    /// exits 0 when its console listener accepts a connection within 3 s, 1 otherwise.
+    Probe {
+        /// The console's listen address (0.0.0.0 is asked on 127.0.0.1).
+        #[arg(long, env = "CLOUD_ADMIN_LISTEN", default_value = "127.0.0.1:8480")]
+        admin_listen: SocketAddr,
+    },
     /// Accepts boxes over QUIC and serves the admin API until SIGINT/SIGTERM.
     Serve {
         /// Directory of the cloud's database.
@@ -450,6 +457,16 @@ async fn main() -> anyhow::Result<()> {
             println!("every certificate of {node_id} issued until now is revoked");
         }
         Command::Admin { command } => admin_command(url, command)?,
+        Command::Probe { mut admin_listen } => {
+            if admin_listen.ip().is_unspecified() {
+                admin_listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            let connect = tokio::net::TcpStream::connect(admin_listen);
+            match tokio::time::timeout(std::time::Duration::from_secs(3), connect).await {
+                Ok(Ok(_)) => println!("the cloud answers on {admin_listen}"),
+                _ => anyhow::bail!("nothing answers on {admin_listen}"),
+            }
+        }
         Command::Demo {
             dir,
             admin_listen,

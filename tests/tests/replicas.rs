@@ -157,6 +157,10 @@ async fn two_replicas_share_the_campus_and_survive_a_sigkill() {
     };
     assert_eq!(probe("/healthz").await, 200);
     assert_eq!(probe("/readyz").await, 200);
+    // The container's health check.
+    let console = b.admin.trim_start_matches("http://").trim_end_matches('/');
+    let answer = tests::cloud_command(&["probe", "--admin-listen", console]).unwrap();
+    assert!(answer.contains("answers"), "{answer}");
     drop(pg);
     eventually("not ready without its database", Duration::from_secs(30), || async {
         Ok((probe("/readyz").await == 503).then_some(()))
