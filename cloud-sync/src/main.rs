@@ -24,7 +24,12 @@ struct Cli {
     log_format: LogFormat,
     /// The cloud's database on PostgreSQL (`postgres://user:password@host:port/db`),
     /// shared by every replica; without it, SQLite in the data directory.
-    #[arg(long, env = "CLOUD_DATABASE_URL", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "CLOUD_DATABASE_URL",
+        global = true,
+        hide_env_values = true
+    )]
     database_url: Option<String>,
     #[command(subcommand)]
     command: Command,
@@ -221,7 +226,10 @@ enum AdminCommand {
 
 /// Opens the cloud's database: PostgreSQL at `database_url`, else SQLite in
 /// `data_dir` (creating both if needed).
-fn open_store(database_url: Option<&str>, data_dir: &std::path::Path) -> anyhow::Result<CloudStore> {
+fn open_store(
+    database_url: Option<&str>,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<CloudStore> {
     if let Some(url) = database_url {
         return Ok(CloudStore::open_postgres(url)?);
     }

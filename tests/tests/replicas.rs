@@ -162,9 +162,11 @@ async fn two_replicas_share_the_campus_and_survive_a_sigkill() {
     let answer = tests::cloud_command(&["probe", "--admin-listen", console]).unwrap();
     assert!(answer.contains("answers"), "{answer}");
     drop(pg);
-    eventually("not ready without its database", Duration::from_secs(30), || async {
-        Ok((probe("/readyz").await == 503).then_some(()))
-    })
+    eventually(
+        "not ready without its database",
+        Duration::from_secs(30),
+        || async { Ok((probe("/readyz").await == 503).then_some(())) },
+    )
     .await
     .unwrap();
     assert_eq!(probe("/healthz").await, 200);
@@ -177,11 +179,7 @@ async fn acked(cloud: &CloudProcess, node: &str) -> u64 {
         .await
         .ok()
         .and_then(|nodes| {
-            nodes
-                .as_array()?
-                .iter()
-                .find(|n| n["node_id"] == node)?["acked_seq"]
-                .as_u64()
+            nodes.as_array()?.iter().find(|n| n["node_id"] == node)?["acked_seq"].as_u64()
         })
         .unwrap_or(0)
 }

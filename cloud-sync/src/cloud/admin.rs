@@ -115,7 +115,10 @@ async fn readyz(State(cloud): State<Cloud>) -> (StatusCode, &'static str) {
     let store = cloud.store.clone();
     match tokio::task::spawn_blocking(move || store.ping()).await {
         Ok(Ok(())) => (StatusCode::OK, "ready\n"),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "the database does not answer\n"),
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the database does not answer\n",
+        ),
     }
 }
 

@@ -3,10 +3,10 @@
 //! account is deactivated) and the audit log of what they did. Kept in the cloud's
 //! database so that sessions survive a restart.
 
+use super::db::{AsDb, DbResult, OptionalExtension, Row, params};
 use super::store::{CloudStore, StoreError};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use super::db::{AsDb, DbResult, OptionalExtension, Row, params};
 use serde::Serialize;
 use sha2::Digest;
 

@@ -272,11 +272,18 @@ impl<T> OptionalExtension<T> for DbResult<T> {
     }
 }
 
+/// Statements a PostgreSQL transaction has yet to send ([`AsDb::defer`]).
+type Pending = std::cell::RefCell<Vec<(String, Vec<Cell>)>>;
+
 /// A connection (or an open transaction) of either engine.
 #[derive(Clone, Copy)]
 pub enum Db<'a> {
     Lite(&'a rusqlite::Connection),
-    Pg(&'a deadpool_postgres::ClientWrapper, &'a tokio::runtime::Handle),
+    Pg(
+        &'a deadpool_postgres::ClientWrapper,
+        &'a tokio::runtime::Handle,
+        Option<&'a Pending>,
+    ),
 }
 
 /// `?N` → `$N`, `INSERT OR IGNORE` → `… ON CONFLICT DO NOTHING`.
@@ -313,6 +320,12 @@ impl postgres_types::ToSql for Cell {
                 Type::TEXT | Type::VARCHAR => v.to_string().to_sql(ty, out),
                 ref other => Err(format!("an integer for a {other} parameter").into()),
             },
+            // JSONB's binary form is a version byte, then the text.
+            Cell::Text(s) if *ty == Type::JSONB => {
+                out.extend_from_slice(&[1]);
+                out.extend_from_slice(s.as_bytes());
+                Ok(IsNull::No)
+            }
             Cell::Text(s) => s.as_str().to_sql(ty, out),
             Cell::Blob(b) => b.as_slice().to_sql(ty, out),
         }
@@ -333,7 +346,10 @@ fn pg_row(row: &tokio_postgres::Row) -> DbResult<Row> {
             reason: e.to_string(),
         };
         let cell = match *col.type_() {
-            Type::INT8 => row.try_get::<_, Option<i64>>(i).map_err(bad)?.map(Cell::Int),
+            Type::INT8 => row
+                .try_get::<_, Option<i64>>(i)
+                .map_err(bad)?
+                .map(Cell::Int),
             Type::INT4 => row
                 .try_get::<_, Option<i32>>(i)
                 .map_err(bad)?
@@ -411,7 +427,8 @@ impl<'a> Db<'a> {
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(rows)
             }
-            Db::Pg(client, rt) => {
+            Db::Pg(client, rt, pending) => {
+                flush(client, rt, *pending)?;
                 let sql = postgres_sql(sql);
                 let refs: Vec<&(dyn postgres_types::ToSql + Sync)> =
                     cells.iter().map(|c| c as _).collect();
@@ -432,7 +449,8 @@ impl<'a> Db<'a> {
                     .prepare_cached(sql)?
                     .execute(rusqlite::params_from_iter(values))?)
             }
-            Db::Pg(client, rt) => {
+            Db::Pg(client, rt, pending) => {
+                flush(client, rt, *pending)?;
                 let sql = postgres_sql(sql);
                 let refs: Vec<&(dyn postgres_types::ToSql + Sync)> =
                     cells.iter().map(|c| c as _).collect();
@@ -449,9 +467,55 @@ impl<'a> Db<'a> {
     pub fn execute_batch(&self, sql: &str) -> DbResult<()> {
         match self {
             Db::Lite(conn) => Ok(conn.execute_batch(sql)?),
-            Db::Pg(client, rt) => Ok(wait(rt, client.batch_execute(sql))?),
+            Db::Pg(client, rt, pending) => {
+                flush(client, rt, *pending)?;
+                Ok(wait(rt, client.batch_execute(sql))?)
+            }
         }
     }
+
+    /// See [`AsDb::defer`].
+    fn run_defer(&self, sql: &str, cells: Vec<Cell>) -> DbResult<Option<usize>> {
+        match self {
+            Db::Pg(_, _, Some(pending)) => {
+                pending.borrow_mut().push((postgres_sql(sql), cells));
+                Ok(None)
+            }
+            _ => self.run_execute(sql, &cells).map(Some),
+        }
+    }
+}
+
+/// Sends a transaction's deferred statements, pipelined (each is sent without waiting
+/// for the one before; PostgreSQL runs them in order), and fails with the first error.
+fn flush(
+    client: &deadpool_postgres::ClientWrapper,
+    rt: &tokio::runtime::Handle,
+    pending: Option<&Pending>,
+) -> DbResult<()> {
+    let Some(pending) = pending else {
+        return Ok(());
+    };
+    let queued = std::mem::take(&mut *pending.borrow_mut());
+    if queued.is_empty() {
+        return Ok(());
+    }
+    wait(rt, async {
+        let mut statements = Vec::with_capacity(queued.len());
+        for (sql, _) in &queued {
+            statements.push(client.prepare_cached(sql).await?);
+        }
+        let runs = queued.iter().zip(&statements).map(|((_, cells), stmt)| {
+            let refs: Vec<&(dyn postgres_types::ToSql + Sync)> =
+                cells.iter().map(|c| c as _).collect();
+            async move { client.execute(stmt, &refs).await }
+        });
+        for result in futures_util::future::join_all(runs).await {
+            result?;
+        }
+        Ok::<_, tokio_postgres::Error>(())
+    })?;
+    Ok(())
 }
 
 /// The statement methods, on anything that holds a [`Db`].
@@ -489,6 +553,13 @@ pub trait AsDb {
 
     fn execute_batch(&self, sql: &str) -> DbResult<()> {
         self.db().execute_batch(sql)
+    }
+
+    /// A write whose result is not read before the transaction's next read or its
+    /// commit: in a PostgreSQL transaction it is queued and sent with the others at
+    /// once (`None`); elsewhere it runs now (`Some(rows changed)`).
+    fn defer<P: Params>(&self, sql: &str, params: P) -> DbResult<Option<usize>> {
+        self.db().run_defer(sql, params.cells())
     }
 }
 
@@ -539,7 +610,7 @@ impl AsDb for Conn<'_> {
     fn db(&self) -> Db<'_> {
         match self {
             Conn::Lite(c) => Db::Lite(c),
-            Conn::Pg(c, rt) => Db::Pg(c, rt),
+            Conn::Pg(c, rt) => Db::Pg(c, rt, None),
         }
     }
 }
@@ -555,6 +626,7 @@ impl Conn<'_> {
                     client: c,
                     rt,
                     open: true,
+                    pending: Pending::default(),
                 })
             }
         }
@@ -568,6 +640,7 @@ pub enum Tx<'a> {
         client: &'a deadpool_postgres::ClientWrapper,
         rt: &'a tokio::runtime::Handle,
         open: bool,
+        pending: Pending,
     },
 }
 
@@ -576,7 +649,12 @@ impl AsDb for Tx<'_> {
         match self {
             Tx::Lite(Some(t)) => Db::Lite(t),
             Tx::Lite(None) => unreachable!("a committed transaction is consumed"),
-            Tx::Pg { client, rt, .. } => Db::Pg(client, rt),
+            Tx::Pg {
+                client,
+                rt,
+                pending,
+                ..
+            } => Db::Pg(client, rt, Some(pending)),
         }
     }
 }
@@ -588,7 +666,13 @@ impl Tx<'_> {
                 Some(t) => Ok(t.commit()?),
                 None => Ok(()),
             },
-            Tx::Pg { client, rt, open } => {
+            Tx::Pg {
+                client,
+                rt,
+                open,
+                pending,
+            } => {
+                flush(client, rt, Some(pending))?;
                 wait(rt, client.batch_execute("COMMIT"))?;
                 *open = false;
                 Ok(())
@@ -603,6 +687,7 @@ impl Drop for Tx<'_> {
             client,
             rt,
             open: true,
+            ..
         } = self
         {
             // A failed statement or an early return: nothing of it stays.

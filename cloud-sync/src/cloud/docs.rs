@@ -165,8 +165,12 @@ impl DocHub {
                 // every chunk stored.
                 let version = self.box_schema(node, kind);
                 self.store.compact_chunks(node, kind.as_str(), |stored| {
-                    let mut theirs =
-                        ReplicatedDoc::load_at(kind, stored.iter().map(Vec::as_slice), &self.actor, version)?;
+                    let mut theirs = ReplicatedDoc::load_at(
+                        kind,
+                        stored.iter().map(Vec::as_slice),
+                        &self.actor,
+                        version,
+                    )?;
                     r.doc.merge(&mut theirs)?;
                     Ok(r.doc.save())
                 })?;

@@ -408,8 +408,7 @@ impl PgBackend {
                         // Drives the connection; its notifications' payloads go over.
                         let pump = tokio::spawn(async move {
                             loop {
-                                match std::future::poll_fn(|cx| connection.poll_message(cx)).await
-                                {
+                                match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
                                     Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
                                         if tx.send(n.payload().to_owned()).await.is_err() {
                                             break;
@@ -420,7 +419,11 @@ impl PgBackend {
                                 }
                             }
                         });
-                        if client.batch_execute(&format!("LISTEN {CHANNEL}")).await.is_ok() {
+                        if client
+                            .batch_execute(&format!("LISTEN {CHANNEL}"))
+                            .await
+                            .is_ok()
+                        {
                             if !first {
                                 let _ = changes.send(Change::Accounts);
                                 let _ = changes.send(Change::Doc {

@@ -56,10 +56,9 @@ impl Cloud {
             incarnation: Arc::new(tokio::sync::watch::Sender::new(incarnation)),
             renewed_at: Arc::default(),
         };
-        if let (Some(changes), Ok(rt)) = (
-            cloud.store.changes(),
-            tokio::runtime::Handle::try_current(),
-        ) {
+        if let (Some(changes), Ok(rt)) =
+            (cloud.store.changes(), tokio::runtime::Handle::try_current())
+        {
             rt.spawn(follow_replicas(cloud.clone(), changes));
         }
         Ok(cloud)

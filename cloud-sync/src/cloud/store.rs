@@ -20,10 +20,10 @@
 //! the database went back (a restore): the cloud takes a new incarnation, so every
 //! box forgets its cursors of the cloud's streams and fetches them again.
 
+use super::db::{AsDb, Conn, Db, DbError, DbResult, Dialect, OptionalExtension, params};
 use crate::proto::{Account, BoxHello, BoxStatus, DayTotals, WireEvent, event_digest};
 use crate::uplink::{BatchError, accept_batch};
 use canteen_api::events::{EventPayload, OrderMoved, OrderPlacedHead};
-use super::db::{AsDb, Conn, Db, DbError, DbResult, Dialect, OptionalExtension, params};
 use rusqlite::Connection;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -826,7 +826,8 @@ impl CloudStore {
 
     /// Whether the database answers (a readiness probe).
     pub fn ping(&self) -> Result<(), StoreError> {
-        self.lock()?.query_row("SELECT 1", (), |r| r.get::<_, i64>(0))?;
+        self.lock()?
+            .query_row("SELECT 1", (), |r| r.get::<_, i64>(0))?;
         Ok(())
     }
 
@@ -1149,11 +1150,10 @@ impl CloudStore {
             return Ok(cursor as u64);
         };
         {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO event (node_id, timeline, seq, kind, aggregate_id, payload, at, counted)
+            let insert = "INSERT INTO event
+                    (node_id, timeline, seq, kind, aggregate_id, payload, at, counted)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT (node_id, timeline, seq) DO NOTHING",
-            )?;
+                 ON CONFLICT (node_id, timeline, seq) DO NOTHING";
             // A history may return to events the cloud holds in a timeline it left (a
             // box restored from a backup older than its last restore): up to the
             // highest seq of the other timelines, each event is looked for there.
@@ -1164,6 +1164,7 @@ impl CloudStore {
             };
             let mut counted = 0i64;
             let mut batch = Batch::default();
+            batch.load_orders(&tx, node, fresh)?;
             for e in fresh {
                 if resolve_until > 0 {
                     if e.seq as i64 <= resolve_until {
@@ -1189,29 +1190,35 @@ impl CloudStore {
                 let counted_before =
                     e.seq as i64 <= others_max && stored_elsewhere(&tx, node, timeline, e)?;
                 // The cursor row's lock keeps a second replica out of this box's
-                // batch; an event stored all the same is never projected twice.
-                let inserted = insert.execute(params![
-                    node,
-                    timeline,
-                    e.seq as i64,
-                    e.kind,
-                    e.aggregate_id,
-                    e.payload,
-                    e.at,
-                    !counted_before
-                ])?;
-                if inserted == 1 && !counted_before {
+                // batch, so no event after the cursor is stored yet. On SQLite an
+                // event stored all the same is not projected again; on PostgreSQL the
+                // writes are pipelined (`defer`: their counts are not read), and a
+                // conflict, which the lock rules out, would leave the row as it is.
+                let inserted = tx.defer(
+                    insert,
+                    params![
+                        node,
+                        timeline,
+                        e.seq as i64,
+                        e.kind,
+                        e.aggregate_id,
+                        e.payload,
+                        e.at,
+                        !counted_before
+                    ],
+                )?;
+                if inserted.is_none_or(|n| n == 1) && !counted_before {
                     project(&tx, &mut batch, node, timeline, e)?;
                     counted += 1;
                 }
             }
             batch.flush(&tx, node)?;
-            tx.execute(
+            tx.defer(
                 "UPDATE node SET counted_events = counted_events + ?2 WHERE node_id = ?1",
                 params![node, counted],
             )?;
         }
-        tx.execute(
+        tx.defer(
             "UPDATE node SET acked_seq = ?2, last_seen = ?3, resolve_until = ?4 WHERE node_id = ?1",
             params![node, last as i64, now_text(), resolve_until],
         )?;
@@ -1764,17 +1771,14 @@ impl CloudStore {
         max: usize,
     ) -> Result<(u64, Vec<Account>), StoreError> {
         let conn = self.lock()?;
-        let mut stmt = conn.prepare_cached(
-            &format!(
-                "SELECT cursor, role, login, name, secret_hash, active, canteens = '[]' OR {}
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT cursor, role, login, name, secret_hash, active, canteens = '[]' OR {}
                  FROM account WHERE cursor > ?1 ORDER BY cursor LIMIT ?2",
-                match conn.dialect() {
-                    Dialect::Sqlite =>
-                        "EXISTS (SELECT 1 FROM json_each(canteens) WHERE value = ?3)",
-                    Dialect::Postgres => "canteens::jsonb @> jsonb_build_array(?3::text)",
-                }
-            ),
-        )?;
+            match conn.dialect() {
+                Dialect::Sqlite => "EXISTS (SELECT 1 FROM json_each(canteens) WHERE value = ?3)",
+                Dialect::Postgres => "canteens::jsonb @> jsonb_build_array(?3::text)",
+            }
+        ))?;
         let mut last = cursor;
         let mut out = Vec::new();
         for row in stmt.query_map(params![cursor as i64, max as i64, node], |r| {
@@ -1900,9 +1904,72 @@ struct Batch {
     money: HashMap<String, (i64, i64)>,
     /// business day → the event it was complete up to, for the days closed.
     closed: Option<HashMap<String, i64>>,
+    /// The batch's orders as the projection holds them (`None`: not placed yet), read
+    /// once per batch and kept up to date as its events are projected, so the
+    /// projection's writes need not wait for reads (PostgreSQL sends them at once).
+    orders: HashMap<String, Option<OrderRow>>,
 }
 
 impl Batch {
+    /// Reads the rows of every order the events name, in one query.
+    fn load_orders(&mut self, tx: &impl AsDb, node: &str, events: &[WireEvent]) -> DbResult<()> {
+        let mut ids = Vec::new();
+        for e in events {
+            let id = if e.kind == "order.placed" {
+                OrderPlacedHead::parse(&e.payload)
+                    .ok()
+                    .map(|p| p.id.into_owned())
+            } else if e.kind.starts_with("order.") {
+                match EventPayload::parse(&e.kind, &e.payload) {
+                    Ok(EventPayload::OrderMoved(m)) => Some(m.order_id.to_string()),
+                    _ => None,
+                }
+            } else {
+                None
+            };
+            if let Some(id) = id
+                && !self.orders.contains_key(&id)
+            {
+                self.orders.insert(id.clone(), None);
+                ids.push(id);
+            }
+        }
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let listed = match tx.dialect() {
+            Dialect::Sqlite => "SELECT value FROM json_each(?2)",
+            Dialect::Postgres => "SELECT jsonb_array_elements_text(?2::jsonb)",
+        };
+        let ids = serde_json::Value::from(ids).to_string();
+        let rows = tx
+            .prepare(&format!(
+                "SELECT order_id, service_day, state, placed_hour, placed_timeline, placed_seq
+                 FROM cloud_order WHERE node_id = ?1 AND order_id IN ({listed})"
+            ))?
+            .query_map(params![node, ids], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    (r.get(1)?, r.get(2)?, r.get(3)?, (r.get(4)?, r.get(5)?)),
+                ))
+            })?
+            .collect::<Result<Vec<(String, OrderRow)>, _>>()?;
+        for (id, row) in rows {
+            self.orders.insert(id, Some(row));
+        }
+        Ok(())
+    }
+
+    /// An order as the projection holds it now.
+    fn order(&mut self, tx: &impl AsDb, node: &str, id: &str) -> DbResult<Option<OrderRow>> {
+        if let Some(row) = self.orders.get(id) {
+            return Ok(row.clone());
+        }
+        let row = order_row(tx, node, id)?;
+        self.orders.insert(id.to_owned(), row.clone());
+        Ok(row)
+    }
+
     fn state(&mut self, day: &str, state: &str, by: i64) {
         *self
             .states
@@ -1921,17 +1988,10 @@ impl Batch {
     }
 
     /// The event a closed day was complete up to, if the day is closed.
-    fn closed_through(
-        &mut self,
-        tx: &impl AsDb,
-        node: &str,
-        day: &str,
-    ) -> DbResult<Option<i64>> {
+    fn closed_through(&mut self, tx: &impl AsDb, node: &str, day: &str) -> DbResult<Option<i64>> {
         if self.closed.is_none() {
             let closed = tx
-                .prepare_cached(
-                    "SELECT service_day, through_seq FROM day_close WHERE node_id = ?1",
-                )?
+                .prepare("SELECT service_day, through_seq FROM day_close WHERE node_id = ?1")?
                 .query_map([node], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?;
             self.closed = Some(closed);
@@ -1941,29 +2001,23 @@ impl Batch {
 
     /// Writes the sums into the rollups.
     fn flush(self, tx: &impl AsDb, node: &str) -> DbResult<()> {
-        let mut state = tx.prepare_cached(
-            "INSERT INTO rollup_state (node_id, service_day, state, orders) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (node_id, service_day, state) DO UPDATE SET orders = rollup_state.orders + ?4",
-        )?;
+        let state_sql = "INSERT INTO rollup_state (node_id, service_day, state, orders) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (node_id, service_day, state) DO UPDATE SET orders = rollup_state.orders + ?4";
         for ((day, s), n) in self.states.into_iter().filter(|(_, n)| *n != 0) {
-            state.execute(params![node, day, s, n])?;
+            tx.defer(state_sql, params![node, day, s, n])?;
         }
-        let mut hour = tx.prepare_cached(
-            "INSERT INTO rollup_hour (node_id, service_day, hour, orders) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (node_id, service_day, hour) DO UPDATE SET orders = rollup_hour.orders + ?4",
-        )?;
+        let hour_sql = "INSERT INTO rollup_hour (node_id, service_day, hour, orders) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (node_id, service_day, hour) DO UPDATE SET orders = rollup_hour.orders + ?4";
         for ((day, h), n) in self.hours.into_iter().filter(|(_, n)| *n != 0) {
-            hour.execute(params![node, day, h, n])?;
+            tx.defer(hour_sql, params![node, day, h, n])?;
         }
-        let mut money = tx.prepare_cached(
-            "INSERT INTO rollup_money (node_id, service_day, paid_fen, refunded_fen)
+        let money_sql = "INSERT INTO rollup_money (node_id, service_day, paid_fen, refunded_fen)
              VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (node_id, service_day) DO UPDATE SET
                  paid_fen = rollup_money.paid_fen + ?3,
-                 refunded_fen = rollup_money.refunded_fen + ?4",
-        )?;
+                 refunded_fen = rollup_money.refunded_fen + ?4";
         for (day, (paid, refunded)) in self.money {
-            money.execute(params![node, day, paid, refunded])?;
+            tx.defer(money_sql, params![node, day, paid, refunded])?;
         }
         Ok(())
     }
@@ -1995,14 +2049,16 @@ fn bump_items(
              GROUP BY l ->> 'item_id'"
         }
     };
-    tx.prepare_cached(&format!(
-        "INSERT INTO rollup_item (node_id, service_day, item_id, quantity, revenue_fen)
-         {lines}
-         ON CONFLICT (node_id, service_day, item_id) DO UPDATE SET
-             quantity = rollup_item.quantity + excluded.quantity,
-             revenue_fen = rollup_item.revenue_fen + excluded.revenue_fen",
-    ))?
-    .execute(params![node, day, placed.0, placed.1, sign])?;
+    tx.defer(
+        &format!(
+            "INSERT INTO rollup_item (node_id, service_day, item_id, quantity, revenue_fen)
+             {lines}
+             ON CONFLICT (node_id, service_day, item_id) DO UPDATE SET
+                 quantity = rollup_item.quantity + excluded.quantity,
+                 revenue_fen = rollup_item.revenue_fen + excluded.revenue_fen"
+        ),
+        params![node, day, placed.0, placed.1, sign],
+    )?;
     Ok(())
 }
 
@@ -2010,12 +2066,8 @@ fn bump_items(
 /// event's timeline and seq).
 type OrderRow = (String, String, i64, (i64, i64));
 
-fn order_row(
-    tx: &impl AsDb,
-    node: &str,
-    order_id: &str,
-) -> DbResult<Option<OrderRow>> {
-    tx.prepare_cached(
+fn order_row(tx: &impl AsDb, node: &str, order_id: &str) -> DbResult<Option<OrderRow>> {
+    tx.prepare(
         "SELECT service_day, state, placed_hour, placed_timeline, placed_seq FROM cloud_order
          WHERE node_id = ?1 AND order_id = ?2",
     )?
@@ -2041,18 +2093,18 @@ fn note_if_late(
     {
         return Ok(());
     }
-    tx.prepare_cached(
+    tx.defer(
         "INSERT OR IGNORE INTO late_event (node_id, service_day, timeline, seq, kind, received_at_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![
-        node,
-        day,
-        timeline,
-        e.seq as i64,
-        e.kind,
-        super::auth::now_ms()
-    ])?;
+        params![
+            node,
+            day,
+            timeline,
+            e.seq as i64,
+            e.kind,
+            super::auth::now_ms()
+        ],
+    )?;
     Ok(())
 }
 
@@ -2076,19 +2128,17 @@ fn project_stock(
     if let Some((day, item, out)) = availability {
         let (day, item) = (day.to_string(), item.to_string());
         if out {
-            tx.prepare_cached(
+            tx.defer(
                 "INSERT INTO sold_out (node_id, service_day, item_id, since)
                  SELECT ?1, ?2, ?3, ?4 WHERE NOT EXISTS (SELECT 1 FROM sold_out
                      WHERE node_id = ?1 AND service_day = ?2 AND item_id = ?3
                        AND back_at IS NULL)",
-            )?
-            .execute(params![node, day, item, e.at])?;
+        params![node, day, item, e.at])?;
         } else {
-            tx.prepare_cached(
+            tx.defer(
                 "UPDATE sold_out SET back_at = ?4
                  WHERE node_id = ?1 AND service_day = ?2 AND item_id = ?3 AND back_at IS NULL",
-            )?
-            .execute(params![node, day, item, e.at])?;
+        params![node, day, item, e.at])?;
         }
         note_if_late(tx, batch, node, timeline, e, &day)?;
     }
@@ -2131,32 +2181,42 @@ fn project(
             timeline,
             hour
         ];
-        let inserted = tx
-            .prepare_cached(
-                "INSERT INTO cloud_order
-                     (node_id, order_id, service_day, state, total_fen, placed_seq, placed_timeline,
-                      placed_hour)
-                 VALUES (?1, ?2, ?3, 'placed', ?4, ?5, ?6, ?7)
-                 ON CONFLICT (node_id, order_id) DO NOTHING",
-            )?
-            .execute(row)?;
-        if inserted == 0 {
-            // The same order placed again (another timeline's copy): its old counts
-            // go, and the row starts over.
-            if let Some((day, state, old_hour, placed)) = order_row(tx, node, &p.id)? {
+        match batch.order(tx, node, &p.id)? {
+            None => {
+                tx.defer(
+                    "INSERT INTO cloud_order
+                         (node_id, order_id, service_day, state, total_fen, placed_seq,
+                          placed_timeline, placed_hour)
+                     VALUES (?1, ?2, ?3, 'placed', ?4, ?5, ?6, ?7)
+                     ON CONFLICT (node_id, order_id) DO NOTHING",
+                    row,
+                )?;
+            }
+            Some((day, state, old_hour, placed)) => {
+                // The same order placed again (another timeline's copy): its old
+                // counts go, and the row starts over.
                 batch.state(&day, &state, -1);
                 batch.hour(&day, old_hour, -1);
                 if sold(&state) {
                     bump_items(tx, node, &day, placed, -1)?;
                 }
+                tx.defer(
+                    "UPDATE cloud_order SET service_day = ?3, state = 'placed', total_fen = ?4,
+                         placed_seq = ?5, placed_timeline = ?6, placed_hour = ?7
+                     WHERE node_id = ?1 AND order_id = ?2",
+                    row,
+                )?;
             }
-            tx.prepare_cached(
-                "UPDATE cloud_order SET service_day = ?3, state = 'placed', total_fen = ?4,
-                     placed_seq = ?5, placed_timeline = ?6, placed_hour = ?7
-                 WHERE node_id = ?1 AND order_id = ?2",
-            )?
-            .execute(row)?;
         }
+        batch.orders.insert(
+            p.id.to_string(),
+            Some((
+                p.service_day.to_string(),
+                "placed".to_owned(),
+                hour,
+                (timeline, e.seq as i64),
+            )),
+        );
         batch.state(&p.service_day, "placed", 1);
         batch.hour(&p.service_day, hour, 1);
         note_if_late(tx, batch, node, timeline, e, &p.service_day)?;
@@ -2169,11 +2229,13 @@ fn project(
     };
     let order_id = m.order_id.to_string();
     let to = m.to.as_str();
-    if let Some((day, from, _, placed)) = order_row(tx, node, &order_id)? {
-        tx.prepare_cached(
+    if let Some((day, from, hour, placed)) = batch.order(tx, node, &order_id)? {
+        batch
+            .orders
+            .insert(order_id.clone(), Some((day.clone(), to.to_owned(), hour, placed)));
+        tx.defer(
             "UPDATE cloud_order SET state = ?3 WHERE node_id = ?1 AND order_id = ?2",
-        )?
-        .execute(params![node, order_id, to])?;
+        params![node, order_id, to])?;
         batch.state(&day, &from, -1);
         batch.state(&day, to, 1);
         match (sold(&from), sold(to)) {
@@ -2184,11 +2246,10 @@ fn project(
     }
     let money_day = m.service_day.to_string();
     if let Some(money) = m.payment {
-        tx.prepare_cached(
+        tx.defer(
             "INSERT INTO cloud_payment (node_id, timeline, seq, order_id, service_day, kind, amount_fen)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?
-        .execute(params![
+        params![
             node,
             timeline,
             e.seq as i64,
@@ -2451,7 +2512,8 @@ mod tests {
 
     fn count(store: &CloudStore, table: &str) -> i64 {
         store
-            .lock().unwrap()
+            .lock()
+            .unwrap()
             .query_row(&format!("SELECT COUNT(*) FROM {table}"), (), |r| r.get(0))
             .unwrap()
     }
@@ -2979,9 +3041,9 @@ mod replica_tests {
         }
     }
 
-    /// Two defences hold this: the box's cursor row locked per batch, and events
-    /// inserted `ON CONFLICT DO NOTHING` and projected only when inserted (without
-    /// both, the second replica's batch fails on the event's key: checked).
+    /// The box's cursor row, locked per batch, holds this (without the lock the second
+    /// replica counts the batch again: checked); events are also inserted
+    /// `ON CONFLICT DO NOTHING`.
     #[test]
     fn the_same_batch_at_two_replicas_at_once_is_counted_once() {
         let url = crate::pgtest::shared().fresh_database().unwrap();
