@@ -1150,10 +1150,6 @@ impl CloudStore {
             return Ok(cursor as u64);
         };
         {
-            let insert = "INSERT INTO event
-                    (node_id, timeline, seq, kind, aggregate_id, payload, at, counted)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT (node_id, timeline, seq) DO NOTHING";
             // A history may return to events the cloud holds in a timeline it left (a
             // box restored from a backup older than its last restore): up to the
             // highest seq of the other timelines, each event is looked for there.
@@ -1165,6 +1161,8 @@ impl CloudStore {
             let mut counted = 0i64;
             let mut batch = Batch::default();
             batch.load_orders(&tx, node, fresh)?;
+            // The events to store, and whether each is counted now.
+            let mut rows: Vec<(&WireEvent, bool)> = Vec::with_capacity(fresh.len());
             for e in fresh {
                 if resolve_until > 0 {
                     if e.seq as i64 <= resolve_until {
@@ -1189,29 +1187,19 @@ impl CloudStore {
                 }
                 let counted_before =
                     e.seq as i64 <= others_max && stored_elsewhere(&tx, node, timeline, e)?;
-                // The cursor row's lock keeps a second replica out of this box's
-                // batch, so no event after the cursor is stored yet. On SQLite an
-                // event stored all the same is not projected again; on PostgreSQL the
-                // writes are pipelined (`defer`: their counts are not read), and a
-                // conflict, which the lock rules out, would leave the row as it is.
-                let inserted = tx.defer(
-                    insert,
-                    params![
-                        node,
-                        timeline,
-                        e.seq as i64,
-                        e.kind,
-                        e.aggregate_id,
-                        e.payload,
-                        e.at,
-                        !counted_before
-                    ],
-                )?;
-                if inserted.is_none_or(|n| n == 1) && !counted_before {
+                rows.push((e, !counted_before));
+            }
+            // The cursor row's lock keeps a second replica out of this box's batch, so
+            // no event after the cursor is stored yet (`ON CONFLICT DO NOTHING` would
+            // leave one as it is).
+            insert_events(&tx, node, timeline, &rows)?;
+            for (e, counted_now) in rows {
+                if counted_now {
                     project(&tx, &mut batch, node, timeline, e)?;
                     counted += 1;
                 }
             }
+            batch.insert_new_orders(&tx, node)?;
             batch.flush(&tx, node)?;
             tx.defer(
                 "UPDATE node SET counted_events = counted_events + ?2 WHERE node_id = ?1",
@@ -1908,6 +1896,10 @@ struct Batch {
     /// once per batch and kept up to date as its events are projected, so the
     /// projection's writes need not wait for reads (PostgreSQL sends them at once).
     orders: HashMap<String, Option<OrderRow>>,
+    /// Orders first placed in this batch, with their totals: stored once, at the end of
+    /// the batch, in the state its events left them in.
+    new_orders: Vec<(String, i64)>,
+    new_ids: std::collections::HashSet<String>,
 }
 
 impl Batch {
@@ -1956,6 +1948,64 @@ impl Batch {
             .collect::<Result<Vec<(String, OrderRow)>, _>>()?;
         for (id, row) in rows {
             self.orders.insert(id, Some(row));
+        }
+        Ok(())
+    }
+
+    /// Whether `id` was first placed in this batch (its row is written at the end).
+    fn is_new(&self, id: &str) -> bool {
+        self.new_ids.contains(id)
+    }
+
+    /// Stores the orders first placed in this batch (SQLite: one statement each;
+    /// PostgreSQL: one for all).
+    fn insert_new_orders(&mut self, tx: &impl AsDb, node: &str) -> DbResult<()> {
+        let new = std::mem::take(&mut self.new_orders);
+        self.new_ids.clear();
+        let rows: Vec<(String, i64, OrderRow)> = new
+            .into_iter()
+            .filter_map(|(id, total)| {
+                let row = self.orders.get(&id).cloned().flatten()?;
+                Some((id, total, row))
+            })
+            .collect();
+        if rows.is_empty() {
+            return Ok(());
+        }
+        match tx.dialect() {
+            Dialect::Sqlite => {
+                for (id, total, (day, state, hour, (timeline, seq))) in &rows {
+                    tx.defer(
+                        "INSERT INTO cloud_order
+                             (node_id, order_id, service_day, state, total_fen, placed_seq,
+                              placed_timeline, placed_hour)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                         ON CONFLICT (node_id, order_id) DO NOTHING",
+                        params![node, id, day, state, total, seq, timeline, hour],
+                    )?;
+                }
+            }
+            Dialect::Postgres => {
+                let json: Vec<serde_json::Value> = rows
+                    .iter()
+                    .map(|(id, total, (day, state, hour, (timeline, seq)))| {
+                        serde_json::json!({"order_id": id, "service_day": day, "state": state,
+                            "total_fen": total, "placed_seq": seq, "placed_timeline": timeline,
+                            "placed_hour": hour})
+                    })
+                    .collect();
+                tx.defer(
+                    "INSERT INTO cloud_order (node_id, order_id, service_day, state, total_fen,
+                         placed_seq, placed_timeline, placed_hour)
+                     SELECT ?1::text, x.order_id, x.service_day, x.state, x.total_fen,
+                            x.placed_seq, x.placed_timeline, x.placed_hour
+                     FROM jsonb_to_recordset(?2::text::jsonb) AS x(order_id text,
+                         service_day text, state text, total_fen bigint, placed_seq bigint,
+                         placed_timeline bigint, placed_hour bigint)
+                     ON CONFLICT (node_id, order_id) DO NOTHING",
+                    params![node, serde_json::Value::from(json).to_string()],
+                )?;
+            }
         }
         Ok(())
     }
@@ -2059,6 +2109,61 @@ fn bump_items(
         ),
         params![node, day, placed.0, placed.1, sign],
     )?;
+    Ok(())
+}
+
+/// Stores a batch's events: one statement per event on SQLite (in-process), one for the
+/// whole batch on PostgreSQL (its rows as one JSON parameter).
+fn insert_events(
+    tx: &impl AsDb,
+    node: &str,
+    timeline: i64,
+    rows: &[(&WireEvent, bool)],
+) -> DbResult<()> {
+    match tx.dialect() {
+        Dialect::Sqlite => {
+            for (e, counted) in rows {
+                tx.defer(
+                    "INSERT INTO event
+                         (node_id, timeline, seq, kind, aggregate_id, payload, at, counted)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (node_id, timeline, seq) DO NOTHING",
+                    params![
+                        node,
+                        timeline,
+                        e.seq as i64,
+                        e.kind,
+                        e.aggregate_id,
+                        e.payload,
+                        e.at,
+                        counted
+                    ],
+                )?;
+            }
+        }
+        Dialect::Postgres => {
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let json: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|(e, counted)| {
+                    serde_json::json!({"seq": e.seq, "kind": e.kind,
+                        "aggregate_id": e.aggregate_id, "payload": e.payload, "at": e.at,
+                        "counted": i64::from(*counted)})
+                })
+                .collect();
+            tx.defer(
+                "INSERT INTO event (node_id, timeline, seq, kind, aggregate_id, payload, at, counted)
+                 SELECT ?1::text, ?2::bigint, x.seq, x.kind, x.aggregate_id, x.payload, x.at,
+                        x.counted
+                 FROM jsonb_to_recordset(?3::text::jsonb) AS x(seq bigint, kind text,
+                     aggregate_id text, payload text, at text, counted bigint)
+                 ON CONFLICT (node_id, timeline, seq) DO NOTHING",
+                params![node, timeline, serde_json::Value::from(json).to_string()],
+            )?;
+        }
+    }
     Ok(())
 }
 
@@ -2183,14 +2288,8 @@ fn project(
         ];
         match batch.order(tx, node, &p.id)? {
             None => {
-                tx.defer(
-                    "INSERT INTO cloud_order
-                         (node_id, order_id, service_day, state, total_fen, placed_seq,
-                          placed_timeline, placed_hour)
-                     VALUES (?1, ?2, ?3, 'placed', ?4, ?5, ?6, ?7)
-                     ON CONFLICT (node_id, order_id) DO NOTHING",
-                    row,
-                )?;
+                batch.new_ids.insert(p.id.to_string());
+                batch.new_orders.push((p.id.to_string(), p.total_fen));
             }
             Some((day, state, old_hour, placed)) => {
                 // The same order placed again (another timeline's copy): its old
@@ -2233,9 +2332,13 @@ fn project(
         batch
             .orders
             .insert(order_id.clone(), Some((day.clone(), to.to_owned(), hour, placed)));
-        tx.defer(
-            "UPDATE cloud_order SET state = ?3 WHERE node_id = ?1 AND order_id = ?2",
-        params![node, order_id, to])?;
+        // An order placed in this batch is written at its end, in its last state.
+        if !batch.is_new(&order_id) {
+            tx.defer(
+                "UPDATE cloud_order SET state = ?3 WHERE node_id = ?1 AND order_id = ?2",
+                params![node, order_id, to],
+            )?;
+        }
         batch.state(&day, &from, -1);
         batch.state(&day, to, 1);
         match (sold(&from), sold(to)) {
