@@ -75,6 +75,9 @@ pub enum Cell {
     Int(i64),
     Text(String),
     Blob(Vec<u8>),
+    /// A PostgreSQL array (`text[]`, `bigint[]`): a batch's rows in one parameter.
+    TextArray(Vec<String>),
+    IntArray(Vec<i64>),
 }
 
 pub trait ToCell {
@@ -131,6 +134,18 @@ impl ToCell for [u8] {
 impl ToCell for Vec<u8> {
     fn to_cell(&self) -> Cell {
         Cell::Blob(self.clone())
+    }
+}
+
+impl ToCell for Vec<String> {
+    fn to_cell(&self) -> Cell {
+        Cell::TextArray(self.clone())
+    }
+}
+
+impl ToCell for Vec<i64> {
+    fn to_cell(&self) -> Cell {
+        Cell::IntArray(self.clone())
     }
 }
 
@@ -328,6 +343,8 @@ impl postgres_types::ToSql for Cell {
             }
             Cell::Text(s) => s.as_str().to_sql(ty, out),
             Cell::Blob(b) => b.as_slice().to_sql(ty, out),
+            Cell::TextArray(v) => v.to_sql(ty, out),
+            Cell::IntArray(v) => v.to_sql(ty, out),
         }
     }
 
@@ -405,6 +422,9 @@ fn lite_value(c: &Cell) -> rusqlite::types::Value {
         Cell::Int(v) => Value::Integer(*v),
         Cell::Text(s) => Value::Text(s.clone()),
         Cell::Blob(b) => Value::Blob(b.clone()),
+        // SQLite has no arrays: a list goes as JSON text (for `json_each`).
+        Cell::TextArray(v) => Value::Text(serde_json::Value::from(v.clone()).to_string()),
+        Cell::IntArray(v) => Value::Text(serde_json::Value::from(v.clone()).to_string()),
     }
 }
 

@@ -1986,24 +1986,33 @@ impl Batch {
                 }
             }
             Dialect::Postgres => {
-                let json: Vec<serde_json::Value> = rows
-                    .iter()
-                    .map(|(id, total, (day, state, hour, (timeline, seq)))| {
-                        serde_json::json!({"order_id": id, "service_day": day, "state": state,
-                            "total_fen": total, "placed_seq": seq, "placed_timeline": timeline,
-                            "placed_hour": hour})
-                    })
-                    .collect();
+                let mut ids = Vec::with_capacity(rows.len());
+                let (mut days, mut states, mut totals, mut seqs, mut timelines, mut hours) = (
+                    Vec::new(),
+                    Vec::new(),
+                    Vec::new(),
+                    Vec::new(),
+                    Vec::new(),
+                    Vec::new(),
+                );
+                for (id, total, (day, state, hour, (timeline, seq))) in rows {
+                    ids.push(id);
+                    days.push(day);
+                    states.push(state);
+                    totals.push(total);
+                    seqs.push(seq);
+                    timelines.push(timeline);
+                    hours.push(hour);
+                }
                 tx.defer(
                     "INSERT INTO cloud_order (node_id, order_id, service_day, state, total_fen,
                          placed_seq, placed_timeline, placed_hour)
-                     SELECT ?1::text, x.order_id, x.service_day, x.state, x.total_fen,
-                            x.placed_seq, x.placed_timeline, x.placed_hour
-                     FROM jsonb_to_recordset(?2::text::jsonb) AS x(order_id text,
-                         service_day text, state text, total_fen bigint, placed_seq bigint,
-                         placed_timeline bigint, placed_hour bigint)
+                     SELECT ?1::text, x.* FROM unnest(?2::text[], ?3::text[], ?4::text[],
+                         ?5::bigint[], ?6::bigint[], ?7::bigint[], ?8::bigint[])
+                         AS x(order_id, service_day, state, total_fen, placed_seq,
+                              placed_timeline, placed_hour)
                      ON CONFLICT (node_id, order_id) DO NOTHING",
-                    params![node, serde_json::Value::from(json).to_string()],
+                    params![node, ids, days, states, totals, seqs, timelines, hours],
                 )?;
             }
         }
@@ -2145,22 +2154,26 @@ fn insert_events(
             if rows.is_empty() {
                 return Ok(());
             }
-            let json: Vec<serde_json::Value> = rows
-                .iter()
-                .map(|(e, counted)| {
-                    serde_json::json!({"seq": e.seq, "kind": e.kind,
-                        "aggregate_id": e.aggregate_id, "payload": e.payload, "at": e.at,
-                        "counted": i64::from(*counted)})
-                })
-                .collect();
+            // Columns as arrays, sent in binary: nothing to parse at the server.
+            let mut seqs = Vec::with_capacity(rows.len());
+            let (mut kinds, mut aggregates, mut payloads, mut ats, mut counts) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for (e, counted) in rows {
+                seqs.push(e.seq as i64);
+                kinds.push(e.kind.clone());
+                aggregates.push(e.aggregate_id.clone());
+                payloads.push(e.payload.clone());
+                ats.push(e.at.clone());
+                counts.push(i64::from(*counted));
+            }
             tx.defer(
                 "INSERT INTO event (node_id, timeline, seq, kind, aggregate_id, payload, at, counted)
                  SELECT ?1::text, ?2::bigint, x.seq, x.kind, x.aggregate_id, x.payload, x.at,
                         x.counted
-                 FROM jsonb_to_recordset(?3::text::jsonb) AS x(seq bigint, kind text,
-                     aggregate_id text, payload text, at text, counted bigint)
+                 FROM unnest(?3::bigint[], ?4::text[], ?5::text[], ?6::text[], ?7::text[],
+                             ?8::bigint[]) AS x(seq, kind, aggregate_id, payload, at, counted)
                  ON CONFLICT (node_id, timeline, seq) DO NOTHING",
-                params![node, timeline, serde_json::Value::from(json).to_string()],
+                params![node, timeline, seqs, kinds, aggregates, payloads, ats, counts],
             )?;
         }
     }
