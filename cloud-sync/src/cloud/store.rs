@@ -2251,12 +2251,14 @@ fn project_stock(
                  SELECT ?1, ?2, ?3, ?4 WHERE NOT EXISTS (SELECT 1 FROM sold_out
                      WHERE node_id = ?1 AND service_day = ?2 AND item_id = ?3
                        AND back_at IS NULL)",
-        params![node, day, item, e.at])?;
+                params![node, day, item, e.at],
+            )?;
         } else {
             tx.defer(
                 "UPDATE sold_out SET back_at = ?4
                  WHERE node_id = ?1 AND service_day = ?2 AND item_id = ?3 AND back_at IS NULL",
-        params![node, day, item, e.at])?;
+                params![node, day, item, e.at],
+            )?;
         }
         note_if_late(tx, batch, node, timeline, e, &day)?;
     }
@@ -2342,9 +2344,10 @@ fn project(
     let order_id = m.order_id.to_string();
     let to = m.to.as_str();
     if let Some((day, from, hour, placed)) = batch.order(tx, node, &order_id)? {
-        batch
-            .orders
-            .insert(order_id.clone(), Some((day.clone(), to.to_owned(), hour, placed)));
+        batch.orders.insert(
+            order_id.clone(),
+            Some((day.clone(), to.to_owned(), hour, placed)),
+        );
         // An order placed in this batch is written at its end, in its last state.
         if !batch.is_new(&order_id) {
             tx.defer(
