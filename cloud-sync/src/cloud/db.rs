@@ -623,7 +623,7 @@ impl Stmt<'_> {
 /// PostgreSQL connection.
 pub enum Conn<'a> {
     Lite(MutexGuard<'a, rusqlite::Connection>),
-    Pg(deadpool_postgres::Object, &'a tokio::runtime::Handle),
+    Pg(Box<deadpool_postgres::Object>, &'a tokio::runtime::Handle),
 }
 
 impl AsDb for Conn<'_> {

@@ -20,7 +20,8 @@ struct Replica {
     chunk_bytes: usize,
 }
 
-type Replicas = HashMap<(String, DocKind), Arc<Mutex<Replica>>>;
+type ReplicaKey = (String, DocKind);
+type Replicas = HashMap<ReplicaKey, Arc<Mutex<Replica>>>;
 
 pub struct DocHub {
     store: Arc<CloudStore>,
@@ -185,7 +186,7 @@ impl DocHub {
     /// Takes what another replica stored of a box's document (`None`: of every
     /// document this replica holds) and wakes the box's connection to offer it.
     pub fn reload(&self, node: Option<&str>, kind: Option<DocKind>) -> anyhow::Result<()> {
-        let loaded: Vec<((String, DocKind), Arc<Mutex<Replica>>)> = self
+        let loaded: Vec<(ReplicaKey, Arc<Mutex<Replica>>)> = self
             .replicas
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -1085,7 +1085,7 @@ impl CloudStore {
     pub(super) fn lock(&self) -> Result<Conn<'_>, StoreError> {
         Ok(match &self.backend {
             Backend::Lite(conn) => Conn::Lite(conn.lock().unwrap_or_else(|e| e.into_inner())),
-            Backend::Pg(pg) => Conn::Pg(pg.client()?, &pg.handle),
+            Backend::Pg(pg) => Conn::Pg(Box::new(pg.client()?), &pg.handle),
         })
     }
 
