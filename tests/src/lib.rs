@@ -234,12 +234,55 @@ impl Drop for EdgeProcess {
     }
 }
 
-/// Runs a `cloud-sync` command to completion.
+/// With `CLOUD_TEST_STORE=postgres`, the PostgreSQL database that stands in for the
+/// cloud data directory `data_dir` (one per directory, on one server for the test
+/// process): the cloud's suites then run on PostgreSQL. `None` otherwise (SQLite).
+pub fn test_database(data_dir: &Path) -> Option<String> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    if std::env::var("CLOUD_TEST_STORE").as_deref() != Ok("postgres") {
+        return None;
+    }
+    static DATABASES: OnceLock<Mutex<HashMap<PathBuf, String>>> = OnceLock::new();
+    let mut databases = DATABASES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    Some(
+        databases
+            .entry(data_dir.to_owned())
+            .or_insert_with(|| {
+                cloud_sync::pgtest::shared()
+                    .fresh_database()
+                    .expect("a PostgreSQL database for the cloud")
+            })
+            .clone(),
+    )
+}
+
+/// A `cloud-sync` command for the cloud of `data_dir` (on its PostgreSQL database when
+/// [`test_database`] gives one).
+pub fn cloud_command_for(data_dir: &Path) -> Command {
+    let mut cmd = Command::new(cloud_binary());
+    if let Some(url) = test_database(data_dir) {
+        cmd.env("CLOUD_DATABASE_URL", url);
+    }
+    cmd
+}
+
+/// Runs a `cloud-sync` command to completion (on the data directory's PostgreSQL
+/// database when [`test_database`] gives one).
 pub fn cloud_command(args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(cloud_binary())
-        .args(args)
-        .output()
-        .context("running cloud-sync")?;
+    let mut cmd = Command::new(cloud_binary());
+    if let Some(dir) = args
+        .iter()
+        .position(|a| *a == "--data-dir")
+        .and_then(|i| args.get(i + 1))
+        && let Some(url) = test_database(Path::new(dir))
+    {
+        cmd.env("CLOUD_DATABASE_URL", url);
+    }
+    let out = cmd.args(args).output().context("running cloud-sync")?;
     if !out.status.success() {
         bail!(
             "cloud-sync {args:?} failed: {}",
@@ -364,6 +407,11 @@ impl CloudProcess {
         token: String,
     ) -> anyhow::Result<Self> {
         let mut cmd = Command::new(cloud_binary());
+        if !env.iter().any(|(k, _)| *k == "CLOUD_DATABASE_URL")
+            && let Some(url) = test_database(data_dir)
+        {
+            cmd.env("CLOUD_DATABASE_URL", url);
+        }
         cmd.envs(env.iter().copied());
         cmd.args([
             "serve",

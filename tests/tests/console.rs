@@ -12,10 +12,9 @@
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_SECURITY_POLICY, LOCATION, SET_COOKIE, WWW_AUTHENTICATE};
 use serde_json::{Value, json};
-use std::process::Command;
 use std::time::Duration;
 use tests::world::{RawBox, World, converged, hello_v1, menu_reaches_the_cloud, orders};
-use tests::{CLOUD_ADMIN, CloudProcess, cloud_admin, cloud_binary, cloud_command, path_str};
+use tests::{CLOUD_ADMIN, CloudProcess, cloud_admin, cloud_command, path_str};
 
 fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder()
@@ -609,7 +608,7 @@ async fn logins_are_rate_limited_per_user() {
 async fn the_admin_listener_needs_tls_beyond_loopback() {
     let w = World::new("canteen-a");
     // Refused before it listens: nothing is bound beyond loopback.
-    let out = Command::new(cloud_binary())
+    let out = tests::cloud_command_for(&w.cloud_data)
         .args([
             "serve",
             "--data-dir",
@@ -646,7 +645,7 @@ async fn the_admin_listener_needs_tls_beyond_loopback() {
         "127.0.0.1",
     ])
     .unwrap();
-    let mut child = Command::new(cloud_binary())
+    let mut child = tests::cloud_command_for(&w.cloud_data)
         .args([
             "serve",
             "--data-dir",
