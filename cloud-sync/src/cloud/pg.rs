@@ -310,8 +310,12 @@ impl PgBackend {
         let manager = deadpool_postgres::Manager::from_config(
             config.clone(),
             tokio_postgres::NoTls,
+            // A connection is rolled back before it is handed out again: one left in
+            // a transaction (its rollback did not get through) starts clean, and one
+            // that does not answer is dropped. Outside a transaction it is a no-op
+            // (PostgreSQL only warns).
             deadpool_postgres::ManagerConfig {
-                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+                recycling_method: deadpool_postgres::RecyclingMethod::Custom("ROLLBACK".into()),
             },
         );
         let pool = deadpool_postgres::Pool::builder(manager)
