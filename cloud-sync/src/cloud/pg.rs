@@ -64,7 +64,7 @@ impl Change {
 /// The schema version this build writes on PostgreSQL; a newer database is refused.
 pub const SCHEMA_VERSION: i64 = 1;
 
-/// Version 1: the SQLite store's version 4, in PostgreSQL's types.
+/// Version 1: the SQLite store's version 5, in PostgreSQL's types.
 const SCHEMA_1: &str = "
 CREATE TABLE node (
     node_id        TEXT PRIMARY KEY,
@@ -75,7 +75,8 @@ CREATE TABLE node (
     timeline       BIGINT NOT NULL DEFAULT 0,
     resolve_until  BIGINT NOT NULL DEFAULT 0,
     protocol       BIGINT NOT NULL DEFAULT 0,
-    counted_events BIGINT NOT NULL DEFAULT 0
+    counted_events BIGINT NOT NULL DEFAULT 0,
+    connection     TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE timeline (
     node_id     TEXT NOT NULL,

@@ -326,11 +326,14 @@ async fn connection(conn: quinn::Connection, cloud: Cloud) {
                 if !store.node_incarnation(&n)?.is_empty() {
                     return Ok(None);
                 }
-                store.set_connected(&n, true)?;
-                Ok(Some(Message::Welcome {
-                    version: 1,
-                    acked_seq: store.acked(&n)?,
-                }))
+                let connection = store.connected(&n)?;
+                Ok(Some((
+                    connection,
+                    Message::Welcome {
+                        version: 1,
+                        acked_seq: store.acked(&n)?,
+                    },
+                )))
             })
             .await;
             match answer {
@@ -371,19 +374,22 @@ async fn connection(conn: quinn::Connection, cloud: Cloud) {
                         cloud.docs.forget_peer(&node);
                     }
                     timeline = Some(o.timeline);
-                    Ok(Message::WelcomeV2(CloudWelcome {
-                        version: speak,
-                        cloud_incarnation: o.cloud_incarnation,
-                        acked_seq: o.acked_seq,
-                        acked_digest: o.acked_digest,
-                        rebased: o.rebased,
-                    }))
+                    Ok((
+                        o.connection,
+                        Message::WelcomeV2(CloudWelcome {
+                            version: speak,
+                            cloud_incarnation: o.cloud_incarnation,
+                            acked_seq: o.acked_seq,
+                            acked_digest: o.acked_digest,
+                            rebased: o.rebased,
+                        }),
+                    ))
                 }
                 Err(e) => Err(e),
             }
         }
     };
-    let Ok(welcome) = welcome else {
+    let Ok((connection, welcome)) = welcome else {
         conn.close(CLOSE_PROTOCOL.into(), b"cloud store unavailable");
         return;
     };
@@ -447,7 +453,7 @@ async fn connection(conn: quinn::Connection, cloud: Cloud) {
     }
     streams.abort_all();
     let store = cloud.store.clone();
-    let _ = blocking(move || Ok(store.set_connected(&node, false)?)).await;
+    let _ = blocking(move || Ok(store.disconnected(&node, &connection)?)).await;
 }
 
 /// Statuses are recorded at most this often (a box sends one per interval).

@@ -258,8 +258,14 @@ CREATE TABLE menu_push_target (
 ) STRICT, WITHOUT ROWID;
 ";
 
+/// Version 5: the box's current connection, so the end of an older one (at another
+/// replica of the cloud) does not mark a box that reconnected as gone.
+const MIGRATION_5: &str = "
+ALTER TABLE node ADD COLUMN connection TEXT NOT NULL DEFAULT '';
+";
+
 /// The schema version this build writes; a newer database is refused.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Version 2: timelines and incarnations. Rebuilds the tables whose keys gain the
 /// timeline (SQLite cannot change a primary key in place).
@@ -420,6 +426,9 @@ pub struct HelloOutcome {
     pub cloud_restored: bool,
     /// The box's timeline from now on: its batches are taken for this timeline only.
     pub timeline: i64,
+    /// This connection's id: its end marks the box gone only if no newer connection
+    /// of the box came since ([`CloudStore::disconnected`]).
+    pub connection: String,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -656,6 +665,9 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         for (node, timeline, e) in &stock {
             project_stock(&Db::Lite(&tx), &mut Batch::default(), node, *timeline, e)?;
         }
+    }
+    if found < 5 {
+        tx.execute_batch(MIGRATION_5)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
@@ -956,6 +968,7 @@ impl CloudStore {
             rebased: false,
             cloud_restored: false,
             timeline: 0,
+            connection: new_incarnation(),
         };
         // Whatever the box's own history, an acknowledgement from this very cloud
         // incarnation beyond what the cloud holds of the box (nothing, for a box it
@@ -1042,6 +1055,10 @@ impl CloudStore {
         // there (after a re-base: the one the new timeline takes as shared, since the
         // base may come from another history).
         outcome.acked_digest = digest_at(&tx, node, outcome.timeline, outcome.acked_seq)?;
+        tx.execute(
+            "UPDATE node SET connection = ?2 WHERE node_id = ?1",
+            params![node, outcome.connection],
+        )?;
         tx.commit()?;
         outcome.cloud_incarnation = cloud_incarnation;
         Ok(outcome)
@@ -1093,20 +1110,31 @@ impl CloudStore {
         acked_in(&self.lock()?, node)
     }
 
-    /// Records a box (a version 1 box at `Hello`, any box at disconnect) as connected
-    /// or not; a box seen for the first time starts timeline 0.
-    pub fn set_connected(&self, node: &str, connected: bool) -> Result<(), StoreError> {
+    /// Records a version 1 box as connected (a box seen for the first time starts
+    /// timeline 0) and returns the connection's id.
+    pub fn connected(&self, node: &str) -> Result<String, StoreError> {
         let conn = self.lock()?;
         let now = now_text();
+        let connection = new_incarnation();
         conn.execute(
-            "INSERT INTO node (node_id, connected, last_seen) VALUES (?1, ?2, ?3)
-             ON CONFLICT (node_id) DO UPDATE SET connected = ?2, last_seen = ?3",
-            params![node, connected, now],
+            "INSERT INTO node (node_id, connected, last_seen, connection) VALUES (?1, 1, ?2, ?3)
+             ON CONFLICT (node_id) DO UPDATE SET connected = 1, last_seen = ?2, connection = ?3",
+            params![node, now, connection],
         )?;
         conn.execute(
             "INSERT OR IGNORE INTO timeline (node_id, timeline, incarnation, base_seq, started_at)
              VALUES (?1, 0, '', 0, ?2)",
             params![node, now],
+        )?;
+        Ok(connection)
+    }
+
+    /// Records the end of a box's connection `connection`: the box is gone unless it
+    /// connected again since (to this replica or another).
+    pub fn disconnected(&self, node: &str, connection: &str) -> Result<(), StoreError> {
+        self.lock()?.execute(
+            "UPDATE node SET connected = 0, last_seen = ?3 WHERE node_id = ?1 AND connection = ?2",
+            params![node, connection, now_text()],
         )?;
         Ok(())
     }
@@ -2820,6 +2848,31 @@ mod timeline_tests {
         let dir = tempfile::tempdir().unwrap();
         let store = test_store(dir.path());
         (dir, store)
+    }
+
+    /// A box that reconnected (to another replica) before its older connection ended
+    /// stays connected when that one ends.
+    #[test]
+    fn the_end_of_an_older_connection_leaves_a_reconnected_box_connected() {
+        let (_dir, store) = fresh();
+        let first = store
+            .hello("box-1", &hello("a", 0, 0, 0, ""), true)
+            .unwrap();
+        let second = store
+            .hello("box-1", &hello("a", 0, 0, 0, ""), true)
+            .unwrap();
+        assert_ne!(first.connection, second.connection);
+        store.disconnected("box-1", &first.connection).unwrap();
+        assert!(store.nodes().unwrap()[0].connected);
+        store.disconnected("box-1", &second.connection).unwrap();
+        assert!(!store.nodes().unwrap()[0].connected);
+        // A version 1 box's connections too.
+        let old = store.connected("box-2").unwrap();
+        let new = store.connected("box-2").unwrap();
+        store.disconnected("box-2", &old).unwrap();
+        assert!(store.nodes().unwrap()[1].connected);
+        store.disconnected("box-2", &new).unwrap();
+        assert!(!store.nodes().unwrap()[1].connected);
     }
 
     fn stored(store: &CloudStore) -> Vec<(i64, i64, String)> {
