@@ -197,10 +197,6 @@ impl PgServer {
         .map_err(|_| anyhow::anyhow!("creating a database panicked"))??;
         Ok(self.url(&name))
     }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
 }
 
 impl Drop for PgServer {

@@ -273,15 +273,14 @@ pub fn cloud_command_for(data_dir: &Path) -> Command {
 /// Runs a `cloud-sync` command to completion (on the data directory's PostgreSQL
 /// database when [`test_database`] gives one).
 pub fn cloud_command(args: &[&str]) -> anyhow::Result<String> {
-    let mut cmd = Command::new(cloud_binary());
-    if let Some(dir) = args
+    let data_dir = args
         .iter()
         .position(|a| *a == "--data-dir")
-        .and_then(|i| args.get(i + 1))
-        && let Some(url) = test_database(Path::new(dir))
-    {
-        cmd.env("CLOUD_DATABASE_URL", url);
-    }
+        .and_then(|i| args.get(i + 1));
+    let mut cmd = match data_dir {
+        Some(dir) => cloud_command_for(Path::new(dir)),
+        None => Command::new(cloud_binary()),
+    };
     let out = cmd.args(args).output().context("running cloud-sync")?;
     if !out.status.success() {
         bail!(
@@ -406,12 +405,8 @@ impl CloudProcess {
         env: &[(&str, &str)],
         token: String,
     ) -> anyhow::Result<Self> {
-        let mut cmd = Command::new(cloud_binary());
-        if !env.iter().any(|(k, _)| *k == "CLOUD_DATABASE_URL")
-            && let Some(url) = test_database(data_dir)
-        {
-            cmd.env("CLOUD_DATABASE_URL", url);
-        }
+        // A database named in `env` (a replica's) wins over the test's stand-in.
+        let mut cmd = cloud_command_for(data_dir);
         cmd.envs(env.iter().copied());
         cmd.args([
             "serve",

@@ -292,13 +292,19 @@ where
 /// element found a moment ago may be gone: that counts as "not yet".
 async fn card_state(client: &Client, number: i64) -> Option<String> {
     let css = format!(".card[data-number=\"{number}\"]");
-    let card = client
-        .find_all(Locator::Css(&css))
+    let card = first_match(client, &css).await?;
+    card.attr("data-state").await.ok().flatten()
+}
+
+/// The first element matching `css` right now, if any: the board re-renders every
+/// second, so an element found a moment ago may be gone.
+async fn first_match(client: &Client, css: &str) -> Option<fantoccini::elements::Element> {
+    client
+        .find_all(Locator::Css(css))
         .await
         .ok()?
         .into_iter()
-        .next()?;
-    card.attr("data-state").await.ok().flatten()
+        .next()
 }
 
 /// Clicks the button of class `class` on order `number`'s card, retrying while the
@@ -306,12 +312,7 @@ async fn card_state(client: &Client, number: i64) -> Option<String> {
 async fn card_button(client: &Client, number: i64, class: &str) -> anyhow::Result<()> {
     let css = format!(".card[data-number=\"{number}\"] button.{class}");
     until(&css, || async {
-        let Some(button) = client
-            .find_all(Locator::Css(&css))
-            .await
-            .ok()
-            .and_then(|b| b.into_iter().next())
-        else {
+        let Some(button) = first_match(client, &css).await else {
             return Ok(None);
         };
         Ok(button.click().await.ok())
@@ -562,12 +563,7 @@ async fn drive(
     // The board re-renders every second: a card found a moment ago may be gone.
     let allergens = format!(".card[data-number=\"{number}\"] .allergens");
     let shown = until("the card's allergens", || async {
-        let Some(el) = client
-            .find_all(Locator::Css(&allergens))
-            .await
-            .ok()
-            .and_then(|found| found.into_iter().next())
-        else {
+        let Some(el) = first_match(client, &allergens).await else {
             return Ok(None);
         };
         Ok(el.text().await.ok())

@@ -51,21 +51,6 @@ pub enum DbError {
     NoRows,
 }
 
-impl DbError {
-    /// Whether the other engine's retry would do (PostgreSQL: a serialization failure
-    /// or a deadlock between two replicas).
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            DbError::Postgres(e) => e.code().is_some_and(|c| {
-                *c == tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
-                    || *c == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
-                    || *c == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
-            }),
-            _ => false,
-        }
-    }
-}
-
 pub type DbResult<T> = Result<T, DbError>;
 
 /// One value, bound or read.
@@ -137,25 +122,13 @@ impl ToCell for Vec<u8> {
     }
 }
 
-impl ToCell for Vec<String> {
-    fn to_cell(&self) -> Cell {
-        Cell::TextArray(self.clone())
-    }
-}
-
-impl ToCell for Vec<i64> {
-    fn to_cell(&self) -> Cell {
-        Cell::IntArray(self.clone())
-    }
-}
-
 impl<T: ToCell> ToCell for Option<T> {
     fn to_cell(&self) -> Cell {
         self.as_ref().map_or(Cell::Null, ToCell::to_cell)
     }
 }
 
-/// A statement's parameters: `params![…]`, an array of one type, or `()`.
+/// A statement's parameters: `params![…]`, an array of one type, `()`, or `Cell`s.
 pub trait Params {
     fn cells(self) -> Vec<Cell>;
 }
@@ -169,6 +142,13 @@ impl Params for () {
 impl Params for &[&dyn ToCell] {
     fn cells(self) -> Vec<Cell> {
         self.iter().map(|p| p.to_cell()).collect()
+    }
+}
+
+/// Values built by hand (a batch's columns as arrays): taken as they are, not copied.
+impl Params for Vec<Cell> {
+    fn cells(self) -> Vec<Cell> {
+        self
     }
 }
 
@@ -335,12 +315,6 @@ impl postgres_types::ToSql for Cell {
                 Type::TEXT | Type::VARCHAR => v.to_string().to_sql(ty, out),
                 ref other => Err(format!("an integer for a {other} parameter").into()),
             },
-            // JSONB's binary form is a version byte, then the text.
-            Cell::Text(s) if *ty == Type::JSONB => {
-                out.extend_from_slice(&[1]);
-                out.extend_from_slice(s.as_bytes());
-                Ok(IsNull::No)
-            }
             Cell::Text(s) => s.as_str().to_sql(ty, out),
             Cell::Blob(b) => b.as_slice().to_sql(ty, out),
             Cell::TextArray(v) => v.to_sql(ty, out),
@@ -353,6 +327,11 @@ impl postgres_types::ToSql for Cell {
     }
 
     postgres_types::to_sql_checked!();
+}
+
+/// Parameters as tokio-postgres takes them.
+fn pg_params(cells: &[Cell]) -> Vec<&(dyn postgres_types::ToSql + Sync)> {
+    cells.iter().map(|c| c as _).collect()
 }
 
 fn pg_row(row: &tokio_postgres::Row) -> DbResult<Row> {
@@ -450,11 +429,9 @@ impl<'a> Db<'a> {
             Db::Pg(client, rt, pending) => {
                 flush(client, rt, *pending)?;
                 let sql = postgres_sql(sql);
-                let refs: Vec<&(dyn postgres_types::ToSql + Sync)> =
-                    cells.iter().map(|c| c as _).collect();
                 let rows = wait(rt, async {
                     let stmt = client.prepare_cached(&sql).await?;
-                    client.query(&stmt, &refs).await
+                    client.query(&stmt, &pg_params(cells)).await
                 })?;
                 rows.iter().map(pg_row).collect()
             }
@@ -472,11 +449,9 @@ impl<'a> Db<'a> {
             Db::Pg(client, rt, pending) => {
                 flush(client, rt, *pending)?;
                 let sql = postgres_sql(sql);
-                let refs: Vec<&(dyn postgres_types::ToSql + Sync)> =
-                    cells.iter().map(|c| c as _).collect();
                 let n = wait(rt, async {
                     let stmt = client.prepare_cached(&sql).await?;
-                    client.execute(&stmt, &refs).await
+                    client.execute(&stmt, &pg_params(cells)).await
                 })?;
                 Ok(n as usize)
             }
@@ -525,11 +500,10 @@ fn flush(
         for (sql, _) in &queued {
             statements.push(client.prepare_cached(sql).await?);
         }
-        let runs = queued.iter().zip(&statements).map(|((_, cells), stmt)| {
-            let refs: Vec<&(dyn postgres_types::ToSql + Sync)> =
-                cells.iter().map(|c| c as _).collect();
-            async move { client.execute(stmt, &refs).await }
-        });
+        let runs = queued
+            .iter()
+            .zip(&statements)
+            .map(|((_, cells), stmt)| async move { client.execute(stmt, &pg_params(cells)).await });
         for result in futures_util::future::join_all(runs).await {
             result?;
         }

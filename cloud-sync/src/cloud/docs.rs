@@ -115,29 +115,15 @@ impl DocHub {
         {
             return Ok(r.clone());
         }
-        let version = self.box_schema(node, kind);
-        let mut created = None;
-        let chunks = self.store.doc_chunks_or(node, kind.as_str(), || {
-            match ReplicatedDoc::create_at(kind, version, &self.actor) {
-                Ok(mut doc) => {
-                    let bytes = doc.save();
-                    created = Some(Ok(doc));
-                    bytes
-                }
-                Err(e) => {
-                    created = Some(Err(e));
-                    Vec::new()
-                }
-            }
-        })?;
-        let doc = match created {
-            Some(doc) => doc?,
-            None => ReplicatedDoc::load_at(
-                kind,
-                chunks.iter().map(Vec::as_slice),
-                &self.actor,
-                version,
-            )?,
+        // A new document is made before asking: cheap, and the store keeps it only
+        // when no replica stored one first.
+        let mut fresh = ReplicatedDoc::create_at(kind, self.box_schema(node, kind), &self.actor)?;
+        let doc = match self
+            .store
+            .doc_chunks_or_first(node, kind.as_str(), &fresh.save())?
+        {
+            Some(chunks) => self.load(node, kind, &chunks)?,
+            None => fresh,
         };
         let peer = match self.store.sync_state(node, kind.as_str())? {
             Some(bytes) => SyncPeer::decode(&bytes)?,
@@ -157,6 +143,16 @@ impl DocHub {
             .clone())
     }
 
+    /// A box's document from its stored chunks, at the schema its replica is kept at.
+    fn load(&self, node: &str, kind: DocKind, chunks: &[Vec<u8>]) -> anyhow::Result<ReplicatedDoc> {
+        Ok(ReplicatedDoc::load_at(
+            kind,
+            chunks.iter().map(Vec::as_slice),
+            &self.actor,
+            self.box_schema(node, kind),
+        )?)
+    }
+
     fn persist(&self, node: &str, kind: DocKind, r: &mut Replica) -> anyhow::Result<()> {
         let chunk = r.doc.save_incremental();
         if !chunk.is_empty() {
@@ -164,15 +160,8 @@ impl DocHub {
             if r.chunk_bytes > COMPACT_BYTES {
                 // Another replica's chunks are merged first: the snapshot replaces
                 // every chunk stored.
-                let version = self.box_schema(node, kind);
                 self.store.compact_chunks(node, kind.as_str(), |stored| {
-                    let mut theirs = ReplicatedDoc::load_at(
-                        kind,
-                        stored.iter().map(Vec::as_slice),
-                        &self.actor,
-                        version,
-                    )?;
-                    r.doc.merge(&mut theirs)?;
+                    r.doc.merge(&mut self.load(node, kind, &stored)?)?;
                     Ok(r.doc.save())
                 })?;
                 r.chunk_bytes = 0;
@@ -201,10 +190,8 @@ impl DocHub {
             if chunks.is_empty() {
                 continue;
             }
-            let version = self.box_schema(&n, k);
-            let mut theirs =
-                ReplicatedDoc::load_at(k, chunks.iter().map(Vec::as_slice), &self.actor, version)?;
-            let before = {
+            let mut theirs = self.load(&n, k, &chunks)?;
+            let changed = {
                 let mut r = replica.lock().unwrap_or_else(|e| e.into_inner());
                 let before = r.doc.heads_hex();
                 r.doc.merge(&mut theirs)?;
@@ -212,7 +199,7 @@ impl DocHub {
                 let _ = r.doc.save_incremental();
                 before != r.doc.heads_hex()
             };
-            if before {
+            if changed {
                 self.waker(&n).notify_waiters();
             }
         }

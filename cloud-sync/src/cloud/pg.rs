@@ -36,6 +36,9 @@ pub enum Change {
     Accounts,
     /// The cloud's incarnation was renewed (a restore was detected).
     Incarnation,
+    /// Notices may have been missed (the listening connection was lost, or this
+    /// replica fell behind): anything may have changed.
+    Missed,
 }
 
 impl Change {
@@ -44,6 +47,7 @@ impl Change {
             Change::Doc { node, doc } => format!("doc {node} {doc}"),
             Change::Accounts => "accounts".into(),
             Change::Incarnation => "incarnation".into(),
+            Change::Missed => "missed".into(),
         }
     }
 
@@ -56,6 +60,7 @@ impl Change {
             }),
             ("accounts", None, None, None) => Some(Change::Accounts),
             ("incarnation", None, None, None) => Some(Change::Incarnation),
+            ("missed", None, None, None) => Some(Change::Missed),
             _ => None,
         }
     }
@@ -350,57 +355,40 @@ impl PgBackend {
     }
 
     fn migrate(&self) -> Result<(), StoreError> {
-        let client = self.client()?;
-        super::db::wait(&self.handle, async {
-            client.batch_execute("BEGIN").await?;
-            // One replica migrates at a time; the others then find the work done.
-            client
-                .batch_execute("SELECT pg_advisory_xact_lock(7041200)")
-                .await?;
-            client
-                .batch_execute(
-                    "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)",
-                )
-                .await?;
-            let found: i64 = client
-                .query_opt("SELECT version FROM schema_version", &[])
-                .await?
-                .map_or(0, |r| r.get(0));
-            if found > SCHEMA_VERSION {
-                client.batch_execute("ROLLBACK").await?;
-                return Ok(Err(StoreError::SchemaTooNew { found }));
-            }
-            for sql in &MIGRATIONS[found as usize..] {
-                client.batch_execute(sql).await?;
-            }
-            if found == 0 {
-                client
-                    .execute(
-                        "INSERT INTO schema_version (version) VALUES ($1)",
-                        &[&SCHEMA_VERSION],
-                    )
-                    .await?;
-            } else {
-                client
-                    .execute("UPDATE schema_version SET version = $1", &[&SCHEMA_VERSION])
-                    .await?;
-            }
-            client
-                .execute(
-                    "INSERT INTO meta (key, value) VALUES ('incarnation', $1)
-                     ON CONFLICT (key) DO NOTHING",
-                    &[&super::store::new_incarnation()],
-                )
-                .await?;
-            client.batch_execute("COMMIT").await?;
-            Ok::<_, tokio_postgres::Error>(Ok(()))
-        })
-        .map_err(DbError::from)?
+        use super::db::{AsDb, Conn, OptionalExtension};
+        let mut conn = Conn::Pg(Box::new(self.client()?), &self.handle);
+        let tx = conn.transaction()?;
+        // One replica migrates at a time; the others then find the work done.
+        tx.execute_batch(
+            "SELECT pg_advisory_xact_lock(7041200);
+             CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL);",
+        )?;
+        let found: i64 = tx
+            .query_row("SELECT version FROM schema_version", (), |r| r.get(0))
+            .optional()?
+            .unwrap_or(0);
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew { found });
+        }
+        for sql in &MIGRATIONS[found.max(0) as usize..] {
+            tx.execute_batch(sql)?;
+        }
+        tx.execute("DELETE FROM schema_version", ())?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES (?1)",
+            [SCHEMA_VERSION],
+        )?;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('incarnation', ?1) ON CONFLICT (key) DO NOTHING",
+            [super::store::new_incarnation()],
+        )?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// A connection of its own that `LISTEN`s, reconnecting after a failure; notices
-    /// go to [`PgBackend::changes`]. After a reconnect, every box's documents are
-    /// announced as changed (a notice may have been missed in between).
+    /// go to [`PgBackend::changes`]. After a reconnect, [`Change::Missed`] (a notice
+    /// may have been lost in between).
     fn listen(&self, config: tokio_postgres::Config) {
         let changes = self.changes.clone();
         let own = format!("{} ", self.replica);
@@ -430,11 +418,7 @@ impl PgBackend {
                             .is_ok()
                         {
                             if !first {
-                                let _ = changes.send(Change::Accounts);
-                                let _ = changes.send(Change::Doc {
-                                    node: "*".into(),
-                                    doc: "*".into(),
-                                });
+                                let _ = changes.send(Change::Missed);
                             }
                             first = false;
                             while let Some(n) = rx.recv().await {

@@ -79,7 +79,7 @@ impl Cloud {
 
 /// Takes what other replicas of the cloud changed (PostgreSQL's notifications): a box's
 /// documents (the box's connection here offers them), new accounts, a renewed
-/// incarnation (every box here starts over).
+/// incarnation (every box here starts over); after missed notices, all three.
 async fn follow_replicas(
     cloud: Cloud,
     mut changes: tokio::sync::broadcast::Receiver<super::pg::Change>,
@@ -89,39 +89,39 @@ async fn follow_replicas(
     loop {
         let change = match changes.recv().await {
             Ok(change) => change,
-            // Notices were missed: everything may have changed.
-            Err(RecvError::Lagged(_)) => Change::Doc {
-                node: "*".into(),
-                doc: "*".into(),
-            },
+            Err(RecvError::Lagged(_)) => Change::Missed,
             Err(RecvError::Closed) => return,
         };
-        match change {
-            Change::Doc { node, doc } => {
-                let docs = cloud.docs.clone();
-                let node = (node != "*").then_some(node);
-                let kind = DocKind::parse(&doc);
-                let result = blocking(move || docs.reload(node.as_deref(), kind)).await;
-                if let Err(e) = result {
-                    tracing::warn!(error = %e, "taking another replica's document changes");
-                }
-                if doc == "*" {
-                    cloud.accounts_changed.notify_waiters();
-                }
+        let (docs, accounts, incarnation) = match &change {
+            Change::Doc { node, doc } => (
+                Some((Some(node.clone()), DocKind::parse(doc))),
+                false,
+                false,
+            ),
+            Change::Accounts => (None, true, false),
+            Change::Incarnation => (None, false, true),
+            Change::Missed => (Some((None, None)), true, true),
+        };
+        if let Some((node, kind)) = docs {
+            let hub = cloud.docs.clone();
+            if let Err(e) = blocking(move || hub.reload(node.as_deref(), kind)).await {
+                tracing::warn!(error = %e, "taking another replica's document changes");
             }
-            Change::Accounts => cloud.accounts_changed.notify_waiters(),
-            Change::Incarnation => {
-                let store = cloud.store.clone();
-                match blocking(move || Ok(store.incarnation()?)).await {
-                    Ok(fresh) => {
-                        cloud.incarnation.send_if_modified(|known| {
-                            let changed = *known != fresh;
-                            *known = fresh;
-                            changed
-                        });
-                    }
-                    Err(e) => tracing::warn!(error = %e, "reading the cloud's incarnation"),
+        }
+        if accounts {
+            cloud.accounts_changed.notify_waiters();
+        }
+        if incarnation {
+            let store = cloud.store.clone();
+            match blocking(move || Ok(store.incarnation()?)).await {
+                Ok(fresh) => {
+                    cloud.incarnation.send_if_modified(|known| {
+                        let changed = *known != fresh;
+                        *known = fresh;
+                        changed
+                    });
                 }
+                Err(e) => tracing::warn!(error = %e, "reading the cloud's incarnation"),
             }
         }
     }

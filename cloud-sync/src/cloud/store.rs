@@ -20,7 +20,7 @@
 //! the database went back (a restore): the cloud takes a new incarnation, so every
 //! box forgets its cursors of the cloud's streams and fetches them again.
 
-use super::db::{AsDb, Conn, Db, DbError, DbResult, Dialect, OptionalExtension, params};
+use super::db::{AsDb, Cell, Conn, Db, DbError, DbResult, Dialect, OptionalExtension, params};
 use crate::proto::{Account, BoxHello, BoxStatus, DayTotals, WireEvent, event_digest};
 use crate::uplink::{BatchError, accept_batch};
 use canteen_api::events::{EventPayload, OrderMoved, OrderPlacedHead};
@@ -512,6 +512,13 @@ fn lock_doc(tx: &impl AsDb, node: &str, doc: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A box's document as stored: its chunks in order.
+fn chunks_in(tx: &impl AsDb, node: &str, doc: &str) -> DbResult<Vec<Vec<u8>>> {
+    tx.prepare("SELECT data FROM doc_chunk WHERE node_id = ?1 AND doc = ?2 ORDER BY seq")?
+        .query_map(params![node, doc], |r| r.get(0))?
+        .collect()
+}
+
 fn doc_change(node: &str, doc: &str) -> super::pg::Change {
     super::pg::Change::Doc {
         node: node.to_owned(),
@@ -827,28 +834,11 @@ impl CloudStore {
         })
     }
 
-    /// Opens the store named by `database_url` (`postgres://…`), or the SQLite file
-    /// `sqlite_path` when there is none.
-    pub fn open_url(database_url: Option<&str>, sqlite_path: &Path) -> Result<Self, StoreError> {
-        match database_url {
-            Some(url) => Self::open_postgres(url),
-            None => Self::open(sqlite_path),
-        }
-    }
-
     /// Whether the database answers (a readiness probe).
     pub fn ping(&self) -> Result<(), StoreError> {
         self.lock()?
             .query_row("SELECT 1", (), |r| r.get::<_, i64>(0))?;
         Ok(())
-    }
-
-    /// Which engine holds this store.
-    pub fn dialect(&self) -> Dialect {
-        match self.backend {
-            Backend::Lite(_) => Dialect::Sqlite,
-            Backend::Pg(_) => Dialect::Postgres,
-        }
     }
 
     /// Changes other replicas made (PostgreSQL); `None` for a store only this process
@@ -1612,12 +1602,7 @@ impl CloudStore {
     }
 
     pub fn doc_chunks(&self, node: &str, doc: &str) -> Result<Vec<Vec<u8>>, StoreError> {
-        let conn = self.lock()?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT data FROM doc_chunk WHERE node_id = ?1 AND doc = ?2 ORDER BY seq",
-        )?;
-        let rows = stmt.query_map(params![node, doc], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        Ok(chunks_in(&self.lock()?, node, doc)?)
     }
 
     /// Appends a chunk of a box's document and tells the other replicas.
@@ -1635,31 +1620,30 @@ impl CloudStore {
         Ok(())
     }
 
-    /// The chunks of a box's document; when there are none, stores `first()` as its
-    /// first chunk. Replicas creating the same document at once end with one of them.
-    pub fn doc_chunks_or(
+    /// The chunks of a box's document, or `None` when it had none and `first` is now
+    /// its first chunk. Replicas creating the same document at once end with one of
+    /// them.
+    pub fn doc_chunks_or_first(
         &self,
         node: &str,
         doc: &str,
-        first: impl FnOnce() -> Vec<u8>,
-    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        first: &[u8],
+    ) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
         let mut conn = self.lock()?;
         let tx = conn.transaction()?;
         lock_doc(&tx, node, doc)?;
-        let mut chunks: Vec<Vec<u8>> = tx
-            .prepare("SELECT data FROM doc_chunk WHERE node_id = ?1 AND doc = ?2 ORDER BY seq")?
-            .query_map(params![node, doc], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        if chunks.is_empty() {
-            let data = first();
+        let chunks = chunks_in(&tx, node, doc)?;
+        let stored = if chunks.is_empty() {
             tx.execute(
                 "INSERT INTO doc_chunk (node_id, doc, seq, data) VALUES (?1, ?2, 1, ?3)",
-                params![node, doc, data],
+                params![node, doc, first],
             )?;
-            chunks.push(data);
-        }
+            None
+        } else {
+            Some(chunks)
+        };
         tx.commit()?;
-        Ok(chunks)
+        Ok(stored)
     }
 
     /// Compacts a box's document: `snapshot` gets every chunk stored (another
@@ -1674,11 +1658,7 @@ impl CloudStore {
         let mut conn = self.lock()?;
         let tx = conn.transaction()?;
         lock_doc(&tx, node, doc)?;
-        let chunks: Vec<Vec<u8>> = tx
-            .prepare("SELECT data FROM doc_chunk WHERE node_id = ?1 AND doc = ?2 ORDER BY seq")?
-            .query_map(params![node, doc], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        let whole = snapshot(chunks)?;
+        let whole = snapshot(chunks_in(&tx, node, doc)?)?;
         tx.execute(
             "DELETE FROM doc_chunk WHERE node_id = ?1 AND doc = ?2",
             params![node, doc],
@@ -1926,53 +1906,46 @@ struct Batch {
     orders: HashMap<String, Option<OrderRow>>,
     /// Orders first placed in this batch, with their totals: stored once, at the end of
     /// the batch, in the state its events left them in.
-    new_orders: Vec<(String, i64)>,
-    new_ids: std::collections::HashSet<String>,
+    new_orders: HashMap<String, i64>,
 }
 
 impl Batch {
-    /// Reads the rows of every order the events name, in one query.
+    /// Reads the rows of the batch's orders in one query. The order ids are taken from
+    /// the events' aggregate ids (the box names each order event by its order) without
+    /// parsing the payloads, which `project` does once; an id the payloads name that is
+    /// not among them is read when it comes up (`Batch::order`).
     fn load_orders(&mut self, tx: &impl AsDb, node: &str, events: &[WireEvent]) -> DbResult<()> {
         let mut ids = Vec::new();
         for e in events {
-            let id = if e.kind == "order.placed" {
-                OrderPlacedHead::parse(&e.payload)
-                    .ok()
-                    .map(|p| p.id.into_owned())
-            } else if e.kind.starts_with("order.") {
-                match EventPayload::parse(&e.kind, &e.payload) {
-                    Ok(EventPayload::OrderMoved(m)) => Some(m.order_id.to_string()),
-                    _ => None,
-                }
-            } else {
-                None
-            };
-            if let Some(id) = id
-                && !self.orders.contains_key(&id)
+            if e.kind.starts_with("order.")
+                && !e.aggregate_id.is_empty()
+                && !self.orders.contains_key(&e.aggregate_id)
             {
-                self.orders.insert(id.clone(), None);
-                ids.push(id);
+                self.orders.insert(e.aggregate_id.clone(), None);
+                ids.push(e.aggregate_id.clone());
             }
         }
         if ids.is_empty() {
             return Ok(());
         }
         let listed = match tx.dialect() {
-            Dialect::Sqlite => "SELECT value FROM json_each(?2)",
-            Dialect::Postgres => "SELECT jsonb_array_elements_text(?2::jsonb)",
+            Dialect::Sqlite => "IN (SELECT value FROM json_each(?2))",
+            Dialect::Postgres => "= ANY(?2::text[])",
         };
-        let ids = serde_json::Value::from(ids).to_string();
         let rows = tx
             .prepare(&format!(
                 "SELECT order_id, service_day, state, placed_hour, placed_timeline, placed_seq
-                 FROM cloud_order WHERE node_id = ?1 AND order_id IN ({listed})"
+                 FROM cloud_order WHERE node_id = ?1 AND order_id {listed}"
             ))?
-            .query_map(params![node, ids], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    (r.get(1)?, r.get(2)?, r.get(3)?, (r.get(4)?, r.get(5)?)),
-                ))
-            })?
+            .query_map(
+                vec![Cell::Text(node.to_owned()), Cell::TextArray(ids)],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        (r.get(1)?, r.get(2)?, r.get(3)?, (r.get(4)?, r.get(5)?)),
+                    ))
+                },
+            )?
             .collect::<Result<Vec<(String, OrderRow)>, _>>()?;
         for (id, row) in rows {
             self.orders.insert(id, Some(row));
@@ -1980,16 +1953,10 @@ impl Batch {
         Ok(())
     }
 
-    /// Whether `id` was first placed in this batch (its row is written at the end).
-    fn is_new(&self, id: &str) -> bool {
-        self.new_ids.contains(id)
-    }
-
     /// Stores the orders first placed in this batch (SQLite: one statement each;
     /// PostgreSQL: one for all).
     fn insert_new_orders(&mut self, tx: &impl AsDb, node: &str) -> DbResult<()> {
         let new = std::mem::take(&mut self.new_orders);
-        self.new_ids.clear();
         let rows: Vec<(String, i64, OrderRow)> = new
             .into_iter()
             .filter_map(|(id, total)| {
@@ -2014,14 +1981,17 @@ impl Batch {
                 }
             }
             Dialect::Postgres => {
-                let mut ids = Vec::with_capacity(rows.len());
-                let (mut days, mut states, mut totals, mut seqs, mut timelines, mut hours) = (
-                    Vec::new(),
-                    Vec::new(),
-                    Vec::new(),
-                    Vec::new(),
-                    Vec::new(),
-                    Vec::new(),
+                let n = rows.len();
+                let (mut ids, mut days, mut states) = (
+                    Vec::with_capacity(n),
+                    Vec::with_capacity(n),
+                    Vec::with_capacity(n),
+                );
+                let (mut totals, mut seqs, mut timelines, mut hours) = (
+                    Vec::with_capacity(n),
+                    Vec::with_capacity(n),
+                    Vec::with_capacity(n),
+                    Vec::with_capacity(n),
                 );
                 for (id, total, (day, state, hour, (timeline, seq))) in rows {
                     ids.push(id);
@@ -2040,7 +2010,16 @@ impl Batch {
                          AS x(order_id, service_day, state, total_fen, placed_seq,
                               placed_timeline, placed_hour)
                      ON CONFLICT (node_id, order_id) DO NOTHING",
-                    params![node, ids, days, states, totals, seqs, timelines, hours],
+                    vec![
+                        Cell::Text(node.to_owned()),
+                        Cell::TextArray(ids),
+                        Cell::TextArray(days),
+                        Cell::TextArray(states),
+                        Cell::IntArray(totals),
+                        Cell::IntArray(seqs),
+                        Cell::IntArray(timelines),
+                        Cell::IntArray(hours),
+                    ],
                 )?;
             }
         }
@@ -2150,7 +2129,8 @@ fn bump_items(
 }
 
 /// Stores a batch's events: one statement per event on SQLite (in-process), one for the
-/// whole batch on PostgreSQL (its rows as one JSON parameter).
+/// whole batch on PostgreSQL (its columns as arrays, sent in binary: nothing for the
+/// server to parse).
 fn insert_events(
     tx: &impl AsDb,
     node: &str,
@@ -2182,10 +2162,14 @@ fn insert_events(
             if rows.is_empty() {
                 return Ok(());
             }
-            // Columns as arrays, sent in binary: nothing to parse at the server.
-            let mut seqs = Vec::with_capacity(rows.len());
-            let (mut kinds, mut aggregates, mut payloads, mut ats, mut counts) =
-                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let n = rows.len();
+            let (mut seqs, mut counts) = (Vec::with_capacity(n), Vec::with_capacity(n));
+            let (mut kinds, mut aggregates, mut payloads, mut ats) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
             for (e, counted) in rows {
                 seqs.push(e.seq as i64);
                 kinds.push(e.kind.clone());
@@ -2201,7 +2185,16 @@ fn insert_events(
                  FROM unnest(?3::bigint[], ?4::text[], ?5::text[], ?6::text[], ?7::text[],
                              ?8::bigint[]) AS x(seq, kind, aggregate_id, payload, at, counted)
                  ON CONFLICT (node_id, timeline, seq) DO NOTHING",
-                params![node, timeline, seqs, kinds, aggregates, payloads, ats, counts],
+                vec![
+                    Cell::Text(node.to_owned()),
+                    Cell::Int(timeline),
+                    Cell::IntArray(seqs),
+                    Cell::TextArray(kinds),
+                    Cell::TextArray(aggregates),
+                    Cell::TextArray(payloads),
+                    Cell::TextArray(ats),
+                    Cell::IntArray(counts),
+                ],
             )?;
         }
     }
@@ -2331,8 +2324,7 @@ fn project(
         ];
         match batch.order(tx, node, &p.id)? {
             None => {
-                batch.new_ids.insert(p.id.to_string());
-                batch.new_orders.push((p.id.to_string(), p.total_fen));
+                batch.new_orders.insert(p.id.to_string(), p.total_fen);
             }
             Some((day, state, old_hour, placed)) => {
                 // The same order placed again (another timeline's copy): its old
@@ -2377,7 +2369,7 @@ fn project(
             Some((day.clone(), to.to_owned(), hour, placed)),
         );
         // An order placed in this batch is written at its end, in its last state.
-        if !batch.is_new(&order_id) {
+        if !batch.new_orders.contains_key(&order_id) {
             tx.defer(
                 "UPDATE cloud_order SET state = ?3 WHERE node_id = ?1 AND order_id = ?2",
                 params![node, order_id, to],
