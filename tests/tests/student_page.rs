@@ -253,16 +253,34 @@ async fn order_to_ready(canteen: &Canteen, phone: &Phone) -> anyhow::Result<()> 
             "var e = document.getElementById('ready-estimate'); return !e.hidden && e.textContent",
         )
         .await?;
-    let local = phone
+    let shown = shown.as_str().unwrap_or_default().to_owned();
+    // An unpaid order's estimate ("if paid now") moves with the clock, and its student
+    // is told once it has moved by a minute: the page may show any minute from a little
+    // before the estimate read above to the one the box gives now.
+    let later = canteen.orders_of(1).await?;
+    let latest = later
+        .first()
+        .and_then(|o| o["ready_estimate"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let minutes = phone
         .js(&format!(
-            "return new Date({}).toLocaleTimeString('en-GB', {{hour: '2-digit', minute: '2-digit', hour12: false, timeZone: 'Asia/Shanghai'}})",
-            json!(estimate)
+            "var from = Math.floor((new Date({}).getTime() - 120000) / 60000) * 60000, \
+             to = new Date({}).getTime(), out = []; for (var t = from; t <= to; t += 60000) out.push(new Date(t).toLocaleTimeString('en-GB', \
+             {{hour: '2-digit', minute: '2-digit', hour12: false, timeZone: 'Asia/Shanghai'}})); return out",
+            json!(estimate),
+            json!(latest)
         ))
         .await?;
-    let shown = shown.as_str().unwrap_or_default().to_owned();
+    let minutes: Vec<&str> = minutes
+        .as_array()
+        .map(|m| m.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
     ensure!(
-        shown.starts_with("Ready around") && shown.contains(local.as_str().unwrap_or("?")),
-        "the page shows {shown:?} for {estimate} ({local})"
+        shown.starts_with("Ready around")
+            && !minutes.is_empty()
+            && minutes.iter().any(|m| shown.contains(m)),
+        "the page shows {shown:?} for {estimate}..{latest} ({minutes:?})"
     );
     phone.screenshot("student-estimate.png").await?;
     // The orders ahead are cancelled: the estimate moves more than a minute earlier
