@@ -129,6 +129,10 @@ pub struct OutboxPage {
     pub events: Vec<OutboxEvent>,
     /// Highest sequence number on the box.
     pub last_seq: i64,
+    /// Events up to this sequence number were pruned after the cloud acknowledged
+    /// them (0: none): a page after an earlier `after_seq` starts after the gap.
+    #[serde(default)]
+    pub pruned_through: i64,
 }
 
 /// The box's link to the campus cloud, as staff and metrics see it.

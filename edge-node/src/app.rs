@@ -11,7 +11,7 @@ use crate::session::{Limiter, Limits, LoginGuard, StreamPool, Tokens};
 use crate::store::accounts::AccountStates;
 use crate::store::db::{self, Readers, StoreError};
 use crate::store::docs::{DocStoreError, Documents};
-use crate::store::kitchen::{EstimateMoved, KitchenView};
+use crate::store::kitchen::{self, EstimateMoved, KitchenView};
 use crate::store::pickup::SlotUsage;
 use crate::store::stock::StockView;
 use crate::store::writer::WriterConfig;
@@ -136,6 +136,7 @@ impl App {
             today,
             clock.now(),
             &menu,
+            Some(&config.data_dir.join(kitchen::SNAPSHOT_FILE)),
         )?);
         let (estimates, _) = broadcast::channel(EVENT_BUFFER);
         let accounts = Arc::new(AccountStates::load(&conn)?);
@@ -294,9 +295,20 @@ impl App {
     }
 
     /// Stops background work and finishes every queued write.
+    /// Writes the kitchen's snapshot if it moved since the last one (so a restart
+    /// replays only the events after it).
+    pub async fn save_kitchen(&self) -> Result<bool, StoreError> {
+        let kitchen = self.kitchen.clone();
+        let path = self.config.data_dir.join(kitchen::SNAPSHOT_FILE);
+        self.readers.read(move |c| kitchen.save(c, &path)).await
+    }
+
     pub async fn close(&self) {
         self.shutdown.cancel();
         self.writer.shutdown().await;
+        if let Err(e) = self.save_kitchen().await {
+            tracing::warn!(error = %e, "could not keep the kitchen's snapshot; the next start replays the day");
+        }
         let checkpointer = self
             .checkpointer
             .lock()

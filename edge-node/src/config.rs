@@ -171,6 +171,11 @@ pub struct Settings {
     /// How often expiry and closing are checked, in seconds.
     #[arg(long, env = "EDGE_HOUSEKEEPING_INTERVAL_S")]
     pub housekeeping_interval_s: Option<u64>,
+    /// Days the box keeps outbox events the cloud has acknowledged (at least 2: the
+    /// kitchen rebuilds its day from the last 36 hours). A cloud restored from a backup
+    /// older than this cannot be refilled from this box.
+    #[arg(long, env = "EDGE_OUTBOX_KEEP_DAYS")]
+    pub outbox_keep_days: Option<u64>,
 }
 
 impl Settings {
@@ -224,7 +229,8 @@ impl Settings {
             cloud_cert,
             cloud_key,
             cloud_status_s,
-            housekeeping_interval_s
+            housekeeping_interval_s,
+            outbox_keep_days
         )
     }
 
@@ -289,6 +295,8 @@ pub struct Config {
     pub login_concurrency: usize,
     pub checkpoint_interval: Duration,
     pub housekeeping_interval: Duration,
+    /// Acknowledged outbox events older than this are pruned.
+    pub outbox_keep: chrono::Duration,
     pub cloud: Option<CloudConfig>,
 }
 
@@ -496,11 +504,26 @@ impl Config {
                 s.housekeeping_interval_s,
                 5,
             )?),
+            outbox_keep: match s.outbox_keep_days.unwrap_or(OUTBOX_KEEP_DAYS) {
+                d @ 2..=3650 => chrono::Duration::days(d as i64),
+                d => {
+                    return Err(invalid(
+                        "outbox_keep_days",
+                        format!(
+                            "{d} days: between 2 (the kitchen rebuilds its day from the last 36 hours) and 3650"
+                        ),
+                    ));
+                }
+            },
         })
     }
 }
 
 pub const DB_FILE: &str = "canteen.db";
+
+/// Days acknowledged outbox events are kept by default: a cloud restored from a backup
+/// up to two weeks old is refilled from the boxes.
+pub const OUTBOX_KEEP_DAYS: u64 = 14;
 
 #[cfg(test)]
 mod tests {

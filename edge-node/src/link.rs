@@ -19,12 +19,35 @@ pub(crate) struct BoxLink {
     pub app: App,
 }
 
+impl BoxLink {
+    /// Fails when events after `after_seq` were pruned: the cloud lost events it had
+    /// acknowledged (restored from a backup older than the box keeps them), and this
+    /// box can no longer send them again.
+    async fn not_pruned(&self, after_seq: u64) -> anyhow::Result<()> {
+        let pruned = self.app.readers.read(outbox::pruned_through).await?.max(0) as u64;
+        if after_seq < pruned {
+            anyhow::bail!(
+                "the cloud asks for events from {} on, but this box pruned events up to {pruned} \
+                 after the cloud had acknowledged them (it keeps them {} days): was the cloud \
+                 restored from an older backup? Restore a newer one, or accept that those \
+                 events are missing from the cloud",
+                after_seq + 1,
+                self.app.config.outbox_keep.num_days()
+            );
+        }
+        Ok(())
+    }
+}
+
 impl EdgeLink for BoxLink {
     async fn timeline(&self) -> anyhow::Result<LocalTimeline> {
         Ok(ops::sync::timeline(&self.app).await?)
     }
 
     async fn event_digest(&self, seq: u64) -> anyhow::Result<Option<String>> {
+        // A pruned event is not an absent one: "absent" would read as this box having
+        // gone back in time.
+        self.not_pruned(seq.saturating_sub(1)).await?;
         let events = self.events_after(seq.saturating_sub(1), 1).await?;
         Ok(events
             .first()
@@ -41,6 +64,8 @@ impl EdgeLink for BoxLink {
     }
 
     async fn events_after(&self, after_seq: u64, max: usize) -> anyhow::Result<Vec<WireEvent>> {
+        // Never a batch with a hole where pruned events were.
+        self.not_pruned(after_seq).await?;
         let events = self
             .app
             .readers
@@ -125,4 +150,66 @@ pub(crate) fn client_config(
         backoff_max: std::time::Duration::from_secs(30),
         status_every: cloud.status_every,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Settings};
+    use crate::core::clock::ManualClock;
+    use canteen_api::ids::StaffId;
+    use canteen_api::stock::StaffStockAction;
+
+    /// A cloud restored from a backup older than the box keeps acknowledged events
+    /// asks for events the box pruned: the link says so instead of sending a batch
+    /// with a hole, or taking the missing event for a sign that the box went back in
+    /// time.
+    #[tokio::test]
+    async fn events_the_box_pruned_are_refused_not_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::resolve(Settings {
+            data_dir: Some(dir.path().to_owned()),
+            argon2_memory_kib: Some(64),
+            argon2_passes: Some(1),
+            ..Default::default()
+        })
+        .unwrap();
+        let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+        let app = App::open(config, clock.clone()).unwrap();
+        // A dish (from JSON: the fields a manager sends), restocked five times: five
+        // events in the outbox.
+        let fields = serde_json::from_value(serde_json::json!({
+            "name_zh": "牛肉面", "name_en": "Beef noodles", "category": "noodles",
+            "price_fen": 1800, "daily_quota": 10
+        }))
+        .unwrap();
+        let item = ops::menu::create_item(&app, fields).await.unwrap();
+        for _ in 0..5 {
+            ops::stock::staff_action(
+                &app,
+                StaffId::new(),
+                item.id,
+                StaffStockAction::Restock { count: 1 },
+            )
+            .await
+            .unwrap();
+        }
+        let link = BoxLink { app: app.clone() };
+        let last = link.timeline().await.unwrap().last_seq;
+        assert!(last >= 5, "{last}");
+        ops::sync::acknowledge(&app, last).await.unwrap();
+        clock.advance(chrono::Duration::days(15));
+        let pruned = ops::sync::prune_outbox(&app).await.unwrap() as u64;
+        assert_eq!(pruned, last - 1);
+
+        let err = link.events_after(0, 100).await.unwrap_err().to_string();
+        assert!(err.contains("pruned events up to"), "{err}");
+        let err = link.event_digest(2).await.unwrap_err().to_string();
+        assert!(err.contains("pruned events up to"), "{err}");
+        // What the cloud acknowledged last is still there to check its cursor against,
+        // and what comes after it is sent as before.
+        assert!(link.event_digest(last).await.unwrap().is_some());
+        assert!(link.events_after(last, 100).await.unwrap().is_empty());
+        app.close().await;
+    }
 }

@@ -56,6 +56,14 @@ pub async fn run_with_staff(
                         if let Err(e) = crate::ops::accounts::refresh_states(&app).await {
                             tracing::warn!(error = %e, "reloading accounts failed; will retry");
                         }
+                        if let Err(e) = app.save_kitchen().await {
+                            tracing::warn!(error = %e, "keeping the kitchen's snapshot failed; will retry");
+                        }
+                        match crate::ops::sync::prune_outbox(&app).await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::debug!(events = n, "pruned acknowledged outbox events"),
+                            Err(e) => tracing::warn!(error = %e, "pruning the outbox failed; will retry"),
+                        }
                     }
                     _ = prune.tick() => app.limits.prune(),
                     _ = estimates.tick() => app.publish_estimates(),

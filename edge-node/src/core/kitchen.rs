@@ -58,7 +58,7 @@ pub const MEASURED_ORDERS: u32 = 5;
 const START_LAG_PRIOR_S: f64 = 60.0;
 
 /// The predictor's constants; [`Tuning::default`] is what the box runs.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Tuning {
     /// What one order takes at a station before anything is measured, in seconds.
     pub prep_prior_s: f64,
@@ -88,7 +88,7 @@ impl Default for Tuning {
 }
 
 /// What a station (or the whole kitchen) has measured.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Rate {
     /// Orders finished with a backlog behind them, decayed.
     done: f64,
@@ -117,7 +117,7 @@ struct Rate {
 /// A moving average that starts as the mean of what it has seen (the prior counting as
 /// one observation), so the first orders of the day replace the prior quickly, and
 /// settles to exponential weights.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Average {
     value: Option<f64>,
     seen: u32,
@@ -215,7 +215,7 @@ impl Rate {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Ticket {
     stations: Vec<usize>,
     /// When it was paid: from then on it is in the kitchen's queue.
@@ -227,8 +227,9 @@ struct Ticket {
     expected: Option<(usize, f64)>,
 }
 
-/// The live kitchen: its open orders and what each station has measured.
-#[derive(Debug, Clone)]
+/// The live kitchen: its open orders and what each station has measured. Serialisable
+/// so the box can keep a snapshot of it (a restart then replays only what came after).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Kitchen {
     tuning: Tuning,
     at: Option<DateTime<Utc>>,
@@ -264,6 +265,11 @@ impl Kitchen {
             queues: Vec::new(),
             queue_all: BTreeSet::new(),
         }
+    }
+
+    /// The constants it runs with.
+    pub fn tuning(&self) -> Tuning {
+        self.tuning
     }
 
     /// Orders tracked (placed or in the kitchen, not yet ready).

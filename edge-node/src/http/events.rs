@@ -184,6 +184,10 @@ async fn staff_events(
                 .readers
                 .read(move |c| {
                     let mut all = Vec::new();
+                    if after < outbox::pruned_through(c)? {
+                        // Events it missed are gone: it must reload (the resync below).
+                        return Ok(None);
+                    }
                     let mut cursor = after;
                     while all.len() < CATCH_UP_MAX {
                         let page = outbox::after(c, cursor, outbox::PAGE_MAX)?;
@@ -191,19 +195,24 @@ async fn staff_events(
                         cursor = tail.seq;
                         all.extend(page);
                     }
-                    Ok(all)
+                    Ok(Some(all))
                 })
                 .await?;
-            let last = backlog.last().map_or(after, |e| e.seq);
-            (backlog, last)
+            match backlog {
+                Some(backlog) => {
+                    let last = backlog.last().map_or(after, |e| e.seq);
+                    (backlog, last)
+                }
+                None => (Vec::new(), i64::MIN),
+            }
         }
     };
     let mut head: Vec<Event> = backlog.iter().map(to_sse).collect();
-    if backlog.len() >= CATCH_UP_MAX {
+    if backlog.len() >= CATCH_UP_MAX || last == i64::MIN {
         head.push(resync());
     }
-    if last == i64::MAX {
-        // A fresh subscriber wants only what happens from now on.
+    if last == i64::MAX || last == i64::MIN {
+        // A fresh subscriber (or one told to reload) wants only what happens from now on.
         last = 0;
     }
     let stream = stream::iter(head.into_iter().map(Ok))

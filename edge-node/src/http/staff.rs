@@ -378,6 +378,7 @@ async fn outbox_after(
             Ok(OutboxPage {
                 events: outbox::after(c, q.after_seq, limit)?,
                 last_seq: outbox::last_seq(c)?,
+                pruned_through: outbox::pruned_through(c)?,
             })
         })
         .await?;

@@ -42,6 +42,29 @@ pub async fn acknowledge(app: &App, through: u64) -> Result<(), LinkError> {
         .await
 }
 
+/// Writes one sweep of outbox pruning may take at most (each deletes up to
+/// [`outbox::PRUNE_BATCH`] events): a backlog is worked off over several sweeps
+/// instead of holding the writer.
+const PRUNE_WRITES_MAX: usize = 10;
+
+/// Deletes outbox events the cloud acknowledged that are older than the box keeps
+/// them (`outbox_keep_days`), oldest first; returns how many went.
+pub async fn prune_outbox(app: &App) -> Result<usize, LinkError> {
+    let keep = app.config.outbox_keep;
+    let mut total = 0;
+    for _ in 0..PRUNE_WRITES_MAX {
+        let deleted = app
+            .writer
+            .write(move |ctx| Ok::<_, LinkError>(outbox::prune(ctx.conn, ctx.now - keep)?))
+            .await?;
+        total += deleted;
+        if deleted < outbox::PRUNE_BATCH as usize {
+            break;
+        }
+    }
+    Ok(total)
+}
+
 /// The box's history as the link's `Hello` tells it.
 pub async fn timeline(app: &App) -> Result<LocalTimeline, StoreError> {
     app.readers

@@ -7,15 +7,16 @@
 
 use super::db::StoreError;
 use super::outbox;
-use crate::core::clock::ts;
+use crate::core::clock::parse_ts;
 use crate::core::kitchen::{Kitchen, Tuning};
 use crate::core::menu::{Menu, MenuStore};
 use canteen_api::events::{EventPayload, OutboxEvent};
-use canteen_api::ids::{OrderId, StudentId};
+use canteen_api::ids::{ItemId, OrderId, StudentId};
 use canteen_api::order::{OrderLine, OrderState, running_late, whole_minutes};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rusqlite::{Connection, OptionalExtension};
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Mutex;
 
 /// A paid order nobody started for this long is forgotten by the kitchen.
@@ -38,15 +39,94 @@ pub struct EstimateMoved {
     pub running_late_min: Option<i64>,
 }
 
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct State {
     day: Option<NaiveDate>,
     kitchen: Kitchen,
     students: HashMap<OrderId, StudentId>,
     /// What each student was last told.
     told: HashMap<OrderId, DateTime<Utc>>,
+    /// The last outbox event taken in (0: none).
+    #[serde(default)]
+    seq: i64,
+}
+
+/// The kitchen as it stood after outbox event `state.seq`, kept in a file beside the
+/// database so that a restart replays only the events after it: replaying a day of a
+/// million orders took seconds. A cache, never the truth: it is used only when the
+/// database still holds that same event (same kind, order and time: not a restored
+/// or another database), for the same service day and constants; else the day is
+/// replayed from the outbox.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Snapshot {
+    format: u32,
+    kind: String,
+    aggregate_id: String,
+    at: String,
+    state: State,
+}
+
+const SNAPSHOT_FORMAT: u32 = 1;
+
+/// The snapshot's file name in the data directory.
+pub const SNAPSHOT_FILE: &str = "kitchen.snapshot";
+
+/// The outbox event `seq` as a snapshot names it: (kind, aggregate id, time).
+fn event_key(conn: &Connection, seq: i64) -> Result<Option<(String, String, String)>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT kind, aggregate_id, at FROM outbox WHERE seq = ?1")?
+        .query_row([seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?)
 }
 
 impl State {
+    fn apply(
+        &mut self,
+        seq: i64,
+        event: KitchenEvent,
+        at: DateTime<Utc>,
+        menu: &Menu,
+        tuning: Tuning,
+    ) {
+        self.seq = self.seq.max(seq);
+        let day = event.day();
+        match self.day {
+            Some(d) if d > day => return,
+            Some(d) if d == day => {}
+            _ => self.start_day(day, tuning),
+        }
+        match event {
+            KitchenEvent::Placed {
+                id,
+                student,
+                items,
+                promised,
+                ..
+            } => {
+                let stations = stations_of(menu, items.into_iter());
+                self.kitchen.placed(id, at, &stations, promised);
+                if self.kitchen.contains(id) {
+                    self.students.insert(id, student);
+                }
+            }
+            KitchenEvent::Moved { id, to, .. } => {
+                match to {
+                    OrderState::Paid => self.kitchen.paid(id, at),
+                    OrderState::Preparing => self.kitchen.started(id, at),
+                    OrderState::Ready => self.kitchen.ready(id, at),
+                    // Handed over (or unclaimed) without a ready bump: it was made.
+                    OrderState::PickedUp | OrderState::Unclaimed => self.kitchen.ready(id, at),
+                    OrderState::Cancelled | OrderState::Expired => self.kitchen.gone(id, at),
+                    OrderState::Placed => {}
+                }
+                if !matches!(to, OrderState::Paid | OrderState::Preparing) {
+                    self.students.remove(&id);
+                    self.told.remove(&id);
+                }
+            }
+        }
+    }
+
     /// A new service day: an empty kitchen, nobody to tell anything.
     fn start_day(&mut self, day: NaiveDate, tuning: Tuning) {
         self.day = Some(day);
@@ -60,23 +140,113 @@ impl State {
 pub struct KitchenView {
     tuning: Tuning,
     state: Mutex<State>,
+    /// The event the last snapshot written stands after.
+    saved: Mutex<i64>,
 }
 
 /// The stations an order's lines need: their dishes' menu categories (a dish no longer
 /// on the menu counts as its own station).
 pub fn stations(menu: &Menu, lines: &[OrderLine]) -> Vec<String> {
-    let mut out: Vec<String> = lines
-        .iter()
-        .map(|l| {
-            menu.get(l.item_id).map_or_else(
-                || format!("item:{}", l.item_id),
-                |i| i.fields.category.clone(),
-            )
+    stations_of(menu, lines.iter().map(|l| l.item_id))
+}
+
+fn stations_of(menu: &Menu, items: impl Iterator<Item = ItemId>) -> Vec<String> {
+    let mut out: Vec<String> = items
+        .map(|item| {
+            menu.get(item)
+                .map_or_else(|| format!("item:{item}"), |i| i.fields.category.clone())
         })
         .collect();
     out.sort();
     out.dedup();
     out
+}
+
+/// What the kitchen reads of an order event. At start it is read straight from the
+/// stored payload (borrowed, without the rest of the order): parsing each whole order
+/// of a busy day made a restart at a million orders take seconds.
+enum KitchenEvent {
+    Placed {
+        id: OrderId,
+        student: StudentId,
+        day: NaiveDate,
+        items: Vec<ItemId>,
+        promised: Option<DateTime<Utc>>,
+    },
+    Moved {
+        id: OrderId,
+        day: NaiveDate,
+        to: OrderState,
+    },
+}
+
+#[derive(serde::Deserialize)]
+struct PlacedPayload {
+    id: OrderId,
+    student_id: StudentId,
+    service_day: NaiveDate,
+    lines: Vec<LinePayload>,
+    #[serde(default)]
+    ready_promised_at: Option<DateTime<Utc>>,
+}
+
+#[derive(serde::Deserialize)]
+struct LinePayload {
+    item_id: ItemId,
+}
+
+#[derive(serde::Deserialize)]
+struct MovedPayload {
+    order_id: OrderId,
+    service_day: NaiveDate,
+    to: OrderState,
+}
+
+impl KitchenEvent {
+    fn of(event: &OutboxEvent) -> Option<Self> {
+        match &event.payload {
+            EventPayload::OrderPlaced(p) => Some(Self::Placed {
+                id: p.order.id,
+                student: p.order.student_id,
+                day: p.order.service_day,
+                items: p.order.lines.iter().map(|l| l.item_id).collect(),
+                promised: p.order.ready_promised_at,
+            }),
+            EventPayload::OrderMoved(m) => Some(Self::Moved {
+                id: m.order_id,
+                day: m.service_day,
+                to: m.to,
+            }),
+            _ => None,
+        }
+    }
+
+    /// From a stored `order.placed` or `order.<state>` (a move) payload.
+    fn parse(kind: &str, payload: &str) -> Result<Self, serde_json::Error> {
+        Ok(if kind == "order.placed" {
+            let p: PlacedPayload = serde_json::from_str(payload)?;
+            Self::Placed {
+                id: p.id,
+                student: p.student_id,
+                day: p.service_day,
+                items: p.lines.into_iter().map(|l| l.item_id).collect(),
+                promised: p.ready_promised_at,
+            }
+        } else {
+            let m: MovedPayload = serde_json::from_str(payload)?;
+            Self::Moved {
+                id: m.order_id,
+                day: m.service_day,
+                to: m.to,
+            }
+        })
+    }
+
+    fn day(&self) -> NaiveDate {
+        match self {
+            Self::Placed { day, .. } | Self::Moved { day, .. } => *day,
+        }
+    }
 }
 
 impl KitchenView {
@@ -88,7 +258,9 @@ impl KitchenView {
                 kitchen: Kitchen::new(tuning),
                 students: HashMap::new(),
                 told: HashMap::new(),
+                seq: 0,
             }),
+            saved: Mutex::new(0),
         }
     }
 
@@ -96,68 +268,122 @@ impl KitchenView {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Rebuilds the kitchen of `day` from the outbox: the events of the last day and a
-    /// half (found by sequence number, not by scanning), of that day's orders.
+    /// Rebuilds the kitchen of `day`: from the snapshot in `snapshot` if it still
+    /// applies, else from the events of the last day and a half (found by sequence
+    /// number, not by scanning); then the day's order events after it.
     pub fn load(
         conn: &Connection,
         tuning: Tuning,
         day: NaiveDate,
         now: DateTime<Utc>,
         menu: &MenuStore,
+        snapshot: Option<&Path>,
     ) -> Result<Self, StoreError> {
         let view = Self::new(tuning);
-        let mut cursor = first_seq_since(conn, now - Duration::hours(36))?.saturating_sub(1);
-        loop {
-            let page = outbox::after(conn, cursor, outbox::PAGE_MAX)?;
-            let Some(last) = page.last() else { break };
-            cursor = last.seq;
-            for event in &page {
-                if event_day(event) == Some(day) {
-                    view.apply(event, menu);
-                }
-            }
+        let mut from = outbox::first_seq_since(conn, now - Duration::hours(36))?;
+        if let Some(kept) = snapshot.and_then(|p| Self::read_snapshot(conn, p, tuning, day)) {
+            from = kept.seq + 1;
+            *view.saved.lock().unwrap_or_else(|e| e.into_inner()) = kept.seq;
+            *view.lock() = kept;
         }
+        let mut rows = conn.prepare(
+            "SELECT seq, kind, payload, at FROM outbox \
+             WHERE seq >= ?1 AND kind GLOB 'order.*' ORDER BY seq",
+        )?;
+        let mut rows = rows.query([from])?;
+        let menu = menu.snapshot();
+        let mut s = view.lock();
+        while let Some(row) = rows.next()? {
+            let seq: i64 = row.get(0)?;
+            let corrupt =
+                |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("outbox {seq}: {e}"));
+            let text = |i| row.get_ref(i)?.as_str().map_err(|e| corrupt(&e));
+            let event = KitchenEvent::parse(text(1)?, text(2)?).map_err(|e| corrupt(&e))?;
+            if event.day() != day {
+                continue;
+            }
+            let at = parse_ts(text(3)?).ok_or_else(|| corrupt(&"bad time"))?;
+            s.apply(seq, event, at, &menu, tuning);
+        }
+        drop(s);
         Ok(view)
+    }
+
+    /// The kitchen kept in `path`, if it is of `day`, made with `tuning`, and stands
+    /// after an event this database holds as it was.
+    fn read_snapshot(
+        conn: &Connection,
+        path: &Path,
+        tuning: Tuning,
+        day: NaiveDate,
+    ) -> Option<State> {
+        let bytes = std::fs::read(path).ok()?;
+        let snap: Snapshot = match serde_json::from_slice(&bytes) {
+            Ok(snap) => snap,
+            Err(e) => {
+                tracing::warn!(error = %e, "the kitchen's snapshot is unreadable; replaying the day");
+                return None;
+            }
+        };
+        let same_event =
+            event_key(conn, snap.state.seq)
+                .ok()
+                .flatten()
+                .is_some_and(|(kind, aggregate, at)| {
+                    kind == snap.kind && aggregate == snap.aggregate_id && at == snap.at
+                });
+        (snap.format == SNAPSHOT_FORMAT
+            && snap.state.day == Some(day)
+            && snap.state.kitchen.tuning() == tuning
+            && same_event)
+            .then_some(snap.state)
+    }
+
+    /// Writes the kitchen to `path` (through a temporary file and a rename) if it took
+    /// in events since the last time; `conn` reads the last event's identity.
+    pub fn save(&self, conn: &Connection, path: &Path) -> Result<bool, StoreError> {
+        let state = {
+            let s = self.lock();
+            if s.seq == 0 || s.seq == *self.saved.lock().unwrap_or_else(|e| e.into_inner()) {
+                return Ok(false);
+            }
+            s.clone()
+        };
+        let Some((kind, aggregate_id, at)) = event_key(conn, state.seq)? else {
+            return Ok(false);
+        };
+        let seq = state.seq;
+        let snap = Snapshot {
+            format: SNAPSHOT_FORMAT,
+            kind,
+            aggregate_id,
+            at,
+            state,
+        };
+        let bytes = serde_json::to_vec(&snap)
+            .map_err(|e| StoreError::Corrupt(format!("kitchen snapshot: {e}")))?;
+        let io =
+            |e: std::io::Error| StoreError::Corrupt(format!("writing {}: {e}", path.display()));
+        // Private like the database (it names students' orders), owned like it.
+        let tmp = path.with_extension("tmp");
+        let _ = std::fs::remove_file(&tmp);
+        std::io::Write::write_all(&mut super::secrets::create_private(&tmp)?, &bytes)
+            .map_err(io)?;
+        super::secrets::give_to_dir_owner(&tmp)?;
+        std::fs::rename(&tmp, path).map_err(io)?;
+        *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = seq;
+        Ok(true)
     }
 
     /// Takes a committed event into the kitchen (the menu is read for a placed order's
     /// stations only).
     pub fn apply(&self, event: &OutboxEvent, menu: &MenuStore) {
-        let Some(day) = event_day(event) else { return };
-        let mut s = self.lock();
-        match s.day {
-            Some(d) if d > day => return,
-            Some(d) if d == day => {}
-            _ => s.start_day(day, self.tuning),
-        }
-        let at = event.at;
-        match &event.payload {
-            EventPayload::OrderPlaced(p) => {
-                let o = &p.order;
-                let stations = stations(&menu.snapshot(), &o.lines);
-                s.kitchen.placed(o.id, at, &stations, o.ready_promised_at);
-                if s.kitchen.contains(o.id) {
-                    s.students.insert(o.id, o.student_id);
-                }
-            }
-            EventPayload::OrderMoved(m) => {
-                let id = m.order_id;
-                match m.to {
-                    OrderState::Paid => s.kitchen.paid(id, at),
-                    OrderState::Preparing => s.kitchen.started(id, at),
-                    OrderState::Ready => s.kitchen.ready(id, at),
-                    // Handed over (or unclaimed) without a ready bump: it was made.
-                    OrderState::PickedUp | OrderState::Unclaimed => s.kitchen.ready(id, at),
-                    OrderState::Cancelled | OrderState::Expired => s.kitchen.gone(id, at),
-                    OrderState::Placed => {}
-                }
-                if !matches!(m.to, OrderState::Paid | OrderState::Preparing) {
-                    s.students.remove(&id);
-                    s.told.remove(&id);
-                }
-            }
-            _ => {}
-        }
+        let Some(e) = KitchenEvent::of(event) else {
+            return;
+        };
+        let menu = menu.snapshot();
+        self.lock()
+            .apply(event.seq, e, event.at, &menu, self.tuning);
     }
 
     /// (promise, current estimate) of an order the kitchen still has.
@@ -236,32 +462,4 @@ impl KitchenView {
         }
         out
     }
-}
-
-fn event_day(event: &OutboxEvent) -> Option<NaiveDate> {
-    match &event.payload {
-        EventPayload::OrderPlaced(p) => Some(p.order.service_day),
-        EventPayload::OrderMoved(m) => Some(m.service_day),
-        _ => None,
-    }
-}
-
-/// The first sequence number whose event is at or after `since`: a binary search over
-/// the primary key (times grow with sequence numbers; one written out of order by a
-/// clock step only moves the start a little).
-fn first_seq_since(conn: &Connection, since: DateTime<Utc>) -> Result<i64, StoreError> {
-    let since = ts(since);
-    let mut at =
-        conn.prepare_cached("SELECT at FROM outbox WHERE seq >= ?1 ORDER BY seq LIMIT 1")?;
-    let (mut lo, mut hi) = (0i64, outbox::last_seq(conn)? + 1);
-    while lo + 1 < hi {
-        let mid = lo + (hi - lo) / 2;
-        let t: Option<String> = at.query_row([mid], |r| r.get(0)).optional()?;
-        match t {
-            // The stored form is fixed width: text order is time order.
-            Some(t) if t < since => lo = mid,
-            _ => hi = mid,
-        }
-    }
-    Ok(hi)
 }

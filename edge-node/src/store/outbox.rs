@@ -11,6 +11,12 @@ use rusqlite::{Connection, OptionalExtension, params};
 /// The `box_meta` key of the highest sequence number the cloud acknowledged.
 pub const ACKED_KEY: &str = "outbox_acked_seq";
 
+/// The `box_meta` key of the highest sequence number pruned (0: nothing pruned).
+pub const PRUNED_KEY: &str = "outbox_pruned_seq";
+
+/// The most events one prune deletes: one short write; the next sweep goes on.
+pub const PRUNE_BATCH: i64 = 1000;
+
 /// The most events one `after_seq` query returns.
 pub const PAGE_MAX: usize = 1000;
 
@@ -97,6 +103,58 @@ pub fn after_raw(
 
 /// The most events one sync read returns.
 pub const SYNC_PAGE_MAX: usize = 2000;
+
+/// Deletes the oldest events the cloud acknowledged that are older than `keep_since`,
+/// at most [`PRUNE_BATCH`]; returns how many. Kept whatever their age: every event
+/// after the acknowledged one (not yet in the cloud), the acknowledged event itself (a
+/// reconnecting cloud's cursor is checked against it, and it carries the sequence on),
+/// and so the last one. The highest number pruned is recorded in [`PRUNED_KEY`].
+pub fn prune(conn: &Connection, keep_since: DateTime<Utc>) -> Result<usize, StoreError> {
+    let acked = super::meta::get_u64(conn, ACKED_KEY)? as i64;
+    let Some(oldest) = conn.query_row("SELECT MIN(seq) FROM outbox", [], |r| {
+        r.get::<_, Option<i64>>(0)
+    })?
+    else {
+        return Ok(0);
+    };
+    let cut = first_seq_since(conn, keep_since)?
+        .min(acked)
+        .min(oldest + PRUNE_BATCH);
+    if cut <= oldest {
+        return Ok(0);
+    }
+    let deleted = conn
+        .prepare_cached("DELETE FROM outbox WHERE seq < ?1")?
+        .execute([cut])?;
+    let pruned = super::meta::get_u64(conn, PRUNED_KEY)? as i64;
+    super::meta::set_u64(conn, PRUNED_KEY, pruned.max(cut - 1) as u64)?;
+    Ok(deleted)
+}
+
+/// The highest sequence number pruned (0 when none was).
+pub fn pruned_through(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(super::meta::get_u64(conn, PRUNED_KEY)? as i64)
+}
+
+/// The first sequence number whose event is at or after `since` (one past the last
+/// when none is): a binary search over the primary key (times grow with sequence
+/// numbers; one written out of order by a clock step only moves the start a little).
+pub fn first_seq_since(conn: &Connection, since: DateTime<Utc>) -> Result<i64, StoreError> {
+    let since = crate::core::clock::ts(since);
+    let mut at =
+        conn.prepare_cached("SELECT at FROM outbox WHERE seq >= ?1 ORDER BY seq LIMIT 1")?;
+    let (mut lo, mut hi) = (0i64, last_seq(conn)? + 1);
+    while lo + 1 < hi {
+        let mid = lo + (hi - lo) / 2;
+        let t: Option<String> = at.query_row([mid], |r| r.get(0)).optional()?;
+        match t {
+            // The stored form is fixed width: text order is time order.
+            Some(t) if t < since => lo = mid,
+            _ => hi = mid,
+        }
+    }
+    Ok(hi)
+}
 
 /// The highest sequence number written so far (0 when empty).
 pub fn last_seq(conn: &Connection) -> Result<i64, StoreError> {

@@ -7,7 +7,13 @@
 //! 3. paced: orders at a fixed rate (open loop); latency is measured from each
 //!    request's scheduled time, so a stall cannot hide behind fewer requests.
 //!
+//! With `--growth N`, instead: a short no-op phase (the machine's speed), then orders in
+//! a closed loop until the box holds N, reporting per step of `--growth-step` orders
+//! the rate, the box's resident memory and its database on disk; then a restart, timed
+//! to the first `200` from `/readyz`, and the memory after it.
+//!
 //! Usage: `cargo build --release --workspace --bins && target/release/loadgen`
+//! (`target/release/loadgen --growth 1000000` for the growth curve)
 
 use anyhow::bail;
 use clap::Parser;
@@ -40,6 +46,15 @@ struct Args {
     /// Requests in flight at most in the paced phase (beyond: counted as late).
     #[arg(long, default_value_t = 512)]
     in_flight_max: usize,
+    /// Fill the box to this many orders instead, reporting the growth curve.
+    #[arg(long, default_value_t = 0)]
+    growth: u64,
+    /// Leave the box's data directory here (a new directory) instead of deleting it.
+    #[arg(long)]
+    keep: Option<std::path::PathBuf>,
+    /// Orders per step of the growth curve.
+    #[arg(long, default_value_t = 100_000)]
+    growth_step: u64,
 }
 
 struct Stats {
@@ -77,22 +92,52 @@ impl Stats {
     }
 }
 
+/// When a closed loop stops: after some seconds, or once this many requests started.
+#[derive(Clone, Copy)]
+enum Until {
+    Seconds(u64),
+    Requests(u64),
+}
+
 /// Runs `concurrency` workers that each repeat `one` until `seconds` pass.
 async fn closed_loop<F, Fut>(label: &str, concurrency: usize, seconds: u64, one: F) -> Stats
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
-    let one = Arc::new(one);
+    closed_loop_until(label, concurrency, Until::Seconds(seconds), Arc::new(one)).await
+}
+
+/// Runs `concurrency` workers that each repeat `one` until `until`.
+async fn closed_loop_until<F, Fut>(
+    label: &str,
+    concurrency: usize,
+    until: Until,
+    one: Arc<F>,
+) -> Stats
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
     let start = Instant::now();
-    let deadline = start + Duration::from_secs(seconds);
+    let started = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..concurrency {
         let one = one.clone();
+        let started = started.clone();
         tasks.spawn(async move {
             let (mut ok, mut failed, mut lat) = (0, 0, Vec::new());
             let mut n = 0u64;
-            while Instant::now() < deadline {
+            loop {
+                let go_on = match until {
+                    Until::Seconds(s) => start.elapsed() < Duration::from_secs(s),
+                    Until::Requests(r) => {
+                        started.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < r
+                    }
+                };
+                if !go_on {
+                    break;
+                }
                 n += 1;
                 let t = Instant::now();
                 if one(w, n).await {
@@ -127,7 +172,10 @@ where
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let dir = tempfile::tempdir()?;
-    let data = dir.path().join("box");
+    let data = args.keep.clone().unwrap_or_else(|| dir.path().join("box"));
+    if data.exists() {
+        bail!("{} exists: --keep wants a new directory", data.display());
+    }
     edge_command(&["demo", "--no-serve", "--data-dir", path_str(&data)])?;
     let roster = dir.path().join("roster.csv");
     let mut csv = std::fs::File::create(&roster)?;
@@ -187,20 +235,6 @@ async fn main() -> anyhow::Result<()> {
     let tokens = Arc::new(tokens);
     eprintln!("{} students logged in; {} dishes", tokens.len(), menu.len());
 
-    let skip = if args.paced_only { 0 } else { args.seconds };
-    let noop = {
-        let api = api.clone();
-        closed_loop(
-            "no-op `GET /healthz`, closed loop",
-            args.concurrency,
-            skip,
-            move |_, _| {
-                let api = api.clone();
-                async move { matches!(api.get("/healthz", None).await, Ok((200, _))) }
-            },
-        )
-        .await
-    };
     let place = |api: Api, tokens: Arc<Vec<String>>, menu: Arc<Vec<Value>>| {
         move |w: usize, n: u64| {
             let api = api.clone();
@@ -214,6 +248,25 @@ async fn main() -> anyhow::Result<()> {
                 )
             }
         }
+    };
+    if args.growth > 0 {
+        let one = Arc::new(place(api.clone(), tokens.clone(), menu.clone()));
+        return growth(&args, edge, &data, one, &api, &manager).await;
+    }
+
+    let skip = if args.paced_only { 0 } else { args.seconds };
+    let noop = {
+        let api = api.clone();
+        closed_loop(
+            "no-op `GET /healthz`, closed loop",
+            args.concurrency,
+            skip,
+            move |_, _| {
+                let api = api.clone();
+                async move { matches!(api.get("/healthz", None).await, Ok((200, _))) }
+            },
+        )
+        .await
     };
     let orders = closed_loop(
         "orders, closed loop",
@@ -280,6 +333,122 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("orders stored by the box: {}", summary["orders"]);
     Ok(())
+}
+
+/// The growth curve: orders in a closed loop until the box holds `args.growth`, with
+/// the rate, the box's memory and its files per step; then a restart, timed.
+async fn growth<F, Fut>(
+    args: &Args,
+    edge: EdgeProcess,
+    data: &std::path::Path,
+    one: Arc<F>,
+    api: &Api,
+    manager: &str,
+) -> anyhow::Result<()>
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let noop = {
+        let api = api.clone();
+        closed_loop("no-op", args.concurrency, 5, move |_, _| {
+            let api = api.clone();
+            async move { matches!(api.get("/healthz", None).await, Ok((200, _))) }
+        })
+        .await
+    };
+    println!(
+        "no-op `GET /healthz` (this machine's speed): {:.0} requests/s",
+        noop.rate()
+    );
+    println!();
+    println!(
+        "| orders stored | orders/s in the step | p99 ms | box RSS MiB | database on disk MiB | bytes per order |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let (mut stored, mut rates) = (0u64, Vec::new());
+    while stored < args.growth {
+        let step = args.growth_step.min(args.growth - stored);
+        let stats = closed_loop_until(
+            "orders",
+            args.concurrency,
+            Until::Requests(step),
+            one.clone(),
+        )
+        .await;
+        let (_, summary) = api.get("/api/staff/summary", Some(manager)).await?;
+        stored = summary["orders"]
+            .as_u64()
+            .unwrap_or(stored + stats.ok as u64);
+        let disk = dir_bytes(data)?;
+        println!(
+            "| {stored} | {:.0} | {:.2} | {:.1} | {:.1} | {:.0} |",
+            stats.rate(),
+            stats.pct(0.99),
+            rss_mib(edge.pid())?,
+            disk as f64 / 1048576.0,
+            disk as f64 / stored.max(1) as f64
+        );
+        rates.push(stats.rate());
+        if stats.ok == 0 {
+            bail!("no order placed in a step ({} failed)", stats.failed);
+        }
+    }
+    if let (Some(first), Some(last)) = (rates.first(), rates.last()) {
+        println!();
+        println!(
+            "last step / first step: {:.2} ({:+.0} %)",
+            last / first,
+            (last / first - 1.0) * 100.0
+        );
+    }
+    edge.terminate()?;
+    let start = Instant::now();
+    let edge = EdgeProcess::serve(data, &[("EDGE_REQUESTS_IN_FLIGHT_MAX", "4096")])?;
+    let again = Api::new(&edge.base);
+    loop {
+        if matches!(again.get("/readyz", None).await, Ok((200, _))) {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            bail!("not ready two minutes after a restart");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!(
+        "restart to the first 200 from /readyz: {:.2} s; RSS then {:.1} MiB",
+        start.elapsed().as_secs_f64(),
+        rss_mib(edge.pid())?
+    );
+    edge.terminate()?;
+    Ok(())
+}
+
+/// A process's resident memory (VmRSS), MiB.
+fn rss_mib(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS for {pid}"))?;
+    Ok(kib / 1024.0)
+}
+
+/// Bytes of the files under `dir`.
+fn dir_bytes(dir: &std::path::Path) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() {
+            dir_bytes(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
 }
 
 /// Awaits a batch of futures concurrently, keeping their order.
