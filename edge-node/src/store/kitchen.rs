@@ -360,15 +360,17 @@ impl KitchenView {
             at,
             state,
         };
-        let bytes = serde_json::to_vec(&snap)
-            .map_err(|e| StoreError::Corrupt(format!("kitchen snapshot: {e}")))?;
         let io =
             |e: std::io::Error| StoreError::Corrupt(format!("writing {}: {e}", path.display()));
-        // Private like the database (it names students' orders), owned like it.
+        // Private like the database (it names students' orders), owned like it; written
+        // straight to the file (a busy day's kitchen is megabytes of JSON).
         let tmp = path.with_extension("tmp");
         let _ = std::fs::remove_file(&tmp);
-        std::io::Write::write_all(&mut super::secrets::create_private(&tmp)?, &bytes)
-            .map_err(io)?;
+        let mut file = std::io::BufWriter::new(super::secrets::create_private(&tmp)?);
+        serde_json::to_writer(&mut file, &snap)
+            .map_err(|e| StoreError::Corrupt(format!("kitchen snapshot: {e}")))?;
+        std::io::Write::flush(&mut file).map_err(io)?;
+        drop(file);
         super::secrets::give_to_dir_owner(&tmp)?;
         std::fs::rename(&tmp, path).map_err(io)?;
         *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = seq;
