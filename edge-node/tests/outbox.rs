@@ -104,28 +104,22 @@ async fn acknowledged_events_older_than_kept_are_pruned_and_nothing_else() {
     assert!(numbers.last().copied().unwrap() > last, "{numbers:?}");
     assert_eq!(after["pruned_through"], old_last);
 
-    let staff = b.staff().await;
     // A staff stream resuming from before the gap is told to reload, not handed a
     // history with a hole in it.
-    let res = tower::ServiceExt::oneshot(
-        b.router.clone(),
-        Request::get(format!(
-            "/api/staff/events?access_token={staff}&after_seq=3"
-        ))
-        .body(Body::empty())
-        .unwrap(),
-    )
-    .await
-    .unwrap();
-    let mut body = res.into_body();
-    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
-    let first = String::from_utf8_lossy(&first);
+    let first = first_frame(&b, 3).await;
     assert!(first.contains("event: resync"), "{first}");
     // From after the gap it replays as before.
+    let first = first_frame(&b, old_last).await;
+    assert!(first.contains(&format!("id: {}", old_last + 1)), "{first}");
+}
+
+/// The first frame of a staff event stream resuming after `after_seq`.
+async fn first_frame(b: &TestBox, after_seq: i64) -> String {
+    let staff = b.staff().await;
     let res = tower::ServiceExt::oneshot(
         b.router.clone(),
         Request::get(format!(
-            "/api/staff/events?access_token={staff}&after_seq={old_last}"
+            "/api/staff/events?access_token={staff}&after_seq={after_seq}"
         ))
         .body(Body::empty())
         .unwrap(),
@@ -134,8 +128,7 @@ async fn acknowledged_events_older_than_kept_are_pruned_and_nothing_else() {
     .unwrap();
     let mut body = res.into_body();
     let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
-    let first = String::from_utf8_lossy(&first);
-    assert!(first.contains(&format!("id: {}", old_last + 1)), "{first}");
+    String::from_utf8_lossy(&first).into_owned()
 }
 
 #[tokio::test]
