@@ -20,22 +20,18 @@ pub(crate) struct BoxLink {
 }
 
 impl BoxLink {
-    /// Fails when events after `after_seq` were pruned: the cloud lost events it had
-    /// acknowledged (restored from a backup older than the box keeps them), and this
-    /// box can no longer send them again.
-    async fn not_pruned(&self, after_seq: u64) -> anyhow::Result<()> {
-        let pruned = self.app.readers.read(outbox::pruned_through).await?.max(0) as u64;
-        if after_seq < pruned {
-            anyhow::bail!(
-                "the cloud asks for events from {} on, but this box pruned events up to {pruned} \
-                 after the cloud had acknowledged them (it keeps them {} days): was the cloud \
-                 restored from an older backup? Restore a newer one, or accept that those \
-                 events are missing from the cloud",
-                after_seq + 1,
-                self.app.config.outbox_keep.num_days()
-            );
-        }
-        Ok(())
+    /// Why events after `after_seq` cannot be sent when some were pruned (through
+    /// `pruned`): the cloud lost events it had acknowledged (restored from a backup
+    /// older than the box keeps them), and this box can no longer send them again.
+    fn pruned_error(&self, after_seq: u64, pruned: u64) -> anyhow::Error {
+        anyhow::anyhow!(
+            "the cloud asks for events from {} on, but this box pruned events up to {pruned} \
+             after the cloud had acknowledged them (it keeps them {} days): was the cloud \
+             restored from an older backup? Restore a newer one, or accept that those \
+             events are missing from the cloud",
+            after_seq + 1,
+            self.app.config.outbox_keep.num_days()
+        )
     }
 }
 
@@ -45,9 +41,8 @@ impl EdgeLink for BoxLink {
     }
 
     async fn event_digest(&self, seq: u64) -> anyhow::Result<Option<String>> {
-        // A pruned event is not an absent one: "absent" would read as this box having
-        // gone back in time.
-        self.not_pruned(seq.saturating_sub(1)).await?;
+        // A pruned event is not an absent one ("absent" would read as this box having
+        // gone back in time): `events_after` refuses a pruned range.
         let events = self.events_after(seq.saturating_sub(1), 1).await?;
         Ok(events
             .first()
@@ -64,13 +59,23 @@ impl EdgeLink for BoxLink {
     }
 
     async fn events_after(&self, after_seq: u64, max: usize) -> anyhow::Result<Vec<WireEvent>> {
-        // Never a batch with a hole where pruned events were.
-        self.not_pruned(after_seq).await?;
-        let events = self
+        // Never a batch with a hole where pruned events were (checked in the same read).
+        let (pruned, events) = self
             .app
             .readers
-            .read(move |c| outbox::after_raw(c, after_seq as i64, max))
+            .read(move |c| {
+                let pruned = outbox::pruned_through(c)?.max(0) as u64;
+                let events = if after_seq < pruned {
+                    Vec::new()
+                } else {
+                    outbox::after_raw(c, after_seq as i64, max)?
+                };
+                Ok((pruned, events))
+            })
             .await?;
+        if after_seq < pruned {
+            return Err(self.pruned_error(after_seq, pruned));
+        }
         Ok(events
             .into_iter()
             .map(|(seq, kind, aggregate_id, payload, at)| WireEvent {

@@ -18,6 +18,7 @@ use rusqlite::{Connection, OptionalExtension};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 /// A paid order nobody started for this long is forgotten by the kitchen.
 pub const STALE_AFTER: Duration = Duration::hours(2);
@@ -141,7 +142,7 @@ pub struct KitchenView {
     tuning: Tuning,
     state: Mutex<State>,
     /// The event the last snapshot written stands after.
-    saved: Mutex<i64>,
+    saved: AtomicI64,
 }
 
 /// The stations an order's lines need: their dishes' menu categories (a dish no longer
@@ -163,7 +164,7 @@ fn stations_of(menu: &Menu, items: impl Iterator<Item = ItemId>) -> Vec<String> 
 }
 
 /// What the kitchen reads of an order event. At start it is read straight from the
-/// stored payload (borrowed, without the rest of the order): parsing each whole order
+/// stored payload (only these fields, not the whole order): parsing each whole order
 /// of a busy day made a restart at a million orders take seconds.
 enum KitchenEvent {
     Placed {
@@ -260,7 +261,7 @@ impl KitchenView {
                 told: HashMap::new(),
                 seq: 0,
             }),
-            saved: Mutex::new(0),
+            saved: AtomicI64::new(0),
         }
     }
 
@@ -283,7 +284,7 @@ impl KitchenView {
         let mut from = outbox::first_seq_since(conn, now - Duration::hours(36))?;
         if let Some(kept) = snapshot.and_then(|p| Self::read_snapshot(conn, p, tuning, day)) {
             from = kept.seq + 1;
-            *view.saved.lock().unwrap_or_else(|e| e.into_inner()) = kept.seq;
+            view.saved.store(kept.seq, Ordering::Relaxed);
             *view.lock() = kept;
         }
         let mut rows = conn.prepare(
@@ -344,7 +345,7 @@ impl KitchenView {
     pub fn save(&self, conn: &Connection, path: &Path) -> Result<bool, StoreError> {
         let state = {
             let s = self.lock();
-            if s.seq == 0 || s.seq == *self.saved.lock().unwrap_or_else(|e| e.into_inner()) {
+            if s.seq == 0 || s.seq == self.saved.load(Ordering::Relaxed) {
                 return Ok(false);
             }
             s.clone()
@@ -373,7 +374,7 @@ impl KitchenView {
         drop(file);
         super::secrets::give_to_dir_owner(&tmp)?;
         std::fs::rename(&tmp, path).map_err(io)?;
-        *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = seq;
+        self.saved.store(seq, Ordering::Relaxed);
         Ok(true)
     }
 
