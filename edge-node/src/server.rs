@@ -70,7 +70,12 @@ pub async fn run_with_staff(
                         }
                     }
                     _ = prune.tick() => app.limits.prune(),
-                    _ = estimates.tick() => app.publish_estimates(),
+                    _ = estimates.tick() => {
+                        // Off the runtime's workers: a day of many open orders takes
+                        // milliseconds to compare.
+                        let app = app.clone();
+                        let _ = tokio::task::spawn_blocking(move || app.publish_estimates()).await;
+                    }
                     _ = snapshot.tick() => {
                         if let Err(e) = app.save_kitchen().await {
                             tracing::warn!(error = %e, "keeping the kitchen's snapshot failed; will retry");

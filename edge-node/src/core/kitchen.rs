@@ -40,7 +40,14 @@
 
 use canteen_api::ids::OrderId;
 use chrono::{DateTime, Duration, Utc};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
+
+/// The kitchen's collections are persistent (structure-sharing) ones: cloning a whole
+/// kitchen is a few pointer copies, so the box copies it to work out every order's
+/// estimate or to write its snapshot without holding up the writer, and a growing
+/// map never rehashes all at once in the middle of a commit.
+type Tickets = imbl::HashMap<OrderId, Ticket>;
+type Queue = imbl::OrdSet<(DateTime<Utc>, OrderId)>;
 
 /// Orders the kitchen tracks at once, at most (a day's open orders are far fewer).
 pub const TICKETS_MAX: usize = 50_000;
@@ -233,14 +240,14 @@ struct Ticket {
 pub struct Kitchen {
     tuning: Tuning,
     at: Option<DateTime<Utc>>,
-    tickets: HashMap<OrderId, Ticket>,
+    tickets: Tickets,
     names: Vec<String>,
     stations: Vec<Rate>,
     all: Rate,
     /// Per station, the orders paid and not started (the backlog), in the order they
     /// were paid (the order the kitchen takes them), and the whole kitchen's.
-    queues: Vec<BTreeSet<(DateTime<Utc>, OrderId)>>,
-    queue_all: BTreeSet<(DateTime<Utc>, OrderId)>,
+    queues: Vec<Queue>,
+    queue_all: Queue,
 }
 
 fn secs(d: Duration) -> f64 {
@@ -258,12 +265,12 @@ impl Kitchen {
         Self {
             tuning,
             at: None,
-            tickets: HashMap::new(),
+            tickets: Tickets::new(),
             names: Vec::new(),
             stations: Vec::new(),
             all: Rate::default(),
             queues: Vec::new(),
-            queue_all: BTreeSet::new(),
+            queue_all: Queue::new(),
         }
     }
 
@@ -308,7 +315,7 @@ impl Kitchen {
         }
         self.names.push(name.to_owned());
         self.stations.push(Rate::default());
-        self.queues.push(BTreeSet::new());
+        self.queues.push(Queue::new());
         self.names.len() - 1
     }
 
@@ -545,7 +552,7 @@ impl Kitchen {
             .zip(&self.queues)
             .map(|(r, q)| {
                 let waited_long = q
-                    .first()
+                    .get_min()
                     .is_some_and(|(paid, _)| secs(now - *paid) > r.lag_s());
                 waited_long || q.len() as f64 > 2.0 * r.peak.max(1.0)
             })
@@ -602,9 +609,20 @@ impl Kitchen {
             }
             out.push((*id, self.finish(now, seconds)));
         }
+        // An unpaid order's estimate ("if paid now") depends only on its stations, and
+        // most unpaid orders share a few station sets: each set is worked out once.
+        let mut if_paid_now: HashMap<&[usize], DateTime<Utc>> = HashMap::new();
         for (id, t) in self.tickets.iter().filter(|(_, t)| t.paid.is_none()) {
-            let seconds = self.ticket_seconds(&rates, t, now, |s| backlog[s]);
-            out.push((*id, self.finish(now, seconds)));
+            let estimate =
+                |t: &Ticket| self.finish(now, self.ticket_seconds(&rates, t, now, |s| backlog[s]));
+            let estimate = if t.started.is_some() {
+                estimate(t)
+            } else {
+                *if_paid_now
+                    .entry(&t.stations)
+                    .or_insert_with(|| estimate(t))
+            };
+            out.push((*id, estimate));
         }
         out
     }
