@@ -70,10 +70,10 @@ struct Snapshot {
 const SNAPSHOT_FORMAT: u32 = 1;
 
 /// A file written in synced steps of [`SYNC_STEP`] bytes. Left to the kernel, a
-/// snapshot's megabytes were flushed all at once when it replaced the last one, inside
-/// the next journal commit, which is the one the writer's WAL fsync waits for: a
-/// group commit then took 40–80 ms instead of one. Synced in steps, the disk never has
-/// more than a step of it to write in front of the WAL.
+/// snapshot's megabytes were written out all at once when the rename replaced the last
+/// one, and the writer's WAL fsync queued behind them at the disk: a group commit then
+/// took 40–80 ms instead of one. Synced in steps, the disk never has more than a step
+/// of it to write in front of the WAL.
 struct SyncedSteps {
     file: std::fs::File,
     unsynced: usize,
