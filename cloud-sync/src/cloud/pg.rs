@@ -67,7 +67,7 @@ impl Change {
 }
 
 /// The schema version this build writes on PostgreSQL; a newer database is refused.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Version 1: the SQLite store's version 5, in PostgreSQL's types.
 const SCHEMA_1: &str = "
@@ -273,8 +273,42 @@ CREATE TABLE menu_push_target (
 CREATE INDEX account_login ON account (login, cursor);
 ";
 
+/// Version 2: every text column compares as bytes (`COLLATE "C"`). The cloud's text
+/// columns hold ids, days, kinds and JSON, and nothing sorts names in SQL, so the
+/// database's own collation (`en_US.UTF-8`, `zh_CN.UTF-8`, whatever `initdb` was given)
+/// bought nothing and cost two things: a `strcoll` in every comparison of every index
+/// probe, and indexes whose order belongs to the operating system's C library, which
+/// silently go out of order when an upgrade changes its collation rules (glibc 2.28
+/// did) until they are rebuilt. Byte order never changes. All text columns, not only
+/// the keys, so no comparison mixes two collations (PostgreSQL refuses `=` between
+/// columns whose collations differ). A table added by a later version declares its
+/// text columns `COLLATE "C"`; a test checks every one. On a large database this
+/// rebuilds the indexes of those columns once (the tables are not rewritten: the change
+/// is binary-compatible).
+const SCHEMA_2: &str = r#"
+DO $$
+DECLARE
+    t record;
+BEGIN
+    FOR t IN
+        SELECT table_name,
+               string_agg(format('ALTER COLUMN %I TYPE text COLLATE "C"', column_name), ', ')
+                   AS changes
+        FROM information_schema.columns
+        WHERE table_schema = current_schema()
+          AND data_type = 'text'
+          AND collation_name IS DISTINCT FROM 'C'
+        GROUP BY table_name
+        ORDER BY table_name
+    LOOP
+        EXECUTE format('ALTER TABLE %I %s', t.table_name, t.changes);
+    END LOOP;
+END
+$$;
+"#;
+
 /// Every migration, oldest first: version N is `MIGRATIONS[N - 1]`.
-const MIGRATIONS: &[&str] = &[SCHEMA_1];
+const MIGRATIONS: &[&str] = &[SCHEMA_1, SCHEMA_2];
 
 /// One replica's hold on the database: its pool, the runtime that runs the
 /// connections, and the notices of other replicas.

@@ -3395,6 +3395,65 @@ mod replica_tests {
         assert_eq!(stored, 1000);
     }
 
+    /// Text columns whose collation is not `"C"` (`None` is the database's default).
+    fn not_bytewise(store: &CloudStore) -> Vec<String> {
+        let conn = store.lock().unwrap();
+        let mut stmt = conn
+            .prepare(
+                "SELECT table_name || '.' || column_name FROM information_schema.columns
+                 WHERE table_schema = current_schema() AND data_type = 'text'
+                   AND collation_name IS DISTINCT FROM 'C' ORDER BY 1",
+            )
+            .unwrap();
+        stmt.query_map((), |r| r.get::<_, String>(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// Version 2 makes every text column compare as bytes, on a new database and on
+    /// one of version 1 with events in it, which keep counting afterwards.
+    #[test]
+    fn every_text_column_compares_as_bytes_after_the_migration() {
+        let url = crate::pgtest::shared().fresh_database().unwrap();
+        let store = CloudStore::open_postgres(&url).unwrap();
+        assert_eq!(not_bytewise(&store), Vec::<String>::new());
+        let batch: Vec<_> = (1..=50).map(placed).collect();
+        assert_eq!(store.ingest("box-1", &batch).unwrap(), 50);
+        // Back to version 1: every text column in the database's own collation.
+        store
+            .lock()
+            .unwrap()
+            .execute_batch(
+                r#"DO $$
+                DECLARE t record;
+                BEGIN
+                    FOR t IN
+                        SELECT table_name, string_agg(format(
+                            'ALTER COLUMN %I TYPE text COLLATE "default"', column_name), ', ') AS c
+                        FROM information_schema.columns
+                        WHERE table_schema = current_schema() AND data_type = 'text'
+                        GROUP BY table_name
+                    LOOP
+                        EXECUTE format('ALTER TABLE %I %s', t.table_name, t.c);
+                    END LOOP;
+                END $$;
+                UPDATE schema_version SET version = 1;"#,
+            )
+            .unwrap();
+        let before = not_bytewise(&store);
+        assert!(before.contains(&"event.node_id".to_owned()), "{before:?}");
+        assert!(before.contains(&"admin_session.username".to_owned()));
+        drop(store);
+
+        let store = CloudStore::open_postgres(&url).unwrap();
+        assert_eq!(not_bytewise(&store), Vec::<String>::new());
+        let batch: Vec<_> = (51..=80).map(placed).collect();
+        assert_eq!(store.ingest("box-1", &batch).unwrap(), 80);
+        let s = store.summary("box-1", None).unwrap();
+        assert_eq!((s.events, s.orders), (80, 80));
+    }
+
     #[test]
     fn a_replica_refuses_a_newer_schema_and_replicas_starting_together_migrate_once() {
         let url = crate::pgtest::shared().fresh_database().unwrap();
