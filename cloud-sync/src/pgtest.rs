@@ -176,8 +176,14 @@ impl PgServer {
     /// Creates a new, empty database and returns its URL.
     pub fn fresh_database(&self) -> anyhow::Result<String> {
         let name = format!("t_{}", crate::cloud::store::new_incarnation());
+        self.execute(&format!("CREATE DATABASE {name}"))?;
+        Ok(self.url(&name))
+    }
+
+    /// Runs `sql` as the superuser in the `postgres` database.
+    pub fn execute(&self, sql: &str) -> anyhow::Result<()> {
         let url = self.url("postgres");
-        let sql = format!("CREATE DATABASE {name}");
+        let sql = sql.to_owned();
         // On a thread of its own: callers may be inside a runtime already.
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -194,8 +200,7 @@ impl PgServer {
             })
         })
         .join()
-        .map_err(|_| anyhow::anyhow!("creating a database panicked"))??;
-        Ok(self.url(&name))
+        .map_err(|_| anyhow::anyhow!("a statement's thread panicked"))?
     }
 }
 

@@ -1,6 +1,7 @@
 //! Catch-up benchmark of the sync: a box takes a backlog of orders while the cloud is
 //! down; then the cloud starts and the time until it has acknowledged every event is
-//! measured, on SQLite and then (a copy of the same box) on PostgreSQL. In the same run,
+//! measured, on SQLite and then (copies of the same box) on PostgreSQL: on the newly
+//! initialised server, and again on the same server after a checkpoint. In the same run,
 //! the same bytes (the events as frames) go over one raw QUIC stream with the same TLS
 //! setup, for the ratio. Then a fleet: `--fleet` boxes with `--fleet-events` each
 //! connect at once to one cloud replica, then (fresh copies) to two replicas on one
@@ -185,6 +186,10 @@ async fn main() -> anyhow::Result<()> {
     edge.terminate()?;
     let pg_box = dir.path().join("box-pg");
     copy_dir(&data, &pg_box)?;
+    let pg_box_warm = dir.path().join("box-pg-warm");
+    if !args.no_postgres {
+        copy_dir(&data, &pg_box_warm)?;
+    }
     let edge = EdgeProcess::serve_logged(&data, &env, Some(&dir.path().join("box.log")))?;
 
     // Sync catch-up.
@@ -203,23 +208,34 @@ async fn main() -> anyhow::Result<()> {
     } else {
         Some(cloud_sync::pgtest::PgServer::start()?)
     };
-    let mut pg_times = None;
+    // Twice: first on the newly initialised server, then into a new database on the
+    // same server after a checkpoint, as on a server that has been running (the first
+    // run also pays for creating WAL segment files and first touching shared memory,
+    // which a running server recycles).
+    let mut pg_times = Vec::new();
     if let Some(pg) = &pg {
-        let url = pg.fresh_database()?;
-        let cloud = CloudProcess::serve_replica(
-            &url,
-            &dir.path().join("cloud-pg"),
-            &ca,
-            &dir.path().join("cloud-pg.log"),
-            &[],
-        )?;
-        let env = cloud_env(cloud.quic, "bench", "bench", &enrol);
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let t = Instant::now();
-        let edge = EdgeProcess::serve_logged(&pg_box, &env, Some(&dir.path().join("box-pg.log")))?;
-        pg_times = Some(caught_up(&cloud, "bench", last, t).await?);
-        drop(cloud);
-        edge.terminate()?;
+        for (run, from) in [("cold", &pg_box), ("warm", &pg_box_warm)] {
+            if run == "warm" {
+                pg.execute("CHECKPOINT")?;
+            }
+            let url = pg.fresh_database()?;
+            let cloud = CloudProcess::serve_replica(
+                &url,
+                &dir.path().join(format!("cloud-pg-{run}")),
+                &ca,
+                &dir.path().join(format!("cloud-pg-{run}.log")),
+                &[],
+            )?;
+            let env = cloud_env(cloud.quic, "bench", "bench", &enrol);
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let t = Instant::now();
+            let log = dir.path().join(format!("box-pg-{run}.log"));
+            let edge = EdgeProcess::serve_logged(from, &env, Some(&log))?;
+            pg_times.push((run, caught_up(&cloud, "bench", last, t).await?));
+            drop(cloud);
+            edge.terminate()?;
+        }
     }
 
     // Raw: the same bytes over one QUIC stream with the same TLS, in this process.
@@ -277,16 +293,20 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "| SQLite: sync catch-up (box connected → every event acknowledged) | {sync_s:.2} s, {rate:.0} events/s |"
     );
-    if let Some((converge_s, sync_s)) = pg_times {
+    for (run, (converge_s, sync_s)) in pg_times {
+        let server = match run {
+            "cold" => "new server",
+            _ => "running server",
+        };
         println!(
-            "| PostgreSQL: time to converge (box start → every event acknowledged) | {converge_s:.2} s |"
+            "| PostgreSQL, {server}: time to converge (box start → every event acknowledged) | {converge_s:.2} s |"
         );
         println!(
-            "| PostgreSQL: sync catch-up (box connected → every event acknowledged) | {sync_s:.2} s, {:.0} events/s |",
+            "| PostgreSQL, {server}: sync catch-up (box connected → every event acknowledged) | {sync_s:.2} s, {:.0} events/s |",
             last as f64 / sync_s
         );
         println!(
-            "| PostgreSQL sync rate / raw rate | {:.2} |",
+            "| PostgreSQL, {server}: sync rate / raw rate | {:.2} |",
             last as f64 / sync_s / raw_rate
         );
     }
