@@ -267,15 +267,24 @@ impl<T> OptionalExtension<T> for DbResult<T> {
     }
 }
 
-/// Statements a PostgreSQL transaction has yet to send ([`AsDb::defer`]).
-type Pending = std::cell::RefCell<Vec<(String, Vec<Cell>)>>;
+/// A pooled PostgreSQL connection, shared with the task that sends a transaction's
+/// statements ahead ([`AsDb::send_deferred`]).
+pub type PgClient = std::sync::Arc<deadpool_postgres::Object>;
+
+/// Statements a PostgreSQL transaction has yet to send ([`AsDb::defer`]), and the task
+/// sending the ones before them, if any ([`AsDb::send_deferred`]).
+#[derive(Default)]
+pub struct Pending {
+    queued: std::cell::RefCell<Vec<(String, Vec<Cell>)>>,
+    sent: std::cell::RefCell<Option<tokio::task::JoinHandle<DbResult<()>>>>,
+}
 
 /// A connection (or an open transaction) of either engine.
 #[derive(Clone, Copy)]
 pub enum Db<'a> {
     Lite(&'a rusqlite::Connection),
     Pg(
-        &'a deadpool_postgres::ClientWrapper,
+        &'a PgClient,
         &'a tokio::runtime::Handle,
         Option<&'a Pending>,
     ),
@@ -473,42 +482,76 @@ impl<'a> Db<'a> {
     fn run_defer(&self, sql: &str, cells: Vec<Cell>) -> DbResult<Option<usize>> {
         match self {
             Db::Pg(_, _, Some(pending)) => {
-                pending.borrow_mut().push((postgres_sql(sql), cells));
+                pending.queued.borrow_mut().push((postgres_sql(sql), cells));
                 Ok(None)
             }
             _ => self.run_execute(sql, &cells).map(Some),
         }
     }
+
+    /// See [`AsDb::send_deferred`].
+    fn run_send(&self) {
+        if let Db::Pg(client, rt, Some(pending)) = self {
+            let queued = std::mem::take(&mut *pending.queued.borrow_mut());
+            if queued.is_empty() {
+                return;
+            }
+            let before = pending.sent.borrow_mut().take();
+            let client = PgClient::clone(client);
+            let task = rt.spawn(async move {
+                if let Some(before) = before {
+                    joined(before.await)?;
+                }
+                Ok(pipelined(&client, &queued).await?)
+            });
+            *pending.sent.borrow_mut() = Some(task);
+        }
+    }
 }
 
-/// Sends a transaction's deferred statements, pipelined (each is sent without waiting
-/// for the one before; PostgreSQL runs them in order), and fails with the first error.
-fn flush(
+fn joined(r: Result<DbResult<()>, tokio::task::JoinError>) -> DbResult<()> {
+    r.map_err(|e| DbError::Pool(format!("sending statements: {e}")))?
+}
+
+/// Runs `queued` in order, pipelined (each is sent without waiting for the one before;
+/// PostgreSQL runs them in order), and fails with the first error.
+async fn pipelined(
     client: &deadpool_postgres::ClientWrapper,
+    queued: &[(String, Vec<Cell>)],
+) -> Result<(), tokio_postgres::Error> {
+    let mut statements = Vec::with_capacity(queued.len());
+    for (sql, _) in queued {
+        statements.push(client.prepare_cached(sql).await?);
+    }
+    let runs = queued
+        .iter()
+        .zip(&statements)
+        .map(|((_, cells), stmt)| async move { client.execute(stmt, &pg_params(cells)).await });
+    for result in futures_util::future::join_all(runs).await {
+        result?;
+    }
+    Ok(())
+}
+
+/// Waits for the statements sent ahead, then sends the rest of a transaction's deferred
+/// statements (pipelined), and fails with the first error.
+fn flush(
+    client: &PgClient,
     rt: &tokio::runtime::Handle,
     pending: Option<&Pending>,
 ) -> DbResult<()> {
     let Some(pending) = pending else {
         return Ok(());
     };
-    let queued = std::mem::take(&mut *pending.borrow_mut());
+    let sent = pending.sent.borrow_mut().take();
+    if let Some(sent) = sent {
+        joined(wait(rt, sent))?;
+    }
+    let queued = std::mem::take(&mut *pending.queued.borrow_mut());
     if queued.is_empty() {
         return Ok(());
     }
-    wait(rt, async {
-        let mut statements = Vec::with_capacity(queued.len());
-        for (sql, _) in &queued {
-            statements.push(client.prepare_cached(sql).await?);
-        }
-        let runs = queued
-            .iter()
-            .zip(&statements)
-            .map(|((_, cells), stmt)| async move { client.execute(stmt, &pg_params(cells)).await });
-        for result in futures_util::future::join_all(runs).await {
-            result?;
-        }
-        Ok::<_, tokio_postgres::Error>(())
-    })?;
+    wait(rt, pipelined(client, &queued))?;
     Ok(())
 }
 
@@ -555,6 +598,15 @@ pub trait AsDb {
     fn defer<P: Params>(&self, sql: &str, params: P) -> DbResult<Option<usize>> {
         self.db().run_defer(sql, params.cells())
     }
+
+    /// Starts sending the statements deferred so far (in a PostgreSQL transaction) from
+    /// a task of the connection's runtime, so the server works on them while the caller
+    /// goes on building the next ones. They keep their order before everything after
+    /// them; their errors come at the transaction's next read or its commit. Elsewhere
+    /// nothing is deferred and this does nothing.
+    fn send_deferred(&self) {
+        self.db().run_send()
+    }
 }
 
 impl AsDb for Db<'_> {
@@ -597,7 +649,7 @@ impl Stmt<'_> {
 /// PostgreSQL connection.
 pub enum Conn<'a> {
     Lite(MutexGuard<'a, rusqlite::Connection>),
-    Pg(Box<deadpool_postgres::Object>, &'a tokio::runtime::Handle),
+    Pg(PgClient, &'a tokio::runtime::Handle),
 }
 
 impl AsDb for Conn<'_> {
@@ -631,7 +683,7 @@ pub enum Tx<'a> {
     /// `None` once committed.
     Lite(Option<rusqlite::Transaction<'a>>),
     Pg {
-        client: &'a deadpool_postgres::ClientWrapper,
+        client: &'a PgClient,
         rt: &'a tokio::runtime::Handle,
         open: bool,
         pending: Pending,
@@ -681,13 +733,91 @@ impl Drop for Tx<'_> {
             client,
             rt,
             open: true,
-            ..
+            pending,
         } = self
         {
+            // Statements sent ahead finish (or fail) before the rollback.
+            if let Some(sent) = pending.sent.get_mut().take() {
+                let _ = wait(rt, sent);
+            }
             // A failed statement or an early return: nothing of it stays.
             if let Err(e) = wait(rt, client.batch_execute("ROLLBACK")) {
                 tracing::warn!(error = %e, "rolling back a transaction failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::pg::PgBackend;
+
+    fn table() -> PgBackend {
+        let url = crate::pgtest::shared().fresh_database().unwrap();
+        let pg = PgBackend::connect(&url).unwrap();
+        Conn::Pg(PgClient::new(pg.client().unwrap()), &pg.handle)
+            .execute_batch("CREATE TABLE t (k TEXT PRIMARY KEY, v BIGINT NOT NULL)")
+            .unwrap();
+        pg
+    }
+
+    fn value(conn: &Conn<'_>, k: &str) -> Option<i64> {
+        conn.query_row("SELECT v FROM t WHERE k = ?1", [k], |r| r.get(0))
+            .optional()
+            .unwrap()
+    }
+
+    /// Statements sent ahead run before everything deferred after them (the
+    /// updates below give 20 only in this order), and commit with the rest.
+    #[test]
+    fn statements_sent_ahead_keep_their_order_and_commit_with_the_rest() {
+        let pg = table();
+        let mut conn = Conn::Pg(PgClient::new(pg.client().unwrap()), &pg.handle);
+        let tx = conn.transaction().unwrap();
+        tx.defer("INSERT INTO t (k, v) VALUES (?1, 1)", ["a"])
+            .unwrap();
+        tx.send_deferred();
+        tx.defer("UPDATE t SET v = v + 1 WHERE k = ?1", ["a"])
+            .unwrap();
+        tx.send_deferred();
+        tx.defer("UPDATE t SET v = v * 10 WHERE k = ?1", ["a"])
+            .unwrap();
+        tx.commit().unwrap();
+        assert_eq!(value(&conn, "a"), Some(20));
+    }
+
+    /// A statement sent ahead that fails fails the commit, and nothing of the
+    /// transaction stays; the connection is usable afterwards.
+    #[test]
+    fn a_failure_sent_ahead_fails_the_commit_and_leaves_nothing() {
+        let pg = table();
+        let mut conn = Conn::Pg(PgClient::new(pg.client().unwrap()), &pg.handle);
+        let tx = conn.transaction().unwrap();
+        tx.defer("INSERT INTO t (k, v) VALUES (?1, 1)", ["b"])
+            .unwrap();
+        tx.defer("INSERT INTO t (k, v) VALUES (?1, 2)", ["b"])
+            .unwrap();
+        tx.send_deferred();
+        tx.defer("INSERT INTO t (k, v) VALUES (?1, 3)", ["c"])
+            .unwrap();
+        let err = tx.commit().unwrap_err();
+        assert!(format!("{err:?}").contains("duplicate key"), "{err:?}");
+        assert_eq!((value(&conn, "b"), value(&conn, "c")), (None, None));
+
+        // Given up half way (an early return): rolled back after the statements on
+        // their way have run.
+        let tx = conn.transaction().unwrap();
+        tx.defer("INSERT INTO t (k, v) VALUES (?1, 4)", ["d"])
+            .unwrap();
+        tx.send_deferred();
+        drop(tx);
+        assert_eq!(value(&conn, "d"), None);
+        let tx = conn.transaction().unwrap();
+        tx.defer("INSERT INTO t (k, v) VALUES (?1, 5)", ["d"])
+            .unwrap();
+        tx.send_deferred();
+        tx.commit().unwrap();
+        assert_eq!(value(&conn, "d"), Some(5));
     }
 }

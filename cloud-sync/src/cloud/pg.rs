@@ -390,7 +390,7 @@ impl PgBackend {
 
     fn migrate(&self) -> Result<(), StoreError> {
         use super::db::{AsDb, Conn, OptionalExtension};
-        let mut conn = Conn::Pg(Box::new(self.client()?), &self.handle);
+        let mut conn = Conn::Pg(std::sync::Arc::new(self.client()?), &self.handle);
         let tx = conn.transaction()?;
         // One replica migrates at a time; the others then find the work done.
         tx.execute_batch(

@@ -1184,7 +1184,7 @@ impl CloudStore {
             Backend::Lite { conn, .. } => {
                 Conn::Lite(conn.lock().unwrap_or_else(|e| e.into_inner()))
             }
-            Backend::Pg(pg) => Conn::Pg(Box::new(pg.client()?), &pg.handle),
+            Backend::Pg(pg) => Conn::Pg(std::sync::Arc::new(pg.client()?), &pg.handle),
         })
     }
 
@@ -1303,6 +1303,9 @@ impl CloudStore {
             // no event after the cursor is stored yet (`ON CONFLICT DO NOTHING` would
             // leave one as it is).
             insert_events(&tx, node, timeline, &rows)?;
+            // PostgreSQL stores the events (the most of its work for a batch) while
+            // the projection below is worked out here.
+            tx.send_deferred();
             for (e, counted_now) in rows {
                 if counted_now {
                     project(&tx, &mut batch, node, timeline, e)?;
