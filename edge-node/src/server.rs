@@ -74,7 +74,11 @@ pub async fn run_with_staff(
                         // Off the runtime's workers: a day of many open orders takes
                         // milliseconds to compare.
                         let app = app.clone();
-                        let _ = tokio::task::spawn_blocking(move || app.publish_estimates()).await;
+                        if let Err(e) =
+                            tokio::task::spawn_blocking(move || app.publish_estimates()).await
+                        {
+                            tracing::error!(error = %e, "working out the ready-time estimates failed");
+                        }
                     }
                     _ = snapshot.tick() => {
                         if let Err(e) = app.save_kitchen().await {

@@ -284,7 +284,8 @@ CREATE INDEX account_login ON account (login, cursor);
 /// columns whose collations differ). A table added by a later version declares its
 /// text columns `COLLATE "C"`; a test checks every one. On a large database this
 /// rebuilds the indexes of those columns once (the tables are not rewritten: the change
-/// is binary-compatible).
+/// is binary-compatible), with the tables locked: `deploy/OPERATIONS.md` says to stop
+/// the older replicas first, and to migrate before distributing with Citus.
 const SCHEMA_2: &str = r#"
 DO $$
 DECLARE
@@ -298,6 +299,13 @@ BEGIN
         WHERE table_schema = current_schema()
           AND data_type = 'text'
           AND collation_name IS DISTINCT FROM 'C'
+          -- The cloud's own tables only: never a view or another program's table in
+          -- the same schema (pg_stat_statements puts a view in public).
+          AND table_name IN ('node', 'timeline', 'event', 'cloud_order', 'cloud_payment',
+              'doc_chunk', 'doc_sync_state', 'revocation', 'account', 'meta',
+              'admin_account', 'admin_session', 'audit', 'node_status', 'day_report',
+              'day_close', 'late_event', 'rollup_state', 'rollup_money', 'rollup_hour',
+              'rollup_item', 'sold_out', 'menu_push', 'menu_push_target')
         GROUP BY table_name
         ORDER BY table_name
     LOOP

@@ -177,6 +177,9 @@ pub struct KitchenView {
     state: Mutex<State>,
     /// The event the last snapshot written stands after.
     saved: AtomicI64,
+    /// Held while a snapshot is written: the 30-second tick and a stop's last save use
+    /// the same temporary file.
+    saving: Mutex<()>,
 }
 
 /// The stations an order's lines need: their dishes' menu categories (a dish no longer
@@ -296,6 +299,7 @@ impl KitchenView {
                 seq: 0,
             }),
             saved: AtomicI64::new(0),
+            saving: Mutex::new(()),
         }
     }
 
@@ -377,6 +381,7 @@ impl KitchenView {
     /// Writes the kitchen to `path` (through a temporary file and a rename) if it took
     /// in events since the last time; `conn` reads the last event's identity.
     pub fn save(&self, conn: &Connection, path: &Path) -> Result<bool, StoreError> {
+        let _one_at_a_time = self.saving.lock().unwrap_or_else(|e| e.into_inner());
         let state = {
             let s = self.lock();
             if s.seq == 0 || s.seq == self.saved.load(Ordering::Relaxed) {
