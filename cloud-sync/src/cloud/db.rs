@@ -49,6 +49,8 @@ pub enum DbError {
     Column { index: usize, reason: String },
     #[error("no row")]
     NoRows,
+    #[error("a statement of this transaction failed before its commit; nothing of it was kept")]
+    Aborted,
 }
 
 pub type DbResult<T> = Result<T, DbError>;
@@ -277,6 +279,17 @@ pub type PgClient = std::sync::Arc<deadpool_postgres::Object>;
 pub struct Pending {
     queued: std::cell::RefCell<Vec<(String, Vec<Cell>)>>,
     sent: std::cell::RefCell<Option<tokio::task::JoinHandle<DbResult<()>>>>,
+    /// A statement failed: PostgreSQL has aborted the transaction, and would answer
+    /// its `COMMIT` with a rollback, not an error.
+    failed: std::cell::Cell<bool>,
+}
+
+/// `r`, noted in the transaction's `pending` when it is an error.
+fn noted<T>(pending: Option<&Pending>, r: DbResult<T>) -> DbResult<T> {
+    if let (Err(_), Some(p)) = (&r, pending) {
+        p.failed.set(true);
+    }
+    r
 }
 
 /// A connection (or an open transaction) of either engine.
@@ -435,15 +448,20 @@ impl<'a> Db<'a> {
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(rows)
             }
-            Db::Pg(client, rt, pending) => {
-                flush(client, rt, *pending)?;
-                let sql = postgres_sql(sql);
-                let rows = wait(rt, async {
-                    let stmt = client.prepare_cached(&sql).await?;
-                    client.query(&stmt, &pg_params(cells)).await
-                })?;
-                rows.iter().map(pg_row).collect()
-            }
+            Db::Pg(client, rt, pending) => noted(
+                *pending,
+                (|| {
+                    flush(client, rt, *pending)?;
+                    let sql = postgres_sql(sql);
+                    Ok(wait(rt, async {
+                        let stmt = client.prepare_cached(&sql).await?;
+                        client.query(&stmt, &pg_params(cells)).await
+                    })?)
+                })(),
+            )?
+            .iter()
+            .map(pg_row)
+            .collect(),
         }
     }
 
@@ -455,15 +473,18 @@ impl<'a> Db<'a> {
                     .prepare_cached(sql)?
                     .execute(rusqlite::params_from_iter(values))?)
             }
-            Db::Pg(client, rt, pending) => {
-                flush(client, rt, *pending)?;
-                let sql = postgres_sql(sql);
-                let n = wait(rt, async {
-                    let stmt = client.prepare_cached(&sql).await?;
-                    client.execute(&stmt, &pg_params(cells)).await
-                })?;
-                Ok(n as usize)
-            }
+            Db::Pg(client, rt, pending) => noted(
+                *pending,
+                (|| {
+                    flush(client, rt, *pending)?;
+                    let sql = postgres_sql(sql);
+                    let n = wait(rt, async {
+                        let stmt = client.prepare_cached(&sql).await?;
+                        client.execute(&stmt, &pg_params(cells)).await
+                    })?;
+                    Ok(n as usize)
+                })(),
+            ),
         }
     }
 
@@ -471,10 +492,13 @@ impl<'a> Db<'a> {
     pub fn execute_batch(&self, sql: &str) -> DbResult<()> {
         match self {
             Db::Lite(conn) => Ok(conn.execute_batch(sql)?),
-            Db::Pg(client, rt, pending) => {
-                flush(client, rt, *pending)?;
-                Ok(wait(rt, client.batch_execute(sql))?)
-            }
+            Db::Pg(client, rt, pending) => noted(
+                *pending,
+                (|| {
+                    flush(client, rt, *pending)?;
+                    Ok(wait(rt, client.batch_execute(sql))?)
+                })(),
+            ),
         }
     }
 
@@ -718,6 +742,10 @@ impl Tx<'_> {
                 open,
                 pending,
             } => {
+                // An error the caller went on after: PostgreSQL would roll back quietly.
+                if pending.failed.get() {
+                    return Err(DbError::Aborted);
+                }
                 flush(client, rt, Some(pending))?;
                 wait(rt, client.batch_execute("COMMIT"))?;
                 *open = false;
@@ -819,5 +847,29 @@ mod tests {
         tx.send_deferred();
         tx.commit().unwrap();
         assert_eq!(value(&conn, "d"), Some(5));
+    }
+
+    /// PostgreSQL answers the `COMMIT` of a transaction in which a statement failed
+    /// with a quiet rollback: a caller that went on after the error is told at its
+    /// commit, and nothing was kept.
+    #[test]
+    fn a_commit_after_a_failed_statement_is_an_error() {
+        let pg = table();
+        let mut conn = Conn::Pg(PgClient::new(pg.client().unwrap()), &pg.handle);
+        let tx = conn.transaction().unwrap();
+        tx.execute("INSERT INTO t (k, v) VALUES (?1, 1)", ["e"])
+            .unwrap();
+        assert!(
+            tx.query_row("SELECT v FROM missing", (), |r| r.get::<_, i64>(0))
+                .is_err()
+        );
+        assert!(matches!(tx.commit(), Err(DbError::Aborted)));
+        assert_eq!(value(&conn, "e"), None);
+        // The connection goes on.
+        let tx = conn.transaction().unwrap();
+        tx.execute("INSERT INTO t (k, v) VALUES (?1, 3)", ["e"])
+            .unwrap();
+        tx.commit().unwrap();
+        assert_eq!(value(&conn, "e"), Some(3));
     }
 }
