@@ -790,6 +790,12 @@ mod tests {
         pg
     }
 
+    /// Defers an insert of row `k`.
+    fn put(tx: &Tx<'_>, k: &str, v: i64) {
+        tx.defer("INSERT INTO t (k, v) VALUES (?1, ?2)", params![k, v])
+            .unwrap();
+    }
+
     fn value(conn: &Conn<'_>, k: &str) -> Option<i64> {
         conn.query_row("SELECT v FROM t WHERE k = ?1", [k], |r| r.get(0))
             .optional()
@@ -803,8 +809,7 @@ mod tests {
         let pg = table();
         let mut conn = Conn::Pg(PgClient::new(pg.client().unwrap()), &pg.handle);
         let tx = conn.transaction().unwrap();
-        tx.defer("INSERT INTO t (k, v) VALUES (?1, 1)", ["a"])
-            .unwrap();
+        put(&tx, "a", 1);
         tx.send_deferred();
         tx.defer("UPDATE t SET v = v + 1 WHERE k = ?1", ["a"])
             .unwrap();
@@ -822,13 +827,10 @@ mod tests {
         let pg = table();
         let mut conn = Conn::Pg(PgClient::new(pg.client().unwrap()), &pg.handle);
         let tx = conn.transaction().unwrap();
-        tx.defer("INSERT INTO t (k, v) VALUES (?1, 1)", ["b"])
-            .unwrap();
-        tx.defer("INSERT INTO t (k, v) VALUES (?1, 2)", ["b"])
-            .unwrap();
+        put(&tx, "b", 1);
+        put(&tx, "b", 2);
         tx.send_deferred();
-        tx.defer("INSERT INTO t (k, v) VALUES (?1, 3)", ["c"])
-            .unwrap();
+        put(&tx, "c", 3);
         let err = tx.commit().unwrap_err();
         assert!(format!("{err:?}").contains("duplicate key"), "{err:?}");
         assert_eq!((value(&conn, "b"), value(&conn, "c")), (None, None));
@@ -836,14 +838,12 @@ mod tests {
         // Given up half way (an early return): rolled back after the statements on
         // their way have run.
         let tx = conn.transaction().unwrap();
-        tx.defer("INSERT INTO t (k, v) VALUES (?1, 4)", ["d"])
-            .unwrap();
+        put(&tx, "d", 4);
         tx.send_deferred();
         drop(tx);
         assert_eq!(value(&conn, "d"), None);
         let tx = conn.transaction().unwrap();
-        tx.defer("INSERT INTO t (k, v) VALUES (?1, 5)", ["d"])
-            .unwrap();
+        put(&tx, "d", 5);
         tx.send_deferred();
         tx.commit().unwrap();
         assert_eq!(value(&conn, "d"), Some(5));
