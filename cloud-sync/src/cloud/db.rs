@@ -784,10 +784,14 @@ mod tests {
     fn table() -> PgBackend {
         let url = crate::pgtest::shared().fresh_database().unwrap();
         let pg = PgBackend::connect(&url).unwrap();
-        Conn::Pg(PgClient::new(pg.client().unwrap()), &pg.handle)
+        connect(&pg)
             .execute_batch("CREATE TABLE t (k TEXT PRIMARY KEY, v BIGINT NOT NULL)")
             .unwrap();
         pg
+    }
+
+    fn connect(pg: &PgBackend) -> Conn<'_> {
+        Conn::Pg(PgClient::new(pg.client().unwrap()), &pg.handle)
     }
 
     /// Defers an insert of row `k`.
@@ -807,7 +811,7 @@ mod tests {
     #[test]
     fn statements_sent_ahead_keep_their_order_and_commit_with_the_rest() {
         let pg = table();
-        let mut conn = Conn::Pg(PgClient::new(pg.client().unwrap()), &pg.handle);
+        let mut conn = connect(&pg);
         let tx = conn.transaction().unwrap();
         put(&tx, "a", 1);
         tx.send_deferred();
@@ -825,7 +829,7 @@ mod tests {
     #[test]
     fn a_failure_sent_ahead_fails_the_commit_and_leaves_nothing() {
         let pg = table();
-        let mut conn = Conn::Pg(PgClient::new(pg.client().unwrap()), &pg.handle);
+        let mut conn = connect(&pg);
         let tx = conn.transaction().unwrap();
         put(&tx, "b", 1);
         put(&tx, "b", 2);
@@ -855,7 +859,7 @@ mod tests {
     #[test]
     fn a_commit_after_a_failed_statement_is_an_error() {
         let pg = table();
-        let mut conn = Conn::Pg(PgClient::new(pg.client().unwrap()), &pg.handle);
+        let mut conn = connect(&pg);
         let tx = conn.transaction().unwrap();
         tx.execute("INSERT INTO t (k, v) VALUES (?1, 1)", ["e"])
             .unwrap();
