@@ -284,8 +284,15 @@ pub struct Pending {
     failed: std::cell::Cell<bool>,
 }
 
-/// `r`, noted in the transaction's `pending` when it is an error.
-fn noted<T>(pending: Option<&Pending>, r: DbResult<T>) -> DbResult<T> {
+/// Runs `statement` (a future: it is sent only when polled) after the transaction's
+/// deferred statements; an error of either is noted in the transaction's `pending`.
+fn pg_now<T>(
+    client: &PgClient,
+    rt: &tokio::runtime::Handle,
+    pending: Option<&Pending>,
+    statement: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> DbResult<T> {
+    let r = flush(client, rt, pending).and_then(|()| Ok(wait(rt, statement)?));
     if let (Err(_), Some(p)) = (&r, pending) {
         p.failed.set(true);
     }
@@ -448,20 +455,16 @@ impl<'a> Db<'a> {
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(rows)
             }
-            Db::Pg(client, rt, pending) => noted(
-                *pending,
-                (|| {
-                    flush(client, rt, *pending)?;
-                    let sql = postgres_sql(sql);
-                    Ok(wait(rt, async {
-                        let stmt = client.prepare_cached(&sql).await?;
-                        client.query(&stmt, &pg_params(cells)).await
-                    })?)
-                })(),
-            )?
-            .iter()
-            .map(pg_row)
-            .collect(),
+            Db::Pg(client, rt, pending) => {
+                let sql = postgres_sql(sql);
+                pg_now(client, rt, *pending, async {
+                    let stmt = client.prepare_cached(&sql).await?;
+                    client.query(&stmt, &pg_params(cells)).await
+                })?
+                .iter()
+                .map(pg_row)
+                .collect()
+            }
         }
     }
 
@@ -473,18 +476,14 @@ impl<'a> Db<'a> {
                     .prepare_cached(sql)?
                     .execute(rusqlite::params_from_iter(values))?)
             }
-            Db::Pg(client, rt, pending) => noted(
-                *pending,
-                (|| {
-                    flush(client, rt, *pending)?;
-                    let sql = postgres_sql(sql);
-                    let n = wait(rt, async {
-                        let stmt = client.prepare_cached(&sql).await?;
-                        client.execute(&stmt, &pg_params(cells)).await
-                    })?;
-                    Ok(n as usize)
-                })(),
-            ),
+            Db::Pg(client, rt, pending) => {
+                let sql = postgres_sql(sql);
+                let n = pg_now(client, rt, *pending, async {
+                    let stmt = client.prepare_cached(&sql).await?;
+                    client.execute(&stmt, &pg_params(cells)).await
+                })?;
+                Ok(n as usize)
+            }
         }
     }
 
@@ -492,13 +491,7 @@ impl<'a> Db<'a> {
     pub fn execute_batch(&self, sql: &str) -> DbResult<()> {
         match self {
             Db::Lite(conn) => Ok(conn.execute_batch(sql)?),
-            Db::Pg(client, rt, pending) => noted(
-                *pending,
-                (|| {
-                    flush(client, rt, *pending)?;
-                    Ok(wait(rt, client.batch_execute(sql))?)
-                })(),
-            ),
+            Db::Pg(client, rt, pending) => pg_now(client, rt, *pending, client.batch_execute(sql)),
         }
     }
 
@@ -791,7 +784,7 @@ mod tests {
     }
 
     fn connect(pg: &PgBackend) -> Conn<'_> {
-        Conn::Pg(PgClient::new(pg.client().unwrap()), &pg.handle)
+        pg.conn().unwrap()
     }
 
     /// Defers an insert of row `k`.

@@ -396,9 +396,17 @@ impl PgBackend {
         super::db::wait(&self.handle, self.pool.get()).map_err(pool_error)
     }
 
+    /// A pooled connection, as the store's statements take it.
+    pub fn conn(&self) -> Result<super::db::Conn<'_>, StoreError> {
+        Ok(super::db::Conn::Pg(
+            std::sync::Arc::new(self.client()?),
+            &self.handle,
+        ))
+    }
+
     fn migrate(&self) -> Result<(), StoreError> {
-        use super::db::{AsDb, Conn, OptionalExtension};
-        let mut conn = Conn::Pg(std::sync::Arc::new(self.client()?), &self.handle);
+        use super::db::{AsDb, OptionalExtension};
+        let mut conn = self.conn()?;
         let tx = conn.transaction()?;
         // One replica migrates at a time; the others then find the work done.
         tx.execute_batch(

@@ -214,8 +214,11 @@ async fn main() -> anyhow::Result<()> {
     // which a running server recycles).
     let mut pg_times = Vec::new();
     if let Some(pg) = &pg {
-        for (run, from) in [("cold", &pg_box), ("warm", &pg_box_warm)] {
-            if run == "warm" {
+        for (server, run, from) in [
+            ("new server", "new", &pg_box),
+            ("running server", "running", &pg_box_warm),
+        ] {
+            if run == "running" {
                 pg.execute("CHECKPOINT")?;
             }
             let url = pg.fresh_database()?;
@@ -232,7 +235,7 @@ async fn main() -> anyhow::Result<()> {
             let t = Instant::now();
             let log = dir.path().join(format!("box-pg-{run}.log"));
             let edge = EdgeProcess::serve_logged(from, &env, Some(&log))?;
-            pg_times.push((run, caught_up(&cloud, "bench", last, t).await?));
+            pg_times.push((server, caught_up(&cloud, "bench", last, t).await?));
             drop(cloud);
             edge.terminate()?;
         }
@@ -293,11 +296,7 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "| SQLite: sync catch-up (box connected → every event acknowledged) | {sync_s:.2} s, {rate:.0} events/s |"
     );
-    for (run, (converge_s, sync_s)) in pg_times {
-        let server = match run {
-            "cold" => "new server",
-            _ => "running server",
-        };
+    for (server, (converge_s, sync_s)) in pg_times {
         println!(
             "| PostgreSQL, {server}: time to converge (box start → every event acknowledged) | {converge_s:.2} s |"
         );
