@@ -635,6 +635,21 @@ impl Api {
         Ok((status, res.json().await.unwrap_or(Value::Null)))
     }
 
+    /// Places an order as the students' page does: with an `Idempotency-Key` of its
+    /// own (the page makes one per checkout and reuses it only for retries).
+    pub async fn place_order(&self, token: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        let res = self
+            .http
+            .post(format!("{}/api/student/orders", self.base))
+            .json(body)
+            .bearer_auth(token)
+            .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+            .send()
+            .await?;
+        let status = res.status().as_u16();
+        Ok((status, res.json().await.unwrap_or(Value::Null)))
+    }
+
     pub async fn get(&self, path: &str, token: Option<&str>) -> anyhow::Result<(u16, Value)> {
         let mut req = self.http.get(format!("{}{path}", self.base));
         if let Some(t) = token {

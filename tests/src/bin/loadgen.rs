@@ -3,7 +3,8 @@
 //! in, and then, over HTTP on loopback:
 //!
 //! 1. no-op: closed loop on `GET /healthz` (the HTTP stack's ceiling on this machine);
-//! 2. orders: closed loop placing orders of 1–3 lines with random valid options;
+//! 2. orders: closed loop placing orders of 1–3 lines with random valid options, each
+//!    with an `Idempotency-Key` as the students' page sends;
 //! 3. paced: orders at a fixed rate (open loop); latency is measured from each
 //!    request's scheduled time, so a stall cannot hide behind fewer requests.
 //!
@@ -241,12 +242,7 @@ async fn main() -> anyhow::Result<()> {
             let mut rng = StdRng::seed_from_u64((w as u64) << 32 | n);
             let token = tokens[(w * 7919 + n as usize) % tokens.len()].clone();
             let body = tests::random_order(&menu, &mut rng);
-            async move {
-                matches!(
-                    api.post("/api/student/orders", Some(&token), &body).await,
-                    Ok((201, _))
-                )
-            }
+            async move { matches!(api.place_order(&token, &body).await, Ok((201, _))) }
         }
     };
     if args.growth > 0 {
