@@ -601,6 +601,20 @@ impl Relay {
     }
 }
 
+/// Sends `req` (with `token` as its bearer, if any): the status and the JSON body
+/// (`Null` when the body is not JSON).
+async fn answer(
+    mut req: reqwest::RequestBuilder,
+    token: Option<&str>,
+) -> anyhow::Result<(u16, Value)> {
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let res = req.send().await?;
+    let status = res.status().as_u16();
+    Ok((status, res.json().await.unwrap_or(Value::Null)))
+}
+
 /// A small JSON client for the box's API.
 #[derive(Clone)]
 pub struct Api {
@@ -626,38 +640,26 @@ impl Api {
         token: Option<&str>,
         body: &Value,
     ) -> anyhow::Result<(u16, Value)> {
-        let mut req = self.http.post(format!("{}{path}", self.base)).json(body);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let res = req.send().await?;
-        let status = res.status().as_u16();
-        Ok((status, res.json().await.unwrap_or(Value::Null)))
+        answer(
+            self.http.post(format!("{}{path}", self.base)).json(body),
+            token,
+        )
+        .await
     }
 
     /// Places an order as the students' page does: with an `Idempotency-Key` of its
     /// own (the page makes one per checkout and reuses it only for retries).
     pub async fn place_order(&self, token: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
-        let res = self
+        let req = self
             .http
             .post(format!("{}/api/student/orders", self.base))
             .json(body)
-            .bearer_auth(token)
-            .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
-            .send()
-            .await?;
-        let status = res.status().as_u16();
-        Ok((status, res.json().await.unwrap_or(Value::Null)))
+            .header("Idempotency-Key", uuid::Uuid::new_v4().to_string());
+        answer(req, Some(token)).await
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> anyhow::Result<(u16, Value)> {
-        let mut req = self.http.get(format!("{}{path}", self.base));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let res = req.send().await?;
-        let status = res.status().as_u16();
-        Ok((status, res.json().await.unwrap_or(Value::Null)))
+        answer(self.http.get(format!("{}{path}", self.base)), token).await
     }
 
     /// A staff transition of `order` (a JSON order as the API returns it) at its
