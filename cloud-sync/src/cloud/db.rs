@@ -277,11 +277,69 @@ pub type PgClient = std::sync::Arc<deadpool_postgres::Object>;
 /// sending the ones before them, if any ([`AsDb::send_deferred`]).
 #[derive(Default)]
 pub struct Pending {
-    queued: std::cell::RefCell<Vec<(String, Vec<Cell>)>>,
+    queued: std::cell::RefCell<Vec<Deferred>>,
     sent: std::cell::RefCell<Option<tokio::task::JoinHandle<DbResult<()>>>>,
     /// A statement failed: PostgreSQL has aborted the transaction, and would answer
     /// its `COMMIT` with a rollback, not an error.
     failed: std::cell::Cell<bool>,
+}
+
+/// A write a PostgreSQL transaction has yet to send.
+enum Deferred {
+    /// A statement and its parameters.
+    Statement(String, Vec<Cell>),
+    /// Rows for a `COPY … FROM STDIN`.
+    Copy(CopyRows),
+}
+
+/// Rows for `COPY table (columns) FROM STDIN (FORMAT binary)`, given as columns: each
+/// a [`Cell::TextArray`] or [`Cell::IntArray`] of one value per row, or any other cell,
+/// which every row takes as it is. The cheapest way into a PostgreSQL table: the rows
+/// go in binary, and the server writes them a page at a time (one WAL record per page,
+/// not per row) with no per-row check for a conflict, so the caller must know that
+/// none of them is there yet.
+pub struct CopyRows {
+    /// `COPY table (columns) FROM STDIN (FORMAT binary)`.
+    pub sql: String,
+    /// Each column's type in the table.
+    pub types: Vec<Type>,
+    pub columns: Vec<Cell>,
+}
+
+impl CopyRows {
+    fn len(&self) -> usize {
+        self.columns
+            .iter()
+            .find_map(|c| match c {
+                Cell::TextArray(v) => Some(v.len()),
+                Cell::IntArray(v) => Some(v.len()),
+                _ => None,
+            })
+            .unwrap_or(0)
+    }
+}
+
+/// Sends `copy`'s rows; returns how many PostgreSQL stored.
+async fn copy_in(
+    client: &deadpool_postgres::ClientWrapper,
+    copy: &CopyRows,
+) -> Result<u64, tokio_postgres::Error> {
+    let sink = client.copy_in(copy.sql.as_str()).await?;
+    let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(sink, &copy.types);
+    let mut writer = std::pin::pin!(writer);
+    let mut row: Vec<&(dyn postgres_types::ToSql + Sync)> = Vec::with_capacity(copy.columns.len());
+    for i in 0..copy.len() {
+        row.clear();
+        for c in &copy.columns {
+            row.push(match c {
+                Cell::TextArray(v) => &v[i],
+                Cell::IntArray(v) => &v[i],
+                other => other,
+            });
+        }
+        writer.as_mut().write(&row).await?;
+    }
+    writer.finish().await
 }
 
 /// Runs `statement` (a future: it is sent only when polled) after the transaction's
@@ -499,10 +557,28 @@ impl<'a> Db<'a> {
     fn run_defer(&self, sql: &str, cells: Vec<Cell>) -> DbResult<Option<usize>> {
         match self {
             Db::Pg(_, _, Some(pending)) => {
-                pending.queued.borrow_mut().push((postgres_sql(sql), cells));
+                pending
+                    .queued
+                    .borrow_mut()
+                    .push(Deferred::Statement(postgres_sql(sql), cells));
                 Ok(None)
             }
             _ => self.run_execute(sql, &cells).map(Some),
+        }
+    }
+
+    /// See [`AsDb::defer_copy`].
+    fn run_copy(&self, copy: CopyRows) -> DbResult<()> {
+        match self {
+            Db::Pg(_, _, Some(pending)) => {
+                pending.queued.borrow_mut().push(Deferred::Copy(copy));
+                Ok(())
+            }
+            Db::Pg(client, rt, None) => {
+                wait(rt, copy_in(client, &copy))?;
+                Ok(())
+            }
+            Db::Lite(_) => Err(DbError::Pool("SQLite has no COPY".into())),
         }
     }
 
@@ -530,19 +606,38 @@ fn joined(r: Result<DbResult<()>, tokio::task::JoinError>) -> DbResult<()> {
     r.map_err(|e| DbError::Pool(format!("sending statements: {e}")))?
 }
 
-/// Runs `queued` in order, pipelined (each is sent without waiting for the one before;
-/// PostgreSQL runs them in order), and fails with the first error.
+/// Runs `queued` in order, and fails with the first error. Statements in a row are
+/// pipelined (each is sent without waiting for the one before; PostgreSQL runs them in
+/// order); a copy starts when the statements before it are done.
 async fn pipelined(
     client: &deadpool_postgres::ClientWrapper,
-    queued: &[(String, Vec<Cell>)],
+    queued: &[Deferred],
 ) -> Result<(), tokio_postgres::Error> {
-    let mut statements = Vec::with_capacity(queued.len());
-    for (sql, _) in queued {
-        statements.push(client.prepare_cached(sql).await?);
+    let mut run: Vec<(&str, &[Cell])> = Vec::new();
+    for d in queued {
+        match d {
+            Deferred::Statement(sql, cells) => run.push((sql, cells)),
+            Deferred::Copy(copy) => {
+                statements(client, &std::mem::take(&mut run)).await?;
+                copy_in(client, copy).await?;
+            }
+        }
     }
-    let runs = queued
+    statements(client, &run).await
+}
+
+/// Runs `run` pipelined, and fails with the first error.
+async fn statements(
+    client: &deadpool_postgres::ClientWrapper,
+    run: &[(&str, &[Cell])],
+) -> Result<(), tokio_postgres::Error> {
+    let mut prepared = Vec::with_capacity(run.len());
+    for (sql, _) in run {
+        prepared.push(client.prepare_cached(sql).await?);
+    }
+    let runs = run
         .iter()
-        .zip(&statements)
+        .zip(&prepared)
         .map(|((_, cells), stmt)| async move { client.execute(stmt, &pg_params(cells)).await });
     for result in futures_util::future::join_all(runs).await {
         result?;
@@ -614,6 +709,13 @@ pub trait AsDb {
     /// once (`None`); elsewhere it runs now (`Some(rows changed)`).
     fn defer<P: Params>(&self, sql: &str, params: P) -> DbResult<Option<usize>> {
         self.db().run_defer(sql, params.cells())
+    }
+
+    /// Like [`AsDb::defer`], for rows to `COPY` into a PostgreSQL table (in a
+    /// transaction it is queued, elsewhere it runs now). Not for SQLite, which has no
+    /// `COPY`: an error there.
+    fn defer_copy(&self, copy: CopyRows) -> DbResult<()> {
+        self.db().run_copy(copy)
     }
 
     /// Starts sending the statements deferred so far (in a PostgreSQL transaction) from

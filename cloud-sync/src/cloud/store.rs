@@ -20,10 +20,13 @@
 //! the database went back (a restore): the cloud takes a new incarnation, so every
 //! box forgets its cursors of the cloud's streams and fetches them again.
 
-use super::db::{AsDb, Cell, Conn, Db, DbError, DbResult, Dialect, OptionalExtension, params};
+use super::db::{
+    AsDb, Cell, Conn, CopyRows, Db, DbError, DbResult, Dialect, OptionalExtension, params,
+};
 use crate::proto::{Account, BoxHello, BoxStatus, DayTotals, WireEvent, event_digest};
 use crate::uplink::{BatchError, accept_batch};
 use canteen_api::events::{EventPayload, OrderMoved, OrderPlacedHead};
+use postgres_types::Type;
 use rusqlite::Connection;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -1302,7 +1305,7 @@ impl CloudStore {
             // The cursor row's lock keeps a second replica out of this box's batch, so
             // no event after the cursor is stored yet (`ON CONFLICT DO NOTHING` would
             // leave one as it is).
-            insert_events(&tx, node, timeline, &rows)?;
+            insert_events(&tx, node, timeline, cursor, &rows)?;
             // PostgreSQL stores the events (the most of its work for a batch) while
             // the projection below is worked out here.
             tx.send_deferred();
@@ -2226,10 +2229,18 @@ fn bump_items(
 /// Stores a batch's events: one statement per event on SQLite (in-process), one for the
 /// whole batch on PostgreSQL (its columns as arrays, sent in binary: nothing for the
 /// server to parse).
+///
+/// On PostgreSQL the rows go by `COPY` (2–3 times cheaper for the server than an
+/// `INSERT … ON CONFLICT`, which checks and confirms each row on its own) when none of
+/// them can be there: only batches store events, each under the box's cursor row lock
+/// and only after the cursor, so the timeline holds nothing after `cursor`, which one
+/// index probe confirms. Should it ever hold something (a database edited by hand),
+/// the batch takes the `INSERT … ON CONFLICT DO NOTHING`, as on SQLite.
 fn insert_events(
     tx: &impl AsDb,
     node: &str,
     timeline: i64,
+    cursor: i64,
     rows: &[(&WireEvent, bool)],
 ) -> DbResult<()> {
     match tx.dialect() {
@@ -2272,6 +2283,39 @@ fn insert_events(
                 payloads.push(e.payload.clone());
                 ats.push(e.at.clone());
                 counts.push(i64::from(*counted));
+            }
+            let stored_after: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM event
+                     WHERE node_id = ?1 AND timeline = ?2 AND seq > ?3 LIMIT 1) AS after",
+                params![node, timeline, cursor],
+                |r| r.get(0),
+            )?;
+            if stored_after == 0 {
+                return tx.defer_copy(CopyRows {
+                    sql: "COPY event (node_id, timeline, seq, kind, aggregate_id, payload, at,
+                                      counted) FROM STDIN (FORMAT binary)"
+                        .to_owned(),
+                    types: vec![
+                        Type::TEXT,
+                        Type::INT8,
+                        Type::INT8,
+                        Type::TEXT,
+                        Type::TEXT,
+                        Type::TEXT,
+                        Type::TEXT,
+                        Type::INT8,
+                    ],
+                    columns: vec![
+                        Cell::Text(node.to_owned()),
+                        Cell::Int(timeline),
+                        Cell::IntArray(seqs),
+                        Cell::TextArray(kinds),
+                        Cell::TextArray(aggregates),
+                        Cell::TextArray(payloads),
+                        Cell::TextArray(ats),
+                        Cell::IntArray(counts),
+                    ],
+                });
             }
             tx.defer(
                 "INSERT INTO event (node_id, timeline, seq, kind, aggregate_id, payload, at, counted)
@@ -3396,6 +3440,37 @@ mod replica_tests {
             .query_row("SELECT COUNT(*) FROM event", (), |r| r.get(0))
             .unwrap();
         assert_eq!(stored, 1000);
+    }
+
+    /// Batches are copied into the event table when nothing after the cursor is
+    /// stored; an event that is (put there by hand) sends the batch through
+    /// `INSERT … ON CONFLICT DO NOTHING` instead of failing it: the stored row stays.
+    #[test]
+    fn an_event_stored_after_the_cursor_is_kept_and_the_batch_lands() {
+        let url = crate::pgtest::shared().fresh_database().unwrap();
+        let store = CloudStore::open_postgres(&url).unwrap();
+        let first: Vec<WireEvent> = (1..=40).map(placed).collect();
+        assert_eq!(store.ingest("box-1", &first).unwrap(), 40);
+        store
+            .lock()
+            .unwrap()
+            .execute(
+                "INSERT INTO event (node_id, timeline, seq, kind, aggregate_id, payload, at)
+                 VALUES ('box-1', 0, 42, 'order.placed', 'by-hand', '{}', 't')",
+                (),
+            )
+            .unwrap();
+        let second: Vec<WireEvent> = (41..=80).map(placed).collect();
+        assert_eq!(store.ingest("box-1", &second).unwrap(), 80);
+        let conn = store.lock().unwrap();
+        let (stored, by_hand): (i64, String) = conn
+            .query_row(
+                "SELECT COUNT(*), MAX(CASE WHEN seq = 42 THEN aggregate_id END) FROM event",
+                (),
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((stored, by_hand.as_str()), (80, "by-hand"));
     }
 
     /// Text columns whose collation is not `"C"` (`None` is the database's default).
