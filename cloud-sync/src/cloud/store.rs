@@ -2052,7 +2052,7 @@ impl Batch {
     }
 
     /// Stores the orders first placed in this batch (SQLite: one statement each;
-    /// PostgreSQL: one for all).
+    /// PostgreSQL: one `COPY` for all).
     fn insert_new_orders(&mut self, tx: &impl AsDb, node: &str) -> DbResult<()> {
         let new = std::mem::take(&mut self.new_orders);
         let rows: Vec<(String, i64, OrderRow)> = new
@@ -2100,15 +2100,24 @@ impl Batch {
                     timelines.push(timeline);
                     hours.push(hour);
                 }
-                tx.defer(
-                    "INSERT INTO cloud_order (node_id, order_id, service_day, state, total_fen,
-                         placed_seq, placed_timeline, placed_hour)
-                     SELECT ?1::text, x.* FROM unnest(?2::text[], ?3::text[], ?4::text[],
-                         ?5::bigint[], ?6::bigint[], ?7::bigint[], ?8::bigint[])
-                         AS x(order_id, service_day, state, total_fen, placed_seq,
-                              placed_timeline, placed_hour)
-                     ON CONFLICT (node_id, order_id) DO NOTHING",
-                    vec![
+                // Looked up in this transaction, under the box's cursor row lock, and
+                // not found: no other transaction can store them first.
+                tx.defer_copy(CopyRows {
+                    sql: "COPY cloud_order (node_id, order_id, service_day, state, total_fen,
+                              placed_seq, placed_timeline, placed_hour)
+                          FROM STDIN (FORMAT binary)"
+                        .to_owned(),
+                    types: vec![
+                        Type::TEXT,
+                        Type::TEXT,
+                        Type::TEXT,
+                        Type::TEXT,
+                        Type::INT8,
+                        Type::INT8,
+                        Type::INT8,
+                        Type::INT8,
+                    ],
+                    columns: vec![
                         Cell::Text(node.to_owned()),
                         Cell::TextArray(ids),
                         Cell::TextArray(days),
@@ -2118,7 +2127,7 @@ impl Batch {
                         Cell::IntArray(timelines),
                         Cell::IntArray(hours),
                     ],
-                )?;
+                })?;
             }
         }
         Ok(())
