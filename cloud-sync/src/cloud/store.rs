@@ -1274,6 +1274,9 @@ impl CloudStore {
             let mut counted = 0i64;
             let mut batch = Batch::default();
             batch.load_orders(&tx, node, fresh)?;
+            // Read now, before the events are sent ahead: a read in the projection
+            // would wait for PostgreSQL to store them.
+            batch.closed_through(&tx, node, "")?;
             // The events to store, and whether each is counted now.
             let mut rows: Vec<(&WireEvent, bool)> = Vec::with_capacity(fresh.len());
             for e in fresh {
