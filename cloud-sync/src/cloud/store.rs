@@ -3419,8 +3419,8 @@ mod replica_tests {
     }
 
     /// The box's cursor row, locked per batch, holds this (without the lock the second
-    /// replica counts the batch again: checked); events are also inserted
-    /// `ON CONFLICT DO NOTHING`.
+    /// replica counts the batch again: checked): the replica that waited finds the
+    /// cursor moved past the batch and stores nothing of it.
     #[test]
     fn the_same_batch_at_two_replicas_at_once_is_counted_once() {
         let url = crate::pgtest::shared().fresh_database().unwrap();
