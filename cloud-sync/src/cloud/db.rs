@@ -300,13 +300,30 @@ enum Deferred {
 /// none of them is there yet.
 pub struct CopyRows {
     /// `COPY table (columns) FROM STDIN (FORMAT binary)`.
-    pub sql: String,
-    /// Each column's type in the table.
-    pub types: Vec<Type>,
-    pub columns: Vec<Cell>,
+    sql: String,
+    /// Each column's type: `text` for text cells, `bigint` for integers.
+    types: Vec<Type>,
+    columns: Vec<Cell>,
 }
 
 impl CopyRows {
+    /// `columns` of `table`, named by `names` (in their order).
+    pub fn new(table: &str, names: &str, columns: Vec<Cell>) -> Self {
+        let types = columns
+            .iter()
+            .map(|c| match c {
+                Cell::Int(_) | Cell::IntArray(_) => Type::INT8,
+                Cell::Blob(_) => Type::BYTEA,
+                Cell::Null | Cell::Text(_) | Cell::TextArray(_) => Type::TEXT,
+            })
+            .collect();
+        Self {
+            sql: format!("COPY {table} ({names}) FROM STDIN (FORMAT binary)"),
+            types,
+            columns,
+        }
+    }
+
     fn len(&self) -> usize {
         self.columns
             .iter()

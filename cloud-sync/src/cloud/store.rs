@@ -26,7 +26,6 @@ use super::db::{
 use crate::proto::{Account, BoxHello, BoxStatus, DayTotals, WireEvent, event_digest};
 use crate::uplink::{BatchError, accept_batch};
 use canteen_api::events::{EventPayload, OrderMoved, OrderPlacedHead};
-use postgres_types::Type;
 use rusqlite::Connection;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -2105,22 +2104,11 @@ impl Batch {
                 }
                 // Looked up in this transaction, under the box's cursor row lock, and
                 // not found: no other transaction can store them first.
-                tx.defer_copy(CopyRows {
-                    sql: "COPY cloud_order (node_id, order_id, service_day, state, total_fen,
-                              placed_seq, placed_timeline, placed_hour)
-                          FROM STDIN (FORMAT binary)"
-                        .to_owned(),
-                    types: vec![
-                        Type::TEXT,
-                        Type::TEXT,
-                        Type::TEXT,
-                        Type::TEXT,
-                        Type::INT8,
-                        Type::INT8,
-                        Type::INT8,
-                        Type::INT8,
-                    ],
-                    columns: vec![
+                tx.defer_copy(CopyRows::new(
+                    "cloud_order",
+                    "node_id, order_id, service_day, state, total_fen, placed_seq, \
+                     placed_timeline, placed_hour",
+                    vec![
                         Cell::Text(node.to_owned()),
                         Cell::TextArray(ids),
                         Cell::TextArray(days),
@@ -2130,7 +2118,7 @@ impl Batch {
                         Cell::IntArray(timelines),
                         Cell::IntArray(hours),
                     ],
-                })?;
+                ))?;
             }
         }
         Ok(())
@@ -2302,32 +2290,22 @@ fn insert_events(
                 params![node, timeline, cursor],
                 |r| r.get(0),
             )?;
+            let columns = vec![
+                Cell::Text(node.to_owned()),
+                Cell::Int(timeline),
+                Cell::IntArray(seqs),
+                Cell::TextArray(kinds),
+                Cell::TextArray(aggregates),
+                Cell::TextArray(payloads),
+                Cell::TextArray(ats),
+                Cell::IntArray(counts),
+            ];
             if stored_after == 0 {
-                return tx.defer_copy(CopyRows {
-                    sql: "COPY event (node_id, timeline, seq, kind, aggregate_id, payload, at,
-                                      counted) FROM STDIN (FORMAT binary)"
-                        .to_owned(),
-                    types: vec![
-                        Type::TEXT,
-                        Type::INT8,
-                        Type::INT8,
-                        Type::TEXT,
-                        Type::TEXT,
-                        Type::TEXT,
-                        Type::TEXT,
-                        Type::INT8,
-                    ],
-                    columns: vec![
-                        Cell::Text(node.to_owned()),
-                        Cell::Int(timeline),
-                        Cell::IntArray(seqs),
-                        Cell::TextArray(kinds),
-                        Cell::TextArray(aggregates),
-                        Cell::TextArray(payloads),
-                        Cell::TextArray(ats),
-                        Cell::IntArray(counts),
-                    ],
-                });
+                return tx.defer_copy(CopyRows::new(
+                    "event",
+                    "node_id, timeline, seq, kind, aggregate_id, payload, at, counted",
+                    columns,
+                ));
             }
             tx.defer(
                 "INSERT INTO event (node_id, timeline, seq, kind, aggregate_id, payload, at, counted)
@@ -2336,16 +2314,7 @@ fn insert_events(
                  FROM unnest(?3::bigint[], ?4::text[], ?5::text[], ?6::text[], ?7::text[],
                              ?8::bigint[]) AS x(seq, kind, aggregate_id, payload, at, counted)
                  ON CONFLICT (node_id, timeline, seq) DO NOTHING",
-                vec![
-                    Cell::Text(node.to_owned()),
-                    Cell::Int(timeline),
-                    Cell::IntArray(seqs),
-                    Cell::TextArray(kinds),
-                    Cell::TextArray(aggregates),
-                    Cell::TextArray(payloads),
-                    Cell::TextArray(ats),
-                    Cell::IntArray(counts),
-                ],
+                columns,
             )?;
         }
     }
