@@ -846,14 +846,20 @@ fn backup_into(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The highest seq stored in the node's `timeline` (0: none).
+fn max_seq(conn: &impl AsDb, node: &str, timeline: i64) -> DbResult<i64> {
+    conn.query_row(
+        "SELECT COALESCE(MAX(seq), 0) FROM event WHERE node_id = ?1 AND timeline = ?2",
+        params![node, timeline],
+        |r| r.get(0),
+    )
+}
+
 /// The highest seq stored in the node's timelines other than `timeline`.
 fn others_max_seq(conn: &impl AsDb, node: &str, timeline: i64) -> Result<i64, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT COALESCE(MAX(seq), 0) FROM event WHERE node_id = ?1 AND timeline = ?2",
-    )?;
     let mut max = 0;
     for t in 0..timeline {
-        max = max.max(stmt.query_row(params![node, t], |r| r.get::<_, i64>(0))?);
+        max = max.max(max_seq(conn, node, t)?);
     }
     Ok(max)
 }
@@ -1272,10 +1278,7 @@ impl CloudStore {
             };
             let mut counted = 0i64;
             let mut batch = Batch::default();
-            batch.load_orders(&tx, node, fresh)?;
-            // Read now, before the events are sent ahead: a read in the projection
-            // would wait for PostgreSQL to store them.
-            batch.closed_through(&tx, node, "")?;
+            batch.load(&tx, node, fresh)?;
             // The events to store, and whether each is counted now.
             let mut rows: Vec<(&WireEvent, bool)> = Vec::with_capacity(fresh.len());
             for e in fresh {
@@ -1999,7 +2002,7 @@ struct Batch {
     /// business day → (paid, refunded) fen.
     money: HashMap<String, (i64, i64)>,
     /// business day → the event it was complete up to, for the days closed.
-    closed: Option<HashMap<String, i64>>,
+    closed: HashMap<String, i64>,
     /// The batch's orders as the projection holds them (`None`: not placed yet), read
     /// once per batch and kept up to date as its events are projected, so the
     /// projection's writes need not wait for reads (PostgreSQL sends them at once).
@@ -2014,6 +2017,18 @@ impl Batch {
     /// the events' aggregate ids (the box names each order event by its order) without
     /// parsing the payloads, which `project` does once; an id the payloads name that is
     /// not among them is read when it comes up (`Batch::order`).
+    /// Reads what the projection reads: the batch's orders and the closed days. Read
+    /// before the batch's events are sent ahead, since a read in a PostgreSQL
+    /// transaction waits for what was sent ahead: one in the projection would stand
+    /// still until PostgreSQL had stored the events.
+    fn load(&mut self, tx: &impl AsDb, node: &str, events: &[WireEvent]) -> DbResult<()> {
+        self.closed = tx
+            .prepare("SELECT service_day, through_seq FROM day_close WHERE node_id = ?1")?
+            .query_map([node], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        self.load_orders(tx, node, events)
+    }
+
     fn load_orders(&mut self, tx: &impl AsDb, node: &str, events: &[WireEvent]) -> DbResult<()> {
         let mut ids = Vec::new();
         for e in events {
@@ -2152,15 +2167,8 @@ impl Batch {
     }
 
     /// The event a closed day was complete up to, if the day is closed.
-    fn closed_through(&mut self, tx: &impl AsDb, node: &str, day: &str) -> DbResult<Option<i64>> {
-        if self.closed.is_none() {
-            let closed = tx
-                .prepare("SELECT service_day, through_seq FROM day_close WHERE node_id = ?1")?
-                .query_map([node], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<_, _>>()?;
-            self.closed = Some(closed);
-        }
-        Ok(self.closed.as_ref().and_then(|c| c.get(day).copied()))
+    fn closed_through(&self, day: &str) -> Option<i64> {
+        self.closed.get(day).copied()
     }
 
     /// Writes the sums into the rollups.
@@ -2284,12 +2292,6 @@ fn insert_events(
                 ats.push(e.at.clone());
                 counts.push(i64::from(*counted));
             }
-            let stored_after: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM (SELECT 1 FROM event
-                     WHERE node_id = ?1 AND timeline = ?2 AND seq > ?3 LIMIT 1) AS after",
-                params![node, timeline, cursor],
-                |r| r.get(0),
-            )?;
             let columns = vec![
                 Cell::Text(node.to_owned()),
                 Cell::Int(timeline),
@@ -2300,7 +2302,7 @@ fn insert_events(
                 Cell::TextArray(ats),
                 Cell::IntArray(counts),
             ];
-            if stored_after == 0 {
+            if max_seq(tx, node, timeline)? <= cursor {
                 return tx.defer_copy(CopyRows::new(
                     "event",
                     "node_id, timeline, seq, kind, aggregate_id, payload, at, counted",
@@ -2347,7 +2349,7 @@ fn note_if_late(
     day: &str,
 ) -> DbResult<()> {
     if batch
-        .closed_through(tx, node, day)?
+        .closed_through(day)
         .is_none_or(|through| e.seq as i64 <= through)
     {
         return Ok(());
