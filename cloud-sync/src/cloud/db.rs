@@ -360,16 +360,23 @@ async fn copy_in(
 }
 
 /// Runs `statement` (a future: it is sent only when polled) after the transaction's
-/// deferred statements; an error of either is noted in the transaction's `pending`.
+/// deferred statements, in the same pipeline as the ones not sent yet (one round trip
+/// for all); an error of any is noted in the transaction's `pending`.
 fn pg_now<T>(
     client: &PgClient,
     rt: &tokio::runtime::Handle,
     pending: Option<&Pending>,
     statement: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
 ) -> DbResult<T> {
-    let r = flush(client, rt, pending).and_then(|()| Ok(wait(rt, statement)?));
-    if let (Err(_), Some(p)) = (&r, pending) {
-        p.failed.set(true);
+    let Some(pending) = pending else {
+        return Ok(wait(rt, statement)?);
+    };
+    let r = pending.sent_done(rt).and_then(|()| {
+        let queued = std::mem::take(&mut *pending.queued.borrow_mut());
+        Ok(wait(rt, pipelined_then(client, &queued, statement))?)
+    });
+    if r.is_err() {
+        pending.failed.set(true);
     }
     r
 }
@@ -630,24 +637,39 @@ async fn pipelined(
     client: &deadpool_postgres::ClientWrapper,
     queued: &[Deferred],
 ) -> Result<(), tokio_postgres::Error> {
+    pipelined_then(client, queued, async { Ok(()) }).await
+}
+
+/// Like [`pipelined`], with `then` (a statement's future: sent when first polled) sent
+/// in the same pipeline right after the last of `queued`; its result once all are done.
+async fn pipelined_then<T>(
+    client: &deadpool_postgres::ClientWrapper,
+    queued: &[Deferred],
+    then: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, tokio_postgres::Error> {
     let mut run: Vec<(&str, &[Cell])> = Vec::new();
     for d in queued {
         match d {
             Deferred::Statement(sql, cells) => run.push((sql, cells)),
             Deferred::Copy(copy) => {
-                statements(client, &std::mem::take(&mut run)).await?;
+                statements_then(client, &std::mem::take(&mut run), async { Ok(()) }).await?;
                 copy_in(client, copy).await?;
             }
         }
     }
-    statements(client, &run).await
+    statements_then(client, &run, then).await
 }
 
-/// Runs `run` pipelined, and fails with the first error.
-async fn statements(
+/// Runs `run` pipelined, then `then` in the same pipeline, and fails with the first
+/// error. Each statement is sent at its future's first poll, and `join_all` and `join`
+/// poll in order, so they reach PostgreSQL in order. After a failed statement the
+/// transaction is aborted and what follows fails too (a `COMMIT` answers with a
+/// rollback): the first error is the one returned.
+async fn statements_then<T>(
     client: &deadpool_postgres::ClientWrapper,
     run: &[(&str, &[Cell])],
-) -> Result<(), tokio_postgres::Error> {
+    then: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, tokio_postgres::Error> {
     let mut prepared = Vec::with_capacity(run.len());
     for (sql, _) in run {
         prepared.push(client.prepare_cached(sql).await?);
@@ -656,32 +678,29 @@ async fn statements(
         .iter()
         .zip(&prepared)
         .map(|((_, cells), stmt)| async move { client.execute(stmt, &pg_params(cells)).await });
-    for result in futures_util::future::join_all(runs).await {
+    let (results, value) =
+        futures_util::future::join(futures_util::future::join_all(runs), then).await;
+    for result in results {
         result?;
     }
-    Ok(())
+    value
 }
 
-/// Waits for the statements sent ahead, then sends the rest of a transaction's deferred
-/// statements (pipelined), and fails with the first error.
-fn flush(
-    client: &PgClient,
-    rt: &tokio::runtime::Handle,
-    pending: Option<&Pending>,
-) -> DbResult<()> {
-    let Some(pending) = pending else {
-        return Ok(());
-    };
-    let sent = pending.sent.borrow_mut().take();
-    if let Some(sent) = sent {
-        joined(wait(rt, sent))?;
+impl Pending {
+    /// Waits for the statements sent ahead, if any, and fails with their first error.
+    fn sent_done(&self, rt: &tokio::runtime::Handle) -> DbResult<()> {
+        let sent = self.sent.borrow_mut().take();
+        match sent {
+            Some(sent) => joined(wait(rt, sent)),
+            None => Ok(()),
+        }
     }
-    let queued = std::mem::take(&mut *pending.queued.borrow_mut());
-    if queued.is_empty() {
-        return Ok(());
+
+    /// Whether the transaction's `BEGIN` is still queued: nothing of it reached
+    /// PostgreSQL, so there is nothing to roll back.
+    fn not_begun(&self) -> bool {
+        matches!(self.queued.borrow().first(), Some(Deferred::Statement(sql, _)) if sql == "BEGIN")
     }
-    wait(rt, pipelined(client, &queued))?;
-    Ok(())
 }
 
 /// The statement methods, on anything that holds a [`Db`].
@@ -803,12 +822,17 @@ impl Conn<'_> {
         match self {
             Conn::Lite(c) => Ok(Tx::Lite(Some(c.transaction()?))),
             Conn::Pg(c, rt) => {
-                wait(rt, c.batch_execute("BEGIN"))?;
+                // Sent with the transaction's first statements, in their pipeline.
+                let pending = Pending::default();
+                pending
+                    .queued
+                    .borrow_mut()
+                    .push(Deferred::Statement("BEGIN".into(), Vec::new()));
                 Ok(Tx::Pg {
                     client: c,
                     rt,
                     open: true,
-                    pending: Pending::default(),
+                    pending,
                 })
             }
         }
@@ -858,8 +882,13 @@ impl Tx<'_> {
                 if pending.failed.get() {
                     return Err(DbError::Aborted);
                 }
-                flush(client, rt, Some(pending))?;
-                wait(rt, client.batch_execute("COMMIT"))?;
+                pending.sent_done(rt)?;
+                // The rest of the transaction and its `COMMIT` in one pipeline.
+                let queued = std::mem::take(&mut *pending.queued.borrow_mut());
+                wait(
+                    rt,
+                    pipelined_then(client, &queued, client.batch_execute("COMMIT")),
+                )?;
                 *open = false;
                 Ok(())
             }
@@ -876,6 +905,9 @@ impl Drop for Tx<'_> {
             pending,
         } = self
         {
+            if pending.not_begun() {
+                return;
+            }
             // Statements sent ahead finish (or fail) before the rollback.
             if let Some(sent) = pending.sent.get_mut().take() {
                 let _ = wait(rt, sent);
@@ -912,7 +944,7 @@ mod tests {
             .unwrap();
     }
 
-    fn value(conn: &Conn<'_>, k: &str) -> Option<i64> {
+    fn value(conn: &impl AsDb, k: &str) -> Option<i64> {
         conn.query_row("SELECT v FROM t WHERE k = ?1", [k], |r| r.get(0))
             .optional()
             .unwrap()
@@ -987,5 +1019,60 @@ mod tests {
             .unwrap();
         tx.commit().unwrap();
         assert_eq!(value(&conn, "e"), Some(3));
+    }
+
+    /// A read goes in one pipeline with the transaction's `BEGIN` and the writes
+    /// deferred before it, after them: it sees them, and they commit together.
+    #[test]
+    fn a_read_sees_the_writes_deferred_before_it() {
+        let pg = table();
+        let mut conn = connect(&pg);
+        let tx = conn.transaction().unwrap();
+        put(&tx, "g", 1);
+        tx.defer("UPDATE t SET v = v + 1 WHERE k = ?1", ["g"])
+            .unwrap();
+        let v: i64 = tx
+            .query_row("SELECT v FROM t WHERE k = ?1", ["g"], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 2);
+        // Not visible elsewhere before the commit: the pipeline began a transaction.
+        let other = connect(&pg);
+        assert_eq!(value(&other, "g"), None);
+        tx.commit().unwrap();
+        assert_eq!(value(&other, "g"), Some(2));
+    }
+
+    /// A statement that fails in the commit's own pipeline fails the commit and leaves
+    /// nothing; a transaction given up before anything was sent, or half way, leaves
+    /// its connection outside any transaction when the pool hands it out again.
+    #[test]
+    fn a_failure_in_the_commit_pipeline_leaves_nothing_and_the_pool_clean() {
+        let pg = table();
+        {
+            let mut conn = connect(&pg);
+            let tx = conn.transaction().unwrap();
+            put(&tx, "h", 1);
+            put(&tx, "h", 2);
+            let err = tx.commit().unwrap_err();
+            assert!(format!("{err:?}").contains("duplicate key"), "{err:?}");
+            assert_eq!(value(&conn, "h"), None);
+            // Given up before anything was sent.
+            let tx = conn.transaction().unwrap();
+            put(&tx, "i", 1);
+            drop(tx);
+            // Given up after a read (its `BEGIN` sent).
+            let tx = conn.transaction().unwrap();
+            put(&tx, "j", 1);
+            assert_eq!(value(&tx, "j"), Some(1));
+            drop(tx);
+        }
+        // The pool hands the same connection out again (it holds only that one now):
+        // a write on it outside a transaction is at once visible on another.
+        let conn = connect(&pg);
+        conn.execute("INSERT INTO t (k, v) VALUES (?1, 7)", ["k"])
+            .unwrap();
+        let other = connect(&pg);
+        assert_eq!(value(&other, "k"), Some(7));
+        assert_eq!((value(&other, "i"), value(&other, "j")), (None, None));
     }
 }

@@ -1248,7 +1248,7 @@ impl CloudStore {
     ) -> Result<u64, StoreError> {
         let mut conn = self.lock()?;
         let tx = conn.transaction()?;
-        tx.execute("INSERT OR IGNORE INTO node (node_id) VALUES (?1)", [node])?;
+        tx.defer("INSERT OR IGNORE INTO node (node_id) VALUES (?1)", [node])?;
         // The box's cursor row is this batch's until it commits: a second replica
         // receiving the same box (a reconnect mid-batch) waits, then finds these
         // events stored and takes none of them again.
