@@ -612,19 +612,7 @@ async fn a_box_of_the_previous_release_syncs_with_this_cloud_in_version_1() {
     let api = Api::new(&edge.base);
     orders(&api, 24).await;
     let staff = api.staff("staff", "staff-pass").await.unwrap();
-    let events: Vec<WireEvent> = api
-        .outbox(&staff)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| WireEvent {
-            seq: e["seq"].as_u64().unwrap(),
-            kind: e["kind"].as_str().unwrap().into(),
-            aggregate_id: e["aggregate_id"].as_str().unwrap().into(),
-            payload: e["payload"].to_string(),
-            at: e["at"].as_str().unwrap().into(),
-        })
-        .collect();
+    let events = outbox_events(&api, &staff).await;
     let last = events.last().unwrap().seq;
 
     let raw = RawBox::connect(
@@ -680,4 +668,88 @@ async fn a_box_of_the_previous_release_syncs_with_this_cloud_in_version_1() {
     let summary = cloud.get("/nodes/canteen-old/summary").await.unwrap();
     assert_eq!(summary["events"].as_u64(), Some(last), "{summary}");
     assert_same_totals(&api, &staff, &cloud, "canteen-old").await;
+}
+
+/// The box's outbox as the events a box sends.
+async fn outbox_events(api: &Api, staff: &str) -> Vec<WireEvent> {
+    api.outbox(staff)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| WireEvent {
+            seq: e["seq"].as_u64().unwrap(),
+            kind: e["kind"].as_str().unwrap().into(),
+            aggregate_id: e["aggregate_id"].as_str().unwrap().into(),
+            payload: e["payload"].to_string(),
+            at: e["at"].as_str().unwrap().into(),
+        })
+        .collect()
+}
+
+/// Batches that arrive together are stored together (one transaction, one cumulative
+/// acknowledgement), but only while each goes on where the one before it ends: a box
+/// that sends part of a batch again (or anything out of line) has each batch taken on
+/// its own, as before. Four batches sent back to back, the third repeating half of
+/// the second: however the cloud finds them waiting (the unit test of `gather` fixes
+/// the order), every event is stored once, the acknowledgements only go forward, and
+/// the cloud's totals equal the box's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_sent_back_to_back_and_a_resent_one_are_each_stored_once() {
+    let w = World::new("canteen-burst");
+    let cloud = w.cloud("127.0.0.1:0".parse().unwrap());
+    let edge = EdgeProcess::serve(&w.box_data, FAST_ENV).unwrap();
+    let api = Api::new(&edge.base);
+    orders(&api, 24).await;
+    let staff = api.staff("staff", "staff-pass").await.unwrap();
+    let events = outbox_events(&api, &staff).await;
+    let n = events.len();
+    let last = events[n - 1].seq;
+    assert!(n >= 8, "{n} events");
+
+    let raw = RawBox::connect(
+        cloud.quic,
+        &w.enrol,
+        "canteen-burst",
+        &hello_v1("canteen-burst"),
+    )
+    .await
+    .unwrap();
+    let conn = raw.conn.clone();
+    let (mut send, recv) = conn.open_bi().await.unwrap();
+    let mut acks = wire::reader(recv);
+    // All four before any acknowledgement: the last three arrive while the first is
+    // stored, and the cloud finds them waiting.
+    for batch in [
+        &events[..n / 4],
+        &events[n / 4..n / 2],
+        &events[3 * n / 8..3 * n / 4],
+        &events[3 * n / 4..],
+    ] {
+        wire::send(
+            &mut send,
+            &Message::Events {
+                events: batch.to_vec(),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let mut seen = 0;
+    while seen < last {
+        match wire::next(&mut acks).await {
+            Ok(Message::Ack { through_seq }) => {
+                assert!(
+                    through_seq >= seen && through_seq <= last,
+                    "ack {through_seq} after {seen}"
+                );
+                seen = through_seq;
+            }
+            other => panic!("expected acknowledgements through {last}, got {other:?}"),
+        }
+    }
+    raw.close().await;
+
+    let summary = cloud.get("/nodes/canteen-burst/summary").await.unwrap();
+    assert_eq!(summary["events"].as_u64(), Some(last), "{summary}");
+    assert_same_totals(&api, &staff, &cloud, "canteen-burst").await;
 }

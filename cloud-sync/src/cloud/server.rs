@@ -5,8 +5,8 @@ use super::docs::DocHub;
 use super::store::CloudStore;
 use crate::identity;
 use crate::proto::{
-    BoxHello, BoxStatus, CloudWelcome, Message, PROTOCOL_MIN, PROTOCOL_VERSION, RefuseCode,
-    STATUS_VERSION,
+    BATCH_MAX, BoxHello, BoxStatus, CloudWelcome, Message, PROTOCOL_MIN, PROTOCOL_VERSION,
+    RefuseCode, STATUS_VERSION, WireEvent,
 };
 use crate::wire::{self, WireError};
 use crdt::DocKind;
@@ -458,6 +458,10 @@ async fn connection(conn: quinn::Connection, cloud: Cloud) {
 
 /// Statuses are recorded at most this often (a box sends one per interval).
 const STATUS_MIN_GAP: Duration = Duration::from_millis(500);
+/// Events of the batches already waiting that one transaction takes at most (with
+/// the box's window of four batches in flight, the three that came in while the one
+/// before them was stored).
+const COALESCE_MAX: usize = 4 * BATCH_MAX;
 
 /// Reads the box's status messages on the control stream and records each (with the
 /// box's clock offset: its clock less the cloud's, less half the round trip). A
@@ -514,6 +518,36 @@ impl From<anyhow::Error> for StreamError {
     }
 }
 
+/// Appends to `events` the batches already waiting in `inbox` that go on where it
+/// ends, up to [`COALESCE_MAX`] events: batches that arrived while the last one was
+/// stored go into one transaction with it (group commit: one commit, one flush to disk
+/// and one acknowledgement, cumulative, which the box's window takes for all). A
+/// message that does not go on (a batch sent again, anything out of line, the
+/// stream's end) is returned, to be handled on its own in its turn, as it was sent.
+fn gather(
+    events: &mut Vec<WireEvent>,
+    inbox: &mut tokio::sync::mpsc::Receiver<Result<Message, WireError>>,
+) -> Option<Result<Message, WireError>> {
+    while events.len() + BATCH_MAX <= COALESCE_MAX {
+        match inbox.try_recv() {
+            Ok(Ok(Message::Events { events: more })) if continues(events, &more) => {
+                events.extend(more)
+            }
+            Ok(other) => return Some(other),
+            Err(_) => break,
+        }
+    }
+    None
+}
+
+/// Whether `more` starts right after `events` ends.
+fn continues(events: &[WireEvent], more: &[WireEvent]) -> bool {
+    match (events.last(), more.first()) {
+        (Some(last), Some(next)) => last.seq.checked_add(1) == Some(next.seq),
+        _ => false,
+    }
+}
+
 async fn stream(
     mut send: quinn::SendStream,
     recv: quinn::RecvStream,
@@ -524,15 +558,27 @@ async fn stream(
     let mut inbox = wire::reader(recv);
     match wire::next(&mut inbox).await? {
         Message::Events { events } => {
+            // A message taken from the inbox ahead (while gathering batches) that is
+            // not a batch: handled in its turn, after the batches before it.
+            let mut held: Option<Result<Message, WireError>> = None;
             let mut first = Some(events);
             loop {
-                let events = match first.take() {
+                let mut events = match first.take() {
                     Some(e) => e,
-                    None => match wire::next(&mut inbox).await? {
-                        Message::Events { events } => events,
-                        other => return Err(StreamError::Other(format!("unexpected {other:?}"))),
-                    },
+                    None => {
+                        let next = match held.take() {
+                            Some(m) => m,
+                            None => wire::next(&mut inbox).await,
+                        };
+                        match next? {
+                            Message::Events { events } => events,
+                            other => {
+                                return Err(StreamError::Other(format!("unexpected {other:?}")));
+                            }
+                        }
+                    }
                 };
+                held = gather(&mut events, &mut inbox);
                 if events.is_empty() {
                     continue;
                 }
@@ -625,5 +671,76 @@ async fn stream(
         other => Err(StreamError::Other(format!(
             "unexpected first message {other:?}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(seqs: std::ops::RangeInclusive<u64>) -> Result<Message, WireError> {
+        let events = seqs
+            .map(|seq| WireEvent {
+                seq,
+                kind: "order.placed".into(),
+                aggregate_id: format!("o{seq}"),
+                payload: "{}".into(),
+                at: "2026-12-07T12:00:00Z".into(),
+            })
+            .collect();
+        Ok(Message::Events { events })
+    }
+
+    fn events_of(m: Result<Message, WireError>) -> Vec<WireEvent> {
+        match m {
+            Ok(Message::Events { events }) => events,
+            other => panic!("expected a batch, got {other:?}"),
+        }
+    }
+
+    fn seqs(events: &[WireEvent]) -> Vec<u64> {
+        events.iter().map(|e| e.seq).collect()
+    }
+
+    /// Waiting batches that go on where the first ends are taken with it; one that
+    /// repeats part of it (a box sending again) stops the gathering and is handed back
+    /// whole, and so is the stream's end; at most `COALESCE_MAX` events are taken.
+    #[test]
+    fn only_batches_that_go_on_are_gathered() {
+        let (tx, mut inbox) = tokio::sync::mpsc::channel(8);
+        for m in [batch(4..=6), batch(7..=9), batch(5..=12), batch(13..=14)] {
+            tx.try_send(m).unwrap();
+        }
+        let mut events = events_of(batch(1..=3));
+        let held = gather(&mut events, &mut inbox);
+        assert_eq!(seqs(&events), (1..=9).collect::<Vec<_>>());
+        match held {
+            Some(Ok(Message::Events { events: again })) => {
+                assert_eq!(seqs(&again), (5..=12).collect::<Vec<_>>())
+            }
+            other => panic!("expected the batch sent again, got {other:?}"),
+        }
+        // The end of the stream, or a seq at the end of the range, is not gathered.
+        assert_eq!(seqs(&events_of(inbox.try_recv().unwrap())), vec![13, 14]);
+        let mut events = vec![];
+        tx.try_send(Err(WireError::Closed)).unwrap();
+        assert!(matches!(
+            gather(&mut events, &mut inbox),
+            Some(Err(WireError::Closed))
+        ));
+        let mut last = events_of(batch(u64::MAX..=u64::MAX));
+        tx.try_send(batch(0..=0)).unwrap();
+        assert!(gather(&mut last, &mut inbox).is_some());
+        // A full transaction's worth stops the gathering.
+        let mut events = events_of(batch(1..=BATCH_MAX as u64));
+        let mut next = BATCH_MAX as u64 + 1;
+        for _ in 0..5 {
+            tx.try_send(batch(next..=next + BATCH_MAX as u64 - 1))
+                .unwrap();
+            next += BATCH_MAX as u64;
+        }
+        assert!(gather(&mut events, &mut inbox).is_none());
+        assert_eq!(events.len(), COALESCE_MAX);
+        assert_eq!(inbox.len(), 2);
     }
 }
