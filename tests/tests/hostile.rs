@@ -604,25 +604,17 @@ async fn a_box_upgraded_before_its_cloud_speaks_version_2_without_status() {
 /// its totals for the box equal the box's own exactly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_box_of_the_previous_release_syncs_with_this_cloud_in_version_1() {
-    let w = World::new("canteen-old");
-    let cloud = w.cloud("127.0.0.1:0".parse().unwrap());
-    // The box's day, taken while it had no link: its outbox is what the old release
-    // would send.
-    let edge = EdgeProcess::serve(&w.box_data, FAST_ENV).unwrap();
-    let api = Api::new(&edge.base);
-    orders(&api, 24).await;
-    let staff = api.staff("staff", "staff-pass").await.unwrap();
-    let events = outbox_events(&api, &staff).await;
+    // Bound in this order, dropped in the reverse: the processes before their directories.
+    let DayAtCloud {
+        _w,
+        cloud,
+        _edge,
+        api,
+        staff,
+        events,
+        raw,
+    } = DayAtCloud::new("canteen-old").await;
     let last = events.last().unwrap().seq;
-
-    let raw = RawBox::connect(
-        cloud.quic,
-        &w.enrol,
-        "canteen-old",
-        &hello_v1("canteen-old"),
-    )
-    .await
-    .unwrap();
     match &raw.answer {
         Message::Welcome { version, acked_seq } => {
             assert_eq!((*version, *acked_seq), (1, 0), "welcomed in version 1");
@@ -670,6 +662,43 @@ async fn a_box_of_the_previous_release_syncs_with_this_cloud_in_version_1() {
     assert_same_totals(&api, &staff, &cloud, "canteen-old").await;
 }
 
+/// A box's day, taken while it had no link (its outbox is what it would send), and a
+/// raw connection for it to the cloud, which said `Hello` in version 1 as the previous
+/// release does.
+struct DayAtCloud {
+    _w: World,
+    cloud: tests::CloudProcess,
+    _edge: EdgeProcess,
+    api: Api,
+    staff: String,
+    events: Vec<WireEvent>,
+    raw: RawBox,
+}
+
+impl DayAtCloud {
+    async fn new(node: &str) -> Self {
+        let w = World::new(node);
+        let cloud = w.cloud("127.0.0.1:0".parse().unwrap());
+        let edge = EdgeProcess::serve(&w.box_data, FAST_ENV).unwrap();
+        let api = Api::new(&edge.base);
+        orders(&api, 24).await;
+        let staff = api.staff("staff", "staff-pass").await.unwrap();
+        let events = outbox_events(&api, &staff).await;
+        let raw = RawBox::connect(cloud.quic, &w.enrol, node, &hello_v1(node))
+            .await
+            .unwrap();
+        Self {
+            _w: w,
+            cloud,
+            _edge: edge,
+            api,
+            staff,
+            events,
+            raw,
+        }
+    }
+}
+
 /// The box's outbox as the events a box sends.
 async fn outbox_events(api: &Api, staff: &str) -> Vec<WireEvent> {
     api.outbox(staff)
@@ -695,25 +724,19 @@ async fn outbox_events(api: &Api, staff: &str) -> Vec<WireEvent> {
 /// the cloud's totals equal the box's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_sent_back_to_back_and_a_resent_one_are_each_stored_once() {
-    let w = World::new("canteen-burst");
-    let cloud = w.cloud("127.0.0.1:0".parse().unwrap());
-    let edge = EdgeProcess::serve(&w.box_data, FAST_ENV).unwrap();
-    let api = Api::new(&edge.base);
-    orders(&api, 24).await;
-    let staff = api.staff("staff", "staff-pass").await.unwrap();
-    let events = outbox_events(&api, &staff).await;
+    // Bound in this order, dropped in the reverse: the processes before their directories.
+    let DayAtCloud {
+        _w,
+        cloud,
+        _edge,
+        api,
+        staff,
+        events,
+        raw,
+    } = DayAtCloud::new("canteen-burst").await;
     let n = events.len();
     let last = events[n - 1].seq;
     assert!(n >= 8, "{n} events");
-
-    let raw = RawBox::connect(
-        cloud.quic,
-        &w.enrol,
-        "canteen-burst",
-        &hello_v1("canteen-burst"),
-    )
-    .await
-    .unwrap();
     let conn = raw.conn.clone();
     let (mut send, recv) = conn.open_bi().await.unwrap();
     let mut acks = wire::reader(recv);
