@@ -521,23 +521,55 @@ impl From<anyhow::Error> for StreamError {
 /// Appends to `events` the batches already waiting in `inbox` that go on where it
 /// ends, up to [`COALESCE_MAX`] events: batches that arrived while the last one was
 /// stored go into one transaction with it (group commit: one commit, one flush to disk
-/// and one acknowledgement, cumulative, which the box's window takes for all). A
-/// message that does not go on (a batch sent again, anything out of line, the
-/// stream's end) is returned, to be handled on its own in its turn, as it was sent.
+/// and one acknowledgement, cumulative, which the box's window takes for all); `ends`
+/// gets where each batch taken ends. A message that does not go on (a batch sent
+/// again, anything out of line, the stream's end) is returned, to be handled on its
+/// own in its turn, as it was sent.
 fn gather(
     events: &mut Vec<WireEvent>,
+    ends: &mut Vec<usize>,
     inbox: &mut tokio::sync::mpsc::Receiver<Result<Message, WireError>>,
 ) -> Option<Result<Message, WireError>> {
     while events.len() + BATCH_MAX <= COALESCE_MAX {
         match inbox.try_recv() {
             Ok(Ok(Message::Events { events: more })) if continues(events, &more) => {
-                events.extend(more)
+                events.extend(more);
+                ends.push(events.len());
             }
             Ok(other) => return Some(other),
             Err(_) => break,
         }
     }
     None
+}
+
+/// Stores a gathered group of batches (`ends`: where each ends) in one transaction, and
+/// returns the cursors to acknowledge, in order, and the error that stopped it, if any.
+/// A group that fails is stored again batch by batch, as it was sent, so the batches
+/// before a refused one (an event of a newer version than this cloud knows, say) land
+/// and are acknowledged as they were before batches were gathered.
+fn store_group(
+    store: &CloudStore,
+    node: &str,
+    timeline: Option<i64>,
+    events: &[WireEvent],
+    ends: &[usize],
+) -> (Vec<u64>, Result<(), super::store::StoreError>) {
+    match store.ingest_for(node, timeline, events) {
+        Ok(through) => return (vec![through], Ok(())),
+        Err(e) if ends.len() < 2 => return (Vec::new(), Err(e)),
+        Err(_) => {}
+    }
+    let mut acks = Vec::with_capacity(ends.len());
+    let mut start = 0;
+    for &end in ends {
+        match store.ingest_for(node, timeline, &events[start..end]) {
+            Ok(through) => acks.push(through),
+            Err(e) => return (acks, Err(e)),
+        }
+        start = end;
+    }
+    (acks, Ok(()))
 }
 
 /// Whether `more` starts right after `events` ends.
@@ -578,20 +610,18 @@ async fn stream(
                         }
                     }
                 };
-                held = gather(&mut events, &mut inbox);
+                let mut ends = vec![events.len()];
+                held = gather(&mut events, &mut ends, &mut inbox);
                 if events.is_empty() {
                     continue;
                 }
                 let (store, n) = (cloud.store.clone(), node.clone());
-                let through =
-                    blocking(move || Ok(store.ingest_for(&n, timeline, &events)?)).await?;
-                wire::send(
-                    &mut send,
-                    &Message::Ack {
-                        through_seq: through,
-                    },
-                )
-                .await?;
+                let (acks, stored) =
+                    blocking(move || Ok(store_group(&store, &n, timeline, &events, &ends))).await?;
+                for through_seq in acks {
+                    wire::send(&mut send, &Message::Ack { through_seq }).await?;
+                }
+                stored.map_err(anyhow::Error::from)?;
             }
         }
         Message::DocSync { doc, data } => {
@@ -712,8 +742,10 @@ mod tests {
             tx.try_send(m).unwrap();
         }
         let mut events = events_of(batch(1..=3));
-        let held = gather(&mut events, &mut inbox);
+        let mut ends = vec![3];
+        let held = gather(&mut events, &mut ends, &mut inbox);
         assert_eq!(seqs(&events), (1..=9).collect::<Vec<_>>());
+        assert_eq!(ends, vec![3, 6, 9]);
         match held {
             Some(Ok(Message::Events { events: again })) => {
                 assert_eq!(seqs(&again), (5..=12).collect::<Vec<_>>())
@@ -725,12 +757,12 @@ mod tests {
         let mut events = vec![];
         tx.try_send(Err(WireError::Closed)).unwrap();
         assert!(matches!(
-            gather(&mut events, &mut inbox),
+            gather(&mut events, &mut vec![0], &mut inbox),
             Some(Err(WireError::Closed))
         ));
         let mut last = events_of(batch(u64::MAX..=u64::MAX));
         tx.try_send(batch(0..=0)).unwrap();
-        assert!(gather(&mut last, &mut inbox).is_some());
+        assert!(gather(&mut last, &mut vec![1], &mut inbox).is_some());
         // A full transaction's worth stops the gathering.
         let mut events = events_of(batch(1..=BATCH_MAX as u64));
         let mut next = BATCH_MAX as u64 + 1;
@@ -739,8 +771,50 @@ mod tests {
                 .unwrap();
             next += BATCH_MAX as u64;
         }
-        assert!(gather(&mut events, &mut inbox).is_none());
+        let mut ends = vec![BATCH_MAX];
+        assert!(gather(&mut events, &mut ends, &mut inbox).is_none());
         assert_eq!(events.len(), COALESCE_MAX);
+        assert_eq!(ends.len(), 4);
         assert_eq!(inbox.len(), 2);
+    }
+
+    /// An order placed at `seq`, its payload of version `v`.
+    fn placed(seq: u64, v: u32) -> WireEvent {
+        let order = canteen_api::OrderId::new();
+        WireEvent {
+            seq,
+            kind: "order.placed".into(),
+            aggregate_id: order.to_string(),
+            payload: format!(
+                r#"{{"v":{v},"id":"{order}","student_id":"{}","service_day":"2026-12-07","total_fen":500,"lines":[]}}"#,
+                canteen_api::StudentId::new()
+            ),
+            at: "2026-12-07T04:00:00Z".into(),
+        }
+    }
+
+    /// A gathered group whose second batch holds an event of a version this cloud does
+    /// not know: the first batch is stored and acknowledged, as if sent alone, and the
+    /// refusal names the event; a group that stores is acknowledged once.
+    #[test]
+    fn a_refused_batch_in_a_group_leaves_the_ones_before_it_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::super::store::test_store(dir.path());
+        let group = [placed(1, 2), placed(2, 2), placed(3, 2), placed(4, 99)];
+        let (acks, stored) = store_group(&store, "box", None, &group, &[2, 4]);
+        assert_eq!(acks, vec![2]);
+        assert!(
+            matches!(
+                stored,
+                Err(super::super::store::StoreError::BadEvent { seq: 4, .. })
+            ),
+            "{stored:?}"
+        );
+        assert_eq!(store.acked("box").unwrap(), 2);
+
+        let group = [placed(3, 2), placed(4, 2), placed(5, 2)];
+        let (acks, stored) = store_group(&store, "box", None, &group, &[1, 3]);
+        assert_eq!((acks, stored.is_ok()), (vec![5], true));
+        assert_eq!(store.summary("box", None).unwrap().orders, 5);
     }
 }
