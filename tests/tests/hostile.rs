@@ -604,24 +604,16 @@ async fn a_box_upgraded_before_its_cloud_speaks_version_2_without_status() {
 /// its totals for the box equal the box's own exactly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_box_of_the_previous_release_syncs_with_this_cloud_in_version_1() {
-    // Bound in this order, dropped in the reverse: the processes before their directories.
-    let DayAtCloud {
-        _w,
-        cloud,
-        _edge,
-        api,
-        staff,
-        events,
-        raw,
-    } = DayAtCloud::new("canteen-old").await;
+    let day = DayAtCloud::new("canteen-old").await;
+    let (cloud, api, staff, events) = (&day.cloud, &day.api, &day.staff, &day.events);
     let last = events.last().unwrap().seq;
-    match &raw.answer {
+    match &day.raw.answer {
         Message::Welcome { version, acked_seq } => {
             assert_eq!((*version, *acked_seq), (1, 0), "welcomed in version 1");
         }
         other => panic!("a version 1 box was answered {other:?}"),
     }
-    let conn = raw.conn.clone();
+    let conn = day.raw.conn.clone();
     let (mut send, recv) = conn.open_bi().await.unwrap();
     let mut acks = wire::reader(recv);
     wire::send(&mut send, &Message::Events { events: Vec::new() })
@@ -648,7 +640,7 @@ async fn a_box_of_the_previous_release_syncs_with_this_cloud_in_version_1() {
             }
         }
     }
-    raw.close().await;
+    day.raw.close().await;
 
     let nodes = cloud.get("/nodes").await.unwrap();
     let node = nodes
@@ -659,20 +651,20 @@ async fn a_box_of_the_previous_release_syncs_with_this_cloud_in_version_1() {
     assert_eq!(node["acked_seq"].as_u64(), Some(last), "{node}");
     let summary = cloud.get("/nodes/canteen-old/summary").await.unwrap();
     assert_eq!(summary["events"].as_u64(), Some(last), "{summary}");
-    assert_same_totals(&api, &staff, &cloud, "canteen-old").await;
+    assert_same_totals(api, staff, cloud, "canteen-old").await;
 }
 
 /// A box's day, taken while it had no link (its outbox is what it would send), and a
 /// raw connection for it to the cloud, which said `Hello` in version 1 as the previous
-/// release does.
+/// release does. (Fields drop in order: the processes before their directories.)
 struct DayAtCloud {
-    _w: World,
-    cloud: tests::CloudProcess,
-    _edge: EdgeProcess,
-    api: Api,
-    staff: String,
-    events: Vec<WireEvent>,
     raw: RawBox,
+    events: Vec<WireEvent>,
+    staff: String,
+    api: Api,
+    _edge: EdgeProcess,
+    cloud: tests::CloudProcess,
+    _w: World,
 }
 
 impl DayAtCloud {
@@ -724,20 +716,12 @@ async fn outbox_events(api: &Api, staff: &str) -> Vec<WireEvent> {
 /// the cloud's totals equal the box's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_sent_back_to_back_and_a_resent_one_are_each_stored_once() {
-    // Bound in this order, dropped in the reverse: the processes before their directories.
-    let DayAtCloud {
-        _w,
-        cloud,
-        _edge,
-        api,
-        staff,
-        events,
-        raw,
-    } = DayAtCloud::new("canteen-burst").await;
+    let day = DayAtCloud::new("canteen-burst").await;
+    let (cloud, api, staff, events) = (&day.cloud, &day.api, &day.staff, &day.events);
     let n = events.len();
     let last = events[n - 1].seq;
     assert!(n >= 8, "{n} events");
-    let conn = raw.conn.clone();
+    let conn = day.raw.conn.clone();
     let (mut send, recv) = conn.open_bi().await.unwrap();
     let mut acks = wire::reader(recv);
     // All four before any acknowledgement: the last three arrive while the first is
@@ -770,9 +754,9 @@ async fn batches_sent_back_to_back_and_a_resent_one_are_each_stored_once() {
             other => panic!("expected acknowledgements through {last}, got {other:?}"),
         }
     }
-    raw.close().await;
+    day.raw.close().await;
 
     let summary = cloud.get("/nodes/canteen-burst/summary").await.unwrap();
     assert_eq!(summary["events"].as_u64(), Some(last), "{summary}");
-    assert_same_totals(&api, &staff, &cloud, "canteen-burst").await;
+    assert_same_totals(api, staff, cloud, "canteen-burst").await;
 }

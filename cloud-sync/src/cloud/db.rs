@@ -882,13 +882,8 @@ impl Tx<'_> {
                 if pending.failed.get() {
                     return Err(DbError::Aborted);
                 }
-                pending.sent_done(rt)?;
                 // The rest of the transaction and its `COMMIT` in one pipeline.
-                let queued = std::mem::take(&mut *pending.queued.borrow_mut());
-                wait(
-                    rt,
-                    pipelined_then(client, &queued, client.batch_execute("COMMIT")),
-                )?;
+                pg_now(client, rt, Some(pending), client.batch_execute("COMMIT"))?;
                 *open = false;
                 Ok(())
             }
@@ -909,9 +904,7 @@ impl Drop for Tx<'_> {
                 return;
             }
             // Statements sent ahead finish (or fail) before the rollback.
-            if let Some(sent) = pending.sent.get_mut().take() {
-                let _ = wait(rt, sent);
-            }
+            let _ = pending.sent_done(rt);
             // A failed statement or an early return: nothing of it stays.
             if let Err(e) = wait(rt, client.batch_execute("ROLLBACK")) {
                 tracing::warn!(error = %e, "rolling back a transaction failed");

@@ -590,25 +590,17 @@ async fn stream(
     let mut inbox = wire::reader(recv);
     match wire::next(&mut inbox).await? {
         Message::Events { events } => {
-            // A message taken from the inbox ahead (while gathering batches) that is
-            // not a batch: handled in its turn, after the batches before it.
-            let mut held: Option<Result<Message, WireError>> = None;
-            let mut first = Some(events);
+            // The next message, when already taken from the inbox: the stream's first,
+            // or one that stopped the gathering of batches (handled in its turn).
+            let mut held = Some(Ok(Message::Events { events }));
             loop {
-                let mut events = match first.take() {
-                    Some(e) => e,
-                    None => {
-                        let next = match held.take() {
-                            Some(m) => m,
-                            None => wire::next(&mut inbox).await,
-                        };
-                        match next? {
-                            Message::Events { events } => events,
-                            other => {
-                                return Err(StreamError::Other(format!("unexpected {other:?}")));
-                            }
-                        }
-                    }
+                let next = match held.take() {
+                    Some(m) => m,
+                    None => wire::next(&mut inbox).await,
+                };
+                let mut events = match next? {
+                    Message::Events { events } => events,
+                    other => return Err(StreamError::Other(format!("unexpected {other:?}"))),
                 };
                 let mut ends = vec![events.len()];
                 held = gather(&mut events, &mut ends, &mut inbox);

@@ -2018,10 +2018,6 @@ struct Batch {
 }
 
 impl Batch {
-    /// Reads the rows of the batch's orders in one query. The order ids are taken from
-    /// the events' aggregate ids (the box names each order event by its order) without
-    /// parsing the payloads, which `project` does once; an id the payloads name that is
-    /// not among them is read when it comes up (`Batch::order`).
     /// Reads what the projection reads: the batch's orders and the closed days. Read
     /// before the batch's events are sent ahead, since a read in a PostgreSQL
     /// transaction waits for what was sent ahead: one in the projection would stand
@@ -2034,6 +2030,10 @@ impl Batch {
         self.load_orders(tx, node, events)
     }
 
+    /// Reads the rows of the batch's orders in one query. The order ids are taken from
+    /// the events' aggregate ids (the box names each order event by its order) without
+    /// parsing the payloads, which `project` does once; an id the payloads name that is
+    /// not among them is read when it comes up (`Batch::order`).
     fn load_orders(&mut self, tx: &impl AsDb, node: &str, events: &[WireEvent]) -> DbResult<()> {
         let mut ids = Vec::new();
         for e in events {
