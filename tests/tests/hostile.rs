@@ -623,14 +623,7 @@ async fn a_box_of_the_previous_release_syncs_with_this_cloud_in_version_1() {
     let half = events.len() / 2;
     for batch in [&events[..half], &events[half..]] {
         assert!(batch.len() <= BATCH_MAX);
-        wire::send(
-            &mut send,
-            &Message::Events {
-                events: batch.to_vec(),
-            },
-        )
-        .await
-        .unwrap();
+        send_batch(&mut send, batch).await;
         let through = batch.last().unwrap().seq;
         loop {
             match wire::next(&mut acks).await.unwrap() {
@@ -691,6 +684,18 @@ impl DayAtCloud {
     }
 }
 
+/// Sends `batch` on an events stream, as a box does.
+async fn send_batch(send: &mut quinn::SendStream, batch: &[WireEvent]) {
+    wire::send(
+        send,
+        &Message::Events {
+            events: batch.to_vec(),
+        },
+    )
+    .await
+    .unwrap();
+}
+
 /// The box's outbox as the events a box sends.
 async fn outbox_events(api: &Api, staff: &str) -> Vec<WireEvent> {
     api.outbox(staff)
@@ -732,14 +737,7 @@ async fn batches_sent_back_to_back_and_a_resent_one_are_each_stored_once() {
         &events[3 * n / 8..3 * n / 4],
         &events[3 * n / 4..],
     ] {
-        wire::send(
-            &mut send,
-            &Message::Events {
-                events: batch.to_vec(),
-            },
-        )
-        .await
-        .unwrap();
+        send_batch(&mut send, batch).await;
     }
     let mut seen = 0;
     while seen < last {
