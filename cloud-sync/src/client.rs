@@ -19,8 +19,10 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-/// Batches of events in flight before waiting for an acknowledgement.
-const WINDOW: usize = 4;
+/// Batches of events in flight before waiting for an acknowledgement: enough that
+/// the cloud has the next ones at hand while it stores a group (up to four at once,
+/// `COALESCE_MAX`), within what the cloud lets one box hold (32 MiB).
+const WINDOW: usize = 8;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Documents are offered again at least this often, even without a local change.
 const DOC_RESYNC: Duration = Duration::from_secs(2);

@@ -261,6 +261,21 @@ pub fn encode(message: &Message) -> Result<Vec<u8>, FrameError> {
     Ok(frame)
 }
 
+/// The length of the frame a 4-byte header announces, refused above [`FRAME_MAX`]
+/// (before anything of the frame is kept).
+pub fn frame_len(header: [u8; 4]) -> Result<usize, FrameError> {
+    let len = u32::from_be_bytes(header) as usize;
+    if len > FRAME_MAX {
+        return Err(FrameError::TooLarge(len));
+    }
+    Ok(len)
+}
+
+/// Decodes a frame's body (the bytes after its header).
+pub fn decode_body(body: &[u8]) -> Result<Message, FrameError> {
+    postcard::from_bytes(body).map_err(|e| FrameError::Malformed(e.to_string()))
+}
+
 /// Splits a byte stream into messages.
 #[derive(Default)]
 pub struct Decoder {
@@ -281,15 +296,11 @@ impl Decoder {
         if self.buf.len() < 4 {
             return Ok(None);
         }
-        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
-        if len > FRAME_MAX {
-            return Err(FrameError::TooLarge(len));
-        }
+        let len = frame_len([self.buf[0], self.buf[1], self.buf[2], self.buf[3]])?;
         if self.buf.len() < 4 + len {
             return Ok(None);
         }
-        let message = postcard::from_bytes(&self.buf[4..4 + len])
-            .map_err(|e| FrameError::Malformed(e.to_string()));
+        let message = decode_body(&self.buf[4..4 + len]);
         self.buf.drain(..4 + len);
         message.map(Some)
     }

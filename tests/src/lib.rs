@@ -352,7 +352,24 @@ pub struct CloudProcess {
     pub token: String,
 }
 
+/// A process's memory as `/proc/PID/status` gives it under `field` (`VmRSS`, resident
+/// now; `VmHWM`, its peak), MiB.
+pub fn memory_mib(pid: u32, field: &str) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no {field} for {pid}"))?;
+    Ok(kib / 1024.0)
+}
+
 impl CloudProcess {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Serves on `quic` (port 0 picks one) with its log appended to `log`.
     pub fn serve(
         data_dir: &Path,

@@ -290,7 +290,7 @@ pub struct RawBox {
     pub endpoint: quinn::Endpoint,
     pub conn: quinn::Connection,
     pub control: quinn::SendStream,
-    pub control_rx: tokio::sync::mpsc::Receiver<Result<Message, cloud_sync::wire::WireError>>,
+    pub control_rx: cloud_sync::wire::Inbox,
     pub answer: Message,
 }
 

@@ -223,7 +223,7 @@ async fn stream(
 /// first) and returns what to answer. Counts the box's messages in `counter`.
 async fn exchange(
     send: &mut quinn::SendStream,
-    inbox: &mut tokio::sync::mpsc::Receiver<Result<Message, wire::WireError>>,
+    inbox: &mut wire::Inbox,
     doc: &str,
     counter: &AtomicUsize,
     mut step: impl FnMut(Option<&[u8]>) -> anyhow::Result<Vec<Vec<u8>>>,

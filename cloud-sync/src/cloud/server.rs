@@ -41,7 +41,39 @@ pub struct Cloud {
     /// [`RENEWAL_INTERVAL`], so a box that keeps claiming acknowledgements it never got
     /// cannot make every box start over again and again.
     renewed_at: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    /// What frames received and not yet handled may take: [`RECEIVED_PER_BOX`] for
+    /// one box, and for all boxes at once [`RECEIVED_PER_INGEST`] for each group
+    /// stored at once ([`ingests_max`]; 64 MiB on two cores): the groups being stored
+    /// and the next batches of each. A mass reconnect after an outage, each box with
+    /// its window of batches in flight, waits in QUIC's flow control rather than in
+    /// memory.
+    pub receiving: Arc<wire::Shares>,
+    /// Batches being stored at once, at most [`ingests_max`].
+    ingests: Arc<Semaphore>,
 }
+
+/// Groups of batches stored at once, from all boxes: two per core, at least four and
+/// at most twelve (the PostgreSQL pool holds sixteen connections, and the console
+/// needs some). More at once add no speed, only memory: a group being stored holds
+/// its decoded events (about 10 MB for four batches of orders), the rows on their way
+/// to the database and its projection, so after an outage a reconnecting fleet waits
+/// in its boxes' windows, not in the cloud's memory.
+fn ingests_max() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (2 * cores).clamp(4, 12)
+}
+
+/// What frames received and not yet handled (stored, for batches) may take for one
+/// box, over all its connections: its window of batches (eight of about 2.6 MB decoded
+/// for orders of a few lines) and its other streams' messages. A box whose batches are
+/// larger is slowed, not stopped: every frame fits ([`crate::proto::FRAME_MAX`] is
+/// 8 MiB).
+const RECEIVED_PER_BOX: usize = 32 << 20;
+/// The part of all boxes' frames per group stored at once: a group of four batches
+/// (about 10 MB decoded) and the next ones. A fleet of 30 boxes catching up at once
+/// peaked at 284 MiB of resident memory with this, at 393 MiB with twice this, and
+/// at 580 MiB without any limit (BENCHMARKS.md).
+const RECEIVED_PER_INGEST: usize = 16 << 20;
 
 /// The least time between two renewals of the cloud's incarnation by detection.
 const RENEWAL_INTERVAL: Duration = Duration::from_secs(600);
@@ -55,6 +87,11 @@ impl Cloud {
             accounts_changed: Arc::new(Notify::new()),
             incarnation: Arc::new(tokio::sync::watch::Sender::new(incarnation)),
             renewed_at: Arc::default(),
+            receiving: Arc::new(wire::Shares::new(
+                ingests_max() * RECEIVED_PER_INGEST,
+                RECEIVED_PER_BOX,
+            )),
+            ingests: Arc::new(Semaphore::new(ingests_max())),
         };
         if let (Some(changes), Ok(rt)) =
             (cloud.store.changes(), tokio::runtime::Handle::try_current())
@@ -277,7 +314,12 @@ async fn connection(conn: quinn::Connection, cloud: Cloud) {
         conn.close(CLOSE_PROTOCOL.into(), b"no control stream");
         return;
     };
-    let mut control_rx = wire::reader(control_rx);
+    // Frames are charged to the node the certificate names (one without a name is
+    // refused at its hello).
+    let allowance = cloud
+        .receiving
+        .of_box(cert_node.as_deref().unwrap_or_default());
+    let mut control_rx = wire::reader_within(control_rx, allowance.clone());
     let hello = tokio::time::timeout(HELLO_TIMEOUT, wire::next(&mut control_rx)).await;
     let (version, node, v2) = match hello {
         Ok(Ok(Message::Hello { version, node_id })) => (version, node_id, None),
@@ -436,8 +478,9 @@ async fn connection(conn: quinn::Connection, cloud: Cloud) {
             accepted = conn.accept_bi() => match accepted {
                 Ok((send, recv)) => {
                     let (cloud, node) = (cloud.clone(), node.clone());
+                    let inbox = wire::reader_within(recv, allowance.clone());
                     streams.spawn(async move {
-                        if let Err(e) = stream(send, recv, cloud, node.clone(), timeline).await {
+                        if let Err(e) = stream(send, inbox, cloud, node.clone(), timeline).await {
                             tracing::debug!(%node, error = %e, "stream ended");
                         }
                     });
@@ -458,9 +501,9 @@ async fn connection(conn: quinn::Connection, cloud: Cloud) {
 
 /// Statuses are recorded at most this often (a box sends one per interval).
 const STATUS_MIN_GAP: Duration = Duration::from_millis(500);
-/// Events of the batches already waiting that one transaction takes at most (with
-/// the box's window of four batches in flight, the three that came in while the one
-/// before them was stored).
+/// Events of the batches already waiting that one transaction takes at most: four
+/// batches (the box keeps eight in flight, so the next group arrives while one is
+/// stored).
 const COALESCE_MAX: usize = 4 * BATCH_MAX;
 
 /// Reads the box's status messages on the control stream and records each (with the
@@ -468,7 +511,7 @@ const COALESCE_MAX: usize = 4 * BATCH_MAX;
 /// malformed status, or any other message, ends the link with the reason.
 async fn statuses(
     conn: &quinn::Connection,
-    mut control_rx: tokio::sync::mpsc::Receiver<Result<Message, WireError>>,
+    mut control_rx: wire::Inbox,
     cloud: &Cloud,
     node: &str,
 ) -> Result<(), String> {
@@ -528,16 +571,17 @@ impl From<anyhow::Error> for StreamError {
 fn gather(
     events: &mut Vec<WireEvent>,
     ends: &mut Vec<usize>,
-    inbox: &mut tokio::sync::mpsc::Receiver<Result<Message, WireError>>,
-) -> Option<Result<Message, WireError>> {
+    charges: &mut Vec<wire::Charge>,
+    inbox: &mut wire::Inbox,
+) -> Option<wire::Inbound> {
     while events.len() + BATCH_MAX <= COALESCE_MAX {
-        match inbox.try_recv() {
-            Ok(Ok(Message::Events { events: more })) if continues(events, &more) => {
+        match inbox.try_next_charged()? {
+            (Ok(Message::Events { events: more }), charge) if continues(events, &more) => {
                 events.extend(more);
                 ends.push(events.len());
+                charges.push(charge);
             }
-            Ok(other) => return Some(other),
-            Err(_) => break,
+            other => return Some(other),
         }
     }
     None
@@ -582,34 +626,42 @@ fn continues(events: &[WireEvent], more: &[WireEvent]) -> bool {
 
 async fn stream(
     mut send: quinn::SendStream,
-    recv: quinn::RecvStream,
+    mut inbox: wire::Inbox,
     cloud: Cloud,
     node: String,
     timeline: Option<i64>,
 ) -> Result<(), StreamError> {
-    let mut inbox = wire::reader(recv);
-    match wire::next(&mut inbox).await? {
+    let (first, charge) = inbox.next_charged().await;
+    match first? {
         Message::Events { events } => {
             // The next message, when already taken from the inbox: the stream's first,
             // or one that stopped the gathering of batches (handled in its turn).
-            let mut held = Some(Ok(Message::Events { events }));
+            let mut held = Some((Ok(Message::Events { events }), charge));
             loop {
-                let next = match held.take() {
+                let (next, charge) = match held.take() {
                     Some(m) => m,
-                    None => wire::next(&mut inbox).await,
+                    None => inbox.next_charged().await,
                 };
                 let mut events = match next? {
                     Message::Events { events } => events,
                     other => return Err(StreamError::Other(format!("unexpected {other:?}"))),
                 };
+                // The turn first: batches that arrive while this one waits for it
+                // go into its transaction.
+                let turn = cloud.ingests.acquire().await.expect("never closed");
                 let mut ends = vec![events.len()];
-                held = gather(&mut events, &mut ends, &mut inbox);
+                let mut charges = vec![charge];
+                held = gather(&mut events, &mut ends, &mut charges, &mut inbox);
                 if events.is_empty() {
                     continue;
                 }
                 let (store, n) = (cloud.store.clone(), node.clone());
                 let (acks, stored) =
                     blocking(move || Ok(store_group(&store, &n, timeline, &events, &ends))).await?;
+                drop(turn);
+                // Stored (or refused): the batches' memory is free before the
+                // acknowledgements wait on a box that may not read them.
+                drop(charges);
                 for through_seq in acks {
                     wire::send(&mut send, &Message::Ack { through_seq }).await?;
                 }
@@ -625,6 +677,7 @@ async fn stream(
                 let (docs, n) = (cloud.docs.clone(), node.clone());
                 blocking(move || docs.receive(&n, kind, &data)).await?;
             }
+            drop(charge);
             // A refused message is logged and kept for admins by `receive`; the
             // stream goes on (the box does not send the same changes again on it).
             let waker = cloud.docs.waker(&node);
@@ -646,7 +699,7 @@ async fn stream(
                     }
                 }
                 tokio::select! {
-                    msg = wire::next(&mut inbox) => match msg? {
+                    (msg, _charge) = inbox.next_charged() => match msg? {
                         Message::DocSync { data, .. } if !data.is_empty() => {
                             let (docs, n) = (cloud.docs.clone(), node.clone());
                             blocking(move || docs.receive(&n, kind, &data)).await?;
@@ -660,6 +713,7 @@ async fn stream(
             }
         }
         Message::AccountsFrom { mut cursor } => {
+            drop(charge);
             // A cursor beyond every account this cloud issued comes from a database
             // that went back (restored): the box gets every account again.
             let store = cloud.store.clone();
@@ -729,42 +783,48 @@ mod tests {
     /// whole, and so is the stream's end; at most `COALESCE_MAX` events are taken.
     #[test]
     fn only_batches_that_go_on_are_gathered() {
-        let (tx, mut inbox) = tokio::sync::mpsc::channel(8);
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let mut inbox = wire::Inbox::from(rx);
+        let send = |m| tx.try_send((m, wire::Charge::default())).unwrap();
         for m in [batch(4..=6), batch(7..=9), batch(5..=12), batch(13..=14)] {
-            tx.try_send(m).unwrap();
+            send(m);
         }
         let mut events = events_of(batch(1..=3));
-        let mut ends = vec![3];
-        let held = gather(&mut events, &mut ends, &mut inbox);
+        let (mut ends, mut charges) = (vec![3], vec![]);
+        let held = gather(&mut events, &mut ends, &mut charges, &mut inbox);
         assert_eq!(seqs(&events), (1..=9).collect::<Vec<_>>());
         assert_eq!(ends, vec![3, 6, 9]);
+        assert_eq!(charges.len(), 2, "each batch taken keeps its charge");
         match held {
-            Some(Ok(Message::Events { events: again })) => {
+            Some((Ok(Message::Events { events: again }), _)) => {
                 assert_eq!(seqs(&again), (5..=12).collect::<Vec<_>>())
             }
-            other => panic!("expected the batch sent again, got {other:?}"),
+            other => panic!(
+                "expected the batch sent again, got {:?}",
+                other.map(|o| o.0)
+            ),
         }
         // The end of the stream, or a seq at the end of the range, is not gathered.
-        assert_eq!(seqs(&events_of(inbox.try_recv().unwrap())), vec![13, 14]);
+        let next = inbox.try_next_charged().unwrap().0;
+        assert_eq!(seqs(&events_of(next)), vec![13, 14]);
         let mut events = vec![];
-        tx.try_send(Err(WireError::Closed)).unwrap();
+        send(Err(WireError::Closed));
         assert!(matches!(
-            gather(&mut events, &mut vec![0], &mut inbox),
-            Some(Err(WireError::Closed))
+            gather(&mut events, &mut vec![0], &mut vec![], &mut inbox),
+            Some((Err(WireError::Closed), _))
         ));
         let mut last = events_of(batch(u64::MAX..=u64::MAX));
-        tx.try_send(batch(0..=0)).unwrap();
-        assert!(gather(&mut last, &mut vec![1], &mut inbox).is_some());
+        send(batch(0..=0));
+        assert!(gather(&mut last, &mut vec![1], &mut vec![], &mut inbox).is_some());
         // A full transaction's worth stops the gathering.
         let mut events = events_of(batch(1..=BATCH_MAX as u64));
         let mut next = BATCH_MAX as u64 + 1;
         for _ in 0..5 {
-            tx.try_send(batch(next..=next + BATCH_MAX as u64 - 1))
-                .unwrap();
+            send(batch(next..=next + BATCH_MAX as u64 - 1));
             next += BATCH_MAX as u64;
         }
         let mut ends = vec![BATCH_MAX];
-        assert!(gather(&mut events, &mut ends, &mut inbox).is_none());
+        assert!(gather(&mut events, &mut ends, &mut vec![], &mut inbox).is_none());
         assert_eq!(events.len(), COALESCE_MAX);
         assert_eq!(ends.len(), 4);
         assert_eq!(inbox.len(), 2);

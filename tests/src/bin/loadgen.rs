@@ -381,7 +381,7 @@ where
             "| {stored} | {:.0} | {:.2} | {:.1} | {:.1} | {:.0} |",
             stats.rate(),
             stats.pct(0.99),
-            rss_mib(edge.pid())?,
+            tests::memory_mib(edge.pid(), "VmRSS")?,
             disk as f64 / 1048576.0,
             disk as f64 / stored.max(1) as f64
         );
@@ -414,22 +414,10 @@ where
     println!(
         "restart to the first 200 from /readyz: {:.2} s; RSS then {:.1} MiB",
         start.elapsed().as_secs_f64(),
-        rss_mib(edge.pid())?
+        tests::memory_mib(edge.pid(), "VmRSS")?
     );
     edge.terminate()?;
     Ok(())
-}
-
-/// A process's resident memory (VmRSS), MiB.
-fn rss_mib(pid: u32) -> anyhow::Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no VmRSS for {pid}"))?;
-    Ok(kib / 1024.0)
 }
 
 /// Bytes of the files under `dir`.

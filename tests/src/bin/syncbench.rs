@@ -357,10 +357,10 @@ async fn fleet(
     let total = last * nodes.len() as u64;
     println!();
     println!(
-        "| fleet: {} boxes × {last} events ({total} events) | time to converge | events/s |",
+        "| fleet: {} boxes × {last} events ({total} events) | time to converge | events/s | peak RSS of a replica |",
         nodes.len()
     );
-    println!("|---|---|---|");
+    println!("|---|---|---|---|");
     for replicas in [1usize, 2] {
         let url = pg.fresh_database()?;
         let clouds: Vec<CloudProcess> = (0..replicas)
@@ -393,8 +393,12 @@ async fn fleet(
             caught_up(&clouds[i % replicas], node, last, t).await?;
         }
         let secs = t.elapsed().as_secs_f64();
+        let mut peak = 0f64;
+        for c in &clouds {
+            peak = peak.max(tests::memory_mib(c.pid(), "VmHWM")?);
+        }
         println!(
-            "| {replicas} replica{} on PostgreSQL | {secs:.2} s | {:.0} |",
+            "| {replicas} replica{} on PostgreSQL | {secs:.2} s | {:.0} | {peak:.1} MiB |",
             if replicas == 1 { "" } else { "s" },
             total as f64 / secs
         );
