@@ -358,6 +358,22 @@ mod tests {
         assert_eq!(inbox.len(), n, "the reader went on past its allowance");
     }
 
+    /// Sends twelve batches of 100 on a new stream without waiting for anything;
+    /// gives the stream back, still open, once they are all written.
+    async fn twelve_batches(
+        link: &quinn::Connection,
+    ) -> tokio::task::JoinHandle<quinn::SendStream> {
+        let (mut send, _) = link.open_bi().await.unwrap();
+        tokio::spawn(async move {
+            for i in 0..12 {
+                super::send(&mut send, &batch(1 + 100 * i, 100))
+                    .await
+                    .unwrap();
+            }
+            send
+        })
+    }
+
     /// A peer that sends more than its allowance without waiting: the reader holds
     /// what the allowance covers and stops reading (the rest waits in QUIC's flow
     /// control, at the peer); each message handled lets one more in. A second stream
@@ -372,15 +388,7 @@ mod tests {
         assert!(each > encode(&batch(1, 100)).unwrap().len());
         // Three batches' worth for this box; more than enough in the whole.
         let shares = Shares::new(64 * each, 3 * (each + 2 * UNIT));
-        let (mut send, _) = dialled.open_bi().await.unwrap();
-        let writer = tokio::spawn(async move {
-            for i in 0..12 {
-                super::send(&mut send, &batch(1 + 100 * i, 100))
-                    .await
-                    .unwrap();
-            }
-            send
-        });
+        let writer = twelve_batches(&dialled).await;
         let (_, recv) = accepted.accept_bi().await.unwrap();
         let mut inbox = reader_within(recv, shares.of_box("box-a"));
         holds(&inbox, 3).await;
@@ -404,7 +412,8 @@ mod tests {
         assert_eq!(first_seq(&m), 1);
         drop((m, charge));
         holds(&inbox, 3).await;
-        // Messages taken without their charge (`next`) let every one through in turn.
+        // Messages whose charge goes as they are taken (as with `next`) let every one
+        // through in turn.
         let mut seqs = vec![];
         for _ in 0..11 {
             seqs.push(first_seq(&inbox.next_charged().await.0));
@@ -416,15 +425,7 @@ mod tests {
         holds(&other, 1).await;
 
         // Without an allowance in bytes, a reader takes in all it can hold.
-        let (mut send, _) = dialled.open_bi().await.unwrap();
-        let writer = tokio::spawn(async move {
-            for i in 0..12 {
-                super::send(&mut send, &batch(1 + 100 * i, 100))
-                    .await
-                    .unwrap();
-            }
-            send
-        });
+        let writer = twelve_batches(&dialled).await;
         let (_, recv) = accepted.accept_bi().await.unwrap();
         let unlimited = reader(recv);
         holds(&unlimited, 12).await;
