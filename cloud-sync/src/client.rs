@@ -21,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Batches of events in flight before waiting for an acknowledgement: enough that
 /// the cloud has the next ones at hand while it stores a group (up to four at once,
-/// `COALESCE_MAX`), within what the cloud lets one box hold (32 MiB).
+/// `COALESCE_MAX`). Eight batches of orders (about 2.6 MB each decoded) fit what the
+/// cloud lets one box hold (32 MiB); larger batches are held back by it, not lost.
 const WINDOW: usize = 8;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Documents are offered again at least this often, even without a local change.

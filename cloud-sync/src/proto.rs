@@ -205,6 +205,36 @@ pub fn event_digest(e: &WireEvent) -> String {
     hex::encode(&h.finalize()[..16])
 }
 
+/// Decodes a batch's events, refusing more than [`BATCH_MAX`] (every release sends at
+/// most that many).
+fn at_most_a_batch<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<WireEvent>, D::Error> {
+    struct Batch;
+    impl<'de> serde::de::Visitor<'de> for Batch {
+        type Value = Vec<WireEvent>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "at most {BATCH_MAX} events")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut events = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(BATCH_MAX));
+            while let Some(event) = seq.next_element()? {
+                if events.len() == BATCH_MAX {
+                    return Err(serde::de::Error::custom(format!(
+                        "a batch of more than {BATCH_MAX} events"
+                    )));
+                }
+                events.push(event);
+            }
+            Ok(events)
+        }
+    }
+    d.deserialize_seq(Batch)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
     /// Box → cloud, first frame of the control stream.
@@ -213,8 +243,12 @@ pub enum Message {
     Welcome { version: u16, acked_seq: u64 },
     /// Either way, then the connection closes.
     Refused { code: RefuseCode, reason: String },
-    /// Box → cloud on the events stream: consecutive events.
-    Events { events: Vec<WireEvent> },
+    /// Box → cloud on the events stream: consecutive events, at most [`BATCH_MAX`] (a
+    /// longer batch is refused while it is decoded, before it takes the memory).
+    Events {
+        #[serde(deserialize_with = "at_most_a_batch")]
+        events: Vec<WireEvent>,
+    },
     /// Cloud → box: every event up to `through_seq` is committed at the cloud.
     Ack { through_seq: u64 },
     /// Either way on a document stream: one Automerge sync message (empty `data`
@@ -315,6 +349,31 @@ impl Decoder {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A batch of more events than any release sends is refused as it is decoded;
+    /// a full one is not.
+    #[test]
+    fn a_batch_longer_than_batch_max_is_refused() {
+        let batch = |n: usize| Message::Events {
+            events: (0..n as u64)
+                .map(|seq| WireEvent {
+                    seq,
+                    kind: String::new(),
+                    aggregate_id: String::new(),
+                    payload: String::new(),
+                    at: String::new(),
+                })
+                .collect(),
+        };
+        let full = encode(&batch(BATCH_MAX)).unwrap();
+        assert_eq!(decode_body(&full[4..]), Ok(batch(BATCH_MAX)));
+        let over = encode(&batch(BATCH_MAX + 1)).unwrap();
+        // (postcard's error does not carry the reason.)
+        assert!(matches!(
+            decode_body(&over[4..]),
+            Err(FrameError::Malformed(_))
+        ));
+    }
 
     fn sample() -> Vec<Message> {
         vec![

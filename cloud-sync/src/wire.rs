@@ -3,10 +3,11 @@
 //! A stream's frames are read by a task of their own into a bounded inbox. What a peer
 //! can make the reader hold is limited twice: in frames (the inbox), and in bytes by
 //! an [`Allowance`], which a frame is charged against from its header on (before its
-//! body is read) until the message is handled. A reader that finds the allowance spent
-//! stops reading, so QUIC's flow control holds the peer back.
+//! body is read, at what it may take decoded) until its [`Charge`] is dropped: when
+//! the message has been handled, or at once with [`next`]. A reader that finds the
+//! allowance spent stops reading, so QUIC's flow control holds the peer back.
 
-use crate::proto::{FrameError, Message, decode_body, encode, frame_len};
+use crate::proto::{BATCH_MAX, FrameError, Message, decode_body, encode, frame_len};
 use quinn::ReadExactError;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -35,10 +36,10 @@ pub async fn send(stream: &mut quinn::SendStream, message: &Message) -> Result<(
         .map_err(|e| WireError::Stream(e.to_string()))
 }
 
-/// Bytes that frames received and not yet handled may take: a frame takes its size
-/// (header included) from each pool in turn, and gives it back when its message is
-/// dropped. The cloud gives each box's streams a share of their own, then the cloud's
-/// whole, so one box cannot take what the others need.
+/// Bytes that frames received and not yet handled may take: a frame takes what it may
+/// take decoded from each pool in turn, and gives it back when its [`Charge`] is
+/// dropped. The cloud charges each box's streams to a share of their own, then to the
+/// cloud's whole, so one box cannot take more than its share of the whole.
 #[derive(Clone, Default)]
 pub struct Allowance {
     pools: Vec<Pool>,
@@ -93,8 +94,8 @@ impl Allowance {
         self.pools.iter().any(|p| Arc::strong_count(&p.permits) > 1)
     }
 
-    /// Takes `bytes` from every pool, waiting until each has them. A frame larger than
-    /// a whole pool takes the whole pool.
+    /// Takes `bytes` from every pool, waiting until each has them (at most a whole
+    /// pool from each, so every charge can be met).
     async fn take(&self, bytes: usize) -> Charge {
         let want = u32::try_from(bytes.div_ceil(UNIT))
             .unwrap_or(u32::MAX)
@@ -109,12 +110,12 @@ impl Allowance {
                 .expect("an allowance's pools are never closed");
             permits.push(permit);
         }
-        Charge(permits)
+        Charge { _permits: permits }
     }
 }
 
-/// A whole allowance and a share of it for each box, the same for all of a box's
-/// connections (a box may hold several at once, to one replica or more).
+/// A whole allowance and a share for each box, the same for all of a box's
+/// connections to this process (a box may hold several at once).
 pub struct Shares {
     whole: Allowance,
     share: usize,
@@ -132,16 +133,21 @@ impl Shares {
 
     /// Box `node`'s allowance: its own share first, then the whole.
     pub fn of_box(&self, node: &str) -> Allowance {
+        self.share_of(node).then(&self.whole)
+    }
+
+    /// Box `node`'s own share alone.
+    pub fn share_of(&self, node: &str) -> Allowance {
         let mut boxes = self.boxes.lock().unwrap_or_else(|e| e.into_inner());
         if !boxes.contains_key(node) {
-            // The shares no reader holds any more go, so the map stays as large as
-            // the boxes connected.
+            // The shares nothing holds any more go, so the map stays about as large
+            // as the boxes connected.
             boxes.retain(|_, a| a.in_use());
         }
         boxes
             .entry(node.to_owned())
             .or_insert_with(|| Allowance::of(self.share))
-            .then(&self.whole)
+            .clone()
     }
 
     /// Bytes left of the whole.
@@ -153,7 +159,9 @@ impl Shares {
 /// What a received message holds of its stream's [`Allowance`], given back when
 /// dropped.
 #[derive(Default)]
-pub struct Charge(Vec<OwnedSemaphorePermit>);
+pub struct Charge {
+    _permits: Vec<OwnedSemaphorePermit>,
+}
 
 /// A received message, or why the stream ended, with its charge.
 pub type Inbound = (Result<Message, WireError>, Charge);
@@ -203,7 +211,13 @@ pub fn reader_within(mut recv: quinn::RecvStream, allowance: Allowance) -> Inbox
     let (tx, rx) = mpsc::channel(INBOX_MAX);
     tokio::spawn(async move {
         loop {
-            let (item, end) = match read_frame(&mut recv, &allowance).await {
+            let item = tokio::select! {
+                read = read_frame(&mut recv, &allowance) => read,
+                // Nobody reads the inbox any more (the stream's handler ended): a
+                // reader waiting for its allowance gives up.
+                () = tx.closed() => return,
+            };
+            let (item, end) = match item {
                 Ok(Some((message, charge))) => ((Ok(message), charge), false),
                 Ok(None) => ((Err(WireError::Closed), Charge::default()), true),
                 Err(e) => ((Err(e), Charge::default()), true),
@@ -216,7 +230,17 @@ pub fn reader_within(mut recv: quinn::RecvStream, allowance: Allowance) -> Inbox
     Inbox(rx)
 }
 
+/// What a frame of `len` bytes (after its header) may take once decoded, at most:
+/// its bytes, and for each event of a batch (at most [`BATCH_MAX`], and each at
+/// least 5 bytes on the wire) its fields' allocations, counted at 16 bytes each
+/// beside the allocator's.
+fn charge_for(len: usize) -> usize {
+    const PER_EVENT: usize = std::mem::size_of::<crate::proto::WireEvent>() + 4 * 16;
+    4 + len + (len / 5).min(BATCH_MAX) * PER_EVENT
+}
+
 /// The next frame's message and charge; `None` when the stream ended between frames.
+/// The charge is taken once, from the header, before the body is read.
 async fn read_frame(
     recv: &mut quinn::RecvStream,
     allowance: &Allowance,
@@ -228,41 +252,10 @@ async fn read_frame(
         Err(e) => return Err(read_error(e)),
     }
     let len = frame_len(header)?;
-    let mut charge = allowance.take(4 + len).await;
+    let charge = allowance.take(charge_for(len)).await;
     let mut body = vec![0u8; len];
     recv.read_exact(&mut body).await.map_err(read_error)?;
-    let message = decode_body(&body)?;
-    drop(body);
-    // A batch takes more memory decoded than on the wire (an allocation per field of
-    // each event): the difference is charged too before the next frame is read.
-    let held = held_bytes(&message);
-    if held > 4 + len {
-        charge.0.extend(allowance.take(held - 4 - len).await.0);
-    }
-    Ok(Some((message, charge)))
-}
-
-/// What a decoded message takes in memory, about (the allocator's own overhead
-/// counted at 16 bytes an allocation); messages other than batches are counted at
-/// their frame's size.
-fn held_bytes(message: &Message) -> usize {
-    const ALLOCATION: usize = 16;
-    match message {
-        Message::Events { events } => {
-            events.capacity() * std::mem::size_of::<crate::proto::WireEvent>()
-                + events
-                    .iter()
-                    .map(|e| {
-                        e.kind.capacity()
-                            + e.aggregate_id.capacity()
-                            + e.payload.capacity()
-                            + e.at.capacity()
-                            + 4 * ALLOCATION
-                    })
-                    .sum::<usize>()
-        }
-        _ => 0,
-    }
+    Ok(Some((decode_body(&body)?, charge)))
 }
 
 fn read_error(e: ReadExactError) -> WireError {
@@ -383,9 +376,10 @@ mod tests {
     async fn a_peer_cannot_make_the_reader_hold_more_than_its_allowance() {
         let dir = tempfile::tempdir().unwrap();
         let (dialled, accepted, _endpoints) = link(dir.path()).await;
-        // What a batch is charged: decoded, it takes more than its frame.
-        let each = held_bytes(&batch(1, 100));
-        assert!(each > encode(&batch(1, 100)).unwrap().len());
+        // What a batch is charged: more than its frame, as it takes more decoded.
+        let frame = encode(&batch(1, 100)).unwrap().len();
+        let each = charge_for(frame - 4);
+        assert!(each > frame);
         // Three batches' worth for this box; more than enough in the whole.
         let shares = Shares::new(64 * each, 3 * (each + 2 * UNIT));
         let writer = twelve_batches(&dialled).await;

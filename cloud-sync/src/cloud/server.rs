@@ -48,7 +48,7 @@ pub struct Cloud {
     /// its window of batches in flight, waits in QUIC's flow control rather than in
     /// memory.
     pub receiving: Arc<wire::Shares>,
-    /// Batches being stored at once, at most [`ingests_max`].
+    /// Groups of batches being stored at once, at most [`ingests_max`].
     ingests: Arc<Semaphore>,
 }
 
@@ -315,11 +315,11 @@ async fn connection(conn: quinn::Connection, cloud: Cloud) {
         return;
     };
     // Frames are charged to the node the certificate names (one without a name is
-    // refused at its hello).
-    let allowance = cloud
-        .receiving
-        .of_box(cert_node.as_deref().unwrap_or_default());
-    let mut control_rx = wire::reader_within(control_rx, allowance.clone());
+    // refused at its hello). The control stream (the hello, statuses) is charged to
+    // the box's share alone, so a box's hello never waits behind other boxes' batches.
+    let node_of_cert = cert_node.as_deref().unwrap_or_default();
+    let allowance = cloud.receiving.of_box(node_of_cert);
+    let mut control_rx = wire::reader_within(control_rx, cloud.receiving.share_of(node_of_cert));
     let hello = tokio::time::timeout(HELLO_TIMEOUT, wire::next(&mut control_rx)).await;
     let (version, node, v2) = match hello {
         Ok(Ok(Message::Hello { version, node_id })) => (version, node_id, None),
@@ -472,6 +472,10 @@ async fn connection(conn: quinn::Connection, cloud: Cloud) {
                 conn.close(CLOSE_PROTOCOL.into(), reason.as_bytes());
             }
         });
+    } else {
+        // An older box sends nothing more on its control stream; nothing it might
+        // send is read (or held).
+        drop(control_rx);
     }
     loop {
         tokio::select! {
@@ -517,7 +521,9 @@ async fn statuses(
 ) -> Result<(), String> {
     let mut last: Option<std::time::Instant> = None;
     loop {
-        let status: BoxStatus = match wire::next(&mut control_rx).await {
+        // The status's charge is kept until it is recorded.
+        let (status, _charge) = control_rx.next_charged().await;
+        let status: BoxStatus = match status {
             Ok(Message::Status(s)) => s,
             Ok(other) => return Err(format!("unexpected {other:?} on the control stream")),
             Err(WireError::Closed) => return Ok(()),
@@ -648,7 +654,12 @@ async fn stream(
                 };
                 // The turn first: batches that arrive while this one waits for it
                 // go into its transaction.
-                let turn = cloud.ingests.acquire().await.expect("never closed");
+                let turn = cloud
+                    .ingests
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("never closed");
                 let mut ends = vec![events.len()];
                 let mut charges = vec![charge];
                 held = gather(&mut events, &mut ends, &mut charges, &mut inbox);
@@ -656,12 +667,16 @@ async fn stream(
                     continue;
                 }
                 let (store, n) = (cloud.store.clone(), node.clone());
-                let (acks, stored) =
-                    blocking(move || Ok(store_group(&store, &n, timeline, &events, &ends))).await?;
-                drop(turn);
-                // Stored (or refused): the batches' memory is free before the
-                // acknowledgements wait on a box that may not read them.
-                drop(charges);
+                // The turn and the charges go with the store's thread: if this stream
+                // ends meanwhile (the box went, every box is dropped), they come back
+                // only when the store is done with the events. Both come back before
+                // the acknowledgements wait on a box that may not read them.
+                let (acks, stored) = blocking(move || {
+                    let stored = store_group(&store, &n, timeline, &events, &ends);
+                    drop((turn, charges));
+                    Ok(stored)
+                })
+                .await?;
                 for through_seq in acks {
                     wire::send(&mut send, &Message::Ack { through_seq }).await?;
                 }
@@ -675,9 +690,15 @@ async fn stream(
             blocking(move || docs.begin(&n, kind)).await?;
             if !data.is_empty() {
                 let (docs, n) = (cloud.docs.clone(), node.clone());
-                blocking(move || docs.receive(&n, kind, &data)).await?;
+                // The charge goes with the message, to the thread that applies it.
+                blocking(move || {
+                    let _charge = charge;
+                    docs.receive(&n, kind, &data)
+                })
+                .await?;
+            } else {
+                drop(charge);
             }
-            drop(charge);
             // A refused message is logged and kept for admins by `receive`; the
             // stream goes on (the box does not send the same changes again on it).
             let waker = cloud.docs.waker(&node);
@@ -699,10 +720,14 @@ async fn stream(
                     }
                 }
                 tokio::select! {
-                    (msg, _charge) = inbox.next_charged() => match msg? {
+                    (msg, charge) = inbox.next_charged() => match msg? {
                         Message::DocSync { data, .. } if !data.is_empty() => {
                             let (docs, n) = (cloud.docs.clone(), node.clone());
-                            blocking(move || docs.receive(&n, kind, &data)).await?;
+                            blocking(move || {
+                                let _charge = charge;
+                                docs.receive(&n, kind, &data)
+                            })
+                            .await?;
                         }
                         Message::DocSync { .. } => {}
                         other => return Err(StreamError::Other(format!("unexpected {other:?}"))),
@@ -714,6 +739,7 @@ async fn stream(
         }
         Message::AccountsFrom { mut cursor } => {
             drop(charge);
+            let mut box_sends = true;
             // A cursor beyond every account this cloud issued comes from a database
             // that went back (restored): the box gets every account again.
             let store = cloud.store.clone();
@@ -741,6 +767,15 @@ async fn stream(
                 tokio::select! {
                     () = cloud.accounts_changed.notified() => {}
                     () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    // The box sends nothing more here: anything it sends ends the
+                    // stream rather than wait, charged, in the inbox.
+                    (msg, _) = inbox.next_charged(), if box_sends => match msg {
+                        Ok(other) => return Err(StreamError::Other(format!(
+                            "unexpected {other:?} on the accounts stream"
+                        ))),
+                        Err(WireError::Closed) => box_sends = false,
+                        Err(e) => return Err(e.into()),
+                    },
                 }
             }
         }
