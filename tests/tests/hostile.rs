@@ -758,3 +758,43 @@ async fn batches_sent_back_to_back_and_a_resent_one_are_each_stored_once() {
     assert_eq!(summary["events"].as_u64(), Some(last), "{summary}");
     assert_same_totals(api, staff, cloud, "canteen-burst").await;
 }
+
+/// A box sends nothing on its accounts stream after `AccountsFrom`: anything more it
+/// sends there ends the stream, rather than wait unread in the cloud's memory,
+/// charged to the box. The connection and the box's other streams go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_that_talks_on_its_accounts_stream_has_it_ended() {
+    let day = DayAtCloud::new("canteen-chatty").await;
+    let conn = day.raw.conn.clone();
+    let (mut send, recv) = conn.open_bi().await.unwrap();
+    let mut inbox = wire::reader(recv);
+    for _ in 0..4 {
+        wire::send(&mut send, &Message::AccountsFrom { cursor: 0 })
+            .await
+            .unwrap();
+    }
+    let end = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match wire::next(&mut inbox).await {
+                Ok(Message::Accounts { .. }) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the cloud kept the accounts stream open");
+    assert!(end.is_err(), "expected the stream's end, got {end:?}");
+
+    // The connection is still up: the day's events on a new stream are stored.
+    assert!(conn.close_reason().is_none());
+    let (mut send, recv) = conn.open_bi().await.unwrap();
+    let mut acks = wire::reader(recv);
+    send_batch(&mut send, &day.events).await;
+    let last = day.events[day.events.len() - 1].seq;
+    match wire::next(&mut acks).await {
+        Ok(Message::Ack { through_seq }) if through_seq == last => {}
+        other => panic!("expected the batch acknowledged through {last}, got {other:?}"),
+    }
+    day.raw.close().await;
+    assert_same_totals(&day.api, &day.staff, &day.cloud, "canteen-chatty").await;
+}
