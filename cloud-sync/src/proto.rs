@@ -1,9 +1,9 @@
 //! The wire protocol: versioned messages in length-prefixed frames.
 //!
 //! A frame is a 4-byte big-endian length followed by that many bytes of a postcard-
-//! encoded [`Message`]. Frames larger than [`FRAME_MAX`] are refused before any
-//! allocation. The [`Decoder`] is sans-I/O: push bytes in, take whole messages out;
-//! any input gives messages or a typed error, never a panic.
+//! encoded [`Message`]. Frames larger than [`FRAME_MAX`] are refused from their header
+//! ([`frame_len`]), before any allocation; [`decode_body`] turns any body into a
+//! message or a typed error, never a panic (`crate::wire` reads frames with both).
 
 use serde::{Deserialize, Serialize};
 
@@ -310,41 +310,6 @@ pub fn decode_body(body: &[u8]) -> Result<Message, FrameError> {
     postcard::from_bytes(body).map_err(|e| FrameError::Malformed(e.to_string()))
 }
 
-/// Splits a byte stream into messages.
-#[derive(Default)]
-pub struct Decoder {
-    buf: Vec<u8>,
-}
-
-impl Decoder {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn push(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
-    }
-
-    /// The next whole message, `Ok(None)` if more bytes are needed.
-    pub fn next_message(&mut self) -> Result<Option<Message>, FrameError> {
-        if self.buf.len() < 4 {
-            return Ok(None);
-        }
-        let len = frame_len([self.buf[0], self.buf[1], self.buf[2], self.buf[3]])?;
-        if self.buf.len() < 4 + len {
-            return Ok(None);
-        }
-        let message = decode_body(&self.buf[4..4 + len]);
-        self.buf.drain(..4 + len);
-        message.map(Some)
-    }
-
-    /// Bytes received but not yet a whole frame.
-    pub fn pending(&self) -> usize {
-        self.buf.len()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,26 +371,45 @@ mod tests {
         ]
     }
 
-    #[test]
-    fn frames_round_trip_even_byte_by_byte() {
-        let mut d = Decoder::new();
-        let all: Vec<u8> = sample().iter().flat_map(|m| encode(m).unwrap()).collect();
+    /// Splits `bytes` as a stream's reader does (`frame_len` of each header, then
+    /// `decode_body`): the messages, then the error that stopped it or the bytes left
+    /// over (a frame not yet whole).
+    fn split(mut bytes: &[u8]) -> (Vec<Message>, Result<usize, FrameError>) {
         let mut out = Vec::new();
-        for b in all {
-            d.push(&[b]);
-            while let Some(m) = d.next_message().unwrap() {
-                out.push(m);
+        while bytes.len() >= 4 {
+            let len = match frame_len([bytes[0], bytes[1], bytes[2], bytes[3]]) {
+                Ok(len) => len,
+                Err(e) => return (out, Err(e)),
+            };
+            if bytes.len() < 4 + len {
+                break;
             }
+            match decode_body(&bytes[4..4 + len]) {
+                Ok(m) => out.push(m),
+                Err(e) => return (out, Err(e)),
+            }
+            bytes = &bytes[4 + len..];
         }
-        assert_eq!(out, sample());
-        assert_eq!(d.pending(), 0);
+        (out, Ok(bytes.len()))
+    }
+
+    /// Every message comes back as sent, and a stream cut anywhere gives the messages
+    /// before the cut and a frame not yet whole, never an error.
+    #[test]
+    fn frames_round_trip_even_cut_anywhere() {
+        let all: Vec<u8> = sample().iter().flat_map(|m| encode(m).unwrap()).collect();
+        assert_eq!(split(&all), (sample(), Ok(0)));
+        for cut in 0..all.len() {
+            let (messages, rest) = split(&all[..cut]);
+            assert_eq!(messages, sample()[..messages.len()]);
+            assert!(rest.is_ok(), "cut at {cut}: {rest:?}");
+        }
     }
 
     #[test]
     fn oversized_frames_are_refused_before_reading_them() {
-        let mut d = Decoder::new();
-        d.push(&((FRAME_MAX as u32 + 1).to_be_bytes()));
-        assert_eq!(d.next_message(), Err(FrameError::TooLarge(FRAME_MAX + 1)));
+        let header = (FRAME_MAX as u32 + 1).to_be_bytes();
+        assert_eq!(split(&header).1, Err(FrameError::TooLarge(FRAME_MAX + 1)));
     }
 
     /// Crashers found while fuzzing the decoder, kept as regressions.
@@ -438,23 +422,19 @@ mod tests {
             &[0xff, 0xff, 0xff, 0xff],
         ];
         for case in cases {
-            let mut d = Decoder::new();
-            d.push(case);
-            assert!(d.next_message().is_err() || d.pending() > 0);
+            let (messages, rest) = split(case);
+            assert!(messages.is_empty());
+            assert!(rest.is_err() || rest.is_ok_and(|left| left > 0));
         }
     }
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 2000, .. ProptestConfig::default() })]
 
-        /// Arbitrary bytes never panic the decoder; it yields messages or errors.
+        /// Arbitrary bytes never panic the decoding; it yields messages or errors.
         #[test]
-        fn arbitrary_bytes_never_panic(chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..64), 0..16)) {
-            let mut d = Decoder::new();
-            for c in chunks {
-                d.push(&c);
-                while let Ok(Some(_)) = d.next_message() {}
-            }
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..1024)) {
+            let _ = split(&bytes);
         }
 
         /// Valid frames with a corrupted byte still never panic.
@@ -463,9 +443,7 @@ mod tests {
             let mut frame: Vec<u8> = sample().iter().flat_map(|m| encode(m).unwrap()).collect();
             let at = i % frame.len();
             frame[at] = b;
-            let mut d = Decoder::new();
-            d.push(&frame);
-            while let Ok(Some(_)) = d.next_message() {}
+            let _ = split(&frame);
         }
     }
 }

@@ -59,18 +59,13 @@ impl Allowance {
 
     /// A pool of `bytes`.
     pub fn of(bytes: usize) -> Self {
-        Self::default().and(bytes)
-    }
-
-    /// This allowance with one more pool of `bytes`, taken from after the ones before.
-    pub fn and(&self, bytes: usize) -> Self {
         let units = u32::try_from(bytes / UNIT).unwrap_or(u32::MAX).max(1);
-        let mut pools = self.pools.clone();
-        pools.push(Pool {
-            permits: Arc::new(Semaphore::new(units as usize)),
-            units,
-        });
-        Self { pools }
+        Self {
+            pools: vec![Pool {
+                permits: Arc::new(Semaphore::new(units as usize)),
+                units,
+            }],
+        }
     }
 
     /// `self`'s pools first, then `then`'s (shared with every allowance made from it).
